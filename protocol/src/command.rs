@@ -1,0 +1,668 @@
+//! Client-to-server commands of protocol V2: one enum, its encoder (for
+//! clients) and a streaming decoder (for nsqd).
+//!
+//! A command is a line `NAME[ SP param]*\n`, and PUB, DPUB, MPUB, IDENTIFY and
+//! AUTH follow it with `[i32 size][body]`. The decoder validates what the line
+//! says (names, numbers) before it waits for a body, and checks every size
+//! before it reserves memory for it, so a hostile size cannot make it allocate.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::error::{ErrorCode, ProtocolError};
+use crate::message::MessageId;
+use crate::names::{ChannelName, TopicName};
+use crate::quote::go_quote;
+use crate::MAX_LINE_LEN;
+
+/// A command a client sends to nsqd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Raw JSON body; see [`crate::IdentifyRequest::parse`].
+    Identify(Bytes),
+    Auth(Bytes),
+    Sub {
+        topic: TopicName,
+        channel: ChannelName,
+    },
+    Pub {
+        topic: TopicName,
+        body: Bytes,
+    },
+    Mpub {
+        topic: TopicName,
+        bodies: Vec<Bytes>,
+    },
+    Dpub {
+        topic: TopicName,
+        defer_ms: u64,
+        body: Bytes,
+    },
+    Rdy(u64),
+    Fin(MessageId),
+    Req {
+        id: MessageId,
+        timeout_ms: u64,
+    },
+    Touch(MessageId),
+    Cls,
+    Nop,
+}
+
+impl Command {
+    /// The command's name as on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Identify(_) => "IDENTIFY",
+            Command::Auth(_) => "AUTH",
+            Command::Sub { .. } => "SUB",
+            Command::Pub { .. } => "PUB",
+            Command::Mpub { .. } => "MPUB",
+            Command::Dpub { .. } => "DPUB",
+            Command::Rdy(_) => "RDY",
+            Command::Fin(_) => "FIN",
+            Command::Req { .. } => "REQ",
+            Command::Touch(_) => "TOUCH",
+            Command::Cls => "CLS",
+            Command::Nop => "NOP",
+        }
+    }
+
+    /// Append the command's wire form to `buf`.
+    pub fn encode(&self, buf: &mut BytesMut) {
+        fn body(buf: &mut BytesMut, data: &[u8]) {
+            buf.put_u32(data.len() as u32);
+            buf.put_slice(data);
+        }
+        fn line(buf: &mut BytesMut, parts: &[&[u8]]) {
+            for (i, p) in parts.iter().enumerate() {
+                if i > 0 {
+                    buf.put_u8(b' ');
+                }
+                buf.put_slice(p);
+            }
+            buf.put_u8(b'\n');
+        }
+        match self {
+            Command::Identify(json) => {
+                line(buf, &[b"IDENTIFY"]);
+                body(buf, json);
+            }
+            Command::Auth(secret) => {
+                line(buf, &[b"AUTH"]);
+                body(buf, secret);
+            }
+            Command::Sub { topic, channel } => line(
+                buf,
+                &[
+                    b"SUB",
+                    topic.as_str().as_bytes(),
+                    channel.as_str().as_bytes(),
+                ],
+            ),
+            Command::Pub { topic, body: data } => {
+                line(buf, &[b"PUB", topic.as_str().as_bytes()]);
+                body(buf, data);
+            }
+            Command::Mpub { topic, bodies } => {
+                line(buf, &[b"MPUB", topic.as_str().as_bytes()]);
+                let size: usize = 4 + bodies.iter().map(|b| 4 + b.len()).sum::<usize>();
+                buf.reserve(4 + size);
+                buf.put_u32(size as u32);
+                buf.put_u32(bodies.len() as u32);
+                for b in bodies {
+                    body(buf, b);
+                }
+            }
+            Command::Dpub {
+                topic,
+                defer_ms,
+                body: data,
+            } => {
+                line(
+                    buf,
+                    &[
+                        b"DPUB",
+                        topic.as_str().as_bytes(),
+                        defer_ms.to_string().as_bytes(),
+                    ],
+                );
+                body(buf, data);
+            }
+            Command::Rdy(n) => line(buf, &[b"RDY", n.to_string().as_bytes()]),
+            Command::Fin(id) => line(buf, &[b"FIN", id.as_bytes()]),
+            Command::Req { id, timeout_ms } => line(
+                buf,
+                &[b"REQ", id.as_bytes(), timeout_ms.to_string().as_bytes()],
+            ),
+            Command::Touch(id) => line(buf, &[b"TOUCH", id.as_bytes()]),
+            Command::Cls => line(buf, &[b"CLS"]),
+            Command::Nop => line(buf, &[b"NOP"]),
+        }
+    }
+}
+
+/// Size limits the decoder enforces (nsqd's `--max-msg-size`,
+/// `--max-body-size`, `--max-req-timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_msg_size: u64,
+    pub max_body_size: u64,
+    pub max_req_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_msg_size: 1024 * 1024,
+            max_body_size: 5 * 1024 * 1024,
+            max_req_timeout_ms: 3_600_000,
+        }
+    }
+}
+
+/// Why decoding stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Send this error frame; close the connection if it is fatal.
+    #[error("{0}")]
+    Protocol(#[from] ProtocolError),
+    /// A line longer than upstream's read buffer: close without an error frame.
+    #[error("command line longer than {MAX_LINE_LEN} bytes")]
+    LineTooLong,
+}
+
+/// A command whose line has been read and which waits for its body.
+#[derive(Debug, Clone)]
+enum Head {
+    Identify,
+    Auth,
+    Pub(TopicName),
+    Dpub(TopicName, u64),
+    Mpub(TopicName),
+}
+
+impl Head {
+    fn name(&self) -> &'static str {
+        match self {
+            Head::Identify => "IDENTIFY",
+            Head::Auth => "AUTH",
+            Head::Pub(_) => "PUB",
+            Head::Dpub(..) => "DPUB",
+            Head::Mpub(_) => "MPUB",
+        }
+    }
+}
+
+/// Progress through an MPUB body, kept between calls so a large body arriving
+/// in many reads is scanned once.
+#[derive(Debug, Clone)]
+struct MpubScan {
+    topic: TopicName,
+    count: Option<usize>,
+    /// Bytes of the body already scanned, from the front of the buffer.
+    pos: usize,
+    /// (offset, len) of each message body found so far.
+    spans: Vec<(usize, usize)>,
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Line,
+    Size(Head),
+    Body(Head, usize),
+    Mpub(MpubScan),
+}
+
+/// Streaming decoder: feed it the connection's read buffer, take commands out.
+#[derive(Debug, Clone)]
+pub struct CommandDecoder {
+    limits: Limits,
+    state: State,
+}
+
+fn lossy(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(b)
+}
+
+fn err(code: ErrorCode, text: String) -> DecodeError {
+    DecodeError::Protocol(ProtocolError::new(code, text))
+}
+
+/// Upstream's `ByteToBase10`: ASCII digits only, the empty string is 0.
+pub fn parse_base10(b: &[u8]) -> Option<u64> {
+    let mut n = 0u64;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+    }
+    Some(n)
+}
+
+fn message_id(raw: &[u8]) -> Result<MessageId, DecodeError> {
+    MessageId::from_slice(raw).ok_or_else(|| err(ErrorCode::Invalid, "invalid message ID".into()))
+}
+
+/// The parameters of one line, split on single spaces like Go's `bytes.Split`.
+struct Params<'a> {
+    first: [&'a [u8]; 4],
+    count: usize,
+}
+
+impl<'a> Params<'a> {
+    fn split(line: &'a [u8]) -> Self {
+        let mut first: [&[u8]; 4] = [&[]; 4];
+        let mut count = 0;
+        for part in line.split(|&b| b == b' ') {
+            if count < first.len() {
+                first[count] = part;
+            }
+            count += 1;
+        }
+        Params { first, count }
+    }
+
+    fn get(&self, i: usize) -> &'a [u8] {
+        self.first[i]
+    }
+}
+
+impl CommandDecoder {
+    pub fn new(limits: Limits) -> Self {
+        CommandDecoder {
+            limits,
+            state: State::Line,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// True when no command is partly read.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Line)
+    }
+
+    /// Take the next whole command off the front of `buf`. `Ok(None)` means
+    /// more bytes are needed; the decoder remembers where it was.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Command>, DecodeError> {
+        loop {
+            match std::mem::replace(&mut self.state, State::Line) {
+                State::Line => {
+                    let search = &buf[..buf.len().min(MAX_LINE_LEN)];
+                    let Some(nl) = search.iter().position(|&b| b == b'\n') else {
+                        if buf.len() >= MAX_LINE_LEN {
+                            return Err(DecodeError::LineTooLong);
+                        }
+                        return Ok(None);
+                    };
+                    let line = buf.split_to(nl + 1);
+                    let mut line = &line[..nl];
+                    if let Some(stripped) = line.strip_suffix(b"\r") {
+                        line = stripped;
+                    }
+                    match self.parse_line(line)? {
+                        Parsed::Done(cmd) => return Ok(Some(cmd)),
+                        Parsed::NeedsBody(head) => self.state = State::Size(head),
+                    }
+                }
+                State::Size(head) => {
+                    if buf.len() < 4 {
+                        self.state = State::Size(head);
+                        return Ok(None);
+                    }
+                    let size = buf.get_i32();
+                    let size = self.check_size(&head, size)?;
+                    if let Head::Mpub(topic) = head {
+                        // The whole body lands in one allocation, which the
+                        // message bodies then share.
+                        buf.reserve(size);
+                        self.state = State::Mpub(MpubScan {
+                            topic,
+                            count: None,
+                            pos: 0,
+                            spans: Vec::new(),
+                        });
+                    } else {
+                        self.state = State::Body(head, size);
+                    }
+                }
+                State::Body(head, size) => {
+                    if buf.len() < size {
+                        buf.reserve(size - buf.len());
+                        self.state = State::Body(head, size);
+                        return Ok(None);
+                    }
+                    let body = buf.split_to(size).freeze();
+                    return Ok(Some(match head {
+                        Head::Identify => Command::Identify(body),
+                        Head::Auth => Command::Auth(body),
+                        Head::Pub(topic) => Command::Pub { topic, body },
+                        Head::Dpub(topic, defer_ms) => Command::Dpub {
+                            topic,
+                            defer_ms,
+                            body,
+                        },
+                        Head::Mpub(_) => unreachable!("MPUB bodies are scanned, not sized"),
+                    }));
+                }
+                State::Mpub(mut scan) => {
+                    if self.scan_mpub(&mut scan, buf)? {
+                        let all = buf.split_to(scan.pos).freeze();
+                        let bodies = scan
+                            .spans
+                            .iter()
+                            .map(|&(off, len)| all.slice(off..off + len))
+                            .collect();
+                        return Ok(Some(Command::Mpub {
+                            topic: scan.topic,
+                            bodies,
+                        }));
+                    }
+                    self.state = State::Mpub(scan);
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// The error upstream sends when the connection ends in the middle of a
+    /// command (it tries to send it even though the peer stopped writing).
+    pub fn eof_error(&self) -> Option<ProtocolError> {
+        let (code, text) = match &self.state {
+            State::Line => return None,
+            State::Size(Head::Pub(_)) => (
+                ErrorCode::BadMessage,
+                "PUB failed to read message body size",
+            ),
+            State::Size(Head::Dpub(..)) => (
+                ErrorCode::BadMessage,
+                "DPUB failed to read message body size",
+            ),
+            State::Size(Head::Mpub(_)) => (ErrorCode::BadBody, "MPUB failed to read body size"),
+            State::Size(Head::Identify) => {
+                (ErrorCode::BadBody, "IDENTIFY failed to read body size")
+            }
+            State::Size(Head::Auth) => (ErrorCode::BadBody, "AUTH failed to read body size"),
+            State::Body(Head::Pub(_), _) => {
+                (ErrorCode::BadMessage, "PUB failed to read message body")
+            }
+            State::Body(Head::Dpub(..), _) => {
+                (ErrorCode::BadMessage, "DPUB failed to read message body")
+            }
+            State::Body(Head::Identify, _) => (ErrorCode::BadBody, "IDENTIFY failed to read body"),
+            State::Body(Head::Auth, _) => (ErrorCode::BadBody, "AUTH failed to read body"),
+            State::Body(Head::Mpub(_), _) => (ErrorCode::BadBody, "MPUB failed to read body"),
+            State::Mpub(scan) if scan.count.is_none() => {
+                (ErrorCode::BadBody, "MPUB failed to read message count")
+            }
+            State::Mpub(_) => (ErrorCode::BadMessage, "MPUB failed to read message body"),
+        };
+        Some(ProtocolError::new(code, text))
+    }
+
+    fn parse_line(&self, line: &[u8]) -> Result<Parsed, DecodeError> {
+        let p = Params::split(line);
+        let name = p.get(0);
+        let cmd = match name {
+            b"NOP" => Command::Nop,
+            b"RDY" => {
+                let count = if p.count > 1 {
+                    parse_base10(p.get(1)).ok_or_else(|| {
+                        err(
+                            ErrorCode::Invalid,
+                            format!("RDY could not parse count {}", lossy(p.get(1))),
+                        )
+                    })?
+                } else {
+                    1
+                };
+                Command::Rdy(count)
+            }
+            b"FIN" => {
+                if p.count < 2 {
+                    return Err(err(
+                        ErrorCode::Invalid,
+                        "FIN insufficient number of params".into(),
+                    ));
+                }
+                Command::Fin(message_id(p.get(1))?)
+            }
+            b"REQ" => {
+                if p.count < 3 {
+                    return Err(err(
+                        ErrorCode::Invalid,
+                        "REQ insufficient number of params".into(),
+                    ));
+                }
+                let id = message_id(p.get(1))?;
+                let timeout_ms = parse_base10(p.get(2)).ok_or_else(|| {
+                    err(
+                        ErrorCode::Invalid,
+                        format!("REQ could not parse timeout {}", lossy(p.get(2))),
+                    )
+                })?;
+                Command::Req { id, timeout_ms }
+            }
+            b"TOUCH" => {
+                if p.count < 2 {
+                    return Err(err(
+                        ErrorCode::Invalid,
+                        "TOUCH insufficient number of params".into(),
+                    ));
+                }
+                Command::Touch(message_id(p.get(1))?)
+            }
+            b"CLS" => Command::Cls,
+            b"SUB" => {
+                if p.count < 3 {
+                    return Err(err(
+                        ErrorCode::Invalid,
+                        "SUB insufficient number of parameters".into(),
+                    ));
+                }
+                let topic = TopicName::new(p.get(1)).ok_or_else(|| {
+                    err(
+                        ErrorCode::BadTopic,
+                        format!("SUB topic name {} is not valid", go_quote(p.get(1))),
+                    )
+                })?;
+                let channel = ChannelName::new(p.get(2)).ok_or_else(|| {
+                    err(
+                        ErrorCode::BadChannel,
+                        format!("SUB channel name {} is not valid", go_quote(p.get(2))),
+                    )
+                })?;
+                Command::Sub { topic, channel }
+            }
+            b"PUB" | b"MPUB" => {
+                let verb = if name == b"PUB" { "PUB" } else { "MPUB" };
+                if p.count < 2 {
+                    return Err(err(
+                        ErrorCode::Invalid,
+                        format!("{verb} insufficient number of parameters"),
+                    ));
+                }
+                let topic = TopicName::new(p.get(1)).ok_or_else(|| {
+                    // Upstream's MPUB repeats the code inside the text.
+                    let prefix = if verb == "MPUB" { "E_BAD_TOPIC " } else { "" };
+                    err(
+                        ErrorCode::BadTopic,
+                        format!(
+                            "{prefix}{verb} topic name {} is not valid",
+                            go_quote(p.get(1))
+                        ),
+                    )
+                })?;
+                return Ok(Parsed::NeedsBody(if verb == "PUB" {
+                    Head::Pub(topic)
+                } else {
+                    Head::Mpub(topic)
+                }));
+            }
+            b"DPUB" => {
+                if p.count < 3 {
+                    return Err(err(
+                        ErrorCode::Invalid,
+                        "DPUB insufficient number of parameters".into(),
+                    ));
+                }
+                let topic = TopicName::new(p.get(1)).ok_or_else(|| {
+                    err(
+                        ErrorCode::BadTopic,
+                        format!("DPUB topic name {} is not valid", go_quote(p.get(1))),
+                    )
+                })?;
+                let defer_ms = parse_base10(p.get(2)).ok_or_else(|| {
+                    err(
+                        ErrorCode::Invalid,
+                        format!("DPUB could not parse timeout {}", lossy(p.get(2))),
+                    )
+                })?;
+                if defer_ms > self.limits.max_req_timeout_ms {
+                    return Err(err(
+                        ErrorCode::Invalid,
+                        format!(
+                            "DPUB timeout {defer_ms} out of range 0-{}",
+                            self.limits.max_req_timeout_ms
+                        ),
+                    ));
+                }
+                return Ok(Parsed::NeedsBody(Head::Dpub(topic, defer_ms)));
+            }
+            b"IDENTIFY" => return Ok(Parsed::NeedsBody(Head::Identify)),
+            b"AUTH" => {
+                if p.count != 1 {
+                    return Err(err(
+                        ErrorCode::Invalid,
+                        "AUTH invalid number of parameters".into(),
+                    ));
+                }
+                return Ok(Parsed::NeedsBody(Head::Auth));
+            }
+            _ => {
+                return Err(err(
+                    ErrorCode::Invalid,
+                    format!("invalid command {}", lossy(name)),
+                ))
+            }
+        };
+        Ok(Parsed::Done(cmd))
+    }
+
+    /// Check a body size in upstream's order and wording for each command.
+    fn check_size(&self, head: &Head, size: i32) -> Result<usize, DecodeError> {
+        let n = head.name();
+        let l = &self.limits;
+        match head {
+            Head::Pub(_) | Head::Dpub(..) => {
+                if size <= 0 {
+                    return Err(err(
+                        ErrorCode::BadMessage,
+                        format!("{n} invalid message body size {size}"),
+                    ));
+                }
+                if size as u64 > l.max_msg_size {
+                    return Err(err(
+                        ErrorCode::BadMessage,
+                        format!("{n} message too big {size} > {}", l.max_msg_size),
+                    ));
+                }
+            }
+            Head::Mpub(_) => {
+                if size <= 0 {
+                    return Err(err(
+                        ErrorCode::BadBody,
+                        format!("MPUB invalid body size {size}"),
+                    ));
+                }
+                if size as u64 > l.max_body_size {
+                    return Err(err(
+                        ErrorCode::BadBody,
+                        format!("MPUB body too big {size} > {}", l.max_body_size),
+                    ));
+                }
+            }
+            Head::Identify | Head::Auth => {
+                if i64::from(size) > l.max_body_size as i64 {
+                    return Err(err(
+                        ErrorCode::BadBody,
+                        format!("{n} body too big {size} > {}", l.max_body_size),
+                    ));
+                }
+                if size <= 0 {
+                    return Err(err(
+                        ErrorCode::BadBody,
+                        format!("{n} invalid body size {size}"),
+                    ));
+                }
+            }
+        }
+        Ok(size as usize)
+    }
+
+    /// Scan as much of an MPUB body as has arrived. Like upstream, the
+    /// messages are read by their own lengths; the declared body size was only
+    /// range-checked. Returns true when every message is in `buf`.
+    fn scan_mpub(&self, scan: &mut MpubScan, buf: &BytesMut) -> Result<bool, DecodeError> {
+        let l = &self.limits;
+        let count = match scan.count {
+            Some(c) => c,
+            None => {
+                if buf.len() < 4 {
+                    return Ok(false);
+                }
+                let n = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                // 4 bytes of count, then at least 5 bytes a message.
+                let max = (l.max_body_size.saturating_sub(4)) / 5;
+                if n <= 0 || n as u64 > max {
+                    return Err(err(
+                        ErrorCode::BadBody,
+                        format!("MPUB invalid message count {n}"),
+                    ));
+                }
+                scan.pos = 4;
+                scan.count = Some(n as usize);
+                scan.spans.reserve_exact(n as usize);
+                n as usize
+            }
+        };
+        while scan.spans.len() < count {
+            let i = scan.spans.len();
+            let at = scan.pos;
+            if buf.len() < at + 4 {
+                return Ok(false);
+            }
+            let size = i32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+            if size <= 0 {
+                return Err(err(
+                    ErrorCode::BadMessage,
+                    format!("MPUB invalid message({i}) body size {size}"),
+                ));
+            }
+            if size as u64 > l.max_msg_size {
+                return Err(err(
+                    ErrorCode::BadMessage,
+                    format!("MPUB message too big {size} > {}", l.max_msg_size),
+                ));
+            }
+            let size = size as usize;
+            if buf.len() < at + 4 + size {
+                return Ok(false);
+            }
+            scan.spans.push((at + 4, size));
+            scan.pos = at + 4 + size;
+        }
+        Ok(true)
+    }
+}
+
+enum Parsed {
+    Done(Command),
+    NeedsBody(Head),
+}
+
+#[cfg(test)]
+mod tests;

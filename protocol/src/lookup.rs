@@ -1,0 +1,1 @@
+//! nsqlookupd TCP protocol V1 (nsqd to nsqlookupd): commands and replies.
