@@ -373,11 +373,6 @@ proptest! {
     fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
         let mut d = CommandDecoder::new(Limits::default());
         let mut buf = BytesMut::from(&data[..]);
-        loop {
-            match d.decode(&mut buf) {
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => break,
-            }
-        }
+        while let Ok(Some(_)) = d.decode(&mut buf) {}
     }
 }
