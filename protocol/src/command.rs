@@ -195,9 +195,8 @@ impl Head {
 
 /// Progress through an MPUB body, kept between calls so a large body arriving
 /// in many reads is scanned once.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct MpubScan {
-    topic: TopicName,
     count: Option<usize>,
     /// Bytes of the body already scanned, from the front of the buffer.
     pos: usize,
@@ -210,7 +209,7 @@ enum State {
     Line,
     Size(Head),
     Body(Head, usize),
-    Mpub(MpubScan),
+    Mpub(TopicName, MpubScan),
 }
 
 /// Streaming decoder: feed it the connection's read buffer, take commands out.
@@ -319,12 +318,7 @@ impl CommandDecoder {
                         // The whole body lands in one allocation, which the
                         // message bodies then share.
                         buf.reserve(size);
-                        self.state = State::Mpub(MpubScan {
-                            topic,
-                            count: None,
-                            pos: 0,
-                            spans: Vec::new(),
-                        });
+                        self.state = State::Mpub(topic, MpubScan::default());
                     } else {
                         self.state = State::Body(head, size);
                     }
@@ -335,7 +329,7 @@ impl CommandDecoder {
                         self.state = State::Body(head, size);
                         return Ok(None);
                     }
-                    let body = buf.split_to(size).freeze();
+                    let body = take_body(buf, size);
                     return Ok(Some(match head {
                         Head::Identify => Command::Identify(body),
                         Head::Auth => Command::Auth(body),
@@ -348,20 +342,13 @@ impl CommandDecoder {
                         Head::Mpub(_) => unreachable!("MPUB bodies are scanned, not sized"),
                     }));
                 }
-                State::Mpub(mut scan) => {
-                    if self.scan_mpub(&mut scan, buf)? {
-                        let all = buf.split_to(scan.pos).freeze();
-                        let bodies = scan
-                            .spans
-                            .iter()
-                            .map(|&(off, len)| all.slice(off..off + len))
-                            .collect();
-                        return Ok(Some(Command::Mpub {
-                            topic: scan.topic,
-                            bodies,
-                        }));
+                State::Mpub(topic, mut scan) => {
+                    if scan_mpub(&self.limits, &mut scan, buf)? {
+                        let bodies = pack_bodies(buf, &scan.spans);
+                        buf.advance(scan.pos);
+                        return Ok(Some(Command::Mpub { topic, bodies }));
                     }
-                    self.state = State::Mpub(scan);
+                    self.state = State::Mpub(topic, scan);
                     return Ok(None);
                 }
             }
@@ -395,10 +382,10 @@ impl CommandDecoder {
             State::Body(Head::Identify, _) => (ErrorCode::BadBody, "IDENTIFY failed to read body"),
             State::Body(Head::Auth, _) => (ErrorCode::BadBody, "AUTH failed to read body"),
             State::Body(Head::Mpub(_), _) => (ErrorCode::BadBody, "MPUB failed to read body"),
-            State::Mpub(scan) if scan.count.is_none() => {
+            State::Mpub(_, scan) if scan.count.is_none() => {
                 (ErrorCode::BadBody, "MPUB failed to read message count")
             }
-            State::Mpub(_) => (ErrorCode::BadMessage, "MPUB failed to read message body"),
+            State::Mpub(..) => (ErrorCode::BadMessage, "MPUB failed to read message body"),
         };
         Some(ProtocolError::new(code, text))
     }
@@ -602,61 +589,119 @@ impl CommandDecoder {
         }
         Ok(size as usize)
     }
+}
 
-    /// Scan as much of an MPUB body as has arrived. Like upstream, the
-    /// messages are read by their own lengths; the declared body size was only
-    /// range-checked. Returns true when every message is in `buf`.
-    fn scan_mpub(&self, scan: &mut MpubScan, buf: &BytesMut) -> Result<bool, DecodeError> {
-        let l = &self.limits;
-        let count = match scan.count {
-            Some(c) => c,
-            None => {
-                if buf.len() < 4 {
-                    return Ok(false);
-                }
-                let n = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-                // 4 bytes of count, then at least 5 bytes a message.
-                let max = (l.max_body_size.saturating_sub(4)) / 5;
-                if n <= 0 || n as u64 > max {
-                    return Err(err(
-                        ErrorCode::BadBody,
-                        format!("MPUB invalid message count {n}"),
-                    ));
-                }
-                scan.pos = 4;
-                scan.count = Some(n as usize);
-                scan.spans.reserve_exact(n as usize);
-                n as usize
-            }
-        };
-        while scan.spans.len() < count {
-            let i = scan.spans.len();
-            let at = scan.pos;
-            if buf.len() < at + 4 {
+/// Scan as much of an MPUB body as has arrived. Like upstream, the
+/// messages are read by their own lengths; the declared body size was only
+/// range-checked. Returns true when every message is in `buf`.
+fn scan_mpub(l: &Limits, scan: &mut MpubScan, buf: &[u8]) -> Result<bool, DecodeError> {
+    let count = match scan.count {
+        Some(c) => c,
+        None => {
+            if buf.len() < 4 {
                 return Ok(false);
             }
-            let size = i32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
-            if size <= 0 {
+            let n = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            // 4 bytes of count, then at least 5 bytes a message.
+            let max = (l.max_body_size.saturating_sub(4)) / 5;
+            if n <= 0 || n as u64 > max {
                 return Err(err(
-                    ErrorCode::BadMessage,
-                    format!("MPUB invalid message({i}) body size {size}"),
+                    ErrorCode::BadBody,
+                    format!("MPUB invalid message count {n}"),
                 ));
             }
-            if size as u64 > l.max_msg_size {
-                return Err(err(
-                    ErrorCode::BadMessage,
-                    format!("MPUB message too big {size} > {}", l.max_msg_size),
-                ));
-            }
-            let size = size as usize;
-            if buf.len() < at + 4 + size {
-                return Ok(false);
-            }
-            scan.spans.push((at + 4, size));
-            scan.pos = at + 4 + size;
+            scan.pos = 4;
+            scan.count = Some(n as usize);
+            scan.spans.reserve_exact(n as usize);
+            n as usize
         }
-        Ok(true)
+    };
+    while scan.spans.len() < count {
+        let i = scan.spans.len();
+        let at = scan.pos;
+        if buf.len() < at + 4 {
+            return Ok(false);
+        }
+        let size = i32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+        if size <= 0 {
+            return Err(err(
+                ErrorCode::BadMessage,
+                format!("MPUB invalid message({i}) body size {size}"),
+            ));
+        }
+        if size as u64 > l.max_msg_size {
+            return Err(err(
+                ErrorCode::BadMessage,
+                format!("MPUB message too big {size} > {}", l.max_msg_size),
+            ));
+        }
+        let size = size as usize;
+        if buf.len() < at + 4 + size {
+            return Ok(false);
+        }
+        scan.spans.push((at + 4, size));
+        scan.pos = at + 4 + size;
     }
+    Ok(true)
+}
+
+/// A body of `size` bytes off the front of `buf`. Small bodies are copied
+/// into an allocation of their own: a queued message then pins only its own
+/// bytes, not the connection's whole read buffer, and the read buffer stays
+/// unshared and is reused. Large bodies are split off without a copy.
+fn take_body(buf: &mut BytesMut, size: usize) -> Bytes {
+    const COPY_BELOW: usize = 32 * 1024;
+    if size < COPY_BELOW {
+        let body = Bytes::copy_from_slice(&buf[..size]);
+        buf.advance(size);
+        body
+    } else {
+        buf.split_to(size).freeze()
+    }
+}
+
+/// Copy the message bodies of an MPUB into one allocation, packed without
+/// their length prefixes, and slice it: 200 messages cost one allocation and
+/// exactly their own bytes.
+fn pack_bodies(buf: &[u8], spans: &[(usize, usize)]) -> Vec<Bytes> {
+    let total = spans.iter().map(|s| s.1).sum();
+    let mut packed = BytesMut::with_capacity(total);
+    for &(off, len) in spans {
+        packed.extend_from_slice(&buf[off..off + len]);
+    }
+    let packed = packed.freeze();
+    let mut at = 0;
+    spans
+        .iter()
+        .map(|&(_, len)| {
+            at += len;
+            packed.slice(at - len..at)
+        })
+        .collect()
+}
+
+/// Parse a complete binary MPUB body, `[i32 n]([i32 len][bytes])×n`, as
+/// nsqd's HTTP `/mpub?binary=true` receives it, with the TCP command's
+/// checks and texts. The bodies share `body`'s memory.
+pub fn parse_mpub_body(body: &Bytes, limits: &Limits) -> Result<Vec<Bytes>, ProtocolError> {
+    let mut scan = MpubScan::default();
+    let complete = scan_mpub(limits, &mut scan, body).map_err(|e| match e {
+        DecodeError::Protocol(p) => p,
+        DecodeError::LineTooLong => ProtocolError::new(ErrorCode::BadBody, "MPUB body too long"),
+    })?;
+    if !complete {
+        return Err(match scan.count {
+            None => ProtocolError::new(ErrorCode::BadBody, "MPUB failed to read message count"),
+            Some(_) => {
+                ProtocolError::new(ErrorCode::BadMessage, "MPUB failed to read message body")
+            }
+        });
+    }
+    Ok(scan
+        .spans
+        .iter()
+        .map(|&(off, len)| body.slice(off..off + len))
+        .collect())
 }
 
 enum Parsed {

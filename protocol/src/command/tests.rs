@@ -290,9 +290,10 @@ fn mpub_bodies_share_one_allocation() {
     let Command::Mpub { bodies, .. } = &cmds[0] else {
         panic!()
     };
+    // Packed back to back without their length prefixes.
     let base = bodies[0].as_ptr() as usize;
     for (i, b) in bodies.iter().enumerate() {
-        assert_eq!(b.as_ptr() as usize, base + i * 204);
+        assert_eq!(b.as_ptr() as usize, base + i * 200);
     }
     assert_eq!(cmds[0], cmd);
 }
@@ -375,4 +376,33 @@ proptest! {
         let mut buf = BytesMut::from(&data[..]);
         while let Ok(Some(_)) = d.decode(&mut buf) {}
     }
+}
+
+#[test]
+fn http_mpub_body_parsing() {
+    let l = Limits::default();
+    let body = Bytes::from_static(b"\x00\x00\x00\x02\x00\x00\x00\x01a\x00\x00\x00\x02bc");
+    let bodies = parse_mpub_body(&body, &l).unwrap();
+    assert_eq!(
+        bodies,
+        vec![Bytes::from_static(b"a"), Bytes::from_static(b"bc")]
+    );
+    let err = |b: &'static [u8]| {
+        parse_mpub_body(&Bytes::from_static(b), &l)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(err(b""), "E_BAD_BODY MPUB failed to read message count");
+    assert_eq!(
+        err(b"\x00\x00\x00\x00"),
+        "E_BAD_BODY MPUB invalid message count 0"
+    );
+    assert_eq!(
+        err(b"\x00\x00\x00\x01\x00\x00\x00\x05ab"),
+        "E_BAD_MESSAGE MPUB failed to read message body"
+    );
+    assert_eq!(
+        err(b"\x00\x00\x00\x01\x00\x00\x00\x00"),
+        "E_BAD_MESSAGE MPUB invalid message(0) body size 0"
+    );
 }
