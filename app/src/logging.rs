@@ -1,0 +1,367 @@
+//! Process-wide log output in upstream NSQ's line format, with a `--log-level` that can change at runtime.
+//!
+//! Lines look like `[nsqd] 2026/11/22 03:04:05.123456 INFO: message key=value`:
+//! the prefix verbatim (upstream's defaults end in a space, e.g. `"[nsqd] "`),
+//! a UTC timestamp with microseconds, and upstream's level names. Events
+//! inside spans put the span context between the level and the message
+//! (`INFO: client{remote=1.2.3.4:5}: message`).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{reload, Registry};
+
+/// Upstream's `--log-level` values, least to most severe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogLevel {
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+    /// Upstream logs FATAL only right before exiting, so at this level only
+    /// errors (and those last words) are shown.
+    Fatal,
+}
+
+impl LogLevel {
+    pub const ALL: [LogLevel; 5] = [
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Warn,
+        LogLevel::Error,
+        LogLevel::Fatal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+            LogLevel::Fatal => "fatal",
+        }
+    }
+
+    /// The most verbose tracing level shown at this setting. tracing has no
+    /// level above ERROR, so Fatal shares it.
+    pub fn filter(self) -> LevelFilter {
+        match self {
+            LogLevel::Debug => LevelFilter::DEBUG,
+            LogLevel::Info => LevelFilter::INFO,
+            LogLevel::Warn => LevelFilter::WARN,
+            LogLevel::Error | LogLevel::Fatal => LevelFilter::ERROR,
+        }
+    }
+
+    fn from_index(i: u8) -> LogLevel {
+        LogLevel::ALL[usize::from(i).min(LogLevel::ALL.len() - 1)]
+    }
+
+    fn index(self) -> u8 {
+        self as u8
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        LogLevel::ALL
+            .into_iter()
+            .find(|level| level.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("invalid log level {s:?}: must be one of debug, info, warn, error, fatal")
+            })
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Controls the level of the subscriber installed by [`init`]. Cheap to
+/// clone; every clone controls the same process-wide filter.
+#[derive(Clone, Debug)]
+pub struct LogHandle {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Kept apart from the filter because Error and Fatal share one filter
+    /// but must read back as what was set.
+    level: AtomicU8,
+    /// `None` when another global subscriber was installed before ours: the
+    /// handle then only records the level.
+    reload: Option<reload::Handle<LevelFilter, Registry>>,
+}
+
+impl LogHandle {
+    pub fn set_level(&self, level: LogLevel) {
+        self.shared.level.store(level.index(), Ordering::Relaxed);
+        if let Some(reload) = &self.shared.reload {
+            // Fails only if the subscriber was dropped, which a global one
+            // never is.
+            let _ = reload.modify(|filter| *filter = level.filter());
+        }
+    }
+
+    pub fn level(&self) -> LogLevel {
+        LogLevel::from_index(self.shared.level.load(Ordering::Relaxed))
+    }
+}
+
+static GLOBAL: OnceLock<LogHandle> = OnceLock::new();
+
+/// Installs the process-wide subscriber writing to stderr.
+///
+/// There is only one global subscriber, but tests start several servers in
+/// one process, so later calls do not fail: they return a handle to the same
+/// filter, set it to `level` (the latest call wins) and keep the first call's
+/// prefix.
+pub fn init(level: LogLevel, prefix: &str) -> LogHandle {
+    let handle = GLOBAL.get_or_init(|| install(level, prefix)).clone();
+    handle.set_level(level);
+    handle
+}
+
+fn install(level: LogLevel, prefix: &str) -> LogHandle {
+    let (filter, reload) = reload::Layer::new(level.filter());
+    let subscriber = Registry::default().with(filter).with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .event_format(LineFormat::new(prefix)),
+    );
+    let reload = tracing::subscriber::set_global_default(subscriber)
+        .is_ok()
+        .then_some(reload);
+    LogHandle {
+        shared: Arc::new(Shared {
+            level: AtomicU8::new(level.index()),
+            reload,
+        }),
+    }
+}
+
+/// Formats one event as an upstream-style log line.
+#[derive(Clone, Debug)]
+pub struct LineFormat {
+    prefix: String,
+}
+
+impl LineFormat {
+    pub fn new(prefix: &str) -> Self {
+        LineFormat {
+            prefix: prefix.to_owned(),
+        }
+    }
+}
+
+/// Upstream's names, which differ from tracing's for WARN.
+fn level_name(level: &Level) -> &'static str {
+    match *level {
+        Level::TRACE | Level::DEBUG => "DEBUG",
+        Level::INFO => "INFO",
+        Level::WARN => "WARNING",
+        Level::ERROR => "ERROR",
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for LineFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        write!(
+            writer,
+            "{}{} {}: ",
+            self.prefix,
+            Timestamp(SystemTime::now()),
+            level_name(event.metadata().level())
+        )?;
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                write!(writer, "{}", span.name())?;
+                if let Some(fields) = span.extensions().get::<FormattedFields<N>>() {
+                    if !fields.is_empty() {
+                        write!(writer, "{{{fields}}}")?;
+                    }
+                }
+                writer.write_str(": ")?;
+            }
+        }
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// `YYYY/MM/DD HH:MM:SS.micro` in UTC. UTC rather than upstream's local time
+/// because finding the local offset portably needs a timezone database,
+/// and servers usually run in UTC anyway.
+struct Timestamp(SystemTime);
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let since_epoch = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since_epoch.as_secs();
+        let (year, month, day) = civil_from_days(secs / 86_400);
+        let secs_of_day = secs % 86_400;
+        write!(
+            f,
+            "{year:04}/{month:02}/{day:02} {:02}:{:02}:{:02}.{:06}",
+            secs_of_day / 3_600,
+            secs_of_day / 60 % 60,
+            secs_of_day % 60,
+            since_epoch.subsec_micros()
+        )
+    }
+}
+
+/// Proleptic Gregorian date of a day count since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`), so no date crate is needed for a timestamp.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153; // March = 0
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn levels_parse_case_insensitively_and_print_lowercase() {
+        for (text, level) in [
+            ("debug", LogLevel::Debug),
+            ("INFO", LogLevel::Info),
+            ("Warn", LogLevel::Warn),
+            ("error", LogLevel::Error),
+            ("FATAL", LogLevel::Fatal),
+        ] {
+            assert_eq!(text.parse::<LogLevel>(), Ok(level));
+            assert_eq!(level.to_string(), text.to_lowercase());
+        }
+        let err = "warning".parse::<LogLevel>().unwrap_err();
+        assert!(err.contains("debug, info, warn, error, fatal"), "{err}");
+        assert_eq!(LogLevel::default(), LogLevel::Info);
+    }
+
+    #[test]
+    fn fatal_shows_errors_only() {
+        assert_eq!(LogLevel::Fatal.filter(), LevelFilter::ERROR);
+        assert_eq!(LogLevel::Warn.filter(), LevelFilter::WARN);
+        assert_eq!(LogLevel::Debug.filter(), LevelFilter::DEBUG);
+    }
+
+    #[test]
+    fn timestamps_are_go_log_style() {
+        let at = |secs: u64, micros: u64| {
+            Timestamp(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros))
+                .to_string()
+        };
+        assert_eq!(at(0, 0), "1970/01/01 00:00:00.000000");
+        assert_eq!(at(951_782_400, 1), "2000/02/29 00:00:00.000001");
+        assert_eq!(at(1_795_316_645, 123_456), "2026/11/22 03:04:05.123456");
+        assert_eq!(at(4_102_444_799, 999_999), "2099/12/31 23:59:59.999999");
+    }
+
+    /// Collects output so a test can read the formatted lines.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_match_upstream_layout() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = Registry::default().with(LevelFilter::DEBUG).with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .event_format(LineFormat::new("[nsqd] ")),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(topic = "t1", "TOPIC: created");
+            tracing::warn!("slow");
+            let span = tracing::info_span!("client", remote = "127.0.0.1:5");
+            span.in_scope(|| tracing::error!("gone"));
+            tracing::debug!("detail");
+            tracing::trace!("hidden by the filter");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        // `[nsqd] ` + `YYYY/MM/DD HH:MM:SS.micro` + ` `
+        let rest = |line: &str| line["[nsqd] ".len() + 27..].to_owned();
+        assert!(lines.iter().all(|l| l.starts_with("[nsqd] ")));
+        assert_eq!(lines[0].as_bytes()["[nsqd] ".len() + 4], b'/');
+        assert_eq!(rest(lines[0]), "INFO: TOPIC: created topic=\"t1\"");
+        assert_eq!(rest(lines[1]), "WARNING: slow");
+        assert_eq!(
+            rest(lines[2]),
+            "ERROR: client{remote=\"127.0.0.1:5\"}: gone"
+        );
+        assert_eq!(rest(lines[3]), "DEBUG: detail");
+    }
+
+    #[test]
+    fn init_twice_shares_one_adjustable_filter() {
+        let first = init(LogLevel::Warn, "[test] ");
+        assert_eq!(first.level(), LogLevel::Warn);
+        let second = init(LogLevel::Debug, "[other] ");
+        assert_eq!(first.level(), LogLevel::Debug);
+        second.set_level(LogLevel::Fatal);
+        assert_eq!(first.level(), LogLevel::Fatal);
+        assert_eq!(second.level(), LogLevel::Fatal);
+        assert!(!tracing::enabled!(Level::WARN));
+        assert!(tracing::enabled!(Level::ERROR));
+        first.set_level(LogLevel::Info);
+        assert!(tracing::enabled!(Level::INFO));
+        assert!(!tracing::enabled!(Level::DEBUG));
+    }
+}
