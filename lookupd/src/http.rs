@@ -1,0 +1,597 @@
+//! The HTTP API (port 4161): discovery for consumers and nsqadmin, and
+//! manual edits of the registration DB, with upstream's paths, methods,
+//! status codes, error names, headers and JSON shapes.
+//!
+//! Routing follows upstream's router (julienschmidt/httprouter): a known
+//! path with the wrong method is 405 with an `Allow` header listing the
+//! path's methods plus OPTIONS; OPTIONS on a known path is 200 with that
+//! header; a path that differs from a route only by a trailing slash or by
+//! case is redirected (301 for GET, 307 otherwise); anything else is 404.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, LOCATION};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use nsq_protocol::names::is_valid_name;
+
+use crate::json;
+use crate::query::Query;
+use crate::registration_db::{PeerInfo, Registration, Stamp};
+use crate::server::Context;
+
+const JSON_TYPE: &str = "application/json; charset=utf-8";
+const TEXT_TYPE: &str = "text/plain; charset=utf-8";
+const HTML_TYPE: &str = "text/html; charset=utf-8";
+const NSQ_CONTENT_TYPE: &str = "x-nsq-content-type";
+const NSQ_V1: &str = "nsq; version=1.0";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Ping,
+    Info,
+    Debug,
+    Lookup,
+    Topics,
+    Channels,
+    Nodes,
+    TopicCreate,
+    TopicDelete,
+    ChannelCreate,
+    ChannelDelete,
+    TopicTombstone,
+}
+
+/// Upstream's route table for 1.3.0 (the pre-1.0 aliases are gone; the Go
+/// profiler under /debug/pprof has no equivalent here and is 404).
+const ROUTES: &[(&str, &str, Endpoint)] = &[
+    ("GET", "/ping", Endpoint::Ping),
+    ("GET", "/info", Endpoint::Info),
+    ("GET", "/debug", Endpoint::Debug),
+    ("GET", "/lookup", Endpoint::Lookup),
+    ("GET", "/topics", Endpoint::Topics),
+    ("GET", "/channels", Endpoint::Channels),
+    ("GET", "/nodes", Endpoint::Nodes),
+    ("POST", "/topic/create", Endpoint::TopicCreate),
+    ("POST", "/topic/delete", Endpoint::TopicDelete),
+    ("POST", "/channel/create", Endpoint::ChannelCreate),
+    ("POST", "/channel/delete", Endpoint::ChannelDelete),
+    ("POST", "/topic/tombstone", Endpoint::TopicTombstone),
+];
+
+#[derive(Debug, PartialEq, Eq)]
+enum Routed {
+    Handle(Endpoint),
+    /// Location path of a trailing-slash or case fix.
+    Redirect(&'static str),
+    Options(String),
+    MethodNotAllowed(String),
+    NotFound,
+}
+
+/// The `Allow` value for `path`: every other method routed there, plus
+/// OPTIONS, sorted; empty when the path is unknown.
+fn allowed(path: &str, req_method: &str) -> String {
+    let mut methods: Vec<&str> = ROUTES
+        .iter()
+        .filter(|(m, p, _)| *p == path && *m != req_method && *m != "OPTIONS")
+        .map(|(m, _, _)| *m)
+        .collect();
+    if methods.is_empty() {
+        return String::new();
+    }
+    methods.push("OPTIONS");
+    methods.sort_unstable();
+    methods.dedup();
+    methods.join(", ")
+}
+
+/// Go's `path.Clean` for absolute paths: no `.`, `..` or repeated slashes.
+/// A trailing slash is kept, as the router's fixed-path lookup keeps it.
+fn clean_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    let mut out = format!("/{}", parts.join("/"));
+    if path.ends_with('/') && out.len() > 1 {
+        out.push('/');
+    }
+    out
+}
+
+fn route(method: &str, path: &str) -> Routed {
+    if let Some((_, _, e)) = ROUTES.iter().find(|(m, p, _)| *m == method && *p == path) {
+        return Routed::Handle(*e);
+    }
+    let method_has_routes = ROUTES.iter().any(|(m, _, _)| *m == method);
+    if method_has_routes && method != "CONNECT" && path != "/" {
+        let toggled = match path.strip_suffix('/') {
+            Some(stripped) => stripped.to_owned(),
+            None => format!("{path}/"),
+        };
+        if let Some((_, p, _)) = ROUTES
+            .iter()
+            .find(|(m, p, _)| *m == method && *p == toggled)
+        {
+            return Routed::Redirect(p);
+        }
+        let fixed = clean_path(path);
+        let fixed_stripped = fixed.strip_suffix('/').unwrap_or(&fixed);
+        if let Some((_, p, _)) = ROUTES.iter().find(|(m, p, _)| {
+            *m == method
+                && (p.eq_ignore_ascii_case(&fixed) || p.eq_ignore_ascii_case(fixed_stripped))
+        }) {
+            return Routed::Redirect(p);
+        }
+    }
+    if method == "OPTIONS" {
+        let allow = allowed(path, method);
+        if !allow.is_empty() {
+            return Routed::Options(allow);
+        }
+    } else {
+        let allow = allowed(path, method);
+        if !allow.is_empty() {
+            return Routed::MethodNotAllowed(allow);
+        }
+    }
+    Routed::NotFound
+}
+
+/// What a handler answers, before it becomes a response.
+#[derive(Debug)]
+enum Reply {
+    /// Upstream's PlainText decorator: no V1 header.
+    Text(&'static str),
+    /// V1: bare JSON.
+    Json(Vec<u8>),
+    /// V1: 200 with an empty body.
+    Empty,
+    /// V1: `{"message":"<NAME>"}` with this status.
+    Error(StatusCode, &'static str),
+}
+
+fn response(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp
+}
+
+fn set(resp: &mut Response<Full<Bytes>>, name: impl hyper::header::IntoHeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        resp.headers_mut().insert(name, v);
+    }
+}
+
+impl Reply {
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let (mut resp, content_type) = match self {
+            Reply::Text(s) => {
+                let mut resp = response(StatusCode::OK, s);
+                set(&mut resp, CONTENT_TYPE, TEXT_TYPE);
+                return resp;
+            }
+            Reply::Json(body) => (response(StatusCode::OK, body), Some(JSON_TYPE)),
+            Reply::Empty => (response(StatusCode::OK, Bytes::new()), None),
+            Reply::Error(code, name) => (
+                response(code, format!("{{\"message\":\"{name}\"}}")),
+                Some(JSON_TYPE),
+            ),
+        };
+        if let Some(ct) = content_type {
+            set(&mut resp, CONTENT_TYPE, ct);
+        }
+        set(&mut resp, NSQ_CONTENT_TYPE, NSQ_V1);
+        resp
+    }
+}
+
+fn bad_request(name: &'static str) -> Reply {
+    Reply::Error(StatusCode::BAD_REQUEST, name)
+}
+
+/// Turn a request into a response. Everything here is synchronous (short
+/// DB sections), which lets a panic be caught and answered with 500.
+fn handle(
+    ctx: &Context,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+) -> Response<Full<Bytes>> {
+    match route(method.as_str(), path) {
+        Routed::Handle(endpoint) => {
+            let reply = catch_unwind(AssertUnwindSafe(|| endpoint_reply(ctx, endpoint, query)))
+                .unwrap_or_else(|_| {
+                    tracing::error!("panic in HTTP handler for {path}");
+                    Reply::Error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+                });
+            reply.into_response()
+        }
+        Routed::Redirect(to) => {
+            let is_get = *method == Method::GET;
+            let (code, text) = if is_get {
+                (StatusCode::MOVED_PERMANENTLY, "Moved Permanently")
+            } else {
+                (StatusCode::TEMPORARY_REDIRECT, "Temporary Redirect")
+            };
+            let location = match query {
+                Some(q) if !q.is_empty() => format!("{to}?{q}"),
+                _ => to.to_owned(),
+            };
+            let body = if is_get {
+                format!("<a href=\"{}\">{text}</a>.\n\n", html_escape(&location))
+            } else {
+                String::new()
+            };
+            let mut resp = response(code, body);
+            set(&mut resp, LOCATION, &location);
+            if is_get || *method == Method::HEAD {
+                set(&mut resp, CONTENT_TYPE, HTML_TYPE);
+            }
+            resp
+        }
+        Routed::Options(allow) => {
+            let mut resp = response(StatusCode::OK, Bytes::new());
+            set(&mut resp, ALLOW, &allow);
+            resp
+        }
+        Routed::MethodNotAllowed(allow) => {
+            let mut resp =
+                Reply::Error(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").into_response();
+            set(&mut resp, ALLOW, &allow);
+            resp
+        }
+        Routed::NotFound => Reply::Error(StatusCode::NOT_FOUND, "NOT_FOUND").into_response(),
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct Info {
+    version: &'static str,
+}
+
+#[derive(Serialize)]
+struct Topics {
+    topics: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Channels {
+    channels: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct LookupBody<'a> {
+    channels: Vec<String>,
+    producers: Vec<&'a PeerInfo>,
+}
+
+/// A /nodes entry: the peer fields, then `tombstones` and `topics`, which
+/// are parallel arrays (nsqadmin indexes one by the other).
+#[derive(Serialize)]
+struct NodeBody<'a> {
+    #[serde(flatten)]
+    info: &'a PeerInfo,
+    tombstones: Vec<bool>,
+    topics: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Nodes<'a> {
+    producers: Vec<NodeBody<'a>>,
+}
+
+/// A /debug entry; keys in the sorted order of upstream's Go map.
+#[derive(Serialize)]
+struct DebugBody<'a> {
+    broadcast_address: &'a str,
+    hostname: &'a str,
+    http_port: i64,
+    id: &'a str,
+    last_update: i64,
+    tcp_port: i64,
+    tombstoned: bool,
+    tombstoned_at: i64,
+    version: &'a str,
+}
+
+/// Upstream's `GetTopicChannelArgs`: both names present and valid.
+fn topic_channel_args(q: &Query) -> Result<(String, String), Reply> {
+    let topic = q.get("topic").ok_or(bad_request("MISSING_ARG_TOPIC"))?;
+    if !is_valid_name(topic) {
+        return Err(bad_request("INVALID_ARG_TOPIC"));
+    }
+    let channel = q.get("channel").ok_or(bad_request("MISSING_ARG_CHANNEL"))?;
+    if !is_valid_name(channel) {
+        return Err(bad_request("INVALID_ARG_CHANNEL"));
+    }
+    // Valid names are ASCII.
+    Ok((lossy(topic), lossy(channel)))
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn endpoint_reply(ctx: &Context, endpoint: Endpoint, raw_query: Option<&str>) -> Reply {
+    let db = &ctx.db;
+    // Only the handlers that read parameters parse the query, so only they
+    // can answer INVALID_REQUEST, as upstream.
+    let query =
+        || Query::parse(raw_query.unwrap_or_default()).ok_or(bad_request("INVALID_REQUEST"));
+    let result = (|| -> Result<Reply, Reply> {
+        Ok(match endpoint {
+            Endpoint::Ping => Reply::Text("OK"),
+            Endpoint::Info => Reply::Json(json::to_vec(&Info {
+                version: nsq_protocol::VERSION,
+            })),
+            Endpoint::Topics => Reply::Json(json::to_vec(&Topics {
+                topics: db.topics(),
+            })),
+            Endpoint::Channels => {
+                let q = query()?;
+                let topic = q.get("topic").ok_or(bad_request("MISSING_ARG_TOPIC"))?;
+                Reply::Json(json::to_vec(&Channels {
+                    channels: db.channels(&lossy(topic)),
+                }))
+            }
+            Endpoint::Lookup => {
+                let q = query()?;
+                let topic = q.get("topic").ok_or(bad_request("MISSING_ARG_TOPIC"))?;
+                let found = db
+                    .lookup(&lossy(topic), Stamp::now())
+                    .ok_or(Reply::Error(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))?;
+                Reply::Json(json::to_vec(&LookupBody {
+                    channels: found.channels,
+                    producers: found.producers.iter().map(|p| &**p).collect(),
+                }))
+            }
+            Endpoint::Nodes => {
+                let nodes = db.nodes(Stamp::now());
+                Reply::Json(json::to_vec(&Nodes {
+                    producers: nodes
+                        .iter()
+                        .map(|n| NodeBody {
+                            info: &n.info,
+                            tombstones: n.tombstones.clone(),
+                            topics: n.topics.clone(),
+                        })
+                        .collect(),
+                }))
+            }
+            Endpoint::Debug => {
+                let debug = db.debug();
+                let body: std::collections::BTreeMap<&str, Vec<DebugBody<'_>>> = debug
+                    .iter()
+                    .map(|(key, producers)| {
+                        let list = producers
+                            .iter()
+                            .map(|p| DebugBody {
+                                broadcast_address: &p.info.broadcast_address,
+                                hostname: &p.info.hostname,
+                                http_port: p.info.http_port,
+                                id: &p.id,
+                                last_update: p.last_update,
+                                tcp_port: p.info.tcp_port,
+                                tombstoned: p.tombstoned,
+                                tombstoned_at: p.tombstoned_at,
+                                version: &p.info.version,
+                            })
+                            .collect();
+                        (key.as_str(), list)
+                    })
+                    .collect();
+                Reply::Json(json::to_vec(&body))
+            }
+            Endpoint::TopicCreate => {
+                let q = query()?;
+                let topic = q.get("topic").ok_or(bad_request("MISSING_ARG_TOPIC"))?;
+                if !is_valid_name(topic) {
+                    return Err(bad_request("INVALID_ARG_TOPIC"));
+                }
+                let topic = lossy(topic);
+                tracing::info!("DB: adding topic({topic})");
+                db.add_registration(Registration::topic(&topic));
+                Reply::Empty
+            }
+            Endpoint::TopicDelete => {
+                let q = query()?;
+                let topic = q.get("topic").ok_or(bad_request("MISSING_ARG_TOPIC"))?;
+                // Not validated, as upstream: `*` deletes every topic.
+                for reg in db.delete_topic(&lossy(topic)) {
+                    tracing::info!("DB: removing {reg}");
+                }
+                Reply::Empty
+            }
+            Endpoint::ChannelCreate => {
+                let (topic, channel) = topic_channel_args(&query()?)?;
+                tracing::info!("DB: adding channel({channel}) in topic({topic})");
+                db.add_registration(Registration::channel(&topic, &channel));
+                db.add_registration(Registration::topic(&topic));
+                Reply::Empty
+            }
+            Endpoint::ChannelDelete => {
+                let (topic, channel) = topic_channel_args(&query()?)?;
+                if !db.delete_channel(&topic, &channel) {
+                    return Err(Reply::Error(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"));
+                }
+                tracing::info!("DB: removing channel({channel}) from topic({topic})");
+                Reply::Empty
+            }
+            Endpoint::TopicTombstone => {
+                let q = query()?;
+                let topic = q.get("topic").ok_or(bad_request("MISSING_ARG_TOPIC"))?;
+                let node = q.get("node").ok_or(bad_request("MISSING_ARG_NODE"))?;
+                let (topic, node) = (lossy(topic), lossy(node));
+                tracing::info!("DB: setting tombstone for producer@{node} of topic({topic})");
+                db.tombstone(&topic, &node, Stamp::now());
+                Reply::Empty
+            }
+        })
+    })();
+    result.unwrap_or_else(|e| e)
+}
+
+/// Accept HTTP connections until cancelled; each connection is a task on
+/// `tracker` and finishes its in-progress request on shutdown.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let (stream, remote) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => {
+                    backoff = Duration::from_millis(5);
+                    conn
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off as Go's
+                    // http.Server does instead of spinning.
+                    tracing::warn!("HTTP: accept error: {e}; retrying in {backoff:?}");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let ctx = Arc::clone(&ctx);
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let ctx = Arc::clone(&ctx);
+                async move {
+                    let start = Instant::now();
+                    let resp = handle(&ctx, req.method(), req.uri().path(), req.uri().query());
+                    tracing::info!(
+                        "{} {} {} ({remote}) {:?}",
+                        resp.status().as_u16(),
+                        req.method(),
+                        req.uri(),
+                        start.elapsed()
+                    );
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            // Title case puts `X-Nsq-Content-Type` on the wire as Go does.
+            let conn = http1::Builder::new()
+                .title_case_headers(true)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!("HTTP: connection from {remote}: {e}");
+            }
+        });
+    }
+    tracing::info!(
+        "HTTP: closing {}",
+        addr_or_unknown(listener.local_addr().ok())
+    );
+}
+
+fn addr_or_unknown(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "listener".to_owned(), |a| a.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_like_httprouter() {
+        assert_eq!(route("GET", "/lookup"), Routed::Handle(Endpoint::Lookup));
+        assert_eq!(
+            route("POST", "/topic/tombstone"),
+            Routed::Handle(Endpoint::TopicTombstone)
+        );
+        assert_eq!(
+            route("POST", "/lookup"),
+            Routed::MethodNotAllowed("GET, OPTIONS".into())
+        );
+        assert_eq!(
+            route("GET", "/topic/create"),
+            Routed::MethodNotAllowed("OPTIONS, POST".into())
+        );
+        assert_eq!(
+            route("HEAD", "/ping"),
+            Routed::MethodNotAllowed("GET, OPTIONS".into())
+        );
+        assert_eq!(
+            route("OPTIONS", "/ping"),
+            Routed::Options("GET, OPTIONS".into())
+        );
+        assert_eq!(route("OPTIONS", "/nope"), Routed::NotFound);
+        assert_eq!(route("GET", "/nope"), Routed::NotFound);
+        assert_eq!(route("GET", "/"), Routed::NotFound);
+        assert_eq!(route("GET", "/debug/pprof"), Routed::NotFound);
+        assert_eq!(route("GET", "/ping/"), Routed::Redirect("/ping"));
+        assert_eq!(route("GET", "/PING"), Routed::Redirect("/ping"));
+        assert_eq!(
+            route("POST", "//topic/./create"),
+            Routed::Redirect("/topic/create")
+        );
+        // A method with no routes at all gets no redirect.
+        assert_eq!(route("PUT", "/ping/"), Routed::NotFound);
+        assert_eq!(
+            route("PUT", "/ping"),
+            Routed::MethodNotAllowed("GET, OPTIONS".into())
+        );
+    }
+
+    #[test]
+    fn clean_paths() {
+        assert_eq!(clean_path("/a//b/./c/../d/"), "/a/b/d/");
+        assert_eq!(clean_path("/.."), "/");
+        assert_eq!(clean_path("/ping"), "/ping");
+    }
+}

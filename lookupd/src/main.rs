@@ -1,0 +1,23 @@
+//! The `nsqlookupd` binary: flags in, server up, run until SIGINT/SIGTERM.
+
+use nsqlookupd::{Lookupd, Options};
+
+#[tokio::main]
+async fn main() {
+    let opts: Options = nsq_app::parse_options("nsqlookupd", std::env::args_os(), &[]);
+    let _log = nsq_app::logging::init(opts.log_level, &opts.log_prefix);
+    tracing::info!("{}", nsq_app::flags::version_string("nsqlookupd"));
+    if opts.verbose {
+        tracing::warn!("--verbose is deprecated and has no effect; use --log-level=debug");
+    }
+    let lookupd = match Lookupd::new(opts).await {
+        Ok(l) => l,
+        Err(e) => {
+            // Upstream logs the failure and exits 1 when it cannot listen.
+            tracing::error!("failed to instantiate nsqlookupd - {e}");
+            eprintln!("nsqlookupd: {e}");
+            std::process::exit(1);
+        }
+    };
+    lookupd.run_until(nsq_app::signal::shutdown_signal()).await;
+}

@@ -1,0 +1,279 @@
+//! Protocol V1 over real TCP against an in-process nsqlookupd: the
+//! handshake, every command, upstream's error texts, and that one client's
+//! mistake never affects the others.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nsqlookupd::Options;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+#[tokio::test]
+async fn bad_magic_gets_e_bad_protocol_and_close() {
+    with_timeout(async {
+        let lookupd = start_default().await;
+        let mut c = V1::connect_raw(lookupd.tcp_addr()).await;
+        c.send(b"  V2").await;
+        assert_eq!(c.reply_text().await, "E_BAD_PROTOCOL");
+        c.expect_closed().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn identify_reply_describes_this_lookupd() {
+    with_timeout(async {
+        let lookupd = start_default().await;
+        let mut c = V1::connect(&lookupd).await;
+        let body = identify_body(4150, 4151);
+        c.send(&identify_cmd(&body)).await;
+        let raw = c.reply_text().await;
+        // Keys sorted as Go's map encoding does; the ports are the bound ones.
+        let expected = format!(
+            r#"{{"broadcast_address":"127.0.0.1","hostname":"{}","http_port":{},"tcp_port":{},"version":"1.3.0"}}"#,
+            nsq_app::os_hostname(),
+            lookupd.http_addr().port(),
+            lookupd.tcp_addr().port()
+        );
+        assert_eq!(raw, expected);
+        assert_eq!(c.command(b"PING\n").await, "OK");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn register_unregister_and_disconnect() {
+    with_timeout(async {
+        let lookupd = start_default().await;
+        let mut c = V1::connect(&lookupd).await;
+        c.identify(24150, 24151).await;
+        let me = c.local_addr();
+        assert_eq!(c.command(b"REGISTER X c1\n").await, "OK");
+        assert_eq!(c.command(b"REGISTER X eph#ephemeral\n").await, "OK");
+        assert_eq!(c.command(b"REGISTER Y\n").await, "OK");
+
+        let lookup = http(&lookupd, "GET", "/lookup?topic=X").await.json();
+        assert_eq!(lookup["channels"], json!(["c1", "eph#ephemeral"]));
+        assert_eq!(
+            lookup["producers"],
+            json!([{
+                "remote_address": me,
+                "hostname": "vm",
+                "broadcast_address": "127.0.0.1",
+                "tcp_port": 24150,
+                "http_port": 24151,
+                "version": "1.3.0"
+            }])
+        );
+        let topics = http(&lookupd, "GET", "/topics").await.json();
+        assert_eq!(topics, json!({"topics": ["X", "Y"]}));
+
+        // The ephemeral channel goes with its last producer; c1 stays.
+        assert_eq!(c.command(b"UNREGISTER X eph#ephemeral\n").await, "OK");
+        assert_eq!(c.command(b"UNREGISTER X c1\n").await, "OK");
+        let channels = http(&lookupd, "GET", "/channels?topic=X").await.json();
+        assert_eq!(channels, json!({"channels": ["c1"]}));
+        // Unregistering the topic drops this producer from it.
+        assert_eq!(c.command(b"UNREGISTER X\n").await, "OK");
+        let lookup = http(&lookupd, "GET", "/lookup?topic=X").await.json();
+        assert_eq!(lookup["producers"], json!([]));
+
+        // Closing the connection removes the producer everywhere, keys stay.
+        drop(c);
+        eventually("the producer to go with its connection", || async {
+            let nodes = http(&lookupd, "GET", "/nodes").await.json();
+            (nodes["producers"] == json!([])).then_some(())
+        })
+        .await;
+        let lookup = http(&lookupd, "GET", "/lookup?topic=Y").await.json();
+        assert_eq!(lookup, json!({"channels": [], "producers": []}));
+        let topics = http(&lookupd, "GET", "/topics").await.json();
+        assert_eq!(topics, json!({"topics": ["X", "Y"]}));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pipelined_commands_are_answered_in_order() {
+    with_timeout(async {
+        let lookupd = start_default().await;
+        let mut c = V1::connect(&lookupd).await;
+        let mut batch = b"PING\n".to_vec();
+        batch.extend_from_slice(&identify_cmd(&identify_body(1, 2)));
+        batch.extend_from_slice(b"REGISTER a b\nUNREGISTER a b\r\nPING\n");
+        c.send(&batch).await;
+        assert_eq!(c.reply_text().await, "OK");
+        assert!(c.reply_text().await.starts_with("{\"broadcast_address\""));
+        for _ in 0..3 {
+            assert_eq!(c.reply_text().await, "OK");
+        }
+    })
+    .await;
+}
+
+/// Each malformed input gets upstream's exact error and the connection is
+/// closed, while a well-behaved client on the same lookupd keeps working.
+#[tokio::test]
+async fn malformed_commands_get_upstream_errors() {
+    with_timeout(async {
+        let lookupd = start_default().await;
+        let mut good = V1::connect(&lookupd).await;
+        good.identify(4150, 4151).await;
+
+        let ident = identify_cmd(&identify_body(4150, 4151));
+        let cases: Vec<(Vec<u8>, Vec<u8>, &str)> = vec![
+            (vec![], b"FOO\n".to_vec(), "E_INVALID invalid command FOO"),
+            (vec![], b"\n".to_vec(), "E_INVALID invalid command "),
+            (
+                vec![],
+                b"register t\n".to_vec(),
+                "E_INVALID invalid command register",
+            ),
+            (
+                vec![],
+                b"REGISTER t\n".to_vec(),
+                "E_INVALID client must IDENTIFY",
+            ),
+            (
+                vec![],
+                b"UNREGISTER t c\n".to_vec(),
+                "E_INVALID client must IDENTIFY",
+            ),
+            (
+                ident.clone(),
+                ident.clone(),
+                "E_INVALID cannot IDENTIFY again",
+            ),
+            (
+                ident.clone(),
+                b"REGISTER\n".to_vec(),
+                "E_INVALID REGISTER insufficient number of params",
+            ),
+            (
+                ident.clone(),
+                b"UNREGISTER\n".to_vec(),
+                "E_INVALID UNREGISTER insufficient number of params",
+            ),
+            (
+                ident.clone(),
+                b"REGISTER bad*topic\n".to_vec(),
+                "E_BAD_TOPIC REGISTER topic name 'bad*topic' is not valid",
+            ),
+            (
+                ident.clone(),
+                b"UNREGISTER t bad*chan\n".to_vec(),
+                "E_BAD_CHANNEL UNREGISTER channel name 'bad*chan' is not valid",
+            ),
+            (
+                vec![],
+                identify_cmd(b"{not json"),
+                "E_BAD_BODY IDENTIFY failed to decode JSON body",
+            ),
+            (
+                vec![],
+                identify_cmd(br#"{"tcp_port":"4150"}"#),
+                "E_BAD_BODY IDENTIFY failed to decode JSON body",
+            ),
+            (
+                vec![],
+                identify_cmd(br#"{"version":"1.3.0","tcp_port":1,"http_port":2}"#),
+                "E_BAD_BODY IDENTIFY missing fields",
+            ),
+            (
+                vec![],
+                b"IDENTIFY\n\xff\xff\xff\xff".to_vec(),
+                "E_BAD_BODY IDENTIFY invalid body size -1",
+            ),
+        ];
+        for (setup, input, want) in cases {
+            let mut c = V1::connect(&lookupd).await;
+            if !setup.is_empty() {
+                c.send(&setup).await;
+                c.reply().await;
+            }
+            c.send(&input).await;
+            assert_eq!(c.reply_text().await, want, "input {input:?}");
+            c.expect_closed().await;
+            // The other client is unaffected.
+            assert_eq!(good.command(b"PING\n").await, "OK");
+        }
+        assert_eq!(good.command(b"REGISTER still.here\n").await, "OK");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn eof_inside_identify_is_answered() {
+    with_timeout(async {
+        let lookupd = start_default().await;
+        let mut c = V1::connect(&lookupd).await;
+        c.send(b"IDENTIFY\n\x00\x00\x00\x10{\"ver").await;
+        c.stream.shutdown().await.expect("half-close");
+        assert_eq!(
+            c.reply_text().await,
+            "E_BAD_BODY IDENTIFY failed to read body"
+        );
+        c.expect_closed().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn over_long_line_closes_the_connection() {
+    with_timeout(async {
+        let lookupd = start_default().await;
+        let mut c = V1::connect(&lookupd).await;
+        c.send(&vec![b'A'; 20 * 1024]).await;
+        c.expect_closed().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn silent_producers_become_inactive_until_they_ping() {
+    with_timeout(async {
+        let opts = Options {
+            inactive_producer_timeout: Duration::from_millis(500).into(),
+            ..Options::for_tests()
+        };
+        let lookupd = start(opts).await;
+        let mut c = V1::connect(&lookupd).await;
+        c.identify(4150, 4151).await;
+        c.command(b"REGISTER t\n").await;
+        eventually("the silent producer to become inactive", || async {
+            let lookup = http(&lookupd, "GET", "/lookup?topic=t").await.json();
+            (lookup["producers"] == serde_json::json!([])).then_some(())
+        })
+        .await;
+        // Inactive nodes are left out of /nodes too; the topic stays known.
+        assert_eq!(
+            http(&lookupd, "GET", "/nodes").await.json()["producers"],
+            json!([])
+        );
+        assert_eq!(c.command(b"PING\n").await, "OK");
+        let lookup = http(&lookupd, "GET", "/lookup?topic=t").await.json();
+        assert_eq!(lookup["producers"].as_array().map(Vec::len), Some(1));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_connections() {
+    with_timeout(async {
+        let lookupd = start_default().await;
+        let mut c = V1::connect(&lookupd).await;
+        c.identify(1, 2).await;
+        lookupd.shutdown().await;
+        c.expect_closed().await;
+        // The connection's registrations went with it.
+        assert!(lookupd.db().debug().is_empty());
+        // Nothing listens any more.
+        assert!(tokio::net::TcpStream::connect(lookupd.tcp_addr())
+            .await
+            .is_err());
+    })
+    .await;
+}
