@@ -173,7 +173,9 @@ impl HttpResponse {
     }
 }
 
-/// One HTTP/1.1 request over a fresh connection (`Connection: close`).
+/// One HTTP/1.1 request over a fresh keep-alive connection (as curl sends
+/// it, so the response headers are the ones the samples show); the body is
+/// read by its Content-Length.
 pub async fn http(lookupd: &Lookupd, method: &str, target: &str) -> HttpResponse {
     http_with(lookupd, method, target, &[]).await
 }
@@ -188,8 +190,7 @@ pub async fn http_with(
         let mut stream = TcpStream::connect(lookupd.http_addr())
             .await
             .expect("connect");
-        let mut req =
-            format!("{method} {target} HTTP/1.1\r\nHost: lookupd\r\nConnection: close\r\n");
+        let mut req = format!("{method} {target} HTTP/1.1\r\nHost: lookupd\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -202,8 +203,26 @@ pub async fn http_with(
             .await
             .expect("write request");
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.expect("read response");
-        parse_response(&raw)
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let mut resp = parse_response(&raw[..end + 4]);
+                let len: usize = match resp.header("Content-Length") {
+                    Some(n) if method != "HEAD" => n.parse().expect("Content-Length"),
+                    _ => 0,
+                };
+                while raw.len() < end + 4 + len {
+                    let n = stream.read(&mut chunk).await.expect("read body");
+                    assert!(n > 0, "connection closed inside the body");
+                    raw.extend_from_slice(&chunk[..n]);
+                }
+                resp.body = raw[end + 4..end + 4 + len].to_vec();
+                return resp;
+            }
+            let n = stream.read(&mut chunk).await.expect("read response");
+            assert!(n > 0, "connection closed inside the headers");
+            raw.extend_from_slice(&chunk[..n]);
+        }
     };
     tokio::time::timeout(STEP, fut)
         .await
@@ -244,7 +263,11 @@ pub fn sample(name: &str) -> HttpResponse {
     let head = std::fs::read_to_string(dir.join(format!("{name}.headers")))
         .unwrap_or_else(|e| panic!("golden sample {name}.headers in {} - {e}", dir.display()));
     let body = std::fs::read(dir.join(format!("{name}.json"))).expect("golden sample body");
-    let mut raw = head.trim_end().replace('\n', "\r\n").into_bytes();
+    let mut raw = head
+        .replace("\r\n", "\n")
+        .trim_end()
+        .replace('\n', "\r\n")
+        .into_bytes();
     raw.extend_from_slice(b"\r\n\r\n");
     let mut resp = parse_response(&raw);
     resp.body = body.strip_suffix(b"\n").unwrap_or(&body).to_vec();
@@ -290,5 +313,15 @@ pub fn assert_like_sample(got: &HttpResponse, name: &str) {
         );
     } else {
         assert_eq!(got.body, want.body, "{name}: body");
+    }
+}
+
+impl V1 {
+    /// Read only a reply's size field.
+    pub async fn reply_size(&mut self) -> u32 {
+        tokio::time::timeout(STEP, self.stream.read_u32())
+            .await
+            .expect("read timed out")
+            .expect("reply size")
     }
 }
