@@ -13,6 +13,7 @@ pub mod options;
 mod protocol_v1;
 mod query;
 pub mod registration_db;
+mod router;
 mod server;
 
 pub use error::{Error, Result};

@@ -15,7 +15,6 @@ async fn main() {
         Err(e) => {
             // Upstream logs the failure and exits 1 when it cannot listen.
             tracing::error!("failed to instantiate nsqlookupd - {e}");
-            eprintln!("nsqlookupd: {e}");
             std::process::exit(1);
         }
     };

@@ -56,7 +56,9 @@ pub(crate) async fn serve(
         let span = tracing::info_span!("client", remote = %remote);
         tracker.spawn(handle(stream, remote, Arc::clone(&ctx), cancel.clone()).instrument(span));
     }
-    tracing::info!("TCP: closing");
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("TCP: closing {addr}");
+    }
 }
 
 /// A remote address as Go prints it: IPv4 clients of a dual-stack listener
