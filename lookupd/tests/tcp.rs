@@ -277,3 +277,83 @@ async fn shutdown_closes_connections() {
     })
     .await;
 }
+
+/// What nsqd does, built only from `nsq_protocol::lookup`: encode the
+/// commands, read replies with the bounded reply decoder, parse the
+/// IDENTIFY reply. Proves the two sides of the crate agree with the server.
+#[tokio::test]
+async fn nsqd_side_types_round_trip_with_the_server() {
+    use bytes::BytesMut;
+    use nsq_protocol::lookup::{
+        LookupCommand, LookupReply, LookupdInfo, PeerIdentity, ReplyDecoder,
+    };
+    use tokio::io::AsyncReadExt;
+
+    async fn roundtrip(c: &mut V1, cmd: &LookupCommand, rbuf: &mut BytesMut) -> LookupReply {
+        let mut out = BytesMut::new();
+        cmd.encode(&mut out);
+        c.send(&out).await;
+        let decoder = ReplyDecoder::new(5 * 1024 * 1024);
+        loop {
+            if let Some(data) = decoder.decode(rbuf).expect("reply within bounds") {
+                return LookupReply::classify(data);
+            }
+            let n = tokio::time::timeout(STEP, c.stream.read_buf(rbuf))
+                .await
+                .expect("read timed out")
+                .expect("read");
+            assert!(n > 0, "lookupd closed the connection");
+        }
+    }
+
+    with_timeout(async {
+        let lookupd = start_default().await;
+        let mut c = V1::connect(&lookupd).await;
+        let mut rbuf = BytesMut::new();
+        let identity = PeerIdentity {
+            broadcast_address: "nsqd.example".into(),
+            hostname: "nsqd-host".into(),
+            http_port: 4151,
+            tcp_port: 4150,
+            topology_region: Some(String::new()),
+            topology_zone: Some(String::new()),
+            version: "1.3.0".into(),
+        };
+        let LookupReply::Data(json) =
+            roundtrip(&mut c, &LookupCommand::identify(&identity), &mut rbuf).await
+        else {
+            panic!("IDENTIFY answers with JSON");
+        };
+        let info = LookupdInfo::parse(&json).unwrap();
+        assert_eq!(info.http_port, i64::from(lookupd.http_addr().port()));
+        assert_eq!(info.broadcast_address, "127.0.0.1");
+
+        let register = LookupCommand::Register {
+            topic: "orders".parse().unwrap(),
+            channel: Some("billing".parse().unwrap()),
+        };
+        assert_eq!(
+            roundtrip(&mut c, &register, &mut rbuf).await,
+            LookupReply::Ok
+        );
+        assert_eq!(
+            roundtrip(&mut c, &LookupCommand::Ping, &mut rbuf).await,
+            LookupReply::Ok
+        );
+        let lookup = http(&lookupd, "GET", "/lookup?topic=orders").await.json();
+        assert_eq!(lookup["channels"], json!(["billing"]));
+        assert_eq!(lookup["producers"][0]["broadcast_address"], "nsqd.example");
+        assert_eq!(lookup["producers"][0]["hostname"], "nsqd-host");
+
+        // A second IDENTIFY is an error reply nsqd can recognise.
+        let again = roundtrip(&mut c, &LookupCommand::identify(&identity), &mut rbuf).await;
+        assert_eq!(
+            again,
+            LookupReply::Error {
+                code: "E_INVALID".into(),
+                text: "cannot IDENTIFY again".into()
+            }
+        );
+    })
+    .await;
+}

@@ -964,4 +964,76 @@ mod tests {
             })
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_name() -> impl Strategy<Value = String> {
+            "[a-zA-Z0-9._-]{1,54}(#ephemeral)?"
+        }
+
+        fn arb_command() -> impl Strategy<Value = LookupCommand> {
+            prop_oneof![
+                Just(LookupCommand::Ping),
+                (arb_name(), proptest::option::of(arb_name())).prop_map(|(t, c)| {
+                    LookupCommand::Register {
+                        topic: topic(&t),
+                        channel: c.map(|c| channel(&c)),
+                    }
+                }),
+                (arb_name(), proptest::option::of(arb_name())).prop_map(|(t, c)| {
+                    LookupCommand::Unregister {
+                        topic: topic(&t),
+                        channel: c.map(|c| channel(&c)),
+                    }
+                }),
+            ]
+        }
+
+        proptest! {
+            /// However the stream is cut into reads, the same commands come out.
+            #[test]
+            fn any_split_decodes_the_same(
+                cmds in proptest::collection::vec(arb_command(), 1..12),
+                cut in 1usize..64,
+            ) {
+                let mut all = BytesMut::new();
+                LookupCommand::identify(&identity()).encode(&mut all);
+                for c in &cmds {
+                    c.encode(&mut all);
+                }
+                let mut d = LookupDecoder::new();
+                let mut buf = BytesMut::new();
+                let mut got = Vec::new();
+                for chunk in all.chunks(cut) {
+                    buf.extend_from_slice(chunk);
+                    while let Some(cmd) = d.decode(&mut buf).unwrap() {
+                        if matches!(cmd, LookupCommand::Identify(_)) {
+                            d.set_identified();
+                        } else {
+                            got.push(cmd);
+                        }
+                    }
+                }
+                prop_assert_eq!(got, cmds);
+            }
+
+            /// Arbitrary bytes, before or after IDENTIFY, never panic the
+            /// decoder: they decode, wait for more, or get an error.
+            #[test]
+            fn garbage_is_refused_not_panicked_on(
+                bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+                identified in any::<bool>(),
+            ) {
+                let mut d = LookupDecoder::new();
+                if identified {
+                    d.set_identified();
+                }
+                let mut buf = BytesMut::from(&bytes[..]);
+                while let Ok(Some(_)) = d.decode(&mut buf) {}
+                prop_assert!(buf.len() <= bytes.len());
+            }
+        }
+    }
 }
