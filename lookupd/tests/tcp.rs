@@ -236,7 +236,7 @@ async fn over_long_line_closes_the_connection() {
 async fn silent_producers_become_inactive_until_they_ping() {
     with_timeout(async {
         let opts = Options {
-            inactive_producer_timeout: Duration::from_millis(500).into(),
+            inactive_producer_timeout: Duration::from_secs(1).into(),
             ..Options::for_tests()
         };
         let lookupd = start(opts).await;
