@@ -1,1 +1,19 @@
-//! nsqd.
+//! nsqd: a drop-in replacement for NSQ's daemon. Topics fan messages out to
+//! channels; channels hand them to competing clients over TCP protocol V2;
+//! HTTP serves publishing and information.
+//!
+//! The binary is a thin wrapper: [`Server::bind`] binds the listeners (port 0
+//! works, read the addresses back), [`Server::run`] serves until a shutdown
+//! future resolves.
+
+pub mod channel;
+pub mod client;
+pub mod http;
+pub mod message;
+pub mod nsqd;
+pub mod options;
+pub mod protocol_v2;
+pub mod topic;
+
+pub use crate::nsqd::{Error, Nsqd, Result, Server};
+pub use options::Options;

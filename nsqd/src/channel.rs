@@ -1,0 +1,553 @@
+//! A channel: its queue of messages, the messages in flight to its clients,
+//! the deferred ones, and the clients that compete for them.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nsq_protocol::{ChannelName, TopicName};
+use tokio::time::Instant;
+
+use crate::client::Client;
+use crate::message::Message;
+
+/// Hasher for message IDs and client IDs: they are already well spread
+/// numbers, so one multiply is enough and far cheaper than SipHash.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+pub type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// Why FIN, REQ or TOUCH could not act on a message; the texts are upstream's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InFlightError {
+    #[error("ID not in flight")]
+    NotInFlight,
+    #[error("client does not own message")]
+    NotOwner,
+}
+
+/// Why a client could not join a channel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    #[error("consumers for {topic}:{channel} exceeds limit of {limit}")]
+    TooManyConsumers {
+        topic: String,
+        channel: String,
+        limit: usize,
+    },
+    #[error("channel is exiting")]
+    Exiting,
+}
+
+/// Limits a channel needs from the server options.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelLimits {
+    pub mem_queue_size: usize,
+    pub max_msg_timeout: Duration,
+    pub max_channel_consumers: usize,
+}
+
+struct InFlight {
+    msg: Message,
+    client_id: u64,
+    deadline: Instant,
+    delivered_at: Instant,
+    /// Distinguishes this delivery from earlier ones of the same message, so
+    /// stale entries in a client's deadline order are recognised.
+    generation: u64,
+}
+
+/// A client's in-flight deliveries in deadline order. Each client has one
+/// msg_timeout, so new deliveries append in order; FINs leave stale entries
+/// behind, dropped from the front as they are met and compacted when they
+/// outnumber live ones.
+struct ClientSlot {
+    client: Arc<Client>,
+    order: VecDeque<(Instant, u64, u64)>,
+    live: usize,
+}
+
+struct Deferred {
+    due: Instant,
+    seq: u64,
+    msg: Message,
+}
+
+impl PartialEq for Deferred {
+    fn eq(&self, other: &Self) -> bool {
+        self.due == other.due && self.seq == other.seq
+    }
+}
+impl Eq for Deferred {}
+impl PartialOrd for Deferred {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Deferred {
+    // Reversed, so the BinaryHeap (a max-heap) yields the earliest due first.
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        other.due.cmp(&self.due).then(other.seq.cmp(&self.seq))
+    }
+}
+
+/// Counters reported in `/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    pub depth: u64,
+    pub backend_depth: u64,
+    pub in_flight_count: u64,
+    pub deferred_count: u64,
+    pub message_count: u64,
+    pub requeue_count: u64,
+    pub timeout_count: u64,
+    pub client_count: usize,
+    pub paused: bool,
+}
+
+#[derive(Default)]
+struct ChannelState {
+    queue: VecDeque<Message>,
+    in_flight: IdMap<InFlight>,
+    deferred: BinaryHeap<Deferred>,
+    clients: IdMap<ClientSlot>,
+    /// Clients whose writers found nothing to send and wait for a wake-up.
+    waiters: Vec<Arc<Client>>,
+    paused: bool,
+    generation: u64,
+    message_count: u64,
+    requeue_count: u64,
+    timeout_count: u64,
+}
+
+/// One channel of a topic. All mutable state sits behind one short std Mutex:
+/// publishers (via the topic), each client's writer (taking messages), each
+/// client's reader (FIN/REQ/TOUCH) and the timer scan lock it, never across an
+/// `.await`. Lock order: topic before channel.
+pub struct Channel {
+    pub topic_name: TopicName,
+    pub name: ChannelName,
+    limits: ChannelLimits,
+    state: Mutex<ChannelState>,
+    deleted: AtomicBool,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Channel({}:{})", self.topic_name, self.name)
+    }
+}
+
+impl Channel {
+    pub fn new(topic_name: TopicName, name: ChannelName, limits: ChannelLimits) -> Self {
+        Channel {
+            topic_name,
+            name,
+            limits,
+            state: Mutex::new(ChannelState::default()),
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ChannelState> {
+        // A panic while holding the lock leaves counters possibly off, but no
+        // message half-moved; keep serving rather than poison every client.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_ephemeral(&self) -> bool {
+        self.name.is_ephemeral()
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+    }
+
+    /// Room left in the memory queue.
+    pub fn room(&self) -> usize {
+        self.limits
+            .mem_queue_size
+            .saturating_sub(self.lock().queue.len())
+    }
+
+    /// Queue messages for delivery. The caller (the topic) has checked room;
+    /// ephemeral channels drop what does not fit, as upstream does.
+    pub fn put(&self, msgs: &[Message]) {
+        let mut st = self.lock();
+        let take = if self.is_ephemeral() {
+            msgs.len()
+                .min(self.limits.mem_queue_size.saturating_sub(st.queue.len()))
+        } else {
+            msgs.len()
+        };
+        st.queue.extend(msgs[..take].iter().cloned());
+        st.message_count += msgs.len() as u64;
+        wake_waiters(&mut st);
+    }
+
+    /// Hold a message until `due`, then queue it.
+    pub fn put_deferred(&self, msg: Message, due: Instant) {
+        let mut st = self.lock();
+        st.message_count += 1;
+        push_deferred(&mut st, msg, due);
+    }
+
+    /// Add a subscriber.
+    pub fn add_client(&self, client: Arc<Client>) -> Result<(), JoinError> {
+        let mut st = self.lock();
+        if self.is_deleted() {
+            return Err(JoinError::Exiting);
+        }
+        let limit = self.limits.max_channel_consumers;
+        if limit > 0 && st.clients.len() >= limit {
+            return Err(JoinError::TooManyConsumers {
+                topic: self.topic_name.to_string(),
+                channel: self.name.to_string(),
+                limit,
+            });
+        }
+        st.clients.insert(
+            client.id,
+            ClientSlot {
+                client,
+                order: VecDeque::new(),
+                live: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Drop a subscriber. Its in-flight messages go back to the front of the
+    /// queue at once: no other client can FIN them, so waiting for their
+    /// timeout (as upstream does) only delays them. Returns the clients left.
+    pub fn remove_client(&self, client_id: u64) -> usize {
+        let mut st = self.lock();
+        if let Some(slot) = st.clients.remove(&client_id) {
+            let mut back = Vec::with_capacity(slot.live);
+            for &(_, id, generation) in &slot.order {
+                if let Some(f) = st.in_flight.get(&id) {
+                    if f.generation == generation && f.client_id == client_id {
+                        if let Some(f) = st.in_flight.remove(&id) {
+                            back.push(f.msg);
+                        }
+                    }
+                }
+            }
+            // Oldest first at the very front.
+            for msg in back.into_iter().rev() {
+                st.queue.push_front(msg);
+            }
+            slot.client.reset_in_flight();
+            st.waiters.retain(|w| w.id != client_id);
+            wake_waiters(&mut st);
+        }
+        st.clients.len()
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.lock().clients.len()
+    }
+
+    /// The subscribed clients, for stats and for closing them.
+    pub fn clients(&self) -> Vec<Arc<Client>> {
+        self.lock()
+            .clients
+            .values()
+            .map(|s| s.client.clone())
+            .collect()
+    }
+
+    /// Move up to `max` messages into flight for `client` and append copies
+    /// to `out`. When nothing is available the client is registered to be
+    /// woken by the next put, under the same lock, so no wake-up is lost.
+    pub fn take(
+        &self,
+        client: &Arc<Client>,
+        max: usize,
+        msg_timeout: Duration,
+        now: Instant,
+        out: &mut Vec<Message>,
+    ) {
+        let mut st = self.lock();
+        let st = &mut *st;
+        if st.paused || max == 0 {
+            return;
+        }
+        let Some(slot) = st.clients.get_mut(&client.id) else {
+            return;
+        };
+        let deadline = now + msg_timeout;
+        let n = max.min(st.queue.len());
+        for mut msg in st.queue.drain(..n) {
+            msg.attempts = msg.attempts.saturating_add(1);
+            st.generation += 1;
+            out.push(msg.clone());
+            let id = msg.id;
+            slot.order.push_back((deadline, id, st.generation));
+            st.in_flight.insert(
+                id,
+                InFlight {
+                    msg,
+                    client_id: client.id,
+                    deadline,
+                    delivered_at: now,
+                    generation: st.generation,
+                },
+            );
+        }
+        slot.live += n;
+        client.add_in_flight(n as u64);
+        client.message_count.fetch_add(n as u64, Ordering::Relaxed);
+        if n > 0 {
+            compact_order(slot, &st.in_flight);
+        }
+        if st.queue.is_empty() && !client.waiting.swap(true, Ordering::AcqRel) {
+            st.waiters.push(client.clone());
+        }
+    }
+
+    /// FIN: the client is done with the message.
+    pub fn finish(&self, client_id: u64, id: u64) -> Result<(), InFlightError> {
+        let mut st = self.lock();
+        take_in_flight(&mut st, client_id, id).map(|_| ())
+    }
+
+    /// REQ: give the message back, now or after `delay`.
+    pub fn requeue(
+        &self,
+        client_id: u64,
+        id: u64,
+        delay: Duration,
+        now: Instant,
+    ) -> Result<(), InFlightError> {
+        let mut st = self.lock();
+        let msg = take_in_flight(&mut st, client_id, id)?;
+        st.requeue_count += 1;
+        if delay.is_zero() {
+            st.queue.push_back(msg);
+            wake_waiters(&mut st);
+        } else {
+            push_deferred(&mut st, msg, now + delay);
+        }
+        Ok(())
+    }
+
+    /// TOUCH: restart the message's timeout, never past delivery + max.
+    pub fn touch(
+        &self,
+        client_id: u64,
+        id: u64,
+        msg_timeout: Duration,
+        now: Instant,
+    ) -> Result<(), InFlightError> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let f = st
+            .in_flight
+            .get_mut(&id)
+            .ok_or(InFlightError::NotInFlight)?;
+        if f.client_id != client_id {
+            return Err(InFlightError::NotOwner);
+        }
+        let mut deadline = now + msg_timeout;
+        let cap = f.delivered_at + self.limits.max_msg_timeout;
+        if deadline > cap {
+            deadline = cap;
+        }
+        f.deadline = deadline;
+        st.generation += 1;
+        f.generation = st.generation;
+        if let Some(slot) = st.clients.get_mut(&client_id) {
+            // Keep the order sorted: a capped deadline may fall before later
+            // deliveries. TOUCH is rare, so the shift is cheap enough.
+            let at = slot.order.partition_point(|e| e.0 <= deadline);
+            slot.order.insert(at, (deadline, id, st.generation));
+        }
+        Ok(())
+    }
+
+    /// Requeue what timed out and release what is due. Returns when the next
+    /// timer of this channel falls due, if any.
+    pub fn process_timers(&self, now: Instant) -> Option<Instant> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let mut next: Option<Instant> = None;
+        let mut released = false;
+        for slot in st.clients.values_mut() {
+            let mut expired = 0u64;
+            while let Some(&(deadline, id, generation)) = slot.order.front() {
+                let live = st
+                    .in_flight
+                    .get(&id)
+                    .is_some_and(|f| f.generation == generation);
+                if !live {
+                    slot.order.pop_front();
+                    continue;
+                }
+                if deadline > now {
+                    next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                    break;
+                }
+                slot.order.pop_front();
+                if let Some(f) = st.in_flight.remove(&id) {
+                    st.queue.push_back(f.msg);
+                    st.timeout_count += 1;
+                    expired += 1;
+                }
+            }
+            if expired > 0 {
+                slot.live = slot.live.saturating_sub(expired as usize);
+                slot.client.sub_in_flight(expired);
+                slot.client.wake.notify_one();
+                released = true;
+            }
+        }
+        while let Some(d) = st.deferred.peek() {
+            if d.due > now {
+                next = Some(next.map_or(d.due, |n| n.min(d.due)));
+                break;
+            }
+            if let Some(d) = st.deferred.pop() {
+                st.queue.push_back(d.msg);
+                released = true;
+            }
+        }
+        if released {
+            wake_waiters(st);
+        }
+        next
+    }
+
+    pub fn pause(&self) {
+        self.lock().paused = true;
+    }
+
+    /// Resume delivery and wake every client, idle or not.
+    pub fn unpause(&self) {
+        let mut st = self.lock();
+        st.paused = false;
+        for slot in st.clients.values() {
+            slot.client.wake.notify_one();
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.lock().paused
+    }
+
+    /// Drop every queued, in-flight and deferred message.
+    pub fn empty(&self) {
+        let mut st = self.lock();
+        st.queue.clear();
+        st.in_flight.clear();
+        st.deferred.clear();
+        for slot in st.clients.values_mut() {
+            slot.order.clear();
+            slot.live = 0;
+            slot.client.reset_in_flight();
+            slot.client.wake.notify_one();
+        }
+    }
+
+    /// Take every message this channel holds (queued, in flight, deferred),
+    /// for writing to disk at shutdown.
+    pub fn drain_all(&self) -> Vec<Message> {
+        let mut st = self.lock();
+        let mut out: Vec<Message> = st.queue.drain(..).collect();
+        out.extend(st.in_flight.drain().map(|(_, f)| f.msg));
+        out.extend(st.deferred.drain().map(|d| d.msg));
+        out
+    }
+
+    pub fn stats(&self) -> ChannelStats {
+        let st = self.lock();
+        ChannelStats {
+            depth: st.queue.len() as u64,
+            backend_depth: 0,
+            in_flight_count: st.in_flight.len() as u64,
+            deferred_count: st.deferred.len() as u64,
+            message_count: st.message_count,
+            requeue_count: st.requeue_count,
+            timeout_count: st.timeout_count,
+            client_count: st.clients.len(),
+            paused: st.paused,
+        }
+    }
+}
+
+fn wake_waiters(st: &mut ChannelState) {
+    if st.queue.is_empty() {
+        return;
+    }
+    for w in st.waiters.drain(..) {
+        w.waiting.store(false, Ordering::Release);
+        w.wake.notify_one();
+    }
+}
+
+fn push_deferred(st: &mut ChannelState, msg: Message, due: Instant) {
+    st.generation += 1;
+    let seq = st.generation;
+    st.deferred.push(Deferred { due, seq, msg });
+}
+
+/// Remove a message from flight on behalf of its owner.
+fn take_in_flight(
+    st: &mut ChannelState,
+    client_id: u64,
+    id: u64,
+) -> Result<Message, InFlightError> {
+    match st.in_flight.get(&id) {
+        None => return Err(InFlightError::NotInFlight),
+        Some(f) if f.client_id != client_id => return Err(InFlightError::NotOwner),
+        Some(_) => {}
+    }
+    let f = st.in_flight.remove(&id).ok_or(InFlightError::NotInFlight)?;
+    if let Some(slot) = st.clients.get_mut(&client_id) {
+        slot.live = slot.live.saturating_sub(1);
+        slot.client.sub_in_flight(1);
+    }
+    Ok(f.msg)
+}
+
+/// Drop stale entries: from the front always, and everywhere once they
+/// outnumber the live ones (a client holding one message for long while
+/// finishing thousands would otherwise grow the order without bound).
+fn compact_order(slot: &mut ClientSlot, in_flight: &IdMap<InFlight>) {
+    let is_live = |&(_, id, generation): &(Instant, u64, u64)| {
+        in_flight
+            .get(&id)
+            .is_some_and(|f| f.generation == generation)
+    };
+    while slot.order.front().is_some_and(|e| !is_live(e)) {
+        slot.order.pop_front();
+    }
+    if slot.order.len() > 2 * slot.live + 64 {
+        slot.order.retain(is_live);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,379 @@
+//! nsqd's HTTP API: routing, upstream's response conventions, and the
+//! publishing and info endpoints.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use nsq_protocol::{parse_mpub_body, ErrorCode, TopicName};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+use crate::nsqd::Nsqd;
+use crate::topic::PutError;
+
+pub type HttpResponse = Response<Full<Bytes>>;
+
+const JSON: &str = "application/json; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+/// go-nsq reads a bare JSON body only when it sees this header; otherwise it
+/// expects the pre-1.0 wrapped format.
+const NSQ_CONTENT_TYPE: &str = "X-NSQ-Content-Type";
+const NSQ_V1: &str = "nsq; version=1.0";
+
+/// Accept HTTP connections until nsqd shuts down.
+pub(crate) async fn serve(nsqd: Arc<Nsqd>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = nsqd.cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                warn!("HTTP accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let nsqd2 = nsqd.clone();
+        let cancel = nsqd.cancel.clone();
+        nsqd.tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let nsqd = nsqd2.clone();
+                async move { Ok::<_, Infallible>(handle(&nsqd, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                // Go writes canonical header names; some tools compare them.
+                .title_case_headers(true)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => if let Err(e) = r { debug!("HTTP connection: {e}") },
+                _ = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
+            }
+        });
+    }
+}
+
+/// What a handler returns: a response, or an error status and name.
+pub type Reply = Result<HttpResponse, (StatusCode, &'static str)>;
+
+/// A route: the methods it answers and its handler.
+#[derive(Clone, Copy)]
+enum Route {
+    Ping,
+    Info,
+    Pub,
+    Mpub,
+}
+
+fn route(path: &str) -> Option<(Route, &'static [Method])> {
+    const GET: &[Method] = &[Method::GET];
+    const POST: &[Method] = &[Method::POST];
+    Some(match path {
+        "/ping" => (Route::Ping, GET),
+        "/info" => (Route::Info, GET),
+        "/pub" => (Route::Pub, POST),
+        "/mpub" => (Route::Mpub, POST),
+        _ => return None,
+    })
+}
+
+async fn handle(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> HttpResponse {
+    let Some((route, methods)) = route(req.uri().path()) else {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    };
+    if !methods.contains(req.method()) {
+        let mut allowed: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+        allowed.push("OPTIONS");
+        allowed.sort_unstable();
+        let allow = allowed.join(", ");
+        let mut resp = if req.method() == Method::OPTIONS {
+            with_nsq_header(Response::new(Full::new(Bytes::new())))
+        } else {
+            error(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
+        };
+        if let Ok(v) = HeaderValue::from_str(&allow) {
+            resp.headers_mut().insert(ALLOW, v);
+        }
+        return resp;
+    }
+    let result = match route {
+        Route::Ping => Ok(ping(nsqd)),
+        Route::Info => Ok(info(nsqd)),
+        Route::Pub => publish(nsqd, req).await,
+        Route::Mpub => mpub(nsqd, req).await,
+    };
+    result.unwrap_or_else(|(status, name)| error(status, name))
+}
+
+fn with_nsq_header(mut resp: HttpResponse) -> HttpResponse {
+    resp.headers_mut()
+        .insert(NSQ_CONTENT_TYPE, HeaderValue::from_static(NSQ_V1));
+    resp
+}
+
+fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> HttpResponse {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// `{"message":"NAME"}` with the status, as upstream answers every error.
+pub fn error(status: StatusCode, name: &str) -> HttpResponse {
+    let body = serde_json::to_vec(&serde_json::json!({ "message": name })).unwrap_or_default();
+    with_nsq_header(with_type(status, JSON, Bytes::from(body)))
+}
+
+/// A bare JSON body (no wrapper), status 200.
+pub fn json<T: Serialize>(value: &T) -> HttpResponse {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    with_nsq_header(with_type(StatusCode::OK, JSON, Bytes::from(body)))
+}
+
+/// A plain-text body such as `OK`, status 200.
+pub fn text(body: &'static str) -> HttpResponse {
+    with_nsq_header(with_type(
+        StatusCode::OK,
+        TEXT,
+        Bytes::from_static(body.as_bytes()),
+    ))
+}
+
+fn ping(nsqd: &Nsqd) -> HttpResponse {
+    // /ping is the one endpoint without the NSQ content-type header.
+    let _ = nsqd;
+    with_type(StatusCode::OK, TEXT, Bytes::from_static(b"OK"))
+}
+
+#[derive(Serialize)]
+struct Info {
+    version: &'static str,
+    broadcast_address: String,
+    hostname: String,
+    http_port: i64,
+    tcp_port: i64,
+    start_time: i64,
+    /// Go durations serialise as integer nanoseconds.
+    max_heartbeat_interval: i64,
+    max_output_buffer_size: i64,
+    max_output_buffer_timeout: i64,
+    max_deflate_level: i64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    topology_zone: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    topology_region: String,
+}
+
+fn info(nsqd: &Nsqd) -> HttpResponse {
+    let o = &nsqd.opts;
+    json(&Info {
+        version: nsq_protocol::VERSION,
+        broadcast_address: o.broadcast_address(),
+        hostname: nsq_app::os_hostname(),
+        http_port: nsqd.http_addr().map_or(-1, |a| i64::from(a.port())),
+        tcp_port: i64::from(nsqd.tcp_addr().port()),
+        start_time: nsqd.start_time,
+        max_heartbeat_interval: o.max_heartbeat_interval.as_nanos_i64(),
+        max_output_buffer_size: o.max_output_buffer_size,
+        max_output_buffer_timeout: o.max_output_buffer_timeout.as_nanos_i64(),
+        max_deflate_level: o.max_deflate_level,
+        topology_zone: o.topology_zone.clone(),
+        topology_region: o.topology_region.clone(),
+    })
+}
+
+/// The query string's parameters; the first value of a name wins.
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    pub fn parse(req: &Request<Incoming>) -> Result<Query, (StatusCode, &'static str)> {
+        parse_query(req.uri().query().unwrap_or(""))
+            .map(Query)
+            .ok_or((StatusCode::BAD_REQUEST, "INVALID_REQUEST"))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `topic`, present and valid, with upstream's error names.
+    pub fn topic(&self) -> Result<TopicName, (StatusCode, &'static str)> {
+        let raw = self
+            .get("topic")
+            .ok_or((StatusCode::BAD_REQUEST, "MISSING_ARG_TOPIC"))?;
+        raw.parse()
+            .map_err(|_| (StatusCode::BAD_REQUEST, "INVALID_TOPIC"))
+    }
+}
+
+/// Parse `a=1&b=x%20y` like Go's `url.ParseQuery`; `None` on a bad escape.
+pub fn parse_query(q: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        // Go rejects semicolons in queries since 1.17.
+        if pair.contains(';') {
+            return None;
+        }
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.push((unescape(k)?, unescape(v)?));
+    }
+    Some(out)
+}
+
+fn unescape(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Read the body, refusing more than `max` bytes with `too_big`.
+async fn read_body(
+    req: Request<Incoming>,
+    max: u64,
+    too_big: &'static str,
+) -> Result<Bytes, (StatusCode, &'static str)> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, too_big));
+    }
+    let limited = Limited::new(req.into_body(), max as usize + 1);
+    let body = limited
+        .collect()
+        .await
+        .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?
+        .to_bytes();
+    if body.len() as u64 > max {
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, too_big));
+    }
+    Ok(body)
+}
+
+fn put_error(e: PutError) -> (StatusCode, &'static str) {
+    match e {
+        PutError::Exiting => (StatusCode::SERVICE_UNAVAILABLE, "EXITING"),
+        PutError::QueueFull => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+    }
+}
+
+async fn publish(nsqd: &Nsqd, req: Request<Incoming>) -> Reply {
+    let query = Query::parse(&req)?;
+    let max = nsqd.opts.max_msg_size as u64;
+    let body = read_body(req, max, "MSG_TOO_BIG").await?;
+    if body.is_empty() {
+        return Err((StatusCode::BAD_REQUEST, "MSG_EMPTY"));
+    }
+    let topic = nsqd.get_topic(&query.topic()?);
+    let defer = match query.get("defer") {
+        None => None,
+        Some(raw) => {
+            let ms: i64 = raw
+                .parse()
+                .map_err(|_| (StatusCode::BAD_REQUEST, "INVALID_DEFER"))?;
+            let max_ms = nsqd.opts.max_req_timeout.as_millis() as i64;
+            if !(0..=max_ms).contains(&ms) {
+                return Err((StatusCode::BAD_REQUEST, "INVALID_DEFER"));
+            }
+            Some(Duration::from_millis(ms as u64))
+        }
+    };
+    topic.put(vec![body], defer).map_err(put_error)?;
+    Ok(text("OK"))
+}
+
+async fn mpub(nsqd: &Nsqd, req: Request<Incoming>) -> Reply {
+    let query = Query::parse(&req)?;
+    let limits = nsqd.opts.limits();
+    let body = read_body(req, limits.max_body_size, "BODY_TOO_BIG").await?;
+    let topic = nsqd.get_topic(&query.topic()?);
+    // Upstream: true/1 binary, false/0 text, absent text, anything else binary.
+    let binary = !matches!(query.get("binary"), None | Some("false") | Some("0"));
+    let bodies = if binary {
+        parse_mpub_body(&body, &limits).map_err(|e| {
+            let name = match e.code {
+                ErrorCode::BadBody => "BAD_BODY",
+                _ => "BAD_MESSAGE",
+            };
+            (StatusCode::PAYLOAD_TOO_LARGE, name)
+        })?
+    } else {
+        let mut bodies = Vec::new();
+        let mut at = 0;
+        for line in body.split(|&b| b == b'\n') {
+            let start = at;
+            at += line.len() + 1;
+            if line.is_empty() {
+                continue;
+            }
+            if line.len() as u64 > limits.max_msg_size {
+                return Err((StatusCode::PAYLOAD_TOO_LARGE, "MSG_TOO_BIG"));
+            }
+            bodies.push(body.slice(start..start + line.len()));
+        }
+        bodies
+    };
+    if !bodies.is_empty() {
+        topic.put(bodies, None).map_err(put_error)?;
+    }
+    Ok(text("OK"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing_like_go() {
+        assert_eq!(
+            parse_query("topic=a&defer=10&topic=b").unwrap(),
+            vec![
+                ("topic".into(), "a".into()),
+                ("defer".into(), "10".into()),
+                ("topic".into(), "b".into())
+            ]
+        );
+        assert_eq!(
+            parse_query("a=x%20y+z").unwrap(),
+            vec![("a".into(), "x y z".into())]
+        );
+        assert_eq!(
+            parse_query("flag").unwrap(),
+            vec![("flag".into(), "".into())]
+        );
+        assert!(parse_query("a=%zz").is_none());
+        assert!(parse_query("a=%2").is_none());
+        assert!(parse_query("a=1;b=2").is_none());
+        assert!(parse_query("").unwrap().is_empty());
+    }
+}

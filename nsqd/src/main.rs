@@ -1,0 +1,22 @@
+//! The `nsqd` binary: flags in, server up, run until SIGINT or SIGTERM.
+
+use nsqd::options::CONFIG_KEYS;
+use nsqd::{Options, Server};
+
+#[tokio::main]
+async fn main() {
+    let opts: Options = nsq_app::flags::parse_options("nsqd", std::env::args_os(), CONFIG_KEYS);
+    let _log = nsq_app::logging::init(opts.log_level, &opts.log_prefix);
+    let server = match Server::bind(opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("nsqd: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = server.run(nsq_app::signal::shutdown_signal()).await {
+        tracing::error!("{e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,378 @@
+//! The nsqd server: its listeners, its topics, its clients, the timer scan,
+//! and the order in which it starts and stops.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nsq_protocol::{ChannelName, IdentifyRequest, TopicName};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::channel::{Channel, ChannelLimits, IdMap};
+use crate::client::{Client, ClientSettings};
+use crate::options::{Options, OptionsError};
+use crate::topic::Topic;
+
+/// How often in-flight timeouts and deferred messages are checked (upstream's
+/// queue scan interval).
+pub const QUEUE_SCAN_INTERVAL: Duration = Duration::from_millis(100);
+/// How long shutdown waits for connections to finish before giving up.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Errors that stop nsqd from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    #[error("listen ({addr}) failed - {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// State shared by every task of one nsqd. The topic map and the client
+/// registry each sit behind their own short std Mutex, taken to look up or
+/// change membership only; message traffic locks topics and channels.
+pub struct Nsqd {
+    pub opts: Options,
+    node_id: u16,
+    limits: ChannelLimits,
+    /// Sorted, because `/stats` lists topics by name.
+    topics: Mutex<BTreeMap<TopicName, Arc<Topic>>>,
+    clients: Mutex<IdMap<Arc<Client>>>,
+    next_client_id: AtomicU64,
+    /// Unix seconds.
+    pub start_time: i64,
+    pub(crate) tcp_addr: SocketAddr,
+    pub(crate) http_addr: Option<SocketAddr>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tracker: TaskTracker,
+}
+
+impl Nsqd {
+    fn topics(&self) -> MutexGuard<'_, BTreeMap<TopicName, Arc<Topic>>> {
+        self.topics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn clients(&self) -> MutexGuard<'_, IdMap<Arc<Client>>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    pub(crate) fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub(crate) fn add_client(&self, client: Arc<Client>) {
+        self.clients().insert(client.id, client);
+    }
+
+    pub(crate) fn remove_client(&self, client: &Client) {
+        self.clients().remove(&client.id);
+    }
+
+    /// Every connected TCP client.
+    pub fn clients_snapshot(&self) -> Vec<Arc<Client>> {
+        let mut v: Vec<_> = self.clients().values().cloned().collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    /// The topic of that name, created if missing.
+    pub fn get_topic(&self, name: &TopicName) -> Arc<Topic> {
+        let mut topics = self.topics();
+        if let Some(t) = topics.get(name) {
+            return t.clone();
+        }
+        let topic = Arc::new(Topic::new(name.clone(), self.node_id, self.limits));
+        topics.insert(name.clone(), topic.clone());
+        info!(topic = %name, "TOPIC created");
+        topic
+    }
+
+    /// The topic and channel of those names, created if missing.
+    pub fn get_topic_channel(
+        &self,
+        topic: &TopicName,
+        channel: &ChannelName,
+    ) -> (Arc<Topic>, Arc<Channel>) {
+        let t = self.get_topic(topic);
+        let (c, created) = t.get_or_create_channel(channel);
+        if created {
+            info!(topic = %topic, channel = %channel, "CHANNEL created");
+        }
+        (t, c)
+    }
+
+    /// The topic of that name, if it exists.
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics().get(name).cloned()
+    }
+
+    /// Every topic, sorted by name.
+    pub fn topics_snapshot(&self) -> Vec<Arc<Topic>> {
+        self.topics().values().cloned().collect()
+    }
+
+    /// Remove a topic and its channels.
+    pub fn delete_topic(&self, name: &str) -> Option<Arc<Topic>> {
+        let removed = self.topics().remove(name);
+        if let Some(t) = &removed {
+            t.mark_deleted();
+            info!(topic = %name, "TOPIC deleted");
+        }
+        removed
+    }
+
+    /// A client left `channel`: its in-flight messages go back at once, and
+    /// an ephemeral channel (then an ephemeral topic) left without clients
+    /// goes away.
+    pub(crate) fn client_left_channel(&self, channel: &Arc<Channel>, client_id: u64) {
+        let left = channel.remove_client(client_id);
+        if left > 0 || !channel.is_ephemeral() {
+            return;
+        }
+        let Some(topic) = self.topic(channel.topic_name.as_str()) else {
+            return;
+        };
+        if topic.delete_channel_if_unused(channel) {
+            info!(topic = %topic.name, channel = %channel.name, "CHANNEL ephemeral, deleted with its last client");
+        }
+        if topic.is_ephemeral() {
+            let mut topics = self.topics();
+            let same = topics
+                .get(&topic.name)
+                .is_some_and(|t| Arc::ptr_eq(t, &topic));
+            if same && topic.channel_count() == 0 {
+                topics.remove(&topic.name);
+                topic.mark_deleted();
+                info!(topic = %topic.name, "TOPIC ephemeral, deleted with its last channel");
+            }
+        }
+    }
+
+    /// Account a publish to the publishing client, for `/stats` producers.
+    pub(crate) fn count_publish(&self, client: &Client, topic: &TopicName, n: u64) {
+        client.count_publish(topic.as_str(), n);
+    }
+
+    /// Settings for a client that has not sent IDENTIFY.
+    pub fn default_client_settings(&self) -> ClientSettings {
+        ClientSettings {
+            heartbeat_interval: Some(self.opts.default_heartbeat()),
+            output_buffer_size: 16 * 1024,
+            output_buffer_timeout: Some(*self.opts.output_buffer_timeout),
+            msg_timeout: *self.opts.msg_timeout,
+            sample_rate: 0,
+        }
+    }
+
+    /// Validate IDENTIFY's numbers in upstream's order; the error text is what
+    /// follows `E_BAD_BODY IDENTIFY `.
+    pub fn client_settings(
+        &self,
+        req: &IdentifyRequest,
+    ) -> std::result::Result<ClientSettings, String> {
+        let o = &self.opts;
+        let mut s = self.default_client_settings();
+        let ms = |d: Duration| d.as_millis() as i64;
+        match req.heartbeat_interval.unwrap_or(0) {
+            -1 => s.heartbeat_interval = None,
+            0 => {}
+            n if n >= 1000 && n <= ms(*o.max_heartbeat_interval) => {
+                s.heartbeat_interval = Some(Duration::from_millis(n as u64))
+            }
+            n => return Err(format!("heartbeat interval ({n}) is invalid")),
+        }
+        match req.output_buffer_timeout.unwrap_or(0) {
+            -1 => s.output_buffer_timeout = None,
+            0 => {}
+            n if n >= ms(*o.min_output_buffer_timeout) && n <= ms(*o.max_output_buffer_timeout) => {
+                s.output_buffer_timeout = Some(Duration::from_millis(n as u64))
+            }
+            n => return Err(format!("output buffer timeout ({n}) is invalid")),
+        }
+        match req.output_buffer_size.unwrap_or(0) {
+            -1 => {
+                s.output_buffer_size = 1;
+                s.output_buffer_timeout = None;
+            }
+            0 => {}
+            n if n >= 64 && n <= o.max_output_buffer_size => s.output_buffer_size = n as usize,
+            n => return Err(format!("output buffer size ({n}) is invalid")),
+        }
+        match req.sample_rate.unwrap_or(0) {
+            n @ 0..=99 => s.sample_rate = n as u8,
+            n => return Err(format!("sample rate ({n}) is invalid")),
+        }
+        match req.msg_timeout.unwrap_or(0) {
+            0 => {}
+            n if n >= 1000 && n <= ms(*o.max_msg_timeout) => {
+                s.msg_timeout = Duration::from_millis(n as u64)
+            }
+            n => return Err(format!("msg timeout ({n}) is invalid")),
+        }
+        Ok(s)
+    }
+
+    /// Requeue timed-out messages and release due deferred ones, for every
+    /// channel. One pass costs a lock per channel.
+    fn scan_queues(&self) {
+        let now = Instant::now();
+        for topic in self.topics_snapshot() {
+            for channel in topic.channels() {
+                channel.process_timers(now);
+            }
+        }
+    }
+}
+
+/// A bound, not yet running nsqd. Binding happens here so a caller that
+/// asked for port 0 can read the real addresses before `run`.
+pub struct Server {
+    nsqd: Arc<Nsqd>,
+    tcp: TcpListener,
+    http: Option<TcpListener>,
+}
+
+async fn bind(addr: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+impl Server {
+    pub async fn bind(opts: Options) -> Result<Server> {
+        opts.validate()?;
+        for flag in opts.unsupported() {
+            warn!("{flag} is accepted but not supported by this build yet; it has no effect");
+        }
+        let tcp = bind(&opts.tcp_address).await?;
+        let http = if opts.http_address.is_empty() {
+            None
+        } else {
+            Some(bind(&opts.http_address).await?)
+        };
+        let node_id = opts.effective_node_id();
+        let limits = ChannelLimits {
+            mem_queue_size: opts.mem_queue_size as usize,
+            max_msg_timeout: *opts.max_msg_timeout,
+            max_channel_consumers: opts.max_channel_consumers as usize,
+        };
+        let nsqd = Arc::new(Nsqd {
+            tcp_addr: tcp.local_addr()?,
+            http_addr: http.as_ref().map(|l| l.local_addr()).transpose()?,
+            opts,
+            node_id,
+            limits,
+            topics: Mutex::new(BTreeMap::new()),
+            clients: Mutex::new(IdMap::default()),
+            next_client_id: AtomicU64::new(0),
+            start_time: crate::message::unix_nanos() / 1_000_000_000,
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        Ok(Server { nsqd, tcp, http })
+    }
+
+    pub fn nsqd(&self) -> Arc<Nsqd> {
+        self.nsqd.clone()
+    }
+
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.nsqd.tcp_addr
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.nsqd.http_addr
+    }
+
+    /// Serve until `shutdown` resolves, then stop in order: stop accepting,
+    /// close client connections (their in-flight messages go back to their
+    /// channels), and wait for the tasks, at most [`SHUTDOWN_GRACE`].
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let Server { nsqd, tcp, http } = self;
+        info!(
+            version = nsq_protocol::VERSION,
+            node_id = nsqd.node_id,
+            "nsqd starting"
+        );
+        info!("TCP: listening on {}", nsqd.tcp_addr);
+        nsqd.tracker.spawn(accept_tcp(nsqd.clone(), tcp));
+        if let Some(http) = http {
+            info!(
+                "HTTP: listening on {}",
+                nsqd.http_addr.map_or(String::new(), |a| a.to_string())
+            );
+            nsqd.tracker.spawn(crate::http::serve(nsqd.clone(), http));
+        }
+        nsqd.tracker.spawn(queue_scan_loop(nsqd.clone()));
+        tokio::select! {
+            _ = shutdown => info!("shutdown requested"),
+            _ = nsqd.cancel.cancelled() => {}
+        }
+        nsqd.cancel.cancel();
+        nsqd.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, nsqd.tracker.wait())
+            .await
+            .is_err()
+        {
+            error!("tasks still running after {SHUTDOWN_GRACE:?}; exiting anyway");
+        }
+        info!("nsqd stopped");
+        Ok(())
+    }
+}
+
+async fn accept_tcp(nsqd: Arc<Nsqd>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = nsqd.cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                nsqd.tracker
+                    .spawn(crate::protocol_v2::serve(nsqd.clone(), stream, addr));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                warn!("TCP accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn queue_scan_loop(nsqd: Arc<Nsqd>) {
+    let mut tick = tokio::time::interval(QUEUE_SCAN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = nsqd.cancel.cancelled() => return,
+            _ = tick.tick() => nsqd.scan_queues(),
+        }
+    }
+}

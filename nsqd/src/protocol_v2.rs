@@ -1,0 +1,649 @@
+//! TCP protocol V2: one reader task that decodes and executes commands, and
+//! one writer task that owns the socket's write side, delivers messages while
+//! the client has RDY room, and batches every frame into one buffer.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use nsq_protocol::frame::{encode_error, encode_frame, encode_response};
+use nsq_protocol::{
+    Command, CommandDecoder, DecodeError, ErrorCode, FrameType, IdentifyRequest, IdentifyResponse,
+    MessageId, ProtocolError, CLOSE_WAIT, HEARTBEAT, MAGIC_V2, OK,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::channel::Channel;
+use crate::client::{Client, ClientSettings, ClientState};
+use crate::nsqd::Nsqd;
+use crate::topic::{PutError, Topic};
+
+/// Frames and events the reader hands to the writer, in order.
+#[derive(Debug)]
+enum ToWriter {
+    Frame(FrameType, Bytes),
+    Settings(ClientSettings),
+}
+
+/// How many control items may wait for the writer before the reader stops
+/// reading: a client that does not read its replies stops being read.
+const CONTROL_QUEUE: usize = 256;
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
+/// Output is written once this much is buffered, whatever the client asked:
+/// the writer flushes whenever it runs out of work anyway, so a larger
+/// threshold costs no latency and saves syscalls under load.
+const MIN_WRITE_THRESHOLD: usize = 64 * 1024;
+/// Messages taken from the channel in one lock section.
+const TAKE_BATCH: usize = 1024;
+/// How long a closing connection's writer may take to send what is queued.
+const WRITER_DRAIN: Duration = Duration::from_secs(1);
+
+/// Serve one TCP connection until it closes or nsqd shuts down.
+pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut magic = [0u8; 4];
+    let first = timeout(
+        nsqd.opts.default_heartbeat() * 2,
+        stream.read_exact(&mut magic),
+    )
+    .await;
+    if !matches!(first, Ok(Ok(_))) {
+        return;
+    }
+    if &magic != MAGIC_V2 {
+        warn!(%addr, ?magic, "client sent a bad protocol magic");
+        let mut buf = BytesMut::new();
+        encode_frame(&mut buf, FrameType::Error, b"E_BAD_PROTOCOL");
+        let _ = stream.write_all(&buf).await;
+        return;
+    }
+    let id = nsqd.next_client_id();
+    let client = Arc::new(Client::new(
+        id,
+        addr,
+        crate::message::unix_nanos() / 1_000_000_000,
+    ));
+    let span = tracing::info_span!("client", id, %addr);
+    nsqd.add_client(client.clone());
+    let (read, write) = stream.into_split();
+    Connection::new(nsqd.clone(), client.clone())
+        .run(read, write)
+        .instrument(span)
+        .await;
+    nsqd.remove_client(&client);
+}
+
+/// The reader side's state for one connection.
+struct Connection {
+    nsqd: Arc<Nsqd>,
+    client: Arc<Client>,
+    settings: ClientSettings,
+    /// The topic last published to, to skip the topic map on repeat PUBs.
+    last_topic: Option<Arc<Topic>>,
+    to_writer: Option<mpsc::Sender<ToWriter>>,
+    /// Set when this batch of commands may have given the writer more room.
+    wake_writer: bool,
+}
+
+impl Connection {
+    fn new(nsqd: Arc<Nsqd>, client: Arc<Client>) -> Self {
+        let settings = nsqd.default_client_settings();
+        Connection {
+            nsqd,
+            client,
+            settings,
+            last_topic: None,
+            to_writer: None,
+            wake_writer: false,
+        }
+    }
+
+    async fn run<R, W>(mut self, mut read: R, write: W)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
+        self.to_writer = Some(tx);
+        let stop = self.nsqd.cancel.child_token();
+        let writer = tokio::spawn(
+            Writer::new(self.client.clone(), self.settings.clone(), rx, stop.clone())
+                .run(write)
+                .in_current_span(),
+        );
+        if let Err(reason) = self.read_loop(&mut read, &stop).await {
+            debug!(reason, "closing connection");
+        }
+        // Dropping the sender lets the writer flush what is queued (a final
+        // error frame, say) and then stop; one that cannot write for a while
+        // is stopped.
+        self.to_writer = None;
+        tokio::pin!(writer);
+        if timeout(WRITER_DRAIN, &mut writer).await.is_err() {
+            stop.cancel();
+            let _ = writer.await;
+        }
+        if let Some(channel) = self.client.channel().cloned() {
+            self.nsqd.client_left_channel(&channel, self.client.id);
+        }
+    }
+
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &mut self,
+        read: &mut R,
+        stop: &CancellationToken,
+    ) -> Result<(), &'static str> {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut decoder = CommandDecoder::new(self.nsqd.opts.limits());
+        loop {
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(cmd)) => {
+                        if let Err(e) = self.exec(cmd).await {
+                            let fatal = e.is_fatal();
+                            self.send_error(e).await;
+                            if fatal {
+                                return Err("fatal client error");
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(DecodeError::LineTooLong) => return Err("command line too long"),
+                    Err(DecodeError::Protocol(e)) => {
+                        self.send_error(e).await;
+                        return Err("fatal client error");
+                    }
+                }
+            }
+            if std::mem::take(&mut self.wake_writer) {
+                self.client.wake.notify_one();
+            }
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            // Two missed heartbeats and the client is gone.
+            let deadline = self.settings.heartbeat_interval.map(|h| h * 2);
+            let n = tokio::select! {
+                _ = stop.cancelled() => return Err("connection stopped"),
+                r = read_with_deadline(read, &mut buf, deadline) => r?,
+            };
+            if n == 0 {
+                if let Some(e) = decoder.eof_error() {
+                    self.send_error(e).await;
+                }
+                return Err("client closed the connection");
+            }
+        }
+    }
+
+    async fn send(&mut self, item: ToWriter) {
+        if let Some(tx) = &self.to_writer {
+            let _ = tx.send(item).await;
+        }
+    }
+
+    async fn send_response(&mut self, data: Bytes) {
+        self.send(ToWriter::Frame(FrameType::Response, data)).await;
+    }
+
+    async fn send_error(&mut self, e: ProtocolError) {
+        if e.is_fatal() {
+            warn!(error = %e, "client error");
+        } else {
+            debug!(error = %e, "client error");
+        }
+        self.send(ToWriter::Frame(FrameType::Error, Bytes::from(e.to_wire())))
+            .await;
+    }
+
+    /// Execute one command; an `Err` is sent as an error frame.
+    async fn exec(&mut self, cmd: Command) -> Result<(), ProtocolError> {
+        match cmd {
+            Command::Nop => Ok(()),
+            Command::Fin(id) => self.fin(id),
+            Command::Rdy(n) => self.rdy(n),
+            Command::Req { id, timeout_ms } => self.req(id, timeout_ms),
+            Command::Touch(id) => self.touch(id),
+            Command::Pub { topic, body } => {
+                self.publish("PUB", ErrorCode::PubFailed, topic, vec![body], None)
+                    .await
+            }
+            Command::Mpub { topic, bodies } => {
+                self.publish("MPUB", ErrorCode::MpubFailed, topic, bodies, None)
+                    .await
+            }
+            Command::Dpub {
+                topic,
+                defer_ms,
+                body,
+            } => {
+                let defer = Some(Duration::from_millis(defer_ms));
+                self.publish("DPUB", ErrorCode::DpubFailed, topic, vec![body], defer)
+                    .await
+            }
+            Command::Sub { topic, channel } => self.sub(topic, channel).await,
+            Command::Cls => self.cls().await,
+            Command::Identify(body) => self.identify(&body).await,
+            Command::Auth(_) => self.auth(),
+        }
+    }
+
+    fn require_state(&self, cmd: &str, allowed: &[ClientState]) -> Result<(), ProtocolError> {
+        if allowed.contains(&self.client.state()) {
+            Ok(())
+        } else {
+            Err(ProtocolError::invalid(format!(
+                "cannot {cmd} in current state"
+            )))
+        }
+    }
+
+    fn subscribed_channel(&self) -> Result<&Arc<Channel>, ProtocolError> {
+        self.client
+            .channel()
+            .ok_or_else(|| ProtocolError::invalid("client not subscribed"))
+    }
+
+    async fn identify(&mut self, body: &[u8]) -> Result<(), ProtocolError> {
+        self.require_state("IDENTIFY", &[ClientState::Init])?;
+        let req = IdentifyRequest::parse(body)?;
+        let settings = self
+            .nsqd
+            .client_settings(&req)
+            .map_err(|text| ProtocolError::new(ErrorCode::BadBody, format!("IDENTIFY {text}")))?;
+        {
+            let mut info = self.client.info.lock().unwrap_or_else(|e| e.into_inner());
+            info.client_id = req.client_id.clone().unwrap_or_default();
+            info.hostname = req.hostname.clone().unwrap_or_default();
+            info.user_agent = req.user_agent.clone().unwrap_or_default();
+            info.topology_region = req.topology_region.clone().unwrap_or_default();
+            info.topology_zone = req.topology_zone.clone().unwrap_or_default();
+            info.identified = true;
+        }
+        self.settings = settings.clone();
+        self.send(ToWriter::Settings(settings.clone())).await;
+        if !req.feature_negotiation.unwrap_or(false) {
+            self.send_response(Bytes::from_static(OK)).await;
+            return Ok(());
+        }
+        let opts = &self.nsqd.opts;
+        if req.tls_v1 == Some(true) || req.snappy == Some(true) || req.deflate == Some(true) {
+            info!("client asked for TLS or compression, which this build does not offer yet");
+        }
+        let mut deflate_level = 6;
+        if let Some(max) =
+            (opts.max_deflate_level < deflate_level).then_some(opts.max_deflate_level)
+        {
+            deflate_level = max;
+        }
+        let resp = IdentifyResponse {
+            max_rdy_count: opts.max_rdy_count,
+            version: nsq_protocol::VERSION.to_string(),
+            max_msg_timeout: opts.max_msg_timeout.as_millis() as i64,
+            msg_timeout: settings.msg_timeout.as_millis() as i64,
+            tls_v1: false,
+            deflate: false,
+            deflate_level,
+            max_deflate_level: opts.max_deflate_level,
+            snappy: false,
+            sample_rate: i64::from(settings.sample_rate),
+            auth_required: false,
+            output_buffer_size: settings.output_buffer_size as i64,
+            output_buffer_timeout: settings
+                .output_buffer_timeout
+                .map_or(0, |d| d.as_millis() as i64),
+            topology_region: opts.topology_region.clone(),
+            topology_zone: opts.topology_zone.clone(),
+        };
+        self.send_response(Bytes::from(resp.to_json())).await;
+        Ok(())
+    }
+
+    fn auth(&mut self) -> Result<(), ProtocolError> {
+        self.require_state("AUTH", &[ClientState::Init])?;
+        // No --auth-http-address: upstream's answer when auth is not configured.
+        Err(ProtocolError::new(ErrorCode::AuthDisabled, "AUTH disabled"))
+    }
+
+    async fn sub(
+        &mut self,
+        topic: nsq_protocol::TopicName,
+        channel: nsq_protocol::ChannelName,
+    ) -> Result<(), ProtocolError> {
+        self.require_state("SUB", &[ClientState::Init])?;
+        if self.settings.heartbeat_interval.is_none() {
+            return Err(ProtocolError::invalid(
+                "cannot SUB with heartbeats disabled",
+            ));
+        }
+        // An ephemeral channel may be going away as its last client leaves:
+        // try once more after a short pause, as upstream does.
+        let mut tries = 0;
+        let channel = loop {
+            let (_, ch) = self.nsqd.get_topic_channel(&topic, &channel);
+            match ch.add_client(self.client.clone()) {
+                Ok(()) => break ch,
+                Err(crate::channel::JoinError::Exiting) if tries == 0 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(crate::channel::JoinError::Exiting) => {
+                    return Err(ProtocolError::new(
+                        ErrorCode::SubFailed,
+                        "SUB failed to deleted topic/channel",
+                    ))
+                }
+                Err(e) => {
+                    return Err(ProtocolError::new(
+                        ErrorCode::SubFailed,
+                        format!("SUB failed {e}"),
+                    ))
+                }
+            }
+        };
+        self.client.set_channel(channel);
+        self.client.set_state(ClientState::Subscribed);
+        self.send_response(Bytes::from_static(OK)).await;
+        Ok(())
+    }
+
+    fn rdy(&mut self, count: u64) -> Result<(), ProtocolError> {
+        if self.client.state() == ClientState::Closing {
+            // Upstream ignores RDY after CLS.
+            return Ok(());
+        }
+        self.require_state("RDY", &[ClientState::Subscribed])?;
+        let max = self.nsqd.opts.max_rdy_count as u64;
+        if count > max {
+            return Err(ProtocolError::invalid(format!(
+                "RDY count {count} out of range 0-{max}"
+            )));
+        }
+        self.client.set_ready_count(count);
+        self.wake_writer = true;
+        Ok(())
+    }
+
+    fn fin(&mut self, id: MessageId) -> Result<(), ProtocolError> {
+        self.require_state("FIN", &[ClientState::Subscribed, ClientState::Closing])?;
+        let channel = self.subscribed_channel()?;
+        let result = match id.to_u64() {
+            Some(n) => channel.finish(self.client.id, n),
+            None => Err(crate::channel::InFlightError::NotInFlight),
+        };
+        result.map_err(|e| {
+            ProtocolError::new(ErrorCode::FinFailed, format!("FIN {id} failed {e}"))
+        })?;
+        self.client.finish_count.fetch_add(1, Ordering::Relaxed);
+        self.wake_writer = true;
+        Ok(())
+    }
+
+    fn req(&mut self, id: MessageId, timeout_ms: u64) -> Result<(), ProtocolError> {
+        self.require_state("REQ", &[ClientState::Subscribed, ClientState::Closing])?;
+        let channel = self.subscribed_channel()?;
+        // Upstream clamps an out-of-range delay silently.
+        let delay = Duration::from_millis(timeout_ms).min(*self.nsqd.opts.max_req_timeout);
+        let result = match id.to_u64() {
+            Some(n) => channel.requeue(self.client.id, n, delay, Instant::now()),
+            None => Err(crate::channel::InFlightError::NotInFlight),
+        };
+        result.map_err(|e| {
+            ProtocolError::new(ErrorCode::ReqFailed, format!("REQ {id} failed {e}"))
+        })?;
+        self.client.requeue_count.fetch_add(1, Ordering::Relaxed);
+        self.wake_writer = true;
+        Ok(())
+    }
+
+    fn touch(&mut self, id: MessageId) -> Result<(), ProtocolError> {
+        self.require_state("TOUCH", &[ClientState::Subscribed, ClientState::Closing])?;
+        let channel = self.subscribed_channel()?;
+        let result = match id.to_u64() {
+            Some(n) => channel.touch(self.client.id, n, self.settings.msg_timeout, Instant::now()),
+            None => Err(crate::channel::InFlightError::NotInFlight),
+        };
+        result.map_err(|e| {
+            ProtocolError::new(ErrorCode::TouchFailed, format!("TOUCH {id} failed {e}"))
+        })
+    }
+
+    async fn cls(&mut self) -> Result<(), ProtocolError> {
+        self.require_state("CLS", &[ClientState::Subscribed])?;
+        self.client.set_state(ClientState::Closing);
+        self.send_response(Bytes::from_static(CLOSE_WAIT)).await;
+        Ok(())
+    }
+
+    async fn publish(
+        &mut self,
+        verb: &str,
+        code: ErrorCode,
+        topic: nsq_protocol::TopicName,
+        bodies: Vec<Bytes>,
+        defer: Option<Duration>,
+    ) -> Result<(), ProtocolError> {
+        let topic = match &self.last_topic {
+            Some(t) if t.name == topic && !t.is_deleted() => t.clone(),
+            _ => {
+                let t = self.nsqd.get_topic(&topic);
+                self.last_topic = Some(t.clone());
+                t
+            }
+        };
+        let n = bodies.len() as u64;
+        match topic.put(bodies, defer) {
+            Ok(()) => {
+                self.nsqd.count_publish(&self.client, &topic.name, n);
+                self.send_response(Bytes::from_static(OK)).await;
+                Ok(())
+            }
+            Err(e @ (PutError::Exiting | PutError::QueueFull)) => {
+                Err(ProtocolError::new(code, format!("{verb} failed {e}")))
+            }
+        }
+    }
+}
+
+async fn read_with_deadline<R: AsyncRead + Unpin>(
+    read: &mut R,
+    buf: &mut BytesMut,
+    deadline: Option<Duration>,
+) -> Result<usize, &'static str> {
+    let r = match deadline {
+        Some(d) => timeout(d, read.read_buf(buf))
+            .await
+            .map_err(|_| "no command within two heartbeat intervals")?,
+        None => read.read_buf(buf).await,
+    };
+    r.map_err(|_| "read error")
+}
+
+/// The writer task: owns the socket's write side.
+struct Writer {
+    client: Arc<Client>,
+    settings: ClientSettings,
+    control: mpsc::Receiver<ToWriter>,
+    stop: CancellationToken,
+    out: BytesMut,
+    batch: Vec<crate::message::Message>,
+}
+
+impl Writer {
+    fn new(
+        client: Arc<Client>,
+        settings: ClientSettings,
+        control: mpsc::Receiver<ToWriter>,
+        stop: CancellationToken,
+    ) -> Self {
+        Writer {
+            client,
+            settings,
+            control,
+            stop,
+            out: BytesMut::with_capacity(MIN_WRITE_THRESHOLD * 2),
+            batch: Vec::with_capacity(TAKE_BATCH),
+        }
+    }
+
+    async fn run<W: AsyncWrite + Unpin>(mut self, mut write: W) {
+        let result = self.write_loop(&mut write).await;
+        if let Err(reason) = result {
+            debug!(reason, "writer stopping");
+        }
+        let _ = self.flush(&mut write).await;
+        let _ = write.shutdown().await;
+        // Whatever ended the writer ends the connection.
+        self.stop.cancel();
+    }
+
+    fn heartbeat_timer(&self) -> Option<tokio::time::Interval> {
+        self.settings.heartbeat_interval.map(|hb| {
+            let mut t = tokio::time::interval_at(Instant::now() + hb, hb);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        })
+    }
+
+    async fn write_loop<W: AsyncWrite + Unpin>(
+        &mut self,
+        write: &mut W,
+    ) -> Result<(), &'static str> {
+        let mut heartbeat = self.heartbeat_timer();
+        loop {
+            // Replies first, so SUB's OK precedes the first message.
+            loop {
+                match self.control.try_recv() {
+                    Ok(item) => {
+                        if self.apply(item) {
+                            heartbeat = self.heartbeat_timer();
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
+                }
+                self.maybe_write(write).await?;
+            }
+            self.deliver(write).await?;
+            self.flush(write).await?;
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return Ok(()),
+                item = self.control.recv() => match item {
+                    Some(item) => {
+                        if self.apply(item) {
+                            heartbeat = self.heartbeat_timer();
+                        }
+                    }
+                    None => return Ok(()),
+                },
+                _ = self.client.wake.notified() => {}
+                _ = tick(&mut heartbeat) => encode_response(&mut self.out, HEARTBEAT),
+            }
+        }
+    }
+
+    /// Queue a control item's bytes; true when the settings changed.
+    fn apply(&mut self, item: ToWriter) -> bool {
+        match item {
+            ToWriter::Frame(FrameType::Error, data) => {
+                encode_frame(&mut self.out, FrameType::Error, &data);
+                false
+            }
+            ToWriter::Frame(t, data) => {
+                encode_frame(&mut self.out, t, &data);
+                false
+            }
+            ToWriter::Settings(s) => {
+                self.settings = s;
+                true
+            }
+        }
+    }
+
+    /// Send messages while the client has room and the channel has messages.
+    async fn deliver<W: AsyncWrite + Unpin>(&mut self, write: &mut W) -> Result<(), &'static str> {
+        let Some(channel) = self.client.channel().cloned() else {
+            return Ok(());
+        };
+        loop {
+            let room = self.client.capacity() as usize;
+            if room == 0 {
+                return Ok(());
+            }
+            channel.take(
+                &self.client,
+                room.min(TAKE_BATCH),
+                self.settings.msg_timeout,
+                Instant::now(),
+                &mut self.batch,
+            );
+            if self.batch.is_empty() {
+                return Ok(());
+            }
+            for m in self.batch.drain(..) {
+                m.encode_frame(&mut self.out);
+            }
+            self.maybe_write(write).await?;
+        }
+    }
+
+    fn write_threshold(&self) -> usize {
+        self.settings.output_buffer_size.max(MIN_WRITE_THRESHOLD)
+    }
+
+    async fn maybe_write<W: AsyncWrite + Unpin>(
+        &mut self,
+        write: &mut W,
+    ) -> Result<(), &'static str> {
+        if self.out.len() >= self.write_threshold() {
+            self.flush(write).await?;
+        }
+        Ok(())
+    }
+
+    /// Write everything buffered. A client that cannot take it within one
+    /// heartbeat interval is cut off, so a stalled reader cannot make nsqd
+    /// hold its output forever.
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, write: &mut W) -> Result<(), &'static str> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let fut = write.write_all(&self.out);
+        let r = match self.settings.heartbeat_interval {
+            Some(hb) => timeout(hb, fut).await.map_err(|_| "write timed out")?,
+            None => fut.await,
+        };
+        r.map_err(|_| "write error")?;
+        self.out.clear();
+        if self.out.capacity() > 4 * MIN_WRITE_THRESHOLD * 4 {
+            // Do not keep a huge buffer around after one burst.
+            self.out = BytesMut::with_capacity(MIN_WRITE_THRESHOLD * 2);
+        }
+        Ok(())
+    }
+}
+
+async fn tick(timer: &mut Option<tokio::time::Interval>) {
+    match timer {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The error frame for a fatal error, for callers outside a connection.
+pub fn error_frame(e: &ProtocolError) -> BytesMut {
+    let mut buf = BytesMut::new();
+    encode_error(&mut buf, e);
+    buf
+}
