@@ -1,1 +1,221 @@
+use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::*;
+use crate::client::Client;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn channel(mem: usize) -> Channel {
+    Channel::new(
+        "t".parse().unwrap(),
+        "c".parse().unwrap(),
+        ChannelLimits {
+            mem_queue_size: mem,
+            max_msg_timeout: Duration::from_secs(900),
+            max_channel_consumers: 0,
+        },
+    )
+}
+
+fn client(id: u64) -> Arc<Client> {
+    Arc::new(Client::new(id, "127.0.0.1:1".parse().unwrap(), 0))
+}
+
+fn msgs(ids: std::ops::Range<u64>) -> Vec<Message> {
+    ids.map(|i| Message::new(i, 0, Bytes::from(format!("m{i}"))))
+        .collect()
+}
+
+fn take(ch: &Channel, c: &Arc<Client>, max: usize, now: Instant) -> Vec<Message> {
+    let mut out = Vec::new();
+    ch.take(c, max, TIMEOUT, now, &mut out);
+    out
+}
+
+#[test]
+fn delivers_in_order_and_counts_attempts() {
+    let ch = channel(100);
+    let c = client(1);
+    ch.add_client(c.clone()).unwrap();
+    ch.put(&msgs(0..5));
+    let now = Instant::now();
+    let got = take(&ch, &c, 3, now);
+    assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert!(got.iter().all(|m| m.attempts == 1));
+    assert_eq!(c.in_flight(), 3);
+    let s = ch.stats();
+    assert_eq!((s.depth, s.in_flight_count, s.message_count), (2, 3, 5));
+    ch.finish(1, 1).unwrap();
+    assert_eq!(c.in_flight(), 2);
+    assert_eq!(ch.finish(1, 1), Err(InFlightError::NotInFlight));
+    assert_eq!(ch.finish(2, 0), Err(InFlightError::NotOwner));
+    assert_eq!(InFlightError::NotInFlight.to_string(), "ID not in flight");
+    assert_eq!(InFlightError::NotOwner.to_string(), "client does not own message");
+}
+
+#[test]
+fn requeue_now_goes_to_the_back_and_later_goes_deferred() {
+    let ch = channel(100);
+    let c = client(1);
+    ch.add_client(c.clone()).unwrap();
+    ch.put(&msgs(0..3));
+    let now = Instant::now();
+    take(&ch, &c, 2, now);
+    ch.requeue(1, 0, Duration::ZERO, now).unwrap();
+    ch.requeue(1, 1, Duration::from_secs(5), now).unwrap();
+    assert_eq!(c.in_flight(), 0);
+    let s = ch.stats();
+    assert_eq!((s.depth, s.deferred_count, s.requeue_count), (2, 1, 2));
+    let again = take(&ch, &c, 10, now);
+    assert_eq!(again.iter().map(|m| (m.id, m.attempts)).collect::<Vec<_>>(), vec![(2, 1), (0, 2)]);
+    // Not yet due, then due.
+    assert_eq!(ch.process_timers(now + Duration::from_secs(4)), Some(now + Duration::from_secs(5)));
+    assert_eq!(ch.stats().deferred_count, 1);
+    ch.process_timers(now + Duration::from_secs(5));
+    let s = ch.stats();
+    assert_eq!((s.depth, s.deferred_count), (1, 0));
+}
+
+#[test]
+fn timeouts_requeue_and_touch_extends_up_to_the_max() {
+    let ch = channel(100);
+    let c = client(1);
+    ch.add_client(c.clone()).unwrap();
+    ch.put(&msgs(0..2));
+    let t0 = Instant::now();
+    take(&ch, &c, 2, t0);
+    // Message 1 is touched half way: its deadline moves, message 0's does not.
+    ch.touch(1, 1, TIMEOUT, t0 + TIMEOUT / 2).unwrap();
+    ch.process_timers(t0 + TIMEOUT);
+    let s = ch.stats();
+    assert_eq!((s.depth, s.in_flight_count, s.timeout_count), (1, 1, 1));
+    assert_eq!(c.in_flight(), 1);
+    ch.process_timers(t0 + TIMEOUT + TIMEOUT / 2);
+    assert_eq!(ch.stats().timeout_count, 2);
+    assert_eq!(c.in_flight(), 0);
+
+    // TOUCH never extends past delivery + max_msg_timeout (900 s here).
+    let ch = channel(100);
+    ch.add_client(c.clone()).unwrap();
+    ch.put(&msgs(10..11));
+    take(&ch, &c, 1, t0);
+    ch.touch(1, 10, Duration::from_secs(600), t0 + Duration::from_secs(590)).unwrap();
+    ch.process_timers(t0 + Duration::from_secs(899));
+    assert_eq!(ch.stats().timeout_count, 0);
+    ch.process_timers(t0 + Duration::from_secs(900));
+    assert_eq!(ch.stats().timeout_count, 1);
+    assert_eq!(ch.touch(2, 10, TIMEOUT, t0), Err(InFlightError::NotInFlight));
+}
+
+#[test]
+fn a_leaving_client_gives_its_messages_back_first_in_line() {
+    let ch = channel(100);
+    let a = client(1);
+    let b = client(2);
+    ch.add_client(a.clone()).unwrap();
+    ch.add_client(b.clone()).unwrap();
+    ch.put(&msgs(0..4));
+    let now = Instant::now();
+    take(&ch, &a, 2, now);
+    assert_eq!(ch.remove_client(1), 1);
+    let got = take(&ch, &b, 10, now);
+    assert_eq!(got.iter().map(|m| (m.id, m.attempts)).collect::<Vec<_>>(), vec![(0, 2), (1, 2), (2, 1), (3, 1)]);
+    assert_eq!(ch.stats().timeout_count, 0);
+}
+
+#[tokio::test]
+async fn an_idle_client_is_woken_by_the_next_put() {
+    let ch = channel(100);
+    let c = client(1);
+    ch.add_client(c.clone()).unwrap();
+    assert!(take(&ch, &c, 10, Instant::now()).is_empty());
+    ch.put(&msgs(0..1));
+    // The permit stored by notify_one makes this return at once.
+    tokio::time::timeout(Duration::from_secs(5), c.wake.notified())
+        .await
+        .expect("woken");
+    assert_eq!(take(&ch, &c, 10, Instant::now()).len(), 1);
+}
+
+#[test]
+fn paused_channels_deliver_nothing_until_unpaused() {
+    let ch = channel(100);
+    let c = client(1);
+    ch.add_client(c.clone()).unwrap();
+    ch.put(&msgs(0..2));
+    ch.pause();
+    assert!(take(&ch, &c, 10, Instant::now()).is_empty());
+    ch.unpause();
+    assert_eq!(take(&ch, &c, 10, Instant::now()).len(), 2);
+}
+
+#[test]
+fn deadline_order_stays_bounded_when_one_message_is_held() {
+    let ch = channel(10_000);
+    let c = client(1);
+    ch.add_client(c.clone()).unwrap();
+    let now = Instant::now();
+    ch.put(&msgs(0..1));
+    take(&ch, &c, 1, now); // held, never finished
+    for round in 0..200u64 {
+        let base = 1 + round * 10;
+        ch.put(&msgs(base..base + 10));
+        for m in take(&ch, &c, 10, now) {
+            ch.finish(1, m.id).unwrap();
+        }
+    }
+    let st = ch.lock();
+    let slot = st.clients.get(&1).unwrap();
+    assert_eq!(slot.live, 1);
+    assert!(slot.order.len() < 200, "order grew to {}", slot.order.len());
+}
+
+#[test]
+fn empty_drops_everything_and_resets_clients() {
+    let ch = channel(100);
+    let c = client(1);
+    ch.add_client(c.clone()).unwrap();
+    ch.put(&msgs(0..5));
+    let now = Instant::now();
+    take(&ch, &c, 2, now);
+    ch.requeue(1, 0, Duration::from_secs(9), now).unwrap();
+    ch.empty();
+    let s = ch.stats();
+    assert_eq!((s.depth, s.in_flight_count, s.deferred_count), (0, 0, 0));
+    assert_eq!(c.in_flight(), 0);
+    assert_eq!(ch.finish(1, 1), Err(InFlightError::NotInFlight));
+}
+
+#[test]
+fn max_channel_consumers() {
+    let ch = Channel::new(
+        "t".parse().unwrap(),
+        "c".parse().unwrap(),
+        ChannelLimits {
+            mem_queue_size: 10,
+            max_msg_timeout: Duration::from_secs(900),
+            max_channel_consumers: 1,
+        },
+    );
+    ch.add_client(client(1)).unwrap();
+    let err = ch.add_client(client(2)).unwrap_err();
+    assert_eq!(err.to_string(), "consumers for t:c exceeds limit of 1");
+}
+
+#[test]
+fn drain_all_returns_queued_in_flight_and_deferred() {
+    let ch = channel(100);
+    let c = client(1);
+    ch.add_client(c.clone()).unwrap();
+    ch.put(&msgs(0..4));
+    let now = Instant::now();
+    take(&ch, &c, 2, now);
+    ch.requeue(1, 1, Duration::from_secs(30), now).unwrap();
+    let mut ids: Vec<u64> = ch.drain_all().iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![0, 1, 2, 3]);
+}

@@ -1,0 +1,348 @@
+//! In-process tests of protocol V2 with golden wire bytes: a real `Server` on
+//! port 0, a raw TCP client, and the exact frames upstream sends.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use nsq_protocol::{Command, MessageId};
+use nsqd::{Options, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Nsqd {
+    addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for Nsqd {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn start(args: &[&str]) -> Nsqd {
+    let mut argv = vec![
+        "nsqd",
+        "--tcp-address=127.0.0.1:0",
+        "--http-address=",
+        "--node-id=1",
+    ];
+    argv.extend_from_slice(args);
+    let opts: Options =
+        nsq_app::flags::try_parse_options("nsqd", argv.iter().map(Into::into), &[]).unwrap();
+    let server = Server::bind(opts).await.unwrap();
+    let addr = server.tcp_addr();
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move { server.run(s.cancelled_owned()).await });
+    Nsqd { addr, stop }
+}
+
+struct Conn(TcpStream);
+
+impl Conn {
+    async fn open(nsqd: &Nsqd) -> Conn {
+        let mut s = TcpStream::connect(nsqd.addr).await.unwrap();
+        s.write_all(b"  V2").await.unwrap();
+        Conn(s)
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.0.write_all(bytes).await.unwrap();
+    }
+
+    async fn cmd(&mut self, c: Command) {
+        let mut b = bytes::BytesMut::new();
+        c.encode(&mut b);
+        self.send(&b).await;
+    }
+
+    async fn identify(&mut self, json: &str) {
+        let mut b = b"IDENTIFY\n".to_vec();
+        b.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        b.extend_from_slice(json.as_bytes());
+        self.send(&b).await;
+    }
+
+    /// One whole frame, header included, exactly as received.
+    async fn raw_frame(&mut self) -> Vec<u8> {
+        let mut head = [0u8; 4];
+        timeout(WAIT, self.0.read_exact(&mut head))
+            .await
+            .expect("frame in time")
+            .expect("connection open");
+        let size = u32::from_be_bytes(head) as usize;
+        let mut rest = vec![0u8; size];
+        timeout(WAIT, self.0.read_exact(&mut rest)).await.unwrap().unwrap();
+        let mut all = head.to_vec();
+        all.extend(rest);
+        all
+    }
+
+    /// Frame type and data.
+    async fn frame(&mut self) -> (u32, Vec<u8>) {
+        let f = self.raw_frame().await;
+        (u32::from_be_bytes([f[4], f[5], f[6], f[7]]), f[8..].to_vec())
+    }
+
+    async fn expect(&mut self, frame_type: u32, data: &str) {
+        let (t, d) = self.frame().await;
+        assert_eq!((t, String::from_utf8_lossy(&d).to_string()), (frame_type, data.to_string()));
+    }
+
+    async fn expect_ok(&mut self) {
+        self.expect(0, "OK").await;
+    }
+
+    /// The server closed the connection (after any frames already read).
+    async fn expect_closed(&mut self) {
+        let mut b = [0u8; 64];
+        let n = timeout(WAIT, self.0.read(&mut b)).await.expect("closed in time").unwrap_or(0);
+        assert_eq!(n, 0, "expected EOF, got {:?}", &b[..n]);
+    }
+
+    /// Nothing arrives for a short while (commands with no reply).
+    async fn expect_silence(&mut self) {
+        let mut b = [0u8; 64];
+        assert!(timeout(Duration::from_millis(200), self.0.read(&mut b)).await.is_err());
+    }
+}
+
+fn frame_bytes(frame_type: u32, data: &[u8]) -> Vec<u8> {
+    let mut v = ((data.len() + 4) as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(&frame_type.to_be_bytes());
+    v.extend_from_slice(data);
+    v
+}
+
+async fn fatal(nsqd: &Nsqd, setup: &[&[u8]], want: &str) {
+    let mut c = Conn::open(nsqd).await;
+    for s in setup {
+        c.send(s).await;
+    }
+    // Setup commands may earn an OK (SUB) before the error arrives.
+    let (t, d) = loop {
+        let (t, d) = c.frame().await;
+        if (t, d.as_slice()) != (0, &b"OK"[..]) {
+            break (t, d);
+        }
+    };
+    assert_eq!((t, String::from_utf8_lossy(&d).to_string()), (1, want.to_string()));
+    c.expect_closed().await;
+}
+
+#[tokio::test]
+async fn bad_magic_gets_e_bad_protocol() {
+    let n = start(&[]).await;
+    let mut s = TcpStream::connect(n.addr).await.unwrap();
+    s.write_all(b"  V1").await.unwrap();
+    let mut got = Vec::new();
+    timeout(WAIT, s.read_to_end(&mut got)).await.unwrap().unwrap();
+    assert_eq!(got, frame_bytes(1, b"E_BAD_PROTOCOL"));
+}
+
+#[tokio::test]
+async fn identify_plain_and_negotiated() {
+    let n = start(&["--max-rdy-count=200"]).await;
+    let mut c = Conn::open(&n).await;
+    c.identify(r#"{"client_id":"x"}"#).await;
+    assert_eq!(c.raw_frame().await, frame_bytes(0, b"OK"));
+
+    let mut c = Conn::open(&n).await;
+    c.identify(r#"{"feature_negotiation":true,"msg_timeout":5000,"output_buffer_size":-1,"sample_rate":7}"#)
+        .await;
+    c.expect(
+        0,
+        r#"{"max_rdy_count":200,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":5000,"tls_v1":false,"deflate":false,"deflate_level":6,"max_deflate_level":6,"snappy":false,"sample_rate":7,"auth_required":false,"output_buffer_size":1,"output_buffer_timeout":0,"topology_region":"","topology_zone":""}"#,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn identify_errors_are_upstreams() {
+    let n = start(&[]).await;
+    for (json, want) in [
+        (r#"{"heartbeat_interval":100}"#, "E_BAD_BODY IDENTIFY heartbeat interval (100) is invalid"),
+        (r#"{"heartbeat_interval":60001}"#, "E_BAD_BODY IDENTIFY heartbeat interval (60001) is invalid"),
+        (r#"{"output_buffer_timeout":10}"#, "E_BAD_BODY IDENTIFY output buffer timeout (10) is invalid"),
+        (r#"{"output_buffer_size":63}"#, "E_BAD_BODY IDENTIFY output buffer size (63) is invalid"),
+        (r#"{"sample_rate":100}"#, "E_BAD_BODY IDENTIFY sample rate (100) is invalid"),
+        (r#"{"msg_timeout":999}"#, "E_BAD_BODY IDENTIFY msg timeout (999) is invalid"),
+        // Validation order: heartbeat first.
+        (r#"{"msg_timeout":1,"heartbeat_interval":5}"#, "E_BAD_BODY IDENTIFY heartbeat interval (5) is invalid"),
+        ("{nope", "E_BAD_BODY IDENTIFY failed to decode JSON body"),
+    ] {
+        let mut c = Conn::open(&n).await;
+        c.identify(json).await;
+        c.expect(1, want).await;
+        c.expect_closed().await;
+    }
+    // IDENTIFY once subscribed.
+    fatal(&n, &[b"SUB t c\n", b"IDENTIFY\n\x00\x00\x00\x02{}"], "E_INVALID cannot IDENTIFY in current state").await;
+}
+
+#[tokio::test]
+async fn subscribe_deliver_finish() {
+    let n = start(&[]).await;
+    let mut p = Conn::open(&n).await;
+    p.send(b"PUB t\n\x00\x00\x00\x05hello").await;
+    p.expect_ok().await;
+
+    let mut c = Conn::open(&n).await;
+    c.send(b"SUB t c\n").await;
+    assert_eq!(c.raw_frame().await, frame_bytes(0, b"OK"));
+    c.send(b"RDY 1\n").await;
+    let (t, data) = c.frame().await;
+    assert_eq!(t, 2);
+    assert_eq!(data.len(), 26 + 5);
+    assert_eq!(&data[8..10], &[0, 1], "first delivery has attempts 1");
+    let id = &data[10..26];
+    assert!(id.iter().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert_eq!(&data[26..], b"hello");
+    let ts = i64::from_be_bytes(data[..8].try_into().unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    assert!(ts <= now && now - ts < 60_000_000_000, "timestamp is publish time in ns");
+
+    let mut fin = b"FIN ".to_vec();
+    fin.extend_from_slice(id);
+    fin.push(b'\n');
+    c.send(&fin).await;
+    c.expect_silence().await;
+    // A second FIN is the one kind of error that keeps the connection.
+    c.send(&fin).await;
+    c.expect(
+        1,
+        &format!("E_FIN_FAILED FIN {} failed ID not in flight", String::from_utf8_lossy(id)),
+    )
+    .await;
+    c.send(b"NOP\n").await;
+    c.send(b"PUB t\n\x00\x00\x00\x01x").await;
+    c.expect_ok().await;
+    // Subscribed connections may publish; the new message comes back to us.
+    let (t, data) = c.frame().await;
+    assert_eq!((t, &data[26..]), (2, &b"x"[..]));
+}
+
+#[tokio::test]
+async fn req_and_touch_replies() {
+    let n = start(&[]).await;
+    let mut c = Conn::open(&n).await;
+    c.send(b"SUB t c\n").await;
+    c.expect_ok().await;
+    c.send(b"PUB t\n\x00\x00\x00\x01a").await;
+    c.expect_ok().await;
+    c.send(b"RDY 1\n").await;
+    let (_, data) = c.frame().await;
+    let id = MessageId::from_slice(&data[10..26]).unwrap();
+    c.cmd(Command::Touch(id)).await;
+    c.expect_silence().await;
+    c.cmd(Command::Req { id, timeout_ms: 0 }).await;
+    // Requeued at once: redelivered with attempts 2.
+    let (t, again) = c.frame().await;
+    assert_eq!((t, &again[8..10], &again[10..26]), (2, &[0u8, 2][..], &data[10..26]));
+    let bogus = MessageId(*b"0000000000000000");
+    c.cmd(Command::Req { id: bogus, timeout_ms: 10 }).await;
+    c.expect(1, "E_REQ_FAILED REQ 0000000000000000 failed ID not in flight").await;
+    c.cmd(Command::Touch(bogus)).await;
+    c.expect(1, "E_TOUCH_FAILED TOUCH 0000000000000000 failed ID not in flight").await;
+    c.send(b"FIN 0123456789ABCDEF\n").await;
+    c.expect(1, "E_FIN_FAILED FIN 0123456789ABCDEF failed ID not in flight").await;
+    fatal(&n, &[b"SUB t c2\n", b"REQ 0123 1\n"], "E_INVALID invalid message ID").await;
+}
+
+#[tokio::test]
+async fn another_clients_message_is_not_ours() {
+    let n = start(&[]).await;
+    let mut a = Conn::open(&n).await;
+    a.send(b"SUB t c\nRDY 1\n").await;
+    a.expect_ok().await;
+    let mut b = Conn::open(&n).await;
+    b.send(b"SUB t c\n").await;
+    b.expect_ok().await;
+    b.send(b"PUB t\n\x00\x00\x00\x01a").await;
+    b.expect_ok().await;
+    let (_, data) = a.frame().await;
+    let id = String::from_utf8_lossy(&data[10..26]).to_string();
+    b.send(format!("FIN {id}\n").as_bytes()).await;
+    b.expect(1, &format!("E_FIN_FAILED FIN {id} failed client does not own message"))
+        .await;
+}
+
+#[tokio::test]
+async fn state_errors() {
+    let n = start(&[]).await;
+    fatal(&n, &[b"RDY 1\n"], "E_INVALID cannot RDY in current state").await;
+    fatal(&n, &[b"FIN 0123456789abcdef\n"], "E_INVALID cannot FIN in current state").await;
+    fatal(&n, &[b"REQ 0123456789abcdef 0\n"], "E_INVALID cannot REQ in current state").await;
+    fatal(&n, &[b"TOUCH 0123456789abcdef\n"], "E_INVALID cannot TOUCH in current state").await;
+    fatal(&n, &[b"CLS\n"], "E_INVALID cannot CLS in current state").await;
+    fatal(&n, &[b"SUB t c\n", b"SUB t c\n"], "E_INVALID cannot SUB in current state").await;
+    fatal(&n, &[b"SUB t c\n", b"RDY 2501\n"], "E_INVALID RDY count 2501 out of range 0-2500").await;
+    fatal(&n, &[b"AUTH\n\x00\x00\x00\x01s"], "E_AUTH_DISABLED AUTH disabled").await;
+    fatal(&n, &[b"HELLO\n"], "E_INVALID invalid command HELLO").await;
+    fatal(
+        &n,
+        &[b"IDENTIFY\n\x00\x00\x00\x19{\"heartbeat_interval\":-1}", b"SUB t c\n"],
+        "E_INVALID cannot SUB with heartbeats disabled",
+    )
+    .await;
+    fatal(&n, &[b"PUB t\n\x00\x00\x00\x00"], "E_BAD_MESSAGE PUB invalid message body size 0").await;
+}
+
+#[tokio::test]
+async fn cls_replies_close_wait_and_ignores_later_rdy() {
+    let n = start(&[]).await;
+    let mut c = Conn::open(&n).await;
+    c.send(b"SUB t c\n").await;
+    c.expect_ok().await;
+    c.send(b"CLS\n").await;
+    assert_eq!(c.raw_frame().await, frame_bytes(0, b"CLOSE_WAIT"));
+    c.send(b"RDY 5\nPUB t\n\x00\x00\x00\x01z").await;
+    c.expect_ok().await;
+    // RDY after CLS was ignored: the message is not delivered to us.
+    c.expect_silence().await;
+}
+
+#[tokio::test]
+async fn publishes_are_answered_in_order() {
+    let n = start(&["--max-req-timeout=1h"]).await;
+    let mut c = Conn::open(&n).await;
+    let mut b = bytes::BytesMut::new();
+    Command::Pub { topic: "t".parse().unwrap(), body: "a".into() }.encode(&mut b);
+    Command::Mpub { topic: "t".parse().unwrap(), bodies: vec!["b".into(), "c".into()] }.encode(&mut b);
+    Command::Dpub { topic: "t".parse().unwrap(), defer_ms: 100, body: "d".into() }.encode(&mut b);
+    b.extend_from_slice(b"DPUB t 3600001\n");
+    c.send(&b).await;
+    c.expect_ok().await;
+    c.expect_ok().await;
+    c.expect_ok().await;
+    c.expect(1, "E_INVALID DPUB timeout 3600001 out of range 0-3600000").await;
+    c.expect_closed().await;
+}
+
+#[tokio::test]
+async fn heartbeats_are_sent_and_a_silent_client_is_dropped() {
+    let n = start(&[]).await;
+    let mut c = Conn::open(&n).await;
+    c.identify(r#"{"heartbeat_interval":1000}"#).await;
+    c.expect_ok().await;
+    assert_eq!(c.raw_frame().await, frame_bytes(0, b"_heartbeat_"));
+    // Two missed heartbeats: the server closes. Read until EOF.
+    let mut rest = Vec::new();
+    timeout(WAIT, c.0.read_to_end(&mut rest)).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_line_past_16k_closes_without_an_error_frame() {
+    let n = start(&[]).await;
+    let mut c = Conn::open(&n).await;
+    c.send(&vec![b'A'; 16 * 1024]).await;
+    c.expect_closed().await;
+}
