@@ -22,7 +22,8 @@ trap cleanup INT TERM EXIT
 pids+=($!)
 ./target/release/nsqd \
     --tcp-address=127.0.0.1:4150 --http-address=127.0.0.1:4151 \
-    --broadcast-address=127.0.0.1 --data-path="$DATA/nsqd" "$@" &
+    --broadcast-address=127.0.0.1 --data-path="$DATA/nsqd" \
+    --lookupd-tcp-address=127.0.0.1:4160 "$@" &
 pids+=($!)
 
 for url in http://127.0.0.1:4161/ping http://127.0.0.1:4151/ping; do

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::channel::Channel;
 
@@ -68,6 +69,8 @@ pub struct Client {
     /// publisher wakes each idle client once.
     pub(crate) waiting: AtomicBool,
     pub info: Mutex<ClientInfo>,
+    /// Cancelled to close the connection (channel deleted, shutdown).
+    pub(crate) stop: CancellationToken,
     /// Messages published per topic over this connection, for `/stats`.
     pub_counts: Mutex<BTreeMap<String, u64>>,
     channel: OnceLock<Arc<Channel>>,
@@ -75,6 +78,16 @@ pub struct Client {
 
 impl Client {
     pub fn new(id: u64, remote_addr: SocketAddr, connect_ts: i64) -> Self {
+        Self::with_stop(id, remote_addr, connect_ts, CancellationToken::new())
+    }
+
+    /// A client whose connection stops when `stop` is cancelled.
+    pub fn with_stop(
+        id: u64,
+        remote_addr: SocketAddr,
+        connect_ts: i64,
+        stop: CancellationToken,
+    ) -> Self {
         Client {
             id,
             remote_addr,
@@ -92,9 +105,15 @@ impl Client {
                 hostname: remote_addr.ip().to_string(),
                 ..ClientInfo::default()
             }),
+            stop,
             pub_counts: Mutex::new(BTreeMap::new()),
             channel: OnceLock::new(),
         }
+    }
+
+    /// Close this client's connection.
+    pub fn close(&self) {
+        self.stop.cancel();
     }
 
     pub(crate) fn count_publish(&self, topic: &str, n: u64) {

@@ -287,7 +287,7 @@ fn put_error(e: PutError) -> (StatusCode, &'static str) {
     }
 }
 
-async fn publish(nsqd: &Nsqd, req: Request<Incoming>) -> Reply {
+async fn publish(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> Reply {
     let query = Query::parse(&req)?;
     let max = nsqd.opts.max_msg_size as u64;
     let body = read_body(req, max, "MSG_TOO_BIG").await?;
@@ -312,7 +312,7 @@ async fn publish(nsqd: &Nsqd, req: Request<Incoming>) -> Reply {
     Ok(text("OK"))
 }
 
-async fn mpub(nsqd: &Nsqd, req: Request<Incoming>) -> Reply {
+async fn mpub(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> Reply {
     let query = Query::parse(&req)?;
     let limits = nsqd.opts.limits();
     let body = read_body(req, limits.max_body_size, "BODY_TOO_BIG").await?;

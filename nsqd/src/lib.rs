@@ -9,7 +9,10 @@
 pub mod channel;
 pub mod client;
 pub mod http;
+pub mod http_client;
+pub mod lookup;
 pub mod message;
+pub mod metadata;
 pub mod nsqd;
 pub mod options;
 pub mod protocol_v2;

@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nsq_protocol::{ChannelName, IdentifyRequest, TopicName};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,6 +19,9 @@ use tracing::{error, info, warn};
 
 use crate::channel::{Channel, ChannelLimits, IdMap};
 use crate::client::{Client, ClientSettings};
+use crate::http_client::HttpClient;
+use crate::lookup::Lookup;
+use crate::metadata::{self, ChannelMeta, DirLock, Metadata, TopicMeta};
 use crate::options::{Options, OptionsError};
 use crate::topic::Topic;
 
@@ -59,6 +64,14 @@ pub struct Nsqd {
     pub(crate) http_addr: Option<SocketAddr>,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
+    /// Registration with nsqlookupd.
+    pub lookup: Lookup,
+    pub(crate) http_client: HttpClient,
+    /// Wakes the metadata writer after a topic or channel change.
+    metadata_dirty: Notify,
+    data_path: PathBuf,
+    /// Held for the life of the server so no second nsqd shares the data path.
+    _dir_lock: DirLock,
 }
 
 impl Nsqd {
@@ -97,30 +110,206 @@ impl Nsqd {
         v
     }
 
-    /// The topic of that name, created if missing.
-    pub fn get_topic(&self, name: &TopicName) -> Arc<Topic> {
-        let mut topics = self.topics();
-        if let Some(t) = topics.get(name) {
-            return t.clone();
-        }
-        let topic = Arc::new(Topic::new(name.clone(), self.node_id, self.limits));
-        topics.insert(name.clone(), topic.clone());
+    /// The topic of that name, created if missing. A topic created while
+    /// lookupds are connected holds delivery until the channels they know for
+    /// it exist here, as upstream does, so no channel misses a message.
+    pub fn get_topic(self: &Arc<Self>, name: &TopicName) -> Arc<Topic> {
+        let lookupds = self.lookup.http_addresses();
+        let topic = {
+            let mut topics = self.topics();
+            if let Some(t) = topics.get(name) {
+                return t.clone();
+            }
+            let starting = !lookupds.is_empty();
+            let topic = Arc::new(Topic::new(
+                name.clone(),
+                self.node_id,
+                self.limits,
+                starting,
+            ));
+            topics.insert(name.clone(), topic.clone());
+            topic
+        };
         info!(topic = %name, "TOPIC created");
+        self.lookup.register(name, None);
+        if !topic.is_ephemeral() {
+            self.metadata_changed();
+        }
+        if !lookupds.is_empty() {
+            let nsqd = self.clone();
+            let t = topic.clone();
+            self.tracker.spawn(async move {
+                nsqd.create_channels_known_to_lookupd(&t, &lookupds).await;
+                t.start();
+            });
+        }
         topic
+    }
+
+    async fn create_channels_known_to_lookupd(
+        self: &Arc<Self>,
+        topic: &Arc<Topic>,
+        lookupds: &[String],
+    ) {
+        for addr in lookupds {
+            let url = format!("http://{addr}/channels?topic={}", topic.name);
+            let names = match self.http_client.get(&url).await {
+                Ok((200, body)) => serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("channels").cloned())
+                    .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+                    .unwrap_or_default(),
+                Ok((status, _)) => {
+                    warn!(topic = %topic.name, "lookupd {addr} answered {status} for channels");
+                    continue;
+                }
+                Err(e) => {
+                    warn!(topic = %topic.name, "cannot query lookupd for channels: {e}");
+                    continue;
+                }
+            };
+            for name in names {
+                match name.parse::<ChannelName>() {
+                    Ok(c) if !c.is_ephemeral() => self.create_channel(topic, &c),
+                    _ => {}
+                }
+            }
+        }
     }
 
     /// The topic and channel of those names, created if missing.
     pub fn get_topic_channel(
-        &self,
+        self: &Arc<Self>,
         topic: &TopicName,
         channel: &ChannelName,
     ) -> (Arc<Topic>, Arc<Channel>) {
         let t = self.get_topic(topic);
-        let (c, created) = t.get_or_create_channel(channel);
-        if created {
-            info!(topic = %topic, channel = %channel, "CHANNEL created");
-        }
+        let c = self.create_channel_inner(&t, channel);
         (t, c)
+    }
+
+    /// Create a channel of an existing topic (no-op if it exists).
+    pub fn create_channel(&self, topic: &Topic, channel: &ChannelName) {
+        self.create_channel_inner(topic, channel);
+    }
+
+    fn create_channel_inner(&self, topic: &Topic, channel: &ChannelName) -> Arc<Channel> {
+        let (c, created) = topic.get_or_create_channel(channel);
+        if created {
+            info!(topic = %topic.name, channel = %channel, "CHANNEL created");
+            self.lookup.register(&topic.name, Some(channel));
+            if !topic.is_ephemeral() && !c.is_ephemeral() {
+                self.metadata_changed();
+            }
+        }
+        c
+    }
+
+    /// Delete a channel: its clients are disconnected, its messages dropped.
+    pub fn delete_channel(&self, topic: &Topic, channel: &str) -> Option<Arc<Channel>> {
+        let c = topic.delete_channel(channel)?;
+        info!(topic = %topic.name, channel = %c.name, "CHANNEL deleted");
+        self.channel_gone(topic, &c);
+        Some(c)
+    }
+
+    fn channel_gone(&self, topic: &Topic, c: &Channel) {
+        for client in c.clients() {
+            client.close();
+        }
+        c.empty();
+        self.lookup.unregister(&topic.name, Some(&c.name));
+        if !topic.is_ephemeral() && !c.is_ephemeral() {
+            self.metadata_changed();
+        }
+    }
+
+    /// Record that a topic or channel was created, deleted, paused or
+    /// unpaused: the metadata writer saves the new state shortly.
+    pub fn metadata_changed(&self) {
+        self.metadata_dirty.notify_one();
+    }
+
+    /// What `nsqd.dat` holds: durable topics and channels and their pause state.
+    pub fn metadata(&self) -> Metadata {
+        let topics = self
+            .topics_snapshot()
+            .into_iter()
+            .filter(|t| !t.is_ephemeral())
+            .map(|t| {
+                let channels: Vec<ChannelMeta> = t
+                    .channels()
+                    .into_iter()
+                    .filter(|c| !c.is_ephemeral())
+                    .map(|c| ChannelMeta {
+                        name: c.name.to_string(),
+                        paused: c.is_paused(),
+                    })
+                    .collect();
+                TopicMeta {
+                    name: t.name.to_string(),
+                    paused: t.is_paused(),
+                    channels: (!channels.is_empty()).then_some(channels),
+                }
+            })
+            .collect();
+        Metadata {
+            topics,
+            version: nsq_protocol::VERSION.to_string(),
+        }
+    }
+
+    fn write_metadata(&self) {
+        if let Err(e) = metadata::store(&self.data_path, &self.metadata()) {
+            error!("failed to persist metadata - {e}");
+        }
+    }
+
+    /// Recreate what `nsqd.dat` lists.
+    fn restore(&self, meta: &Metadata) {
+        let mut topics = self.topics();
+        for tm in &meta.topics {
+            let Ok(name) = tm.name.parse::<TopicName>() else {
+                warn!("skipping topic {:?} from metadata: invalid name", tm.name);
+                continue;
+            };
+            let topic = Arc::new(Topic::new(name.clone(), self.node_id, self.limits, false));
+            for cm in tm.channels.iter().flatten() {
+                let Ok(cname) = cm.name.parse::<ChannelName>() else {
+                    warn!("skipping channel {:?} from metadata: invalid name", cm.name);
+                    continue;
+                };
+                let (c, _) = topic.get_or_create_channel(&cname);
+                if cm.paused {
+                    c.pause();
+                }
+            }
+            if tm.paused {
+                topic.pause();
+            }
+            topics.insert(name, topic);
+        }
+    }
+
+    /// What this nsqd tells lookupd about itself.
+    pub fn peer_identity(&self) -> nsq_protocol::lookup::PeerIdentity {
+        let o = &self.opts;
+        let port = |broadcast: u16, actual: Option<SocketAddr>| {
+            i64::from(if broadcast > 0 {
+                broadcast
+            } else {
+                actual.map_or(0, |a| a.port())
+            })
+        };
+        nsq_protocol::lookup::PeerIdentity {
+            broadcast_address: o.broadcast_address(),
+            hostname: nsq_app::os_hostname(),
+            http_port: port(o.broadcast_http_port, self.http_addr),
+            tcp_port: port(o.broadcast_tcp_port, Some(self.tcp_addr)),
+            topology_region: Some(o.topology_region.clone()),
+            topology_zone: Some(o.topology_zone.clone()),
+            version: nsq_protocol::VERSION.to_string(),
+        }
     }
 
     /// The topic of that name, if it exists.
@@ -133,14 +322,22 @@ impl Nsqd {
         self.topics().values().cloned().collect()
     }
 
-    /// Remove a topic and its channels.
+    /// Delete a topic and its channels; their clients are disconnected.
     pub fn delete_topic(&self, name: &str) -> Option<Arc<Topic>> {
-        let removed = self.topics().remove(name);
-        if let Some(t) = &removed {
-            t.mark_deleted();
-            info!(topic = %name, "TOPIC deleted");
+        let t = self.topics().remove(name)?;
+        t.mark_deleted();
+        info!(topic = %name, "TOPIC deleted");
+        for c in t.channels() {
+            if let Some(c) = t.delete_channel(c.name.as_str()) {
+                self.channel_gone(&t, &c);
+            }
         }
-        removed
+        t.empty();
+        self.lookup.unregister(&t.name, None);
+        if !t.is_ephemeral() {
+            self.metadata_changed();
+        }
+        Some(t)
     }
 
     /// A client left `channel`: its in-flight messages go back at once, and
@@ -156,16 +353,20 @@ impl Nsqd {
         };
         if topic.delete_channel_if_unused(channel) {
             info!(topic = %topic.name, channel = %channel.name, "CHANNEL ephemeral, deleted with its last client");
+            self.lookup.unregister(&topic.name, Some(&channel.name));
         }
         if topic.is_ephemeral() {
-            let mut topics = self.topics();
-            let same = topics
-                .get(&topic.name)
-                .is_some_and(|t| Arc::ptr_eq(t, &topic));
-            if same && topic.channel_count() == 0 {
-                topics.remove(&topic.name);
+            let removed = {
+                let mut topics = self.topics();
+                let same = topics
+                    .get(&topic.name)
+                    .is_some_and(|t| Arc::ptr_eq(t, &topic));
+                same && topic.channel_count() == 0 && topics.remove(&topic.name).is_some()
+            };
+            if removed {
                 topic.mark_deleted();
                 info!(topic = %topic.name, "TOPIC ephemeral, deleted with its last channel");
+                self.lookup.unregister(&topic.name, None);
             }
         }
     }
@@ -275,7 +476,14 @@ impl Server {
         } else {
             Some(bind(&opts.http_address).await?)
         };
+        let data_path = opts.data_path();
+        let dir_lock = metadata::lock_dir(&data_path)?;
+        let meta = metadata::load(&data_path)?;
         let node_id = opts.effective_node_id();
+        let http_client = HttpClient::new(
+            *opts.http_client_connect_timeout,
+            *opts.http_client_request_timeout,
+        );
         let limits = ChannelLimits {
             mem_queue_size: opts.mem_queue_size as usize,
             max_msg_timeout: *opts.max_msg_timeout,
@@ -293,7 +501,18 @@ impl Server {
             start_time: crate::message::unix_nanos() / 1_000_000_000,
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            lookup: Lookup::default(),
+            http_client,
+            metadata_dirty: Notify::new(),
+            data_path,
+            _dir_lock: dir_lock,
         });
+        if let Some(meta) = &meta {
+            nsqd.restore(meta);
+            info!(topics = meta.topics.len(), "metadata loaded");
+        }
+        // Upstream rewrites the metadata right after loading it.
+        nsqd.write_metadata();
         Ok(Server { nsqd, tcp, http })
     }
 
@@ -329,6 +548,9 @@ impl Server {
             nsqd.tracker.spawn(crate::http::serve(nsqd.clone(), http));
         }
         nsqd.tracker.spawn(queue_scan_loop(nsqd.clone()));
+        nsqd.tracker.spawn(metadata_loop(nsqd.clone()));
+        nsqd.lookup
+            .set_addresses(&nsqd, &nsqd.opts.lookupd_tcp_address);
         tokio::select! {
             _ = shutdown => info!("shutdown requested"),
             _ = nsqd.cancel.cancelled() => {}
@@ -341,6 +563,7 @@ impl Server {
         {
             error!("tasks still running after {SHUTDOWN_GRACE:?}; exiting anyway");
         }
+        nsqd.write_metadata();
         info!("nsqd stopped");
         Ok(())
     }
@@ -361,6 +584,19 @@ async fn accept_tcp(nsqd: Arc<Nsqd>, listener: TcpListener) {
                 // Out of file descriptors and the like: back off, keep serving.
                 warn!("TCP accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Save the metadata after changes, off the async workers (it fsyncs).
+async fn metadata_loop(nsqd: Arc<Nsqd>) {
+    loop {
+        tokio::select! {
+            _ = nsqd.cancel.cancelled() => return,
+            _ = nsqd.metadata_dirty.notified() => {
+                let n = nsqd.clone();
+                let _ = tokio::task::spawn_blocking(move || n.write_metadata()).await;
             }
         }
     }

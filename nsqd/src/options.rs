@@ -310,10 +310,6 @@ impl Options {
                 out.push(name);
             }
         };
-        note(
-            !self.lookupd_tcp_address.is_empty(),
-            "--lookupd-tcp-address",
-        );
         note(!self.statsd_address.is_empty(), "--statsd-address");
         note(
             !self.e2e_processing_latency_percentile.is_empty(),

@@ -66,10 +66,11 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAd
         return;
     }
     let id = nsqd.next_client_id();
-    let client = Arc::new(Client::new(
+    let client = Arc::new(Client::with_stop(
         id,
         addr,
         crate::message::unix_nanos() / 1_000_000_000,
+        nsqd.cancel.child_token(),
     ));
     let span = tracing::info_span!("client", id, %addr);
     nsqd.add_client(client.clone());
@@ -113,7 +114,7 @@ impl Connection {
     {
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
         self.to_writer = Some(tx);
-        let stop = self.nsqd.cancel.child_token();
+        let stop = self.client.stop.clone();
         let writer = tokio::spawn(
             Writer::new(self.client.clone(), self.settings.clone(), rx, stop.clone())
                 .run(write)

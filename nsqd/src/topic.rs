@@ -41,6 +41,9 @@ struct TopicState {
     /// Deferred publishes held likewise, with their due time.
     held_deferred: Vec<(Message, Instant)>,
     paused: bool,
+    /// Held back from delivery until `start`: a new topic waits while the
+    /// channels lookupd knows for it are created, so none misses a message.
+    starting: bool,
     ids: IdGenerator,
     message_count: u64,
     message_bytes: u64,
@@ -63,7 +66,8 @@ impl std::fmt::Debug for Topic {
 }
 
 impl Topic {
-    pub fn new(name: TopicName, node_id: u16, limits: ChannelLimits) -> Self {
+    /// A topic; `starting` holds delivery until [`Topic::start`].
+    pub fn new(name: TopicName, node_id: u16, limits: ChannelLimits, starting: bool) -> Self {
         Topic {
             name,
             limits,
@@ -72,6 +76,7 @@ impl Topic {
                 held: VecDeque::new(),
                 held_deferred: Vec::new(),
                 paused: false,
+                starting,
                 ids: IdGenerator::new(node_id),
                 message_count: 0,
                 message_bytes: 0,
@@ -107,7 +112,7 @@ impl Topic {
         if self.is_deleted() {
             return Err(PutError::Exiting);
         }
-        let holding = st.channels.is_empty() || st.paused;
+        let holding = st.channels.is_empty() || st.paused || st.starting;
         let fits = if holding {
             self.is_ephemeral()
                 || st.held.len() + st.held_deferred.len() + n <= self.limits.mem_queue_size
@@ -170,7 +175,7 @@ impl Topic {
         }
         let channel = Arc::new(Channel::new(self.name.clone(), name.clone(), self.limits));
         st.channels.insert(name.clone(), channel.clone());
-        if !st.paused {
+        if !st.paused && !st.starting {
             release_held(&mut st);
         }
         (channel, true)
@@ -220,7 +225,18 @@ impl Topic {
     pub fn unpause(&self) {
         let mut st = self.lock();
         st.paused = false;
-        release_held(&mut st);
+        if !st.starting {
+            release_held(&mut st);
+        }
+    }
+
+    /// Begin delivery (see `starting` in [`Topic::new`]).
+    pub fn start(&self) {
+        let mut st = self.lock();
+        st.starting = false;
+        if !st.paused {
+            release_held(&mut st);
+        }
     }
 
     pub fn is_paused(&self) -> bool {

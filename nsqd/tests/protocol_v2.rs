@@ -16,6 +16,7 @@ const WAIT: Duration = Duration::from_secs(10);
 struct Nsqd {
     addr: SocketAddr,
     stop: CancellationToken,
+    _data: tempfile::TempDir,
 }
 
 impl Drop for Nsqd {
@@ -25,11 +26,14 @@ impl Drop for Nsqd {
 }
 
 async fn start(args: &[&str]) -> Nsqd {
+    let data = tempfile::tempdir().unwrap();
+    let data_arg = format!("--data-path={}", data.path().display());
     let mut argv = vec![
         "nsqd",
         "--tcp-address=127.0.0.1:0",
         "--http-address=",
         "--node-id=1",
+        data_arg.as_str(),
     ];
     argv.extend_from_slice(args);
     let opts: Options =
@@ -39,7 +43,11 @@ async fn start(args: &[&str]) -> Nsqd {
     let stop = CancellationToken::new();
     let s = stop.clone();
     tokio::spawn(async move { server.run(s.cancelled_owned()).await });
-    Nsqd { addr, stop }
+    Nsqd {
+        addr,
+        stop,
+        _data: data,
+    }
 }
 
 struct Conn(TcpStream);
@@ -77,7 +85,10 @@ impl Conn {
             .expect("connection open");
         let size = u32::from_be_bytes(head) as usize;
         let mut rest = vec![0u8; size];
-        timeout(WAIT, self.0.read_exact(&mut rest)).await.unwrap().unwrap();
+        timeout(WAIT, self.0.read_exact(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
         let mut all = head.to_vec();
         all.extend(rest);
         all
@@ -86,12 +97,18 @@ impl Conn {
     /// Frame type and data.
     async fn frame(&mut self) -> (u32, Vec<u8>) {
         let f = self.raw_frame().await;
-        (u32::from_be_bytes([f[4], f[5], f[6], f[7]]), f[8..].to_vec())
+        (
+            u32::from_be_bytes([f[4], f[5], f[6], f[7]]),
+            f[8..].to_vec(),
+        )
     }
 
     async fn expect(&mut self, frame_type: u32, data: &str) {
         let (t, d) = self.frame().await;
-        assert_eq!((t, String::from_utf8_lossy(&d).to_string()), (frame_type, data.to_string()));
+        assert_eq!(
+            (t, String::from_utf8_lossy(&d).to_string()),
+            (frame_type, data.to_string())
+        );
     }
 
     async fn expect_ok(&mut self) {
@@ -101,14 +118,19 @@ impl Conn {
     /// The server closed the connection (after any frames already read).
     async fn expect_closed(&mut self) {
         let mut b = [0u8; 64];
-        let n = timeout(WAIT, self.0.read(&mut b)).await.expect("closed in time").unwrap_or(0);
+        let n = timeout(WAIT, self.0.read(&mut b))
+            .await
+            .expect("closed in time")
+            .unwrap_or(0);
         assert_eq!(n, 0, "expected EOF, got {:?}", &b[..n]);
     }
 
     /// Nothing arrives for a short while (commands with no reply).
     async fn expect_silence(&mut self) {
         let mut b = [0u8; 64];
-        assert!(timeout(Duration::from_millis(200), self.0.read(&mut b)).await.is_err());
+        assert!(timeout(Duration::from_millis(200), self.0.read(&mut b))
+            .await
+            .is_err());
     }
 }
 
@@ -131,7 +153,10 @@ async fn fatal(nsqd: &Nsqd, setup: &[&[u8]], want: &str) {
             break (t, d);
         }
     };
-    assert_eq!((t, String::from_utf8_lossy(&d).to_string()), (1, want.to_string()));
+    assert_eq!(
+        (t, String::from_utf8_lossy(&d).to_string()),
+        (1, want.to_string())
+    );
     c.expect_closed().await;
 }
 
@@ -141,7 +166,10 @@ async fn bad_magic_gets_e_bad_protocol() {
     let mut s = TcpStream::connect(n.addr).await.unwrap();
     s.write_all(b"  V1").await.unwrap();
     let mut got = Vec::new();
-    timeout(WAIT, s.read_to_end(&mut got)).await.unwrap().unwrap();
+    timeout(WAIT, s.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got, frame_bytes(1, b"E_BAD_PROTOCOL"));
 }
 
@@ -166,14 +194,35 @@ async fn identify_plain_and_negotiated() {
 async fn identify_errors_are_upstreams() {
     let n = start(&[]).await;
     for (json, want) in [
-        (r#"{"heartbeat_interval":100}"#, "E_BAD_BODY IDENTIFY heartbeat interval (100) is invalid"),
-        (r#"{"heartbeat_interval":60001}"#, "E_BAD_BODY IDENTIFY heartbeat interval (60001) is invalid"),
-        (r#"{"output_buffer_timeout":10}"#, "E_BAD_BODY IDENTIFY output buffer timeout (10) is invalid"),
-        (r#"{"output_buffer_size":63}"#, "E_BAD_BODY IDENTIFY output buffer size (63) is invalid"),
-        (r#"{"sample_rate":100}"#, "E_BAD_BODY IDENTIFY sample rate (100) is invalid"),
-        (r#"{"msg_timeout":999}"#, "E_BAD_BODY IDENTIFY msg timeout (999) is invalid"),
+        (
+            r#"{"heartbeat_interval":100}"#,
+            "E_BAD_BODY IDENTIFY heartbeat interval (100) is invalid",
+        ),
+        (
+            r#"{"heartbeat_interval":60001}"#,
+            "E_BAD_BODY IDENTIFY heartbeat interval (60001) is invalid",
+        ),
+        (
+            r#"{"output_buffer_timeout":10}"#,
+            "E_BAD_BODY IDENTIFY output buffer timeout (10) is invalid",
+        ),
+        (
+            r#"{"output_buffer_size":63}"#,
+            "E_BAD_BODY IDENTIFY output buffer size (63) is invalid",
+        ),
+        (
+            r#"{"sample_rate":100}"#,
+            "E_BAD_BODY IDENTIFY sample rate (100) is invalid",
+        ),
+        (
+            r#"{"msg_timeout":999}"#,
+            "E_BAD_BODY IDENTIFY msg timeout (999) is invalid",
+        ),
         // Validation order: heartbeat first.
-        (r#"{"msg_timeout":1,"heartbeat_interval":5}"#, "E_BAD_BODY IDENTIFY heartbeat interval (5) is invalid"),
+        (
+            r#"{"msg_timeout":1,"heartbeat_interval":5}"#,
+            "E_BAD_BODY IDENTIFY heartbeat interval (5) is invalid",
+        ),
         ("{nope", "E_BAD_BODY IDENTIFY failed to decode JSON body"),
     ] {
         let mut c = Conn::open(&n).await;
@@ -182,7 +231,12 @@ async fn identify_errors_are_upstreams() {
         c.expect_closed().await;
     }
     // IDENTIFY once subscribed.
-    fatal(&n, &[b"SUB t c\n", b"IDENTIFY\n\x00\x00\x00\x02{}"], "E_INVALID cannot IDENTIFY in current state").await;
+    fatal(
+        &n,
+        &[b"SUB t c\n", b"IDENTIFY\n\x00\x00\x00\x02{}"],
+        "E_INVALID cannot IDENTIFY in current state",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -201,14 +255,19 @@ async fn subscribe_deliver_finish() {
     assert_eq!(data.len(), 26 + 5);
     assert_eq!(&data[8..10], &[0, 1], "first delivery has attempts 1");
     let id = &data[10..26];
-    assert!(id.iter().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(id
+        .iter()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     assert_eq!(&data[26..], b"hello");
     let ts = i64::from_be_bytes(data[..8].try_into().unwrap());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as i64;
-    assert!(ts <= now && now - ts < 60_000_000_000, "timestamp is publish time in ns");
+    assert!(
+        ts <= now && now - ts < 60_000_000_000,
+        "timestamp is publish time in ns"
+    );
 
     let mut fin = b"FIN ".to_vec();
     fin.extend_from_slice(id);
@@ -219,7 +278,10 @@ async fn subscribe_deliver_finish() {
     c.send(&fin).await;
     c.expect(
         1,
-        &format!("E_FIN_FAILED FIN {} failed ID not in flight", String::from_utf8_lossy(id)),
+        &format!(
+            "E_FIN_FAILED FIN {} failed ID not in flight",
+            String::from_utf8_lossy(id)
+        ),
     )
     .await;
     c.send(b"NOP\n").await;
@@ -246,15 +308,39 @@ async fn req_and_touch_replies() {
     c.cmd(Command::Req { id, timeout_ms: 0 }).await;
     // Requeued at once: redelivered with attempts 2.
     let (t, again) = c.frame().await;
-    assert_eq!((t, &again[8..10], &again[10..26]), (2, &[0u8, 2][..], &data[10..26]));
+    assert_eq!(
+        (t, &again[8..10], &again[10..26]),
+        (2, &[0u8, 2][..], &data[10..26])
+    );
     let bogus = MessageId(*b"0000000000000000");
-    c.cmd(Command::Req { id: bogus, timeout_ms: 10 }).await;
-    c.expect(1, "E_REQ_FAILED REQ 0000000000000000 failed ID not in flight").await;
+    c.cmd(Command::Req {
+        id: bogus,
+        timeout_ms: 10,
+    })
+    .await;
+    c.expect(
+        1,
+        "E_REQ_FAILED REQ 0000000000000000 failed ID not in flight",
+    )
+    .await;
     c.cmd(Command::Touch(bogus)).await;
-    c.expect(1, "E_TOUCH_FAILED TOUCH 0000000000000000 failed ID not in flight").await;
+    c.expect(
+        1,
+        "E_TOUCH_FAILED TOUCH 0000000000000000 failed ID not in flight",
+    )
+    .await;
     c.send(b"FIN 0123456789ABCDEF\n").await;
-    c.expect(1, "E_FIN_FAILED FIN 0123456789ABCDEF failed ID not in flight").await;
-    fatal(&n, &[b"SUB t c2\n", b"REQ 0123 1\n"], "E_INVALID invalid message ID").await;
+    c.expect(
+        1,
+        "E_FIN_FAILED FIN 0123456789ABCDEF failed ID not in flight",
+    )
+    .await;
+    fatal(
+        &n,
+        &[b"SUB t c2\n", b"REQ 0123 1\n"],
+        "E_INVALID invalid message ID",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -271,29 +357,70 @@ async fn another_clients_message_is_not_ours() {
     let (_, data) = a.frame().await;
     let id = String::from_utf8_lossy(&data[10..26]).to_string();
     b.send(format!("FIN {id}\n").as_bytes()).await;
-    b.expect(1, &format!("E_FIN_FAILED FIN {id} failed client does not own message"))
-        .await;
+    b.expect(
+        1,
+        &format!("E_FIN_FAILED FIN {id} failed client does not own message"),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn state_errors() {
     let n = start(&[]).await;
     fatal(&n, &[b"RDY 1\n"], "E_INVALID cannot RDY in current state").await;
-    fatal(&n, &[b"FIN 0123456789abcdef\n"], "E_INVALID cannot FIN in current state").await;
-    fatal(&n, &[b"REQ 0123456789abcdef 0\n"], "E_INVALID cannot REQ in current state").await;
-    fatal(&n, &[b"TOUCH 0123456789abcdef\n"], "E_INVALID cannot TOUCH in current state").await;
+    fatal(
+        &n,
+        &[b"FIN 0123456789abcdef\n"],
+        "E_INVALID cannot FIN in current state",
+    )
+    .await;
+    fatal(
+        &n,
+        &[b"REQ 0123456789abcdef 0\n"],
+        "E_INVALID cannot REQ in current state",
+    )
+    .await;
+    fatal(
+        &n,
+        &[b"TOUCH 0123456789abcdef\n"],
+        "E_INVALID cannot TOUCH in current state",
+    )
+    .await;
     fatal(&n, &[b"CLS\n"], "E_INVALID cannot CLS in current state").await;
-    fatal(&n, &[b"SUB t c\n", b"SUB t c\n"], "E_INVALID cannot SUB in current state").await;
-    fatal(&n, &[b"SUB t c\n", b"RDY 2501\n"], "E_INVALID RDY count 2501 out of range 0-2500").await;
-    fatal(&n, &[b"AUTH\n\x00\x00\x00\x01s"], "E_AUTH_DISABLED AUTH disabled").await;
+    fatal(
+        &n,
+        &[b"SUB t c\n", b"SUB t c\n"],
+        "E_INVALID cannot SUB in current state",
+    )
+    .await;
+    fatal(
+        &n,
+        &[b"SUB t c\n", b"RDY 2501\n"],
+        "E_INVALID RDY count 2501 out of range 0-2500",
+    )
+    .await;
+    fatal(
+        &n,
+        &[b"AUTH\n\x00\x00\x00\x01s"],
+        "E_AUTH_DISABLED AUTH disabled",
+    )
+    .await;
     fatal(&n, &[b"HELLO\n"], "E_INVALID invalid command HELLO").await;
     fatal(
         &n,
-        &[b"IDENTIFY\n\x00\x00\x00\x19{\"heartbeat_interval\":-1}", b"SUB t c\n"],
+        &[
+            b"IDENTIFY\n\x00\x00\x00\x19{\"heartbeat_interval\":-1}",
+            b"SUB t c\n",
+        ],
         "E_INVALID cannot SUB with heartbeats disabled",
     )
     .await;
-    fatal(&n, &[b"PUB t\n\x00\x00\x00\x00"], "E_BAD_MESSAGE PUB invalid message body size 0").await;
+    fatal(
+        &n,
+        &[b"PUB t\n\x00\x00\x00\x00"],
+        "E_BAD_MESSAGE PUB invalid message body size 0",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -315,15 +442,29 @@ async fn publishes_are_answered_in_order() {
     let n = start(&["--max-req-timeout=1h"]).await;
     let mut c = Conn::open(&n).await;
     let mut b = bytes::BytesMut::new();
-    Command::Pub { topic: "t".parse().unwrap(), body: "a".into() }.encode(&mut b);
-    Command::Mpub { topic: "t".parse().unwrap(), bodies: vec!["b".into(), "c".into()] }.encode(&mut b);
-    Command::Dpub { topic: "t".parse().unwrap(), defer_ms: 100, body: "d".into() }.encode(&mut b);
+    Command::Pub {
+        topic: "t".parse().unwrap(),
+        body: "a".into(),
+    }
+    .encode(&mut b);
+    Command::Mpub {
+        topic: "t".parse().unwrap(),
+        bodies: vec!["b".into(), "c".into()],
+    }
+    .encode(&mut b);
+    Command::Dpub {
+        topic: "t".parse().unwrap(),
+        defer_ms: 100,
+        body: "d".into(),
+    }
+    .encode(&mut b);
     b.extend_from_slice(b"DPUB t 3600001\n");
     c.send(&b).await;
     c.expect_ok().await;
     c.expect_ok().await;
     c.expect_ok().await;
-    c.expect(1, "E_INVALID DPUB timeout 3600001 out of range 0-3600000").await;
+    c.expect(1, "E_INVALID DPUB timeout 3600001 out of range 0-3600000")
+        .await;
     c.expect_closed().await;
 }
 
@@ -336,7 +477,10 @@ async fn heartbeats_are_sent_and_a_silent_client_is_dropped() {
     assert_eq!(c.raw_frame().await, frame_bytes(0, b"_heartbeat_"));
     // Two missed heartbeats: the server closes. Read until EOF.
     let mut rest = Vec::new();
-    timeout(WAIT, c.0.read_to_end(&mut rest)).await.unwrap().unwrap();
+    timeout(WAIT, c.0.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]

@@ -54,7 +54,10 @@ fn delivers_in_order_and_counts_attempts() {
     assert_eq!(ch.finish(1, 1), Err(InFlightError::NotInFlight));
     assert_eq!(ch.finish(2, 0), Err(InFlightError::NotOwner));
     assert_eq!(InFlightError::NotInFlight.to_string(), "ID not in flight");
-    assert_eq!(InFlightError::NotOwner.to_string(), "client does not own message");
+    assert_eq!(
+        InFlightError::NotOwner.to_string(),
+        "client does not own message"
+    );
 }
 
 #[test]
@@ -71,9 +74,15 @@ fn requeue_now_goes_to_the_back_and_later_goes_deferred() {
     let s = ch.stats();
     assert_eq!((s.depth, s.deferred_count, s.requeue_count), (2, 1, 2));
     let again = take(&ch, &c, 10, now);
-    assert_eq!(again.iter().map(|m| (m.id, m.attempts)).collect::<Vec<_>>(), vec![(2, 1), (0, 2)]);
+    assert_eq!(
+        again.iter().map(|m| (m.id, m.attempts)).collect::<Vec<_>>(),
+        vec![(2, 1), (0, 2)]
+    );
     // Not yet due, then due.
-    assert_eq!(ch.process_timers(now + Duration::from_secs(4)), Some(now + Duration::from_secs(5)));
+    assert_eq!(
+        ch.process_timers(now + Duration::from_secs(4)),
+        Some(now + Duration::from_secs(5))
+    );
     assert_eq!(ch.stats().deferred_count, 1);
     ch.process_timers(now + Duration::from_secs(5));
     let s = ch.stats();
@@ -103,12 +112,21 @@ fn timeouts_requeue_and_touch_extends_up_to_the_max() {
     ch.add_client(c.clone()).unwrap();
     ch.put(&msgs(10..11));
     take(&ch, &c, 1, t0);
-    ch.touch(1, 10, Duration::from_secs(600), t0 + Duration::from_secs(590)).unwrap();
+    ch.touch(
+        1,
+        10,
+        Duration::from_secs(600),
+        t0 + Duration::from_secs(590),
+    )
+    .unwrap();
     ch.process_timers(t0 + Duration::from_secs(899));
     assert_eq!(ch.stats().timeout_count, 0);
     ch.process_timers(t0 + Duration::from_secs(900));
     assert_eq!(ch.stats().timeout_count, 1);
-    assert_eq!(ch.touch(2, 10, TIMEOUT, t0), Err(InFlightError::NotInFlight));
+    assert_eq!(
+        ch.touch(2, 10, TIMEOUT, t0),
+        Err(InFlightError::NotInFlight)
+    );
 }
 
 #[test]
@@ -123,7 +141,10 @@ fn a_leaving_client_gives_its_messages_back_first_in_line() {
     take(&ch, &a, 2, now);
     assert_eq!(ch.remove_client(1), 1);
     let got = take(&ch, &b, 10, now);
-    assert_eq!(got.iter().map(|m| (m.id, m.attempts)).collect::<Vec<_>>(), vec![(0, 2), (1, 2), (2, 1), (3, 1)]);
+    assert_eq!(
+        got.iter().map(|m| (m.id, m.attempts)).collect::<Vec<_>>(),
+        vec![(0, 2), (1, 2), (2, 1), (3, 1)]
+    );
     assert_eq!(ch.stats().timeout_count, 0);
 }
 
