@@ -70,8 +70,11 @@ pub struct Nsqd {
     /// Wakes the metadata writer after a topic or channel change.
     metadata_dirty: Notify,
     data_path: PathBuf,
-    /// Held for the life of the server so no second nsqd shares the data path.
+        /// Held for the life of the server so no second nsqd shares the data path.
     _dir_lock: DirLock,
+    /// `None` when healthy; else the last error (a failed disk write), which
+    /// `/ping` and `/stats` report until the next success clears it.
+    health: Mutex<Option<String>>,
 }
 
 impl Nsqd {
@@ -83,8 +86,21 @@ impl Nsqd {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn tcp_addr(&self) -> SocketAddr {
+        pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_addr
+    }
+
+    /// `Ok` when healthy, else the error that made nsqd unhealthy.
+    pub fn health(&self) -> std::result::Result<(), String> {
+        match &*self.health.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => Ok(()),
+            Some(e) => Err(e.clone()),
+        }
+    }
+
+    /// Record the outcome of an operation that decides health (disk writes).
+    pub fn set_health(&self, result: std::result::Result<(), String>) {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = result.err();
     }
 
     pub fn http_addr(&self) -> Option<SocketAddr> {
@@ -505,7 +521,8 @@ impl Server {
             http_client,
             metadata_dirty: Notify::new(),
             data_path,
-            _dir_lock: dir_lock,
+                        _dir_lock: dir_lock,
+            health: Mutex::new(None),
         });
         if let Some(meta) = &meta {
             nsqd.restore(meta);
