@@ -16,6 +16,7 @@ const WAIT: Duration = Duration::from_secs(10);
 struct Nsqd {
     addr: SocketAddr,
     stop: CancellationToken,
+    inner: std::sync::Arc<nsqd::Nsqd>,
     _data: tempfile::TempDir,
 }
 
@@ -40,12 +41,14 @@ async fn start(args: &[&str]) -> Nsqd {
         nsq_app::flags::try_parse_options("nsqd", argv.iter().map(Into::into), &[]).unwrap();
     let server = Server::bind(opts).await.unwrap();
     let addr = server.tcp_addr();
+    let inner = server.nsqd();
     let stop = CancellationToken::new();
     let s = stop.clone();
     tokio::spawn(async move { server.run(s.cancelled_owned()).await });
     Nsqd {
         addr,
         stop,
+        inner,
         _data: data,
     }
 }
@@ -489,4 +492,78 @@ async fn a_line_past_16k_closes_without_an_error_frame() {
     let mut c = Conn::open(&n).await;
     c.send(&vec![b'A'; 16 * 1024]).await;
     c.expect_closed().await;
+}
+
+/// Poll `cond` until it holds, failing after a deadline.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_that_stops_reading_is_cut_off() {
+    let n = start(&["--mem-queue-size=100000"]).await;
+    let mut c = Conn::open(&n).await;
+    c.identify(r#"{"heartbeat_interval":1000}"#).await;
+    c.expect_ok().await;
+    c.send(b"SUB t c\nRDY 2500\n").await;
+    c.expect_ok().await;
+    // 2500 messages of 64 KiB are far more than the socket buffers hold, so
+    // the writer blocks; it must give up within a heartbeat interval.
+    let mut p = Conn::open(&n).await;
+    let body = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+    for _ in 0..50 {
+        p.cmd(Command::Mpub {
+            topic: "t".parse().unwrap(),
+            bodies: vec![body.clone(); 50],
+        })
+        .await;
+        p.expect_ok().await;
+    }
+    let client_id = n.inner.clients_snapshot()[0].id;
+    eventually("the stalled consumer to be disconnected", || {
+        n.inner
+            .clients_snapshot()
+            .iter()
+            .all(|cl| cl.id != client_id)
+    })
+    .await;
+    // Its in-flight messages went back to the channel.
+    let ch = n.inner.topic("t").unwrap().channel("c").unwrap();
+    eventually("in-flight messages to return", || {
+        ch.stats().in_flight_count == 0
+    })
+    .await;
+    assert_eq!(ch.stats().depth, 2500);
+}
+
+#[tokio::test]
+async fn ephemeral_channel_and_topic_go_with_their_last_client() {
+    let n = start(&[]).await;
+    let mut c = Conn::open(&n).await;
+    c.send(b"SUB t#ephemeral c#ephemeral\n").await;
+    c.expect_ok().await;
+    let mut d = Conn::open(&n).await;
+    d.send(b"SUB durable c#ephemeral\n").await;
+    d.expect_ok().await;
+    assert!(n.inner.topic("t#ephemeral").is_some());
+    drop(c);
+    eventually("the ephemeral topic to go", || {
+        n.inner.topic("t#ephemeral").is_none()
+    })
+    .await;
+    drop(d);
+    let topic = n.inner.topic("durable").unwrap();
+    eventually("the ephemeral channel to go", || {
+        topic.channel("c#ephemeral").is_none()
+    })
+    .await;
+    // A durable topic stays without channels.
+    assert!(n.inner.topic("durable").is_some());
 }
