@@ -1,0 +1,54 @@
+//! Checks on the harness itself, so later end-to-end tests can rely on it: readiness, HTTP,
+//! signals, restart on the same data directory, and nsqlookupd startup.
+
+use nsq_tests::{within, NsqdProcess, NsqlookupdProcess};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nsqd_starts_ready_stops_and_restarts_on_its_data_dir() {
+    within(async {
+        let mut nsqd = NsqdProcess::start(&[]);
+        assert!(nsqd.tcp_addr().ip().is_loopback() && nsqd.tcp_addr().port() != 0);
+        assert!(nsqd.http_addr().ip().is_loopback() && nsqd.http_addr().port() != 0);
+        assert!(nsqd.logs().contains("TCP: listening on"), "{}", nsqd.logs());
+        let info = nsqd.http_get("/info").json();
+        assert_eq!(info["version"], "1.3.0", "{info}");
+        let mut c = nsqd.connect().await;
+        c.identify_ok(json!({})).await;
+        c.publish("harness", b"x").await;
+
+        // SIGTERM ends the process; a restart reuses the same data directory on new ports.
+        // (Not `stop()`, which also demands exit 0: see signals.rs for the startup race that
+        // can make an early SIGTERM fatal.)
+        let data = nsqd.data_path().to_path_buf();
+        nsqd.terminate();
+        assert!(!nsqd.is_running());
+        let mut nsqd = nsqd.restart(&[]);
+        assert_eq!(nsqd.data_path(), data);
+        assert!(nsqd.is_running());
+
+        // SIGKILL is reported as death by signal, not as an exit code.
+        let status = nsqd.kill();
+        assert!(!status.success() && status.code().is_none(), "{status}");
+
+        // A test-owned directory works too, and outlives the process.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nsqd = NsqdProcess::start_with_data_dir(dir.path(), &[]);
+        assert_eq!(nsqd.data_path(), dir.path());
+        nsqd.terminate();
+        assert!(dir.path().is_dir());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nsqlookupd_starts_ready() {
+    within(async {
+        let mut lookupd = NsqlookupdProcess::start(&[]);
+        assert_eq!(lookupd.http_get("/ping").text(), "OK");
+        assert!(lookupd.tcp_addr().port() != 0);
+        lookupd.terminate();
+        assert!(!lookupd.is_running());
+    })
+    .await;
+}
