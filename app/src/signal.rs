@@ -1,12 +1,17 @@
 //! Waiting for the operator's request to stop (SIGINT or SIGTERM), which starts graceful shutdown.
 
-/// Resolves on the first SIGINT or SIGTERM received after its first poll.
+use std::future::Future;
+
+/// Install SIGINT and SIGTERM handlers now and return a future that resolves
+/// on the first of them. Call it before binding any listener: until the
+/// handlers exist, SIGTERM keeps its default action and kills the process
+/// without a graceful shutdown.
 ///
 /// If a handler cannot be installed the failure is logged and that signal is
 /// simply not awaited: resolving would shut the server down at once, which is
 /// worse than needing a harder kill.
 #[cfg(unix)]
-pub async fn shutdown_signal() {
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
 
     let listen = |kind: SignalKind, name: &str| match signal(kind) {
@@ -18,9 +23,11 @@ pub async fn shutdown_signal() {
     };
     let mut interrupt = listen(SignalKind::interrupt(), "SIGINT");
     let mut terminate = listen(SignalKind::terminate(), "SIGTERM");
-    tokio::select! {
-        _ = received(interrupt.as_mut()) => tracing::info!("received SIGINT, shutting down"),
-        _ = received(terminate.as_mut()) => tracing::info!("received SIGTERM, shutting down"),
+    async move {
+        tokio::select! {
+            _ = received(interrupt.as_mut()) => tracing::info!("received SIGINT, shutting down"),
+            _ = received(terminate.as_mut()) => tracing::info!("received SIGTERM, shutting down"),
+        }
     }
 }
 
@@ -36,12 +43,14 @@ async fn received(stream: Option<&mut tokio::signal::unix::Signal>) {
 
 /// Outside Unix only Ctrl-C exists.
 #[cfg(not(unix))]
-pub async fn shutdown_signal() {
-    match tokio::signal::ctrl_c().await {
-        Ok(()) => tracing::info!("received Ctrl-C, shutting down"),
-        Err(err) => {
-            tracing::error!("cannot listen for Ctrl-C: {err}");
-            std::future::pending::<()>().await
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => tracing::info!("received Ctrl-C, shutting down"),
+            Err(err) => {
+                tracing::error!("cannot listen for Ctrl-C: {err}");
+                std::future::pending::<()>().await
+            }
         }
     }
 }
@@ -53,16 +62,10 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn resolves_on_sigterm() {
+    async fn resolves_on_sigterm_sent_before_the_first_poll() {
+        // The handlers exist as soon as the call returns: a signal sent
+        // before the future is ever polled must not kill the test process.
         let shutdown = shutdown_signal();
-        tokio::pin!(shutdown);
-        // One poll installs the handlers; only then is it safe to send a
-        // signal whose default action would kill the test process.
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => panic!("resolved before any signal"),
-            _ = std::future::ready(()) => {}
-        }
         let status = std::process::Command::new("kill")
             .args(["-TERM", &std::process::id().to_string()])
             .status()

@@ -10,6 +10,8 @@ async fn main() {
     if opts.verbose {
         tracing::warn!("--verbose is deprecated and has no effect; use --log-level=debug");
     }
+    // Handlers first: a SIGTERM must never find the listeners up without them.
+    let shutdown = nsq_app::signal::shutdown_signal();
     let lookupd = match Lookupd::new(opts).await {
         Ok(l) => l,
         Err(e) => {
@@ -18,5 +20,5 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    lookupd.run_until(nsq_app::signal::shutdown_signal()).await;
+    lookupd.run_until(shutdown).await;
 }

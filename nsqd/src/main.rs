@@ -7,6 +7,8 @@ use nsqd::{Options, Server};
 async fn main() {
     let opts: Options = nsq_app::flags::parse_options("nsqd", std::env::args_os(), CONFIG_KEYS);
     let _log = nsq_app::logging::init(opts.log_level, &opts.log_prefix);
+    // Handlers first: a SIGTERM must never find the listeners up without them.
+    let shutdown = nsq_app::signal::shutdown_signal();
     let server = match Server::bind(opts).await {
         Ok(s) => s,
         Err(e) => {
@@ -15,7 +17,7 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = server.run(nsq_app::signal::shutdown_signal()).await {
+    if let Err(e) = server.run(shutdown).await {
         tracing::error!("{e}");
         std::process::exit(1);
     }

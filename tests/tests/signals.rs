@@ -8,8 +8,6 @@ use nsq_tests::{within, NsqdProcess, NsqlookupdProcess};
 const ROUNDS: usize = 50;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "nsqd bug: /ping answers before the SIGTERM handler exists (installed on first poll of \
-            nsq_app::signal::shutdown_signal, after Server::run spawned the listeners)"]
 async fn nsqd_sigterm_right_after_ready_is_graceful() {
     within(async {
         for round in 0..ROUNDS {
@@ -26,8 +24,6 @@ async fn nsqd_sigterm_right_after_ready_is_graceful() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "nsqlookupd bug: /ping answers before the SIGTERM handler exists (installed on first \
-            poll of nsq_app::signal::shutdown_signal, after Lookupd::new spawned the listeners)"]
 async fn nsqlookupd_sigterm_right_after_ready_is_graceful() {
     within(async {
         for round in 0..ROUNDS {
