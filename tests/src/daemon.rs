@@ -252,7 +252,9 @@ impl Daemon {
         }
     }
 
-    fn signal(&self, sig: Signal) {
+    /// Send `sig` without waiting for anything, e.g. SIGSTOP/SIGCONT to freeze a daemon while
+    /// its sockets stay open.
+    pub fn signal(&self, sig: Signal) {
         let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid fits in i32"));
         // ESRCH only if the process is already gone, which the wait that follows reports.
         let _ = kill(pid, sig);
@@ -433,9 +435,16 @@ pub struct NsqlookupdProcess {
 
 impl NsqlookupdProcess {
     pub fn start(extra_args: &[&str]) -> NsqlookupdProcess {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::start_on(any, any, extra_args)
+    }
+
+    /// Start on these listener addresses, e.g. the ones a killed lookupd had, so that nsqds
+    /// configured with its address find the new process.
+    pub fn start_on(tcp: SocketAddr, http: SocketAddr, extra_args: &[&str]) -> NsqlookupdProcess {
         let mut args: Vec<OsString> = vec![
-            "--tcp-address=127.0.0.1:0".into(),
-            "--http-address=127.0.0.1:0".into(),
+            format!("--tcp-address={tcp}").into(),
+            format!("--http-address={http}").into(),
             // Announce loopback, so registrations are reachable wherever the hostname points.
             "--broadcast-address=127.0.0.1".into(),
         ];
@@ -443,6 +452,16 @@ impl NsqlookupdProcess {
         NsqlookupdProcess {
             daemon: Daemon::spawn("nsqlookupd", &args),
         }
+    }
+
+    /// SIGKILL this lookupd (all its state is in memory, so it is gone) and start a new one on
+    /// the same TCP and HTTP addresses with `extra_args`. Its listeners set SO_REUSEADDR (tokio's
+    /// do on Unix, as Go's do), so the old connections' TIME_WAIT does not block the bind.
+    pub fn restart(mut self, extra_args: &[&str]) -> NsqlookupdProcess {
+        let (tcp, http) = (self.tcp_addr(), self.http_addr());
+        self.daemon.kill();
+        drop(self);
+        Self::start_on(tcp, http, extra_args)
     }
 }
 

@@ -3,8 +3,11 @@
 //! - [`binary`]: path to a binary, built once per test process with `cargo build`.
 //! - [`NsqdProcess`] / [`NsqlookupdProcess`]: a daemon on loopback port 0, ready (listeners
 //!   announced, `/ping` = `OK`) when `start` returns; SIGKILL/SIGTERM helpers; killed on drop.
+//!   [`NsqlookupdProcess::restart`] brings a lookupd back on the same addresses.
 //! - [`http_get`] / [`http_post`]: a blocking HTTP/1.1 client returning status, headers, body.
-//! - [`RawConn`]: a raw V2 protocol client with per-read deadlines.
+//! - [`RawConn`]: a raw V2 protocol client with per-read deadlines; [`RawLookupConn`] the
+//!   same for nsqlookupd's V1 protocol.
+//! - [`wait_until`]: poll for a state change with a deadline instead of sleeping.
 //! - [`within`]: bound a whole async test in time.
 //!
 //! Every wait has a deadline; timeouts panic with the daemon's collected logs. Nothing binds a
@@ -27,7 +30,9 @@ pub mod binary;
 pub mod daemon;
 pub mod http;
 pub mod raw;
+pub mod raw_lookup;
 
+use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
@@ -35,6 +40,7 @@ pub use binary::binary;
 pub use daemon::{Daemon, Logs, NsqdProcess, NsqlookupdProcess};
 pub use http::{http_get, http_post, http_request, HttpResponse};
 pub use raw::{channel, describe, topic, RawConn, ReadError, READ_TIMEOUT};
+pub use raw_lookup::{LookupRead, RawLookupConn};
 
 /// The bound on one whole end-to-end test.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,5 +55,35 @@ pub async fn within_for<F: Future>(limit: Duration, fut: F) -> F::Output {
     match tokio::time::timeout(limit, fut).await {
         Ok(out) => out,
         Err(_) => panic!("test did not finish within {limit:?}"),
+    }
+}
+
+/// Interval between [`wait_until`] probes: it bounds how late a change is seen, not whether.
+pub const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Poll `probe` until it returns `Ok`, for at most `limit`; the way to wait for state another
+/// process changes on its own (a registration reaching lookupd, a timeout expiring) without
+/// sleeping a guessed amount.
+///
+/// On timeout returns `Err` naming `what` and the last `Err` the probe gave, so the failure
+/// says what was seen instead; callers add the daemons' logs (e.g. with [`Daemon::fail`]).
+/// The probe may block briefly (e.g. [`http_get`]); it runs on the test's runtime thread.
+pub async fn wait_until<T, E: Display>(
+    limit: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<T, E>,
+) -> Result<T, String> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let last = match probe() {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "timed out after {limit:?} waiting until {what}; last seen: {last}"
+            ));
+        }
+        tokio::time::sleep(WAIT_POLL_INTERVAL).await;
     }
 }

@@ -1,7 +1,10 @@
 //! Checks on the harness itself, so later end-to-end tests can rely on it: readiness, HTTP,
-//! signals, restart on the same data directory, and nsqlookupd startup.
+//! signals, restart on the same data directory, nsqlookupd startup and restart on the same
+//! addresses, and polling with a deadline.
 
-use nsq_tests::{within, NsqdProcess, NsqlookupdProcess};
+use std::time::Duration;
+
+use nsq_tests::{wait_until, within, NsqdProcess, NsqlookupdProcess};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,6 +52,47 @@ async fn nsqlookupd_starts_ready() {
         assert!(lookupd.tcp_addr().port() != 0);
         lookupd.terminate();
         assert!(!lookupd.is_running());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nsqlookupd_restarts_on_the_same_addresses() {
+    within(async {
+        let lookupd = NsqlookupdProcess::start(&[]);
+        let (tcp, http) = (lookupd.tcp_addr(), lookupd.http_addr());
+        // An HTTP exchange first, so the old process leaves a TIME_WAIT socket on its port.
+        assert_eq!(lookupd.http_get("/ping").text(), "OK");
+        let lookupd = lookupd.restart(&[]);
+        assert_eq!((lookupd.tcp_addr(), lookupd.http_addr()), (tcp, http));
+        assert_eq!(lookupd.http_get("/ping").text(), "OK");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_until_returns_the_first_success_or_what_it_last_saw() {
+    within(async {
+        let mut probes = 0;
+        let got = wait_until(Duration::from_secs(10), "three probes", || {
+            probes += 1;
+            if probes >= 3 {
+                Ok(probes)
+            } else {
+                Err(probes)
+            }
+        })
+        .await;
+        assert_eq!(got, Ok(3));
+        let err = wait_until(Duration::from_millis(50), "the impossible", || {
+            Err::<(), _>("still nothing")
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            err.contains("the impossible") && err.contains("still nothing"),
+            "{err}"
+        );
     })
     .await;
 }
