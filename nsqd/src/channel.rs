@@ -63,6 +63,9 @@ pub struct ChannelLimits {
     pub mem_queue_size: usize,
     pub max_msg_timeout: Duration,
     pub max_channel_consumers: usize,
+    /// `--e2e-processing-latency-window-time`, when percentiles are
+    /// configured; `None` keeps no latency stream.
+    pub e2e_window: Option<Duration>,
 }
 
 struct InFlight {
@@ -148,6 +151,8 @@ pub struct Channel {
     limits: ChannelLimits,
     state: Mutex<ChannelState>,
     deleted: AtomicBool,
+    /// End-to-end latency of FINished messages (see `e2e.rs`).
+    pub(crate) e2e: Option<crate::e2e::E2eStream>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -164,6 +169,7 @@ impl Channel {
             limits,
             state: Mutex::new(ChannelState::default()),
             deleted: AtomicBool::new(false),
+            e2e: limits.e2e_window.map(crate::e2e::E2eStream::new),
         }
     }
 
@@ -330,8 +336,9 @@ impl Channel {
 
     /// FIN: the client is done with the message.
     pub fn finish(&self, client_id: u64, id: u64) -> Result<(), InFlightError> {
-        let mut st = self.lock();
-        take_in_flight(&mut st, client_id, id).map(|_| ())
+        let msg = take_in_flight(&mut self.lock(), client_id, id)?;
+        self.record_e2e(&msg);
+        Ok(())
     }
 
     /// REQ: give the message back, now or after `delay`.

@@ -8,6 +8,7 @@
 
 pub mod channel;
 pub mod client;
+pub mod e2e;
 pub mod http;
 pub mod http_client;
 pub mod lookup;
@@ -15,6 +16,7 @@ pub mod message;
 pub mod metadata;
 pub mod nsqd;
 pub mod options;
+pub mod process;
 pub mod protocol_v2;
 pub mod topic;
 

@@ -70,7 +70,7 @@ pub struct Nsqd {
     /// Wakes the metadata writer after a topic or channel change.
     metadata_dirty: Notify,
     data_path: PathBuf,
-        /// Held for the life of the server so no second nsqd shares the data path.
+    /// Held for the life of the server so no second nsqd shares the data path.
     _dir_lock: DirLock,
     /// `None` when healthy; else the last error (a failed disk write), which
     /// `/ping` and `/stats` report until the next success clears it.
@@ -86,7 +86,7 @@ impl Nsqd {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-        pub fn tcp_addr(&self) -> SocketAddr {
+    pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_addr
     }
 
@@ -504,6 +504,8 @@ impl Server {
             mem_queue_size: opts.mem_queue_size as usize,
             max_msg_timeout: *opts.max_msg_timeout,
             max_channel_consumers: opts.max_channel_consumers as usize,
+            e2e_window: (!opts.e2e_percentiles()?.is_empty())
+                .then_some(*opts.e2e_processing_latency_window_time),
         };
         let nsqd = Arc::new(Nsqd {
             tcp_addr: tcp.local_addr()?,
@@ -521,7 +523,7 @@ impl Server {
             http_client,
             metadata_dirty: Notify::new(),
             data_path,
-                        _dir_lock: dir_lock,
+            _dir_lock: dir_lock,
             health: Mutex::new(None),
         });
         if let Some(meta) = &meta {

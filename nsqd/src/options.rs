@@ -312,10 +312,6 @@ impl Options {
         };
         note(!self.statsd_address.is_empty(), "--statsd-address");
         note(
-            !self.e2e_processing_latency_percentile.is_empty(),
-            "--e2e-processing-latency-percentile",
-        );
-        note(
             !self.tls_cert.is_empty() || !self.tls_key.is_empty(),
             "--tls-cert/--tls-key",
         );

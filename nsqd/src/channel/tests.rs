@@ -17,6 +17,7 @@ fn channel(mem: usize) -> Channel {
             mem_queue_size: mem,
             max_msg_timeout: Duration::from_secs(900),
             max_channel_consumers: 0,
+            e2e_window: None,
         },
     )
 }
@@ -220,6 +221,7 @@ fn max_channel_consumers() {
             mem_queue_size: 10,
             max_msg_timeout: Duration::from_secs(900),
             max_channel_consumers: 1,
+            e2e_window: None,
         },
     );
     ch.add_client(client(1)).unwrap();
