@@ -45,6 +45,8 @@ pub struct ClientInfo {
     pub topology_region: String,
     pub topology_zone: String,
     pub identified: bool,
+    /// IDENTIFY's `sample_rate`, for `/stats`.
+    pub sample_rate: u8,
 }
 
 /// Shared by the reader task (commands), the writer task (delivery), the

@@ -1,12 +1,15 @@
 //! nsqd's HTTP API: routing, upstream's response conventions, and the
-//! publishing and info endpoints.
+//! publishing, info, stats and metrics endpoints. Topic, channel and config
+//! administration live in `http/admin.rs`.
+
+mod admin;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -14,9 +17,10 @@ use hyper_util::rt::TokioIo;
 use nsq_protocol::{parse_mpub_body, ErrorCode, TopicName};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::nsqd::Nsqd;
+use crate::stats::{StatsFilter, StatsRequest};
 use crate::topic::PutError;
 
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -48,7 +52,7 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, listener: TcpListener) {
         nsqd.tracker.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let nsqd = nsqd2.clone();
-                async move { Ok::<_, Infallible>(handle(&nsqd, req).await) }
+                async move { Ok::<_, Infallible>(handle_guarded(nsqd, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 // Go writes canonical header names; some tools compare them.
@@ -67,24 +71,71 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, listener: TcpListener) {
 pub type Reply = Result<HttpResponse, (StatusCode, &'static str)>;
 
 /// A route: the methods it answers and its handler.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route {
     Ping,
     Info,
     Pub,
     Mpub,
+    Stats,
+    Metrics,
+    TopicCreate,
+    TopicDelete,
+    TopicEmpty,
+    TopicPause,
+    TopicUnpause,
+    ChannelCreate,
+    ChannelDelete,
+    ChannelEmpty,
+    ChannelPause,
+    ChannelUnpause,
+    /// `/config/:opt`; the option is read from the path by the handler.
+    Config,
 }
 
 fn route(path: &str) -> Option<(Route, &'static [Method])> {
     const GET: &[Method] = &[Method::GET];
     const POST: &[Method] = &[Method::POST];
+    const GET_PUT: &[Method] = &[Method::GET, Method::PUT];
     Some(match path {
         "/ping" => (Route::Ping, GET),
         "/info" => (Route::Info, GET),
         "/pub" => (Route::Pub, POST),
         "/mpub" => (Route::Mpub, POST),
+        "/stats" => (Route::Stats, GET),
+        "/metrics" => (Route::Metrics, GET),
+        "/topic/create" => (Route::TopicCreate, POST),
+        "/topic/delete" => (Route::TopicDelete, POST),
+        "/topic/empty" => (Route::TopicEmpty, POST),
+        "/topic/pause" => (Route::TopicPause, POST),
+        "/topic/unpause" => (Route::TopicUnpause, POST),
+        "/channel/create" => (Route::ChannelCreate, POST),
+        "/channel/delete" => (Route::ChannelDelete, POST),
+        "/channel/empty" => (Route::ChannelEmpty, POST),
+        "/channel/pause" => (Route::ChannelPause, POST),
+        "/channel/unpause" => (Route::ChannelUnpause, POST),
+        // httprouter's `:opt` matches one non-empty path segment.
+        p if config_option(p).is_some() => (Route::Config, GET_PUT),
         _ => return None,
     })
+}
+
+/// The `:opt` of `/config/:opt`.
+fn config_option(path: &str) -> Option<&str> {
+    path.strip_prefix("/config/")
+        .filter(|o| !o.is_empty() && !o.contains('/'))
+}
+
+/// Run the handler in its own task so a panic becomes upstream's 500
+/// `INTERNAL_ERROR` instead of a dropped connection.
+async fn handle_guarded(nsqd: Arc<Nsqd>, req: Request<Incoming>) -> HttpResponse {
+    match tokio::spawn(async move { handle(&nsqd, req).await }).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            error!("panic in HTTP handler - {e}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+        }
+    }
 }
 
 async fn handle(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> HttpResponse {
@@ -96,8 +147,10 @@ async fn handle(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> HttpResponse {
         allowed.push("OPTIONS");
         allowed.sort_unstable();
         let allow = allowed.join(", ");
+        // httprouter answers OPTIONS itself: 200, an Allow header, nothing
+        // else (no NSQ content-type header, no body).
         let mut resp = if req.method() == Method::OPTIONS {
-            with_nsq_header(Response::new(Full::new(Bytes::new())))
+            Response::new(Full::new(Bytes::new()))
         } else {
             error(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
         };
@@ -111,6 +164,24 @@ async fn handle(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> HttpResponse {
         Route::Info => Ok(info(nsqd)),
         Route::Pub => publish(nsqd, req).await,
         Route::Mpub => mpub(nsqd, req).await,
+        Route::Stats => stats(nsqd, &req),
+        Route::Metrics => Ok(metrics(nsqd)),
+        Route::TopicCreate => admin::create_topic(nsqd, &req),
+        Route::TopicDelete => admin::delete_topic(nsqd, &req),
+        Route::TopicEmpty => admin::empty_topic(nsqd, &req),
+        Route::TopicPause => admin::pause_topic(nsqd, &req, true),
+        Route::TopicUnpause => admin::pause_topic(nsqd, &req, false),
+        Route::ChannelCreate => admin::create_channel(nsqd, &req),
+        Route::ChannelDelete => admin::delete_channel(nsqd, &req),
+        Route::ChannelEmpty => admin::empty_channel(nsqd, &req),
+        Route::ChannelPause => admin::pause_channel(nsqd, &req, true),
+        Route::ChannelUnpause => admin::pause_channel(nsqd, &req, false),
+        Route::Config => {
+            let opt = config_option(req.uri().path())
+                .unwrap_or_default()
+                .to_string();
+            admin::config(nsqd, req, &opt).await
+        }
     };
     result.unwrap_or_else(|(status, name)| error(status, name))
 }
@@ -150,10 +221,58 @@ pub fn text(body: &'static str) -> HttpResponse {
     ))
 }
 
+/// Success with no data: 200, empty body, no content type.
+pub fn empty() -> HttpResponse {
+    with_nsq_header(Response::new(Full::new(Bytes::new())))
+}
+
 fn ping(nsqd: &Nsqd) -> HttpResponse {
-    // /ping is the one endpoint without the NSQ content-type header.
-    let _ = nsqd;
-    with_type(StatusCode::OK, TEXT, Bytes::from_static(b"OK"))
+    // /ping is the one endpoint without the NSQ content-type header, and it
+    // answers in plain text even when unhealthy (upstream's PlainText).
+    match nsqd.health() {
+        Ok(()) => with_type(StatusCode::OK, TEXT, Bytes::from_static(b"OK")),
+        Err(e) => with_type(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            TEXT,
+            Bytes::from(format!("NOK - {e}")),
+        ),
+    }
+}
+
+/// `include_clients`/`include_mem`: `true`/`1` and `false`/`0`; anything
+/// else, or absent, means true.
+fn bool_param(q: &Query, name: &str) -> bool {
+    !matches!(q.get(name), Some("false") | Some("0"))
+}
+
+fn stats(nsqd: &Nsqd, req: &Request<Incoming>) -> Reply {
+    let q = Query::parse(req)?;
+    let r = StatsRequest {
+        json: q.get("format") == Some("json"),
+        filter: StatsFilter {
+            topic: q.get("topic").unwrap_or_default().to_string(),
+            channel: q.get("channel").unwrap_or_default().to_string(),
+            include_clients: bool_param(&q, "include_clients"),
+        },
+        include_mem: bool_param(&q, "include_mem"),
+    };
+    if r.json {
+        Ok(json(&crate::stats::to_json(nsqd, &r)))
+    } else {
+        Ok(with_nsq_header(with_type(
+            StatusCode::OK,
+            TEXT,
+            Bytes::from(crate::stats::to_text(nsqd, &r)),
+        )))
+    }
+}
+
+fn metrics(nsqd: &Nsqd) -> HttpResponse {
+    with_nsq_header(with_type(
+        StatusCode::OK,
+        crate::metrics::CONTENT_TYPE,
+        Bytes::from(crate::metrics::render(nsqd)),
+    ))
 }
 
 #[derive(Serialize)]
@@ -254,25 +373,35 @@ fn unescape(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// Read the body, refusing more than `max` bytes with `too_big`.
-async fn read_body(
+pub(crate) async fn read_body(
     req: Request<Incoming>,
     max: u64,
     too_big: &'static str,
 ) -> Result<Bytes, (StatusCode, &'static str)> {
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max) {
+    if declared_length(&req).is_some_and(|n| n > max) {
         return Err((StatusCode::PAYLOAD_TOO_LARGE, too_big));
     }
     let limited = Limited::new(req.into_body(), max as usize + 1);
     let body = limited
         .collect()
         .await
-        .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"))?
+        .map_err(|e| {
+            // Past the limit is "too big" (upstream's LimitReader stops
+            // there); anything else is a broken body.
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                (StatusCode::PAYLOAD_TOO_LARGE, too_big)
+            } else {
+                (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+            }
+        })?
         .to_bytes();
     if body.len() as u64 > max {
         return Err((StatusCode::PAYLOAD_TOO_LARGE, too_big));
@@ -288,12 +417,14 @@ fn put_error(e: PutError) -> (StatusCode, &'static str) {
 }
 
 async fn publish(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> Reply {
-    let query = Query::parse(&req)?;
+    // Upstream reads and checks the body before it looks at the query.
+    let query = Query::parse(&req);
     let max = nsqd.opts.max_msg_size as u64;
     let body = read_body(req, max, "MSG_TOO_BIG").await?;
     if body.is_empty() {
         return Err((StatusCode::BAD_REQUEST, "MSG_EMPTY"));
     }
+    let query = query?;
     let topic = nsqd.get_topic(&query.topic()?);
     let defer = match query.get("defer") {
         None => None,
@@ -313,10 +444,15 @@ async fn publish(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> Reply {
 }
 
 async fn mpub(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> Reply {
-    let query = Query::parse(&req)?;
+    // Upstream's order: the declared length, then the query and topic (which
+    // is created), then the body as it is read.
     let limits = nsqd.opts.limits();
-    let body = read_body(req, limits.max_body_size, "BODY_TOO_BIG").await?;
+    if declared_length(&req).is_some_and(|n| n > limits.max_body_size) {
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_BIG"));
+    }
+    let query = Query::parse(&req)?;
     let topic = nsqd.get_topic(&query.topic()?);
+    let body = read_body(req, limits.max_body_size, "BODY_TOO_BIG").await?;
     // Upstream: true/1 binary, false/0 text, absent text, anything else binary.
     let binary = !matches!(query.get("binary"), None | Some("false") | Some("0"));
     let bodies = if binary {

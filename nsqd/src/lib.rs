@@ -8,16 +8,20 @@
 
 pub mod channel;
 pub mod client;
+pub mod config;
 pub mod e2e;
 pub mod http;
 pub mod http_client;
 pub mod lookup;
 pub mod message;
 pub mod metadata;
+pub mod metrics;
 pub mod nsqd;
 pub mod options;
 pub mod process;
 pub mod protocol_v2;
+pub mod stats;
+pub mod statsd;
 pub mod topic;
 
 pub use crate::nsqd::{Error, Nsqd, Result, Server};

@@ -6,7 +6,7 @@ use nsqd::{Options, Server};
 #[tokio::main]
 async fn main() {
     let opts: Options = nsq_app::flags::parse_options("nsqd", std::env::args_os(), CONFIG_KEYS);
-    let _log = nsq_app::logging::init(opts.log_level, &opts.log_prefix);
+    let log = nsq_app::logging::init(opts.log_level, &opts.log_prefix);
     // Handlers first: a SIGTERM must never find the listeners up without them.
     let shutdown = nsq_app::signal::shutdown_signal();
     let server = match Server::bind(opts).await {
@@ -17,6 +17,8 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    // So `PUT /config/log_level` changes what is logged.
+    server.set_log_handle(log);
     if let Err(e) = server.run(shutdown).await {
         tracing::error!("{e}");
         std::process::exit(1);

@@ -75,6 +75,8 @@ pub struct Nsqd {
     /// `None` when healthy; else the last error (a failed disk write), which
     /// `/ping` and `/stats` report until the next success clears it.
     health: Mutex<Option<String>>,
+    /// Options `PUT /config/:opt` can change, and the log handle.
+    pub live: crate::config::LiveOptions,
 }
 
 impl Nsqd {
@@ -507,6 +509,7 @@ impl Server {
             e2e_window: (!opts.e2e_percentiles()?.is_empty())
                 .then_some(*opts.e2e_processing_latency_window_time),
         };
+        let live = crate::config::LiveOptions::new(&opts);
         let nsqd = Arc::new(Nsqd {
             tcp_addr: tcp.local_addr()?,
             http_addr: http.as_ref().map(|l| l.local_addr()).transpose()?,
@@ -525,6 +528,7 @@ impl Server {
             data_path,
             _dir_lock: dir_lock,
             health: Mutex::new(None),
+            live,
         });
         if let Some(meta) = &meta {
             nsqd.restore(meta);
@@ -537,6 +541,12 @@ impl Server {
 
     pub fn nsqd(&self) -> Arc<Nsqd> {
         self.nsqd.clone()
+    }
+
+    /// Hand over the process's log filter so `PUT /config/log_level`
+    /// changes what is logged.
+    pub fn set_log_handle(&self, handle: nsq_app::logging::LogHandle) {
+        self.nsqd.live.attach_log(handle);
     }
 
     pub fn tcp_addr(&self) -> SocketAddr {
@@ -568,6 +578,9 @@ impl Server {
         }
         nsqd.tracker.spawn(queue_scan_loop(nsqd.clone()));
         nsqd.tracker.spawn(metadata_loop(nsqd.clone()));
+        if !nsqd.opts.statsd_address.is_empty() {
+            nsqd.tracker.spawn(crate::statsd::statsd_loop(nsqd.clone()));
+        }
         nsqd.lookup
             .set_addresses(&nsqd, &nsqd.opts.lookupd_tcp_address);
         tokio::select! {

@@ -310,7 +310,6 @@ impl Options {
                 out.push(name);
             }
         };
-        note(!self.statsd_address.is_empty(), "--statsd-address");
         note(
             !self.tls_cert.is_empty() || !self.tls_key.is_empty(),
             "--tls-cert/--tls-key",

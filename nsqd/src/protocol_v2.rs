@@ -268,6 +268,7 @@ impl Connection {
             info.topology_region = req.topology_region.clone().unwrap_or_default();
             info.topology_zone = req.topology_zone.clone().unwrap_or_default();
             info.identified = true;
+            info.sample_rate = settings.sample_rate;
         }
         self.settings = settings.clone();
         self.send(ToWriter::Settings(settings.clone())).await;

@@ -1,0 +1,149 @@
+//! Topic, channel and config administration endpoints, with upstream's
+//! argument checks in upstream's order and its error names.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use nsq_app::LogLevel;
+use nsq_protocol::{ChannelName, TopicName};
+
+use super::{empty, json, read_body, Query, Reply};
+use crate::nsqd::Nsqd;
+use crate::topic::Topic;
+
+type HttpError = (StatusCode, &'static str);
+
+const fn bad(name: &'static str) -> HttpError {
+    (StatusCode::BAD_REQUEST, name)
+}
+
+const TOPIC_NOT_FOUND: HttpError = (StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND");
+const CHANNEL_NOT_FOUND: HttpError = (StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND");
+
+/// `topic` as given, unvalidated: delete and pause only look it up.
+fn raw_topic(q: &Query) -> Result<&str, HttpError> {
+    q.get("topic").ok_or(bad("MISSING_ARG_TOPIC"))
+}
+
+/// Upstream's `GetTopicChannelArgs` (note the `INVALID_ARG_*` names, unlike
+/// `/topic/*`'s `INVALID_TOPIC`), then the topic must exist.
+fn existing_topic_and_channel(
+    nsqd: &Nsqd,
+    req: &Request<Incoming>,
+) -> Result<(Arc<Topic>, ChannelName), HttpError> {
+    let q = Query::parse(req)?;
+    let topic: TopicName = q
+        .get("topic")
+        .ok_or(bad("MISSING_ARG_TOPIC"))?
+        .parse()
+        .map_err(|_| bad("INVALID_ARG_TOPIC"))?;
+    let channel: ChannelName = q
+        .get("channel")
+        .ok_or(bad("MISSING_ARG_CHANNEL"))?
+        .parse()
+        .map_err(|_| bad("INVALID_ARG_CHANNEL"))?;
+    let topic = nsqd.topic(topic.as_str()).ok_or(TOPIC_NOT_FOUND)?;
+    Ok((topic, channel))
+}
+
+pub(super) fn create_topic(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply {
+    let topic = Query::parse(req)?.topic()?;
+    nsqd.get_topic(&topic);
+    Ok(empty())
+}
+
+pub(super) fn delete_topic(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply {
+    let q = Query::parse(req)?;
+    nsqd.delete_topic(raw_topic(&q)?).ok_or(TOPIC_NOT_FOUND)?;
+    Ok(empty())
+}
+
+pub(super) fn empty_topic(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply {
+    let topic = Query::parse(req)?.topic()?;
+    nsqd.topic(topic.as_str()).ok_or(TOPIC_NOT_FOUND)?.empty();
+    Ok(empty())
+}
+
+pub(super) fn pause_topic(nsqd: &Arc<Nsqd>, req: &Request<Incoming>, pause: bool) -> Reply {
+    let q = Query::parse(req)?;
+    let topic = nsqd.topic(raw_topic(&q)?).ok_or(TOPIC_NOT_FOUND)?;
+    if pause {
+        topic.pause();
+    } else {
+        topic.unpause();
+    }
+    // Persist now, so a crash cannot silently (un)pause it on restart.
+    nsqd.metadata_changed();
+    Ok(empty())
+}
+
+pub(super) fn create_channel(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply {
+    let (topic, channel) = existing_topic_and_channel(nsqd, req)?;
+    nsqd.create_channel(&topic, &channel);
+    Ok(empty())
+}
+
+pub(super) fn delete_channel(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply {
+    let (topic, channel) = existing_topic_and_channel(nsqd, req)?;
+    nsqd.delete_channel(&topic, channel.as_str())
+        .ok_or(CHANNEL_NOT_FOUND)?;
+    // Upstream deletes an ephemeral topic with its last channel.
+    if topic.is_ephemeral() && topic.channel_count() == 0 {
+        nsqd.delete_topic(topic.name.as_str());
+    }
+    Ok(empty())
+}
+
+pub(super) fn empty_channel(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply {
+    let (topic, channel) = existing_topic_and_channel(nsqd, req)?;
+    topic
+        .channel(channel.as_str())
+        .ok_or(CHANNEL_NOT_FOUND)?
+        .empty();
+    Ok(empty())
+}
+
+pub(super) fn pause_channel(nsqd: &Arc<Nsqd>, req: &Request<Incoming>, pause: bool) -> Reply {
+    let (topic, channel) = existing_topic_and_channel(nsqd, req)?;
+    let c = topic.channel(channel.as_str()).ok_or(CHANNEL_NOT_FOUND)?;
+    if pause {
+        c.pause();
+    } else {
+        c.unpause();
+    }
+    nsqd.metadata_changed();
+    Ok(empty())
+}
+
+/// `GET /config/:opt` reads an option by its config-file key; `PUT` sets
+/// `nsqlookupd_tcp_addresses` (a JSON array) or `log_level` (raw text), then
+/// answers with the new value.
+pub(super) async fn config(nsqd: &Arc<Nsqd>, req: Request<Incoming>, opt: &str) -> Reply {
+    if req.method() == Method::PUT {
+        let max = nsqd.opts.max_msg_size as u64;
+        let body = read_body(req, max, "INVALID_VALUE").await?;
+        if body.is_empty() {
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, "INVALID_VALUE"));
+        }
+        match opt {
+            "nsqlookupd_tcp_addresses" => {
+                // Go decodes `null` into an empty list without complaint.
+                let addrs: Option<Vec<String>> =
+                    serde_json::from_slice(&body).map_err(|_| bad("INVALID_VALUE"))?;
+                nsqd.live
+                    .set_lookupd_tcp_addresses(nsqd, addrs.unwrap_or_default());
+            }
+            "log_level" => {
+                let level: LogLevel = std::str::from_utf8(&body)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or(bad("INVALID_VALUE"))?;
+                nsqd.live.set_log_level(level);
+            }
+            _ => return Err(bad("INVALID_OPTION")),
+        }
+    }
+    let value = crate::config::option_value(nsqd, opt).ok_or(bad("INVALID_OPTION"))?;
+    Ok(json(&value))
+}

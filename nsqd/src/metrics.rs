@@ -1,0 +1,330 @@
+//! `GET /metrics`: the same numbers as `/stats` in the Prometheus text
+//! exposition format (version 0.0.4), plus process metrics from `/proc`.
+//! Beyond upstream, which only pushes to statsd. Names and labels are listed
+//! in the README.
+
+use std::fmt::Write as _;
+
+use crate::e2e::{self, E2eSnapshot};
+use crate::nsqd::Nsqd;
+use crate::process;
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One metric family's samples, written together as the format requires.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    samples: Vec<(String, Labels, f64)>,
+}
+
+impl Family {
+    fn new(name: &'static str, kind: &'static str, help: &'static str) -> Self {
+        Family {
+            name,
+            help,
+            kind,
+            samples: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, labels: Labels, value: f64) {
+        self.samples.push((self.name.to_string(), labels, value));
+    }
+
+    /// A sample whose name carries a suffix (`_sum`, `_count` of a summary).
+    fn add_suffixed(&mut self, suffix: &str, labels: Labels, value: f64) {
+        self.samples
+            .push((format!("{}{suffix}", self.name), labels, value));
+    }
+
+    fn write(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
+        let _ = writeln!(out, "# TYPE {} {}", self.name, self.kind);
+        for (name, labels, value) in &self.samples {
+            out.push_str(name);
+            if !labels.is_empty() {
+                out.push('{');
+                for (i, (k, v)) in labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "{k}=\"{}\"", escape(v));
+                }
+                out.push('}');
+            }
+            let _ = writeln!(out, " {}", number(*value));
+        }
+    }
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Quantile series and cumulative `_sum`/`_count` (seconds) of a latency
+/// summary: quantiles cover the sliding window, `_sum`/`_count` all time.
+fn add_summary(f: &mut Family, labels: Labels, snap: &E2eSnapshot, qs: &[f64]) {
+    for (q, v) in snap.quantiles(qs) {
+        let mut l = labels.clone();
+        l.push(("quantile", format!("{q}")));
+        f.add(l, v / 1e9);
+    }
+    f.add_suffixed("_sum", labels.clone(), snap.total_sum_ns / 1e9);
+    f.add_suffixed("_count", labels, snap.total_count as f64);
+}
+
+/// Render every metric.
+pub fn render(nsqd: &Nsqd) -> String {
+    let percentiles = nsqd.opts.e2e_percentiles().unwrap_or_default();
+    let topics = nsqd.topics_snapshot();
+
+    let mut info = Family::new("nsq_info", "gauge", "Version of this nsqd; always 1.");
+    info.add(vec![("version", nsq_protocol::VERSION.to_string())], 1.0);
+    let mut healthy = Family::new(
+        "nsq_healthy",
+        "gauge",
+        "1 when nsqd is healthy (/ping answers OK), else 0.",
+    );
+    healthy.add(vec![], if nsqd.health().is_ok() { 1.0 } else { 0.0 });
+    let mut start = Family::new(
+        "nsq_start_time_seconds",
+        "gauge",
+        "When nsqd started, Unix seconds.",
+    );
+    start.add(vec![], nsqd.start_time as f64);
+    let mut ntopics = Family::new("nsq_topics", "gauge", "Topics.");
+    ntopics.add(vec![], topics.len() as f64);
+    let mut nclients = Family::new("nsq_clients", "gauge", "Connected TCP clients.");
+    nclients.add(vec![], nsqd.clients_snapshot().len() as f64);
+
+    let mut t_depth = Family::new(
+        "nsq_topic_depth",
+        "gauge",
+        "Messages held by the topic (memory and disk).",
+    );
+    let mut t_backend = Family::new(
+        "nsq_topic_backend_depth",
+        "gauge",
+        "Messages held in the topic's disk queue.",
+    );
+    let mut t_msgs = Family::new(
+        "nsq_topic_messages_total",
+        "counter",
+        "Messages published to the topic.",
+    );
+    let mut t_bytes = Family::new(
+        "nsq_topic_message_bytes_total",
+        "counter",
+        "Body bytes published to the topic.",
+    );
+    let mut t_paused = Family::new("nsq_topic_paused", "gauge", "1 when the topic is paused.");
+    let mut t_channels = Family::new("nsq_topic_channels", "gauge", "Channels of the topic.");
+    let mut t_e2e = Family::new(
+        "nsq_topic_e2e_processing_latency_seconds",
+        "summary",
+        "Publish-to-FIN latency over all channels of the topic; quantiles over the latency window.",
+    );
+    let mut c_depth = Family::new(
+        "nsq_channel_depth",
+        "gauge",
+        "Messages queued in the channel (memory and disk).",
+    );
+    let mut c_backend = Family::new(
+        "nsq_channel_backend_depth",
+        "gauge",
+        "Messages queued in the channel's disk queue.",
+    );
+    let mut c_inflight = Family::new(
+        "nsq_channel_in_flight",
+        "gauge",
+        "Messages delivered and not yet finished.",
+    );
+    let mut c_deferred = Family::new(
+        "nsq_channel_deferred",
+        "gauge",
+        "Messages deferred (DPUB or REQ with delay).",
+    );
+    let mut c_msgs = Family::new(
+        "nsq_channel_messages_total",
+        "counter",
+        "Messages that entered the channel.",
+    );
+    let mut c_requeued = Family::new(
+        "nsq_channel_requeued_total",
+        "counter",
+        "Messages requeued by clients (REQ).",
+    );
+    let mut c_timedout = Family::new(
+        "nsq_channel_timed_out_total",
+        "counter",
+        "Messages that timed out in flight.",
+    );
+    let mut c_clients = Family::new(
+        "nsq_channel_clients",
+        "gauge",
+        "Clients subscribed to the channel.",
+    );
+    let mut c_paused = Family::new(
+        "nsq_channel_paused",
+        "gauge",
+        "1 when the channel is paused.",
+    );
+    let mut c_e2e = Family::new(
+        "nsq_channel_e2e_processing_latency_seconds",
+        "summary",
+        "Publish-to-FIN latency of the channel; quantiles over the latency window.",
+    );
+
+    for t in &topics {
+        let (ts, _) = t.stats();
+        let channels = t.channels();
+        let tl = || vec![("topic", t.name.to_string())];
+        t_depth.add(tl(), ts.depth as f64);
+        t_backend.add(tl(), ts.backend_depth as f64);
+        t_msgs.add(tl(), ts.message_count as f64);
+        t_bytes.add(tl(), ts.message_bytes as f64);
+        t_paused.add(tl(), f64::from(u8::from(ts.paused)));
+        t_channels.add(tl(), channels.len() as f64);
+        if !percentiles.is_empty() {
+            if let Some(snap) = e2e::topic_snapshot(&channels) {
+                add_summary(&mut t_e2e, tl(), &snap, &percentiles);
+            }
+        }
+        for c in &channels {
+            let s = c.stats();
+            let cl = || {
+                vec![
+                    ("topic", t.name.to_string()),
+                    ("channel", c.name.to_string()),
+                ]
+            };
+            c_depth.add(cl(), s.depth as f64);
+            c_backend.add(cl(), s.backend_depth as f64);
+            c_inflight.add(cl(), s.in_flight_count as f64);
+            c_deferred.add(cl(), s.deferred_count as f64);
+            c_msgs.add(cl(), s.message_count as f64);
+            c_requeued.add(cl(), s.requeue_count as f64);
+            c_timedout.add(cl(), s.timeout_count as f64);
+            c_clients.add(cl(), s.client_count as f64);
+            c_paused.add(cl(), f64::from(u8::from(s.paused)));
+            if let (false, Some(stream)) = (percentiles.is_empty(), c.e2e.as_ref()) {
+                add_summary(&mut c_e2e, cl(), &stream.snapshot(), &percentiles);
+            }
+        }
+    }
+
+    let p = process::stats();
+    let mut rss = Family::new(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+    );
+    rss.add(vec![], p.resident_bytes as f64);
+    let mut vsz = Family::new(
+        "process_virtual_memory_bytes",
+        "gauge",
+        "Virtual memory size in bytes.",
+    );
+    vsz.add(vec![], p.virtual_bytes as f64);
+    let mut fds = Family::new("process_open_fds", "gauge", "Open file descriptors.");
+    fds.add(vec![], p.open_fds as f64);
+    let mut max_fds = Family::new(
+        "process_max_fds",
+        "gauge",
+        "Limit on open file descriptors.",
+    );
+    max_fds.add(vec![], p.max_fds as f64);
+    let mut cpu = Family::new(
+        "process_cpu_seconds_total",
+        "counter",
+        "User and system CPU time in seconds.",
+    );
+    cpu.add(vec![], p.cpu_seconds);
+    let mut pstart = Family::new(
+        "process_start_time_seconds",
+        "gauge",
+        "Process start time, Unix seconds.",
+    );
+    pstart.add(vec![], p.start_time);
+
+    let mut out = String::new();
+    for f in [
+        &info,
+        &healthy,
+        &start,
+        &ntopics,
+        &nclients,
+        &t_depth,
+        &t_backend,
+        &t_msgs,
+        &t_bytes,
+        &t_paused,
+        &t_channels,
+        &t_e2e,
+        &c_depth,
+        &c_backend,
+        &c_inflight,
+        &c_deferred,
+        &c_msgs,
+        &c_requeued,
+        &c_timedout,
+        &c_clients,
+        &c_paused,
+        &c_e2e,
+        &rss,
+        &vsz,
+        &fds,
+        &max_fds,
+        &cpu,
+        &pstart,
+    ] {
+        // A family without samples says nothing (e.g. latency when no
+        // percentiles are configured).
+        if !f.samples.is_empty() {
+            f.write(&mut out);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_text() {
+        let mut f = Family::new("nsq_channel_depth", "gauge", "Depth.");
+        f.add(
+            vec![("topic", "t".into()), ("channel", "c\"x\\y\nz".into())],
+            3.0,
+        );
+        f.add(vec![], 0.25);
+        let mut out = String::new();
+        f.write(&mut out);
+        assert_eq!(
+            out,
+            "# HELP nsq_channel_depth Depth.\n# TYPE nsq_channel_depth gauge\n\
+             nsq_channel_depth{topic=\"t\",channel=\"c\\\"x\\\\y\\nz\"} 3\n\
+             nsq_channel_depth 0.25\n"
+        );
+        assert_eq!(number(f64::INFINITY), "+Inf");
+        assert_eq!(number(1e-7), "0.0000001");
+    }
+}
