@@ -1,0 +1,697 @@
+//! The disk queue: a topic's or channel's overflow as append-only segment files of CRC-checked records, recoverable after a crash at any moment.
+//!
+//! Layout in the data directory, for a queue `name` (`<topic>` or `<topic>:<channel>`):
+//! `<name>.diskqueue.<NNNNNN>.dat` segments holding records
+//! `[u32 BE payload length][u32 BE crc32 of the payload][payload]`, and
+//! `<name>.diskqueue.meta.json` naming the read and write positions as of
+//! the last [`DiskQueue::sync`].
+//!
+//! The durability contract: every record put before a `sync` that returned
+//! Ok and not read before that `sync` is there after a crash, in order.
+//! Records read since the last sync may be delivered again (at-least-once);
+//! records put since the last sync are kept when their bytes reached the
+//! disk intact. The two orderings that make this hold are stated where they
+//! happen: data is fsynced before the meta that counts it, and a fully read
+//! segment is deleted only after a meta that reads past it is durable.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use tracing::{error, warn};
+
+use segment::{header, parse_segment, Meta, Position, Window, HEADER, META_VERSION};
+
+mod recovery;
+mod segment;
+
+/// A write buffer that grew past this (huge batches) is not kept between calls.
+const KEEP_WRITE_BUF: usize = 4 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskQueueOptions {
+    /// A segment is rolled before a record that would take it past this size
+    /// (a record never spans segments; a larger record gets one to itself).
+    pub max_bytes_per_file: u64,
+    /// Largest valid payload; a larger length on disk is corruption.
+    pub max_msg_size: u64,
+    /// Reads plus writes between fsyncs, as reported by [`DiskQueue::needs_sync`].
+    pub sync_every: u64,
+}
+
+/// The segment being read.
+struct Reader {
+    file: File,
+    num: u64,
+    window: Window,
+    /// The segment's size, once it is no longer the write segment.
+    len: Option<u64>,
+}
+
+/// A FIFO of opaque records on disk. Not thread-safe by itself: its owner
+/// (a topic or channel) keeps it behind its own lock.
+///
+/// Dropping it without [`close`](DiskQueue::close) is what a crash looks
+/// like: nothing is synced (deliberately no `Drop` work), and the next
+/// [`open`](DiskQueue::open) recovers.
+pub struct DiskQueue {
+    dir: PathBuf,
+    name: String,
+    opts: DiskQueueOptions,
+    read: Position,
+    write: Position,
+    /// Unread records per segment, ascending, read segment first.
+    segments: VecDeque<(u64, u64)>,
+    depth: u64,
+    reader: Option<Reader>,
+    writer: Option<File>,
+    /// The write segment has writes not yet fsynced.
+    writer_dirty: bool,
+    /// Rolled segments with writes not yet fsynced.
+    unsynced: Vec<File>,
+    /// Segment files were created since the last sync (their directory
+    /// entries are not durable yet).
+    dir_dirty: bool,
+    /// Fully read segments, deleted once a meta reading past them is durable.
+    pending_deletes: Vec<u64>,
+    ops: u64,
+    dirty: bool,
+    corrupt_records: u64,
+    bad_segments: u64,
+    write_buf: Vec<u8>,
+    /// Set when an fsync failed. The kernel may have dropped the pages it
+    /// could not write, and a later fsync can then succeed without them, so
+    /// no later sync may claim anything durable; reopening recovers from the
+    /// last good meta, emptying drops what depended on it.
+    fsync_failed: Option<ErrorKind>,
+}
+
+impl DiskQueue {
+    /// Open (creating if missing) the queue `name` in `dir`, recovering from
+    /// a crash: the meta gives the positions as of the last sync; every
+    /// valid record written past its write position is adopted (keeping them
+    /// loses less), the first invalid byte there and everything after it in
+    /// that segment is cut off, and the depth is the count of records between
+    /// the read and write positions.
+    pub fn open(dir: &Path, name: &str, opts: DiskQueueOptions) -> io::Result<DiskQueue> {
+        if name.is_empty() || name.contains('/') || name.contains('\0') {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                format!("invalid disk queue name {name:?}"),
+            ));
+        }
+        fs::create_dir_all(dir)?;
+        let mut q = DiskQueue {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            opts,
+            read: Position { file: 0, pos: 0 },
+            write: Position { file: 0, pos: 0 },
+            segments: VecDeque::new(),
+            depth: 0,
+            reader: None,
+            writer: None,
+            writer_dirty: false,
+            unsynced: Vec::new(),
+            dir_dirty: false,
+            pending_deletes: Vec::new(),
+            ops: 0,
+            dirty: false,
+            corrupt_records: 0,
+            bad_segments: 0,
+            write_buf: Vec::new(),
+            fsync_failed: None,
+        };
+        match fs::remove_file(q.meta_tmp_path()) {
+            Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let meta = q.load_meta()?;
+        q.recover(meta.as_ref())?;
+        if meta.as_ref() == Some(&q.meta()) {
+            // Nothing past the synced state: nothing new to make durable.
+            q.unsynced.clear();
+            q.dir_dirty = false;
+        } else {
+            // Make what recovery decided durable (the adopted records, the
+            // cut tails, a rebuilt meta), so that a crash right after this
+            // open cannot resurrect a state we have already moved past.
+            q.sync()?;
+        }
+        Ok(q)
+    }
+
+    /// Append one record.
+    pub fn put(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.put_many(std::iter::once(payload))
+    }
+
+    /// Append records with one write(2) per segment touched. A payload that
+    /// is empty or larger than `max_msg_size` is refused with `InvalidInput`
+    /// (empty because a zero-filled tail after a crash would read as a run of
+    /// valid empty records); the payloads before it are stored.
+    pub fn put_many<'a, I: IntoIterator<Item = &'a [u8]>>(
+        &mut self,
+        payloads: I,
+    ) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.write_buf);
+        buf.clear();
+        let mut records = 0;
+        let mut end = self.write.pos;
+        let mut result = Ok(());
+        for p in payloads {
+            let n = p.len() as u64;
+            if n == 0 || n > self.opts.max_msg_size.min(u64::from(u32::MAX)) {
+                result = Err(io::Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "invalid disk queue record size {n} (1..={})",
+                        self.opts.max_msg_size
+                    ),
+                ));
+                break;
+            }
+            if end > 0 && end + HEADER + n > self.opts.max_bytes_per_file {
+                if let Err(e) = self.append(&buf, records) {
+                    result = Err(e);
+                    records = 0;
+                    break;
+                }
+                buf.clear();
+                records = 0;
+                self.roll();
+                end = 0;
+            }
+            buf.extend_from_slice(&(n as u32).to_be_bytes());
+            buf.extend_from_slice(&crc32fast::hash(p).to_be_bytes());
+            buf.extend_from_slice(p);
+            records += 1;
+            end += HEADER + n;
+        }
+        if records > 0 {
+            let appended = self.append(&buf, records);
+            result = result.and(appended);
+        }
+        if buf.capacity() <= KEEP_WRITE_BUF {
+            self.write_buf = buf;
+        }
+        result
+    }
+
+    /// Write `buf` (holding `records` whole records) at the write position.
+    fn append(&mut self, buf: &[u8], records: u64) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if self.writer.is_none() {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(self.segment_path(self.write.file))?;
+            if file.metadata()?.len() > self.write.pos {
+                // Nothing past the write position is ours (a new segment
+                // number has no valid content; recovery already cut tails).
+                file.set_len(self.write.pos)?;
+            }
+            if self.write.pos == 0 {
+                self.dir_dirty = true;
+            }
+            self.writer = Some(file);
+        }
+        let file = self.writer.as_ref().expect("opened above");
+        if let Err(e) = file.write_all_at(buf, self.write.pos) {
+            // Part of the batch may be on disk; the caller got an error and
+            // may retry, so do not let recovery adopt a half-failed batch.
+            let _ = file.set_len(self.write.pos);
+            return Err(e);
+        }
+        self.write.pos += buf.len() as u64;
+        match self.segments.back_mut() {
+            Some((f, n)) if *f == self.write.file => *n += records,
+            _ => self.segments.push_back((self.write.file, records)),
+        }
+        self.depth += records;
+        self.ops += records;
+        self.dirty = true;
+        self.writer_dirty = true;
+        Ok(())
+    }
+
+    /// Start the next segment. Its predecessor is fsynced at the next sync
+    /// rather than now (upstream syncs here): the meta that names the new
+    /// segment is written only after that fsync, which is all durability
+    /// needs, and a put never waits for the disk.
+    fn roll(&mut self) {
+        if let Some(file) = self.writer.take() {
+            if self.writer_dirty {
+                self.unsynced.push(file);
+            }
+        }
+        self.writer_dirty = false;
+        self.write = Position {
+            file: self.write.file + 1,
+            pos: 0,
+        };
+        self.dirty = true;
+    }
+
+    /// The next good record, or None when the queue is empty.
+    pub fn get(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            if self.read == self.write {
+                self.caught_up();
+                return Ok(None);
+            }
+            match self.read_one() {
+                Ok(Step::Record(b)) => return Ok(Some(b)),
+                Ok(Step::Skipped) => {}
+                Ok(Step::SegmentEnd) => self.finish_segment(),
+                Ok(Step::Bad(why)) => self.quarantine_read_segment(&why)?,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Up to `max` records appended to `out` (fewer when the queue runs out).
+    pub fn get_many(&mut self, max: usize, out: &mut Vec<Bytes>) -> io::Result<()> {
+        for _ in 0..max {
+            match self.get()? {
+                Some(b) => out.push(b),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Read at the read position, which is not the write position.
+    fn read_one(&mut self) -> io::Result<Step> {
+        let at_write = self.read.file == self.write.file;
+        if self.reader.as_ref().map(|r| r.num) != Some(self.read.file) {
+            let window = match self.reader.take() {
+                Some(r) => Window {
+                    buf: r.window.buf,
+                    ..Window::at(self.read.pos)
+                },
+                None => Window::at(self.read.pos),
+            };
+            match File::open(self.segment_path(self.read.file)) {
+                Ok(file) => {
+                    self.reader = Some(Reader {
+                        file,
+                        num: self.read.file,
+                        window,
+                        len: None,
+                    })
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound && !at_write => {
+                    return Ok(Step::SegmentEnd)
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Ok(Step::Bad("missing".into()))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let r = self.reader.as_mut().expect("opened above");
+        let limit = if at_write {
+            self.write.pos
+        } else {
+            match r.len {
+                Some(len) => len,
+                None => match r.file.metadata() {
+                    Ok(m) => *r.len.insert(m.len()),
+                    Err(e) => return Ok(Step::Bad(format!("stat failed: {e}"))),
+                },
+            }
+        };
+        if self.read.pos >= limit {
+            return Ok(Step::SegmentEnd);
+        }
+        let max = self.opts.max_msg_size;
+        let w = &mut r.window;
+        match w.fill(&r.file, HEADER as usize, limit) {
+            Ok(true) => {}
+            Ok(false) => return Ok(Step::Bad("ends inside a record header".into())),
+            Err(e) => return Ok(Step::Bad(format!("read failed: {e}"))),
+        }
+        let (n, crc) = header(w);
+        if n == 0 || n > max || self.read.pos + HEADER + n > limit {
+            return Ok(Step::Bad(format!(
+                "impossible record length {n} at offset {}",
+                self.read.pos
+            )));
+        }
+        let total = (HEADER + n) as usize;
+        match w.fill(&r.file, total, limit) {
+            Ok(true) => {}
+            Ok(false) => return Ok(Step::Bad("ends inside a record".into())),
+            Err(e) => return Ok(Step::Bad(format!("read failed: {e}"))),
+        }
+        let payload = &w.bytes()[HEADER as usize..total];
+        let good = crc32fast::hash(payload) == crc;
+        let record = good.then(|| Bytes::copy_from_slice(payload));
+        let at = self.read.pos;
+        w.advance(total as u64);
+        self.read.pos += total as u64;
+        self.ops += 1;
+        self.dirty = true;
+        if let Some((f, left)) = self.segments.front_mut() {
+            if *f == self.read.file && *left > 0 {
+                *left -= 1;
+                self.depth -= 1;
+            }
+        }
+        match record {
+            Some(b) => Ok(Step::Record(b)),
+            None => {
+                self.corrupt_records += 1;
+                error!(queue = %self.name, segment = self.read.file, offset = at, len = n,
+                    "disk queue record failed its CRC check; skipped");
+                Ok(Step::Skipped)
+            }
+        }
+    }
+
+    /// Forget the unread-record counts of segments up to `file`; what was
+    /// left in them is returned (zero unless records went missing).
+    fn drop_counts_through(&mut self, file: u64) -> u64 {
+        let mut left = 0;
+        while let Some(&(f, n)) = self.segments.front() {
+            if f > file {
+                break;
+            }
+            left += n;
+            self.segments.pop_front();
+        }
+        self.depth -= left;
+        left
+    }
+
+    /// The reader reached the end of a segment no longer written to.
+    fn finish_segment(&mut self) {
+        let left = self.drop_counts_through(self.read.file);
+        if left > 0 {
+            self.corrupt_records += left;
+            error!(queue = %self.name, segment = self.read.file, missing = left,
+                "disk queue segment ended before all the records counted in it");
+        }
+        if self
+            .reader
+            .as_ref()
+            .is_some_and(|r| r.num == self.read.file)
+        {
+            self.pending_deletes.push(self.read.file);
+        }
+        self.read = Position {
+            file: self.read.file + 1,
+            pos: 0,
+        };
+        self.dirty = true;
+    }
+
+    /// The reader is at the write position: nothing may still be counted.
+    fn caught_up(&mut self) {
+        if let Some(r) = self.reader.as_mut() {
+            // An idle queue should not hold its read-ahead.
+            if r.window.buf.capacity() > 0 {
+                r.window = Window::at(self.read.pos);
+            }
+        }
+        if self.depth > 0 {
+            let left = self.drop_counts_through(self.read.file);
+            self.corrupt_records += left;
+            error!(queue = %self.name, missing = left,
+                "disk queue reader caught up with the writer with records still counted");
+        }
+    }
+
+    /// The read segment cannot be read (or holds an impossible length): keep
+    /// it as `<file>.bad` for an operator, count it, go on with the next.
+    fn quarantine_read_segment(&mut self, why: &str) -> io::Result<()> {
+        let file = self.read.file;
+        self.reader = None;
+        self.quarantine_path(&self.segment_path(file), why);
+        let lost = self.drop_counts_through(file);
+        if lost > 0 {
+            error!(queue = %self.name, segment = file, records = lost, "disk queue records unreadable");
+        }
+        if file == self.write.file {
+            self.writer = None;
+            self.writer_dirty = false;
+            self.write = Position {
+                file: file + 1,
+                pos: 0,
+            };
+        }
+        self.read = Position {
+            file: file + 1,
+            pos: 0,
+        };
+        self.dirty = true;
+        // Durable at once: a restart must not re-read the renamed segment,
+        // and the meta must never name a write position in a file now gone.
+        self.sync()
+    }
+
+    fn quarantine_path(&mut self, path: &Path, why: &str) {
+        self.bad_segments += 1;
+        let mut bad = PathBuf::from(format!("{}.bad", path.display()));
+        let mut i = 1;
+        while bad.exists() {
+            bad = PathBuf::from(format!("{}.bad.{i}", path.display()));
+            i += 1;
+        }
+        match fs::rename(path, &bad) {
+            Ok(()) => {
+                error!(queue = %self.name, file = %path.display(), renamed = %bad.display(), reason = why,
+                "disk queue segment is unreadable; renamed and skipped")
+            }
+            Err(e) => error!(queue = %self.name, file = %path.display(), reason = why, error = %e,
+                "disk queue segment is unreadable and could not be renamed; skipped"),
+        }
+    }
+
+    /// Records written and not yet read.
+    pub fn depth(&self) -> u64 {
+        self.depth
+    }
+
+    /// Reads plus writes since the last sync reached `sync_every`.
+    pub fn needs_sync(&self) -> bool {
+        self.ops > 0 && self.ops >= self.opts.sync_every
+    }
+
+    /// Anything happened since the last sync.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Make the current state durable: fsync the segments written since the
+    /// last sync, then replace the meta atomically, then delete segments the
+    /// meta says are read.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if let Some(kind) = self.fsync_failed {
+            return Err(io::Error::new(
+                kind,
+                format!(
+                    "disk queue {}: an earlier fsync failed; reopen to recover",
+                    self.name
+                ),
+            ));
+        }
+        if let Err(e) = self.sync_data() {
+            self.fsync_failed = Some(e.kind());
+            error!(queue = %self.name, error = %e, "disk queue fsync failed; no further syncs until reopened");
+            return Err(e);
+        }
+        self.write_meta()?;
+        // Only now may read segments go: until this meta was durable, a
+        // crash would have restarted reading inside them.
+        for f in std::mem::take(&mut self.pending_deletes) {
+            self.remove_segment(f);
+        }
+        self.ops = 0;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Data before meta: the meta counts records up to its write position,
+    /// so they must be on disk before any meta naming them can be.
+    fn sync_data(&mut self) -> io::Result<()> {
+        for file in &self.unsynced {
+            file.sync_data()?;
+        }
+        self.unsynced.clear();
+        if self.writer_dirty {
+            if let Some(file) = &self.writer {
+                file.sync_data()?;
+            }
+            self.writer_dirty = false;
+        }
+        if self.dir_dirty {
+            // New segments' directory entries, before the meta that names them.
+            File::open(&self.dir)?.sync_all()?;
+            self.dir_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Drop every record; writing continues with a fresh segment number.
+    pub fn empty(&mut self) -> io::Result<()> {
+        let fresh = Position {
+            file: self.write.file + 1,
+            pos: 0,
+        };
+        self.reader = None;
+        self.writer = None;
+        self.writer_dirty = false;
+        self.unsynced.clear();
+        // Nothing that a failed fsync may have lost is kept.
+        self.fsync_failed = None;
+        self.dir_dirty = false;
+        self.segments.clear();
+        self.depth = 0;
+        self.read = fresh;
+        self.write = fresh;
+        // Meta first: once it says everything before `fresh` is read, a crash
+        // part-way through the deletions leaves files that open deletes; the
+        // other order would leave a meta naming records that are gone.
+        self.sync()?;
+        for f in self.segment_files()? {
+            if f < fresh.file {
+                self.remove_segment(f);
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove every file of this queue (segments, `.bad` segments, meta).
+    pub fn delete(mut self) -> io::Result<()> {
+        // Emptying first makes a crash in the middle harmless: what is left
+        // is older than the meta's read position and open deletes it.
+        self.empty()?;
+        let prefix = format!("{}.diskqueue.", self.name);
+        for entry in fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+                continue;
+            };
+            let ours = parse_segment(rest).is_some()
+                || rest
+                    .split_once(".dat.bad")
+                    .is_some_and(|(num, _)| parse_segment(&format!("{num}.dat")).is_some())
+                || rest == "meta.json"
+                || rest == "meta.json.tmp";
+            if ours {
+                match fs::remove_file(self.dir.join(&name)) {
+                    Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+        File::open(&self.dir)?.sync_all()
+    }
+
+    /// Sync, then release the files.
+    pub fn close(mut self) -> io::Result<()> {
+        self.sync()
+    }
+
+    /// Records skipped because their CRC failed (or that went missing).
+    pub fn corrupt_records(&self) -> u64 {
+        self.corrupt_records
+    }
+
+    /// Segments found unreadable and renamed `.bad`.
+    pub fn bad_segments(&self) -> u64 {
+        self.bad_segments
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn segment_path(&self, file: u64) -> PathBuf {
+        self.dir
+            .join(format!("{}.diskqueue.{file:06}.dat", self.name))
+    }
+
+    fn meta_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.diskqueue.meta.json", self.name))
+    }
+
+    fn meta_tmp_path(&self) -> PathBuf {
+        self.dir
+            .join(format!("{}.diskqueue.meta.json.tmp", self.name))
+    }
+
+    /// Existing segment numbers, ascending.
+    fn segment_files(&self) -> io::Result<Vec<u64>> {
+        let prefix = format!("{}.diskqueue.", self.name);
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            if let Some(n) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .and_then(parse_segment)
+            {
+                files.push(n);
+            }
+        }
+        files.sort_unstable();
+        Ok(files)
+    }
+
+    fn remove_segment(&self, file: u64) {
+        match fs::remove_file(self.segment_path(file)) {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                // Harmless to the queue (open deletes it later); worth a look.
+                warn!(queue = %self.name, segment = file, error = %e, "could not delete a read disk queue segment")
+            }
+            _ => {}
+        }
+    }
+
+    fn meta(&self) -> Meta {
+        Meta {
+            version: META_VERSION,
+            depth: self.depth,
+            read: self.read,
+            write: self.write,
+            segments: self.segments.iter().copied().collect(),
+        }
+    }
+
+    /// Replace the meta so that a crash leaves the old or the new one whole:
+    /// write a temporary file, fsync it, rename it over, fsync the directory
+    /// (the rename itself is durable only then).
+    fn write_meta(&self) -> io::Result<()> {
+        let data = serde_json::to_vec(&self.meta()).map_err(io::Error::other)?;
+        let tmp = self.meta_tmp_path();
+        let file = File::create(&tmp)?;
+        file.write_all_at(&data, 0)?;
+        file.sync_all()?;
+        fs::rename(&tmp, self.meta_path())?;
+        File::open(&self.dir)?.sync_all()
+    }
+}
+
+/// One step of reading.
+enum Step {
+    Record(Bytes),
+    /// A record failed its CRC and was skipped.
+    Skipped,
+    /// The read segment is finished.
+    SegmentEnd,
+    /// The read segment is unreadable, for this reason.
+    Bad(String),
+}
+
+#[cfg(test)]
+mod tests;
