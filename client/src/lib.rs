@@ -1,1 +1,2 @@
 //! NSQ client.
+pub mod bench;
