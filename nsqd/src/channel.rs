@@ -4,15 +4,26 @@
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use nsq_protocol::{ChannelName, TopicName};
 use tokio::time::Instant;
 
 use crate::client::Client;
-use crate::message::Message;
+use crate::disk_io::{DiskSink, QueueHandle, WriteBatch};
+use crate::message::{unix_nanos, Message};
+
+/// Read ahead from disk when fewer than this many messages wait in memory.
+const READ_AHEAD: usize = 1024;
+
+/// Completion of a publish's disk write: resolves once the records that did
+/// not fit in memory are written.
+pub type DiskWrite = tokio::sync::oneshot::Receiver<io::Result<()>>;
 
 /// Hasher for message IDs and client IDs: they are already well spread
 /// numbers, so one multiply is enough and far cheaper than SipHash.
@@ -136,6 +147,12 @@ struct ChannelState {
     waiters: Vec<Arc<Client>>,
     paused: bool,
     generation: u64,
+    /// Records sent to the disk I/O thread and not yet written.
+    to_disk: u64,
+    /// Records on disk, as the I/O thread last reported.
+    on_disk: u64,
+    /// A read-ahead request is outstanding.
+    reading: bool,
     message_count: u64,
     requeue_count: u64,
     timeout_count: u64,
@@ -153,6 +170,11 @@ pub struct Channel {
     deleted: AtomicBool,
     /// End-to-end latency of FINished messages (see `e2e.rs`).
     pub(crate) e2e: Option<crate::e2e::E2eStream>,
+    /// The disk queue that takes what memory cannot; `None` for ephemeral
+    /// channels (which drop overflow, as upstream's do).
+    disk: Option<QueueHandle>,
+    /// This channel as the I/O thread's sink.
+    me: Weak<Channel>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -162,15 +184,37 @@ impl std::fmt::Debug for Channel {
 }
 
 impl Channel {
-    pub fn new(topic_name: TopicName, name: ChannelName, limits: ChannelLimits) -> Self {
-        Channel {
+    /// A channel; `disk` is its disk queue (`None`: memory only).
+    pub fn new(
+        topic_name: TopicName,
+        name: ChannelName,
+        limits: ChannelLimits,
+        disk: Option<QueueHandle>,
+    ) -> Arc<Self> {
+        let disk = disk.filter(|_| !name.is_ephemeral());
+        Arc::new_cyclic(|me| Channel {
             topic_name,
             name,
             limits,
             state: Mutex::new(ChannelState::default()),
             deleted: AtomicBool::new(false),
             e2e: limits.e2e_window.map(crate::e2e::E2eStream::new),
-        }
+            disk,
+            me: me.clone(),
+        })
+    }
+
+    fn sink(&self) -> Weak<dyn DiskSink> {
+        self.me.clone()
+    }
+
+    pub(crate) fn disk_handle(&self) -> Option<&QueueHandle> {
+        self.disk.as_ref()
+    }
+
+    /// Records already on disk when the channel was opened (after a restart).
+    pub(crate) fn set_on_disk(&self, depth: u64) {
+        self.lock().on_disk = depth;
     }
 
     fn lock(&self) -> MutexGuard<'_, ChannelState> {
@@ -191,26 +235,52 @@ impl Channel {
         self.deleted.store(true, Ordering::Release);
     }
 
-    /// Room left in the memory queue.
+    /// Queue messages for delivery: memory first, the rest to disk. Once
+    /// anything is on disk, new messages follow it there until it drains, so
+    /// delivery stays in publish order. Ephemeral channels drop what does not
+    /// fit, as upstream does. Returns the disk write to wait for, if any.
+    pub fn put(&self, msgs: &[Message]) -> Option<DiskWrite> {
+        let mut st = self.lock();
+        st.message_count += msgs.len() as u64;
+        let room = match &self.disk {
+            Some(_) if st.to_disk + st.on_disk > 0 => 0,
+            _ => self.limits.mem_queue_size.saturating_sub(st.queue.len()),
+        };
+        let in_memory = match &self.disk {
+            None if !self.is_ephemeral() => msgs.len(),
+            _ => msgs.len().min(room),
+        };
+        st.queue.extend(msgs[..in_memory].iter().cloned());
+        let spilled = &msgs[in_memory..];
+        let pending = match &self.disk {
+            Some(disk) if !spilled.is_empty() => {
+                let mut batch = WriteBatch::default();
+                for m in spilled {
+                    batch.push(|out| m.encode_disk(0, out));
+                }
+                st.to_disk += spilled.len() as u64;
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                disk.write(batch, self.sink(), Some(tx));
+                Some(rx)
+            }
+            _ => None,
+        };
+        wake_waiters(&mut st);
+        pending
+    }
+
+    /// Room left in memory before a publish would spill (only meaningful for
+    /// a channel without a disk queue).
     pub fn room(&self) -> usize {
         self.limits
             .mem_queue_size
             .saturating_sub(self.lock().queue.len())
     }
 
-    /// Queue messages for delivery. The caller (the topic) has checked room;
-    /// ephemeral channels drop what does not fit, as upstream does.
-    pub fn put(&self, msgs: &[Message]) {
-        let mut st = self.lock();
-        let take = if self.is_ephemeral() {
-            msgs.len()
-                .min(self.limits.mem_queue_size.saturating_sub(st.queue.len()))
-        } else {
-            msgs.len()
-        };
-        st.queue.extend(msgs[..take].iter().cloned());
-        st.message_count += msgs.len() as u64;
-        wake_waiters(&mut st);
+    /// Whether this channel can take any number of messages (it has a disk
+    /// queue, or drops overflow by design).
+    pub fn is_unbounded(&self) -> bool {
+        self.disk.is_some() || self.is_ephemeral()
     }
 
     /// Hold a message until `due`, then queue it.
@@ -329,6 +399,7 @@ impl Channel {
         if n > 0 {
             compact_order(slot, &st.in_flight);
         }
+        self.read_ahead(st);
         if st.queue.is_empty() && !client.waiting.swap(true, Ordering::AcqRel) {
             st.waiters.push(client.clone());
         }
@@ -464,9 +535,13 @@ impl Channel {
         self.lock().paused
     }
 
-    /// Drop every queued, in-flight and deferred message.
+    /// Drop every queued, in-flight and deferred message, on disk too.
     pub fn empty(&self) {
         let mut st = self.lock();
+        if let Some(disk) = &self.disk {
+            disk.empty(self.sink());
+        }
+        st.on_disk = 0;
         st.queue.clear();
         st.in_flight.clear();
         st.deferred.clear();
@@ -478,21 +553,55 @@ impl Channel {
         }
     }
 
-    /// Take every message this channel holds (queued, in flight, deferred),
-    /// for writing to disk at shutdown.
-    pub fn drain_all(&self) -> Vec<Message> {
+    /// Write every message held in memory (queued, in flight, deferred with
+    /// its due time) to the disk queue, at shutdown. Returns how many.
+    pub fn flush_to_disk(&self, now: Instant) -> usize {
+        let Some(disk) = &self.disk else { return 0 };
         let mut st = self.lock();
-        let mut out: Vec<Message> = st.queue.drain(..).collect();
-        out.extend(st.in_flight.drain().map(|(_, f)| f.msg));
-        out.extend(st.deferred.drain().map(|d| d.msg));
-        out
+        let mut batch = WriteBatch::default();
+        for m in st.queue.drain(..) {
+            batch.push(|out| m.encode_disk(0, out));
+        }
+        for (_, f) in st.in_flight.drain() {
+            batch.push(|out| f.msg.encode_disk(0, out));
+        }
+        let wall = unix_nanos();
+        for d in st.deferred.drain() {
+            let due = wall + d.due.saturating_duration_since(now).as_nanos() as i64;
+            batch.push(|out| d.msg.encode_disk(due, out));
+        }
+        let n = batch.len();
+        if n > 0 {
+            st.to_disk += n as u64;
+            disk.write(batch, self.sink(), None);
+        }
+        n
+    }
+
+    /// Remove the channel's disk files (it was deleted).
+    pub(crate) fn delete_disk(&self) {
+        if let Some(disk) = &self.disk {
+            disk.delete();
+        }
+    }
+
+    /// Ask the I/O thread for more messages when memory runs low and disk
+    /// has some. Demand-driven: only `take` calls it, so a channel without
+    /// consumers keeps its backlog on disk.
+    fn read_ahead(&self, st: &mut ChannelState) {
+        if let Some(disk) = &self.disk {
+            if !st.reading && st.queue.len() < READ_AHEAD && st.on_disk + st.to_disk > 0 {
+                st.reading = true;
+                disk.read(READ_AHEAD, self.sink());
+            }
+        }
     }
 
     pub fn stats(&self) -> ChannelStats {
         let st = self.lock();
         ChannelStats {
-            depth: st.queue.len() as u64,
-            backend_depth: 0,
+            depth: st.queue.len() as u64 + st.on_disk + st.to_disk,
+            backend_depth: st.on_disk + st.to_disk,
             in_flight_count: st.in_flight.len() as u64,
             deferred_count: st.deferred.len() as u64,
             message_count: st.message_count,
@@ -501,6 +610,42 @@ impl Channel {
             client_count: st.clients.len(),
             paused: st.paused,
         }
+    }
+}
+
+impl DiskSink for Channel {
+    fn written(&self, count: u64, result: &io::Result<()>, depth: u64) {
+        let mut st = self.lock();
+        st.to_disk = st.to_disk.saturating_sub(count);
+        st.on_disk = depth;
+        if result.is_err() {
+            tracing::error!(topic = %self.topic_name, channel = %self.name, count, "messages lost to a failed disk write");
+        }
+        // A consumer may be waiting for exactly these records.
+        if !st.waiters.is_empty() {
+            self.read_ahead(&mut st);
+        }
+    }
+
+    fn refill(&self, records: Vec<Bytes>, depth: u64) {
+        let now = Instant::now();
+        let wall = unix_nanos();
+        let mut st = self.lock();
+        st.on_disk = depth;
+        st.reading = false;
+        for r in &records {
+            match Message::decode_disk(r) {
+                Some((m, due)) if due > wall => {
+                    let at = now + Duration::from_nanos((due - wall) as u64);
+                    push_deferred(&mut st, m, at);
+                }
+                Some((m, _)) => st.queue.push_back(m),
+                None => {
+                    tracing::error!(topic = %self.topic_name, channel = %self.name, "undecodable disk record skipped")
+                }
+            }
+        }
+        wake_waiters(&mut st);
     }
 }
 

@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tracing::{debug, error, warn};
 
-use crate::nsqd::Nsqd;
+use crate::nsqd::{Nsqd, PublishError};
 use crate::stats::{StatsFilter, StatsRequest};
 use crate::topic::PutError;
 
@@ -409,10 +409,14 @@ pub(crate) async fn read_body(
     Ok(body)
 }
 
-fn put_error(e: PutError) -> (StatusCode, &'static str) {
+/// Upstream answers 503 EXITING when the topic is going away; a disk that
+/// cannot take the messages is a 500, like any other internal failure.
+fn put_error(e: PublishError) -> (StatusCode, &'static str) {
     match e {
-        PutError::Exiting => (StatusCode::SERVICE_UNAVAILABLE, "EXITING"),
-        PutError::QueueFull => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+        PublishError::Put(PutError::Exiting) => (StatusCode::SERVICE_UNAVAILABLE, "EXITING"),
+        PublishError::Put(PutError::QueueFull) | PublishError::Disk(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+        }
     }
 }
 
@@ -439,7 +443,9 @@ async fn publish(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> Reply {
             Some(Duration::from_millis(ms as u64))
         }
     };
-    topic.put(vec![body], defer).map_err(put_error)?;
+    nsqd.publish(&topic, vec![body], defer)
+        .await
+        .map_err(put_error)?;
     Ok(text("OK"))
 }
 
@@ -480,7 +486,9 @@ async fn mpub(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> Reply {
         bodies
     };
     if !bodies.is_empty() {
-        topic.put(bodies, None).map_err(put_error)?;
+        nsqd.publish(&topic, bodies, None)
+            .await
+            .map_err(put_error)?;
     }
     Ok(text("OK"))
 }

@@ -9,6 +9,7 @@
 pub mod channel;
 pub mod client;
 pub mod config;
+pub mod disk_io;
 pub mod disk_queue;
 pub mod e2e;
 pub mod http;

@@ -19,15 +19,20 @@ use tracing::{error, info, warn};
 
 use crate::channel::{Channel, ChannelLimits, IdMap};
 use crate::client::{Client, ClientSettings};
+use crate::disk_io::{DiskIo, DiskIoOptions};
+use crate::disk_queue::DiskQueueOptions;
 use crate::http_client::HttpClient;
 use crate::lookup::Lookup;
 use crate::metadata::{self, ChannelMeta, DirLock, Metadata, TopicMeta};
 use crate::options::{Options, OptionsError};
-use crate::topic::Topic;
+use crate::topic::{PutError, Topic};
 
 /// How often in-flight timeouts and deferred messages are checked (upstream's
 /// queue scan interval).
 pub const QUEUE_SCAN_INTERVAL: Duration = Duration::from_millis(100);
+/// Threads serving disk queues: the machine has two cores, and the queues'
+/// work is mostly memory copies into the page cache.
+const DISK_THREADS: usize = 2;
 /// How long shutdown waits for connections to finish before giving up.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -46,6 +51,16 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Why a publish was not acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Put(#[from] PutError),
+    /// The disk queue could not take the messages (disk full, I/O error).
+    #[error("{0}")]
+    Disk(String),
+}
 
 /// State shared by every task of one nsqd. The topic map and the client
 /// registry each sit behind their own short std Mutex, taken to look up or
@@ -70,6 +85,8 @@ pub struct Nsqd {
     /// Wakes the metadata writer after a topic or channel change.
     metadata_dirty: Notify,
     data_path: PathBuf,
+    /// The I/O threads behind every disk queue.
+    pub(crate) disk_io: Arc<DiskIo>,
     /// Held for the life of the server so no second nsqd shares the data path.
     _dir_lock: DirLock,
     /// `None` when healthy; else the last error (a failed disk write), which
@@ -139,12 +156,13 @@ impl Nsqd {
                 return t.clone();
             }
             let starting = !lookupds.is_empty();
-            let topic = Arc::new(Topic::new(
+            let topic = Topic::new(
                 name.clone(),
                 self.node_id,
                 self.limits,
                 starting,
-            ));
+                Some(self.disk_io.clone()),
+            );
             topics.insert(name.clone(), topic.clone());
             topic
         };
@@ -236,6 +254,7 @@ impl Nsqd {
             client.close();
         }
         c.empty();
+        c.delete_disk();
         self.lookup.unregister(&topic.name, Some(&c.name));
         if !topic.is_ephemeral() && !c.is_ephemeral() {
             self.metadata_changed();
@@ -291,7 +310,13 @@ impl Nsqd {
                 warn!("skipping topic {:?} from metadata: invalid name", tm.name);
                 continue;
             };
-            let topic = Arc::new(Topic::new(name.clone(), self.node_id, self.limits, false));
+            let topic = Topic::new(
+                name.clone(),
+                self.node_id,
+                self.limits,
+                false,
+                Some(self.disk_io.clone()),
+            );
             for cm in tm.channels.iter().flatten() {
                 let Ok(cname) = cm.name.parse::<ChannelName>() else {
                     warn!("skipping channel {:?} from metadata: invalid name", cm.name);
@@ -351,6 +376,7 @@ impl Nsqd {
             }
         }
         t.empty();
+        t.delete_disk();
         self.lookup.unregister(&t.name, None);
         if !t.is_ephemeral() {
             self.metadata_changed();
@@ -387,6 +413,67 @@ impl Nsqd {
                 self.lookup.unregister(&topic.name, None);
             }
         }
+    }
+
+    /// Publish to `topic` and wait until the messages are safe: in memory,
+    /// or written to the disk queue. A disk failure refuses the publish and
+    /// marks nsqd unhealthy until a write succeeds again.
+    pub async fn publish(
+        &self,
+        topic: &Topic,
+        bodies: Vec<bytes::Bytes>,
+        defer: Option<Duration>,
+    ) -> std::result::Result<(), PublishError> {
+        let writes = topic.put(bodies, defer)?;
+        if writes.is_empty() {
+            return Ok(());
+        }
+        for w in writes {
+            let result = w
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("disk I/O thread gone")));
+            if let Err(e) = result {
+                let msg = format!("disk write failed - {e}");
+                error!(topic = %topic.name, "{msg}");
+                self.set_health(Err(msg.clone()));
+                return Err(PublishError::Disk(msg));
+            }
+        }
+        self.set_health(Ok(()));
+        Ok(())
+    }
+
+    /// Reopen the disk queues of restored topics and channels and learn
+    /// how much each holds.
+    async fn reopen_disk_queues(&self) -> Result<()> {
+        for topic in self.topics_snapshot() {
+            for (channel, handle) in topic.disk_queues() {
+                let depth = handle.depth().await?;
+                match channel {
+                    Some(c) => c.set_on_disk(depth),
+                    None => topic.set_on_disk(depth),
+                }
+                if depth > 0 {
+                    info!(queue = handle.name(), depth, "disk queue reopened");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Write everything held in memory to disk and close the disk queues.
+    async fn flush_to_disk(self: &Arc<Self>) {
+        let now = Instant::now();
+        let mut flushed = 0;
+        for topic in self.topics_snapshot() {
+            flushed += topic.flush_to_disk();
+            for c in topic.channels() {
+                flushed += c.flush_to_disk(now);
+            }
+        }
+        let nsqd = self.clone();
+        let _ = tokio::task::spawn_blocking(move || nsqd.disk_io.shutdown()).await;
+        info!(messages = flushed, "memory queues written to disk");
     }
 
     /// Account a publish to the publishing client, for `/stats` producers.
@@ -502,6 +589,17 @@ impl Server {
             *opts.http_client_connect_timeout,
             *opts.http_client_request_timeout,
         );
+        let disk_io = Arc::new(DiskIo::start(DiskIoOptions {
+            dir: data_path.clone(),
+            queue: DiskQueueOptions {
+                max_bytes_per_file: opts.max_bytes_per_file as u64,
+                // The record payload carries a header before the body.
+                max_msg_size: opts.max_msg_size as u64 + 64,
+                sync_every: opts.sync_every.max(1) as u64,
+            },
+            sync_timeout: *opts.sync_timeout,
+            threads: DISK_THREADS,
+        })?);
         let limits = ChannelLimits {
             mem_queue_size: opts.mem_queue_size as usize,
             max_msg_timeout: *opts.max_msg_timeout,
@@ -526,6 +624,7 @@ impl Server {
             http_client,
             metadata_dirty: Notify::new(),
             data_path,
+            disk_io,
             _dir_lock: dir_lock,
             health: Mutex::new(None),
             live,
@@ -534,6 +633,7 @@ impl Server {
             nsqd.restore(meta);
             info!(topics = meta.topics.len(), "metadata loaded");
         }
+        nsqd.reopen_disk_queues().await?;
         // Upstream rewrites the metadata right after loading it.
         nsqd.write_metadata();
         Ok(Server { nsqd, tcp, http })
@@ -596,6 +696,7 @@ impl Server {
             error!("tasks still running after {SHUTDOWN_GRACE:?}; exiting anyway");
         }
         nsqd.write_metadata();
+        nsqd.flush_to_disk().await;
         info!("nsqd stopped");
         Ok(())
     }

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::channel::Channel;
 use crate::client::{Client, ClientSettings, ClientState};
 use crate::nsqd::Nsqd;
-use crate::topic::{PutError, Topic};
+use crate::topic::Topic;
 
 /// Frames and events the reader hands to the writer, in order.
 #[derive(Debug)]
@@ -442,16 +442,13 @@ impl Connection {
             }
         };
         let n = bodies.len() as u64;
-        match topic.put(bodies, defer) {
-            Ok(()) => {
-                self.nsqd.count_publish(&self.client, &topic.name, n);
-                self.send_response(Bytes::from_static(OK)).await;
-                Ok(())
-            }
-            Err(e @ (PutError::Exiting | PutError::QueueFull)) => {
-                Err(ProtocolError::new(code, format!("{verb} failed {e}")))
-            }
-        }
+        self.nsqd
+            .publish(&topic, bodies, defer)
+            .await
+            .map_err(|e| ProtocolError::new(code, format!("{verb} failed {e}")))?;
+        self.nsqd.count_publish(&self.client, &topic.name, n);
+        self.send_response(Bytes::from_static(OK)).await;
+        Ok(())
     }
 }
 

@@ -1,24 +1,32 @@
 //! A topic: fans every published message out to all of its channels, and
-//! holds messages while it has no channel or is paused.
+//! holds messages (memory, then its own disk queue) while it has no channel,
+//! is paused, or is starting.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use nsq_protocol::{ChannelName, TopicName};
 use tokio::time::Instant;
 
-use crate::channel::{Channel, ChannelLimits, ChannelStats};
+use crate::channel::{Channel, ChannelLimits, ChannelStats, DiskWrite};
+use crate::disk_io::{DiskIo, DiskSink, QueueHandle, WriteBatch};
 use crate::message::{unix_nanos, IdGenerator, Message};
+
+/// How many held records the topic reads from disk at a time once it has
+/// channels to give them to.
+const PUMP_BATCH: usize = 1024;
 
 /// Why a publish was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PutError {
     #[error("exiting")]
     Exiting,
-    /// Memory queues are full and there is no disk spill to take the rest.
+    /// Memory is full and there is no disk queue to take the rest (only
+    /// where nsqd runs without disk queues, as in some tests).
     #[error("queue full")]
     QueueFull,
 }
@@ -36,10 +44,15 @@ pub struct TopicStats {
 struct TopicState {
     channels: BTreeMap<ChannelName, Arc<Channel>>,
     /// Messages published while there was no channel to take them, or while
-    /// paused; they go to the channels once there are some, or on unpause.
+    /// paused or starting; they go to the channels once delivery can begin.
     held: VecDeque<Message>,
     /// Deferred publishes held likewise, with their due time.
     held_deferred: Vec<(Message, Instant)>,
+    /// Held records sent to the disk queue and not yet written / on disk.
+    to_disk: u64,
+    on_disk: u64,
+    /// The pump has a read outstanding.
+    pumping: bool,
     paused: bool,
     /// Held back from delivery until `start`: a new topic waits while the
     /// channels lookupd knows for it are created, so none misses a message.
@@ -49,14 +62,25 @@ struct TopicState {
     message_bytes: u64,
 }
 
-/// A topic. Its std Mutex is held by publishers for the whole fan-out (so
-/// an MPUB lands atomically on every channel) and by channel creation and
-/// deletion; never across an `.await`. Lock order: topic before channel.
+impl TopicState {
+    fn holding(&self) -> bool {
+        self.channels.is_empty() || self.paused || self.starting
+    }
+}
+
+/// A topic. Its std Mutex is held by publishers for the whole fan-out (so an
+/// MPUB lands on every channel in one go, in order) and by channel creation
+/// and deletion; never across an `.await`. Lock order: topic before channel.
 pub struct Topic {
     pub name: TopicName,
     limits: ChannelLimits,
     state: Mutex<TopicState>,
     deleted: AtomicBool,
+    /// Where disk queues come from (`None`: memory only).
+    disk_io: Option<Arc<DiskIo>>,
+    /// The topic's own disk queue (`None` for ephemeral topics).
+    disk: Option<QueueHandle>,
+    me: Weak<Topic>,
 }
 
 impl std::fmt::Debug for Topic {
@@ -67,14 +91,27 @@ impl std::fmt::Debug for Topic {
 
 impl Topic {
     /// A topic; `starting` holds delivery until [`Topic::start`].
-    pub fn new(name: TopicName, node_id: u16, limits: ChannelLimits, starting: bool) -> Self {
-        Topic {
+    pub fn new(
+        name: TopicName,
+        node_id: u16,
+        limits: ChannelLimits,
+        starting: bool,
+        disk_io: Option<Arc<DiskIo>>,
+    ) -> Arc<Self> {
+        let disk = disk_io
+            .as_ref()
+            .filter(|_| !name.is_ephemeral())
+            .map(|d| d.queue(name.as_str()));
+        Arc::new_cyclic(|me| Topic {
             name,
             limits,
             state: Mutex::new(TopicState {
                 channels: BTreeMap::new(),
                 held: VecDeque::new(),
                 held_deferred: Vec::new(),
+                to_disk: 0,
+                on_disk: 0,
+                pumping: false,
                 paused: false,
                 starting,
                 ids: IdGenerator::new(node_id),
@@ -82,11 +119,18 @@ impl Topic {
                 message_bytes: 0,
             }),
             deleted: AtomicBool::new(false),
-        }
+            disk_io,
+            disk,
+            me: me.clone(),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, TopicState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sink(&self) -> Weak<dyn DiskSink> {
+        self.me.clone()
     }
 
     pub fn is_ephemeral(&self) -> bool {
@@ -104,22 +148,49 @@ impl Topic {
         }
     }
 
+    /// The disk queues of this topic and its channels, for reopening after a
+    /// restart: the topic's own, then each channel's.
+    pub(crate) fn disk_queues(&self) -> Vec<(Option<Arc<Channel>>, QueueHandle)> {
+        let mut out = Vec::new();
+        if let Some(d) = &self.disk {
+            out.push((None, d.clone()));
+        }
+        for c in self.channels() {
+            if let Some(d) = c.disk_handle() {
+                out.push((Some(c.clone()), d.clone()));
+            }
+        }
+        out
+    }
+
+    /// Records found on the topic's disk queue after a restart.
+    pub(crate) fn set_on_disk(&self, depth: u64) {
+        let mut st = self.lock();
+        st.on_disk = depth;
+        self.pump(&mut st);
+    }
+
     /// Publish bodies as new messages, all or none. `defer` holds them back
-    /// from delivery for that long (DPUB).
-    pub fn put(&self, bodies: Vec<Bytes>, defer: Option<Duration>) -> Result<(), PutError> {
+    /// from delivery for that long (DPUB). Returns the disk writes to wait
+    /// for before acknowledging.
+    pub fn put(
+        &self,
+        bodies: Vec<Bytes>,
+        defer: Option<Duration>,
+    ) -> Result<Vec<DiskWrite>, PutError> {
         let n = bodies.len();
         let mut st = self.lock();
         if self.is_deleted() {
             return Err(PutError::Exiting);
         }
-        let holding = st.channels.is_empty() || st.paused || st.starting;
-        let fits = if holding {
-            self.is_ephemeral()
+        let fits = if st.holding() {
+            self.disk.is_some()
+                || self.is_ephemeral()
                 || st.held.len() + st.held_deferred.len() + n <= self.limits.mem_queue_size
         } else {
             st.channels
                 .values()
-                .all(|c| c.is_ephemeral() || c.room() >= n)
+                .all(|c| c.is_unbounded() || c.room() >= n)
         };
         if !fits {
             return Err(PutError::QueueFull);
@@ -135,35 +206,58 @@ impl Topic {
             .collect();
         st.message_count += n as u64;
         st.message_bytes += bytes;
-        match defer.filter(|d| !d.is_zero()) {
-            Some(delay) => {
-                let due = Instant::now() + delay;
-                if holding {
-                    st.held_deferred.extend(msgs.into_iter().map(|m| (m, due)));
-                } else {
-                    for c in st.channels.values() {
-                        for m in &msgs {
-                            c.put_deferred(m.clone(), due);
-                        }
-                    }
-                }
-            }
-            None if holding => {
-                // An ephemeral topic drops what does not fit, as upstream does.
-                let keep = if self.is_ephemeral() {
-                    self.limits.mem_queue_size.saturating_sub(st.held.len())
-                } else {
-                    n
-                };
-                st.held.extend(msgs.into_iter().take(keep));
-            }
-            None => {
-                for c in st.channels.values() {
-                    c.put(&msgs);
-                }
+        let due = defer.filter(|d| !d.is_zero()).map(|d| Instant::now() + d);
+        let mut writes = Vec::new();
+        if st.holding() {
+            writes.extend(self.hold(&mut st, msgs, due));
+        } else {
+            fan_out(&st, &msgs, due, &mut writes);
+        }
+        Ok(writes)
+    }
+
+    /// Keep messages until delivery can begin: memory while there is room
+    /// and nothing on disk (so order holds), else the topic's disk queue.
+    fn hold(
+        &self,
+        st: &mut TopicState,
+        msgs: Vec<Message>,
+        due: Option<Instant>,
+    ) -> Option<DiskWrite> {
+        let on_disk = st.to_disk + st.on_disk > 0;
+        let room = if on_disk {
+            0
+        } else {
+            self.limits
+                .mem_queue_size
+                .saturating_sub(st.held.len() + st.held_deferred.len())
+        };
+        let keep = match &self.disk {
+            None if !self.is_ephemeral() => msgs.len(),
+            _ => room.min(msgs.len()),
+        };
+        let mut msgs = msgs.into_iter();
+        for m in msgs.by_ref().take(keep) {
+            match due {
+                Some(at) => st.held_deferred.push((m, at)),
+                None => st.held.push_back(m),
             }
         }
-        Ok(())
+        let disk = self.disk.as_ref()?;
+        let due_nanos = due.map_or(0, |at| {
+            unix_nanos() + at.saturating_duration_since(Instant::now()).as_nanos() as i64
+        });
+        let mut batch = WriteBatch::default();
+        for m in msgs {
+            batch.push(|out| m.encode_disk(due_nanos, out));
+        }
+        if batch.is_empty() {
+            return None;
+        }
+        st.to_disk += batch.len() as u64;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        disk.write(batch, self.sink(), Some(tx));
+        Some(rx)
     }
 
     /// The channel of that name, created if missing. Returns whether it was
@@ -173,11 +267,13 @@ impl Topic {
         if let Some(c) = st.channels.get(name) {
             return (c.clone(), false);
         }
-        let channel = Arc::new(Channel::new(self.name.clone(), name.clone(), self.limits));
+        let disk = self
+            .disk_io
+            .as_ref()
+            .map(|d| d.queue(&format!("{}:{}", self.name, name)));
+        let channel = Channel::new(self.name.clone(), name.clone(), self.limits, disk);
         st.channels.insert(name.clone(), channel.clone());
-        if !st.paused && !st.starting {
-            release_held(&mut st);
-        }
+        self.release_held(&mut st);
         (channel, true)
     }
 
@@ -225,18 +321,14 @@ impl Topic {
     pub fn unpause(&self) {
         let mut st = self.lock();
         st.paused = false;
-        if !st.starting {
-            release_held(&mut st);
-        }
+        self.release_held(&mut st);
     }
 
     /// Begin delivery (see `starting` in [`Topic::new`]).
     pub fn start(&self) {
         let mut st = self.lock();
         st.starting = false;
-        if !st.paused {
-            release_held(&mut st);
-        }
+        self.release_held(&mut st);
     }
 
     pub fn is_paused(&self) -> bool {
@@ -248,21 +340,47 @@ impl Topic {
         let mut st = self.lock();
         st.held.clear();
         st.held_deferred.clear();
+        st.on_disk = 0;
+        if let Some(disk) = &self.disk {
+            disk.empty(self.sink());
+        }
     }
 
-    /// Take what the topic holds, for writing to disk at shutdown.
-    pub fn drain_held(&self) -> Vec<Message> {
+    /// Write what the topic holds in memory to its disk queue, at shutdown.
+    pub fn flush_to_disk(&self) -> usize {
+        let Some(disk) = &self.disk else { return 0 };
         let mut st = self.lock();
-        let mut out: Vec<Message> = st.held.drain(..).collect();
-        out.extend(st.held_deferred.drain(..).map(|(m, _)| m));
-        out
+        let mut batch = WriteBatch::default();
+        for m in st.held.drain(..) {
+            batch.push(|out| m.encode_disk(0, out));
+        }
+        let now = Instant::now();
+        let wall = unix_nanos();
+        for (m, at) in st.held_deferred.drain(..) {
+            let due = wall + at.saturating_duration_since(now).as_nanos() as i64;
+            batch.push(|out| m.encode_disk(due, out));
+        }
+        let n = batch.len();
+        if n > 0 {
+            st.to_disk += n as u64;
+            disk.write(batch, self.sink(), None);
+        }
+        n
+    }
+
+    /// Remove the disk files of the topic and its channels (it was deleted).
+    pub(crate) fn delete_disk(&self) {
+        if let Some(d) = &self.disk {
+            d.delete();
+        }
     }
 
     pub fn stats(&self) -> (TopicStats, Vec<(ChannelName, ChannelStats)>) {
         let st = self.lock();
+        let backend = st.to_disk + st.on_disk;
         let topic = TopicStats {
-            depth: (st.held.len() + st.held_deferred.len()) as u64,
-            backend_depth: 0,
+            depth: (st.held.len() + st.held_deferred.len()) as u64 + backend,
+            backend_depth: backend,
             message_count: st.message_count,
             message_bytes: st.message_bytes,
             paused: st.paused,
@@ -274,22 +392,88 @@ impl Topic {
             .collect();
         (topic, channels)
     }
+
+    /// Hand what the topic held to its channels, if delivery can begin.
+    fn release_held(&self, st: &mut TopicState) {
+        if st.holding() {
+            return;
+        }
+        let held: Vec<Message> = st.held.drain(..).collect();
+        let mut writes = Vec::new();
+        if !held.is_empty() {
+            fan_out(st, &held, None, &mut writes);
+        }
+        for (m, due) in std::mem::take(&mut st.held_deferred) {
+            fan_out(st, std::slice::from_ref(&m), Some(due), &mut writes);
+        }
+        self.pump(st);
+    }
+
+    /// Stream the held records on disk to the channels, a batch at a time.
+    fn pump(&self, st: &mut TopicState) {
+        if let Some(disk) = &self.disk {
+            if !st.pumping && !st.holding() && st.on_disk + st.to_disk > 0 {
+                st.pumping = true;
+                disk.read(PUMP_BATCH, self.sink());
+            }
+        }
+    }
 }
 
-/// Hand what the topic held to its channels, if it has any now.
-fn release_held(st: &mut TopicState) {
-    if st.channels.is_empty() {
-        return;
-    }
-    if !st.held.is_empty() {
-        let held: Vec<Message> = st.held.drain(..).collect();
-        for c in st.channels.values() {
-            c.put(&held);
+/// Give every channel a copy. Disk writes of channels that spill are not
+/// awaited here when nobody waits for them (pump, release).
+fn fan_out(st: &TopicState, msgs: &[Message], due: Option<Instant>, writes: &mut Vec<DiskWrite>) {
+    for c in st.channels.values() {
+        match due {
+            Some(at) => {
+                for m in msgs {
+                    c.put_deferred(m.clone(), at);
+                }
+            }
+            None => writes.extend(c.put(msgs)),
         }
     }
-    for (m, due) in st.held_deferred.drain(..) {
-        for c in st.channels.values() {
-            c.put_deferred(m.clone(), due);
+}
+
+impl DiskSink for Topic {
+    fn written(&self, count: u64, result: &io::Result<()>, depth: u64) {
+        let mut st = self.lock();
+        st.to_disk = st.to_disk.saturating_sub(count);
+        st.on_disk = depth;
+        if result.is_err() {
+            tracing::error!(topic = %self.name, count, "messages lost to a failed disk write");
         }
+        self.pump(&mut st);
+    }
+
+    fn refill(&self, records: Vec<Bytes>, depth: u64) {
+        let now = Instant::now();
+        let wall = unix_nanos();
+        let mut st = self.lock();
+        st.on_disk = depth;
+        st.pumping = false;
+        let mut now_msgs = Vec::with_capacity(records.len());
+        let mut writes = Vec::new();
+        for r in &records {
+            match Message::decode_disk(r) {
+                Some((m, due)) if due > wall => {
+                    let at = now + Duration::from_nanos((due - wall) as u64);
+                    if st.holding() {
+                        st.held_deferred.push((m, at));
+                    } else {
+                        fan_out(&st, std::slice::from_ref(&m), Some(at), &mut writes);
+                    }
+                }
+                Some((m, _)) => now_msgs.push(m),
+                None => tracing::error!(topic = %self.name, "undecodable disk record skipped"),
+            }
+        }
+        if st.holding() {
+            // Paused again meanwhile: keep them in memory.
+            st.held.extend(now_msgs);
+        } else if !now_msgs.is_empty() {
+            fan_out(&st, &now_msgs, None, &mut writes);
+        }
+        self.pump(&mut st);
     }
 }

@@ -1,0 +1,362 @@
+//! The I/O threads that serve every disk queue. Disk work never runs on the
+//! async runtime's workers: channels and topics send jobs here over
+//! crossbeam channels, and a fixed pool of threads (each queue always on the
+//! same thread, so its jobs run in order) writes, reads ahead, syncs on
+//! `--sync-every` / `--sync-timeout`, and reports back through a sink.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
+use tokio::sync::oneshot;
+use tracing::{error, warn};
+
+use crate::disk_queue::{DiskQueue, DiskQueueOptions};
+
+/// The owner of a queue hears back from the I/O thread through this.
+pub trait DiskSink: Send + Sync {
+    /// A write of `count` records finished; `depth` is the queue's depth now.
+    fn written(&self, count: u64, result: &io::Result<()>, depth: u64);
+    /// Records read ahead; `depth` is what is left on disk.
+    fn refill(&self, records: Vec<Bytes>, depth: u64);
+}
+
+/// Records to append, encoded back to back in one buffer.
+#[derive(Default)]
+pub struct WriteBatch {
+    pub buf: Vec<u8>,
+    pub ends: Vec<usize>,
+}
+
+impl WriteBatch {
+    /// Append one record; `encode` writes its payload into the buffer.
+    pub fn push(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        encode(&mut self.buf);
+        self.ends.push(self.buf.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn payloads(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let s = &self.buf[start..end];
+            start = end;
+            s
+        })
+    }
+}
+
+enum Job {
+    Write {
+        queue: Arc<str>,
+        batch: WriteBatch,
+        sink: Weak<dyn DiskSink>,
+        done: Option<oneshot::Sender<io::Result<()>>>,
+    },
+    Read {
+        queue: Arc<str>,
+        max: usize,
+        sink: Weak<dyn DiskSink>,
+    },
+    Depth {
+        queue: Arc<str>,
+        done: oneshot::Sender<io::Result<u64>>,
+    },
+    Empty {
+        queue: Arc<str>,
+        sink: Weak<dyn DiskSink>,
+    },
+    Delete {
+        queue: Arc<str>,
+    },
+    /// Sync and close every queue of this thread, then stop.
+    Shutdown {
+        done: crossbeam_channel::Sender<()>,
+    },
+}
+
+/// A queue's address: its name and the thread that owns it. Cheap to clone.
+#[derive(Clone)]
+pub struct QueueHandle {
+    name: Arc<str>,
+    tx: Sender<Job>,
+}
+
+impl std::fmt::Debug for QueueHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QueueHandle({})", self.name)
+    }
+}
+
+impl QueueHandle {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Append records. `done` hears the result once they are written (not
+    /// yet fsynced, like upstream's acknowledgement).
+    pub fn write(
+        &self,
+        batch: WriteBatch,
+        sink: Weak<dyn DiskSink>,
+        done: Option<oneshot::Sender<io::Result<()>>>,
+    ) {
+        self.send(Job::Write {
+            queue: self.name.clone(),
+            batch,
+            sink,
+            done,
+        });
+    }
+
+    /// Read up to `max` records ahead and hand them to `sink`.
+    pub fn read(&self, max: usize, sink: Weak<dyn DiskSink>) {
+        self.send(Job::Read {
+            queue: self.name.clone(),
+            max,
+            sink,
+        });
+    }
+
+    /// The queue's depth, opening (and recovering) it if needed.
+    pub async fn depth(&self) -> io::Result<u64> {
+        let (done, rx) = oneshot::channel();
+        self.send(Job::Depth {
+            queue: self.name.clone(),
+            done,
+        });
+        rx.await
+            .unwrap_or_else(|_| Err(io::Error::other("disk I/O thread gone")))
+    }
+
+    /// Drop every record; `sink` hears the new depth (0) in job order.
+    pub fn empty(&self, sink: Weak<dyn DiskSink>) {
+        self.send(Job::Empty {
+            queue: self.name.clone(),
+            sink,
+        });
+    }
+
+    /// Remove the queue's files (the topic or channel was deleted).
+    pub fn delete(&self) {
+        self.send(Job::Delete {
+            queue: self.name.clone(),
+        });
+    }
+
+    fn send(&self, job: Job) {
+        if self.tx.send(job).is_err() {
+            error!(queue = %self.name, "disk I/O thread is gone; job dropped");
+        }
+    }
+}
+
+/// Settings every queue shares.
+#[derive(Debug, Clone)]
+pub struct DiskIoOptions {
+    pub dir: PathBuf,
+    pub queue: DiskQueueOptions,
+    pub sync_timeout: Duration,
+    pub threads: usize,
+}
+
+/// The pool of I/O threads.
+pub struct DiskIo {
+    senders: Vec<Sender<Job>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl DiskIo {
+    pub fn start(opts: DiskIoOptions) -> io::Result<DiskIo> {
+        let mut senders = Vec::new();
+        let mut threads = Vec::new();
+        for i in 0..opts.threads.max(1) {
+            let (tx, rx) = unbounded();
+            let o = opts.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("nsqd-disk-{i}"))
+                .spawn(move || IoThread::new(o).run(rx))?;
+            senders.push(tx);
+            threads.push(handle);
+        }
+        Ok(DiskIo {
+            senders,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// The handle of queue `name` ("topic" or "topic:channel"). The queue is
+    /// opened on its thread by its first job. A name always maps to the same
+    /// thread, so a deleted and recreated queue's jobs stay in order.
+    pub fn queue(&self, name: &str) -> QueueHandle {
+        let thread = (crc32fast::hash(name.as_bytes()) as usize) % self.senders.len();
+        QueueHandle {
+            name: Arc::from(name),
+            tx: self.senders[thread].clone(),
+        }
+    }
+
+    /// Sync and close every queue and stop the threads, after the jobs
+    /// already sent.
+    pub fn shutdown(&self) {
+        let (done_tx, done_rx) = crossbeam_channel::bounded(self.senders.len());
+        for tx in &self.senders {
+            let _ = tx.send(Job::Shutdown {
+                done: done_tx.clone(),
+            });
+        }
+        for _ in &self.senders {
+            let _ = done_rx.recv();
+        }
+        for t in self
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One I/O thread and the queues it owns.
+struct IoThread {
+    opts: DiskIoOptions,
+    queues: HashMap<Arc<str>, DiskQueue>,
+    last_sync: Instant,
+}
+
+impl IoThread {
+    fn new(opts: DiskIoOptions) -> Self {
+        IoThread {
+            opts,
+            queues: HashMap::new(),
+            last_sync: Instant::now(),
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Job>) {
+        let tick = self.opts.sync_timeout.max(Duration::from_millis(10));
+        loop {
+            match rx.recv_timeout(tick) {
+                Ok(Job::Shutdown { done }) => {
+                    for (name, q) in self.queues.drain() {
+                        if let Err(e) = q.close() {
+                            error!(queue = %name, "closing disk queue failed - {e}");
+                        }
+                    }
+                    let _ = done.send(());
+                    return;
+                }
+                Ok(job) => self.run_job(job),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            // --sync-timeout: whatever changed is fsynced at least this often.
+            if self.last_sync.elapsed() >= self.opts.sync_timeout {
+                for (name, q) in self.queues.iter_mut() {
+                    if q.is_dirty() {
+                        if let Err(e) = q.sync() {
+                            error!(queue = %name, "disk queue sync failed - {e}");
+                        }
+                    }
+                }
+                self.last_sync = Instant::now();
+            }
+        }
+    }
+
+    /// The open queue `name`, opening (and recovering) it on first use.
+    fn queue(&mut self, name: &Arc<str>) -> io::Result<&mut DiskQueue> {
+        if !self.queues.contains_key(name) {
+            let q = DiskQueue::open(&self.opts.dir, name, self.opts.queue)?;
+            self.queues.insert(name.clone(), q);
+        }
+        Ok(self.queues.get_mut(name).expect("inserted above"))
+    }
+
+    fn depth(&self, name: &str) -> u64 {
+        self.queues.get(name).map_or(0, |q| q.depth())
+    }
+
+    /// `--sync-every`: fsync a queue once enough operations piled up.
+    fn maybe_sync(&mut self, name: &str) {
+        if let Some(q) = self.queues.get_mut(name) {
+            if q.needs_sync() {
+                if let Err(e) = q.sync() {
+                    error!(queue = %name, "disk queue sync failed - {e}");
+                }
+            }
+        }
+    }
+
+    fn run_job(&mut self, job: Job) {
+        match job {
+            Job::Write {
+                queue,
+                batch,
+                sink,
+                done,
+            } => {
+                let result = self
+                    .queue(&queue)
+                    .and_then(|q| q.put_many(batch.payloads()));
+                if let Err(e) = &result {
+                    error!(queue = %queue, "disk write failed - {e}");
+                }
+                if let Some(s) = sink.upgrade() {
+                    s.written(batch.len() as u64, &result, self.depth(&queue));
+                }
+                if let Some(done) = done {
+                    let _ = done.send(result);
+                }
+                self.maybe_sync(&queue);
+            }
+            Job::Read { queue, max, sink } => {
+                let mut out = Vec::new();
+                if let Err(e) = self.queue(&queue).and_then(|q| q.get_many(max, &mut out)) {
+                    error!(queue = %queue, "disk read failed - {e}");
+                }
+                if let Some(s) = sink.upgrade() {
+                    s.refill(out, self.depth(&queue));
+                }
+                self.maybe_sync(&queue);
+            }
+            Job::Depth { queue, done } => {
+                let _ = done.send(self.queue(&queue).map(|q| q.depth()));
+            }
+            Job::Empty { queue, sink } => {
+                let result = self.queue(&queue).and_then(|q| q.empty());
+                if let Err(e) = &result {
+                    error!(queue = %queue, "emptying disk queue failed - {e}");
+                }
+                if let Some(s) = sink.upgrade() {
+                    s.written(0, &result, self.depth(&queue));
+                }
+            }
+            Job::Delete { queue } => {
+                let opened = self.queue(&queue).map(|_| ());
+                let result = opened.and_then(|()| match self.queues.remove(&queue) {
+                    Some(q) => q.delete(),
+                    None => Ok(()),
+                });
+                if let Err(e) = result {
+                    warn!(queue = %queue, "deleting disk queue files failed - {e}");
+                }
+            }
+            Job::Shutdown { .. } => {}
+        }
+    }
+}

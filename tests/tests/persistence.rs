@@ -1,0 +1,178 @@
+//! Persistence through the real binary: messages past `--mem-queue-size` go
+//! to disk, a graceful shutdown (SIGTERM) writes memory, in-flight and
+//! deferred messages to disk, and a restart on the same data path delivers
+//! all of them; topics and channels come back from nsqd.dat.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use nsq_tests::{binary, within, NsqdProcess, RawConn};
+
+const BATCH: usize = 500;
+
+fn body(i: usize) -> Vec<u8> {
+    format!("message-{i:06}-{}", "x".repeat(i % 50)).into_bytes()
+}
+
+async fn publish_range(c: &mut RawConn, topic: &str, range: std::ops::Range<usize>) {
+    let mut i = range.start;
+    while i < range.end {
+        let end = (i + BATCH).min(range.end);
+        let bodies: Vec<Vec<u8>> = (i..end).map(body).collect();
+        let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_slice()).collect();
+        c.publish_multi(topic, &refs).await;
+        i = end;
+    }
+}
+
+/// Consume and FIN `n` messages; returns their bodies.
+async fn drain(c: &mut RawConn, n: usize) -> BTreeSet<Vec<u8>> {
+    let mut seen = BTreeSet::new();
+    c.rdy(2500).await;
+    for _ in 0..n {
+        let m = c.read_message().await;
+        c.fin(m.id).await;
+        assert!(seen.insert(m.body.to_vec()), "duplicate {:?}", m.body);
+    }
+    seen
+}
+
+fn terminate_cleanly(nsqd: &mut NsqdProcess) {
+    let status = nsqd.terminate();
+    if !status.success() {
+        nsqd.fail(&format!("SIGTERM gave {status}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spilled_messages_survive_a_restart() {
+    within(async {
+        const N: usize = 50_000;
+        let mut nsqd = NsqdProcess::start(&["--mem-queue-size=100"]);
+        // One consumer creates channel `c` and goes away; `c` keeps collecting.
+        let mut sub = nsqd.connect().await;
+        sub.sub("spill", "c").await;
+        sub.abort();
+        let mut p = nsqd.connect().await;
+        publish_range(&mut p, "spill", 0..N).await;
+        drop(p);
+        terminate_cleanly(&mut nsqd);
+
+        let nsqd = nsqd.restart(&["--mem-queue-size=100"]);
+        let mut c = nsqd.connect().await;
+        c.sub("spill", "c").await;
+        let got = drain(&mut c, N).await;
+        let want: BTreeSet<Vec<u8>> = (0..N).map(body).collect();
+        assert_eq!(got, want);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_without_channels_keeps_what_it_holds_across_a_restart() {
+    within(async {
+        const N: usize = 5_000;
+        let mut nsqd = NsqdProcess::start(&["--mem-queue-size=100"]);
+        let mut p = nsqd.connect().await;
+        publish_range(&mut p, "held", 0..N).await;
+        drop(p);
+        terminate_cleanly(&mut nsqd);
+
+        let nsqd = nsqd.restart(&["--mem-queue-size=100"]);
+        let mut c = nsqd.connect().await;
+        c.sub("held", "first").await;
+        let got = drain(&mut c, N).await;
+        assert_eq!(got, (0..N).map(body).collect());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_and_deferred_messages_survive_and_keep_their_due_time() {
+    within(async {
+        let mut nsqd = NsqdProcess::start(&[]);
+        let mut c = nsqd.connect().await;
+        c.sub("keep", "c").await;
+        let mut p = nsqd.connect().await;
+        for i in 0..10 {
+            p.publish("keep", format!("inflight-{i}").as_bytes()).await;
+        }
+        let published = Instant::now();
+        p.publish_deferred("keep", 6_000, b"deferred").await;
+        c.rdy(10).await;
+        let held = c.read_messages(10).await;
+        assert!(held.iter().all(|m| m.attempts == 1));
+        terminate_cleanly(&mut nsqd);
+
+        let nsqd = nsqd.restart(&[]);
+        let mut c = nsqd.connect().await;
+        c.sub("keep", "c").await;
+        c.rdy(20).await;
+        let again = c.read_messages(10).await;
+        let bodies: BTreeSet<_> = again.iter().map(|m| m.body.to_vec()).collect();
+        let want: BTreeSet<_> = (0..10)
+            .map(|i| format!("inflight-{i}").into_bytes())
+            .collect();
+        assert_eq!(bodies, want);
+        assert!(
+            again.iter().all(|m| m.attempts == 2),
+            "attempts are kept across the restart"
+        );
+        let late = c.read_message_within(Duration::from_secs(30)).await;
+        assert_eq!(&late.body[..], b"deferred");
+        let waited = published.elapsed();
+        assert!(
+            waited >= Duration::from_secs(6),
+            "the deferred message came {waited:?} after publishing, before its 6 s"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_come_back_from_metadata() {
+    within(async {
+        let mut nsqd = NsqdProcess::start(&[]);
+        for ch in ["a", "b"] {
+            let mut c = nsqd.connect().await;
+            c.sub("meta", ch).await;
+            c.abort();
+        }
+        terminate_cleanly(&mut nsqd);
+        let dat = std::fs::read_to_string(nsqd.data_path().join("nsqd.dat")).unwrap();
+        assert!(dat.contains("\"name\":\"meta\""), "{dat}");
+
+        let nsqd = nsqd.restart(&[]);
+        let mut p = nsqd.connect().await;
+        p.publish("meta", b"to both").await;
+        // Both channels existed before anyone subscribed again, so each has
+        // its own copy.
+        for ch in ["a", "b"] {
+            let mut c = nsqd.connect().await;
+            c.sub("meta", ch).await;
+            c.rdy(1).await;
+            assert_eq!(&c.read_message().await.body[..], b"to both");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_nsqd_on_the_same_data_path_refuses_to_start() {
+    within(async {
+        let nsqd = NsqdProcess::start(&[]);
+        let out = std::process::Command::new(binary("nsqd"))
+            .arg("--tcp-address=127.0.0.1:0")
+            .arg("--http-address=127.0.0.1:0")
+            .arg(format!("--data-path={}", nsqd.data_path().display()))
+            .output()
+            .expect("run a second nsqd");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("possibly in use by another instance of nsqd"),
+            "{stderr}"
+        );
+    })
+    .await;
+}
