@@ -334,8 +334,10 @@ pub struct StatsRequest {
     pub include_mem: bool,
 }
 
+/// The `/stats` JSON document, fields in upstream's order (serialised
+/// directly: a `serde_json::Value` would sort the keys).
 #[derive(Serialize)]
-struct StatsDoc {
+pub struct StatsDoc {
     version: &'static str,
     health: String,
     start_time: i64,
@@ -354,17 +356,16 @@ pub fn health_text(nsqd: &Nsqd) -> String {
 }
 
 /// The JSON document of `GET /stats?format=json`.
-pub fn to_json(nsqd: &Nsqd, req: &StatsRequest) -> serde_json::Value {
+pub fn to_json(nsqd: &Nsqd, req: &StatsRequest) -> StatsDoc {
     let snap = collect(nsqd, &req.filter);
-    let doc = StatsDoc {
+    StatsDoc {
         version: nsq_protocol::VERSION,
         health: health_text(nsqd),
         start_time: nsqd.start_time,
         topics: snap.topics,
         memory: req.include_mem.then(MemStats::read),
         producers: snap.producers,
-    };
-    serde_json::to_value(doc).unwrap_or_default()
+    }
 }
 
 /// The text form of `GET /stats` (any `format` but `json`), laid out as

@@ -275,6 +275,34 @@ pub fn shape(v: &Value) -> Value {
     }
 }
 
+/// Every object key of a JSON text in document order, to check that
+/// fields come in upstream's order (a parsed `Value` sorts them).
+pub fn key_order(json: &[u8]) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut i = 0;
+    while i < json.len() {
+        if json[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        i += 1;
+        while i < json.len() && json[i] != b'"' {
+            i += if json[i] == b'\\' { 2 } else { 1 };
+        }
+        let s = String::from_utf8_lossy(&json[start..i.min(json.len())]).into_owned();
+        i += 1;
+        let mut j = i;
+        while j < json.len() && json[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        if json.get(j) == Some(&b':') {
+            keys.push(s);
+        }
+    }
+    keys
+}
+
 /// Two shapes agree, an empty array agreeing with any array.
 fn compatible(a: &Value, b: &Value) -> bool {
     match (a, b) {
