@@ -612,3 +612,40 @@ async fn statsd_can_skip_ephemeral_names_and_memory() {
     })
     .await
 }
+
+#[tokio::test]
+async fn backend_depth_counts_what_spilled_to_disk() {
+    within(async {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("--statsd-address={}", sock.local_addr().unwrap());
+        let d = start(&[
+            "--mem-queue-size=2",
+            &addr,
+            "--statsd-interval=50ms",
+            "--statsd-prefix=",
+        ])
+        .await;
+        http(&d, "POST", "/topic/create?topic=S", b"").await;
+        http(&d, "POST", "/channel/create?topic=S&channel=c", b"").await;
+        http(&d, "POST", "/mpub?topic=S", b"1\n2\n3\n4\n5").await;
+        let c = poll("five queued, three on disk", || async {
+            let v = stats_json(&d, "&topic=S").await;
+            let c = v["topics"][0]["channels"][0].clone();
+            (c["depth"] == 5 && c["backend_depth"] == 3).then_some(c)
+        })
+        .await;
+        assert_eq!(c["message_count"], 5);
+        let s = scrape(&http(&d, "GET", "/metrics", b"").await.text());
+        let sc = [("topic", "S"), ("channel", "c")];
+        assert_eq!(num(find(&s, "nsq_channel_backend_depth", &sc)), 3.0);
+        assert_eq!(num(find(&s, "nsq_channel_depth", &sc)), 5.0);
+        // An empty prefix sends bare keys.
+        statsd_packets(&sock, |lines| {
+            lines
+                .iter()
+                .any(|l| l == "topic.S.channel.c.backend_depth:3|g")
+        })
+        .await;
+    })
+    .await
+}
