@@ -132,7 +132,12 @@ async fn handle_guarded(nsqd: Arc<Nsqd>, req: Request<Incoming>) -> HttpResponse
     match tokio::spawn(async move { handle(&nsqd, req).await }).await {
         Ok(resp) => resp,
         Err(e) => {
-            error!("panic in HTTP handler - {e}");
+            // Cancelled only when the runtime shuts down; a panic is a bug.
+            if e.is_panic() {
+                error!("panic in HTTP handler - {e}");
+            } else {
+                debug!("HTTP handler cancelled - {e}");
+            }
             error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
         }
     }
