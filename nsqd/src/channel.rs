@@ -18,8 +18,11 @@ use crate::client::Client;
 use crate::disk_io::{DiskSink, QueueHandle, WriteBatch};
 use crate::message::{unix_nanos, Message};
 
-/// Read ahead from disk when fewer than this many messages wait in memory.
+/// Records read from disk at a time.
 const READ_AHEAD: usize = 1024;
+/// Read ahead while fewer than this many messages wait in memory: one batch
+/// stays ready for the consumers while the next is being read.
+const READ_AHEAD_BELOW: usize = 2 * READ_AHEAD;
 
 /// Completion of a publish's disk write: resolves once the records that did
 /// not fit in memory are written.
@@ -590,7 +593,7 @@ impl Channel {
     /// consumers keeps its backlog on disk.
     fn read_ahead(&self, st: &mut ChannelState) {
         if let Some(disk) = &self.disk {
-            if !st.reading && st.queue.len() < READ_AHEAD && st.on_disk + st.to_disk > 0 {
+            if !st.reading && st.queue.len() < READ_AHEAD_BELOW && st.on_disk + st.to_disk > 0 {
                 st.reading = true;
                 disk.read(READ_AHEAD, self.sink());
             }
