@@ -1,63 +1,24 @@
 //! In-process tests of protocol V2 with golden wire bytes: a real `Server` on
 //! port 0, a raw TCP client, and the exact frames upstream sends.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use nsq_protocol::{Command, MessageId};
-use nsqd::{Options, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tokio_util::sync::CancellationToken;
+
+mod support;
+
+use support::{start, Nsqd};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-struct Nsqd {
-    addr: SocketAddr,
-    stop: CancellationToken,
-    inner: std::sync::Arc<nsqd::Nsqd>,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Nsqd {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn start(args: &[&str]) -> Nsqd {
-    let data = tempfile::tempdir().unwrap();
-    let data_arg = format!("--data-path={}", data.path().display());
-    let mut argv = vec![
-        "nsqd",
-        "--tcp-address=127.0.0.1:0",
-        "--http-address=",
-        "--node-id=1",
-        data_arg.as_str(),
-    ];
-    argv.extend_from_slice(args);
-    let opts: Options =
-        nsq_app::flags::try_parse_options("nsqd", argv.iter().map(Into::into), &[]).unwrap();
-    let server = Server::bind(opts).await.unwrap();
-    let addr = server.tcp_addr();
-    let inner = server.nsqd();
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    tokio::spawn(async move { server.run(s.cancelled_owned()).await });
-    Nsqd {
-        addr,
-        stop,
-        inner,
-        _data: data,
-    }
-}
 
 struct Conn(TcpStream);
 
 impl Conn {
     async fn open(nsqd: &Nsqd) -> Conn {
-        let mut s = TcpStream::connect(nsqd.addr).await.unwrap();
+        let mut s = TcpStream::connect(nsqd.tcp).await.unwrap();
         s.write_all(b"  V2").await.unwrap();
         Conn(s)
     }
@@ -166,7 +127,7 @@ async fn fatal(nsqd: &Nsqd, setup: &[&[u8]], want: &str) {
 #[tokio::test]
 async fn bad_magic_gets_e_bad_protocol() {
     let n = start(&[]).await;
-    let mut s = TcpStream::connect(n.addr).await.unwrap();
+    let mut s = TcpStream::connect(n.tcp).await.unwrap();
     s.write_all(b"  V1").await.unwrap();
     let mut got = Vec::new();
     timeout(WAIT, s.read_to_end(&mut got))
@@ -494,16 +455,9 @@ async fn a_line_past_16k_closes_without_an_error_frame() {
     c.expect_closed().await;
 }
 
-/// Poll `cond` until it holds, failing after a deadline.
+/// Poll a condition on server state until it holds (see [`support::poll`]).
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    support::poll(what, || std::future::ready(cond().then_some(()))).await
 }
 
 #[tokio::test]
