@@ -3,6 +3,7 @@
 pub mod duration;
 pub mod flags;
 pub mod logging;
+pub mod net;
 pub mod signal;
 
 pub use duration::{parse_go_duration, GoDuration};

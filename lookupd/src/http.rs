@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -351,28 +351,7 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let (stream, remote) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => {
-                    backoff = Duration::from_millis(5);
-                    conn
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off as Go's
-                    // http.Server does instead of spinning.
-                    tracing::warn!("HTTP: accept error: {e}; retrying in {backoff:?}");
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
+    nsq_app::net::accept_loop(&listener, &cancel, "HTTP", |stream, remote| {
         let ctx = Arc::clone(&ctx);
         let cancel = cancel.clone();
         tracker.spawn(async move {
@@ -407,8 +386,6 @@ pub(crate) async fn serve(
                 tracing::debug!("HTTP: connection from {remote}: {e}");
             }
         });
-    }
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!("HTTP: closing {addr}");
-    }
+    })
+    .await;
 }

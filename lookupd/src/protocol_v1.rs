@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,35 +29,12 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let (stream, remote) = tokio::select! {
-            _ = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => {
-                    backoff = Duration::from_millis(5);
-                    conn
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off rather
-                    // than spin, and keep serving the connections we have.
-                    tracing::warn!("TCP: accept error: {e}; retrying in {backoff:?}");
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-        };
+    nsq_app::net::accept_loop(&listener, &cancel, "TCP", |stream, remote| {
         let remote = go_addr(remote);
         let span = tracing::info_span!("client", remote = %remote);
         tracker.spawn(handle(stream, remote, Arc::clone(&ctx), cancel.clone()).instrument(span));
-    }
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!("TCP: closing {addr}");
-    }
+    })
+    .await;
 }
 
 /// A remote address as Go prints it: IPv4 clients of a dual-stack listener

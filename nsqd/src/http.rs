@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use nsq_protocol::{parse_mpub_body, ErrorCode, TopicName};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tracing::{debug, error, warn};
+use tracing::{debug, error};
 
 use crate::nsqd::{Nsqd, PublishError};
 use crate::stats::{StatsFilter, StatsRequest};
@@ -34,19 +34,7 @@ const NSQ_V1: &str = "nsq; version=1.0";
 
 /// Accept HTTP connections until nsqd shuts down.
 pub(crate) async fn serve(nsqd: Arc<Nsqd>, listener: TcpListener) {
-    loop {
-        let accepted = tokio::select! {
-            _ = nsqd.cancel.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, _) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                warn!("HTTP accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    nsq_app::net::accept_loop(&listener, &nsqd.cancel, "HTTP", |stream, _| {
         let nsqd2 = nsqd.clone();
         let cancel = nsqd.cancel.clone();
         nsqd.tracker.spawn(async move {
@@ -64,7 +52,8 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, listener: TcpListener) {
                 _ = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
             }
         });
-    }
+    })
+    .await;
 }
 
 /// What a handler returns: a response, or an error status and name.

@@ -703,23 +703,11 @@ impl Server {
 }
 
 async fn accept_tcp(nsqd: Arc<Nsqd>, listener: TcpListener) {
-    loop {
-        let accepted = tokio::select! {
-            _ = nsqd.cancel.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        match accepted {
-            Ok((stream, addr)) => {
-                nsqd.tracker
-                    .spawn(crate::protocol_v2::serve(nsqd.clone(), stream, addr));
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                warn!("TCP accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    nsq_app::net::accept_loop(&listener, &nsqd.cancel, "TCP", |stream, addr| {
+        nsqd.tracker
+            .spawn(crate::protocol_v2::serve(nsqd.clone(), stream, addr));
+    })
+    .await;
 }
 
 /// Save the metadata after changes, off the async workers (it fsyncs).

@@ -1,0 +1,78 @@
+//! The accept loop every listener of every binary shares: stop on
+//! cancellation, and back off instead of spinning when accepting fails.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Accept connections on `listener` until `cancel` fires, handing each to
+/// `on_conn` (which spawns its task). Accept errors (out of file descriptors
+/// and the like) are logged and retried after a growing pause, as Go's
+/// servers do, so the connections already open keep being served.
+pub async fn accept_loop(
+    listener: &TcpListener,
+    cancel: &CancellationToken,
+    what: &str,
+    mut on_conn: impl FnMut(TcpStream, SocketAddr),
+) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                backoff = FIRST_BACKOFF;
+                on_conn(stream, remote);
+            }
+            Err(e) => {
+                tracing::warn!("{what}: accept error: {e}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("{what}: closing {addr}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hands_over_connections_and_stops_when_cancelled() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let c = cancel.clone();
+        let task = tokio::spawn(async move {
+            accept_loop(&listener, &c, "TEST", |_, remote| {
+                let _ = tx.send(remote);
+            })
+            .await
+        });
+        let client = TcpStream::connect(addr).await.unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen, client.local_addr().unwrap());
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
