@@ -15,7 +15,7 @@ use nsq_protocol::{ChannelName, TopicName};
 use tokio::time::Instant;
 
 use crate::client::Client;
-use crate::disk_io::{DiskSink, QueueHandle, WriteBatch};
+use crate::disk_io::{DiskDamage, DiskSink, QueueHandle, WriteBatch};
 use crate::message::{unix_nanos, Message};
 
 /// Records read from disk at a time.
@@ -138,6 +138,8 @@ pub struct ChannelStats {
     pub timeout_count: u64,
     pub client_count: usize,
     pub paused: bool,
+    /// What the disk queue had to skip (checksum failures, unreadable segments).
+    pub disk_damage: DiskDamage,
 }
 
 #[derive(Default)]
@@ -156,6 +158,7 @@ struct ChannelState {
     on_disk: u64,
     /// A read-ahead request is outstanding.
     reading: bool,
+    disk_damage: DiskDamage,
     message_count: u64,
     requeue_count: u64,
     timeout_count: u64,
@@ -612,6 +615,7 @@ impl Channel {
             timeout_count: st.timeout_count,
             client_count: st.clients.len(),
             paused: st.paused,
+            disk_damage: st.disk_damage,
         }
     }
 }
@@ -630,12 +634,13 @@ impl DiskSink for Channel {
         }
     }
 
-    fn refill(&self, records: Vec<Bytes>, depth: u64) {
+    fn refill(&self, records: Vec<Bytes>, depth: u64, damage: DiskDamage) {
         let now = Instant::now();
         let wall = unix_nanos();
         let mut st = self.lock();
         st.on_disk = depth;
         st.reading = false;
+        st.disk_damage = damage;
         for r in &records {
             match Message::decode_disk(r) {
                 Some((m, due)) if due > wall => {

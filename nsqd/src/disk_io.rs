@@ -18,12 +18,22 @@ use tracing::{error, warn};
 
 use crate::disk_queue::{DiskQueue, DiskQueueOptions};
 
+/// Damage a disk queue found while reading, since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskDamage {
+    /// Records skipped because their checksum or length was wrong.
+    pub corrupt_records: u64,
+    /// Segments that could not be read and were renamed `.bad`.
+    pub bad_segments: u64,
+}
+
 /// The owner of a queue hears back from the I/O thread through this.
 pub trait DiskSink: Send + Sync {
     /// A write of `count` records finished; `depth` is the queue's depth now.
     fn written(&self, count: u64, result: &io::Result<()>, depth: u64);
-    /// Records read ahead; `depth` is what is left on disk.
-    fn refill(&self, records: Vec<Bytes>, depth: u64);
+    /// Records read ahead; `depth` is what is left on disk, `damage` what
+    /// the queue had to skip so far.
+    fn refill(&self, records: Vec<Bytes>, depth: u64, damage: DiskDamage);
 }
 
 /// Records to append, encoded back to back in one buffer.
@@ -329,8 +339,15 @@ impl IoThread {
                 if let Err(e) = self.queue(&queue).and_then(|q| q.get_many(max, &mut out)) {
                     error!(queue = %queue, "disk read failed - {e}");
                 }
+                let damage = self
+                    .queues
+                    .get(&*queue)
+                    .map_or_else(DiskDamage::default, |q| DiskDamage {
+                        corrupt_records: q.corrupt_records(),
+                        bad_segments: q.bad_segments(),
+                    });
                 if let Some(s) = sink.upgrade() {
-                    s.refill(out, self.depth(&queue));
+                    s.refill(out, self.depth(&queue), damage);
                 }
                 self.maybe_sync(&queue);
             }

@@ -186,6 +186,16 @@ pub fn render(nsqd: &Nsqd) -> String {
         "gauge",
         "1 when the channel is paused.",
     );
+    let mut d_corrupt = Family::new(
+        "nsq_disk_corrupt_records_total",
+        "counter",
+        "Records a disk queue skipped because their checksum or length was wrong.",
+    );
+    let mut d_bad = Family::new(
+        "nsq_disk_bad_segments_total",
+        "counter",
+        "Disk queue segments that could not be read and were renamed .bad.",
+    );
     let mut c_e2e = Family::new(
         "nsq_channel_e2e_processing_latency_seconds",
         "summary",
@@ -202,6 +212,8 @@ pub fn render(nsqd: &Nsqd) -> String {
         t_bytes.add(tl(), ts.message_bytes as f64);
         t_paused.add(tl(), f64::from(u8::from(ts.paused)));
         t_channels.add(tl(), channels.len() as f64);
+        d_corrupt.add(tl(), ts.disk_damage.corrupt_records as f64);
+        d_bad.add(tl(), ts.disk_damage.bad_segments as f64);
         if !percentiles.is_empty() {
             if let Some(snap) = e2e::topic_snapshot(&channels) {
                 add_summary(&mut t_e2e, tl(), &snap, &percentiles);
@@ -224,6 +236,8 @@ pub fn render(nsqd: &Nsqd) -> String {
             c_timedout.add(cl(), s.timeout_count as f64);
             c_clients.add(cl(), s.client_count as f64);
             c_paused.add(cl(), f64::from(u8::from(s.paused)));
+            d_corrupt.add(cl(), s.disk_damage.corrupt_records as f64);
+            d_bad.add(cl(), s.disk_damage.bad_segments as f64);
             if let (false, Some(stream)) = (percentiles.is_empty(), c.e2e.as_ref()) {
                 add_summary(&mut c_e2e, cl(), &stream.snapshot(), &percentiles);
             }
@@ -288,6 +302,8 @@ pub fn render(nsqd: &Nsqd) -> String {
         &c_clients,
         &c_paused,
         &c_e2e,
+        &d_corrupt,
+        &d_bad,
         &rss,
         &vsz,
         &fds,

@@ -40,6 +40,12 @@ pub struct TopicReport {
     pub message_bytes: u64,
     pub paused: bool,
     pub e2e_processing_latency: E2eResult,
+    /// Ours, not upstream's: what the disk queue had to skip. Omitted while
+    /// zero, so a healthy nsqd's `/stats` has exactly upstream's keys.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub disk_corrupt_records: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub disk_bad_segments: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -72,6 +78,11 @@ pub struct ChannelReport {
     pub clients: Option<Vec<ClientReport>>,
     pub paused: bool,
     pub e2e_processing_latency: E2eResult,
+    /// As on [`TopicReport`]: ours, omitted while zero.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub disk_corrupt_records: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub disk_bad_segments: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -258,6 +269,8 @@ pub fn collect(nsqd: &Nsqd, filter: &StatsFilter) -> Snapshot {
                     clients,
                     paused: s.paused,
                     e2e_processing_latency: e2e::channel_result(c.e2e.as_ref(), &percentiles),
+                    disk_corrupt_records: s.disk_damage.corrupt_records,
+                    disk_bad_segments: s.disk_damage.bad_segments,
                 }
             })
             .collect();
@@ -271,6 +284,8 @@ pub fn collect(nsqd: &Nsqd, filter: &StatsFilter) -> Snapshot {
             message_bytes: ts.message_bytes,
             paused: ts.paused,
             e2e_processing_latency: e2e::topic_result(&all, &percentiles),
+            disk_corrupt_records: ts.disk_damage.corrupt_records,
+            disk_bad_segments: ts.disk_damage.bad_segments,
         });
     }
     let producers = filter.include_clients.then(|| {

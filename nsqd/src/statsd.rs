@@ -327,6 +327,8 @@ mod tests {
                 count: 1,
                 percentiles: Some(vec![(0.99, 1234.9)]),
             },
+            disk_corrupt_records: 0,
+            disk_bad_segments: 0,
         }
     }
 
@@ -347,6 +349,8 @@ mod tests {
             clients: None,
             paused: false,
             e2e_processing_latency: E2eResult::default(),
+            disk_corrupt_records: 0,
+            disk_bad_segments: 0,
         }
     }
 

@@ -13,7 +13,7 @@ use nsq_protocol::{ChannelName, TopicName};
 use tokio::time::Instant;
 
 use crate::channel::{Channel, ChannelLimits, ChannelStats, DiskWrite};
-use crate::disk_io::{DiskIo, DiskSink, QueueHandle, WriteBatch};
+use crate::disk_io::{DiskDamage, DiskIo, DiskSink, QueueHandle, WriteBatch};
 use crate::message::{unix_nanos, IdGenerator, Message};
 
 /// How many held records the topic reads from disk at a time once it has
@@ -39,6 +39,8 @@ pub struct TopicStats {
     pub message_count: u64,
     pub message_bytes: u64,
     pub paused: bool,
+    /// What the topic's disk queue had to skip.
+    pub disk_damage: DiskDamage,
 }
 
 struct TopicState {
@@ -53,6 +55,7 @@ struct TopicState {
     on_disk: u64,
     /// The pump has a read outstanding.
     pumping: bool,
+    disk_damage: DiskDamage,
     paused: bool,
     /// Held back from delivery until `start`: a new topic waits while the
     /// channels lookupd knows for it are created, so none misses a message.
@@ -112,6 +115,7 @@ impl Topic {
                 to_disk: 0,
                 on_disk: 0,
                 pumping: false,
+                disk_damage: DiskDamage::default(),
                 paused: false,
                 starting,
                 ids: IdGenerator::new(node_id),
@@ -384,6 +388,7 @@ impl Topic {
             message_count: st.message_count,
             message_bytes: st.message_bytes,
             paused: st.paused,
+            disk_damage: st.disk_damage,
         };
         let channels = st
             .channels
@@ -446,12 +451,13 @@ impl DiskSink for Topic {
         self.pump(&mut st);
     }
 
-    fn refill(&self, records: Vec<Bytes>, depth: u64) {
+    fn refill(&self, records: Vec<Bytes>, depth: u64, damage: DiskDamage) {
         let now = Instant::now();
         let wall = unix_nanos();
         let mut st = self.lock();
         st.on_disk = depth;
         st.pumping = false;
+        st.disk_damage = damage;
         let mut now_msgs = Vec::with_capacity(records.len());
         let mut writes = Vec::new();
         for r in &records {

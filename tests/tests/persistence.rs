@@ -176,3 +176,117 @@ async fn a_second_nsqd_on_the_same_data_path_refuses_to_start() {
     })
     .await;
 }
+
+/// The segment files of queue `name` in `dir`, oldest first.
+fn segments(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
+    let prefix = format!("{name}.diskqueue.");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let f = p.file_name().unwrap().to_string_lossy().to_string();
+            f.starts_with(&prefix) && f.ends_with(".dat")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Fill channel `c` of `topic` on disk, stop nsqd, let `damage` edit the
+/// segments, restart, and consume everything left. Returns the bodies
+/// received, the channel's `/stats` entry and the files set aside as `.bad`.
+async fn damaged(
+    topic: &str,
+    n: usize,
+    args: &[&str],
+    damage: impl FnOnce(&[std::path::PathBuf]),
+) -> (BTreeSet<Vec<u8>>, serde_json::Value, Vec<String>) {
+    let mut nsqd = NsqdProcess::start(args);
+    let mut sub = nsqd.connect().await;
+    sub.sub(topic, "c").await;
+    sub.abort();
+    let mut p = nsqd.connect().await;
+    publish_range(&mut p, topic, 0..n).await;
+    drop(p);
+    terminate_cleanly(&mut nsqd);
+    damage(&segments(nsqd.data_path(), &format!("{topic}:c")));
+
+    let nsqd = nsqd.restart(args);
+    let mut c = nsqd.connect().await;
+    c.sub(topic, "c").await;
+    c.rdy(2500).await;
+    let mut got = BTreeSet::new();
+    // Whatever survived arrives; then the queue is empty.
+    while let Ok(nsq_protocol::Frame::Message(m)) = c.try_read_frame(Duration::from_secs(2)).await {
+        c.fin(m.id).await;
+        assert!(got.insert(m.body.to_vec()), "duplicate {:?}", m.body);
+    }
+    let stats = nsqd
+        .http_get(&format!("/stats?format=json&topic={topic}"))
+        .json();
+    let channel = stats["topics"][0]["channels"][0].clone();
+    let bad = std::fs::read_dir(nsqd.data_path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|f| f.ends_with(".bad"))
+        .collect();
+    (got, channel, bad)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_record_is_skipped_counted_and_the_rest_delivered() {
+    within(async {
+        const N: usize = 1_000;
+        let (got, channel, bad) = damaged("crc", N, &["--mem-queue-size=0"], |segs| {
+            // Flip a byte inside the first record's payload
+            // ([u32 len][u32 crc][payload]): its checksum no longer matches.
+            let mut data = std::fs::read(&segs[0]).unwrap();
+            data[8 + 30] ^= 0xff;
+            std::fs::write(&segs[0], data).unwrap();
+        })
+        .await;
+        assert_eq!(got.len(), N - 1, "exactly the damaged record is lost");
+        let want: BTreeSet<Vec<u8>> = (1..N).map(body).collect();
+        assert_eq!(got, want);
+        assert_eq!(channel["disk_corrupt_records"], 1, "{channel}");
+        assert_eq!(channel["depth"], 0, "{channel}");
+        assert!(
+            bad.is_empty(),
+            "no segment set aside for one bad record: {bad:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_segment_is_set_aside_and_the_others_delivered() {
+    within(async {
+        const N: usize = 2_000;
+        let args = ["--mem-queue-size=0", "--max-bytes-per-file=4096"];
+        let mut damaged_name = None;
+        let (got, channel, bad) = damaged("bad", N, &args, |segs| {
+            assert!(segs.len() > 3, "small segments roll: {segs:?}");
+            // An impossible length at the start of the second segment.
+            let mut data = std::fs::read(&segs[1]).unwrap();
+            data[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+            std::fs::write(&segs[1], data).unwrap();
+            damaged_name = Some(segs[1].file_name().unwrap().to_string_lossy().to_string());
+        })
+        .await;
+        let want: BTreeSet<Vec<u8>> = (0..N).map(body).collect();
+        assert!(got.is_subset(&want), "only genuine messages are delivered");
+        let lost = N - got.len();
+        assert!(
+            lost > 0 && lost < 200,
+            "one segment's worth lost, not more: {lost}"
+        );
+        assert_eq!(channel["disk_bad_segments"], 1, "{channel}");
+        let kept = format!("{}.bad", damaged_name.unwrap());
+        assert_eq!(
+            bad,
+            vec![kept],
+            "the damaged segment is kept for an operator"
+        );
+    })
+    .await;
+}
