@@ -22,9 +22,11 @@ pub mod nsqd;
 pub mod options;
 pub mod process;
 pub mod protocol_v2;
+pub mod server;
 pub mod stats;
 pub mod statsd;
 pub mod topic;
 
-pub use crate::nsqd::{Error, Nsqd, Result, Server};
+pub use crate::nsqd::{Error, Nsqd, PublishError, Result};
+pub use crate::server::Server;
 pub use options::Options;

@@ -2,7 +2,6 @@
 //! and the order in which it starts and stops.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +9,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nsq_protocol::{ChannelName, IdentifyRequest, TopicName};
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -27,14 +25,9 @@ use crate::metadata::{self, ChannelMeta, DirLock, Metadata, TopicMeta};
 use crate::options::{Options, OptionsError};
 use crate::topic::{PutError, Topic};
 
-/// How often in-flight timeouts and deferred messages are checked (upstream's
-/// queue scan interval).
-pub const QUEUE_SCAN_INTERVAL: Duration = Duration::from_millis(100);
 /// Threads serving disk queues: the machine has two cores, and the queues'
 /// work is mostly memory copies into the page cache.
 const DISK_THREADS: usize = 2;
-/// How long shutdown waits for connections to finish before giving up.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Errors that stop nsqd from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +76,7 @@ pub struct Nsqd {
     pub lookup: Lookup,
     pub(crate) http_client: HttpClient,
     /// Wakes the metadata writer after a topic or channel change.
-    metadata_dirty: Notify,
+    pub(crate) metadata_dirty: Notify,
     data_path: PathBuf,
     /// The I/O threads behind every disk queue.
     pub(crate) disk_io: Arc<DiskIo>,
@@ -296,7 +289,7 @@ impl Nsqd {
         }
     }
 
-    fn write_metadata(&self) {
+    pub(crate) fn write_metadata(&self) {
         if let Err(e) = metadata::store(&self.data_path, &self.metadata()) {
             error!("failed to persist metadata - {e}");
         }
@@ -462,7 +455,7 @@ impl Nsqd {
     }
 
     /// Write everything held in memory to disk and close the disk queues.
-    async fn flush_to_disk(self: &Arc<Self>) {
+    pub(crate) async fn flush_to_disk(self: &Arc<Self>) {
         let now = Instant::now();
         let mut flushed = 0;
         for topic in self.topics_snapshot() {
@@ -542,7 +535,7 @@ impl Nsqd {
 
     /// Requeue timed-out messages and release due deferred ones, for every
     /// channel. One pass costs a lock per channel.
-    fn scan_queues(&self) {
+    pub(crate) fn scan_queues(&self) {
         let now = Instant::now();
         for topic in self.topics_snapshot() {
             for channel in topic.channels() {
@@ -552,35 +545,15 @@ impl Nsqd {
     }
 }
 
-/// A bound, not yet running nsqd. Binding happens here so a caller that
-/// asked for port 0 can read the real addresses before `run`.
-pub struct Server {
-    nsqd: Arc<Nsqd>,
-    tcp: TcpListener,
-    http: Option<TcpListener>,
-}
-
-async fn bind(addr: &str) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: addr.to_string(),
-            source,
-        })
-}
-
-impl Server {
-    pub async fn bind(opts: Options) -> Result<Server> {
-        opts.validate()?;
-        for flag in opts.unsupported() {
-            warn!("{flag} is accepted but not supported by this build yet; it has no effect");
-        }
-        let tcp = bind(&opts.tcp_address).await?;
-        let http = if opts.http_address.is_empty() {
-            None
-        } else {
-            Some(bind(&opts.http_address).await?)
-        };
+impl Nsqd {
+    /// Take the data path (locked for the life of the server), start the
+    /// disk I/O threads, and restore the topics, channels and disk queues
+    /// that `nsqd.dat` lists. The listeners are already bound.
+    pub(crate) async fn open(
+        opts: Options,
+        tcp_addr: SocketAddr,
+        http_addr: Option<SocketAddr>,
+    ) -> Result<Arc<Nsqd>> {
         let data_path = opts.data_path();
         let dir_lock = metadata::lock_dir(&data_path)?;
         let meta = metadata::load(&data_path)?;
@@ -609,8 +582,8 @@ impl Server {
         };
         let live = crate::config::LiveOptions::new(&opts);
         let nsqd = Arc::new(Nsqd {
-            tcp_addr: tcp.local_addr()?,
-            http_addr: http.as_ref().map(|l| l.local_addr()).transpose()?,
+            tcp_addr,
+            http_addr,
             opts,
             node_id,
             limits,
@@ -636,100 +609,10 @@ impl Server {
         nsqd.reopen_disk_queues().await?;
         // Upstream rewrites the metadata right after loading it.
         nsqd.write_metadata();
-        Ok(Server { nsqd, tcp, http })
+        Ok(nsqd)
     }
 
-    pub fn nsqd(&self) -> Arc<Nsqd> {
-        self.nsqd.clone()
-    }
-
-    /// Hand over the process's log filter so `PUT /config/log_level`
-    /// changes what is logged.
-    pub fn set_log_handle(&self, handle: nsq_app::logging::LogHandle) {
-        self.nsqd.live.attach_log(handle);
-    }
-
-    pub fn tcp_addr(&self) -> SocketAddr {
-        self.nsqd.tcp_addr
-    }
-
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.nsqd.http_addr
-    }
-
-    /// Serve until `shutdown` resolves, then stop in order: stop accepting,
-    /// close client connections (their in-flight messages go back to their
-    /// channels), and wait for the tasks, at most [`SHUTDOWN_GRACE`].
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let Server { nsqd, tcp, http } = self;
-        info!(
-            version = nsq_protocol::VERSION,
-            node_id = nsqd.node_id,
-            "nsqd starting"
-        );
-        info!("TCP: listening on {}", nsqd.tcp_addr);
-        nsqd.tracker.spawn(accept_tcp(nsqd.clone(), tcp));
-        if let Some(http) = http {
-            info!(
-                "HTTP: listening on {}",
-                nsqd.http_addr.map_or(String::new(), |a| a.to_string())
-            );
-            nsqd.tracker.spawn(crate::http::serve(nsqd.clone(), http));
-        }
-        nsqd.tracker.spawn(queue_scan_loop(nsqd.clone()));
-        nsqd.tracker.spawn(metadata_loop(nsqd.clone()));
-        if !nsqd.opts.statsd_address.is_empty() {
-            nsqd.tracker.spawn(crate::statsd::statsd_loop(nsqd.clone()));
-        }
-        nsqd.lookup
-            .set_addresses(&nsqd, &nsqd.opts.lookupd_tcp_address);
-        tokio::select! {
-            _ = shutdown => info!("shutdown requested"),
-            _ = nsqd.cancel.cancelled() => {}
-        }
-        nsqd.cancel.cancel();
-        nsqd.tracker.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, nsqd.tracker.wait())
-            .await
-            .is_err()
-        {
-            error!("tasks still running after {SHUTDOWN_GRACE:?}; exiting anyway");
-        }
-        nsqd.write_metadata();
-        nsqd.flush_to_disk().await;
-        info!("nsqd stopped");
-        Ok(())
-    }
-}
-
-async fn accept_tcp(nsqd: Arc<Nsqd>, listener: TcpListener) {
-    nsq_app::net::accept_loop(&listener, &nsqd.cancel, "TCP", |stream, addr| {
-        nsqd.tracker
-            .spawn(crate::protocol_v2::serve(nsqd.clone(), stream, addr));
-    })
-    .await;
-}
-
-/// Save the metadata after changes, off the async workers (it fsyncs).
-async fn metadata_loop(nsqd: Arc<Nsqd>) {
-    loop {
-        tokio::select! {
-            _ = nsqd.cancel.cancelled() => return,
-            _ = nsqd.metadata_dirty.notified() => {
-                let n = nsqd.clone();
-                let _ = tokio::task::spawn_blocking(move || n.write_metadata()).await;
-            }
-        }
-    }
-}
-
-async fn queue_scan_loop(nsqd: Arc<Nsqd>) {
-    let mut tick = tokio::time::interval(QUEUE_SCAN_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = nsqd.cancel.cancelled() => return,
-            _ = tick.tick() => nsqd.scan_queues(),
-        }
+    pub(crate) fn node_id(&self) -> u16 {
+        self.node_id
     }
 }

@@ -1,0 +1,149 @@
+//! Starting and stopping nsqd: binding the listeners, the background loops
+//! (accept, timer scan, metadata writer, statsd), and the shutdown order.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+
+use crate::nsqd::{Error, Nsqd, Result};
+use crate::options::Options;
+
+/// How often in-flight timeouts and deferred messages are checked (upstream's
+/// queue scan interval).
+pub const QUEUE_SCAN_INTERVAL: Duration = Duration::from_millis(100);
+/// How long shutdown waits for connections to finish before giving up.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A bound, not yet running nsqd. Binding happens here so a caller that
+/// asked for port 0 can read the real addresses before `run`.
+pub struct Server {
+    nsqd: Arc<Nsqd>,
+    tcp: TcpListener,
+    http: Option<TcpListener>,
+}
+
+async fn bind(addr: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+impl Server {
+    pub async fn bind(opts: Options) -> Result<Server> {
+        opts.validate()?;
+        for flag in opts.unsupported() {
+            warn!("{flag} is accepted but not supported by this build yet; it has no effect");
+        }
+        let tcp = bind(&opts.tcp_address).await?;
+        let http = if opts.http_address.is_empty() {
+            None
+        } else {
+            Some(bind(&opts.http_address).await?)
+        };
+        let tcp_addr = tcp.local_addr()?;
+        let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
+        let nsqd = Nsqd::open(opts, tcp_addr, http_addr).await?;
+        Ok(Server { nsqd, tcp, http })
+    }
+
+    pub fn nsqd(&self) -> Arc<Nsqd> {
+        self.nsqd.clone()
+    }
+
+    /// Hand over the process's log filter so `PUT /config/log_level`
+    /// changes what is logged.
+    pub fn set_log_handle(&self, handle: nsq_app::logging::LogHandle) {
+        self.nsqd.live.attach_log(handle);
+    }
+
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.nsqd.tcp_addr
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.nsqd.http_addr
+    }
+
+    /// Serve until `shutdown` resolves, then stop in order: stop accepting,
+    /// close client connections (their in-flight messages go back to their
+    /// channels), and wait for the tasks, at most [`SHUTDOWN_GRACE`].
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let Server { nsqd, tcp, http } = self;
+        info!(
+            version = nsq_protocol::VERSION,
+            node_id = nsqd.node_id(),
+            "nsqd starting"
+        );
+        info!("TCP: listening on {}", nsqd.tcp_addr);
+        nsqd.tracker.spawn(accept_tcp(nsqd.clone(), tcp));
+        if let Some(http) = http {
+            info!(
+                "HTTP: listening on {}",
+                nsqd.http_addr.map_or(String::new(), |a| a.to_string())
+            );
+            nsqd.tracker.spawn(crate::http::serve(nsqd.clone(), http));
+        }
+        nsqd.tracker.spawn(queue_scan_loop(nsqd.clone()));
+        nsqd.tracker.spawn(metadata_loop(nsqd.clone()));
+        if !nsqd.opts.statsd_address.is_empty() {
+            nsqd.tracker.spawn(crate::statsd::statsd_loop(nsqd.clone()));
+        }
+        nsqd.lookup
+            .set_addresses(&nsqd, &nsqd.opts.lookupd_tcp_address);
+        tokio::select! {
+            _ = shutdown => info!("shutdown requested"),
+            _ = nsqd.cancel.cancelled() => {}
+        }
+        nsqd.cancel.cancel();
+        nsqd.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, nsqd.tracker.wait())
+            .await
+            .is_err()
+        {
+            error!("tasks still running after {SHUTDOWN_GRACE:?}; exiting anyway");
+        }
+        nsqd.write_metadata();
+        nsqd.flush_to_disk().await;
+        info!("nsqd stopped");
+        Ok(())
+    }
+}
+
+async fn accept_tcp(nsqd: Arc<Nsqd>, listener: TcpListener) {
+    nsq_app::net::accept_loop(&listener, &nsqd.cancel, "TCP", |stream, addr| {
+        nsqd.tracker
+            .spawn(crate::protocol_v2::serve(nsqd.clone(), stream, addr));
+    })
+    .await;
+}
+
+/// Save the metadata after changes, off the async workers (it fsyncs).
+async fn metadata_loop(nsqd: Arc<Nsqd>) {
+    loop {
+        tokio::select! {
+            _ = nsqd.cancel.cancelled() => return,
+            _ = nsqd.metadata_dirty.notified() => {
+                let n = nsqd.clone();
+                let _ = tokio::task::spawn_blocking(move || n.write_metadata()).await;
+            }
+        }
+    }
+}
+
+async fn queue_scan_loop(nsqd: Arc<Nsqd>) {
+    let mut tick = tokio::time::interval(QUEUE_SCAN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = nsqd.cancel.cancelled() => return,
+            _ = tick.tick() => nsqd.scan_queues(),
+        }
+    }
+}
