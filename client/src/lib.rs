@@ -1,2 +1,16 @@
-//! NSQ client.
+//! An async (tokio) NSQ client: [`Producer`] publishes to one nsqd;
+//! [`Consumer`] subscribes to a topic's channel on direct nsqd addresses or
+//! on the nsqds that lookupd knows, with RDY spread over connections,
+//! backoff, max attempts, TOUCH and a graceful stop. The bench tools live in
+//! [`bench`].
+
 pub mod bench;
+mod config;
+mod conn;
+mod error;
+mod producer;
+
+pub use config::Config;
+pub use conn::Negotiated;
+pub use error::{Error, Result};
+pub use producer::Producer;

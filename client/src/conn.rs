@@ -1,0 +1,287 @@
+//! One TCP connection to nsqd: magic and IDENTIFY, then a reader task that
+//! answers heartbeats and a writer task that batches commands.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use nsq_protocol::message::MessageFrame;
+use nsq_protocol::{Command, Frame, FrameDecoder, IdentifyRequest, HEARTBEAT, MAGIC_V2};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, Instrument};
+
+use crate::{Config, Error, Result};
+
+/// Largest frame accepted. nsqd keeps frames near `--max-msg-size` (1 MiB by
+/// default); this only stops a corrupt size from growing the buffer without end.
+const MAX_FRAME: usize = 64 * 1024 * 1024;
+
+/// A writer flushes once this much is encoded even if more commands wait,
+/// so one burst of FINs cannot hold back the socket indefinitely.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// What nsqd reported at IDENTIFY that the client acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The highest RDY nsqd accepts (`--max-rdy-count`).
+    pub max_rdy_count: u64,
+    /// How long nsqd waits for FIN/REQ/TOUCH before redelivering.
+    pub msg_timeout: Duration,
+}
+
+impl Negotiated {
+    /// What an old nsqd that answers IDENTIFY with plain `OK` implies (the
+    /// same fallback nsqjs uses).
+    const LEGACY: Negotiated = Negotiated {
+        max_rdy_count: 2500,
+        msg_timeout: Duration::from_secs(60),
+    };
+
+    fn parse(data: &[u8]) -> Result<Negotiated> {
+        if !data.starts_with(b"{") {
+            return Ok(Negotiated::LEGACY);
+        }
+        // Read as loose JSON rather than `IdentifyResponse`: a server that
+        // leaves out a key we do not use is still a server we can talk to.
+        let v: serde_json::Value = serde_json::from_slice(data).map_err(|e| Error::Unexpected {
+            command: "IDENTIFY",
+            reply: e.to_string(),
+        })?;
+        if v["auth_required"].as_bool() == Some(true) {
+            return Err(Error::AuthRequired);
+        }
+        Ok(Negotiated {
+            max_rdy_count: v["max_rdy_count"]
+                .as_u64()
+                .unwrap_or(Negotiated::LEGACY.max_rdy_count),
+            msg_timeout: v["msg_timeout"]
+                .as_u64()
+                .map(Duration::from_millis)
+                .unwrap_or(Negotiated::LEGACY.msg_timeout),
+        })
+    }
+}
+
+/// What the reader task hands on. Heartbeats never appear: the reader
+/// answers them itself.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Response(Bytes),
+    Error(String),
+    Message(MessageFrame),
+    /// The socket is gone; `None` for a clean end of stream.
+    Closed(Option<Error>),
+}
+
+enum Out {
+    Cmd(Command),
+    /// Flush what is queued, then shut down the write side.
+    Close,
+}
+
+/// The sending side of a connection; cheap to clone into handler tasks.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnTx {
+    tx: mpsc::UnboundedSender<Out>,
+}
+
+impl ConnTx {
+    pub(crate) fn send(&self, cmd: Command) -> Result<()> {
+        self.tx.send(Out::Cmd(cmd)).map_err(|_| Error::Closed)
+    }
+
+    pub(crate) fn close(&self) {
+        let _ = self.tx.send(Out::Close);
+    }
+}
+
+/// A connected, identified nsqd connection.
+pub(crate) struct Conn {
+    pub(crate) addr: String,
+    pub(crate) negotiated: Negotiated,
+    pub(crate) tx: ConnTx,
+    writer: JoinHandle<()>,
+}
+
+impl Conn {
+    /// Connect, send the magic and IDENTIFY, wait for the answer, then start
+    /// the reader (frames go to `events`) and the writer.
+    pub(crate) async fn connect(
+        addr: &str,
+        config: &Config,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Result<Conn> {
+        let connect_err = |source| Error::Connect {
+            addr: addr.to_owned(),
+            source,
+        };
+        let stream = tokio::time::timeout(config.dial_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| connect_err(io::ErrorKind::TimedOut.into()))?
+            .map_err(connect_err)?;
+        // Commands are small and latency matters (FIN, RDY); batching is done
+        // by the writer task, not by Nagle.
+        stream.set_nodelay(true)?;
+        let (mut rd, mut wr) = stream.into_split();
+        let decoder = FrameDecoder {
+            max_frame: MAX_FRAME,
+        };
+
+        let identify = IdentifyRequest {
+            client_id: Some(config.client_id.clone()),
+            hostname: Some(config.hostname.clone()),
+            user_agent: Some(config.user_agent.clone()),
+            feature_negotiation: Some(true),
+            heartbeat_interval: Some(config.heartbeat_interval.as_millis() as i64),
+            msg_timeout: config.msg_timeout.map(|t| t.as_millis() as i64),
+            ..IdentifyRequest::default()
+        };
+        let mut out = BytesMut::from(&MAGIC_V2[..]);
+        Command::Identify(Bytes::from(identify.to_json())).encode(&mut out);
+        wr.write_all(&out).await?;
+
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let reply =
+            tokio::time::timeout(config.dial_timeout, read_frame(&mut rd, &mut buf, &decoder))
+                .await
+                .map_err(|_| Error::Timeout("the IDENTIFY reply"))??;
+        // We ask for neither TLS nor compression, so this one frame is the
+        // whole negotiation.
+        let negotiated = match reply {
+            Frame::Response(data) => Negotiated::parse(&data)?,
+            Frame::Error(text) => {
+                return Err(Error::Server {
+                    command: "IDENTIFY",
+                    text: String::from_utf8_lossy(&text).into_owned(),
+                })
+            }
+            Frame::Message(m) => {
+                return Err(Error::Unexpected {
+                    command: "IDENTIFY",
+                    reply: format!("message {}", m.id),
+                })
+            }
+        };
+        debug!(addr, ?negotiated, "connected");
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        let tx = ConnTx { tx };
+        let span = tracing::debug_span!("nsqd", addr);
+        tokio::spawn(read_loop(rd, buf, decoder, tx.clone(), events).instrument(span.clone()));
+        let writer = tokio::spawn(write_loop(wr, rx).instrument(span));
+        Ok(Conn {
+            addr: addr.to_owned(),
+            negotiated,
+            tx,
+            writer,
+        })
+    }
+
+    /// Flush every queued command, shut the write side and wait for that.
+    /// nsqd closes its side on our EOF, which ends the reader.
+    pub(crate) async fn close(self) {
+        self.tx.close();
+        let _ = self.writer.await;
+    }
+}
+
+/// Read until one whole frame is buffered.
+async fn read_frame(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    decoder: &FrameDecoder,
+) -> Result<Frame> {
+    loop {
+        if let Some(frame) = decoder.decode(buf)? {
+            return Ok(frame);
+        }
+        if rd.read_buf(buf).await? == 0 {
+            return Err(Error::Closed);
+        }
+    }
+}
+
+async fn read_loop(
+    mut rd: OwnedReadHalf,
+    mut buf: BytesMut,
+    decoder: FrameDecoder,
+    tx: ConnTx,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let end = loop {
+        let frame = match read_frame(&mut rd, &mut buf, &decoder).await {
+            Ok(frame) => frame,
+            Err(Error::Closed) => break None,
+            Err(e) => break Some(e),
+        };
+        let event = match frame {
+            // nsqd closes a connection that stays silent for two heartbeats.
+            Frame::Response(data) if data == HEARTBEAT => {
+                let _ = tx.send(Command::Nop);
+                continue;
+            }
+            Frame::Response(data) => Event::Response(data),
+            Frame::Error(text) => Event::Error(String::from_utf8_lossy(&text).into_owned()),
+            Frame::Message(m) => Event::Message(m),
+        };
+        if events.send(event).is_err() {
+            // Nobody listens any more: the owner has let the connection go.
+            break None;
+        }
+    };
+    debug!(error = ?end, "reader done");
+    let _ = events.send(Event::Closed(end));
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out>) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    while let Some(first) = rx.recv().await {
+        let mut close = false;
+        let mut next = Some(first);
+        // Everything already queued goes out in one write.
+        while let Some(out) = next {
+            match out {
+                Out::Cmd(cmd) => cmd.encode(&mut buf),
+                Out::Close => {
+                    close = true;
+                    break;
+                }
+            }
+            next = if buf.len() < WRITE_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if let Err(e) = wr.write_all(&buf).await {
+            debug!(error = %e, "write failed");
+            return;
+        }
+        buf.clear();
+        if close {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identify_reply_parsing() {
+        let n = Negotiated::parse(br#"{"max_rdy_count":100,"msg_timeout":5000}"#).unwrap();
+        assert_eq!(n.max_rdy_count, 100);
+        assert_eq!(n.msg_timeout, Duration::from_secs(5));
+        assert_eq!(Negotiated::parse(b"OK").unwrap(), Negotiated::LEGACY);
+        assert!(matches!(
+            Negotiated::parse(br#"{"auth_required":true}"#),
+            Err(Error::AuthRequired)
+        ));
+    }
+}

@@ -1,0 +1,113 @@
+//! End-to-end tests of `nsq::Producer` against a real nsqd on port 0.
+
+use std::time::Duration;
+
+use nsq::{Config, Error, Producer};
+use nsq_protocol::frame::FrameError;
+use nsq_tests::{within, NsqdProcess};
+
+/// The message count nsqd reports for `topic` (depth + in flight + done).
+fn message_count(nsqd: &NsqdProcess, topic: &str) -> u64 {
+    let stats = nsqd
+        .http_get(&format!("/stats?format=json&topic={topic}"))
+        .json();
+    stats["topics"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["topic_name"] == topic))
+        .and_then(|t| t["message_count"].as_u64())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn publish_mpub_dpub_and_pipelining() {
+    within(async {
+        let nsqd = NsqdProcess::start(&[]);
+        let producer = std::sync::Arc::new(Producer::new(
+            nsqd.tcp_addr().to_string(),
+            Config::default(),
+        ));
+        producer.ping().await.unwrap();
+        producer.publish("p_topic", "one").await.unwrap();
+        producer
+            .multi_publish("p_topic", ["two", "three", "four"])
+            .await
+            .unwrap();
+        producer
+            .deferred_publish("p_topic", Duration::from_millis(10), "five")
+            .await
+            .unwrap();
+        // Many publishes in flight at once on the one connection.
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let p = producer.clone();
+            tasks.push(tokio::spawn(async move {
+                p.publish("p_topic", format!("m{i}")).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(message_count(&nsqd, "p_topic"), 205);
+        producer.stop().await;
+        assert!(matches!(
+            producer.publish("p_topic", "late").await,
+            Err(Error::Stopped)
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn error_frame_is_reported_and_next_publish_reconnects() {
+    within(async {
+        let nsqd = NsqdProcess::start(&[]);
+        let producer = Producer::new(nsqd.tcp_addr().to_string(), Config::default());
+        producer.publish("e_topic", "before").await.unwrap();
+        // An empty body is a fatal E_BAD_MESSAGE: nsqd answers and closes.
+        match producer.publish("e_topic", "").await {
+            Err(Error::Server { command, text }) => {
+                assert_eq!(command, "PUB");
+                assert!(text.starts_with("E_BAD_MESSAGE"), "{text}");
+            }
+            other => panic!("expected an error frame, got {other:?}"),
+        }
+        // The old connection is closing; the publish after it reconnects
+        // (one attempt may still meet the dying connection).
+        let mut ok = false;
+        for _ in 0..3 {
+            match producer.publish("e_topic", "after").await {
+                Ok(()) => {
+                    ok = true;
+                    break;
+                }
+                Err(Error::Closed) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(ok);
+        assert_eq!(message_count(&nsqd, "e_topic"), 2);
+        assert!(matches!(
+            producer.publish("bad topic!", "x").await,
+            Err(Error::BadTopic(_))
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn http_port_is_a_clear_error() {
+    within(async {
+        let nsqd = NsqdProcess::start(&[]);
+        let producer = Producer::new(nsqd.http_addr().to_string(), Config::default());
+        match producer.publish("t", "x").await {
+            Err(Error::Frame(FrameError::UnexpectedHttp)) => {}
+            other => panic!("expected UnexpectedHttp, got {other:?}"),
+        }
+        let nowhere = Producer::new("127.0.0.1:1", Config::default());
+        assert!(matches!(
+            nowhere.publish("t", "x").await,
+            Err(Error::Connect { .. })
+        ));
+    })
+    .await;
+}
