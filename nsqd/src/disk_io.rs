@@ -288,10 +288,19 @@ impl IoThread {
         }
     }
 
-    /// The open queue `name`, opening (and recovering) it on first use.
+    /// The open queue `name`, opening (and recovering) it on first use,
+    /// and taking over what an upstream nsqd left under that name.
     fn queue(&mut self, name: &Arc<str>) -> io::Result<&mut DiskQueue> {
         if !self.queues.contains_key(name) {
-            let q = DiskQueue::open(&self.opts.dir, name, self.opts.queue)?;
+            let import = crate::upstream_import::stage(&self.opts.dir, name)?;
+            let mut q = DiskQueue::open(&self.opts.dir, name, self.opts.queue)?;
+            if let Some(import) = import {
+                let payloads = import.payloads()?;
+                q.put_many(payloads.iter().map(|p| p.as_slice()))?;
+                // Ours must be durable before upstream's copy goes.
+                q.sync()?;
+                import.finish()?;
+            }
             self.queues.insert(name.clone(), q);
         }
         Ok(self.queues.get_mut(name).expect("inserted above"))

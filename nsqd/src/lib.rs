@@ -26,6 +26,7 @@ pub mod server;
 pub mod stats;
 pub mod statsd;
 pub mod topic;
+pub mod upstream_import;
 
 pub use crate::nsqd::{Error, Nsqd, PublishError, Result};
 pub use crate::server::Server;

@@ -290,3 +290,47 @@ async fn an_unreadable_segment_is_set_aside_and_the_others_delivered() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_data_path_is_taken_over_with_its_backlog() {
+    within(async {
+        // What upstream nsqd 1.3.0 leaves behind: nsqd.dat and, per channel,
+        // `[i32 len][ts, attempts, hex id, body]` records with a text meta.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("nsqd.dat"),
+            r#"{"topics":[{"name":"up","paused":false,"channels":[{"name":"c","paused":false}]}],"version":"1.3.0"}"#,
+        )
+        .unwrap();
+        let mut data = Vec::new();
+        for i in 0..100u64 {
+            let mut rec = 1_700_000_000_000_000_000i64.to_be_bytes().to_vec();
+            rec.extend_from_slice(&1u16.to_be_bytes());
+            rec.extend_from_slice(format!("{:016x}", 0xabc00 + i).as_bytes());
+            rec.extend_from_slice(format!("legacy-{i}").as_bytes());
+            data.extend_from_slice(&(rec.len() as u32).to_be_bytes());
+            data.extend_from_slice(&rec);
+        }
+        std::fs::write(dir.path().join("up:c.diskqueue.000000.dat"), &data).unwrap();
+        std::fs::write(
+            dir.path().join("up:c.diskqueue.meta.dat"),
+            format!("100\n0,0\n0,{}\n", data.len()),
+        )
+        .unwrap();
+
+        let nsqd = NsqdProcess::start_with_data_dir(dir.path(), &[]);
+        let mut c = nsqd.connect().await;
+        c.sub("up", "c").await;
+        c.rdy(200).await;
+        let mut got = BTreeSet::new();
+        for _ in 0..100 {
+            let m = c.read_message().await;
+            assert_eq!(m.attempts, 2, "upstream's attempt is kept, plus this delivery");
+            c.fin(m.id).await;
+            got.insert(String::from_utf8(m.body.to_vec()).unwrap());
+        }
+        assert_eq!(got, (0..100).map(|i| format!("legacy-{i}")).collect());
+        assert!(!dir.path().join("up:c.diskqueue.meta.dat").exists());
+    })
+    .await;
+}
