@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -90,6 +91,10 @@ enum Job {
     },
     Delete {
         queue: Arc<str>,
+    },
+    /// Answered once every job sent before it has run.
+    Barrier {
+        done: crossbeam_channel::Sender<()>,
     },
     /// Sync and close every queue of this thread, then stop.
     Shutdown {
@@ -186,24 +191,30 @@ pub struct DiskIoOptions {
 pub struct DiskIo {
     senders: Vec<Sender<Job>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Set at shutdown: reads are refused, so records stay on disk instead of
+    /// landing in memory that has already been written out.
+    reads_stopped: Arc<AtomicBool>,
 }
 
 impl DiskIo {
     pub fn start(opts: DiskIoOptions) -> io::Result<DiskIo> {
         let mut senders = Vec::new();
         let mut threads = Vec::new();
+        let reads_stopped = Arc::new(AtomicBool::new(false));
         for i in 0..opts.threads.max(1) {
             let (tx, rx) = unbounded();
             let o = opts.clone();
+            let stopped = reads_stopped.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("nsqd-disk-{i}"))
-                .spawn(move || IoThread::new(o).run(rx))?;
+                .spawn(move || IoThread::new(o, stopped).run(rx))?;
             senders.push(tx);
             threads.push(handle);
         }
         Ok(DiskIo {
             senders,
             threads: Mutex::new(threads),
+            reads_stopped,
         })
     }
 
@@ -215,6 +226,22 @@ impl DiskIo {
         QueueHandle {
             name: Arc::from(name),
             tx: self.senders[thread].clone(),
+        }
+    }
+
+    /// Refuse reads from now on and wait until every read already under way
+    /// has delivered its records. After this, what memory holds is all there
+    /// is to write out at shutdown: nothing more arrives from disk. Blocking.
+    pub fn stop_reads(&self) {
+        self.reads_stopped.store(true, Ordering::Release);
+        let (done_tx, done_rx) = crossbeam_channel::bounded(self.senders.len());
+        for tx in &self.senders {
+            let _ = tx.send(Job::Barrier {
+                done: done_tx.clone(),
+            });
+        }
+        for _ in &self.senders {
+            let _ = done_rx.recv();
         }
     }
 
@@ -246,14 +273,16 @@ struct IoThread {
     opts: DiskIoOptions,
     queues: HashMap<Arc<str>, DiskQueue>,
     last_sync: Instant,
+    reads_stopped: Arc<AtomicBool>,
 }
 
 impl IoThread {
-    fn new(opts: DiskIoOptions) -> Self {
+    fn new(opts: DiskIoOptions, reads_stopped: Arc<AtomicBool>) -> Self {
         IoThread {
             opts,
             queues: HashMap::new(),
             last_sync: Instant::now(),
+            reads_stopped,
         }
     }
 
@@ -345,6 +374,11 @@ impl IoThread {
             }
             Job::Read { queue, max, sink } => {
                 let mut out = Vec::new();
+                let max = if self.reads_stopped.load(Ordering::Acquire) {
+                    0
+                } else {
+                    max
+                };
                 if let Err(e) = self.queue(&queue).and_then(|q| q.get_many(max, &mut out)) {
                     error!(queue = %queue, "disk read failed - {e}");
                 }
@@ -381,6 +415,9 @@ impl IoThread {
                 if let Err(e) = result {
                     warn!(queue = %queue, "deleting disk queue files failed - {e}");
                 }
+            }
+            Job::Barrier { done } => {
+                let _ = done.send(());
             }
             Job::Shutdown { .. } => {}
         }

@@ -456,6 +456,10 @@ impl Nsqd {
 
     /// Write everything held in memory to disk and close the disk queues.
     pub(crate) async fn flush_to_disk(self: &Arc<Self>) {
+        // A read under way could otherwise land in memory after it was
+        // written out, and its records' read position be synced: lost.
+        let nsqd = self.clone();
+        let _ = tokio::task::spawn_blocking(move || nsqd.disk_io.stop_reads()).await;
         let now = Instant::now();
         let mut flushed = 0;
         for topic in self.topics_snapshot() {

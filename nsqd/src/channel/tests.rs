@@ -352,3 +352,32 @@ async fn flush_to_disk_keeps_in_flight_and_deferred_with_due_times() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_read_ahead_under_way_at_shutdown_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = disk(dir.path());
+    let ch = spilling_channel(&io, 3);
+    let c = client(1);
+    ch.add_client(c.clone()).unwrap();
+    ch.put(&msgs(0..50)).unwrap().await.unwrap().unwrap();
+    // Two in flight, and a read-ahead of the 47 on disk under way.
+    assert_eq!(take(&ch, &c, 2, Instant::now()).len(), 2);
+    let io2 = io.clone();
+    tokio::task::spawn_blocking(move || io2.stop_reads())
+        .await
+        .unwrap();
+    // Memory now holds everything that left the disk: write it all back.
+    let still_on_disk = ch.stats().backend_depth as usize;
+    assert_eq!(ch.flush_to_disk(Instant::now()), 50 - still_on_disk);
+    tokio::task::spawn_blocking(move || io.shutdown())
+        .await
+        .unwrap();
+
+    let io = disk(dir.path());
+    let depth = io.queue("t:c").depth().await.unwrap();
+    assert_eq!(depth, 50, "every message is on disk after the flush");
+    tokio::task::spawn_blocking(move || io.shutdown())
+        .await
+        .unwrap();
+}
