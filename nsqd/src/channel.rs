@@ -364,25 +364,36 @@ impl Channel {
     /// Move up to `max` messages into flight for `client` and append copies
     /// to `out`. When nothing is available the client is registered to be
     /// woken by the next put, under the same lock, so no wake-up is lost.
+    ///
+    /// With a `sample_rate` (1..=99, from IDENTIFY) a message is delivered
+    /// only when a random 0..=99 is at most the rate; the others are dropped
+    /// for this channel, as upstream does. Returns how many messages left
+    /// the queue (delivered or sampled out).
     pub fn take(
         &self,
         client: &Arc<Client>,
         max: usize,
         msg_timeout: Duration,
+        sample_rate: u8,
         now: Instant,
         out: &mut Vec<Message>,
-    ) {
+    ) -> usize {
         let mut st = self.lock();
         let st = &mut *st;
         if st.paused || max == 0 {
-            return;
+            return 0;
         }
         let Some(slot) = st.clients.get_mut(&client.id) else {
-            return;
+            return 0;
         };
         let deadline = now + msg_timeout;
-        let n = max.min(st.queue.len());
-        for mut msg in st.queue.drain(..n) {
+        let taken = max.min(st.queue.len());
+        let mut n = 0;
+        for mut msg in st.queue.drain(..taken) {
+            if sample_rate > 0 && rand::random::<u32>() % 100 > u32::from(sample_rate) {
+                continue;
+            }
+            n += 1;
             msg.attempts = msg.attempts.saturating_add(1);
             st.generation += 1;
             out.push(msg.clone());
@@ -409,6 +420,7 @@ impl Channel {
         if st.queue.is_empty() && !client.waiting.swap(true, Ordering::AcqRel) {
             st.waiters.push(client.clone());
         }
+        taken
     }
 
     /// FIN: the client is done with the message.

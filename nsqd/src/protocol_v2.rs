@@ -578,14 +578,19 @@ impl Writer {
             if room == 0 {
                 return Ok(());
             }
-            channel.take(
+            let consumed = channel.take(
                 &self.client,
                 room.min(TAKE_BATCH),
                 self.settings.msg_timeout,
+                self.settings.sample_rate,
                 Instant::now(),
                 &mut self.batch,
             );
             if self.batch.is_empty() {
+                if consumed > 0 {
+                    // Everything taken was sampled out: there may be more.
+                    continue;
+                }
                 return Ok(());
             }
             for m in self.batch.drain(..) {

@@ -34,7 +34,7 @@ fn msgs(ids: std::ops::Range<u64>) -> Vec<Message> {
 
 fn take(ch: &Channel, c: &Arc<Client>, max: usize, now: Instant) -> Vec<Message> {
     let mut out = Vec::new();
-    ch.take(c, max, TIMEOUT, now, &mut out);
+    ch.take(c, max, TIMEOUT, 0, now, &mut out);
     out
 }
 
@@ -380,4 +380,24 @@ async fn a_read_ahead_under_way_at_shutdown_loses_nothing() {
     tokio::task::spawn_blocking(move || io.shutdown())
         .await
         .unwrap();
+}
+
+#[test]
+fn sampling_delivers_about_the_rate_and_drops_the_rest() {
+    let ch = channel(10_000);
+    let c = client(1);
+    ch.add_client(c.clone()).unwrap();
+    ch.put(&msgs(0..10_000));
+    let mut out = Vec::new();
+    let consumed = ch.take(&c, 10_000, TIMEOUT, 30, Instant::now(), &mut out);
+    assert_eq!(consumed, 10_000);
+    // P(deliver) = 31/100; 10,000 draws stay well within these bounds.
+    assert!(
+        (2_700..3_500).contains(&out.len()),
+        "{} delivered",
+        out.len()
+    );
+    let s = ch.stats();
+    assert_eq!((s.depth, s.in_flight_count), (0, out.len() as u64));
+    assert_eq!(c.in_flight(), out.len() as u64);
 }
