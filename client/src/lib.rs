@@ -7,10 +7,18 @@
 pub mod bench;
 mod config;
 mod conn;
+mod consumer;
 mod error;
+mod lookup;
+mod message;
 mod producer;
+pub mod rdy;
 
 pub use config::Config;
 pub use conn::Negotiated;
+pub use consumer::Consumer;
 pub use error::{Error, Result};
+pub use message::{
+    handler_fn, BoxFuture, FnHandler, Handler, HandlerError, HandlerResult, Message,
+};
 pub use producer::Producer;

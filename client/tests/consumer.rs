@@ -1,0 +1,257 @@
+//! End-to-end tests of `nsq::Consumer` against a real nsqd on port 0.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nsq::{handler_fn, Config, Consumer, HandlerError, Producer};
+use nsq_tests::{wait_until, within, NsqdProcess};
+use tokio::sync::{mpsc, watch};
+
+/// The stats of `topic`/`channel` as nsqd reports them.
+fn channel_stats(nsqd: &NsqdProcess, topic: &str, channel: &str) -> serde_json::Value {
+    let stats = nsqd
+        .http_get(&format!("/stats?format=json&topic={topic}"))
+        .json();
+    stats["topics"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["topic_name"] == topic))
+        .and_then(|t| t["channels"].as_array())
+        .and_then(|cs| cs.iter().find(|c| c["channel_name"] == channel))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// A consumer whose handler reports every body it sees on the returned channel.
+fn recording_consumer(
+    topic: &str,
+    channel: &str,
+    config: Config,
+) -> (Consumer, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let consumer = Consumer::new(topic, channel, config).unwrap();
+    consumer.add_handler(handler_fn(move |msg| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(String::from_utf8_lossy(&msg.body).into_owned());
+            Ok(())
+        }
+    }));
+    (consumer, rx)
+}
+
+#[tokio::test]
+async fn thousand_messages_exactly_once_across_two_consumers() {
+    within(async {
+        let nsqd = NsqdProcess::start(&[]);
+        let addr = nsqd.tcp_addr().to_string();
+        let config = Config {
+            max_in_flight: 50,
+            ..Config::default()
+        };
+        let (a, mut rx_a) = recording_consumer("thousand", "ch", config.clone());
+        let (b, mut rx_b) = recording_consumer("thousand", "ch", config);
+        a.connect_to_nsqd(&addr).await.unwrap();
+        b.connect_to_nsqd(&addr).await.unwrap();
+        assert!(matches!(
+            a.connect_to_nsqd(&addr).await,
+            Err(nsq::Error::AlreadyConnected(_))
+        ));
+
+        let producer = Producer::new(addr.clone(), Config::default());
+        for chunk in (0..1000).collect::<Vec<u32>>().chunks(100) {
+            producer
+                .multi_publish("thousand", chunk.iter().map(|i| i.to_string()))
+                .await
+                .unwrap();
+        }
+
+        let mut seen: HashMap<String, u32> = HashMap::new();
+        let (mut from_a, mut from_b) = (0, 0);
+        while seen.len() < 1000 {
+            let body = tokio::select! {
+                Some(body) = rx_a.recv() => { from_a += 1; body }
+                Some(body) = rx_b.recv() => { from_b += 1; body }
+            };
+            *seen.entry(body).or_default() += 1;
+        }
+        a.stop().await;
+        b.stop().await;
+        // Anything delivered twice would have reached a handler by now: both
+        // consumers answered everything before their stop returned.
+        while let Ok(body) = rx_a.try_recv().or_else(|_| rx_b.try_recv()) {
+            *seen.entry(body).or_default() += 1;
+        }
+        assert_eq!(seen.len(), 1000);
+        assert!(
+            seen.values().all(|&n| n == 1),
+            "a message was delivered twice"
+        );
+        eprintln!("split: {from_a} / {from_b}");
+        let ch = channel_stats(&nsqd, "thousand", "ch");
+        assert_eq!(ch["depth"], 0, "{ch}");
+        assert_eq!(ch["in_flight_count"], 0, "{ch}");
+        assert_eq!(ch["requeue_count"], 0, "{ch}");
+        assert_eq!(ch["timeout_count"], 0, "{ch}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failing_handler_is_retried_then_given_up() {
+    within(async {
+        let nsqd = NsqdProcess::start(&[]);
+        let addr = nsqd.tcp_addr().to_string();
+        let producer = Producer::new(addr.clone(), Config::default());
+        producer
+            .multi_publish("retry", ["good1", "fail", "good2", "good3"])
+            .await
+            .unwrap();
+
+        let config = Config {
+            max_in_flight: 4,
+            default_requeue_delay: Duration::ZERO,
+            // Small, so backoff runs through its levels within the test.
+            backoff_multiplier: Duration::from_millis(5),
+            max_backoff_duration: Duration::from_millis(40),
+            ..Config::default()
+        };
+        let calls: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let (gave_up_tx, mut gave_up) = mpsc::unbounded_channel();
+        let consumer = Consumer::new("retry", "ch", config).unwrap();
+        let counts = calls.clone();
+        consumer.add_handler(
+            handler_fn(move |msg| {
+                let counts = counts.clone();
+                async move {
+                    let body = String::from_utf8_lossy(&msg.body).into_owned();
+                    *counts.lock().unwrap().entry(body.clone()).or_default() += 1;
+                    if body == "fail" {
+                        return Err(HandlerError::new("always fails"));
+                    }
+                    Ok(())
+                }
+            })
+            .on_give_up(move |msg| {
+                let _ = gave_up_tx.send((msg.body.clone(), msg.attempts));
+            }),
+        );
+        consumer.connect_to_nsqd(&addr).await.unwrap();
+        let (body, attempts) = gave_up.recv().await.unwrap();
+        assert_eq!(&body[..], b"fail");
+        assert_eq!(attempts, 6);
+        wait_until(
+            Duration::from_secs(10),
+            "the good messages are handled",
+            || {
+                let c = calls.lock().unwrap();
+                let good: u32 = ["good1", "good2", "good3"]
+                    .iter()
+                    .map(|k| c.get(*k).copied().unwrap_or(0))
+                    .sum();
+                if good == 3 {
+                    Ok(())
+                } else {
+                    Err(format!("{c:?}"))
+                }
+            },
+        )
+        .await
+        .unwrap();
+        consumer.stop().await;
+        let c = calls.lock().unwrap().clone();
+        // go-nsq's suite expects exactly this: 3 good + 5 failures, 1 give-up.
+        assert_eq!(c["fail"], 5, "{c:?}");
+        assert_eq!(c.values().sum::<u32>(), 8, "{c:?}");
+        assert!(gave_up.try_recv().is_err());
+        let ch = channel_stats(&nsqd, "retry", "ch");
+        assert_eq!(ch["depth"], 0, "{ch}");
+        assert_eq!(ch["in_flight_count"], 0, "{ch}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn graceful_stop_finishes_in_flight_and_loses_nothing() {
+    within(async {
+        let nsqd = NsqdProcess::start(&[]);
+        let addr = nsqd.tcp_addr().to_string();
+        let producer = Producer::new(addr.clone(), Config::default());
+        producer
+            .multi_publish("graceful", (0..20).map(|i| i.to_string()))
+            .await
+            .unwrap();
+
+        // Handlers block on the gate, so ten messages are in flight when
+        // stop begins.
+        let (gate_tx, gate) = watch::channel(false);
+        let (started_tx, mut started) = mpsc::unbounded_channel();
+        let consumer = Consumer::new(
+            "graceful",
+            "ch",
+            Config {
+                max_in_flight: 10,
+                ..Config::default()
+            },
+        )
+        .unwrap();
+        consumer.add_handler(handler_fn(move |msg| {
+            let mut gate = gate.clone();
+            let started = started_tx.clone();
+            async move {
+                let _ = started.send(String::from_utf8_lossy(&msg.body).into_owned());
+                // A long handler keeps its message alive.
+                msg.touch()?;
+                let _ = gate.wait_for(|open| *open).await;
+                Ok(())
+            }
+        }));
+        consumer.connect_to_nsqd(&addr).await.unwrap();
+        let mut first = Vec::new();
+        while first.len() < 10 {
+            first.push(started.recv().await.unwrap());
+        }
+
+        let consumer = Arc::new(consumer);
+        let stopping = tokio::spawn({
+            let c = consumer.clone();
+            async move { c.stop().await }
+        });
+        // Open the gate only once CLS has gone out.
+        wait_until(Duration::from_secs(10), "stop has sent CLS", || {
+            if consumer.connected_nsqds().is_empty() {
+                Ok(())
+            } else {
+                Err("still connected")
+            }
+        })
+        .await
+        .unwrap();
+        gate_tx.send(true).unwrap();
+        stopping.await.unwrap();
+        assert!(started.try_recv().is_err(), "a message arrived after CLS");
+
+        let ch = channel_stats(&nsqd, "graceful", "ch");
+        assert_eq!(ch["depth"], 10, "{ch}");
+        assert_eq!(ch["in_flight_count"], 0, "{ch}");
+        assert_eq!(ch["requeue_count"], 0, "{ch}");
+        assert_eq!(ch["timeout_count"], 0, "{ch}");
+
+        // The rest go to the next consumer; none of the first ten come back.
+        let (next, mut rx) = recording_consumer("graceful", "ch", Config::default());
+        next.connect_to_nsqd(&addr).await.unwrap();
+        let mut rest = Vec::new();
+        while rest.len() < 10 {
+            rest.push(rx.recv().await.unwrap());
+        }
+        next.stop().await;
+        let mut all: Vec<u32> = first
+            .iter()
+            .chain(&rest)
+            .map(|s| s.parse().unwrap())
+            .collect();
+        all.sort();
+        assert_eq!(all, (0..20).collect::<Vec<_>>());
+    })
+    .await;
+}
