@@ -24,6 +24,9 @@ const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// so one burst of FINs cannot hold back the socket indefinitely.
 const WRITE_BATCH: usize = 64 * 1024;
 
+/// How long `close` waits for nsqd to close its side after our EOF.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// What nsqd reported at IDENTIFY that the client acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Negotiated {
@@ -105,6 +108,7 @@ pub(crate) struct Conn {
     pub(crate) negotiated: Negotiated,
     pub(crate) tx: ConnTx,
     writer: JoinHandle<()>,
+    reader: JoinHandle<()>,
 }
 
 impl Conn {
@@ -171,21 +175,33 @@ impl Conn {
         let (tx, rx) = mpsc::unbounded_channel();
         let tx = ConnTx { tx };
         let span = tracing::debug_span!("nsqd", addr);
-        tokio::spawn(read_loop(rd, buf, decoder, tx.clone(), events).instrument(span.clone()));
+        let reader =
+            tokio::spawn(read_loop(rd, buf, decoder, tx.clone(), events).instrument(span.clone()));
         let writer = tokio::spawn(write_loop(wr, rx).instrument(span));
         Ok(Conn {
             addr: addr.to_owned(),
             negotiated,
             tx,
             writer,
+            reader,
         })
     }
 
-    /// Flush every queued command, shut the write side and wait for that.
-    /// nsqd closes its side on our EOF, which ends the reader.
+    /// Flush every queued command, shut the write side, and wait for nsqd
+    /// to close its side. nsqd handles commands in order and closes only on
+    /// our EOF, so once this returns it has acted on every FIN and REQ sent:
+    /// a stopped consumer leaves nothing in flight behind it.
     pub(crate) async fn close(self) {
         self.tx.close();
         let _ = self.writer.await;
+        let mut reader = self.reader;
+        if tokio::time::timeout(CLOSE_GRACE, &mut reader)
+            .await
+            .is_err()
+        {
+            debug!(addr = %self.addr, "nsqd did not close; dropping the connection");
+            reader.abort();
+        }
     }
 }
 
