@@ -521,3 +521,39 @@ async fn ephemeral_channel_and_topic_go_with_their_last_client() {
     // A durable topic stays without channels.
     assert!(n.inner.topic("durable").is_some());
 }
+
+#[tokio::test]
+async fn batched_fins_answer_in_command_order() {
+    let n = start(&[]).await;
+    let mut c = Conn::open(&n).await;
+    c.send(b"SUB t c\n").await;
+    c.expect_ok().await;
+    let mut p = Conn::open(&n).await;
+    p.cmd(Command::Mpub {
+        topic: "t".parse().unwrap(),
+        bodies: vec!["a".into(), "b".into()],
+    })
+    .await;
+    p.expect_ok().await;
+    c.send(b"RDY 2\n").await;
+    let (_, m1) = c.frame().await;
+    let (_, m2) = c.frame().await;
+    // One write: two good FINs around a bad one, then a PUB. The bad FIN's
+    // error comes before the PUB's OK, and the good ones take effect.
+    let mut w = Vec::new();
+    for id in [&m1[10..26], b"00000000000000ff", &m2[10..26]] {
+        w.extend_from_slice(b"FIN ");
+        w.extend_from_slice(id);
+        w.push(b'\n');
+    }
+    w.extend_from_slice(b"PUB u\n\x00\x00\x00\x01z");
+    c.send(&w).await;
+    c.expect(
+        1,
+        "E_FIN_FAILED FIN 00000000000000ff failed ID not in flight",
+    )
+    .await;
+    c.expect_ok().await;
+    let ch = n.inner.topic("t").unwrap().channel("c").unwrap();
+    assert_eq!(ch.stats().in_flight_count, 0);
+}
