@@ -102,6 +102,31 @@ impl ConnTx {
     }
 }
 
+/// Test stand-in for a connection's writer: what was sent through a [`ConnTx`].
+#[cfg(test)]
+pub(crate) struct SentCommands(mpsc::UnboundedReceiver<Out>);
+
+#[cfg(test)]
+impl SentCommands {
+    pub(crate) fn pair() -> (ConnTx, SentCommands) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (ConnTx { tx }, SentCommands(rx))
+    }
+
+    /// The commands sent since the last call, as their wire names and args.
+    pub(crate) fn take(&mut self) -> Vec<String> {
+        let mut v = Vec::new();
+        while let Ok(out) = self.0.try_recv() {
+            if let Out::Cmd(cmd) = out {
+                let mut buf = BytesMut::new();
+                cmd.encode(&mut buf);
+                v.push(String::from_utf8_lossy(&buf).trim_end().to_owned());
+            }
+        }
+        v
+    }
+}
+
 /// A connected, identified nsqd connection.
 pub(crate) struct Conn {
     pub(crate) addr: String,

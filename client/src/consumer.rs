@@ -500,3 +500,91 @@ fn rebalance(config: &Config, st: &mut State) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::conn::SentCommands;
+
+    fn state(conns: &[u64]) -> (State, Vec<SentCommands>) {
+        let mut st = State {
+            conns: HashMap::new(),
+            connecting: HashSet::new(),
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+            testing: None,
+            stopping: false,
+        };
+        let mut sinks = Vec::new();
+        for (i, max_rdy) in conns.iter().enumerate() {
+            let (tx, sink) = SentCommands::pair();
+            st.conns.insert(
+                i as u64,
+                ConnEntry {
+                    addr: format!("nsqd{i}:4150").into(),
+                    origin: Origin::Direct,
+                    tx,
+                    max_rdy: *max_rdy,
+                    rdy: 0,
+                    closing: false,
+                },
+            );
+            sinks.push(sink);
+        }
+        (st, sinks)
+    }
+
+    fn config(max_in_flight: u64) -> Config {
+        Config {
+            max_in_flight,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn rdy_is_spread_capped_and_sent_only_on_change() {
+        let (mut st, mut sinks) = state(&[2500, 2500, 10]);
+        rebalance(&config(90), &mut st);
+        assert_eq!(sinks[0].take(), ["RDY 30"]);
+        assert_eq!(sinks[1].take(), ["RDY 30"]);
+        // The server's max_rdy_count wins over the even share.
+        assert_eq!(sinks[2].take(), ["RDY 10"]);
+        rebalance(&config(90), &mut st);
+        assert!(sinks.iter_mut().all(|s| s.take().is_empty()));
+
+        // A closing connection leaves its share to the others and gets no RDY
+        // (CLS already set it to 0 at nsqd).
+        st.conns.get_mut(&2).unwrap().closing = true;
+        rebalance(&config(90), &mut st);
+        assert_eq!(sinks[0].take(), ["RDY 45"]);
+        assert_eq!(sinks[1].take(), ["RDY 45"]);
+        assert!(sinks[2].take().is_empty());
+    }
+
+    #[test]
+    fn backoff_pauses_everyone_then_probes_with_one_connection() {
+        let (mut st, mut sinks) = state(&[2500, 2500]);
+        let c = config(10);
+        rebalance(&c, &mut st);
+        assert_eq!(sinks[0].take(), ["RDY 5"]);
+        assert_eq!(sinks[1].take(), ["RDY 5"]);
+
+        assert!(matches!(st.backoff.on_failure(), BackoffAction::Pause(_)));
+        rebalance(&c, &mut st);
+        assert_eq!(sinks[0].take(), ["RDY 0"]);
+        assert_eq!(sinks[1].take(), ["RDY 0"]);
+
+        st.backoff.timer_fired();
+        rebalance(&c, &mut st);
+        let probe = st.testing.expect("a probing connection") as usize;
+        assert_eq!(sinks[probe].take(), ["RDY 1"]);
+        assert!(sinks[1 - probe].take().is_empty());
+
+        assert_eq!(st.backoff.on_success(), BackoffAction::Resume);
+        st.testing = None;
+        rebalance(&c, &mut st);
+        assert_eq!(sinks[probe].take(), ["RDY 5"]);
+        assert_eq!(sinks[1 - probe].take(), ["RDY 5"]);
+    }
+}

@@ -255,3 +255,104 @@ async fn graceful_stop_finishes_in_flight_and_loses_nothing() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn rdy_never_exceeds_the_servers_max_rdy_count() {
+    within(async {
+        let nsqd = NsqdProcess::start(&["--max-rdy-count=5"]);
+        let addr = nsqd.tcp_addr().to_string();
+        let config = Config {
+            max_in_flight: 100,
+            ..Config::default()
+        };
+        let (consumer, mut rx) = recording_consumer("capped", "ch", config);
+        consumer.connect_to_nsqd(&addr).await.unwrap();
+        let producer = Producer::new(addr, Config::default());
+        producer
+            .multi_publish("capped", (0..20).map(|i| i.to_string()))
+            .await
+            .unwrap();
+        for _ in 0..20 {
+            rx.recv().await.unwrap();
+        }
+        // RDY 100 would have been a fatal E_INVALID; the connection is still up at 5.
+        let ch = channel_stats(&nsqd, "capped", "ch");
+        assert_eq!(ch["clients"][0]["ready_count"], 5, "{ch}");
+        consumer.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn touch_keeps_a_long_handler_s_message() {
+    within(async {
+        let nsqd = NsqdProcess::start(&[]);
+        let addr = nsqd.tcp_addr().to_string();
+        let config = Config {
+            // nsqd's minimum; the handler below runs for longer than this.
+            msg_timeout: Some(Duration::from_secs(1)),
+            ..Config::default()
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let consumer = Consumer::new("touch", "ch", config).unwrap();
+        consumer.add_handler(handler_fn(move |msg| {
+            let tx = tx.clone();
+            async move {
+                // The work itself: 1.8 s, checking in every 300 ms.
+                for _ in 0..6 {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    msg.touch()?;
+                }
+                let _ = tx.send(msg.attempts);
+                Ok(())
+            }
+        }));
+        consumer.connect_to_nsqd(&addr).await.unwrap();
+        Producer::new(addr, Config::default())
+            .publish("touch", "slow")
+            .await
+            .unwrap();
+        assert_eq!(rx.recv().await.unwrap(), 1);
+        consumer.stop().await;
+        assert!(rx.try_recv().is_err(), "redelivered despite TOUCH");
+        let ch = channel_stats(&nsqd, "touch", "ch");
+        assert_eq!(ch["timeout_count"], 0, "{ch}");
+        assert_eq!(ch["depth"], 0, "{ch}");
+        assert_eq!(ch["in_flight_count"], 0, "{ch}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_direct_connection_comes_back_after_nsqd_restarts() {
+    within(async {
+        let nsqd = NsqdProcess::start(&[]);
+        let addr = nsqd.tcp_addr().to_string();
+        let config = Config {
+            // How often a lost direct connection is retried.
+            lookupd_poll_interval: Duration::from_millis(100),
+            ..Config::default()
+        };
+        let (consumer, mut rx) = recording_consumer("back", "ch", config);
+        consumer.connect_to_nsqd(&addr).await.unwrap();
+        let producer = Producer::new(addr.clone(), Config::default());
+        producer.publish("back", "before").await.unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "before");
+
+        // Same data directory, same TCP port (a repeated flag keeps the last value).
+        let nsqd = nsqd.restart(&[&format!("--tcp-address={addr}")]);
+        assert_eq!(nsqd.tcp_addr().to_string(), addr);
+        // The producer reconnects on this publish; the consumer on its own.
+        let mut published = false;
+        for _ in 0..3 {
+            if producer.publish("back", "after").await.is_ok() {
+                published = true;
+                break;
+            }
+        }
+        assert!(published);
+        assert_eq!(rx.recv().await.unwrap(), "after");
+        consumer.stop().await;
+    })
+    .await;
+}
