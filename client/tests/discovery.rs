@@ -132,3 +132,60 @@ async fn a_dead_nsqd_is_dropped_and_the_other_keeps_flowing() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_nsqd_lookupd_stops_listing_is_let_go_gracefully() {
+    within(async {
+        let lookupd = NsqlookupdProcess::start(&[]);
+        let leaving = nsqd_for(&lookupd);
+        let staying = nsqd_for(&lookupd);
+        publish_and_register(&lookupd, &leaving, "tomb", "l1", 1).await;
+        publish_and_register(&lookupd, &staying, "tomb", "s1", 2).await;
+
+        let (consumer, mut rx) = consumer("tomb");
+        consumer
+            .connect_to_lookupd(&lookupd.http_addr().to_string())
+            .await
+            .unwrap();
+        let mut got = vec![rx.recv().await.unwrap(), rx.recv().await.unwrap()];
+        got.sort();
+        assert_eq!(got, ["l1", "s1"]);
+
+        // A tombstone hides the producer from /lookup while it keeps running.
+        let node = format!("127.0.0.1:{}", leaving.http_addr().port());
+        let r = lookupd.http_post(&format!("/topic/tombstone?topic=tomb&node={node}"), b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        wait_until(
+            Duration::from_secs(10),
+            "the tombstoned nsqd is let go",
+            || {
+                let now = consumer.connected_nsqds();
+                if now == [staying.tcp_addr().to_string()] {
+                    Ok(())
+                } else {
+                    Err(format!("{now:?}"))
+                }
+            },
+        )
+        .await
+        .unwrap();
+        // CLS and a clean close: nsqd sees the client leave.
+        wait_until(
+            Duration::from_secs(10),
+            "nsqd sees the client leave",
+            || {
+                let stats = leaving.http_get("/stats?format=json&topic=tomb").json();
+                let clients = stats["topics"][0]["channels"][0]["client_count"].clone();
+                if clients == 0 {
+                    Ok(())
+                } else {
+                    Err(format!("client_count {clients}"))
+                }
+            },
+        )
+        .await
+        .unwrap();
+        consumer.stop().await;
+    })
+    .await;
+}

@@ -18,6 +18,19 @@ fn message_count(nsqd: &NsqdProcess, topic: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The remote addresses of the publishing clients nsqd lists.
+fn producer_addresses(nsqd: &NsqdProcess) -> Vec<String> {
+    let stats = nsqd.http_get("/stats?format=json").json();
+    stats["producers"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p["remote_address"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[tokio::test]
 async fn publish_mpub_dpub_and_pipelining() {
     within(async {
@@ -108,6 +121,50 @@ async fn http_port_is_a_clear_error() {
             nowhere.publish("t", "x").await,
             Err(Error::Connect { .. })
         ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn identify_errors_are_reported_and_heartbeats_are_answered() {
+    within(async {
+        let nsqd = NsqdProcess::start(&[]);
+        let addr = nsqd.tcp_addr().to_string();
+        let bad = Producer::new(
+            addr.clone(),
+            Config {
+                heartbeat_interval: Duration::from_millis(100),
+                ..Config::default()
+            },
+        );
+        match bad.publish("hb", "x").await {
+            Err(Error::Server { command, text }) => {
+                assert_eq!(command, "IDENTIFY");
+                assert_eq!(
+                    text,
+                    "E_BAD_BODY IDENTIFY heartbeat interval (100) is invalid"
+                );
+            }
+            other => panic!("expected an IDENTIFY error, got {other:?}"),
+        }
+
+        let producer = Producer::new(
+            addr,
+            Config {
+                heartbeat_interval: Duration::from_secs(1),
+                ..Config::default()
+            },
+        );
+        producer.publish("hb", "first").await.unwrap();
+        let before = producer_addresses(&nsqd);
+        assert_eq!(before.len(), 1, "{before:?}");
+        // Idle past two heartbeat intervals: nsqd closes a client that does
+        // not answer its heartbeats, so the same connection still being there
+        // (not a reconnect) shows the NOPs went out.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        producer.publish("hb", "second").await.unwrap();
+        assert_eq!(producer_addresses(&nsqd), before);
+        assert_eq!(message_count(&nsqd, "hb"), 2);
     })
     .await;
 }
