@@ -212,38 +212,40 @@ impl Inner {
                 st.connecting.insert(addr.to_owned());
             }
             let result = self.subscribe(addr).await;
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let stopping = {
+            // Registered and spawned under the lock, so `stop` either sees
+            // this connection (and sends it CLS, and waits for its task) or
+            // has already begun, and the connection is closed here.
+            let too_late = {
                 let mut st = self.lock();
                 st.connecting.remove(addr);
-                match &result {
-                    Ok((conn, _)) if !st.stopping => {
-                        st.conns.insert(
-                            id,
-                            ConnEntry {
-                                addr: addr.into(),
-                                origin,
-                                tx: conn.tx.clone(),
-                                max_rdy: conn.negotiated.max_rdy_count,
-                                rdy: 0,
-                                closing: false,
-                            },
-                        );
-                        rebalance(&self.config, &mut st);
-                        false
-                    }
-                    _ => st.stopping,
+                let (conn, events) = result?;
+                if st.stopping {
+                    Some(conn)
+                } else {
+                    let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    st.conns.insert(
+                        id,
+                        ConnEntry {
+                            addr: addr.into(),
+                            origin,
+                            tx: conn.tx.clone(),
+                            max_rdy: conn.negotiated.max_rdy_count,
+                            rdy: 0,
+                            closing: false,
+                        },
+                    );
+                    rebalance(&self.config, &mut st);
+                    let span = tracing::info_span!("consumer", nsqd = addr);
+                    self.tasks
+                        .spawn(self.clone().conn_loop(id, conn, events).instrument(span));
+                    None
                 }
             };
-            let (conn, events) = result?;
-            if stopping {
+            if let Some(conn) = too_late {
                 conn.close().await;
                 return Err(Error::Stopped);
             }
             info!(addr, topic = %self.topic, channel = %self.channel, "subscribed");
-            let span = tracing::info_span!("consumer", nsqd = addr);
-            self.tasks
-                .spawn(self.clone().conn_loop(id, conn, events).instrument(span));
             Ok(())
         })
     }
