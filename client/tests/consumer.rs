@@ -1,4 +1,7 @@
 //! End-to-end tests of `nsq::Consumer` against a real nsqd on port 0.
+//!
+//! They run on a multi-threaded runtime so handlers, connection tasks and
+//! the test really run in parallel, as in an application.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,7 +43,7 @@ fn recording_consumer(
     (consumer, rx)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn thousand_messages_exactly_once_across_two_consumers() {
     within(async {
         let nsqd = NsqdProcess::start(&[]);
@@ -97,7 +100,7 @@ async fn thousand_messages_exactly_once_across_two_consumers() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failing_handler_is_retried_then_given_up() {
     within(async {
         let nsqd = NsqdProcess::start(&[]);
@@ -171,7 +174,7 @@ async fn failing_handler_is_retried_then_given_up() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_stop_finishes_in_flight_and_loses_nothing() {
     within(async {
         let nsqd = NsqdProcess::start(&[]);
@@ -256,7 +259,7 @@ async fn graceful_stop_finishes_in_flight_and_loses_nothing() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rdy_never_exceeds_the_servers_max_rdy_count() {
     within(async {
         let nsqd = NsqdProcess::start(&["--max-rdy-count=5"]);
@@ -283,7 +286,7 @@ async fn rdy_never_exceeds_the_servers_max_rdy_count() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn touch_keeps_a_long_handler_s_message() {
     within(async {
         let nsqd = NsqdProcess::start(&[]);
@@ -323,7 +326,7 @@ async fn touch_keeps_a_long_handler_s_message() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_direct_connection_comes_back_after_nsqd_restarts() {
     within(async {
         let nsqd = NsqdProcess::start(&[]);
