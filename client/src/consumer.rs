@@ -21,6 +21,27 @@ use crate::producer::topic_name;
 use crate::rdy::{per_connection_rdy, Backoff, BackoffAction};
 use crate::{Config, Error, Result};
 
+/// What a consumer has done so far (go-nsq's `Consumer.Stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerStats {
+    pub received: u64,
+    /// FIN sent, including for messages given up on.
+    pub finished: u64,
+    pub requeued: u64,
+    /// Delivered more than `max_attempts` times and FINished unhandled.
+    pub given_up: u64,
+    pub connections: usize,
+}
+
+/// Counters behind [`ConsumerStats`]; atomics, bumped by connection and handler tasks.
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    finished: AtomicU64,
+    requeued: AtomicU64,
+    given_up: AtomicU64,
+}
+
 /// How a connection came to be, which decides what happens when it ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Origin {
@@ -67,6 +88,7 @@ pub(crate) struct Inner {
     /// Every task the consumer starts, so `stop` can wait for all of them.
     pub(crate) tasks: TaskTracker,
     next_id: AtomicU64,
+    counters: Counters,
     /// Wakes discovery early when a lookupd-found connection ends (go-nsq
     /// also re-queries right after a close).
     pub(crate) lookup_wake: Notify,
@@ -114,6 +136,7 @@ impl Consumer {
                 hard_stop: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 next_id: AtomicU64::new(1),
+                counters: Counters::default(),
                 lookup_wake: Notify::new(),
             }),
         })
@@ -137,6 +160,18 @@ impl Consumer {
 
     pub(crate) fn inner_topic(&self) -> String {
         self.inner.topic.to_string()
+    }
+
+    /// Message counts since the consumer was made, and open connections.
+    pub fn stats(&self) -> ConsumerStats {
+        let c = &self.inner.counters;
+        ConsumerStats {
+            received: c.received.load(Ordering::Relaxed),
+            finished: c.finished.load(Ordering::Relaxed),
+            requeued: c.requeued.load(Ordering::Relaxed),
+            given_up: c.given_up.load(Ordering::Relaxed),
+            connections: self.connected_nsqds().len(),
+        }
     }
 
     /// Addresses of the nsqds currently connected (and not closing).
@@ -293,6 +328,7 @@ impl Inner {
                 event = events.recv() => match event {
                     Some(Event::Message(frame)) => {
                         in_flight += 1;
+                        self.counters.received.fetch_add(1, Ordering::Relaxed);
                         self.dispatch(frame, addr.clone(), conn.tx.clone(), done_tx.clone());
                     }
                     Some(Event::Response(data)) if data == CLOSE_WAIT => close_wait = true,
@@ -369,6 +405,8 @@ impl Inner {
             warn!(id = %msg.id, attempts = msg.attempts, "giving up on message");
             handler.give_up(&msg);
             let _ = tx.send(Command::Fin(msg.id));
+            self.counters.given_up.fetch_add(1, Ordering::Relaxed);
+            self.counters.finished.fetch_add(1, Ordering::Relaxed);
             let _ = done.send(());
             return;
         }
@@ -383,6 +421,7 @@ impl Inner {
             let (ok, backoff) = match run.await {
                 Ok(Ok(())) => {
                     let _ = tx.send(Command::Fin(msg.id));
+                    inner.counters.finished.fetch_add(1, Ordering::Relaxed);
                     (true, false)
                 }
                 Ok(Err(e)) => {
@@ -390,6 +429,7 @@ impl Inner {
                         .requeue_delay
                         .unwrap_or_else(|| inner.config.requeue_delay(msg.attempts));
                     debug!(id = %msg.id, error = %e, ?delay, "handler failed; requeueing");
+                    inner.counters.requeued.fetch_add(1, Ordering::Relaxed);
                     let _ = tx.send(Command::Req {
                         id: msg.id,
                         timeout_ms: delay.as_millis() as u64,
@@ -399,6 +439,7 @@ impl Inner {
                 Err(panic) => {
                     warn!(id = %msg.id, error = %panic, "handler panicked; requeueing");
                     let delay = inner.config.requeue_delay(msg.attempts);
+                    inner.counters.requeued.fetch_add(1, Ordering::Relaxed);
                     let _ = tx.send(Command::Req {
                         id: msg.id,
                         timeout_ms: delay.as_millis() as u64,

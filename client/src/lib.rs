@@ -16,7 +16,7 @@ pub mod rdy;
 
 pub use config::Config;
 pub use conn::Negotiated;
-pub use consumer::Consumer;
+pub use consumer::{Consumer, ConsumerStats};
 pub use error::{Error, Result};
 pub use message::{
     handler_fn, BoxFuture, FnHandler, Handler, HandlerError, HandlerResult, Message,

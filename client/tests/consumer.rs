@@ -166,6 +166,17 @@ async fn failing_handler_is_retried_then_given_up() {
         // go-nsq's suite expects exactly this: 3 good + 5 failures, 1 give-up.
         assert_eq!(c["fail"], 5, "{c:?}");
         assert_eq!(c.values().sum::<u32>(), 8, "{c:?}");
+        let stats = consumer.stats();
+        assert_eq!(
+            (
+                stats.received,
+                stats.finished,
+                stats.requeued,
+                stats.given_up
+            ),
+            (9, 4, 5, 1),
+            "{stats:?}"
+        );
         assert!(gave_up.try_recv().is_err());
         let ch = channel_stats(&nsqd, "retry", "ch");
         assert_eq!(ch["depth"], 0, "{ch}");
