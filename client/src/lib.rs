@@ -15,7 +15,6 @@ mod producer;
 pub mod rdy;
 
 pub use config::Config;
-pub use conn::Negotiated;
 pub use consumer::{Consumer, ConsumerStats};
 pub use error::{Error, Result};
 pub use message::{
