@@ -51,7 +51,13 @@ pub async fn within<F: Future>(fut: F) -> F::Output {
 }
 
 /// Run `fut` to completion or panic after `limit`.
+///
+/// The daemons' binaries are built (once per test process) before the
+/// clock starts: on a fresh checkout that build takes longer than a test may.
 pub async fn within_for<F: Future>(limit: Duration, fut: F) -> F::Output {
+    // Blocking is fine here: nothing else of the test runs yet, whatever
+    // the runtime's flavor.
+    binary("nsqd");
     match tokio::time::timeout(limit, fut).await {
         Ok(out) => out,
         Err(_) => panic!("test did not finish within {limit:?}"),
