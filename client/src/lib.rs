@@ -2,7 +2,7 @@
 //! [`Consumer`] subscribes to a topic's channel on direct nsqd addresses or
 //! on the nsqds that lookupd knows, with RDY spread over connections,
 //! backoff, max attempts, TOUCH and a graceful stop. The bench tools live in
-//! [`bench`].
+//! [`bench`], the command-line tools (`to_nsq`, `nsq_tail`, ...) in [`tools`].
 
 pub mod bench;
 mod config;
@@ -13,6 +13,7 @@ mod lookup;
 mod message;
 mod producer;
 pub mod rdy;
+pub mod tools;
 
 pub use config::Config;
 pub use consumer::{Consumer, ConsumerStats};
