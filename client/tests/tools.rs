@@ -3,8 +3,9 @@
 use std::io::{Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use nsq_tests::{within, NsqdProcess};
+use nsq_tests::{wait_until, within, NsqdProcess};
 
 /// A tool process whose stdout and stderr are read by threads, so a full
 /// pipe never blocks it, and which is killed if the test ends early.
@@ -129,6 +130,57 @@ async fn to_nsq_publishes_every_record_to_every_nsqd() {
         let done = bad.finish().await;
         assert!(!done.status.success());
         assert!(done.stderr.contains("--nsqd-tcp-address required"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn to_nsq_piped_into_nsq_tail_round_trips_ten_thousand_lines() {
+    within(async {
+        let nsqd = NsqdProcess::start(&[]);
+        let lines: Vec<String> = (0..10_000).map(|i| format!("line {i} of ten")).collect();
+        let tail = Tool::spawn(
+            env!("CARGO_BIN_EXE_nsq_tail"),
+            &[
+                "--topic=roundtrip".to_string(),
+                format!("--nsqd-tcp-address={}", nsqd.tcp_addr()),
+                "-n".into(),
+                "10000".into(),
+            ],
+            None,
+        );
+        // nsq_tail's ephemeral channel must exist before anything is
+        // published, or the first messages would go to no channel.
+        wait_until(Duration::from_secs(10), "nsq_tail subscribed", || {
+            let t = topic_stats(&nsqd, "roundtrip");
+            match t["channels"].as_array() {
+                Some(cs) if !cs.is_empty() => Ok(()),
+                _ => Err(t.to_string()),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| nsqd.fail(&e));
+
+        let input = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+        let publish = Tool::spawn(
+            env!("CARGO_BIN_EXE_to_nsq"),
+            &[
+                "--topic=roundtrip".to_string(),
+                format!("--nsqd-tcp-address={}", nsqd.tcp_addr()),
+            ],
+            Some(input.into_bytes()),
+        );
+        let published = publish.finish().await;
+        assert!(published.status.success(), "to_nsq: {}", published.stderr);
+
+        let tailed = tail.finish().await;
+        assert!(tailed.status.success(), "nsq_tail: {}", tailed.stderr);
+        let mut got: Vec<&str> = tailed.stdout.lines().collect();
+        let mut want: Vec<&str> = lines.iter().map(String::as_str).collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got.len(), 10_000);
+        assert!(got == want, "nsq_tail printed other lines than to_nsq read");
     })
     .await;
 }

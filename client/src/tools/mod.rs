@@ -1,8 +1,9 @@
-//! The command-line tools built on this library (`to_nsq`, ...): their options and run loops, kept out of `src/bin` so they can be tested.
+//! The command-line tools built on this library (`to_nsq`, `nsq_tail`): their options and run loops, kept out of `src/bin` so they can be tested.
 //!
 //! Flag names, defaults and output formats follow upstream NSQ 1.3.0's
 //! `apps/`, so scripts written for those tools keep working.
 
+pub mod nsq_tail;
 pub mod to_nsq;
 
 /// Why a tool stopped with a failure (exit status 1).
@@ -41,5 +42,7 @@ pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // No colour codes in log files and pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
