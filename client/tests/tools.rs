@@ -184,3 +184,75 @@ async fn to_nsq_piped_into_nsq_tail_round_trips_ten_thousand_lines() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nsq_stat_prints_count_rows_under_upstreams_header() {
+    within(async {
+        let nsqd = NsqdProcess::start(&[]);
+        assert_eq!(
+            nsqd.http_post("/topic/create?topic=watched", b"").status,
+            200
+        );
+        let created = nsqd.http_post("/channel/create?topic=watched&channel=ch", b"");
+        assert_eq!(created.status, 200, "{}", created.text());
+        for body in ["a", "b", "c"] {
+            assert_eq!(
+                nsqd.http_post("/pub?topic=watched", body.as_bytes()).status,
+                200
+            );
+        }
+        let stat = Tool::spawn(
+            env!("CARGO_BIN_EXE_nsq_stat"),
+            &[
+                "--topic=watched".to_string(),
+                "--channel=ch".into(),
+                format!("--nsqd-http-address={}", nsqd.http_addr()),
+                "--count-of=2".into(),
+                "--status-every=200ms".into(),
+            ],
+            None,
+        );
+        let done = stat.finish().await;
+        assert!(done.status.success(), "nsq_stat: {}", done.stderr);
+        let lines: Vec<&str> = done.stdout.lines().collect();
+        assert_eq!(lines.len(), 4, "{}", done.stdout);
+        assert!(lines[0].starts_with("------rate------+"), "{}", lines[0]);
+        let columns: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            columns,
+            [
+                "ingress", "egress", "|", "total", "mem", "disk", "inflt", "def", "|", "req",
+                "t-o", "msgs", "clients"
+            ]
+        );
+        for row in &lines[2..] {
+            let values: Vec<&str> = row.split_whitespace().collect();
+            // Nothing moves: no rates, three messages waiting in memory.
+            assert_eq!(
+                values,
+                ["0", "0", "|", "3", "3", "0", "0", "0", "|", "0", "0", "3", "0"],
+                "{row}"
+            );
+        }
+
+        // A channel nsqd does not have is an error, as upstream.
+        let missing = Tool::spawn(
+            env!("CARGO_BIN_EXE_nsq_stat"),
+            &[
+                "--topic=watched".to_string(),
+                "--channel=nope".into(),
+                format!("--nsqd-http-address={}", nsqd.http_addr()),
+                "--count=1".into(),
+            ],
+            None,
+        );
+        let done = missing.finish().await;
+        assert!(!done.status.success());
+        assert!(
+            done.stderr.contains("failed to find channel(nope)"),
+            "{}",
+            done.stderr
+        );
+    })
+    .await;
+}

@@ -1,8 +1,9 @@
-//! The command-line tools built on this library (`to_nsq`, `nsq_tail`): their options and run loops, kept out of `src/bin` so they can be tested.
+//! The command-line tools built on this library (`to_nsq`, `nsq_tail`, `nsq_stat`): their options and run loops, kept out of `src/bin` so they can be tested.
 //!
 //! Flag names, defaults and output formats follow upstream NSQ 1.3.0's
 //! `apps/`, so scripts written for those tools keep working.
 
+pub mod nsq_stat;
 pub mod nsq_tail;
 pub mod to_nsq;
 
