@@ -256,3 +256,124 @@ async fn nsq_stat_prints_count_rows_under_upstreams_header() {
     })
     .await;
 }
+
+/// The `channel` entry of `topic` in nsqd's JSON stats, or Null.
+fn channel_stats(nsqd: &NsqdProcess, topic: &str, channel: &str) -> serde_json::Value {
+    topic_stats(nsqd, topic)["channels"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["channel_name"] == channel))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Runs nsq_to_file on 1,000 messages with a small `--rotate-size`, stops
+/// it with SIGTERM once nsqd has every message finished, and returns the
+/// files it left, each decoded to text.
+async fn to_file_round_trip(topic: &str, extra: &[&str]) -> Vec<(String, String)> {
+    let nsqd = NsqdProcess::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut flags = vec![
+        format!("--topic={topic}"),
+        format!("--nsqd-tcp-address={}", nsqd.tcp_addr()),
+        format!("--output-dir={}", dir.path().display()),
+        "--rotate-size=2000".into(),
+    ];
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    let tool = Tool::spawn(env!("CARGO_BIN_EXE_nsq_to_file"), &flags, None);
+    wait_until(
+        Duration::from_secs(10),
+        "nsq_to_file subscribed",
+        || match channel_stats(&nsqd, topic, "nsq_to_file")["client_count"].as_u64() {
+            Some(1) => Ok(()),
+            _ => Err(topic_stats(&nsqd, topic).to_string()),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| nsqd.fail(&e));
+
+    let bodies: String = (0..1000).map(|i| format!("record number {i}\n")).collect();
+    let published = nsqd.http_post(&format!("/mpub?topic={topic}"), bodies.as_bytes());
+    assert_eq!(published.status, 200, "{}", published.text());
+    // A message is finished only after it is fsynced, so this means on disk.
+    wait_until(Duration::from_secs(20), "every message finished", || {
+        let c = channel_stats(&nsqd, topic, "nsq_to_file");
+        if c["message_count"] == 1000 && c["depth"] == 0 && c["in_flight_count"] == 0 {
+            Ok(())
+        } else {
+            Err(c.to_string())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| nsqd.fail(&e));
+
+    let pid = tool.child.as_ref().expect("running").id();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let done = tool.finish().await;
+    assert!(done.status.success(), "nsq_to_file: {}", done.stderr);
+
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let raw = std::fs::read(&path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let text = if name.ends_with(".gz") {
+                let mut out = String::new();
+                flate2::read::MultiGzDecoder::new(&raw[..])
+                    .read_to_string(&mut out)
+                    .unwrap();
+                out
+            } else {
+                String::from_utf8(raw).unwrap()
+            };
+            (name, text)
+        })
+        .collect();
+    files.sort();
+    let mut lines: Vec<&str> = files.iter().flat_map(|(_, t)| t.lines()).collect();
+    lines.sort_unstable();
+    let mut want: Vec<&str> = bodies.lines().collect();
+    want.sort_unstable();
+    assert!(
+        lines == want,
+        "the files do not hold exactly the published messages"
+    );
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nsq_to_file_rotates_by_size_and_keeps_every_message() {
+    within(async {
+        let files = to_file_round_trip("tofile", &[]).await;
+        // ~18 KB of lines at 2,000 bytes a file.
+        assert!(
+            files.len() >= 5,
+            "{:?}",
+            files.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+        let host = nsq_app::os_hostname();
+        let host = host.split('.').next().unwrap();
+        for (name, _) in &files {
+            // <TOPIC>.<HOST><REV>.<DATETIME>.log
+            let rest = name.strip_prefix(&format!("tofile.{host}-")).expect(name);
+            let (rev, rest) = rest.split_at(6);
+            assert!(rev.bytes().all(|b| b.is_ascii_digit()), "{name}");
+            assert!(rest.starts_with('.') && rest.ends_with(".log"), "{name}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nsq_to_file_gzips_rotated_files() {
+    within(async {
+        let files = to_file_round_trip("tofilegz", &["--gzip"]).await;
+        assert!(files.len() >= 5);
+        assert!(files.iter().all(|(name, _)| name.ends_with(".log.gz")));
+    })
+    .await;
+}
