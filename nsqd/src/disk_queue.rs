@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use tracing::{error, warn};
 
-use segment::{header, parse_segment, Meta, Position, Window, HEADER, META_VERSION};
+pub use segment::Position;
+use segment::{header, parse_segment, Meta, Window, HEADER, META_VERSION};
 
 mod recovery;
 mod segment;
@@ -40,6 +41,9 @@ pub struct DiskQueueOptions {
     pub max_msg_size: u64,
     /// Reads plus writes between fsyncs, as reported by [`DiskQueue::needs_sync`].
     pub sync_every: u64,
+    /// Reading does not consume: a record stays in the queue (is read again
+    /// after a crash) until its owner [commits](DiskQueue::commit) past it.
+    pub commit_reads: bool,
 }
 
 /// The segment being read.
@@ -63,6 +67,10 @@ pub struct DiskQueue {
     opts: DiskQueueOptions,
     read: Position,
     write: Position,
+    /// With `commit_reads`: where reading starts again after a reopen. Only
+    /// segments before it may be deleted. Between it and `read` lie records
+    /// read but not yet done with.
+    committed: Option<Position>,
     /// Unread records per segment, ascending, read segment first.
     segments: VecDeque<(u64, u64)>,
     depth: u64,
@@ -110,6 +118,7 @@ impl DiskQueue {
             opts,
             read: Position { file: 0, pos: 0 },
             write: Position { file: 0, pos: 0 },
+            committed: None,
             segments: VecDeque::new(),
             depth: 0,
             reader: None,
@@ -131,6 +140,9 @@ impl DiskQueue {
         }
         let meta = q.load_meta()?;
         q.recover(meta.as_ref())?;
+        if opts.commit_reads {
+            q.committed = Some(q.read);
+        }
         if meta.as_ref() == Some(&q.meta()) {
             // Nothing past the synced state: nothing new to make durable.
             q.unsynced.clear();
@@ -262,13 +274,20 @@ impl DiskQueue {
 
     /// The next good record, or None when the queue is empty.
     pub fn get(&mut self) -> io::Result<Option<Bytes>> {
+        Ok(self.get_at()?.map(|(_, b)| b))
+    }
+
+    /// The next good record and the position it starts at (what
+    /// [`commit`](DiskQueue::commit) takes to keep it).
+    pub fn get_at(&mut self) -> io::Result<Option<(Position, Bytes)>> {
         loop {
             if self.read == self.write {
                 self.caught_up();
                 return Ok(None);
             }
+            let at = self.read;
             match self.read_one() {
-                Ok(Step::Record(b)) => return Ok(Some(b)),
+                Ok(Step::Record(b)) => return Ok(Some((at, b))),
                 Ok(Step::Skipped) => {}
                 Ok(Step::SegmentEnd) => self.finish_segment(),
                 Ok(Step::Bad(why)) => self.quarantine_read_segment(&why)?,
@@ -286,6 +305,36 @@ impl DiskQueue {
             }
         }
         Ok(())
+    }
+
+    /// Like [`get_many`](DiskQueue::get_many), with each record's position.
+    pub fn get_many_at(&mut self, max: usize, out: &mut Vec<(Position, Bytes)>) -> io::Result<()> {
+        for _ in 0..max {
+            match self.get_at()? {
+                Some(r) => out.push(r),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the next read starts: past every record read so far.
+    pub fn read_position(&self) -> Position {
+        self.read
+    }
+
+    /// With `commit_reads`: the records before `upto` (a position from
+    /// [`get_at`](DiskQueue::get_at) or [`read_position`](DiskQueue::read_position))
+    /// are done with; after the next sync a reopen no longer returns them.
+    /// Never moves backwards nor past what was read.
+    pub fn commit(&mut self, upto: Position) {
+        if let Some(c) = self.committed.as_mut() {
+            let upto = upto.min(self.read);
+            if upto > *c {
+                *c = upto;
+                self.dirty = true;
+            }
+        }
     }
 
     /// Read at the read position, which is not the write position.
@@ -511,13 +560,40 @@ impl DiskQueue {
         }
         self.write_meta()?;
         // Only now may read segments go: until this meta was durable, a
-        // crash would have restarted reading inside them.
-        for f in std::mem::take(&mut self.pending_deletes) {
+        // crash would have restarted reading inside them. With
+        // `commit_reads`, only those the commit point has passed.
+        let keep_from = self.committed.map_or(u64::MAX, |c| c.file);
+        let (gone, kept) = std::mem::take(&mut self.pending_deletes)
+            .into_iter()
+            .partition(|&f| f < keep_from);
+        self.pending_deletes = kept;
+        for f in gone {
             self.remove_segment(f);
         }
         self.ops = 0;
         self.dirty = false;
         Ok(())
+    }
+
+    /// Make every record appended so far durable without rewriting the meta:
+    /// recovery adopts intact records past the meta's write position, so
+    /// after this returns Ok they survive a crash. One fdatasync (two when a
+    /// segment was rolled, plus the directory when one was created): the
+    /// cheap half of [`sync`](DiskQueue::sync), for acknowledging writes.
+    pub fn flush_data(&mut self) -> io::Result<()> {
+        if let Some(kind) = self.fsync_failed {
+            return Err(io::Error::new(
+                kind,
+                format!(
+                    "disk queue {}: an earlier fsync failed; reopen to recover",
+                    self.name
+                ),
+            ));
+        }
+        self.sync_data().inspect_err(|e| {
+            self.fsync_failed = Some(e.kind());
+            error!(queue = %self.name, error = %e, "disk queue fsync failed; no further syncs until reopened");
+        })
     }
 
     /// Data before meta: the meta counts records up to its write position,
@@ -558,6 +634,10 @@ impl DiskQueue {
         self.depth = 0;
         self.read = fresh;
         self.write = fresh;
+        if self.committed.is_some() {
+            self.committed = Some(fresh);
+        }
+        self.pending_deletes.clear();
         // Meta first: once it says everything before `fresh` is read, a crash
         // part-way through the deletions leaves files that open deletes; the
         // other order would leave a meta naming records that are gone.
@@ -605,6 +685,11 @@ impl DiskQueue {
     /// Records skipped because their CRC failed (or that went missing).
     pub fn corrupt_records(&self) -> u64 {
         self.corrupt_records
+    }
+
+    /// An fsync failed: only reopening can tell what is really on disk.
+    pub fn fsync_failed(&self) -> bool {
+        self.fsync_failed.is_some()
     }
 
     /// Segments found unreadable and renamed `.bad`.
@@ -659,12 +744,22 @@ impl DiskQueue {
     }
 
     fn meta(&self) -> Meta {
+        let read = self.committed.unwrap_or(self.read);
+        // A segment's count is of its records past `read`. Where reading is
+        // to restart before that (records read, not committed), the count
+        // is left out and a reopen counts the records by scanning.
+        let segments: Vec<(u64, u64)> = self
+            .segments
+            .iter()
+            .copied()
+            .filter(|&(f, _)| read == self.read || f > self.read.file)
+            .collect();
         Meta {
             version: META_VERSION,
-            depth: self.depth,
-            read: self.read,
+            depth: segments.iter().map(|&(_, n)| n).sum(),
+            read,
             write: self.write,
-            segments: self.segments.iter().copied().collect(),
+            segments,
         }
     }
 

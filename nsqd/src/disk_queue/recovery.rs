@@ -65,7 +65,9 @@ impl DiskQueue {
                 let file = OpenOptions::new().read(true).write(true).open(&path)?;
                 let (from, base) = match count_of(f) {
                     Some(n) if f == synced.file && synced.pos <= len => (synced.pos, n),
-                    None if f == synced.file && synced.pos == start => (start, 0),
+                    // No count: the meta restarts reading before records
+                    // it did not count (read, not committed). Count them.
+                    None if f == synced.file && synced.pos <= len => (start, 0),
                     _ if f > synced.file => (0, 0),
                     _ => {
                         error!(queue = %self.name, segment = f, len, synced = synced.pos,

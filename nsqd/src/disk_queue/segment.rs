@@ -16,8 +16,10 @@ pub(super) const META_VERSION: u32 = 1;
 pub(super) const READ_BUF: usize = 64 * 1024;
 
 /// A position in the queue: segment number and byte offset of a record boundary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub(super) struct Position {
+#[derive(
+    Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Position {
     pub(super) file: u64,
     pub(super) pos: u64,
 }
