@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::client::Client;
 use crate::disk_io::{DiskDamage, DiskSink, QueueHandle, WriteBatch};
+use crate::disk_queue::Position;
 use crate::message::{unix_nanos, Message};
 
 /// Records read from disk at a time.
@@ -80,6 +81,9 @@ pub struct ChannelLimits {
     /// `--e2e-processing-latency-window-time`, when percentiles are
     /// configured; `None` keeps no latency stream.
     pub e2e_window: Option<Duration>,
+    /// `--durable`: every message goes through the disk queue and stays
+    /// there until it is finished.
+    pub durable: bool,
 }
 
 struct InFlight {
@@ -142,6 +146,52 @@ pub struct ChannelStats {
     pub disk_damage: DiskDamage,
 }
 
+/// `--durable`: the disk records this channel still needs. Each message in
+/// memory came from a record; the disk queue is told to keep every record
+/// from the oldest one whose message is not finished yet.
+#[derive(Default)]
+struct Unfinished {
+    /// Records read, oldest first, and whether their message is finished.
+    records: VecDeque<(Position, bool)>,
+    /// The record of each message in memory (queued, in flight, deferred).
+    record_of: IdMap<Position>,
+    /// Where the last read ended.
+    read_end: Position,
+    /// The commit point last sent to the disk queue.
+    sent: Position,
+}
+
+impl Unfinished {
+    fn read(&mut self, id: u64, at: Position) {
+        self.records.push_back((at, false));
+        if let Some(older) = self.record_of.insert(id, at) {
+            // The same message read twice (a reopened queue): the newer
+            // copy stands for it from now on.
+            self.finished_at(older);
+        }
+    }
+
+    fn finished(&mut self, id: u64) {
+        if let Some(at) = self.record_of.remove(&id) {
+            self.finished_at(at);
+        }
+    }
+
+    fn finished_at(&mut self, at: Position) {
+        if let Ok(i) = self.records.binary_search_by_key(&at, |r| r.0) {
+            self.records[i].1 = true;
+        }
+        while self.records.front().is_some_and(|r| r.1) {
+            self.records.pop_front();
+        }
+    }
+
+    /// Where a restart must begin reading: the oldest unfinished record.
+    fn commit_point(&self) -> Position {
+        self.records.front().map_or(self.read_end, |r| r.0)
+    }
+}
+
 #[derive(Default)]
 struct ChannelState {
     queue: VecDeque<Message>,
@@ -159,6 +209,8 @@ struct ChannelState {
     /// A read-ahead request is outstanding.
     reading: bool,
     disk_damage: DiskDamage,
+    /// `--durable` bookkeeping (empty otherwise).
+    unfinished: Unfinished,
     message_count: u64,
     requeue_count: u64,
     timeout_count: u64,
@@ -218,6 +270,24 @@ impl Channel {
         self.disk.as_ref()
     }
 
+    /// Durable: messages reach memory only through the disk queue.
+    fn durable(&self) -> bool {
+        self.limits.durable && self.disk.is_some()
+    }
+
+    /// Durable: tell the disk queue how far this channel is done with it.
+    /// Lagging is safe (a restart delivers more again), so this rides on
+    /// read-aheads and the timer scan instead of every FIN.
+    fn send_commit(&self, st: &mut ChannelState) {
+        if let Some(disk) = self.disk.as_ref().filter(|_| self.durable()) {
+            let point = st.unfinished.commit_point();
+            if point > st.unfinished.sent {
+                st.unfinished.sent = point;
+                disk.commit(point);
+            }
+        }
+    }
+
     /// Records already on disk when the channel was opened (after a restart).
     pub(crate) fn set_on_disk(&self, depth: u64) {
         self.lock().on_disk = depth;
@@ -249,7 +319,7 @@ impl Channel {
         let mut st = self.lock();
         st.message_count += msgs.len() as u64;
         let room = match &self.disk {
-            Some(_) if st.to_disk + st.on_disk > 0 => 0,
+            Some(_) if st.to_disk + st.on_disk > 0 || self.limits.durable => 0,
             _ => self.limits.mem_queue_size.saturating_sub(st.queue.len()),
         };
         let in_memory = match &self.disk {
@@ -258,21 +328,22 @@ impl Channel {
         };
         st.queue.extend(msgs[..in_memory].iter().cloned());
         let spilled = &msgs[in_memory..];
-        let pending = match &self.disk {
-            Some(disk) if !spilled.is_empty() => {
-                let mut batch = WriteBatch::default();
-                for m in spilled {
-                    batch.push(|out| m.encode_disk(0, out));
-                }
-                st.to_disk += spilled.len() as u64;
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                disk.write(batch, self.sink(), Some(tx));
-                Some(rx)
-            }
-            _ => None,
-        };
+        let pending = self.write(&mut st, spilled, 0);
         wake_waiters(&mut st);
         pending
+    }
+
+    /// Send messages to the disk queue (with their due time, 0 for now).
+    fn write(&self, st: &mut ChannelState, msgs: &[Message], due: i64) -> Option<DiskWrite> {
+        let disk = self.disk.as_ref().filter(|_| !msgs.is_empty())?;
+        let mut batch = WriteBatch::default();
+        for m in msgs {
+            batch.push(|out| m.encode_disk(due, out));
+        }
+        st.to_disk += msgs.len() as u64;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        disk.write(batch, self.sink(), Some(tx));
+        Some(rx)
     }
 
     /// Room left in memory before a publish would spill (only meaningful for
@@ -289,11 +360,20 @@ impl Channel {
         self.disk.is_some() || self.is_ephemeral()
     }
 
-    /// Hold a message until `due`, then queue it.
-    pub fn put_deferred(&self, msg: Message, due: Instant) {
+    /// Hold messages until `due`, then queue them. Durable: they go to the
+    /// disk queue with their due time, and the write is returned.
+    pub fn put_deferred(&self, msgs: &[Message], due: Instant) -> Option<DiskWrite> {
         let mut st = self.lock();
-        st.message_count += 1;
-        push_deferred(&mut st, msg, due);
+        st.message_count += msgs.len() as u64;
+        if self.durable() {
+            let wall =
+                unix_nanos() + due.saturating_duration_since(Instant::now()).as_nanos() as i64;
+            return self.write(&mut st, msgs, wall);
+        }
+        for m in msgs {
+            push_deferred(&mut st, m.clone(), due);
+        }
+        None
     }
 
     /// Add a subscriber.
@@ -391,6 +471,7 @@ impl Channel {
         let mut n = 0;
         for mut msg in st.queue.drain(..taken) {
             if sample_rate > 0 && rand::random::<u32>() % 100 > u32::from(sample_rate) {
+                st.unfinished.finished(msg.id);
                 continue;
             }
             n += 1;
@@ -425,7 +506,12 @@ impl Channel {
 
     /// FIN: the client is done with the message.
     pub fn finish(&self, client_id: u64, id: u64) -> Result<(), InFlightError> {
-        let msg = take_in_flight(&mut self.lock(), client_id, id)?;
+        let mut st = self.lock();
+        let msg = take_in_flight(&mut st, client_id, id)?;
+        if self.limits.durable {
+            st.unfinished.finished(id);
+        }
+        drop(st);
         self.record_e2e(&msg);
         Ok(())
     }
@@ -533,6 +619,7 @@ impl Channel {
         if released {
             wake_waiters(st);
         }
+        self.send_commit(st);
         next
     }
 
@@ -563,6 +650,7 @@ impl Channel {
         st.queue.clear();
         st.in_flight.clear();
         st.deferred.clear();
+        st.unfinished = Unfinished::default();
         for slot in st.clients.values_mut() {
             slot.order.clear();
             slot.live = 0;
@@ -593,6 +681,13 @@ impl Channel {
             st.to_disk += n as u64;
             disk.write(batch, self.sink(), None);
         }
+        if self.durable() {
+            // Every unfinished message was just written again: the records
+            // they were read from are done with.
+            let end = st.unfinished.read_end;
+            st.unfinished = Unfinished::default();
+            disk.commit(end);
+        }
         n
     }
 
@@ -610,6 +705,7 @@ impl Channel {
         if let Some(disk) = &self.disk {
             if !st.reading && st.queue.len() < READ_AHEAD_BELOW && st.on_disk + st.to_disk > 0 {
                 st.reading = true;
+                self.send_commit(st);
                 disk.read(READ_AHEAD, self.sink());
             }
         }
@@ -646,23 +742,36 @@ impl DiskSink for Channel {
         }
     }
 
-    fn refill(&self, records: Vec<Bytes>, depth: u64, damage: DiskDamage) {
+    fn refill(
+        &self,
+        records: Vec<(Position, Bytes)>,
+        end: Position,
+        depth: u64,
+        damage: DiskDamage,
+    ) {
         let now = Instant::now();
         let wall = unix_nanos();
+        let durable = self.durable();
         let mut st = self.lock();
         st.on_disk = depth;
         st.reading = false;
         st.disk_damage = damage;
-        for r in &records {
-            match Message::decode_disk(r) {
-                Some((m, due)) if due > wall => {
-                    let at = now + Duration::from_nanos((due - wall) as u64);
-                    push_deferred(&mut st, m, at);
-                }
-                Some((m, _)) => st.queue.push_back(m),
-                None => {
-                    tracing::error!(topic = %self.topic_name, channel = %self.name, "undecodable disk record skipped")
-                }
+        if durable {
+            st.unfinished.read_end = end;
+        }
+        for (at, r) in &records {
+            let Some((m, due)) = Message::decode_disk(r) else {
+                tracing::error!(topic = %self.topic_name, channel = %self.name, "undecodable disk record skipped");
+                continue;
+            };
+            if durable {
+                st.unfinished.read(m.id, *at);
+            }
+            if due > wall {
+                let at = now + Duration::from_nanos((due - wall) as u64);
+                push_deferred(&mut st, m, at);
+            } else {
+                st.queue.push_back(m);
             }
         }
         wake_waiters(&mut st);

@@ -3,6 +3,11 @@
 //! crossbeam channels, and a fixed pool of threads (each queue always on the
 //! same thread, so its jobs run in order) writes, reads ahead, syncs on
 //! `--sync-every` / `--sync-timeout`, and reports back through a sink.
+//!
+//! With `--durable` a write is acknowledged only once fsynced, and the
+//! threads commit in groups: a thread runs every job already waiting, then
+//! fsyncs each queue those jobs wrote to once, then acknowledges them all,
+//! so concurrent publishers share fsyncs.
 
 use std::collections::HashMap;
 use std::io;
@@ -17,7 +22,11 @@ use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
-use crate::disk_queue::{DiskQueue, DiskQueueOptions};
+use crate::disk_queue::{DiskQueue, DiskQueueOptions, Position};
+
+/// At most this many jobs join one group commit, so that acknowledgements
+/// keep flowing under a flood.
+const GROUP_MAX: usize = 256;
 
 /// Damage a disk queue found while reading, since it was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,9 +41,16 @@ pub struct DiskDamage {
 pub trait DiskSink: Send + Sync {
     /// A write of `count` records finished; `depth` is the queue's depth now.
     fn written(&self, count: u64, result: &io::Result<()>, depth: u64);
-    /// Records read ahead; `depth` is what is left on disk, `damage` what
-    /// the queue had to skip so far.
-    fn refill(&self, records: Vec<Bytes>, depth: u64, damage: DiskDamage);
+    /// Records read ahead, each with its position; `end` is where reading
+    /// goes on (past them), `depth` what is left on disk, `damage` what the
+    /// queue had to skip so far.
+    fn refill(
+        &self,
+        records: Vec<(Position, Bytes)>,
+        end: Position,
+        depth: u64,
+        damage: DiskDamage,
+    );
 }
 
 /// Records to append, encoded back to back in one buffer.
@@ -92,6 +108,11 @@ enum Job {
     Delete {
         queue: Arc<str>,
     },
+    /// Records before `upto` are done with (see [`DiskQueue::commit`]).
+    Commit {
+        queue: Arc<str>,
+        upto: Position,
+    },
     /// Answered once every job sent before it has run.
     Barrier {
         done: crossbeam_channel::Sender<()>,
@@ -121,7 +142,8 @@ impl QueueHandle {
     }
 
     /// Append records. `done` hears the result once they are written (not
-    /// yet fsynced, like upstream's acknowledgement).
+    /// yet fsynced, like upstream's acknowledgement), or with `durable` once
+    /// they are fsynced.
     pub fn write(
         &self,
         batch: WriteBatch,
@@ -164,6 +186,15 @@ impl QueueHandle {
         });
     }
 
+    /// The records before `upto` are done with: a restart no longer
+    /// returns them (queues opened with `commit_reads`).
+    pub fn commit(&self, upto: Position) {
+        self.send(Job::Commit {
+            queue: self.name.clone(),
+            upto,
+        });
+    }
+
     /// Remove the queue's files (the topic or channel was deleted).
     pub fn delete(&self) {
         self.send(Job::Delete {
@@ -185,6 +216,8 @@ pub struct DiskIoOptions {
     pub queue: DiskQueueOptions,
     pub sync_timeout: Duration,
     pub threads: usize,
+    /// Acknowledge writes only once fsynced, committing in groups.
+    pub durable: bool,
 }
 
 /// The pool of I/O threads.
@@ -268,12 +301,23 @@ impl DiskIo {
     }
 }
 
+/// A durable write waiting for its group's fsync.
+struct Unacked {
+    queue: Arc<str>,
+    count: u64,
+    result: io::Result<()>,
+    sink: Weak<dyn DiskSink>,
+    done: Option<oneshot::Sender<io::Result<()>>>,
+}
+
 /// One I/O thread and the queues it owns.
 struct IoThread {
     opts: DiskIoOptions,
     queues: HashMap<Arc<str>, DiskQueue>,
     last_sync: Instant,
     reads_stopped: Arc<AtomicBool>,
+    /// Durable writes of the current group.
+    unacked: Vec<Unacked>,
 }
 
 impl IoThread {
@@ -283,14 +327,22 @@ impl IoThread {
             queues: HashMap::new(),
             last_sync: Instant::now(),
             reads_stopped,
+            unacked: Vec::new(),
         }
     }
 
     fn run(mut self, rx: Receiver<Job>) {
         let tick = self.opts.sync_timeout.max(Duration::from_millis(10));
         loop {
-            match rx.recv_timeout(tick) {
-                Ok(Job::Shutdown { done }) => {
+            let mut next = match rx.recv_timeout(tick) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut grouped = 0;
+            while let Some(job) = next.take() {
+                if let Job::Shutdown { done } = job {
+                    self.ack_group();
                     for (name, q) in self.queues.drain() {
                         if let Err(e) = q.close() {
                             error!(queue = %name, "closing disk queue failed - {e}");
@@ -299,18 +351,26 @@ impl IoThread {
                     let _ = done.send(());
                     return;
                 }
-                Ok(job) => self.run_job(job),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+                self.run_job(job);
+                grouped += 1;
+                if self.opts.durable && grouped < GROUP_MAX {
+                    next = rx.try_recv().ok();
+                }
             }
+            self.ack_group();
             // --sync-timeout: whatever changed is fsynced at least this often.
             if self.last_sync.elapsed() >= self.opts.sync_timeout {
+                let mut failed = Vec::new();
                 for (name, q) in self.queues.iter_mut() {
                     if q.is_dirty() {
                         if let Err(e) = q.sync() {
                             error!(queue = %name, "disk queue sync failed - {e}");
+                            failed.push(name.clone());
                         }
                     }
+                }
+                for name in failed {
+                    self.reopen_later(&name);
                 }
                 self.last_sync = Instant::now();
             }
@@ -345,7 +405,64 @@ impl IoThread {
             if q.needs_sync() {
                 if let Err(e) = q.sync() {
                     error!(queue = %name, "disk queue sync failed - {e}");
+                    self.reopen_later(name);
                 }
+            }
+        }
+    }
+
+    /// A queue whose fsync failed cannot trust its own state any more (the
+    /// kernel may have dropped the pages it could not write); close it as a
+    /// crash would, and let its next job reopen it from what is on disk. This
+    /// is how a full or failing disk is recovered from without a restart.
+    fn reopen_later(&mut self, name: &str) {
+        let Some(q) = self.queues.get(name) else {
+            return;
+        };
+        if q.fsync_failed() {
+            warn!(queue = %name, "reopening disk queue after a failed fsync");
+            self.queues.remove(name);
+        }
+    }
+
+    /// Durable mode: fsync every queue the group wrote to, once, then
+    /// acknowledge the group's writes with the outcome.
+    fn ack_group(&mut self) {
+        if self.unacked.is_empty() {
+            return;
+        }
+        let group = std::mem::take(&mut self.unacked);
+        let mut flushed: HashMap<Arc<str>, io::Result<()>> = HashMap::new();
+        for w in &group {
+            if w.result.is_err() || flushed.contains_key(&w.queue) {
+                continue;
+            }
+            let result = match self.queues.get_mut(&w.queue) {
+                Some(q) => q.flush_data(),
+                None => Err(io::Error::other("disk queue closed before its fsync")),
+            };
+            if let Err(e) = &result {
+                error!(queue = %w.queue, "disk fsync failed - {e}");
+            }
+            flushed.insert(w.queue.clone(), result);
+        }
+        for w in group {
+            let result = match (w.result, flushed.get(&w.queue)) {
+                (Ok(()), Some(Err(e))) => Err(io::Error::new(e.kind(), e.to_string())),
+                (r, _) => r,
+            };
+            if let Some(s) = w.sink.upgrade() {
+                s.written(w.count, &result, self.depth(&w.queue));
+            }
+            if let Some(done) = w.done {
+                let _ = done.send(result);
+            }
+        }
+        for (name, result) in flushed {
+            if result.is_err() {
+                self.reopen_later(&name);
+            } else {
+                self.maybe_sync(&name);
             }
         }
     }
@@ -364,8 +481,19 @@ impl IoThread {
                 if let Err(e) = &result {
                     error!(queue = %queue, "disk write failed - {e}");
                 }
+                let count = batch.len() as u64;
+                if self.opts.durable {
+                    self.unacked.push(Unacked {
+                        queue,
+                        count,
+                        result,
+                        sink,
+                        done,
+                    });
+                    return;
+                }
                 if let Some(s) = sink.upgrade() {
-                    s.written(batch.len() as u64, &result, self.depth(&queue));
+                    s.written(count, &result, self.depth(&queue));
                 }
                 if let Some(done) = done {
                     let _ = done.send(result);
@@ -379,7 +507,13 @@ impl IoThread {
                 } else {
                     max
                 };
-                if let Err(e) = self.queue(&queue).and_then(|q| q.get_many(max, &mut out)) {
+                let mut end = Position::default();
+                let read = self.queue(&queue).and_then(|q| {
+                    let r = q.get_many_at(max, &mut out);
+                    end = q.read_position();
+                    r
+                });
+                if let Err(e) = read {
                     error!(queue = %queue, "disk read failed - {e}");
                 }
                 let damage = self
@@ -390,7 +524,7 @@ impl IoThread {
                         bad_segments: q.bad_segments(),
                     });
                 if let Some(s) = sink.upgrade() {
-                    s.refill(out, self.depth(&queue), damage);
+                    s.refill(out, end, self.depth(&queue), damage);
                 }
                 self.maybe_sync(&queue);
             }
@@ -414,6 +548,11 @@ impl IoThread {
                 });
                 if let Err(e) = result {
                     warn!(queue = %queue, "deleting disk queue files failed - {e}");
+                }
+            }
+            Job::Commit { queue, upto } => {
+                if let Some(q) = self.queues.get_mut(&queue) {
+                    q.commit(upto);
                 }
             }
             Job::Barrier { done } => {

@@ -4,10 +4,72 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 pub const FILE_NAME: &str = "nsqd.dat";
+
+/// Which changes to the set of topics and channels `nsqd.dat` already holds.
+/// `--durable` waits on it: a message acknowledged into a new topic or
+/// channel must not depend on a metadata file that does not name it yet.
+#[derive(Debug)]
+pub struct Progress {
+    changes: AtomicU64,
+    saved: watch::Sender<u64>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            changes: AtomicU64::new(0),
+            saved: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Progress {
+    /// Count a change; call after making it.
+    pub fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The changes made so far; read before taking the snapshot to save.
+    pub fn current(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
+    }
+
+    /// A snapshot taken after `current()` returned `upto` is on disk.
+    pub fn saved(&self, upto: u64) {
+        self.saved.send_if_modified(|s| {
+            let newer = upto > *s;
+            if newer {
+                *s = upto;
+            }
+            newer
+        });
+    }
+
+    /// Wait, at most `limit`, until the first `upto` changes are on disk.
+    pub async fn wait_saved(&self, upto: u64, limit: Duration) -> io::Result<()> {
+        if *self.saved.borrow() >= upto {
+            return Ok(());
+        }
+        let mut rx = self.saved.subscribe();
+        let saved = tokio::time::timeout(limit, rx.wait_for(|&s| s >= upto))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if saved {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "{FILE_NAME} could not be saved within {limit:?}"
+            )))
+        }
+    }
+}
 const LOCK_NAME: &str = ".nsqd.lock";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -23,11 +23,14 @@ use crate::http_client::HttpClient;
 use crate::lookup::Lookup;
 use crate::metadata::{self, ChannelMeta, DirLock, Metadata, TopicMeta};
 use crate::options::{Options, OptionsError};
-use crate::topic::{PutError, Topic};
+use crate::topic::{DurableTopic, PutError, Topic};
 
 /// Threads serving disk queues: the machine has two cores, and the queues'
 /// work is mostly memory copies into the page cache.
 const DISK_THREADS: usize = 2;
+/// `--durable`: how long a publish waits for `nsqd.dat` to name a new topic
+/// or channel before it is refused.
+const METADATA_WAIT: Duration = Duration::from_secs(10);
 
 /// Errors that stop nsqd from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +80,10 @@ pub struct Nsqd {
     pub(crate) http_client: HttpClient,
     /// Wakes the metadata writer after a topic or channel change.
     pub(crate) metadata_dirty: Notify,
+    /// Which of those changes `nsqd.dat` holds.
+    metadata_progress: Arc<metadata::Progress>,
+    /// `--durable`: what topics need to move messages safely.
+    durable: Option<Arc<DurableTopic>>,
     data_path: PathBuf,
     /// The I/O threads behind every disk queue.
     pub(crate) disk_io: Arc<DiskIo>,
@@ -155,6 +162,7 @@ impl Nsqd {
                 self.limits,
                 starting,
                 Some(self.disk_io.clone()),
+                self.durable.clone(),
             );
             topics.insert(name.clone(), topic.clone());
             topic
@@ -257,6 +265,7 @@ impl Nsqd {
     /// Record that a topic or channel was created, deleted, paused or
     /// unpaused: the metadata writer saves the new state shortly.
     pub fn metadata_changed(&self) {
+        self.metadata_progress.changed();
         self.metadata_dirty.notify_one();
     }
 
@@ -289,9 +298,18 @@ impl Nsqd {
         }
     }
 
-    pub(crate) fn write_metadata(&self) {
-        if let Err(e) = metadata::store(&self.data_path, &self.metadata()) {
-            error!("failed to persist metadata - {e}");
+    /// Save `nsqd.dat`; false (logged) when that failed.
+    pub(crate) fn write_metadata(&self) -> bool {
+        let changes = self.metadata_progress.current();
+        match metadata::store(&self.data_path, &self.metadata()) {
+            Ok(()) => {
+                self.metadata_progress.saved(changes);
+                true
+            }
+            Err(e) => {
+                error!("failed to persist metadata - {e}");
+                false
+            }
         }
     }
 
@@ -309,6 +327,7 @@ impl Nsqd {
                 self.limits,
                 false,
                 Some(self.disk_io.clone()),
+                self.durable.clone(),
             );
             for cm in tm.channels.iter().flatten() {
                 let Ok(cname) = cm.name.parse::<ChannelName>() else {
@@ -421,12 +440,27 @@ impl Nsqd {
         if writes.is_empty() {
             return Ok(());
         }
+        // Durable: the topic and channels these messages went to must be in
+        // nsqd.dat, or a restart would not find their disk queues.
+        let changes = self.metadata_progress.current();
         for w in writes {
             let result = w
                 .await
                 .unwrap_or_else(|_| Err(std::io::Error::other("disk I/O thread gone")));
             if let Err(e) = result {
                 let msg = format!("disk write failed - {e}");
+                error!(topic = %topic.name, "{msg}");
+                self.set_health(Err(msg.clone()));
+                return Err(PublishError::Disk(msg));
+            }
+        }
+        if self.durable.is_some() {
+            if let Err(e) = self
+                .metadata_progress
+                .wait_saved(changes, METADATA_WAIT)
+                .await
+            {
+                let msg = format!("metadata not saved - {e}");
                 error!(topic = %topic.name, "{msg}");
                 self.set_health(Err(msg.clone()));
                 return Err(PublishError::Disk(msg));
@@ -573,9 +607,12 @@ impl Nsqd {
                 // The record payload carries a header before the body.
                 max_msg_size: opts.max_msg_size as u64 + 64,
                 sync_every: opts.sync_every.max(1) as u64,
+                // --durable: a record read is kept until its message is done.
+                commit_reads: opts.durable,
             },
             sync_timeout: *opts.sync_timeout,
             threads: DISK_THREADS,
+            durable: opts.durable,
         })?);
         let limits = ChannelLimits {
             mem_queue_size: opts.mem_queue_size as usize,
@@ -583,8 +620,16 @@ impl Nsqd {
             max_channel_consumers: opts.max_channel_consumers as usize,
             e2e_window: (!opts.e2e_percentiles()?.is_empty())
                 .then_some(*opts.e2e_processing_latency_window_time),
+            durable: opts.durable,
         };
         let live = crate::config::LiveOptions::new(&opts);
+        let metadata_progress = Arc::new(metadata::Progress::default());
+        let durable = opts.durable.then(|| {
+            Arc::new(DurableTopic {
+                runtime: tokio::runtime::Handle::current(),
+                metadata: metadata_progress.clone(),
+            })
+        });
         let nsqd = Arc::new(Nsqd {
             tcp_addr,
             http_addr,
@@ -600,6 +645,8 @@ impl Nsqd {
             lookup: Lookup::default(),
             http_client,
             metadata_dirty: Notify::new(),
+            metadata_progress,
+            durable,
             data_path,
             disk_io,
             _dir_lock: dir_lock,

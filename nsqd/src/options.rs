@@ -324,7 +324,6 @@ impl Options {
         );
         note(!self.auth_http_address.is_empty(), "--auth-http-address");
         note(!self.enable_experiment.is_empty(), "--enable-experiment");
-        note(self.durable, "--durable");
         out
     }
 

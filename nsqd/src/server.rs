@@ -17,6 +17,8 @@ use crate::options::Options;
 pub const QUEUE_SCAN_INTERVAL: Duration = Duration::from_millis(100);
 /// How long shutdown waits for connections to finish before giving up.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// After a failed `nsqd.dat` write, the next attempt comes this much later.
+const METADATA_RETRY: Duration = Duration::from_secs(1);
 
 /// A bound, not yet running nsqd. Binding happens here so a caller that
 /// asked for port 0 can read the real addresses before `run`.
@@ -131,7 +133,13 @@ async fn metadata_loop(nsqd: Arc<Nsqd>) {
             _ = nsqd.cancel.cancelled() => return,
             _ = nsqd.metadata_dirty.notified() => {
                 let n = nsqd.clone();
-                let _ = tokio::task::spawn_blocking(move || n.write_metadata()).await;
+                let saved = tokio::task::spawn_blocking(move || n.write_metadata()).await;
+                if !matches!(saved, Ok(true)) {
+                    // Try again shortly (a full disk may have room by then);
+                    // durable publishes wait for it.
+                    tokio::time::sleep(METADATA_RETRY).await;
+                    nsqd.metadata_dirty.notify_one();
+                }
             }
         }
     }

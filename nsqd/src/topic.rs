@@ -14,7 +14,13 @@ use tokio::time::Instant;
 
 use crate::channel::{Channel, ChannelLimits, ChannelStats, DiskWrite};
 use crate::disk_io::{DiskDamage, DiskIo, DiskSink, QueueHandle, WriteBatch};
+use crate::disk_queue::Position;
 use crate::message::{unix_nanos, IdGenerator, Message};
+use crate::metadata::Progress;
+
+/// How long moving held messages to the channels waits for `nsqd.dat` to
+/// name them before giving up for now (the messages stay on disk).
+const METADATA_WAIT: Duration = Duration::from_secs(10);
 
 /// How many held records the topic reads from disk at a time once it has
 /// channels to give them to.
@@ -29,6 +35,14 @@ pub enum PutError {
     /// where nsqd runs without disk queues, as in some tests).
     #[error("queue full")]
     QueueFull,
+}
+
+/// What a topic needs under `--durable`. Its disk queue keeps the records
+/// it moves to the channels until the channels' copies are fsynced and
+/// `nsqd.dat` names the channels; this is where that wait runs.
+pub struct DurableTopic {
+    pub runtime: tokio::runtime::Handle,
+    pub metadata: Arc<Progress>,
 }
 
 /// Counters reported in `/stats`.
@@ -53,8 +67,10 @@ struct TopicState {
     /// Held records sent to the disk queue and not yet written / on disk.
     to_disk: u64,
     on_disk: u64,
-    /// The pump has a read outstanding.
+    /// The pump has a read outstanding (durable: or a commit).
     pumping: bool,
+    /// Durable: `held` came from disk up to here, not yet committed.
+    held_from_disk: Option<Position>,
     disk_damage: DiskDamage,
     paused: bool,
     /// Held back from delivery until `start`: a new topic waits while the
@@ -83,6 +99,8 @@ pub struct Topic {
     disk_io: Option<Arc<DiskIo>>,
     /// The topic's own disk queue (`None` for ephemeral topics).
     disk: Option<QueueHandle>,
+    /// `--durable` (only with a disk queue).
+    durable: Option<Arc<DurableTopic>>,
     me: Weak<Topic>,
 }
 
@@ -100,11 +118,13 @@ impl Topic {
         limits: ChannelLimits,
         starting: bool,
         disk_io: Option<Arc<DiskIo>>,
+        durable: Option<Arc<DurableTopic>>,
     ) -> Arc<Self> {
         let disk = disk_io
             .as_ref()
             .filter(|_| !name.is_ephemeral())
             .map(|d| d.queue(name.as_str()));
+        let durable = durable.filter(|_| disk.is_some());
         Arc::new_cyclic(|me| Topic {
             name,
             limits,
@@ -115,6 +135,7 @@ impl Topic {
                 to_disk: 0,
                 on_disk: 0,
                 pumping: false,
+                held_from_disk: None,
                 disk_damage: DiskDamage::default(),
                 paused: false,
                 starting,
@@ -125,6 +146,7 @@ impl Topic {
             deleted: AtomicBool::new(false),
             disk_io,
             disk,
+            durable,
             me: me.clone(),
         })
     }
@@ -228,7 +250,8 @@ impl Topic {
         msgs: Vec<Message>,
         due: Option<Instant>,
     ) -> Option<DiskWrite> {
-        let on_disk = st.to_disk + st.on_disk > 0;
+        // Durable: everything goes through the disk queue.
+        let on_disk = st.to_disk + st.on_disk > 0 || self.durable.is_some();
         let room = if on_disk {
             0
         } else {
@@ -344,6 +367,7 @@ impl Topic {
         let mut st = self.lock();
         st.held.clear();
         st.held_deferred.clear();
+        st.held_from_disk = None;
         st.on_disk = 0;
         if let Some(disk) = &self.disk {
             disk.empty(self.sink());
@@ -368,6 +392,10 @@ impl Topic {
         if n > 0 {
             st.to_disk += n as u64;
             disk.write(batch, self.sink(), None);
+        }
+        if let Some(end) = st.held_from_disk.take() {
+            // Written again just now: the records they came from are done.
+            disk.commit(end);
         }
         n
     }
@@ -411,7 +439,47 @@ impl Topic {
         for (m, due) in std::mem::take(&mut st.held_deferred) {
             fan_out(st, std::slice::from_ref(&m), Some(due), &mut writes);
         }
-        self.pump(st);
+        match st.held_from_disk.take() {
+            Some(end) => self.commit_after(st, writes, end),
+            None => self.pump(st),
+        }
+    }
+
+    /// Durable: once the channels' copies are fsynced and `nsqd.dat` names
+    /// the channels, let the topic's disk queue forget the records up to
+    /// `end`; then pump on. The pump waits meanwhile, so commits stay in
+    /// order.
+    fn commit_after(&self, st: &mut TopicState, writes: Vec<DiskWrite>, end: Position) {
+        let (Some(durable), Some(disk)) = (&self.durable, &self.disk) else {
+            return self.pump(st);
+        };
+        st.pumping = true;
+        let me = self.me.clone();
+        let disk = disk.clone();
+        let metadata = durable.metadata.clone();
+        let changes = metadata.current();
+        durable.runtime.spawn(async move {
+            let mut written = true;
+            for w in writes {
+                written &= matches!(w.await, Ok(Ok(())));
+            }
+            let named = written && metadata.wait_saved(changes, METADATA_WAIT).await.is_ok();
+            if named {
+                disk.commit(end);
+            } else {
+                // Left on the topic's disk queue: delivered again after a
+                // restart rather than lost.
+                tracing::error!(
+                    queue = disk.name(),
+                    "messages moved to channels are not safe on disk yet; keeping the topic's copy"
+                );
+            }
+            if let Some(topic) = me.upgrade() {
+                let mut st = topic.lock();
+                st.pumping = false;
+                topic.pump(&mut st);
+            }
+        });
     }
 
     /// Stream the held records on disk to the channels, a batch at a time.
@@ -430,11 +498,7 @@ impl Topic {
 fn fan_out(st: &TopicState, msgs: &[Message], due: Option<Instant>, writes: &mut Vec<DiskWrite>) {
     for c in st.channels.values() {
         match due {
-            Some(at) => {
-                for m in msgs {
-                    c.put_deferred(m.clone(), at);
-                }
-            }
+            Some(at) => writes.extend(c.put_deferred(msgs, at)),
             None => writes.extend(c.put(msgs)),
         }
     }
@@ -451,7 +515,13 @@ impl DiskSink for Topic {
         self.pump(&mut st);
     }
 
-    fn refill(&self, records: Vec<Bytes>, depth: u64, damage: DiskDamage) {
+    fn refill(
+        &self,
+        records: Vec<(Position, Bytes)>,
+        end: Position,
+        depth: u64,
+        damage: DiskDamage,
+    ) {
         let now = Instant::now();
         let wall = unix_nanos();
         let mut st = self.lock();
@@ -460,7 +530,7 @@ impl DiskSink for Topic {
         st.disk_damage = damage;
         let mut now_msgs = Vec::with_capacity(records.len());
         let mut writes = Vec::new();
-        for r in &records {
+        for (_, r) in &records {
             match Message::decode_disk(r) {
                 Some((m, due)) if due > wall => {
                     let at = now + Duration::from_nanos((due - wall) as u64);
@@ -474,12 +544,17 @@ impl DiskSink for Topic {
                 None => tracing::error!(topic = %self.name, "undecodable disk record skipped"),
             }
         }
-        if st.holding() {
+        let held = st.holding();
+        if held {
             // Paused again meanwhile: keep them in memory.
             st.held.extend(now_msgs);
         } else if !now_msgs.is_empty() {
             fan_out(&st, &now_msgs, None, &mut writes);
         }
-        self.pump(&mut st);
+        match &self.durable {
+            Some(_) if held => st.held_from_disk = Some(end),
+            Some(_) => self.commit_after(&mut st, writes, end),
+            None => self.pump(&mut st),
+        }
     }
 }

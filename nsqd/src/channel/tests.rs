@@ -18,6 +18,7 @@ fn channel(mem: usize) -> Arc<Channel> {
             max_msg_timeout: Duration::from_secs(900),
             max_channel_consumers: 0,
             e2e_window: None,
+            durable: false,
         },
         None,
     )
@@ -223,6 +224,7 @@ fn max_channel_consumers() {
             max_msg_timeout: Duration::from_secs(900),
             max_channel_consumers: 1,
             e2e_window: None,
+            durable: false,
         },
         None,
     );
@@ -239,9 +241,11 @@ fn disk(dir: &std::path::Path) -> Arc<crate::disk_io::DiskIo> {
                 max_bytes_per_file: 4096,
                 max_msg_size: 1 << 20,
                 sync_every: 100,
+                commit_reads: false,
             },
             sync_timeout: Duration::from_secs(1),
             threads: 1,
+            durable: false,
         })
         .unwrap(),
     )
@@ -256,6 +260,7 @@ fn spilling_channel(io: &crate::disk_io::DiskIo, mem: usize) -> Arc<Channel> {
             max_msg_timeout: Duration::from_secs(900),
             max_channel_consumers: 0,
             e2e_window: None,
+            durable: false,
         },
         Some(io.queue("t:c")),
     )
