@@ -30,6 +30,17 @@ pub struct Config {
     /// Backoff after a failure lasts this × 2^(level − 1); zero disables backoff.
     pub backoff_multiplier: Duration,
     pub max_backoff_duration: Duration,
+    /// While connections outnumber the messages allowed in flight (fewer
+    /// `max_in_flight` than nsqds, or backoff letting one message through),
+    /// RDY 1 takes turns between them: this often a connection that has
+    /// had it too long or to no use gives it up to one that waited longest.
+    pub rdy_redistribute_interval: Duration,
+    /// In that state, a connection that receives nothing for this long
+    /// gives its RDY up ...
+    pub low_rdy_idle_timeout: Duration,
+    /// ... and a busy one after holding it this long, so that every nsqd
+    /// is served.
+    pub low_rdy_timeout: Duration,
     /// How often lookupds are asked for the topic's producers, and how often
     /// a lost direct connection is retried.
     pub lookupd_poll_interval: Duration,
@@ -59,6 +70,9 @@ impl Default for Config {
             max_requeue_delay: Duration::from_secs(15 * 60),
             backoff_multiplier: Duration::from_secs(1),
             max_backoff_duration: Duration::from_secs(2 * 60),
+            rdy_redistribute_interval: Duration::from_secs(5),
+            low_rdy_idle_timeout: Duration::from_secs(10),
+            low_rdy_timeout: Duration::from_secs(30),
             lookupd_poll_interval: Duration::from_secs(60),
             lookupd_poll_jitter: 0.3,
             stop_timeout: Duration::from_secs(30),
