@@ -141,6 +141,24 @@ async fn to_nsq_publishes_every_record_to_every_nsqd() {
         let done = bad.finish().await;
         assert!(!done.status.success());
         assert!(done.stderr.contains("--nsqd-tcp-address required"));
+
+        // go-nsq options pass through as `option,value`; unknown ones are refused.
+        let bad = Tool::spawn(
+            env!("CARGO_BIN_EXE_to_nsq"),
+            &args(&[
+                "--topic=x",
+                "--nsqd-tcp-address=127.0.0.1:1",
+                "--producer-opt=nope,1",
+            ]),
+            Some(b"x".to_vec()),
+        );
+        let done = bad.finish().await;
+        assert!(!done.status.success());
+        assert!(
+            done.stderr.contains("invalid option nope"),
+            "{}",
+            done.stderr
+        );
     })
     .await;
 }
@@ -496,6 +514,7 @@ async fn tools_find_a_topic_s_nsqds_through_lookupd() {
                 "--topic=found".to_string(),
                 lookupd_flag.clone(),
                 format!("--output-dir={}", dir.path().display()),
+                "--consumer-opt=client_id,file-writer".into(),
             ],
             None,
         );
@@ -524,6 +543,12 @@ async fn tools_find_a_topic_s_nsqds_through_lookupd() {
         })
         .await
         .unwrap_or_else(|e| lookupd.fail(&e));
+
+        // --consumer-opt reached IDENTIFY.
+        for nsqd in &nsqds {
+            let c = channel_stats(nsqd, "found", "nsq_to_file");
+            assert_eq!(c["clients"][0]["client_id"], "file-writer", "{c}");
+        }
 
         let mut want = Vec::new();
         for (i, nsqd) in nsqds.iter().enumerate() {
