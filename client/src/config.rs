@@ -30,6 +30,17 @@ pub struct Config {
     /// Backoff after a failure lasts this × 2^(level − 1); zero disables backoff.
     pub backoff_multiplier: Duration,
     pub max_backoff_duration: Duration,
+    /// While connections outnumber the messages allowed in flight (fewer
+    /// `max_in_flight` than nsqds, or backoff letting one message through),
+    /// RDY 1 takes turns between them: this often a connection that has
+    /// had it too long or to no use gives it up to one that waited longest.
+    pub rdy_redistribute_interval: Duration,
+    /// In that state, a connection that receives nothing for this long
+    /// gives its RDY up ...
+    pub low_rdy_idle_timeout: Duration,
+    /// ... and a busy one after holding it this long, so that every nsqd
+    /// is served.
+    pub low_rdy_timeout: Duration,
     /// How often lookupds are asked for the topic's producers, and how often
     /// a lost direct connection is retried.
     pub lookupd_poll_interval: Duration,
@@ -59,6 +70,9 @@ impl Default for Config {
             max_requeue_delay: Duration::from_secs(15 * 60),
             backoff_multiplier: Duration::from_secs(1),
             max_backoff_duration: Duration::from_secs(2 * 60),
+            rdy_redistribute_interval: Duration::from_secs(5),
+            low_rdy_idle_timeout: Duration::from_secs(10),
+            low_rdy_timeout: Duration::from_secs(30),
             lookupd_poll_interval: Duration::from_secs(60),
             lookupd_poll_jitter: 0.3,
             stop_timeout: Duration::from_secs(30),
@@ -66,7 +80,96 @@ impl Default for Config {
     }
 }
 
+/// Options go-nsq has that this client does not implement yet; setting one
+/// is an error rather than silently ignored.
+const NOT_YET: &[&str] = &[
+    "auth_secret",
+    "deflate",
+    "deflate_level",
+    "output_buffer_size",
+    "output_buffer_timeout",
+    "read_timeout",
+    "sample_rate",
+    "snappy",
+    "tls_cert",
+    "tls_insecure_skip_verify",
+    "tls_key",
+    "tls_root_ca_file",
+    "tls_v1",
+    "write_timeout",
+];
+
 impl Config {
+    /// Set one option by its go-nsq name (`max_attempts`,
+    /// `backoff_multiplier`, ...; `-` may stand for `_`) from text, within
+    /// go-nsq's bounds: what upstream's tools take as `--consumer-opt` and
+    /// `--producer-opt`. Durations are Go durations (`1.5s`, `250ms`).
+    pub fn set(&mut self, option: &str, value: &str) -> Result<(), String> {
+        let option = option.replace('-', "_");
+        let secs = Duration::from_secs;
+        let bounded = |lo: Duration, hi: Duration| -> Result<Duration, String> {
+            let d = nsq_app::parse_go_duration(value)
+                .map_err(|e| format!("failed to coerce option {option} ({value}) - {e}"))?;
+            if d < lo {
+                return Err(format!("invalid {option} ! {value} < {lo:?}"));
+            }
+            if d > hi {
+                return Err(format!("invalid {option} ! {value} > {hi:?}"));
+            }
+            Ok(d)
+        };
+        let positive = || bounded(Duration::from_nanos(1), Duration::MAX);
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|e| format!("failed to coerce option {option} ({value}) - {e}"))
+        };
+        match option.as_str() {
+            "client_id" => self.client_id = value.to_owned(),
+            "hostname" => self.hostname = value.to_owned(),
+            "user_agent" => self.user_agent = value.to_owned(),
+            "heartbeat_interval" => self.heartbeat_interval = positive()?,
+            "dial_timeout" => self.dial_timeout = positive()?,
+            "msg_timeout" => {
+                let d = bounded(Duration::ZERO, Duration::MAX)?;
+                self.msg_timeout = (!d.is_zero()).then_some(d);
+            }
+            "max_in_flight" => self.max_in_flight = number()?,
+            "max_attempts" => {
+                self.max_attempts = u16::try_from(number()?)
+                    .map_err(|_| format!("invalid {option} ! {value} > 65535"))?
+            }
+            "default_requeue_delay" => {
+                self.default_requeue_delay = bounded(Duration::ZERO, secs(3600))?
+            }
+            "max_requeue_delay" => self.max_requeue_delay = bounded(Duration::ZERO, secs(3600))?,
+            "backoff_multiplier" => self.backoff_multiplier = bounded(Duration::ZERO, secs(3600))?,
+            "max_backoff_duration" => {
+                self.max_backoff_duration = bounded(Duration::ZERO, secs(3600))?
+            }
+            "lookupd_poll_interval" => self.lookupd_poll_interval = bounded(secs(5), secs(300))?,
+            "lookupd_poll_jitter" => {
+                let j: f64 = value
+                    .parse()
+                    .map_err(|e| format!("failed to coerce option {option} ({value}) - {e}"))?;
+                if !(0.0..=1.0).contains(&j) {
+                    return Err(format!("invalid {option} ! {value} outside 0..1"));
+                }
+                self.lookupd_poll_jitter = j;
+            }
+            "low_rdy_idle_timeout" => self.low_rdy_idle_timeout = bounded(secs(1), secs(300))?,
+            "low_rdy_timeout" => self.low_rdy_timeout = bounded(secs(1), secs(300))?,
+            "rdy_redistribute_interval" => {
+                self.rdy_redistribute_interval = bounded(Duration::from_millis(1), secs(5))?
+            }
+            o if NOT_YET.contains(&o) => {
+                return Err(format!("option {o} is not supported by this client yet"))
+            }
+            o => return Err(format!("invalid option {o}")),
+        }
+        Ok(())
+    }
+
     /// The delay for requeueing a failed message on its `attempts`-th
     /// delivery: linear in attempts, capped (go-nsq and pynsq alike).
     pub fn requeue_delay(&self, attempts: u16) -> Duration {
@@ -88,5 +191,37 @@ mod tests {
         assert_eq!(c.requeue_delay(100), Duration::from_secs(900));
         assert_eq!(c.requeue_delay(0), Duration::from_secs(90));
         assert!(c.user_agent.starts_with("nsq-rs/"));
+    }
+
+    #[test]
+    fn options_are_set_by_go_nsq_names_within_go_nsq_bounds() {
+        let mut c = Config::default();
+        c.set("max_attempts", "10").unwrap();
+        c.set("backoff-multiplier", "1.5s").unwrap();
+        c.set("msg_timeout", "0").unwrap();
+        c.set("lookupd_poll_jitter", "0.5").unwrap();
+        c.set("client_id", "me").unwrap();
+        assert_eq!(c.max_attempts, 10);
+        assert_eq!(c.backoff_multiplier, Duration::from_millis(1500));
+        assert_eq!(c.msg_timeout, None);
+        assert_eq!(c.lookupd_poll_jitter, 0.5);
+        assert_eq!(c.client_id, "me");
+        c.set("msg_timeout", "90s").unwrap();
+        assert_eq!(c.msg_timeout, Some(Duration::from_secs(90)));
+
+        let err = |o: &str, v: &str| Config::default().set(o, v).unwrap_err();
+        assert_eq!(err("nope", "1"), "invalid option nope");
+        assert!(err("max_attempts", "70000").contains("invalid max_attempts"));
+        assert!(err("max_attempts", "true").starts_with("failed to coerce option max_attempts"));
+        assert!(
+            err("lookupd_poll_interval", "1s").starts_with("invalid lookupd_poll_interval ! 1s <")
+        );
+        assert!(err("backoff_multiplier", "2h").starts_with("invalid backoff_multiplier ! 2h >"));
+        assert!(err("heartbeat_interval", "5").contains("failed to coerce"));
+        assert!(err("lookupd_poll_jitter", "2").contains("outside 0..1"));
+        assert_eq!(
+            err("snappy", "true"),
+            "option snappy is not supported by this client yet"
+        );
     }
 }

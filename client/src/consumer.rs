@@ -7,10 +7,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use nsq_protocol::message::MessageFrame;
 use nsq_protocol::{ChannelName, Command, TopicName, CLOSE_WAIT, OK};
 use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
@@ -58,8 +60,24 @@ struct ConnEntry {
     max_rdy: u64,
     /// The RDY last sent, so RDY goes out only on change.
     rdy: u64,
+    /// When RDY last went from 0 to more (ms on the consumer's clock).
+    granted_at: u64,
+    /// When RDY last went back to 0; `None` if it never had any. When RDY
+    /// is scarce, who waited longest gets the next turn.
+    released_at: Option<u64>,
+    /// Kept up to date by the connection's task.
+    activity: Arc<Activity>,
     /// CLS sent: it takes no new messages and no share of max_in_flight.
     closing: bool,
+}
+
+/// What a connection's task reports for RDY turn-taking.
+#[derive(Default)]
+struct Activity {
+    /// When the last message arrived (ms on the consumer's clock).
+    last_message: AtomicU64,
+    /// Messages handed to handlers and not yet answered.
+    in_flight: AtomicU64,
 }
 
 /// Connections and flow control. Locked briefly by connection tasks,
@@ -70,8 +88,8 @@ struct State {
     /// Addresses being connected to, so two polls cannot both connect.
     connecting: HashSet<String>,
     backoff: Backoff,
-    /// While backing off (level > 0, timer over): the one connection at RDY 1.
-    testing: Option<u64>,
+    /// The RDY turn-taking task runs (started with the first connection).
+    redistributing: bool,
     stopping: bool,
 }
 
@@ -89,6 +107,8 @@ pub(crate) struct Inner {
     pub(crate) tasks: TaskTracker,
     next_id: AtomicU64,
     counters: Counters,
+    /// Zero of the consumer's millisecond clock (see [`Inner::now_ms`]).
+    epoch: Instant,
     /// Wakes discovery early when a lookupd-found connection ends (go-nsq
     /// also re-queries right after a close).
     pub(crate) lookup_wake: Notify,
@@ -129,7 +149,7 @@ impl Consumer {
                     conns: HashMap::new(),
                     connecting: HashSet::new(),
                     backoff,
-                    testing: None,
+                    redistributing: false,
                     stopping: false,
                 }),
                 stopping: CancellationToken::new(),
@@ -137,6 +157,7 @@ impl Consumer {
                 tasks: TaskTracker::new(),
                 next_id: AtomicU64::new(1),
                 counters: Counters::default(),
+                epoch: Instant::now(),
                 lookup_wake: Notify::new(),
             }),
         })
@@ -229,6 +250,11 @@ impl Inner {
         self.state.lock().expect("consumer state lock")
     }
 
+    /// Milliseconds since the consumer was made: the clock of RDY turns.
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     /// Boxed because connection tasks reconnect, which makes this future
     /// contain itself.
     pub(crate) fn connect<'a>(self: &'a Arc<Self>, addr: &'a str, origin: Origin) -> BoxedUnit<'a> {
@@ -258,6 +284,7 @@ impl Inner {
                     Some(conn)
                 } else {
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                    let activity = Arc::new(Activity::default());
                     st.conns.insert(
                         id,
                         ConnEntry {
@@ -266,13 +293,23 @@ impl Inner {
                             tx: conn.tx.clone(),
                             max_rdy: conn.negotiated.max_rdy_count,
                             rdy: 0,
+                            granted_at: 0,
+                            released_at: None,
+                            activity: activity.clone(),
                             closing: false,
                         },
                     );
-                    rebalance(&self.config, &mut st);
+                    rebalance(&self.config, &mut st, self.now_ms());
+                    if !st.redistributing {
+                        st.redistributing = true;
+                        self.tasks.spawn(self.clone().redistribute_loop());
+                    }
                     let span = tracing::info_span!("consumer", nsqd = addr);
-                    self.tasks
-                        .spawn(self.clone().conn_loop(id, conn, events).instrument(span));
+                    self.tasks.spawn(
+                        self.clone()
+                            .conn_loop(id, conn, events, activity)
+                            .instrument(span),
+                    );
                     None
                 }
             };
@@ -317,6 +354,7 @@ impl Inner {
         id: u64,
         conn: Conn,
         mut events: mpsc::UnboundedReceiver<Event>,
+        activity: Arc<Activity>,
     ) {
         let addr: Arc<str> = conn.addr.as_str().into();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
@@ -328,6 +366,8 @@ impl Inner {
                 event = events.recv() => match event {
                     Some(Event::Message(frame)) => {
                         in_flight += 1;
+                        activity.last_message.store(self.now_ms(), Ordering::Relaxed);
+                        activity.in_flight.store(in_flight as u64, Ordering::Relaxed);
                         self.counters.received.fetch_add(1, Ordering::Relaxed);
                         self.dispatch(frame, addr.clone(), conn.tx.clone(), done_tx.clone());
                     }
@@ -345,7 +385,10 @@ impl Inner {
                     }
                     None => break,
                 },
-                Some(()) = done_rx.recv() => in_flight -= 1,
+                Some(()) = done_rx.recv() => {
+                    in_flight -= 1;
+                    activity.in_flight.store(in_flight as u64, Ordering::Relaxed);
+                }
                 () = self.hard_stop.cancelled() => break,
             }
             if close_wait && in_flight == 0 {
@@ -355,10 +398,7 @@ impl Inner {
         let origin = {
             let mut st = self.lock();
             let entry = st.conns.remove(&id);
-            if st.testing == Some(id) {
-                st.testing = None;
-            }
-            rebalance(&self.config, &mut st);
+            rebalance(&self.config, &mut st, self.now_ms());
             entry.map(|e| e.origin)
         };
         conn.close().await;
@@ -370,6 +410,26 @@ impl Inner {
                 }
                 _ => self.lookup_wake.notify_one(),
             }
+        }
+    }
+
+    /// While connections outnumber the messages allowed in flight, every
+    /// `rdy_redistribute_interval` let RDY 1 move on from connections that
+    /// had it too long or to no use (go-nsq's `rdyLoop`).
+    async fn redistribute_loop(self: Arc<Self>) {
+        let every = self
+            .config
+            .rdy_redistribute_interval
+            .max(Duration::from_millis(1));
+        let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = self.stopping.cancelled() => return,
+            }
+            let mut st = self.lock();
+            redistribute(&self.config, &mut st, self.now_ms());
         }
     }
 
@@ -475,13 +535,11 @@ impl Inner {
                     }
                     let mut st = inner.lock();
                     st.backoff.timer_fired();
-                    st.testing = None;
-                    rebalance(&inner.config, &mut st);
+                    rebalance(&inner.config, &mut st, inner.now_ms());
                 });
             }
         }
-        st.testing = None;
-        rebalance(&self.config, &mut st);
+        rebalance(&self.config, &mut st, self.now_ms());
     }
 
     /// Mark the connection to `addr` closing and send CLS; it closes once
@@ -495,7 +553,7 @@ impl Inner {
                 let _ = c.tx.send(Command::Cls);
             }
         }
-        rebalance(&self.config, &mut st);
+        rebalance(&self.config, &mut st, self.now_ms());
     }
 
     /// Addresses of the connections discovery made and has not dropped.
@@ -514,40 +572,105 @@ impl Inner {
     }
 }
 
-/// Send every connection the RDY it should have now, where that changed.
-fn rebalance(config: &Config, st: &mut State) {
-    let open = st.conns.values().filter(|c| !c.closing).count();
-    let backing_off = st.backoff.level() > 0 && !st.backoff.is_paused();
-    let testing_open = st
-        .testing
-        .and_then(|id| st.conns.get(&id))
-        .is_some_and(|c| !c.closing);
-    if backing_off && !testing_open {
-        // One connection tests the water at RDY 1; which one matters little.
-        st.testing = st.conns.iter().find(|(_, c)| !c.closing).map(|(id, _)| *id);
+/// How many messages the connections together may be offered now.
+fn budget(config: &Config, st: &State) -> u64 {
+    if st.stopping || st.backoff.is_paused() {
+        0
+    } else if st.backoff.level() > 0 {
+        // Backing off: one message at a time tests the water.
+        1
+    } else {
+        config.max_in_flight
     }
-    for (id, c) in st.conns.iter_mut() {
-        let target = if st.stopping || c.closing || st.backoff.is_paused() {
-            0
-        } else if backing_off {
-            u64::from(st.testing == Some(*id))
-        } else {
-            per_connection_rdy(config.max_in_flight, open, c.max_rdy)
+}
+
+/// Send every connection the RDY it should have now (`now`: the
+/// consumer's ms clock), where that changed. With at least as much budget
+/// as connections, each gets an even share. With less, RDY 1 goes to
+/// `budget` of them: those that hold it keep it, then those that never had
+/// it, then the others by how long ago they gave it up; [`redistribute`]
+/// makes holders give it up.
+fn rebalance(config: &Config, st: &mut State, now: u64) {
+    let budget = budget(config, st);
+    let mut open: Vec<u64> = st
+        .conns
+        .iter()
+        .filter(|(_, c)| !c.closing)
+        .map(|(id, _)| *id)
+        .collect();
+    let share = if open.len() as u64 <= budget {
+        None
+    } else {
+        open.sort_by_key(|id| {
+            let c = &st.conns[id];
+            (c.rdy == 0, c.released_at, *id)
+        });
+        Some(usize::try_from(budget).unwrap_or(usize::MAX))
+    };
+    let n = open.len();
+    for (rank, id) in open.into_iter().enumerate() {
+        let c = st.conns.get_mut(&id).expect("listed above");
+        let target = match share {
+            None => per_connection_rdy(budget, n, c.max_rdy),
+            Some(turns) => u64::from(rank < turns).min(c.max_rdy),
         };
-        // A closing connection's RDY is already 0 at nsqd (CLS sets it).
-        if target != c.rdy {
-            c.rdy = target;
-            if !c.closing {
-                let _ = c.tx.send(Command::Rdy(target));
-            }
+        set_rdy(c, target, now);
+    }
+    // A closing connection's RDY is already 0 at nsqd (CLS sets it).
+    for c in st.conns.values_mut().filter(|c| c.closing) {
+        c.rdy = 0;
+    }
+}
+
+/// Send `RDY target` to an open connection if that is news to it.
+fn set_rdy(c: &mut ConnEntry, target: u64, now: u64) {
+    if target == c.rdy {
+        return;
+    }
+    if c.rdy == 0 {
+        c.granted_at = now;
+    } else if target == 0 {
+        c.released_at = Some(now);
+    }
+    c.rdy = target;
+    let _ = c.tx.send(Command::Rdy(target));
+}
+
+/// The periodic turn when connections outnumber the budget: a connection
+/// that has nothing in flight and received nothing for
+/// `low_rdy_idle_timeout` since its turn began, or has had its turn for
+/// `low_rdy_timeout`, gives RDY up, and [`rebalance`] hands it to those
+/// that waited longest. (go-nsq also takes RDY from a connection whose
+/// slow handler still holds its message, letting one more in flight.)
+fn redistribute(config: &Config, st: &mut State, now: u64) {
+    let budget = budget(config, st);
+    let open = st.conns.values().filter(|c| !c.closing).count() as u64;
+    if budget == 0 || open <= budget {
+        return;
+    }
+    let idle = config.low_rdy_idle_timeout.as_millis() as u64;
+    let held = config.low_rdy_timeout.as_millis() as u64;
+    for c in st.conns.values_mut() {
+        if c.closing || c.rdy == 0 {
+            continue;
+        }
+        let busy = c.activity.in_flight.load(Ordering::Relaxed) > 0;
+        let active = c
+            .activity
+            .last_message
+            .load(Ordering::Relaxed)
+            .max(c.granted_at);
+        let idle_too_long = !busy && now.saturating_sub(active) >= idle;
+        if idle_too_long || now.saturating_sub(c.granted_at) >= held {
+            debug!(addr = %c.addr, "RDY moves on to another nsqd");
+            set_rdy(c, 0, now);
         }
     }
+    rebalance(config, st, now);
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::conn::SentCommands;
 
@@ -556,7 +679,7 @@ mod tests {
             conns: HashMap::new(),
             connecting: HashSet::new(),
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
-            testing: None,
+            redistributing: false,
             stopping: false,
         };
         let mut sinks = Vec::new();
@@ -570,6 +693,9 @@ mod tests {
                     tx,
                     max_rdy: *max_rdy,
                     rdy: 0,
+                    granted_at: 0,
+                    released_at: None,
+                    activity: Arc::default(),
                     closing: false,
                 },
             );
@@ -585,48 +711,151 @@ mod tests {
         }
     }
 
+    /// Each connection's RDY as the consumer last set it, by index.
+    fn rdys(st: &State) -> Vec<u64> {
+        (0..st.conns.len() as u64)
+            .map(|i| st.conns[&i].rdy)
+            .collect()
+    }
+
     #[test]
     fn rdy_is_spread_capped_and_sent_only_on_change() {
         let (mut st, mut sinks) = state(&[2500, 2500, 10]);
-        rebalance(&config(90), &mut st);
+        rebalance(&config(90), &mut st, 0);
         assert_eq!(sinks[0].take(), ["RDY 30"]);
         assert_eq!(sinks[1].take(), ["RDY 30"]);
         // The server's max_rdy_count wins over the even share.
         assert_eq!(sinks[2].take(), ["RDY 10"]);
-        rebalance(&config(90), &mut st);
+        rebalance(&config(90), &mut st, 0);
         assert!(sinks.iter_mut().all(|s| s.take().is_empty()));
 
         // A closing connection leaves its share to the others and gets no RDY
         // (CLS already set it to 0 at nsqd).
         st.conns.get_mut(&2).unwrap().closing = true;
-        rebalance(&config(90), &mut st);
+        rebalance(&config(90), &mut st, 0);
         assert_eq!(sinks[0].take(), ["RDY 45"]);
         assert_eq!(sinks[1].take(), ["RDY 45"]);
         assert!(sinks[2].take().is_empty());
     }
 
     #[test]
+    fn fewer_max_in_flight_than_connections_takes_turns() {
+        let (mut st, mut sinks) = state(&[2500, 2500, 2500]);
+        let c = Config {
+            low_rdy_idle_timeout: Duration::from_millis(100),
+            low_rdy_timeout: Duration::from_millis(1000),
+            ..config(2)
+        };
+        // Never more RDY than max_in_flight: two connections get 1, one waits.
+        rebalance(&c, &mut st, 0);
+        assert_eq!(rdys(&st), [1, 1, 0]);
+        assert_eq!(sinks[0].take(), ["RDY 1"]);
+        assert_eq!(sinks[2].take(), Vec::<String>::new());
+
+        // Both are busy and have not held RDY for long: nothing moves.
+        st.conns[&0]
+            .activity
+            .last_message
+            .store(90, Ordering::Relaxed);
+        st.conns[&1]
+            .activity
+            .last_message
+            .store(90, Ordering::Relaxed);
+        redistribute(&c, &mut st, 150);
+        assert_eq!(rdys(&st), [1, 1, 0]);
+
+        // #1 goes idle: its RDY goes to #2, which never had a turn.
+        st.conns[&0]
+            .activity
+            .last_message
+            .store(200, Ordering::Relaxed);
+        redistribute(&c, &mut st, 200);
+        assert_eq!(rdys(&st), [1, 0, 1]);
+        assert_eq!(sinks[1].take(), ["RDY 1", "RDY 0"]);
+        assert_eq!(sinks[2].take(), ["RDY 1"]);
+
+        // #0 is busy, but after low_rdy_timeout it gives way to #1, which
+        // waited longest; busy #2 has had its turn for less long.
+        st.conns[&0]
+            .activity
+            .last_message
+            .store(1000, Ordering::Relaxed);
+        st.conns[&2]
+            .activity
+            .last_message
+            .store(1000, Ordering::Relaxed);
+        redistribute(&c, &mut st, 1000);
+        assert_eq!(rdys(&st), [0, 1, 1]);
+        redistribute(&c, &mut st, 1050);
+        assert_eq!(rdys(&st), [0, 1, 1]);
+
+        // #2 goes idle: back to #0, which waited longer than #2 will.
+        st.conns[&1]
+            .activity
+            .last_message
+            .store(1090, Ordering::Relaxed);
+        redistribute(&c, &mut st, 1100);
+        assert_eq!(rdys(&st), [1, 1, 0]);
+
+        // A connection closing hands its turn over at once.
+        st.conns.get_mut(&1).unwrap().closing = true;
+        rebalance(&c, &mut st, 1101);
+        assert_eq!(rdys(&st), [1, 0, 1]);
+
+        // Enough budget for everyone again: even shares.
+        let (mut st, _sinks) = state(&[2500, 2500, 2500]);
+        rebalance(&c, &mut st, 0);
+        assert_eq!(rdys(&st), [1, 1, 0]);
+        rebalance(&config(30), &mut st, 10);
+        assert_eq!(rdys(&st), [10, 10, 10]);
+        // And back: the first two keep RDY, now 1.
+        rebalance(&c, &mut st, 20);
+        assert_eq!(rdys(&st), [1, 1, 0]);
+
+        // A slow handler's message keeps its connection's turn, though
+        // nothing arrives, until low_rdy_timeout.
+        let (mut st, _sinks) = state(&[2500, 2500]);
+        let one = Config {
+            max_in_flight: 1,
+            ..c
+        };
+        rebalance(&one, &mut st, 0);
+        assert_eq!(rdys(&st), [1, 0]);
+        st.conns[&0].activity.in_flight.store(1, Ordering::Relaxed);
+        redistribute(&one, &mut st, 500);
+        assert_eq!(rdys(&st), [1, 0]);
+        redistribute(&one, &mut st, 1000);
+        assert_eq!(rdys(&st), [0, 1]);
+    }
+
+    #[test]
     fn backoff_pauses_everyone_then_probes_with_one_connection() {
         let (mut st, mut sinks) = state(&[2500, 2500]);
         let c = config(10);
-        rebalance(&c, &mut st);
+        rebalance(&c, &mut st, 0);
         assert_eq!(sinks[0].take(), ["RDY 5"]);
         assert_eq!(sinks[1].take(), ["RDY 5"]);
 
         assert!(matches!(st.backoff.on_failure(), BackoffAction::Pause(_)));
-        rebalance(&c, &mut st);
+        rebalance(&c, &mut st, 1);
         assert_eq!(sinks[0].take(), ["RDY 0"]);
         assert_eq!(sinks[1].take(), ["RDY 0"]);
 
         st.backoff.timer_fired();
-        rebalance(&c, &mut st);
-        let probe = st.testing.expect("a probing connection") as usize;
+        rebalance(&c, &mut st, 2);
+        let probe = rdys(&st).iter().position(|&r| r == 1).expect("a probe");
+        assert_eq!(rdys(&st).iter().sum::<u64>(), 1);
         assert_eq!(sinks[probe].take(), ["RDY 1"]);
         assert!(sinks[1 - probe].take().is_empty());
 
+        // A probe that gets nothing hands RDY 1 to the other connection.
+        let idle = c.low_rdy_idle_timeout.as_millis() as u64;
+        redistribute(&c, &mut st, 2 + idle);
+        assert_eq!(sinks[probe].take(), ["RDY 0"]);
+        assert_eq!(sinks[1 - probe].take(), ["RDY 1"]);
+
         assert_eq!(st.backoff.on_success(), BackoffAction::Resume);
-        st.testing = None;
-        rebalance(&c, &mut st);
+        rebalance(&c, &mut st, 3 + idle);
         assert_eq!(sinks[probe].take(), ["RDY 5"]);
         assert_eq!(sinks[1 - probe].take(), ["RDY 5"]);
     }

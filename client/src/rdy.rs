@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 /// The RDY each of `conns` connections gets: an even share of
-/// `max_in_flight`, at least 1 so no connection starves, never above what
-/// nsqd accepts (go-nsq and pynsq use the same rule).
+/// `max_in_flight`, at least 1, never above what nsqd accepts (go-nsq and
+/// pynsq use the same rule). With fewer `max_in_flight` than connections the
+/// consumer instead gives RDY 1 to some of them in turns.
 pub fn per_connection_rdy(max_in_flight: u64, conns: usize, max_rdy_count: u64) -> u64 {
     if conns == 0 {
         return 0;

@@ -370,3 +370,173 @@ async fn a_direct_connection_comes_back_after_nsqd_restarts() {
     })
     .await;
 }
+
+/// Each nsqd's `ready_count` for the one client on `topic`/`channel`, or
+/// an error naming what was seen.
+fn ready_counts(nsqds: &[NsqdProcess], topic: &str, channel: &str) -> Result<Vec<u64>, String> {
+    nsqds
+        .iter()
+        .map(|n| {
+            let ch = channel_stats(n, topic, channel);
+            ch["clients"][0]["ready_count"]
+                .as_u64()
+                .ok_or_else(|| ch.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_in_flight_below_the_nsqd_count_still_drains_every_nsqd() {
+    within(async {
+        let nsqds: Vec<NsqdProcess> = (0..3).map(|_| NsqdProcess::start(&[])).collect();
+        let mut want = Vec::new();
+        for (i, nsqd) in nsqds.iter().enumerate() {
+            let bodies: Vec<String> = (0..30).map(|j| format!("{i}-{j}")).collect();
+            Producer::new(nsqd.tcp_addr().to_string(), Config::default())
+                .multi_publish("scarce", bodies.clone())
+                .await
+                .unwrap();
+            want.extend(bodies);
+        }
+
+        let config = Config {
+            max_in_flight: 1,
+            // go-nsq's 5 s and 10 s, shortened; the mechanism is the same.
+            // (Turns of busy connections, low_rdy_timeout, are unit-tested:
+            // they may overlap a message, which would blur the count below.)
+            rdy_redistribute_interval: Duration::from_millis(50),
+            low_rdy_idle_timeout: Duration::from_millis(500),
+            ..Config::default()
+        };
+        // How many handlers run at once, and the most there ever were.
+        let running = Arc::new(Mutex::new((0u32, 0u32)));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let consumer = Consumer::new("scarce", "ch", config).unwrap();
+        let counts = running.clone();
+        consumer.add_handler(handler_fn(move |msg| {
+            let (tx, counts) = (tx.clone(), counts.clone());
+            async move {
+                {
+                    let mut c = counts.lock().unwrap();
+                    c.0 += 1;
+                    c.1 = c.1.max(c.0);
+                }
+                // Long enough for a second message to overlap, were one offered.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                counts.lock().unwrap().0 -= 1;
+                let _ = tx.send(String::from_utf8_lossy(&msg.body).into_owned());
+                Ok(())
+            }
+        }));
+        for nsqd in &nsqds {
+            consumer
+                .connect_to_nsqd(&nsqd.tcp_addr().to_string())
+                .await
+                .unwrap();
+        }
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            got.push(rx.recv().await.unwrap());
+        }
+        consumer.stop().await;
+        // max_in_flight holds although there are more nsqds than it allows ...
+        assert_eq!(running.lock().unwrap().1, 1, "handlers ran concurrently");
+        // ... and RDY moved on from each drained nsqd, so all were served.
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        for nsqd in &nsqds {
+            let ch = channel_stats(nsqd, "scarce", "ch");
+            assert_eq!(ch["depth"], 0, "{ch}");
+            assert_eq!(ch["in_flight_count"], 0, "{ch}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backoff_sets_rdy_0_everywhere_then_probes_with_rdy_1() {
+    within(async {
+        let nsqds: Vec<NsqdProcess> = (0..2).map(|_| NsqdProcess::start(&[])).collect();
+        let pause = Duration::from_secs(2);
+        let config = Config {
+            max_in_flight: 10,
+            backoff_multiplier: pause,
+            max_backoff_duration: pause,
+            // A probe on the nsqd without messages moves on quickly.
+            rdy_redistribute_interval: Duration::from_millis(50),
+            low_rdy_idle_timeout: Duration::from_millis(200),
+            ..Config::default()
+        };
+        // The first delivery fails (and is requeued at once), the second succeeds.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let consumer = Consumer::new("backoff", "ch", config).unwrap();
+        consumer.add_handler(handler_fn(move |msg| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((msg.attempts, tokio::time::Instant::now()));
+                if msg.attempts == 1 {
+                    return Err(HandlerError::new("first try fails").requeue_after(Duration::ZERO));
+                }
+                Ok(())
+            }
+        }));
+        for nsqd in &nsqds {
+            consumer
+                .connect_to_nsqd(&nsqd.tcp_addr().to_string())
+                .await
+                .unwrap();
+        }
+        wait_until(
+            Duration::from_secs(10),
+            "RDY 5 on both nsqds",
+            || match ready_counts(&nsqds, "backoff", "ch") {
+                Ok(r) if r == [5, 5] => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await
+        .unwrap();
+
+        Producer::new(nsqds[0].tcp_addr().to_string(), Config::default())
+            .publish("backoff", "flaky")
+            .await
+            .unwrap();
+        let (attempts, failed_at) = rx.recv().await.unwrap();
+        assert_eq!(attempts, 1);
+        // The failure stops the flow from every nsqd ...
+        wait_until(
+            Duration::from_secs(10),
+            "RDY 0 on both nsqds",
+            || match ready_counts(&nsqds, "backoff", "ch") {
+                Ok(r) if r == [0, 0] => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await
+        .unwrap();
+        // ... for the backoff pause; then one message is let through, and
+        // its success ends the backoff.
+        let (attempts, retried_at) = rx.recv().await.unwrap();
+        assert_eq!(attempts, 2);
+        assert!(
+            retried_at - failed_at >= pause,
+            "retried after {:?}",
+            retried_at - failed_at
+        );
+        wait_until(
+            Duration::from_secs(10),
+            "RDY 5 on both nsqds again",
+            || match ready_counts(&nsqds, "backoff", "ch") {
+                Ok(r) if r == [5, 5] => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        )
+        .await
+        .unwrap();
+        consumer.stop().await;
+        let stats = consumer.stats();
+        assert_eq!((stats.received, stats.finished, stats.requeued), (2, 1, 1));
+    })
+    .await;
+}

@@ -1,11 +1,12 @@
 //! End-to-end tests of the command-line tools (`to_nsq`, `nsq_tail`, ...) run as real processes against a real nsqd on port 0.
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use nsq_tests::{wait_until, within, NsqdProcess};
+use nsq_tests::{wait_until, within, NsqdProcess, NsqlookupdProcess};
 
 /// A tool process whose stdout and stderr are read by threads, so a full
 /// pipe never blocks it, and which is killed if the test ends early.
@@ -55,6 +56,16 @@ impl Tool {
             stderr: Some(drain(child.stderr.take().expect("stderr pipe"))),
             child: Some(child),
         }
+    }
+
+    /// Sends SIGTERM, the way upstream's tools are asked to stop.
+    fn terminate(&self) {
+        let pid = self.child.as_ref().expect("running").id();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
     }
 
     /// Waits for the process to exit on its own (the test's `within` bounds it).
@@ -130,6 +141,24 @@ async fn to_nsq_publishes_every_record_to_every_nsqd() {
         let done = bad.finish().await;
         assert!(!done.status.success());
         assert!(done.stderr.contains("--nsqd-tcp-address required"));
+
+        // go-nsq options pass through as `option,value`; unknown ones are refused.
+        let bad = Tool::spawn(
+            env!("CARGO_BIN_EXE_to_nsq"),
+            &args(&[
+                "--topic=x",
+                "--nsqd-tcp-address=127.0.0.1:1",
+                "--producer-opt=nope,1",
+            ]),
+            Some(b"x".to_vec()),
+        );
+        let done = bad.finish().await;
+        assert!(!done.status.success());
+        assert!(
+            done.stderr.contains("invalid option nope"),
+            "{}",
+            done.stderr
+        );
     })
     .await;
 }
@@ -266,6 +295,40 @@ fn channel_stats(nsqd: &NsqdProcess, topic: &str, channel: &str) -> serde_json::
         .unwrap_or(serde_json::Value::Null)
 }
 
+/// The files in `dir` by name, each with its text (gunzipped if `.gz`).
+fn output_files(dir: &Path) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let raw = std::fs::read(&path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let text = if name.ends_with(".gz") {
+                let mut out = String::new();
+                flate2::read::MultiGzDecoder::new(&raw[..])
+                    .read_to_string(&mut out)
+                    .unwrap();
+                out
+            } else {
+                String::from_utf8(raw).unwrap()
+            };
+            (name, text)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Sorted lines of all `files`.
+fn all_lines(files: &[(String, String)]) -> Vec<String> {
+    let mut lines: Vec<String> = files
+        .iter()
+        .flat_map(|(_, t)| t.lines().map(str::to_owned))
+        .collect();
+    lines.sort_unstable();
+    lines
+}
+
 /// Runs nsq_to_file on 1,000 messages with a small `--rotate-size`, stops
 /// it with SIGTERM once nsqd has every message finished, and returns the
 /// files it left, each decoded to text.
@@ -306,40 +369,15 @@ async fn to_file_round_trip(topic: &str, extra: &[&str]) -> Vec<(String, String)
     .await
     .unwrap_or_else(|e| nsqd.fail(&e));
 
-    let pid = tool.child.as_ref().expect("running").id();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    tool.terminate();
     let done = tool.finish().await;
     assert!(done.status.success(), "nsq_to_file: {}", done.stderr);
 
-    let mut files: Vec<(String, String)> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| {
-            let path = e.unwrap().path();
-            let raw = std::fs::read(&path).unwrap();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            let text = if name.ends_with(".gz") {
-                let mut out = String::new();
-                flate2::read::MultiGzDecoder::new(&raw[..])
-                    .read_to_string(&mut out)
-                    .unwrap();
-                out
-            } else {
-                String::from_utf8(raw).unwrap()
-            };
-            (name, text)
-        })
-        .collect();
-    files.sort();
-    let mut lines: Vec<&str> = files.iter().flat_map(|(_, t)| t.lines()).collect();
-    lines.sort_unstable();
+    let files = output_files(dir.path());
     let mut want: Vec<&str> = bodies.lines().collect();
     want.sort_unstable();
     assert!(
-        lines == want,
+        all_lines(&files) == want,
         "the files do not hold exactly the published messages"
     );
     files
@@ -374,6 +412,199 @@ async fn nsq_to_file_gzips_rotated_files() {
         let files = to_file_round_trip("tofilegz", &["--gzip"]).await;
         assert!(files.len() >= 5);
         assert!(files.iter().all(|(name, _)| name.ends_with(".log.gz")));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nsq_to_file_rotates_by_interval_without_empty_files() {
+    within(async {
+        let nsqd = NsqdProcess::start(&[]);
+        let dir = tempfile::tempdir().unwrap();
+        let tool = Tool::spawn(
+            env!("CARGO_BIN_EXE_nsq_to_file"),
+            &[
+                "--topic=ticks".to_string(),
+                format!("--nsqd-tcp-address={}", nsqd.tcp_addr()),
+                format!("--output-dir={}", dir.path().display()),
+                "--rotate-interval=300ms".into(),
+            ],
+            None,
+        );
+        wait_until(
+            Duration::from_secs(10),
+            "nsq_to_file subscribed",
+            || match channel_stats(&nsqd, "ticks", "nsq_to_file")["client_count"].as_u64() {
+                Some(1) => Ok(()),
+                _ => Err(topic_stats(&nsqd, "ticks").to_string()),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| nsqd.fail(&e));
+
+        // A message at every probe until the interval has started three files.
+        let mut sent = Vec::new();
+        wait_until(Duration::from_secs(20), "three files", || {
+            let body = format!("tick {}", sent.len());
+            let r = nsqd.http_post("/pub?topic=ticks", body.as_bytes());
+            assert_eq!(r.status, 200, "{}", r.text());
+            sent.push(body);
+            let n = std::fs::read_dir(dir.path()).unwrap().count();
+            if n >= 3 {
+                Ok(())
+            } else {
+                Err(format!("{n} files"))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| nsqd.fail(&e));
+        wait_until(Duration::from_secs(20), "every message finished", || {
+            let c = channel_stats(&nsqd, "ticks", "nsq_to_file");
+            if c["message_count"] == sent.len() && c["depth"] == 0 && c["in_flight_count"] == 0 {
+                Ok(())
+            } else {
+                Err(c.to_string())
+            }
+        })
+        .await
+        .unwrap_or_else(|e| nsqd.fail(&e));
+        tool.terminate();
+        let done = tool.finish().await;
+        assert!(done.status.success(), "nsq_to_file: {}", done.stderr);
+
+        let files = output_files(dir.path());
+        assert!(files.len() >= 3);
+        // Each file has its own revision and at least one message.
+        for (i, (name, text)) in files.iter().enumerate() {
+            assert!(name.contains(&format!("-{i:06}.")), "{name}");
+            assert!(!text.is_empty(), "{name} is empty");
+        }
+        sent.sort_unstable();
+        assert_eq!(all_lines(&files), sent);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_find_a_topic_s_nsqds_through_lookupd() {
+    within(async {
+        let lookupd = NsqlookupdProcess::start(&[]);
+        let register = format!("--lookupd-tcp-address={}", lookupd.tcp_addr());
+        let nsqds: Vec<NsqdProcess> = (0..2)
+            .map(|_| NsqdProcess::start(&["--broadcast-address=127.0.0.1", &register]))
+            .collect();
+        for nsqd in &nsqds {
+            assert_eq!(nsqd.http_post("/topic/create?topic=found", b"").status, 200);
+        }
+        wait_until(Duration::from_secs(10), "lookupd lists both nsqds", || {
+            let r = lookupd.http_get("/lookup?topic=found");
+            match r.json()["producers"].as_array().map(Vec::len) {
+                Some(2) => Ok(()),
+                other => Err(format!("{other:?}: {}", r.text())),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| lookupd.fail(&e));
+
+        let lookupd_flag = format!("--lookupd-http-address={}", lookupd.http_addr());
+        let dir = tempfile::tempdir().unwrap();
+        let to_file = Tool::spawn(
+            env!("CARGO_BIN_EXE_nsq_to_file"),
+            &[
+                "--topic=found".to_string(),
+                lookupd_flag.clone(),
+                format!("--output-dir={}", dir.path().display()),
+                "--consumer-opt=client_id,file-writer".into(),
+            ],
+            None,
+        );
+        let tail = Tool::spawn(
+            env!("CARGO_BIN_EXE_nsq_tail"),
+            &[
+                "--topic=found".to_string(),
+                lookupd_flag.clone(),
+                "-n".into(),
+                "40".into(),
+            ],
+            None,
+        );
+        // Both tools are subscribed on both nsqds before anything is published.
+        wait_until(Duration::from_secs(10), "both tools on both nsqds", || {
+            for nsqd in &nsqds {
+                let t = topic_stats(nsqd, "found");
+                let subscribed = t["channels"]
+                    .as_array()
+                    .map_or(0, |cs| cs.iter().filter(|c| c["client_count"] == 1).count());
+                if subscribed != 2 {
+                    return Err(t.to_string());
+                }
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| lookupd.fail(&e));
+
+        // --consumer-opt reached IDENTIFY.
+        for nsqd in &nsqds {
+            let c = channel_stats(nsqd, "found", "nsq_to_file");
+            assert_eq!(c["clients"][0]["client_id"], "file-writer", "{c}");
+        }
+
+        let mut want = Vec::new();
+        for (i, nsqd) in nsqds.iter().enumerate() {
+            let bodies: Vec<String> = (0..20).map(|j| format!("nsqd {i} message {j}")).collect();
+            let r = nsqd.http_post("/mpub?topic=found", bodies.join("\n").as_bytes());
+            assert_eq!(r.status, 200, "{}", r.text());
+            want.extend(bodies);
+        }
+        want.sort_unstable();
+
+        let tailed = tail.finish().await;
+        assert!(tailed.status.success(), "nsq_tail: {}", tailed.stderr);
+        let mut got: Vec<&str> = tailed.stdout.lines().collect();
+        got.sort_unstable();
+        assert_eq!(got, want);
+
+        wait_until(Duration::from_secs(20), "nsq_to_file finished all", || {
+            for nsqd in &nsqds {
+                let c = channel_stats(nsqd, "found", "nsq_to_file");
+                if !(c["message_count"] == 20 && c["depth"] == 0 && c["in_flight_count"] == 0) {
+                    return Err(c.to_string());
+                }
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| lookupd.fail(&e));
+
+        // nsq_stat sums the channel over the nsqds lookupd names.
+        let stat = Tool::spawn(
+            env!("CARGO_BIN_EXE_nsq_stat"),
+            &[
+                "--topic=found".to_string(),
+                "--channel=nsq_to_file".into(),
+                lookupd_flag,
+                "--count=1".into(),
+                "--interval=100ms".into(),
+            ],
+            None,
+        );
+        let stated = stat.finish().await;
+        assert!(stated.status.success(), "nsq_stat: {}", stated.stderr);
+        let rows: Vec<&str> = stated.stdout.lines().collect();
+        assert_eq!(rows.len(), 3, "{}", stated.stdout);
+        let values: Vec<&str> = rows[2].split_whitespace().collect();
+        assert_eq!(
+            values,
+            ["0", "0", "|", "0", "0", "0", "0", "0", "|", "0", "0", "40", "2"],
+            "{}",
+            rows[2]
+        );
+
+        to_file.terminate();
+        let done = to_file.finish().await;
+        assert!(done.status.success(), "nsq_to_file: {}", done.stderr);
+        assert_eq!(all_lines(&output_files(dir.path())), want);
     })
     .await;
 }

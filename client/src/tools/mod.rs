@@ -23,6 +23,23 @@ pub enum ToolError {
 
 pub type Result<T, E = ToolError> = std::result::Result<T, E>;
 
+/// Applies upstream's `--consumer-opt` / `--producer-opt` values: each is
+/// `option,value` (go-nsq's option names), or a lone `option` meaning true.
+pub fn apply_opts(config: &mut crate::Config, opts: &[String]) -> Result<()> {
+    for opt in opts {
+        let mut parts = opt.split(',');
+        let key = parts.next().unwrap_or_default();
+        let value = parts.next().unwrap_or("true");
+        if parts.next().is_some() {
+            return Err(ToolError::Config(format!(
+                "{opt}: cannot have more than 2 parameters"
+            )));
+        }
+        config.set(key, value).map_err(ToolError::Config)?;
+    }
+    Ok(())
+}
+
 /// Resolves on SIGINT or SIGTERM, the signals upstream's tools stop on.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -48,4 +65,25 @@ pub fn init_logging() {
         // No colour codes in log files and pipes.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opts_are_option_comma_value() {
+        let mut c = crate::Config::default();
+        apply_opts(&mut c, &["max_attempts,7".into(), "client_id,a".into()]).unwrap();
+        assert_eq!((c.max_attempts, c.client_id.as_str()), (7, "a"));
+        let err = |o: &str| {
+            apply_opts(&mut crate::Config::default(), &[o.to_owned()])
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(err("a,b,c"), "a,b,c: cannot have more than 2 parameters");
+        // A lone option is `true`, which a number option refuses.
+        assert!(err("max_attempts").starts_with("failed to coerce option max_attempts"));
+        assert_eq!(err("max_attempts=3"), "invalid option max_attempts=3");
+    }
 }

@@ -36,6 +36,9 @@ pub struct TailOptions {
     /// lookupd HTTP address (may be given multiple times)
     #[arg(long)]
     pub lookupd_http_address: Vec<String>,
+    /// option to passthrough to nsq.Consumer: `option,value` with go-nsq's option names (may be given multiple times)
+    #[arg(long)]
+    pub consumer_opt: Vec<String>,
 }
 
 impl TailOptions {
@@ -132,11 +135,13 @@ pub async fn run<W: Write + Send + 'static>(
         error: None,
     }));
     let finished = Arc::new(Notify::new());
-    let config = Config {
-        max_in_flight: opts.max_in_flight,
+    let mut config = Config {
         user_agent: format!("nsq_tail/{} nsq-rs", nsq_app::VERSION),
         ..Config::default()
     };
+    super::apply_opts(&mut config, &opts.consumer_opt)?;
+    // As upstream: --max-in-flight wins over a consumer option.
+    config.max_in_flight = opts.max_in_flight;
     let mut consumers = Vec::new();
     for topic in &opts.topic {
         let consumer = Consumer::new(topic, &opts.channel, config.clone())?;
@@ -206,6 +211,7 @@ mod tests {
             print_topic: false,
             nsqd_tcp_address: vec!["127.0.0.1:4150".into()],
             lookupd_http_address: vec![],
+            consumer_opt: vec![],
         }
     }
 

@@ -15,8 +15,7 @@ use super::file_logger::{filename_format, FileLogger, FileSettings};
 use super::{Result, ToolError};
 use crate::{handler_fn, Config, Consumer, HandlerError};
 
-/// Upstream's `nsq_to_file` flags, less `--topic-pattern`, `--work-dir` and
-/// `--consumer-opt`.
+/// Upstream's `nsq_to_file` flags, less `--topic-pattern` and `--work-dir`.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "nsq_to_file")]
 pub struct ToFileOptions {
@@ -32,6 +31,9 @@ pub struct ToFileOptions {
     /// lookupd HTTP address (may be given multiple times)
     #[arg(long)]
     pub lookupd_http_address: Vec<String>,
+    /// option to passthrough to nsq.Consumer: `option,value` with go-nsq's option names (may be given multiple times)
+    #[arg(long)]
+    pub consumer_opt: Vec<String>,
     /// max number of messages to allow in flight
     #[arg(long, default_value_t = 200)]
     pub max_in_flight: u64,
@@ -189,11 +191,13 @@ fn writer_loop(
 /// flight to be written and finished) and closes the files.
 pub async fn run(opts: ToFileOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
     opts.validate()?;
-    let config = Config {
-        max_in_flight: opts.max_in_flight,
+    let mut config = Config {
         user_agent: format!("nsq_to_file/{} nsq-rs", nsq_app::VERSION),
         ..Config::default()
     };
+    super::apply_opts(&mut config, &opts.consumer_opt)?;
+    // As upstream: --max-in-flight wins over a consumer option.
+    config.max_in_flight = opts.max_in_flight;
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Error>();
     let mut consumers = Vec::new();
     let mut writers = Vec::new();

@@ -25,6 +25,9 @@ pub struct ToNsqOptions {
     /// Throttle messages to n/second. 0 to disable
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// option to passthrough to nsq.Producer: `option,value` with go-nsq's option names (may be given multiple times)
+    #[arg(long)]
+    pub producer_opt: Vec<String>,
 }
 
 impl ToNsqOptions {
@@ -85,10 +88,11 @@ impl Throttle {
 /// on, so messages keep their input order. Returns the records published.
 pub async fn run(opts: &ToNsqOptions, mut input: impl AsyncBufRead + Unpin) -> Result<u64> {
     let delim = opts.delimiter_byte()?;
-    let config = Config {
+    let mut config = Config {
         user_agent: format!("to_nsq/{} nsq-rs", nsq_app::VERSION),
         ..Config::default()
     };
+    super::apply_opts(&mut config, &opts.producer_opt)?;
     let producers: Vec<Producer> = opts
         .nsqd_tcp_address
         .iter()
@@ -171,6 +175,7 @@ mod tests {
             delimiter: delimiter.into(),
             nsqd_tcp_address: vec!["127.0.0.1:1".into()],
             rate: 0,
+            producer_opt: vec![],
         }
     }
 
