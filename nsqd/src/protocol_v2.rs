@@ -1,6 +1,11 @@
 //! TCP protocol V2: one reader task that decodes and executes commands, and
 //! one writer task that owns the socket's write side, delivers messages while
 //! the client has RDY room, and batches every frame into one buffer.
+//!
+//! A connection starts whole: its first command, when it is IDENTIFY, is
+//! answered on the unsplit socket, so TLS and compression can wrap the
+//! stream (TLS first, then snappy or deflate, an `OK` after each, as
+//! upstream) before it is split between the two tasks.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -20,9 +25,12 @@ use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::auth::{AuthQuery, AuthState};
 use crate::channel::Channel;
 use crate::client::{Client, ClientSettings, ClientState};
+use crate::compress::{Codec, Compressor, Decompressor};
 use crate::nsqd::Nsqd;
+use crate::options::TlsRequired;
 use crate::topic::Topic;
 
 /// Frames and events the reader hands to the writer, in order.
@@ -45,6 +53,31 @@ const MIN_WRITE_THRESHOLD: usize = 64 * 1024;
 const TAKE_BATCH: usize = 1024;
 /// How long a closing connection's writer may take to send what is queued.
 const WRITER_DRAIN: Duration = Duration::from_secs(1);
+/// Upstream's deadline for a client's TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(5);
+
+type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// The socket once IDENTIFY is done: plain TCP keeps its lock-free halves;
+/// TLS or compression makes boxed halves.
+enum Transport {
+    Plain(TcpStream),
+    Upgraded(BoxRead, BoxWrite),
+}
+
+/// Bytes read and not yet decoded, and the decoder's state.
+struct Input {
+    buf: BytesMut,
+    decoder: CommandDecoder,
+}
+
+/// What IDENTIFY granted beyond settings.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Upgrades {
+    tls: bool,
+    codec: Option<Codec>,
+}
 
 /// Serve one TCP connection until it closes or nsqd shuts down.
 pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAddr) {
@@ -74,12 +107,46 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAd
     ));
     let span = tracing::info_span!("client", id, %addr);
     nsqd.add_client(client.clone());
-    let (read, write) = stream.into_split();
-    Connection::new(nsqd.clone(), client.clone())
-        .run(read, write)
-        .instrument(span)
-        .await;
+    let mut conn = Connection::new(nsqd.clone(), client.clone());
+    let mut input = Input {
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        decoder: CommandDecoder::new(nsqd.opts.limits()),
+    };
+    async move {
+        match conn.negotiate(stream, &mut input).await {
+            Ok((Transport::Plain(stream), first)) => {
+                let (read, write) = stream.into_split();
+                conn.run(read, write, input, first).await
+            }
+            Ok((Transport::Upgraded(read, write), first)) => {
+                conn.run(read, write, input, first).await
+            }
+            Err(reason) => debug!(reason, "closing connection"),
+        }
+    }
+    .instrument(span)
+    .await;
     nsqd.remove_client(&client);
+}
+
+/// Write one frame straight to the socket and flush it, within a deadline:
+/// the frames of the upgrade sequence go out before the writer task exists.
+async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frame_type: FrameType,
+    data: &[u8],
+) -> Result<(), &'static str> {
+    let mut buf = BytesMut::with_capacity(8 + data.len());
+    encode_frame(&mut buf, frame_type, data);
+    let fut = async {
+        w.write_all(&buf).await?;
+        w.flush().await
+    };
+    match timeout(TLS_HANDSHAKE, fut).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("write error"),
+        Err(_) => Err("write timed out"),
+    }
 }
 
 /// The reader side's state for one connection.
@@ -92,22 +159,145 @@ struct Connection {
     to_writer: Option<mpsc::Sender<ToWriter>>,
     /// Set when this batch of commands may have given the writer more room.
     wake_writer: bool,
+    /// `--tls-required` applies and this connection has not upgraded yet.
+    needs_tls: bool,
+    /// The connection runs over TLS.
+    tls: bool,
+    /// `--auth-http-address` is set.
+    auth_enabled: bool,
+    /// The secret AUTH presented, to refresh an expired grant.
+    auth_secret: String,
+    auth: Option<AuthState>,
 }
 
 impl Connection {
     fn new(nsqd: Arc<Nsqd>, client: Arc<Client>) -> Self {
         let settings = nsqd.default_client_settings();
         Connection {
-            nsqd,
             client,
             settings,
             last_topic: None,
             to_writer: None,
             wake_writer: false,
+            needs_tls: nsqd.opts.tls_required() != TlsRequired::No,
+            tls: false,
+            auth_enabled: nsqd.opts.auth_enabled(),
+            auth_secret: String::new(),
+            auth: None,
+            nsqd,
         }
     }
 
-    async fn run<R, W>(mut self, mut read: R, write: W)
+    /// Read up to the first command on the whole socket. IDENTIFY is
+    /// answered here and may upgrade the socket; any other command is handed
+    /// back, still to run, along with the plain socket.
+    async fn negotiate(
+        &mut self,
+        mut stream: TcpStream,
+        input: &mut Input,
+    ) -> Result<(Transport, Option<Command>), &'static str> {
+        let stop = self.client.stop.clone();
+        loop {
+            match input.decoder.decode(&mut input.buf) {
+                Ok(Some(Command::Identify(body))) => {
+                    return self.identify_and_upgrade(stream, &body, input).await;
+                }
+                Ok(Some(cmd)) => return Ok((Transport::Plain(stream), Some(cmd))),
+                Ok(None) => {}
+                Err(DecodeError::LineTooLong) => return Err("command line too long"),
+                Err(DecodeError::Protocol(e)) => {
+                    log_error(&e);
+                    write_frame(&mut stream, FrameType::Error, &e.to_wire()).await?;
+                    return Err("fatal client error");
+                }
+            }
+            if input.buf.capacity() - input.buf.len() < READ_CHUNK / 4 {
+                input.buf.reserve(READ_CHUNK);
+            }
+            let deadline = self.settings.heartbeat_interval.map(|h| h * 2);
+            let n = tokio::select! {
+                _ = stop.cancelled() => return Err("connection stopped"),
+                r = read_with_deadline(&mut stream, &mut input.buf, deadline) => r?,
+            };
+            if n == 0 {
+                if let Some(e) = input.decoder.eof_error() {
+                    write_frame(&mut stream, FrameType::Error, &e.to_wire()).await?;
+                }
+                return Err("client closed the connection");
+            }
+        }
+    }
+
+    /// Answer IDENTIFY, then upgrade in upstream's order: TLS and its `OK`
+    /// inside TLS, then snappy or deflate and its `OK` compressed.
+    async fn identify_and_upgrade(
+        &mut self,
+        mut stream: TcpStream,
+        body: &[u8],
+        input: &mut Input,
+    ) -> Result<(Transport, Option<Command>), &'static str> {
+        let (resp, up) = match self.identify(body, true) {
+            Ok(r) => r,
+            Err(e) => {
+                log_error(&e);
+                write_frame(&mut stream, FrameType::Error, &e.to_wire()).await?;
+                return Err("fatal client error");
+            }
+        };
+        write_frame(&mut stream, FrameType::Response, &resp).await?;
+        if up == Upgrades::default() {
+            return Ok((Transport::Plain(stream), None));
+        }
+        let (read, mut write): (BoxRead, BoxWrite) = if up.tls {
+            let Some(config) = self.nsqd.tls.clone() else {
+                return Err("TLS granted without a TLS configuration");
+            };
+            if !input.buf.is_empty() {
+                // The client cannot know TLS was granted before reading the
+                // reply, so bytes already here are a protocol violation.
+                return Err("client sent data before the TLS handshake");
+            }
+            info!("upgrading connection to TLS");
+            let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+            let mut tls = match timeout(TLS_HANDSHAKE, accept).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    warn!("TLS handshake failed: {e}");
+                    return Err("TLS handshake failed");
+                }
+                Err(_) => return Err("TLS handshake timed out"),
+            };
+            {
+                let mut info = self.client.info.lock().unwrap_or_else(|e| e.into_inner());
+                info.tls = true;
+                info.tls_info = crate::tls::TlsInfo::of(tls.get_ref().1);
+            }
+            self.tls = true;
+            self.needs_tls = false;
+            write_frame(&mut tls, FrameType::Response, OK).await?;
+            let (r, w) = tokio::io::split(tls);
+            (Box::new(r), Box::new(w))
+        } else {
+            let (r, w) = stream.into_split();
+            (Box::new(r), Box::new(w))
+        };
+        let Some(codec) = up.codec else {
+            return Ok((Transport::Upgraded(read, write), None));
+        };
+        info!(?codec, "upgrading connection to compression");
+        {
+            let mut info = self.client.info.lock().unwrap_or_else(|e| e.into_inner());
+            info.snappy = codec == Codec::Snappy;
+            info.deflate = matches!(codec, Codec::Deflate(_));
+        }
+        write = Box::new(Compressor::new(write, codec));
+        write_frame(&mut write, FrameType::Response, OK).await?;
+        // Whatever arrived after IDENTIFY is already compressed.
+        let read = Box::new(Decompressor::new(read, codec, input.buf.split()));
+        Ok((Transport::Upgraded(read, write), None))
+    }
+
+    async fn run<R, W>(mut self, mut read: R, write: W, input: Input, first: Option<Command>)
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin + Send + 'static,
@@ -120,7 +310,7 @@ impl Connection {
                 .run(write)
                 .in_current_span(),
         );
-        if let Err(reason) = self.read_loop(&mut read, &stop).await {
+        if let Err(reason) = self.read_loop(&mut read, &stop, input, first).await {
             debug!(reason, "closing connection");
         }
         // Dropping the sender lets the writer flush what is queued (a final
@@ -141,12 +331,20 @@ impl Connection {
         &mut self,
         read: &mut R,
         stop: &CancellationToken,
+        input: Input,
+        mut first: Option<Command>,
     ) -> Result<(), &'static str> {
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        let mut decoder = CommandDecoder::new(self.nsqd.opts.limits());
+        let Input {
+            mut buf,
+            mut decoder,
+        } = input;
         loop {
             loop {
-                match decoder.decode(&mut buf) {
+                let next = match first.take() {
+                    Some(cmd) => Ok(Some(cmd)),
+                    None => decoder.decode(&mut buf),
+                };
+                match next {
                     Ok(Some(cmd)) => {
                         if let Err(e) = self.exec(cmd).await {
                             let fatal = e.is_fatal();
@@ -196,17 +394,19 @@ impl Connection {
     }
 
     async fn send_error(&mut self, e: ProtocolError) {
-        if e.is_fatal() {
-            warn!(error = %e, "client error");
-        } else {
-            debug!(error = %e, "client error");
-        }
+        log_error(&e);
         self.send(ToWriter::Frame(FrameType::Error, Bytes::from(e.to_wire())))
             .await;
     }
 
     /// Execute one command; an `Err` is sent as an error frame.
     async fn exec(&mut self, cmd: Command) -> Result<(), ProtocolError> {
+        if self.needs_tls && !matches!(cmd, Command::Identify(_)) {
+            return Err(ProtocolError::invalid(format!(
+                "cannot {} in current state (TLS required)",
+                cmd.name()
+            )));
+        }
         match cmd {
             Command::Nop => Ok(()),
             Command::Fin(id) => self.fin(id),
@@ -232,8 +432,15 @@ impl Connection {
             }
             Command::Sub { topic, channel } => self.sub(topic, channel).await,
             Command::Cls => self.cls().await,
-            Command::Identify(body) => self.identify(&body).await,
-            Command::Auth(_) => self.auth(),
+            Command::Identify(body) => {
+                // Past the first command the socket is split: a later
+                // IDENTIFY is answered, but grants no upgrade.
+                let (resp, _) = self.identify(&body, false)?;
+                self.send(ToWriter::Settings(self.settings.clone())).await;
+                self.send_response(resp).await;
+                Ok(())
+            }
+            Command::Auth(secret) => self.auth(&secret).await,
         }
     }
 
@@ -253,7 +460,13 @@ impl Connection {
             .ok_or_else(|| ProtocolError::invalid("client not subscribed"))
     }
 
-    async fn identify(&mut self, body: &[u8]) -> Result<(), ProtocolError> {
+    /// Apply IDENTIFY and build its reply; with `can_upgrade`, also what
+    /// to upgrade to (the caller performs the upgrades).
+    fn identify(
+        &mut self,
+        body: &[u8],
+        can_upgrade: bool,
+    ) -> Result<(Bytes, Upgrades), ProtocolError> {
         self.require_state("IDENTIFY", &[ClientState::Init])?;
         let req = IdentifyRequest::parse(body)?;
         let settings = self
@@ -271,33 +484,37 @@ impl Connection {
             info.sample_rate = settings.sample_rate;
         }
         self.settings = settings.clone();
-        self.send(ToWriter::Settings(settings.clone())).await;
         if !req.feature_negotiation.unwrap_or(false) {
-            self.send_response(Bytes::from_static(OK)).await;
-            return Ok(());
+            return Ok((Bytes::from_static(OK), Upgrades::default()));
         }
         let opts = &self.nsqd.opts;
-        if req.tls_v1 == Some(true) || req.snappy == Some(true) || req.deflate == Some(true) {
-            info!("client asked for TLS or compression, which this build does not offer yet");
-        }
+        let tls = can_upgrade && self.nsqd.tls.is_some() && req.tls_v1 == Some(true);
+        let deflate = can_upgrade && opts.deflate && req.deflate == Some(true);
+        let snappy = can_upgrade && opts.snappy && req.snappy == Some(true);
+        // Upstream reports a level even when deflate is off.
         let mut deflate_level = 6;
-        if let Some(max) =
-            (opts.max_deflate_level < deflate_level).then_some(opts.max_deflate_level)
-        {
-            deflate_level = max;
+        if let Some(asked) = req.deflate_level.filter(|&l| deflate && l > 0) {
+            deflate_level = asked;
+        }
+        deflate_level = deflate_level.min(opts.max_deflate_level);
+        if deflate && snappy {
+            return Err(ProtocolError::new(
+                ErrorCode::IdentifyFailed,
+                "cannot enable both deflate and snappy compression",
+            ));
         }
         let resp = IdentifyResponse {
             max_rdy_count: opts.max_rdy_count,
             version: nsq_protocol::VERSION.to_string(),
             max_msg_timeout: opts.max_msg_timeout.as_millis() as i64,
             msg_timeout: settings.msg_timeout.as_millis() as i64,
-            tls_v1: false,
-            deflate: false,
+            tls_v1: tls,
+            deflate,
             deflate_level,
             max_deflate_level: opts.max_deflate_level,
-            snappy: false,
+            snappy,
             sample_rate: i64::from(settings.sample_rate),
-            auth_required: false,
+            auth_required: self.auth_enabled,
             output_buffer_size: settings.output_buffer_size as i64,
             output_buffer_timeout: settings
                 .output_buffer_timeout
@@ -305,14 +522,110 @@ impl Connection {
             topology_region: opts.topology_region.clone(),
             topology_zone: opts.topology_zone.clone(),
         };
-        self.send_response(Bytes::from(resp.to_json())).await;
+        let codec = if snappy {
+            Some(Codec::Snappy)
+        } else if deflate {
+            Some(Codec::Deflate(deflate_level as u32))
+        } else {
+            None
+        };
+        Ok((Bytes::from(resp.to_json()), Upgrades { tls, codec }))
+    }
+
+    async fn auth(&mut self, secret: &[u8]) -> Result<(), ProtocolError> {
+        self.require_state("AUTH", &[ClientState::Init])?;
+        if self
+            .auth
+            .as_ref()
+            .is_some_and(AuthState::has_authorizations)
+        {
+            return Err(ProtocolError::invalid("AUTH already set"));
+        }
+        if !self.auth_enabled {
+            return Err(ProtocolError::new(ErrorCode::AuthDisabled, "AUTH disabled"));
+        }
+        self.auth_secret = String::from_utf8_lossy(secret).into_owned();
+        self.refresh_auth().await?;
+        let Some(state) = self.auth.as_ref().filter(|s| s.has_authorizations()) else {
+            return Err(ProtocolError::new(
+                ErrorCode::Unauthorized,
+                "AUTH no authorizations found",
+            ));
+        };
+        let resp = nsq_protocol::identify::AuthResponse {
+            identity: state.identity.clone(),
+            identity_url: state.identity_url.clone(),
+            permission_count: state.permission_count() as i64,
+        };
+        let json = serde_json::to_vec(&resp)
+            .map_err(|e| ProtocolError::new(ErrorCode::AuthError, format!("AUTH error {e}")))?;
+        self.send_response(Bytes::from(json)).await;
         Ok(())
     }
 
-    fn auth(&mut self) -> Result<(), ProtocolError> {
-        self.require_state("AUTH", &[ClientState::Init])?;
-        // No --auth-http-address: upstream's answer when auth is not configured.
-        Err(ProtocolError::new(ErrorCode::AuthDisabled, "AUTH disabled"))
+    /// Ask the auth server about this connection's secret and keep the
+    /// answer. Why it failed is logged, never told to the client.
+    async fn refresh_auth(&mut self) -> Result<(), ProtocolError> {
+        let query = AuthQuery {
+            remote_ip: self.client.remote_addr.ip().to_string(),
+            tls: self.tls,
+            common_name: "",
+            secret: &self.auth_secret,
+        };
+        match crate::auth::query(&self.nsqd, &query).await {
+            Ok(state) => {
+                let mut info = self.client.info.lock().unwrap_or_else(|e| e.into_inner());
+                info.authed = state.has_authorizations();
+                info.auth_identity = state.identity.clone();
+                info.auth_identity_url = state.identity_url.clone();
+                drop(info);
+                self.auth = Some(state);
+                Ok(())
+            }
+            Err(e) => {
+                warn!("AUTH failed {e}");
+                Err(ProtocolError::new(ErrorCode::AuthFailed, "AUTH failed"))
+            }
+        }
+    }
+
+    /// With auth on, the grant must cover `cmd` on this topic (and channel,
+    /// for SUB); an expired grant is fetched again first.
+    async fn check_auth(
+        &mut self,
+        cmd: &str,
+        topic: &str,
+        channel: &str,
+    ) -> Result<(), ProtocolError> {
+        if !self.auth_enabled {
+            return Ok(());
+        }
+        let expired = match &self.auth {
+            Some(state) if state.has_authorizations() => state.is_expired(Instant::now()),
+            _ => {
+                return Err(ProtocolError::new(
+                    ErrorCode::AuthFirst,
+                    format!("AUTH required before {cmd}"),
+                ))
+            }
+        };
+        if expired {
+            self.refresh_auth().await?;
+        }
+        if self
+            .auth
+            .as_ref()
+            .is_some_and(|s| s.is_allowed(topic, channel))
+        {
+            Ok(())
+        } else {
+            // Topic and channel names need no escaping, so Rust's `{:?}`
+            // quotes them exactly as Go's `%q` does.
+            Err(ProtocolError::new(
+                ErrorCode::Unauthorized,
+                format!("AUTH failed for {cmd} on {topic:?} {channel:?}"),
+            ))
+        }
     }
 
     async fn sub(
@@ -326,6 +639,8 @@ impl Connection {
                 "cannot SUB with heartbeats disabled",
             ));
         }
+        self.check_auth("SUB", topic.as_str(), channel.as_str())
+            .await?;
         // An ephemeral channel may be going away as its last client leaves:
         // try once more after a short pause, as upstream does.
         let mut tries = 0;
@@ -433,6 +748,7 @@ impl Connection {
         bodies: Vec<Bytes>,
         defer: Option<Duration>,
     ) -> Result<(), ProtocolError> {
+        self.check_auth(verb, topic.as_str(), "").await?;
         let topic = match &self.last_topic {
             Some(t) if t.name == topic && !t.is_deleted() => t.clone(),
             _ => {
@@ -449,6 +765,14 @@ impl Connection {
         self.nsqd.count_publish(&self.client, &topic.name, n);
         self.send_response(Bytes::from_static(OK)).await;
         Ok(())
+    }
+}
+
+fn log_error(e: &ProtocolError) {
+    if e.is_fatal() {
+        warn!(error = %e, "client error");
+    } else {
+        debug!(error = %e, "client error");
     }
 }
 
@@ -621,7 +945,12 @@ impl Writer {
         if self.out.is_empty() {
             return Ok(());
         }
-        let fut = write.write_all(&self.out);
+        // Flushing matters for TLS and compression, which hold bytes back;
+        // on a plain socket it is free.
+        let fut = async {
+            write.write_all(&self.out).await?;
+            write.flush().await
+        };
         let r = match self.settings.heartbeat_interval {
             Some(hb) => timeout(hb, fut).await.map_err(|_| "write timed out")?,
             None => fut.await,
