@@ -45,7 +45,8 @@ fn masked_crc(data: &[u8]) -> u32 {
 
 enum Encoder {
     Snappy {
-        raw: snap::raw::Encoder,
+        // Boxed: the encoder carries a 2 KiB hash table.
+        raw: Box<snap::raw::Encoder>,
         started: bool,
         scratch: Vec<u8>,
     },
@@ -71,7 +72,7 @@ impl<W: AsyncWrite + Unpin> Compressor<W> {
     pub fn new(inner: W, codec: Codec) -> Self {
         let enc = match codec {
             Codec::Snappy => Encoder::Snappy {
-                raw: snap::raw::Encoder::new(),
+                raw: Box::new(snap::raw::Encoder::new()),
                 started: false,
                 scratch: Vec::new(),
             },
