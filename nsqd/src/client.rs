@@ -40,6 +40,8 @@ pub struct ClientInfo {
     pub hostname: String,
     pub user_agent: String,
     pub tls: bool,
+    /// The TLS session, once upgraded.
+    pub tls_info: crate::tls::TlsInfo,
     pub snappy: bool,
     pub deflate: bool,
     pub topology_region: String,
@@ -47,6 +49,10 @@ pub struct ClientInfo {
     pub identified: bool,
     /// IDENTIFY's `sample_rate`, for `/stats`.
     pub sample_rate: u8,
+    /// AUTH succeeded with at least one authorization.
+    pub authed: bool,
+    pub auth_identity: String,
+    pub auth_identity_url: String,
 }
 
 /// Shared by the reader task (commands), the writer task (delivery), the

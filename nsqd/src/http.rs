@@ -17,9 +17,11 @@ use hyper_util::rt::TokioIo;
 use nsq_protocol::{parse_mpub_body, ErrorCode, TopicName};
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error};
 
 use crate::nsqd::{Nsqd, PublishError};
+use crate::options::TlsRequired;
 use crate::stats::{StatsFilter, StatsRequest};
 use crate::topic::PutError;
 
@@ -32,28 +34,49 @@ const TEXT: &str = "text/plain; charset=utf-8";
 const NSQ_CONTENT_TYPE: &str = "X-NSQ-Content-Type";
 const NSQ_V1: &str = "nsq; version=1.0";
 
-/// Accept HTTP connections until nsqd shuts down.
-pub(crate) async fn serve(nsqd: Arc<Nsqd>, listener: TcpListener) {
-    nsq_app::net::accept_loop(&listener, &nsqd.cancel, "HTTP", |stream, _| {
-        let nsqd2 = nsqd.clone();
-        let cancel = nsqd.cancel.clone();
-        nsqd.tracker.spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let nsqd = nsqd2.clone();
-                async move { Ok::<_, Infallible>(handle_guarded(nsqd, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                // Go writes canonical header names; some tools compare them.
-                .title_case_headers(true)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => if let Err(e) = r { debug!("HTTP connection: {e}") },
-                _ = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
+/// How long an HTTPS client may take over its TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(5);
+
+/// Accept HTTP connections (HTTPS with `tls`) until nsqd shuts down.
+pub(crate) async fn serve(nsqd: Arc<Nsqd>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+    let what = if tls.is_some() { "HTTPS" } else { "HTTP" };
+    nsq_app::net::accept_loop(&listener, &nsqd.cancel, what, |stream, _| {
+        let nsqd = nsqd.clone();
+        let tls = tls.clone();
+        nsqd.clone().tracker.spawn(async move {
+            match tls {
+                None => serve_connection(nsqd, stream, false).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(nsqd, stream, true).await,
+                        Ok(Err(e)) => debug!("HTTPS handshake: {e}"),
+                        Err(_) => debug!("HTTPS handshake timed out"),
+                    }
+                }
             }
         });
     })
     .await;
+}
+
+async fn serve_connection<S>(nsqd: Arc<Nsqd>, stream: S, secure: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let cancel = nsqd.cancel.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let nsqd = nsqd.clone();
+        async move { Ok::<_, Infallible>(handle_guarded(nsqd, req, secure).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        // Go writes canonical header names; some tools compare them.
+        .title_case_headers(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => if let Err(e) = r { debug!("HTTP connection: {e}") },
+        _ = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
 }
 
 /// What a handler returns: a response, or an error status and name.
@@ -117,7 +140,10 @@ fn config_option(path: &str) -> Option<&str> {
 
 /// Run the handler in its own task so a panic becomes upstream's 500
 /// `INTERNAL_ERROR` instead of a dropped connection.
-async fn handle_guarded(nsqd: Arc<Nsqd>, req: Request<Incoming>) -> HttpResponse {
+async fn handle_guarded(nsqd: Arc<Nsqd>, req: Request<Incoming>, secure: bool) -> HttpResponse {
+    if !secure && nsqd.opts.tls_required() == TlsRequired::Yes {
+        return tls_required(&nsqd);
+    }
     match tokio::spawn(async move { handle(&nsqd, req).await }).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -178,6 +204,14 @@ async fn handle(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> HttpResponse {
         }
     };
     result.unwrap_or_else(|(status, name)| error(status, name))
+}
+
+/// Upstream's answer on the plain HTTP port under `--tls-required`: every
+/// path, 403, and where HTTPS listens (its body keeps Go's spacing).
+fn tls_required(nsqd: &Nsqd) -> HttpResponse {
+    let port = nsqd.https_addr.map_or(0, |a| a.port());
+    let body = format!(r#"{{"message": "TLS_REQUIRED", "https_port": {port}}}"#);
+    with_nsq_header(with_type(StatusCode::FORBIDDEN, JSON, Bytes::from(body)))
 }
 
 fn with_nsq_header(mut resp: HttpResponse) -> HttpResponse {

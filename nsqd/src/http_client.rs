@@ -1,10 +1,10 @@
-//! Outgoing HTTP from nsqd (lookupd queries; later auth), with upstream's
+//! Outgoing HTTP from nsqd (lookupd queries, the auth server), with upstream's
 //! connect and request timeouts.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -13,7 +13,7 @@ use hyper_util::rt::TokioExecutor;
 /// A shared client; cheap to clone.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpConnector, Full<Bytes>>,
     request_timeout: Duration,
 }
 
@@ -30,27 +30,43 @@ impl HttpClient {
 
     /// GET `url` and return the status and body.
     pub async fn get(&self, url: &str) -> Result<(u16, Bytes), String> {
-        let req = Request::get(url)
+        self.request(Request::get(url), url, Bytes::new()).await
+    }
+
+    /// POST `body` as JSON to `url` and return the status and body.
+    pub async fn post_json(&self, url: &str, body: Bytes) -> Result<(u16, Bytes), String> {
+        let req = Request::post(url).header("Content-Type", "application/json");
+        self.request(req, url, body).await
+    }
+
+    async fn request(
+        &self,
+        req: hyper::http::request::Builder,
+        url: &str,
+        body: Bytes,
+    ) -> Result<(u16, Bytes), String> {
+        let method = req.method_ref().cloned().unwrap_or_default();
+        let req = req
             .header("Accept", "application/vnd.nsq; version=1.0")
-            .body(Empty::new())
+            .body(Full::new(body))
             .map_err(|e| format!("bad request {url}: {e}"))?;
         let fut = async {
             let resp = self
                 .client
                 .request(req)
                 .await
-                .map_err(|e| format!("GET {url}: {e}"))?;
+                .map_err(|e| format!("{method} {url}: {e}"))?;
             let status = resp.status().as_u16();
             let body = resp
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| format!("GET {url}: {e}"))?
+                .map_err(|e| format!("{method} {url}: {e}"))?
                 .to_bytes();
             Ok((status, body))
         };
         tokio::time::timeout(self.request_timeout, fut)
             .await
-            .map_err(|_| format!("GET {url}: timed out"))?
+            .map_err(|_| format!("{method} {url}: timed out"))?
     }
 }

@@ -6,8 +6,10 @@
 //! works, read the addresses back), [`Server::run`] serves until a shutdown
 //! future resolves.
 
+pub mod auth;
 pub mod channel;
 pub mod client;
+pub mod compress;
 pub mod config;
 pub mod disk_io;
 pub mod disk_queue;
@@ -25,6 +27,7 @@ pub mod protocol_v2;
 pub mod server;
 pub mod stats;
 pub mod statsd;
+pub mod tls;
 pub mod topic;
 pub mod upstream_import;
 

@@ -48,6 +48,14 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// What the server bound before opening nsqd.
+pub(crate) struct Listeners {
+    pub tcp_addr: SocketAddr,
+    pub http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// Why a publish was not acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
@@ -73,6 +81,9 @@ pub struct Nsqd {
     pub start_time: i64,
     pub(crate) tcp_addr: SocketAddr,
     pub(crate) http_addr: Option<SocketAddr>,
+    pub(crate) https_addr: Option<SocketAddr>,
+    /// Present when `--tls-cert`/`--tls-key` are set.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
     /// Registration with nsqlookupd.
@@ -124,6 +135,10 @@ impl Nsqd {
 
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     pub(crate) fn next_client_id(&self) -> u64 {
@@ -587,11 +602,13 @@ impl Nsqd {
     /// Take the data path (locked for the life of the server), start the
     /// disk I/O threads, and restore the topics, channels and disk queues
     /// that `nsqd.dat` lists. The listeners are already bound.
-    pub(crate) async fn open(
-        opts: Options,
-        tcp_addr: SocketAddr,
-        http_addr: Option<SocketAddr>,
-    ) -> Result<Arc<Nsqd>> {
+    pub(crate) async fn open(opts: Options, listeners: Listeners) -> Result<Arc<Nsqd>> {
+        let Listeners {
+            tcp_addr,
+            http_addr,
+            https_addr,
+            tls,
+        } = listeners;
         let data_path = opts.data_path();
         let dir_lock = metadata::lock_dir(&data_path)?;
         let meta = metadata::load(&data_path)?;
@@ -633,6 +650,8 @@ impl Nsqd {
         let nsqd = Arc::new(Nsqd {
             tcp_addr,
             http_addr,
+            https_addr,
+            tls,
             opts,
             node_id,
             limits,

@@ -205,6 +205,16 @@ impl Default for Options {
     }
 }
 
+/// `--tls-required`: which listeners refuse clients that have not upgraded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsRequired {
+    No,
+    /// `tcp-https`: TCP clients must upgrade; plain HTTP stays open.
+    ExceptHttp,
+    /// TCP clients must upgrade and the plain HTTP port answers 403.
+    Yes,
+}
+
 /// A startup error in the options, reported before anything starts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -233,6 +243,34 @@ impl Options {
                 "--tls-required: invalid value {:?}",
                 self.tls_required
             ));
+        }
+        if !matches!(
+            self.tls_client_auth_policy.as_str(),
+            "" | "require" | "require-verify"
+        ) {
+            return err(format!(
+                "--tls-client-auth-policy must be 'require' or 'require-verify', got {:?}",
+                self.tls_client_auth_policy
+            ));
+        }
+        if !matches!(
+            self.tls_min_version.as_str(),
+            "ssl3.0" | "tls1.0" | "tls1.1" | "tls1.2" | "tls1.3"
+        ) {
+            return err(format!(
+                "unknown tlsVersionOption {:?}",
+                self.tls_min_version
+            ));
+        }
+        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
+            return err("--tls-cert and --tls-key must be given together".into());
+        }
+        if self.tls_cert.is_empty() && self.tls_required() != TlsRequired::No {
+            return err("cannot require TLS client connections without TLS key and cert".into());
+        }
+        if self.tls_client_auth_policy == "require-verify" && self.tls_root_ca_file.is_empty() {
+            // Go would fall back to the system's roots; we ask for the CA.
+            return err("--tls-client-auth-policy=require-verify needs --tls-root-ca-file".into());
         }
         for p in self.e2e_percentiles()? {
             if !(p > 0.0 && p <= 1.0) {
@@ -310,21 +348,24 @@ impl Options {
                 out.push(name);
             }
         };
-        note(
-            !self.tls_cert.is_empty() || !self.tls_key.is_empty(),
-            "--tls-cert/--tls-key",
-        );
-        note(
-            !self.tls_client_auth_policy.is_empty(),
-            "--tls-client-auth-policy",
-        );
-        note(
-            !matches!(self.tls_required.as_str(), "false" | "0"),
-            "--tls-required",
-        );
-        note(!self.auth_http_address.is_empty(), "--auth-http-address");
         note(!self.enable_experiment.is_empty(), "--enable-experiment");
         out
+    }
+
+    /// Where TLS is required. A client certificate policy raises "not
+    /// required" to "required everywhere", as upstream does.
+    pub fn tls_required(&self) -> TlsRequired {
+        match self.tls_required.as_str() {
+            "tcp-https" => TlsRequired::ExceptHttp,
+            "true" | "1" => TlsRequired::Yes,
+            _ if !self.tls_client_auth_policy.is_empty() => TlsRequired::Yes,
+            _ => TlsRequired::No,
+        }
+    }
+
+    /// Whether AUTH is on: any `--auth-http-address`.
+    pub fn auth_enabled(&self) -> bool {
+        !self.auth_http_address.is_empty()
     }
 
     pub fn limits(&self) -> nsq_protocol::Limits {

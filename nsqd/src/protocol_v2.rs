@@ -1,6 +1,11 @@
 //! TCP protocol V2: one reader task that decodes and executes commands, and
 //! one writer task that owns the socket's write side, delivers messages while
 //! the client has RDY room, and batches every frame into one buffer.
+//!
+//! A connection starts whole: its first command, when it is IDENTIFY, is
+//! answered on the unsplit socket, so TLS and compression can wrap the
+//! stream (TLS first, then snappy or deflate, an `OK` after each, as
+//! upstream) before it is split between the two tasks (`negotiate.rs`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -10,20 +15,25 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use nsq_protocol::frame::{encode_error, encode_frame, encode_response};
 use nsq_protocol::{
-    Command, CommandDecoder, DecodeError, ErrorCode, FrameType, IdentifyRequest, IdentifyResponse,
-    MessageId, ProtocolError, CLOSE_WAIT, HEARTBEAT, MAGIC_V2, OK,
+    Command, CommandDecoder, DecodeError, ErrorCode, FrameType, MessageId, ProtocolError,
+    CLOSE_WAIT, HEARTBEAT, MAGIC_V2, OK,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, warn, Instrument};
 
+use crate::auth::AuthState;
 use crate::channel::Channel;
 use crate::client::{Client, ClientSettings, ClientState};
 use crate::nsqd::Nsqd;
+use crate::options::TlsRequired;
 use crate::topic::Topic;
+
+mod negotiate;
+use negotiate::Transport;
 
 /// Frames and events the reader hands to the writer, in order.
 #[derive(Debug)]
@@ -45,6 +55,14 @@ const MIN_WRITE_THRESHOLD: usize = 64 * 1024;
 const TAKE_BATCH: usize = 1024;
 /// How long a closing connection's writer may take to send what is queued.
 const WRITER_DRAIN: Duration = Duration::from_secs(1);
+type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Bytes read and not yet decoded, and the decoder's state.
+struct Input {
+    buf: BytesMut,
+    decoder: CommandDecoder,
+}
 
 /// Serve one TCP connection until it closes or nsqd shuts down.
 pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAddr) {
@@ -74,11 +92,25 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAd
     ));
     let span = tracing::info_span!("client", id, %addr);
     nsqd.add_client(client.clone());
-    let (read, write) = stream.into_split();
-    Connection::new(nsqd.clone(), client.clone())
-        .run(read, write)
-        .instrument(span)
-        .await;
+    let mut conn = Connection::new(nsqd.clone(), client.clone());
+    let mut input = Input {
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        decoder: CommandDecoder::new(nsqd.opts.limits()),
+    };
+    async move {
+        match conn.negotiate(stream, &mut input).await {
+            Ok((Transport::Plain(stream), first)) => {
+                let (read, write) = stream.into_split();
+                conn.run(read, write, input, first).await
+            }
+            Ok((Transport::Upgraded(read, write), first)) => {
+                conn.run(read, write, input, first).await
+            }
+            Err(reason) => debug!(reason, "closing connection"),
+        }
+    }
+    .instrument(span)
+    .await;
     nsqd.remove_client(&client);
 }
 
@@ -92,22 +124,36 @@ struct Connection {
     to_writer: Option<mpsc::Sender<ToWriter>>,
     /// Set when this batch of commands may have given the writer more room.
     wake_writer: bool,
+    /// `--tls-required` applies and this connection has not upgraded yet.
+    needs_tls: bool,
+    /// The connection runs over TLS.
+    tls: bool,
+    /// `--auth-http-address` is set.
+    auth_enabled: bool,
+    /// The secret AUTH presented, to refresh an expired grant.
+    auth_secret: String,
+    auth: Option<AuthState>,
 }
 
 impl Connection {
     fn new(nsqd: Arc<Nsqd>, client: Arc<Client>) -> Self {
         let settings = nsqd.default_client_settings();
         Connection {
-            nsqd,
             client,
             settings,
             last_topic: None,
             to_writer: None,
             wake_writer: false,
+            needs_tls: nsqd.opts.tls_required() != TlsRequired::No,
+            tls: false,
+            auth_enabled: nsqd.opts.auth_enabled(),
+            auth_secret: String::new(),
+            auth: None,
+            nsqd,
         }
     }
 
-    async fn run<R, W>(mut self, mut read: R, write: W)
+    async fn run<R, W>(mut self, mut read: R, write: W, input: Input, first: Option<Command>)
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin + Send + 'static,
@@ -120,7 +166,7 @@ impl Connection {
                 .run(write)
                 .in_current_span(),
         );
-        if let Err(reason) = self.read_loop(&mut read, &stop).await {
+        if let Err(reason) = self.read_loop(&mut read, &stop, input, first).await {
             debug!(reason, "closing connection");
         }
         // Dropping the sender lets the writer flush what is queued (a final
@@ -141,12 +187,20 @@ impl Connection {
         &mut self,
         read: &mut R,
         stop: &CancellationToken,
+        input: Input,
+        mut first: Option<Command>,
     ) -> Result<(), &'static str> {
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        let mut decoder = CommandDecoder::new(self.nsqd.opts.limits());
+        let Input {
+            mut buf,
+            mut decoder,
+        } = input;
         loop {
             loop {
-                match decoder.decode(&mut buf) {
+                let next = match first.take() {
+                    Some(cmd) => Ok(Some(cmd)),
+                    None => decoder.decode(&mut buf),
+                };
+                match next {
                     Ok(Some(cmd)) => {
                         if let Err(e) = self.exec(cmd).await {
                             let fatal = e.is_fatal();
@@ -196,17 +250,19 @@ impl Connection {
     }
 
     async fn send_error(&mut self, e: ProtocolError) {
-        if e.is_fatal() {
-            warn!(error = %e, "client error");
-        } else {
-            debug!(error = %e, "client error");
-        }
+        log_error(&e);
         self.send(ToWriter::Frame(FrameType::Error, Bytes::from(e.to_wire())))
             .await;
     }
 
     /// Execute one command; an `Err` is sent as an error frame.
     async fn exec(&mut self, cmd: Command) -> Result<(), ProtocolError> {
+        if self.needs_tls && !matches!(cmd, Command::Identify(_)) {
+            return Err(ProtocolError::invalid(format!(
+                "cannot {} in current state (TLS required)",
+                cmd.name()
+            )));
+        }
         match cmd {
             Command::Nop => Ok(()),
             Command::Fin(id) => self.fin(id),
@@ -232,8 +288,15 @@ impl Connection {
             }
             Command::Sub { topic, channel } => self.sub(topic, channel).await,
             Command::Cls => self.cls().await,
-            Command::Identify(body) => self.identify(&body).await,
-            Command::Auth(_) => self.auth(),
+            Command::Identify(body) => {
+                // Past the first command the socket is split: a later
+                // IDENTIFY is answered, but grants no upgrade.
+                let (resp, _) = self.identify(&body, false)?;
+                self.send(ToWriter::Settings(self.settings.clone())).await;
+                self.send_response(resp).await;
+                Ok(())
+            }
+            Command::Auth(secret) => self.auth(&secret).await,
         }
     }
 
@@ -253,68 +316,6 @@ impl Connection {
             .ok_or_else(|| ProtocolError::invalid("client not subscribed"))
     }
 
-    async fn identify(&mut self, body: &[u8]) -> Result<(), ProtocolError> {
-        self.require_state("IDENTIFY", &[ClientState::Init])?;
-        let req = IdentifyRequest::parse(body)?;
-        let settings = self
-            .nsqd
-            .client_settings(&req)
-            .map_err(|text| ProtocolError::new(ErrorCode::BadBody, format!("IDENTIFY {text}")))?;
-        {
-            let mut info = self.client.info.lock().unwrap_or_else(|e| e.into_inner());
-            info.client_id = req.client_id.clone().unwrap_or_default();
-            info.hostname = req.hostname.clone().unwrap_or_default();
-            info.user_agent = req.user_agent.clone().unwrap_or_default();
-            info.topology_region = req.topology_region.clone().unwrap_or_default();
-            info.topology_zone = req.topology_zone.clone().unwrap_or_default();
-            info.identified = true;
-            info.sample_rate = settings.sample_rate;
-        }
-        self.settings = settings.clone();
-        self.send(ToWriter::Settings(settings.clone())).await;
-        if !req.feature_negotiation.unwrap_or(false) {
-            self.send_response(Bytes::from_static(OK)).await;
-            return Ok(());
-        }
-        let opts = &self.nsqd.opts;
-        if req.tls_v1 == Some(true) || req.snappy == Some(true) || req.deflate == Some(true) {
-            info!("client asked for TLS or compression, which this build does not offer yet");
-        }
-        let mut deflate_level = 6;
-        if let Some(max) =
-            (opts.max_deflate_level < deflate_level).then_some(opts.max_deflate_level)
-        {
-            deflate_level = max;
-        }
-        let resp = IdentifyResponse {
-            max_rdy_count: opts.max_rdy_count,
-            version: nsq_protocol::VERSION.to_string(),
-            max_msg_timeout: opts.max_msg_timeout.as_millis() as i64,
-            msg_timeout: settings.msg_timeout.as_millis() as i64,
-            tls_v1: false,
-            deflate: false,
-            deflate_level,
-            max_deflate_level: opts.max_deflate_level,
-            snappy: false,
-            sample_rate: i64::from(settings.sample_rate),
-            auth_required: false,
-            output_buffer_size: settings.output_buffer_size as i64,
-            output_buffer_timeout: settings
-                .output_buffer_timeout
-                .map_or(0, |d| d.as_millis() as i64),
-            topology_region: opts.topology_region.clone(),
-            topology_zone: opts.topology_zone.clone(),
-        };
-        self.send_response(Bytes::from(resp.to_json())).await;
-        Ok(())
-    }
-
-    fn auth(&mut self) -> Result<(), ProtocolError> {
-        self.require_state("AUTH", &[ClientState::Init])?;
-        // No --auth-http-address: upstream's answer when auth is not configured.
-        Err(ProtocolError::new(ErrorCode::AuthDisabled, "AUTH disabled"))
-    }
-
     async fn sub(
         &mut self,
         topic: nsq_protocol::TopicName,
@@ -326,6 +327,8 @@ impl Connection {
                 "cannot SUB with heartbeats disabled",
             ));
         }
+        self.check_auth("SUB", topic.as_str(), channel.as_str())
+            .await?;
         // An ephemeral channel may be going away as its last client leaves:
         // try once more after a short pause, as upstream does.
         let mut tries = 0;
@@ -433,6 +436,7 @@ impl Connection {
         bodies: Vec<Bytes>,
         defer: Option<Duration>,
     ) -> Result<(), ProtocolError> {
+        self.check_auth(verb, topic.as_str(), "").await?;
         let topic = match &self.last_topic {
             Some(t) if t.name == topic && !t.is_deleted() => t.clone(),
             _ => {
@@ -449,6 +453,14 @@ impl Connection {
         self.nsqd.count_publish(&self.client, &topic.name, n);
         self.send_response(Bytes::from_static(OK)).await;
         Ok(())
+    }
+}
+
+fn log_error(e: &ProtocolError) {
+    if e.is_fatal() {
+        warn!(error = %e, "client error");
+    } else {
+        debug!(error = %e, "client error");
     }
 }
 
@@ -621,7 +633,12 @@ impl Writer {
         if self.out.is_empty() {
             return Ok(());
         }
-        let fut = write.write_all(&self.out);
+        // Flushing matters for TLS and compression, which hold bytes back;
+        // on a plain socket it is free.
+        let fut = async {
+            write.write_all(&self.out).await?;
+            write.flush().await
+        };
         let r = match self.settings.heartbeat_interval {
             Some(hb) => timeout(hb, fut).await.map_err(|_| "write timed out")?,
             None => fut.await,

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use crate::nsqd::{Error, Nsqd, Result};
-use crate::options::Options;
+use crate::nsqd::{Error, Listeners, Nsqd, Result};
+use crate::options::{Options, OptionsError};
 
 /// How often in-flight timeouts and deferred messages are checked (upstream's
 /// queue scan interval).
@@ -26,6 +26,7 @@ pub struct Server {
     nsqd: Arc<Nsqd>,
     tcp: TcpListener,
     http: Option<TcpListener>,
+    https: Option<TcpListener>,
 }
 
 async fn bind(addr: &str) -> Result<TcpListener> {
@@ -43,16 +44,33 @@ impl Server {
         for flag in opts.unsupported() {
             warn!("{flag} is accepted but not supported by this build yet; it has no effect");
         }
+        let tls = crate::tls::server_config(&opts)
+            .map_err(|e| OptionsError(format!("failed to build TLS config - {e}")))?;
         let tcp = bind(&opts.tcp_address).await?;
         let http = if opts.http_address.is_empty() {
             None
         } else {
             Some(bind(&opts.http_address).await?)
         };
-        let tcp_addr = tcp.local_addr()?;
-        let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
-        let nsqd = Nsqd::open(opts, tcp_addr, http_addr).await?;
-        Ok(Server { nsqd, tcp, http })
+        // Upstream opens HTTPS only when it has a certificate.
+        let https = if tls.is_some() && !opts.https_address.is_empty() {
+            Some(bind(&opts.https_address).await?)
+        } else {
+            None
+        };
+        let listeners = Listeners {
+            tcp_addr: tcp.local_addr()?,
+            http_addr: http.as_ref().map(|l| l.local_addr()).transpose()?,
+            https_addr: https.as_ref().map(|l| l.local_addr()).transpose()?,
+            tls,
+        };
+        let nsqd = Nsqd::open(opts, listeners).await?;
+        Ok(Server {
+            nsqd,
+            tcp,
+            http,
+            https,
+        })
     }
 
     pub fn nsqd(&self) -> Arc<Nsqd> {
@@ -73,11 +91,20 @@ impl Server {
         self.nsqd.http_addr
     }
 
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.nsqd.https_addr
+    }
+
     /// Serve until `shutdown` resolves, then stop in order: stop accepting,
     /// close client connections (their in-flight messages go back to their
     /// channels), and wait for the tasks, at most [`SHUTDOWN_GRACE`].
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let Server { nsqd, tcp, http } = self;
+        let Server {
+            nsqd,
+            tcp,
+            http,
+            https,
+        } = self;
         info!(
             version = nsq_protocol::VERSION,
             node_id = nsqd.node_id(),
@@ -90,7 +117,17 @@ impl Server {
                 "HTTP: listening on {}",
                 nsqd.http_addr.map_or(String::new(), |a| a.to_string())
             );
-            nsqd.tracker.spawn(crate::http::serve(nsqd.clone(), http));
+            nsqd.tracker
+                .spawn(crate::http::serve(nsqd.clone(), http, None));
+        }
+        if let (Some(https), Some(tls)) = (https, nsqd.tls.clone()) {
+            info!(
+                "HTTPS: listening on {}",
+                nsqd.https_addr.map_or(String::new(), |a| a.to_string())
+            );
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            nsqd.tracker
+                .spawn(crate::http::serve(nsqd.clone(), https, Some(acceptor)));
         }
         nsqd.tracker.spawn(queue_scan_loop(nsqd.clone()));
         nsqd.tracker.spawn(metadata_loop(nsqd.clone()));

@@ -165,17 +165,18 @@ impl ClientReport {
             deflate: info.deflate,
             snappy: info.snappy,
             user_agent: info.user_agent,
-            authed: false,
-            auth_identity: String::new(),
-            auth_identity_url: String::new(),
+            authed: info.authed,
+            auth_identity: info.auth_identity,
+            auth_identity_url: info.auth_identity_url,
             topology_zone: info.topology_zone,
             topology_region: info.topology_region,
             pub_counts,
             tls: info.tls,
-            tls_cipher_suite: String::new(),
-            tls_version: String::new(),
-            tls_negotiated_protocol: String::new(),
-            tls_negotiated_protocol_is_mutual: false,
+            tls_cipher_suite: info.tls_info.cipher_suite,
+            tls_version: info.tls_info.version,
+            tls_negotiated_protocol: info.tls_info.negotiated_protocol,
+            // Go reports this as always true for a TLS session.
+            tls_negotiated_protocol_is_mutual: info.tls,
         }
     }
 

@@ -1,0 +1,473 @@
+//! Compressed connections: the Snappy framing format and raw DEFLATE (RFC
+//! 1951, no zlib header, as Go's compress/flate and pynsq's
+//! `zlib.compressobj(.., -MAX_WBITS)` speak it), as async adaptors over one
+//! direction of a connection. IDENTIFY wraps the read half in a
+//! [`Decompressor`] and the write half in a [`Compressor`].
+//!
+//! The block coders come from crates (`snap::raw`, `flate2::Compress`); only
+//! the Snappy framing (chunk headers, masked CRC-32C) is assembled here,
+//! because the crate's frame reader/writer are blocking `Read`/`Write` types
+//! that cannot pause mid-chunk.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Which compression a connection negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Snappy,
+    /// Raw DEFLATE at this level (1..=9).
+    Deflate(u32),
+}
+
+/// The Snappy framing format's stream identifier chunk.
+const SNAPPY_STREAM_ID: &[u8] = b"\xff\x06\x00\x00sNaPpY";
+/// Most uncompressed bytes one Snappy chunk may carry.
+const SNAPPY_MAX_BLOCK: usize = 65536;
+/// Bytes read from the underlying stream at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// The framing format's checksum: CRC-32C, rotated and offset so that a
+/// checksum of data containing checksums stays well distributed.
+fn masked_crc(data: &[u8]) -> u32 {
+    let c = crc32c::crc32c(data);
+    c.rotate_right(15).wrapping_add(0xa282_ead8)
+}
+
+enum Encoder {
+    Snappy {
+        // Boxed: the encoder carries a 2 KiB hash table.
+        raw: Box<snap::raw::Encoder>,
+        started: bool,
+        scratch: Vec<u8>,
+    },
+    Deflate {
+        z: Box<Compress>,
+        /// Data went in since the last sync flush.
+        dirty: bool,
+    },
+}
+
+/// Compresses everything written to it. Compressed bytes are held until the
+/// next write or flush, so a caller must flush when it runs out of work: a
+/// flush ends the current Snappy chunk or emits a DEFLATE sync marker, so
+/// the peer can decode everything sent so far.
+pub struct Compressor<W> {
+    inner: W,
+    enc: Encoder,
+    /// Compressed bytes not yet written to `inner`.
+    out: BytesMut,
+}
+
+impl<W: AsyncWrite + Unpin> Compressor<W> {
+    pub fn new(inner: W, codec: Codec) -> Self {
+        let enc = match codec {
+            Codec::Snappy => Encoder::Snappy {
+                raw: Box::new(snap::raw::Encoder::new()),
+                started: false,
+                scratch: Vec::new(),
+            },
+            Codec::Deflate(level) => Encoder::Deflate {
+                z: Box::new(Compress::new(Compression::new(level.clamp(1, 9)), false)),
+                dirty: false,
+            },
+        };
+        Compressor {
+            inner,
+            enc,
+            out: BytesMut::new(),
+        }
+    }
+
+    fn encode(&mut self, data: &[u8]) -> io::Result<()> {
+        match &mut self.enc {
+            Encoder::Snappy {
+                raw,
+                started,
+                scratch,
+            } => {
+                if !*started {
+                    self.out.extend_from_slice(SNAPPY_STREAM_ID);
+                    *started = true;
+                }
+                for block in data.chunks(SNAPPY_MAX_BLOCK) {
+                    scratch.resize(snap::raw::max_compress_len(block.len()), 0);
+                    let n = raw
+                        .compress(block, scratch)
+                        .map_err(|e| invalid(e.to_string()))?;
+                    // As the reference encoder: keep the compressed form only
+                    // when it saves at least an eighth.
+                    let (kind, body) = if n < block.len() - block.len() / 8 {
+                        (0x00u8, &scratch[..n])
+                    } else {
+                        (0x01u8, block)
+                    };
+                    let len = (body.len() + 4) as u32;
+                    self.out.extend_from_slice(&[
+                        kind,
+                        len as u8,
+                        (len >> 8) as u8,
+                        (len >> 16) as u8,
+                    ]);
+                    self.out.extend_from_slice(&masked_crc(block).to_le_bytes());
+                    self.out.extend_from_slice(body);
+                }
+            }
+            Encoder::Deflate { z, dirty } => {
+                *dirty |= !data.is_empty();
+                deflate_into(z, data, &mut self.out, FlushCompress::None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Finish what was written so far so the peer can decode all of it.
+    fn sync(&mut self) -> io::Result<()> {
+        if let Encoder::Deflate { z, dirty } = &mut self.enc {
+            if std::mem::take(dirty) {
+                deflate_into(z, &[], &mut self.out, FlushCompress::Sync)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Run `input` through the deflater into `out`, growing `out` as needed.
+fn deflate_into(
+    z: &mut Compress,
+    mut input: &[u8],
+    out: &mut BytesMut,
+    flush: FlushCompress,
+) -> io::Result<()> {
+    loop {
+        if out.capacity() - out.len() < 1024 {
+            out.reserve(input.len() / 2 + 4096);
+        }
+        let before_in = z.total_in();
+        let len = out.len();
+        let spare = out.capacity() - len;
+        // Zero the spare room, let the deflater fill it, cut back to what it wrote.
+        out.resize(len + spare, 0);
+        let before_out = z.total_out();
+        let status = z
+            .compress(input, &mut out[len..], flush)
+            .map_err(|e| invalid(e.to_string()))?;
+        let produced = (z.total_out() - before_out) as usize;
+        out.truncate(len + produced);
+        input = &input[(z.total_in() - before_in) as usize..];
+        let room_left = produced < spare;
+        match status {
+            Status::Ok | Status::BufError if input.is_empty() && room_left => return Ok(()),
+            Status::StreamEnd => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Compressor<W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        // Bound what is held: send the last batch before taking more.
+        ready!(this.poll_drain(cx))?;
+        this.encode(buf)?;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.sync()?;
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.sync()?;
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+enum Decoder {
+    Snappy {
+        raw: snap::raw::Decoder,
+        seen_id: bool,
+    },
+    Deflate(Box<Decompress>),
+}
+
+/// Decompresses everything read through it.
+pub struct Decompressor<R> {
+    inner: R,
+    dec: Decoder,
+    /// Compressed bytes read but not decoded yet.
+    raw: BytesMut,
+    /// Decoded bytes not handed out yet.
+    plain: BytesMut,
+    eof: bool,
+}
+
+impl<R: AsyncRead + Unpin> Decompressor<R> {
+    /// `already_read` holds compressed bytes that arrived with the command
+    /// that negotiated compression.
+    pub fn new(inner: R, codec: Codec, already_read: BytesMut) -> Self {
+        let dec = match codec {
+            Codec::Snappy => Decoder::Snappy {
+                raw: snap::raw::Decoder::new(),
+                seen_id: false,
+            },
+            Codec::Deflate(_) => Decoder::Deflate(Box::new(Decompress::new(false))),
+        };
+        Decompressor {
+            inner,
+            dec,
+            raw: already_read,
+            plain: BytesMut::new(),
+            eof: false,
+        }
+    }
+
+    /// Decode what `raw` holds into `plain`.
+    fn decode(&mut self) -> io::Result<()> {
+        match &mut self.dec {
+            Decoder::Snappy { raw, seen_id } => loop {
+                if self.raw.len() < 4 {
+                    return Ok(());
+                }
+                let kind = self.raw[0];
+                let len = usize::from(self.raw[1])
+                    | usize::from(self.raw[2]) << 8
+                    | usize::from(self.raw[3]) << 16;
+                if self.raw.len() < 4 + len {
+                    return Ok(());
+                }
+                let chunk = self.raw.split_to(4 + len);
+                let body = &chunk[4..];
+                if kind == 0xff {
+                    if body != b"sNaPpY" {
+                        return Err(invalid("snappy: bad stream identifier"));
+                    }
+                    *seen_id = true;
+                    continue;
+                }
+                if !*seen_id {
+                    return Err(invalid("snappy: stream does not start with its identifier"));
+                }
+                match kind {
+                    0x00 | 0x01 => {
+                        if body.len() < 4 {
+                            return Err(invalid("snappy: chunk too short"));
+                        }
+                        let crc = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
+                        let data = &body[4..];
+                        let start = self.plain.len();
+                        if kind == 0x00 {
+                            let n = snap::raw::decompress_len(data)
+                                .map_err(|e| invalid(e.to_string()))?;
+                            if n > SNAPPY_MAX_BLOCK {
+                                return Err(invalid("snappy: chunk too large"));
+                            }
+                            self.plain.resize(start + n, 0);
+                            raw.decompress(data, &mut self.plain[start..])
+                                .map_err(|e| invalid(e.to_string()))?;
+                        } else {
+                            if data.len() > SNAPPY_MAX_BLOCK {
+                                return Err(invalid("snappy: chunk too large"));
+                            }
+                            self.plain.extend_from_slice(data);
+                        }
+                        if masked_crc(&self.plain[start..]) != crc {
+                            return Err(invalid("snappy: checksum mismatch"));
+                        }
+                    }
+                    0x02..=0x7f => return Err(invalid("snappy: unskippable chunk")),
+                    // Padding and reserved skippable chunks.
+                    _ => {}
+                }
+            },
+            Decoder::Deflate(z) => {
+                while !self.raw.is_empty() {
+                    let start = self.plain.len();
+                    self.plain.resize(start + READ_CHUNK, 0);
+                    let (in0, out0) = (z.total_in(), z.total_out());
+                    let status = z
+                        .decompress(&self.raw, &mut self.plain[start..], FlushDecompress::None)
+                        .map_err(|e| invalid(format!("deflate: {e}")))?;
+                    let consumed = (z.total_in() - in0) as usize;
+                    let produced = (z.total_out() - out0) as usize;
+                    self.plain.truncate(start + produced);
+                    self.raw.advance(consumed);
+                    if status == Status::StreamEnd {
+                        // The peer ended the stream; nothing after it counts.
+                        self.raw.clear();
+                        self.eof = true;
+                    }
+                    if consumed == 0 && produced == 0 {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Decompressor<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.plain.is_empty() {
+                let n = this.plain.len().min(buf.remaining());
+                buf.put_slice(&this.plain[..n]);
+                this.plain.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            this.decode()?;
+            if !this.plain.is_empty() {
+                continue;
+            }
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            this.raw.reserve(READ_CHUNK);
+            let n = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut this.inner),
+                cx,
+                &mut this.raw
+            ))?;
+            if n == 0 {
+                this.eof = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn sample(n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i * 7 % 251) as u8 ^ (i / 300) as u8)
+            .collect()
+    }
+
+    async fn compress(codec: Codec, parts: &[&[u8]]) -> Vec<u8> {
+        let mut c = Compressor::new(Vec::new(), codec);
+        for p in parts {
+            c.write_all(p).await.unwrap();
+            c.flush().await.unwrap();
+        }
+        c.inner
+    }
+
+    async fn decompress(codec: Codec, wire: &[u8]) -> io::Result<Vec<u8>> {
+        let mut d = Decompressor::new(wire, codec, BytesMut::new());
+        let mut out = Vec::new();
+        d.read_to_end(&mut out).await?;
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn snappy_output_reads_back_with_the_snap_crate() {
+        let big = sample(200_000);
+        let wire = compress(Codec::Snappy, &[b"OK", &big, &[0u8; 100]]).await;
+        assert!(wire.starts_with(SNAPPY_STREAM_ID));
+        let mut got = Vec::new();
+        snap::read::FrameDecoder::new(&wire[..])
+            .read_to_end(&mut got)
+            .unwrap();
+        let mut want = b"OK".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(&[0u8; 100]);
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn snap_crate_output_reads_back() {
+        let big = sample(300_000);
+        let mut enc = snap::write::FrameEncoder::new(Vec::new());
+        enc.write_all(&big).unwrap();
+        let wire = enc.into_inner().unwrap();
+        assert_eq!(decompress(Codec::Snappy, &wire).await.unwrap(), big);
+    }
+
+    #[tokio::test]
+    async fn snappy_rejects_a_bad_checksum_and_a_missing_identifier() {
+        let mut wire = compress(Codec::Snappy, &[b"hello world"]).await;
+        let last = wire.len() - 1;
+        wire[last] ^= 1;
+        assert!(decompress(Codec::Snappy, &wire).await.is_err());
+        let wire = compress(Codec::Snappy, &[b"hello world"]).await;
+        assert!(decompress(Codec::Snappy, &wire[SNAPPY_STREAM_ID.len()..])
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn deflate_is_raw_and_each_flush_is_decodable() {
+        let big = sample(150_000);
+        let first = compress(Codec::Deflate(6), &[b"OK"]).await;
+        // A sync flush ends with an empty stored block: 00 00 ff ff.
+        assert!(first.ends_with(&[0, 0, 0xff, 0xff]));
+        let mut got = Vec::new();
+        // flate2's raw reader (no zlib header) decodes what was flushed.
+        let _ = flate2::read::DeflateDecoder::new(&first[..]).read_to_end(&mut got);
+        assert_eq!(got, b"OK");
+        let wire = compress(Codec::Deflate(9), &[b"OK", &big]).await;
+        let mut want = b"OK".to_vec();
+        want.extend_from_slice(&big);
+        assert_eq!(decompress(Codec::Deflate(9), &wire).await.unwrap(), want);
+    }
+
+    #[tokio::test]
+    async fn deflate_from_flate2_reads_back_across_split_reads() {
+        let big = sample(100_000);
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), Compression::new(1));
+        enc.write_all(&big).unwrap();
+        enc.flush().unwrap();
+        let wire = enc.get_ref().clone();
+        // Feed the stream a few bytes at a time through a duplex pipe.
+        let (mut a, b) = tokio::io::duplex(7);
+        let writer = tokio::spawn(async move {
+            for c in wire.chunks(5) {
+                a.write_all(c).await.unwrap();
+            }
+        });
+        let mut d = Decompressor::new(b, Codec::Deflate(1), BytesMut::new());
+        let mut got = vec![0u8; big.len()];
+        d.read_exact(&mut got).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(got, big);
+    }
+}

@@ -1,0 +1,171 @@
+//! TLS for clients: the server configuration built from `--tls-*` flags
+//! (rustls with the ring provider), the "require any client certificate"
+//! policy upstream offers, and the connection facts `/stats` reports.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{
+    CommonState, DigitallySignedStruct, DistinguishedName, ProtocolVersion, RootCertStore,
+    ServerConfig, SignatureScheme,
+};
+
+use crate::options::Options;
+
+fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let f = File::open(path).map_err(|e| format!("open {path}: {e}"))?;
+    let certs = rustls_pemfile::certs(&mut BufReader::new(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("read {path}: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{path}: no PEM certificate found"));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
+    let f = File::open(path).map_err(|e| format!("open {path}: {e}"))?;
+    rustls_pemfile::private_key(&mut BufReader::new(f))
+        .map_err(|e| format!("read {path}: {e}"))?
+        .ok_or_else(|| format!("{path}: no PEM private key found"))
+}
+
+/// The TLS configuration for the TCP upgrade and HTTPS, or `None` when
+/// `--tls-cert`/`--tls-key` are not set (TLS is then never granted).
+pub fn server_config(opts: &Options) -> Result<Option<Arc<ServerConfig>>, String> {
+    if opts.tls_cert.is_empty() && opts.tls_key.is_empty() {
+        return Ok(None);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // rustls speaks TLS 1.2 and 1.3 only, so any older minimum means 1.2.
+    let versions: &[&rustls::SupportedProtocolVersion] = match opts.tls_min_version.as_str() {
+        "tls1.3" => &[&rustls::version::TLS13],
+        _ => &[&rustls::version::TLS12, &rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| e.to_string())?;
+    let builder = match opts.tls_client_auth_policy.as_str() {
+        "require" => builder.with_client_cert_verifier(Arc::new(AnyClientCert { provider })),
+        "require-verify" => {
+            let mut roots = RootCertStore::empty();
+            for cert in read_certs(&opts.tls_root_ca_file)? {
+                roots.add(cert).map_err(|e| e.to_string())?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| e.to_string())?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let config = builder
+        .with_single_cert(read_certs(&opts.tls_cert)?, read_key(&opts.tls_key)?)
+        .map_err(|e| e.to_string())?;
+    Ok(Some(Arc::new(config)))
+}
+
+/// `--tls-client-auth-policy=require`: a client must present a certificate
+/// and prove it holds its key, but the certificate is not checked against
+/// any authority (Go's `tls.RequireAnyClientCert`).
+#[derive(Debug)]
+struct AnyClientCert {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// What `/stats` shows about a client's TLS session, named as Go names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLS1.2` or `TLS1.3`.
+    pub version: String,
+    /// Go's cipher suite name, e.g. `TLS_AES_128_GCM_SHA256`.
+    pub cipher_suite: String,
+    /// The ALPN protocol, if any was negotiated.
+    pub negotiated_protocol: String,
+}
+
+impl TlsInfo {
+    pub fn of(conn: &CommonState) -> TlsInfo {
+        let version = match conn.protocol_version() {
+            Some(ProtocolVersion::TLSv1_2) => "TLS1.2".to_string(),
+            Some(ProtocolVersion::TLSv1_3) => "TLS1.3".to_string(),
+            Some(v) => format!("Unknown {}", u16::from(v)),
+            None => String::new(),
+        };
+        let cipher_suite = conn
+            .negotiated_cipher_suite()
+            .map(|s| {
+                // rustls calls the TLS 1.3 suites `TLS13_*`; Go, like the RFC, `TLS_*`.
+                let name = format!("{:?}", s.suite());
+                match name.strip_prefix("TLS13_") {
+                    Some(rest) => format!("TLS_{rest}"),
+                    None => name,
+                }
+            })
+            .unwrap_or_default();
+        let negotiated_protocol = conn
+            .alpn_protocol()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default();
+        TlsInfo {
+            version,
+            cipher_suite,
+            negotiated_protocol,
+        }
+    }
+}
