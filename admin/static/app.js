@@ -337,7 +337,8 @@
       liveBadge.className = "";
       liveBadge.textContent = "live · " + new Date().toLocaleTimeString();
     } catch (e) {
-      if (mine === generation) main.innerHTML = `<h1>Error</h1><div class="warning" id="error">${esc(e.message)}</div>`;
+      const explain = { TOPIC_NOT_FOUND: "No nsqd has this topic (any more).", CHANNEL_NOT_FOUND: "No nsqd has this channel (any more).", NODE_NOT_FOUND: "No such node is known to the cluster." }[e.message];
+      if (mine === generation) main.innerHTML = `<h1>Error</h1><div class="warning" id="error">${esc(explain ? `${explain} (${e.message})` : e.message)}</div>`;
       liveBadge.className = "stale";
       liveBadge.textContent = "error";
     } finally {

@@ -43,6 +43,12 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The cargo target directory the tests were built in (where test
+/// artifacts such as browser screenshots go, under `test-artifacts/`).
+pub fn target_dir() -> PathBuf {
+    target_layout().0
+}
+
 /// Where the test executable says the build output lives: `(target_dir, profile_dir_name)`.
 ///
 /// Integration tests live at `<target>/<profile>/deps/<name>-<hash>`; the binaries of the same
