@@ -7,6 +7,7 @@
 //! answer is built from the rest and the failures become a warning.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use hyper::Method;
@@ -44,10 +45,15 @@ pub struct Node {
     pub fetch_addr: String,
 }
 
+/// Cheap to clone; clones share the lookupd list, which
+/// `PUT /config/nsqlookupd_http_addresses` may replace while running.
 #[derive(Debug, Clone)]
 pub struct Cluster {
     client: HttpClient,
-    sources: Sources,
+    /// Read at the start of each question; the lock is never held across a
+    /// request.
+    lookupds: Arc<RwLock<Vec<String>>>,
+    nsqds: Arc<Vec<String>>,
 }
 
 /// Percent-encode a query value (topic and channel names may hold `#`).
@@ -100,12 +106,38 @@ struct ProducersBody {
 }
 
 impl Cluster {
-    pub fn new(client: HttpClient, sources: Sources) -> Self {
-        Cluster { client, sources }
+    pub fn new(client: HttpClient, lookupds: Vec<String>, nsqds: Vec<String>) -> Self {
+        Cluster {
+            client,
+            lookupds: Arc::new(RwLock::new(lookupds)),
+            nsqds: Arc::new(nsqds),
+        }
     }
 
-    pub fn sources(&self) -> &Sources {
-        &self.sources
+    /// Lookupds when any are configured (upstream's precedence), else the
+    /// configured nsqds.
+    pub fn sources(&self) -> Sources {
+        let lookupds = self.lookupds();
+        if lookupds.is_empty() {
+            Sources::Nsqd(self.nsqds.as_ref().clone())
+        } else {
+            Sources::Lookupd(lookupds)
+        }
+    }
+
+    pub fn lookupds(&self) -> Vec<String> {
+        self.lookupds
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn nsqds(&self) -> &[String] {
+        &self.nsqds
+    }
+
+    pub fn set_lookupds(&self, addrs: Vec<String>) {
+        *self.lookupds.write().unwrap_or_else(|e| e.into_inner()) = addrs;
     }
 
     pub fn client(&self) -> &HttpClient {
@@ -140,7 +172,7 @@ impl Cluster {
     /// Topic names: the union over every lookupd's `/topics`, or over every
     /// nsqd's `/stats`. Sorted.
     pub async fn topics(&self) -> Answer<Vec<String>> {
-        let results = match &self.sources {
+        let results = match self.sources() {
             Sources::Lookupd(addrs) => {
                 self.fan_out(addrs.clone(), |c, a| async move {
                     get_json::<TopicsBody>(&c, &format!("http://{a}/topics"))
@@ -167,7 +199,7 @@ impl Cluster {
     /// The channels lookupds know for `topic` (union), for topics without
     /// producers.
     pub async fn lookupd_channels(&self, topic: &str) -> Answer<Vec<String>> {
-        let Sources::Lookupd(addrs) = &self.sources else {
+        let Sources::Lookupd(addrs) = self.sources() else {
             return Ok((Vec::new(), Vec::new()));
         };
         let topic = enc(topic);
@@ -185,7 +217,7 @@ impl Cluster {
     /// Every nsqd: lookupds' `/nodes` merged by node, or each configured
     /// nsqd's `/info` with its topics from `/stats`.
     pub async fn nodes(&self) -> Answer<Vec<Node>> {
-        let (mut nodes, warnings) = match &self.sources {
+        let (mut nodes, warnings) = match self.sources() {
             Sources::Lookupd(addrs) => {
                 let results = self
                     .fan_out(addrs.clone(), |c, a| async move {
@@ -218,7 +250,7 @@ impl Cluster {
     /// The nsqds that have `topic`: lookupds' `/lookup` merged, or the
     /// configured nsqds whose `/stats` lists it.
     pub async fn topic_producers(&self, topic: &str) -> Answer<Vec<Node>> {
-        match &self.sources {
+        match self.sources() {
             Sources::Lookupd(addrs) => {
                 let t = enc(topic);
                 let results = self
@@ -289,7 +321,7 @@ impl Cluster {
     /// POST `path` (with its query) to every lookupd; none configured is
     /// nothing to do.
     pub async fn post_lookupds(&self, path: &str) -> Vec<Result<(), String>> {
-        let Sources::Lookupd(addrs) = &self.sources else {
+        let Sources::Lookupd(addrs) = self.sources() else {
             return Vec::new();
         };
         let urls = addrs.iter().map(|a| format!("http://{a}{path}")).collect();

@@ -171,7 +171,7 @@ pub async fn sample_once(cluster: &Cluster, history: &History) {
     let nodes = match cluster.nodes().await {
         Ok((nodes, warnings)) => {
             if let Sources::Lookupd(addrs) = cluster.sources() {
-                snapshot.lookupds = lookupd_health(addrs, &warnings);
+                snapshot.lookupds = lookupd_health(&addrs, &warnings);
             }
             nodes
         }
@@ -197,7 +197,7 @@ pub async fn sample_once(cluster: &Cluster, history: &History) {
     if let Sources::Nsqd(addrs) = cluster.sources() {
         // A configured nsqd that did not answer /info is not among `nodes`.
         for a in addrs {
-            if !nodes.iter().any(|n| &n.fetch_addr == a) {
+            if !nodes.iter().any(|n| n.fetch_addr == a) {
                 snapshot.nodes.push(Health {
                     address: a.clone(),
                     hostname: String::new(),

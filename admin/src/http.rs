@@ -191,6 +191,7 @@ pub(crate) enum Endpoint {
     Counter,
     Live,
     History,
+    Config,
 }
 
 /// The methods and endpoints at a path (segments below the base path).
@@ -221,6 +222,7 @@ fn endpoints_at(segs: &[&str]) -> &'static [(&'static str, Endpoint)] {
         ["api", "nodes"] => &[("GET", Nodes)],
         ["api", "nodes", _] => &[("GET", Node), ("DELETE", TombstoneTopicProducer)],
         ["api", "counter"] => &[("GET", Counter)],
+        ["config", _] => &[("GET", Config), ("PUT", Config)],
         ["api", "live"] => &[("GET", Live)],
         ["api", "history", "topics", _] | ["api", "history", "topics", _, _] => &[("GET", History)],
         _ => &[],
@@ -298,6 +300,7 @@ async fn handle(ctx: &Context, req: Request<Incoming>, remote: SocketAddr) -> Re
         Endpoint::Asset => assets::asset(&req.segments[1]),
         Endpoint::Live => api::live(ctx),
         Endpoint::History => api::history(ctx, &req),
+        Endpoint::Config => crate::config::handle(ctx, &req, remote.ip()),
         e if req.method == Method::GET => api::read(ctx, e, &req).await,
         e => {
             if !ctx.is_admin(&req.headers) {

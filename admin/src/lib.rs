@@ -10,6 +10,7 @@
 mod api;
 mod assets;
 pub mod cluster;
+mod config;
 pub mod history;
 mod http;
 pub mod notify;

@@ -6,7 +6,7 @@ use nsqadmin::{NsqAdmin, Options};
 #[tokio::main]
 async fn main() {
     let opts: Options = nsq_app::parse_options("nsqadmin", std::env::args_os(), CONFIG_KEYS);
-    let _log = nsq_app::logging::init(opts.log_level, &opts.log_prefix);
+    let log = nsq_app::logging::init(opts.log_level, &opts.log_prefix);
     tracing::info!("{}", nsq_app::flags::version_string("nsqadmin"));
     if opts.verbose {
         tracing::warn!("--verbose is deprecated and has no effect; use --log-level=debug");
@@ -21,5 +21,7 @@ async fn main() {
             std::process::exit(1);
         }
     };
+    // So `PUT /config/log_level` changes what is logged.
+    admin.set_log_handle(log);
     admin.run_until(shutdown).await;
 }

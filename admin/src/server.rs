@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use nsq_app::http_client::HttpClient;
 
 use crate::cluster::{Cluster, Sources};
+use crate::config::LiveOptions;
 use crate::history::{self, History};
 use crate::notify::Notifier;
 use crate::options::OptionsError;
@@ -43,21 +44,24 @@ pub(crate) struct Context {
     pub(crate) notifier: Notifier,
     /// `--base-path` as a prefix: empty, or `/name` without a trailing slash.
     pub(crate) base: String,
-    admin_users: Vec<String>,
-    acl_http_header: String,
+    /// The options as given (what `/config` reads; the lookupd list lives
+    /// in `cluster`, the log level in `live`).
+    pub(crate) opts: Options,
+    pub(crate) live: LiveOptions,
 }
 
 impl Context {
     /// Upstream's rule: with no `--admin-user` everyone may act; otherwise
     /// only a request whose `--acl-http-header` names one of them.
     pub(crate) fn is_admin(&self, headers: &HeaderMap) -> bool {
-        if self.admin_users.is_empty() {
+        let users = &self.opts.admin_user;
+        if users.is_empty() {
             return true;
         }
         headers
-            .get(self.acl_http_header.as_str())
+            .get(self.opts.acl_http_header.as_str())
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|user| self.admin_users.iter().any(|u| u == user))
+            .is_some_and(|user| users.iter().any(|u| u == user))
     }
 
     pub(crate) fn lookupd_mode(&self) -> bool {
@@ -69,6 +73,7 @@ impl Context {
 /// [`NsqAdmin::shutdown`] to wait for requests to finish.
 #[derive(Debug)]
 pub struct NsqAdmin {
+    ctx: Arc<Context>,
     http_addr: SocketAddr,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -96,12 +101,11 @@ impl NsqAdmin {
             opts.http_client_connect_timeout.0,
             opts.http_client_request_timeout.0,
         );
-        let sources = if opts.lookupd_http_address.is_empty() {
-            Sources::Nsqd(opts.nsqd_http_address.clone())
-        } else {
-            Sources::Lookupd(opts.lookupd_http_address.clone())
-        };
-        let cluster = Cluster::new(client.clone(), sources);
+        let cluster = Cluster::new(
+            client.clone(),
+            opts.lookupd_http_address.clone(),
+            opts.nsqd_http_address.clone(),
+        );
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let history = Arc::new(History::new(opts.history_interval.0));
@@ -114,8 +118,8 @@ impl NsqAdmin {
                 tracker.clone(),
             ),
             base: opts.base_prefix(),
-            admin_users: opts.admin_user.clone(),
-            acl_http_header: opts.acl_http_header.clone(),
+            live: LiveOptions::new(&opts),
+            opts,
         });
         tracing::info!("HTTP: listening on {http_addr}");
         tracker.spawn(http::serve(
@@ -126,10 +130,17 @@ impl NsqAdmin {
         ));
         tracker.spawn(history::run_sampler(cluster, history, cancel.clone()));
         Ok(NsqAdmin {
+            ctx,
             http_addr,
             cancel,
             tracker,
         })
+    }
+
+    /// Hand over the process's log filter so `PUT /config/log_level`
+    /// changes what is logged.
+    pub fn set_log_handle(&self, handle: nsq_app::logging::LogHandle) {
+        self.ctx.live.attach_log(handle);
     }
 
     /// The bound HTTP address.

@@ -685,3 +685,80 @@ async fn pages_and_assets_live_under_the_base_path() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_reads_and_changes_options() {
+    within(async {
+        let c = AdminCluster::start(&[]);
+        c.nsqd_topic_channel("T", "c").await;
+        let lookupd = c.lookupd.http_addr().to_string();
+        assert_eq!(
+            c.admin_json("/config/nsqlookupd_http_addresses"),
+            json!([lookupd])
+        );
+        assert_eq!(
+            c.admin_json("/config/http_client_connect_timeout"),
+            json!(2_000_000_000i64)
+        );
+        assert_eq!(
+            c.admin_json("/config/acl_http_header"),
+            json!("X-Forwarded-User")
+        );
+        assert_eq!(c.admin_json("/config/log_level"), json!(2));
+
+        let put = |opt: &str, body: &str| {
+            c.admin
+                .request("PUT", &format!("/config/{opt}"), &[], body.as_bytes())
+        };
+        let r = put("log_level", "debug");
+        assert_eq!((r.status, r.json()), (200, json!(1)), "{}", r.text());
+        assert_error(&c, &put("log_level", "loud"), 400, "INVALID_VALUE");
+        assert_error(
+            &c,
+            &put("nsqlookupd_http_addresses", "{"),
+            400,
+            "INVALID_VALUE",
+        );
+        assert_error(
+            &c,
+            &put("nsqlookupd_http_addresses", "[]"),
+            400,
+            "INVALID_VALUE",
+        );
+        assert_error(&c, &put("http_address", "\"x\""), 400, "INVALID_OPTION");
+        assert_error(&c, &put("log_level", ""), 413, "INVALID_VALUE");
+        let r = c.admin.request("GET", "/config/nope", &[], b"");
+        assert_error(&c, &r, 400, "INVALID_OPTION");
+
+        // Point nsqadmin at an empty lookupd: the node is gone from its view;
+        // and back.
+        let empty = nsq_tests::NsqlookupdProcess::start(&[]);
+        let r = put(
+            "nsqlookupd_http_addresses",
+            &json!([empty.http_addr().to_string()]).to_string(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(c.admin_json("/api/nodes")["nodes"], json!([]));
+        let r = put("nsqlookupd_http_addresses", &json!([lookupd]).to_string());
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            c.admin_json("/api/nodes")["nodes"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+
+        // Outside --allow-config-from-cidr, /config is forbidden.
+        let fenced = NsqadminProcess::start_with_lookupds(
+            &[c.lookupd.http_addr()],
+            &["--allow-config-from-cidr=10.0.0.0/8"],
+        );
+        let r = fenced.request("GET", "/config/log_level", &[], b"");
+        assert_eq!(
+            (r.status, r.json()["message"].clone()),
+            (403, json!("FORBIDDEN"))
+        );
+    })
+    .await;
+}
