@@ -236,11 +236,12 @@ impl Cluster {
                 settle(results)?
             }
         };
-        let mut producers: Vec<Producer> = nodes.iter().map(|n| n.producer.clone()).collect();
-        mark_out_of_date(&mut producers);
-        for (n, p) in nodes.iter_mut().zip(producers) {
-            n.producer.out_of_date = p.out_of_date;
-        }
+        mark_out_of_date(
+            &mut nodes
+                .iter_mut()
+                .map(|n| &mut n.producer)
+                .collect::<Vec<_>>(),
+        );
         nodes.sort_by(|a, b| {
             (&a.producer.hostname, &a.fetch_addr).cmp(&(&b.producer.hostname, &b.fetch_addr))
         });

@@ -168,43 +168,19 @@ pub async fn sample_once(cluster: &Cluster, history: &History) {
     let ts = now_ms();
     let mut snapshot = Snapshot::default();
     let mut figures: BTreeMap<Key, Figures> = BTreeMap::new();
-    let nodes = match cluster.nodes().await {
-        Ok((nodes, warnings)) => {
-            if let Sources::Lookupd(addrs) = cluster.sources() {
-                snapshot.lookupds = lookupd_health(&addrs, &warnings);
-            }
-            nodes
-        }
-        Err(e) => {
-            if let Sources::Lookupd(addrs) = cluster.sources() {
-                snapshot.lookupds = addrs
-                    .iter()
-                    .map(|a| Health {
-                        address: a.clone(),
-                        hostname: String::new(),
-                        reachable: false,
-                        error: e.clone(),
-                    })
-                    .collect();
-            } else {
-                // Without lookupds, the nodes are the configured nsqds.
-                snapshot.nodes = unreachable_nsqds(cluster, &e);
-            }
-            history.record(ts, &figures, snapshot);
-            return;
-        }
+    let sources = cluster.sources();
+    let (nodes, warnings) = match cluster.nodes().await {
+        Ok(answer) => answer,
+        Err(e) => (Vec::new(), vec![e]),
     };
-    if let Sources::Nsqd(addrs) = cluster.sources() {
-        // A configured nsqd that did not answer /info is not among `nodes`.
-        for a in addrs {
-            if !nodes.iter().any(|n| n.fetch_addr == a) {
-                snapshot.nodes.push(Health {
-                    address: a.clone(),
-                    hostname: String::new(),
-                    reachable: false,
-                    error: format!("GET http://{a}/info failed"),
-                });
-            }
+    match &sources {
+        Sources::Lookupd(addrs) => snapshot.lookupds = health_of(addrs.iter(), &warnings),
+        // A configured nsqd that did not answer is not among `nodes`.
+        Sources::Nsqd(addrs) => {
+            let missing = addrs
+                .iter()
+                .filter(|a| !nodes.iter().any(|n| &n.fetch_addr == *a));
+            snapshot.nodes = health_of(missing, &warnings);
         }
     }
     // Per topic: its figures, its channels' summed depth, their names.
@@ -264,9 +240,10 @@ pub async fn sample_once(cluster: &Cluster, history: &History) {
     history.record(ts, &figures, snapshot);
 }
 
-fn lookupd_health(addrs: &[String], warnings: &[String]) -> Vec<Health> {
+/// Each daemon at `addrs` with the failure the warnings name for it (they
+/// quote the URLs asked), reachable when there is none.
+fn health_of<'a>(addrs: impl Iterator<Item = &'a String>, warnings: &[String]) -> Vec<Health> {
     addrs
-        .iter()
         .map(|a| {
             let needle = format!("http://{a}/");
             let err = warnings.iter().find(|w| w.contains(&needle));
@@ -278,21 +255,6 @@ fn lookupd_health(addrs: &[String], warnings: &[String]) -> Vec<Health> {
             }
         })
         .collect()
-}
-
-fn unreachable_nsqds(cluster: &Cluster, e: &str) -> Vec<Health> {
-    match cluster.sources() {
-        Sources::Nsqd(addrs) => addrs
-            .iter()
-            .map(|a| Health {
-                address: a.clone(),
-                hostname: String::new(),
-                reachable: false,
-                error: e.to_owned(),
-            })
-            .collect(),
-        Sources::Lookupd(_) => Vec::new(),
-    }
 }
 
 /// Sample every interval until cancelled. A slow round delays the next
@@ -396,6 +358,16 @@ mod tests {
             h.series("old", "").is_empty(),
             "a series with no points left goes"
         );
+    }
+
+    #[test]
+    fn health_names_each_daemons_failure() {
+        let addrs = ["a:1".to_string(), "b:2".to_string()];
+        let warnings = ["GET http://b:2/nodes: connection refused".to_string()];
+        let h = health_of(addrs.iter(), &warnings);
+        assert!(h[0].reachable && h[0].error.is_empty());
+        assert!(!h[1].reachable);
+        assert_eq!(h[1].error, warnings[0]);
     }
 
     #[test]

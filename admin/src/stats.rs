@@ -554,7 +554,7 @@ pub fn parse_version(v: &str) -> (u64, u64, u64) {
 }
 
 /// Mark every producer older than the newest one as `out_of_date`.
-pub fn mark_out_of_date(producers: &mut [Producer]) {
+pub fn mark_out_of_date(producers: &mut [&mut Producer]) {
     let newest = producers
         .iter()
         .map(|p| parse_version(&p.version))
@@ -662,8 +662,8 @@ mod tests {
             topics: vec![],
             out_of_date: false,
         };
-        let mut ps = vec![p("1.3.0"), p("1.2.1"), p("bad")];
-        mark_out_of_date(&mut ps);
+        let mut ps = [p("1.3.0"), p("1.2.1"), p("bad")];
+        mark_out_of_date(&mut ps.iter_mut().collect::<Vec<_>>());
         assert_eq!(
             ps.iter().map(|p| p.out_of_date).collect::<Vec<_>>(),
             [false, true, true]
