@@ -17,9 +17,8 @@ use tokio::task::JoinSet;
 
 use nsq_app::http_client::HttpClient;
 
-use crate::stats::{
-    join_host_port, mark_out_of_date, LookupdProducer, NsqdInfo, NsqdStats, Producer, ProducerTopic,
-};
+use crate::daemon_json::{LookupdProducer, NsqdInfo, NsqdStats};
+use crate::stats::{join_host_port, mark_out_of_date, Producer, ProducerTopic};
 
 /// Failures of some requests of a question that still has an answer.
 pub type Warnings = Vec<String>;
