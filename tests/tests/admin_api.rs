@@ -762,3 +762,74 @@ async fn config_reads_and_changes_options() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_nsqd_is_shown_unreachable_in_lookupd_mode() {
+    within(async {
+        let c = AdminCluster::start(&[
+            "--history-interval=100ms",
+            "--http-client-request-timeout=500ms",
+        ]);
+        c.nsqd_topic_channel("T", "c").await;
+        // A second nsqd with the same topic, then frozen: lookupd keeps
+        // listing it (its connection stays open) but it answers nothing.
+        let frozen = NsqdProcess::start(&[
+            &format!("--lookupd-tcp-address={}", c.lookupd.tcp_addr()),
+            "--broadcast-address=127.0.0.1",
+        ]);
+        assert_eq!(frozen.http_post("/topic/create?topic=T", b"").status, 200);
+        wait(&c, "both nsqds produce T", || {
+            let t = c.admin_json("/api/topics/T");
+            match t["nodes"].as_array().map(Vec::len) {
+                Some(2) => Ok(()),
+                _ => Err(t.to_string()),
+            }
+        })
+        .await;
+        frozen.signal(nix::sys::signal::Signal::SIGSTOP);
+        let frozen_node = format!("127.0.0.1:{}", frozen.http_addr().port());
+
+        let t = c.admin_json("/api/topics/T");
+        assert_eq!(t["nodes"].as_array().unwrap().len(), 1, "{t}");
+        let msg = t["message"].as_str().unwrap();
+        assert!(
+            msg.starts_with("WARNING: ") && msg.contains(&frozen_node),
+            "{msg}"
+        );
+        assert_eq!(
+            c.admin_json("/api/nodes")["nodes"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        wait(&c, "the live view marks the frozen nsqd", || {
+            let live = c.admin_json("/api/live");
+            let nodes = live["nodes"].as_array().cloned().unwrap_or_default();
+            let state = |addr: &str| {
+                nodes
+                    .iter()
+                    .find(|n| n["address"] == addr)
+                    .map(|n| n["reachable"].clone())
+            };
+            if state(&frozen_node) == Some(json!(false)) && state(&c.node()) == Some(json!(true)) {
+                Ok(())
+            } else {
+                Err(live.to_string())
+            }
+        })
+        .await;
+        // An action reaches the live node and reports the frozen one.
+        let r = c
+            .admin
+            .request("POST", "/api/topics/T", &[], br#"{"action":"pause"}"#);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let msg = r.json()["message"].as_str().unwrap().to_owned();
+        assert!(
+            msg.starts_with("WARNING: ") && msg.contains(&frozen_node),
+            "{msg}"
+        );
+        assert_eq!(c.nsqd_topic("T").unwrap()["paused"], true);
+    })
+    .await;
+}
