@@ -2,6 +2,7 @@
 
 pub mod duration;
 pub mod flags;
+pub mod http_client;
 pub mod logging;
 pub mod net;
 pub mod signal;

@@ -52,6 +52,18 @@ impl LogLevel {
         }
     }
 
+    /// Upstream's `lg.LogLevel` is a Go int without a JSON marshaller, so
+    /// `GET /config/log_level` reads as a number: DEBUG=1 ... FATAL=5.
+    pub fn go_number(self) -> i64 {
+        match self {
+            LogLevel::Debug => 1,
+            LogLevel::Info => 2,
+            LogLevel::Warn => 3,
+            LogLevel::Error => 4,
+            LogLevel::Fatal => 5,
+        }
+    }
+
     /// The most verbose tracing level shown at this setting. tracing has no
     /// level above ERROR, so Fatal shares it.
     pub fn filter(self) -> LevelFilter {

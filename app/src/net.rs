@@ -1,6 +1,7 @@
 //! The accept loop every listener of every binary shares: stop on
 //! cancellation, and back off instead of spinning when accepting fails.
 
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -9,6 +10,35 @@ use tokio_util::sync::CancellationToken;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Bind a listener for a Go-style address: `:4160` (or an empty host) means
+/// every interface, IPv6 and IPv4 where the system allows, and an empty
+/// address means an ephemeral port, as Go's `net.Listen` does.
+pub async fn listen(addr: &str) -> io::Result<TcpListener> {
+    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidInput, msg);
+    let (host, port) = match addr.rsplit_once(':') {
+        Some((host, port)) => (host, port),
+        None if addr.is_empty() => ("", ""),
+        None => return Err(invalid("missing port in address".into())),
+    };
+    let port: u16 = if port.is_empty() {
+        0
+    } else {
+        port.parse()
+            .map_err(|_| invalid(format!("invalid port {port:?}")))?
+    };
+    if host.is_empty() {
+        return match TcpListener::bind(("::", port)).await {
+            Ok(l) => Ok(l),
+            Err(_) => TcpListener::bind(("0.0.0.0", port)).await,
+        };
+    }
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    TcpListener::bind((host, port)).await
+}
 
 /// Accept connections on `listener` until `cancel` fires, handing each to
 /// `on_conn` (which spawns its task). Accept errors (out of file descriptors
@@ -49,6 +79,21 @@ pub async fn accept_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn listens_on_go_style_addresses() {
+        let l = listen("127.0.0.1:0").await.unwrap();
+        assert!(l.local_addr().unwrap().ip().is_loopback());
+        let l = listen("[::1]:0").await;
+        // IPv6 may be off on the machine; the address still parses.
+        if let Ok(l) = l {
+            assert!(l.local_addr().unwrap().is_ipv6());
+        }
+        let err = listen("127.0.0.1").await.unwrap_err();
+        assert_eq!(err.to_string(), "missing port in address");
+        let err = listen("127.0.0.1:http").await.unwrap_err();
+        assert_eq!(err.to_string(), "invalid port \"http\"");
+    }
 
     #[tokio::test]
     async fn hands_over_connections_and_stops_when_cancelled() {

@@ -3,7 +3,6 @@
 //! shuts down in a fixed order.
 
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -53,45 +52,14 @@ pub struct Lookupd {
     tracker: TaskTracker,
 }
 
-/// Bind a listener for a Go-style address: `:4160` (or an empty host) means
-/// every interface, IPv6 and IPv4 where the system allows, and an empty
-/// address means an ephemeral port, as Go's `net.Listen` does.
+/// Bind `addr` (Go syntax, see `nsq_app::net::listen`), naming it in the error.
 async fn listen(addr: &str) -> Result<TcpListener> {
-    let fail = |source: io::Error| Error::Listen {
-        addr: addr.to_owned(),
-        source,
-    };
-    let (host, port) = match addr.rsplit_once(':') {
-        Some((host, port)) => (host, port),
-        None if addr.is_empty() => ("", ""),
-        None => {
-            return Err(fail(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "missing port in address",
-            )))
-        }
-    };
-    let port: u16 = if port.is_empty() {
-        0
-    } else {
-        port.parse().map_err(|_| {
-            fail(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("invalid port {port:?}"),
-            ))
-        })?
-    };
-    if host.is_empty() {
-        return match TcpListener::bind(("::", port)).await {
-            Ok(l) => Ok(l),
-            Err(_) => TcpListener::bind(("0.0.0.0", port)).await.map_err(fail),
-        };
-    }
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    TcpListener::bind((host, port)).await.map_err(fail)
+    nsq_app::net::listen(addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: addr.to_owned(),
+            source,
+        })
 }
 
 impl Lookupd {

@@ -191,7 +191,12 @@ async fn query_one(nsqd: &Nsqd, addr: &str, q: &AuthQuery<'_>) -> Result<AuthSta
     let url = endpoint(addr);
     let (status, body) = if nsqd.opts.auth_http_request_method == "post" {
         nsqd.http_client
-            .post_json(&url, bytes::Bytes::from(q.json_body()))
+            .request(
+                hyper::Method::POST,
+                &url,
+                Some("application/json"),
+                bytes::Bytes::from(q.json_body()),
+            )
             .await?
     } else {
         let sep = if url.contains('?') { '&' } else { '?' };

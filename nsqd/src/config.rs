@@ -66,16 +66,9 @@ impl LiveOptions {
     }
 }
 
-/// Upstream's `lg.LogLevel` is a Go int without a JSON marshaller, so
-/// `/config/log_level` reads as a number: DEBUG=1 ... FATAL=5.
+/// `GET /config/log_level`'s number for `level` (see `LogLevel::go_number`).
 pub fn log_level_number(level: LogLevel) -> i64 {
-    match level {
-        LogLevel::Debug => 1,
-        LogLevel::Info => 2,
-        LogLevel::Warn => 3,
-        LogLevel::Error => 4,
-        LogLevel::Fatal => 5,
-    }
+    level.go_number()
 }
 
 /// Upstream's `TLSRequired` int: 0 not required, 1 required except HTTP,

@@ -15,7 +15,6 @@ pub mod disk_io;
 pub mod disk_queue;
 pub mod e2e;
 pub mod http;
-pub mod http_client;
 pub mod lookup;
 pub mod message;
 pub mod metadata;

@@ -19,11 +19,11 @@ use crate::channel::{Channel, ChannelLimits, IdMap};
 use crate::client::{Client, ClientSettings};
 use crate::disk_io::{DiskIo, DiskIoOptions};
 use crate::disk_queue::DiskQueueOptions;
-use crate::http_client::HttpClient;
 use crate::lookup::Lookup;
 use crate::metadata::{self, ChannelMeta, DirLock, Metadata, TopicMeta};
 use crate::options::{Options, OptionsError};
 use crate::topic::{DurableTopic, PutError, Topic};
+use nsq_app::http_client::HttpClient;
 
 /// Threads serving disk queues: the machine has two cores, and the queues'
 /// work is mostly memory copies into the page cache.

@@ -19,9 +19,9 @@ use std::sync::OnceLock;
 static BIN_DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 /// The packages whose binaries the end-to-end tests start.
-const PACKAGES: &[&str] = &["nsqd", "nsqlookupd"];
+const PACKAGES: &[&str] = &["nsqd", "nsqlookupd", "nsqadmin"];
 
-/// Path to the binary `name` (`"nsqd"` or `"nsqlookupd"`), built on first use.
+/// Path to the binary `name` (`"nsqd"`, `"nsqlookupd"` or `"nsqadmin"`), built on first use.
 ///
 /// Panics with cargo's output if the build fails, or if the binary is not there afterwards.
 pub fn binary(name: &str) -> PathBuf {
@@ -41,6 +41,12 @@ pub fn binary(name: &str) -> PathBuf {
         dir.display()
     );
     path
+}
+
+/// The cargo target directory the tests were built in (where test
+/// artifacts such as browser screenshots go, under `test-artifacts/`).
+pub fn target_dir() -> PathBuf {
+    target_layout().0
 }
 
 /// Where the test executable says the build output lives: `(target_dir, profile_dir_name)`.
@@ -97,8 +103,8 @@ fn build_binaries() -> Result<PathBuf, String> {
         .map_err(|e| format!("could not run {cargo:?} build: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "`{cmd:?}` failed with {}; the end-to-end tests need the nsqd and nsqlookupd \
-             binaries.\n--- cargo stderr ---\n{}",
+            "`{cmd:?}` failed with {}; the end-to-end tests need the nsqd, nsqlookupd and \
+             nsqadmin binaries.\n--- cargo stderr ---\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         ));

@@ -126,7 +126,8 @@ pub struct Daemon {
     child: Child,
     /// Set once the child has been reaped, so Drop and later calls do not wait again.
     exit: Option<ExitStatus>,
-    tcp: SocketAddr,
+    /// `None` for a daemon that has no TCP listener (nsqadmin).
+    tcp: Option<SocketAddr>,
     http: SocketAddr,
     logs: Logs,
 }
@@ -134,6 +135,16 @@ pub struct Daemon {
 impl Daemon {
     /// Start binary `name` with `args`, wait for both listener announcements and `/ping`.
     pub fn spawn(name: &str, args: &[OsString]) -> Daemon {
+        Self::spawn_with(name, args, true, "/ping")
+    }
+
+    /// Start a daemon that only listens for HTTP (nsqadmin): wait for that
+    /// announcement and `ping` (e.g. `/ping` below a base path).
+    pub fn spawn_http_only(name: &str, args: &[OsString], ping: &str) -> Daemon {
+        Self::spawn_with(name, args, false, ping)
+    }
+
+    fn spawn_with(name: &str, args: &[OsString], needs_tcp: bool, ping: &str) -> Daemon {
         let path = binary(name);
         let mut child = Command::new(&path)
             .args(args)
@@ -153,7 +164,7 @@ impl Daemon {
 
         let deadline = Instant::now() + START_DEADLINE;
         let (mut tcp, mut http) = (None, None);
-        while tcp.is_none() || http.is_none() {
+        while (needs_tcp && tcp.is_none()) || http.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(Announce::Tcp(a)) => tcp = Some(a),
@@ -180,18 +191,18 @@ impl Daemon {
             name: name.to_owned(),
             child,
             exit: None,
-            tcp: tcp.expect("loop ends with both"),
-            http: http.expect("loop ends with both"),
+            tcp,
+            http: http.expect("loop ends with an HTTP address"),
             logs,
         };
-        daemon.wait_ping(deadline);
+        daemon.wait_ping(ping, deadline);
         daemon
     }
 
-    /// Poll `GET /ping` until it answers 200 `OK`.
-    fn wait_ping(&mut self, deadline: Instant) {
+    /// Poll `GET ping` until it answers 200 `OK`.
+    fn wait_ping(&mut self, ping: &str, deadline: Instant) {
         loop {
-            let last = match http_get(self.http, "/ping") {
+            let last = match http_get(self.http, ping) {
                 Ok(r) if r.status == 200 && r.body == b"OK" => return,
                 Ok(r) => format!("{} {:?}", r.status, r.text()),
                 Err(e) => e.to_string(),
@@ -202,7 +213,7 @@ impl Daemon {
             }
             if Instant::now() >= deadline {
                 self.fail(&format!(
-                    "{} /ping did not answer OK within {START_DEADLINE:?}; last: {last}",
+                    "{} {ping} did not answer OK within {START_DEADLINE:?}; last: {last}",
                     self.name
                 ));
             }
@@ -212,6 +223,7 @@ impl Daemon {
 
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp
+            .unwrap_or_else(|| self.fail(&format!("{} has no TCP listener", self.name)))
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -473,6 +485,74 @@ impl std::ops::Deref for NsqlookupdProcess {
 }
 
 impl std::ops::DerefMut for NsqlookupdProcess {
+    fn deref_mut(&mut self) -> &mut Daemon {
+        &mut self.daemon
+    }
+}
+
+/// A running `nsqadmin` on loopback port 0. Derefs to [`Daemon`] (HTTP only).
+pub struct NsqadminProcess {
+    daemon: Daemon,
+}
+
+impl NsqadminProcess {
+    /// Start nsqadmin reading from these lookupds (HTTP addresses), plus `extra_args`.
+    pub fn start_with_lookupds(lookupds: &[SocketAddr], extra_args: &[&str]) -> NsqadminProcess {
+        let sources: Vec<String> = lookupds
+            .iter()
+            .map(|a| format!("--lookupd-http-address={a}"))
+            .collect();
+        Self::start(&sources, extra_args)
+    }
+
+    /// Start nsqadmin reading these nsqds directly (HTTP addresses), plus `extra_args`.
+    pub fn start_with_nsqds(nsqds: &[SocketAddr], extra_args: &[&str]) -> NsqadminProcess {
+        let sources: Vec<String> = nsqds
+            .iter()
+            .map(|a| format!("--nsqd-http-address={a}"))
+            .collect();
+        Self::start(&sources, extra_args)
+    }
+
+    fn start(sources: &[String], extra_args: &[&str]) -> NsqadminProcess {
+        let mut args: Vec<OsString> = vec!["--http-address=127.0.0.1:0".into()];
+        args.extend(sources.iter().map(OsString::from));
+        args.extend(extra_args.iter().map(|a| OsStr::new(a).to_os_string()));
+        // Every path, /ping included, lives under --base-path.
+        let base = extra_args
+            .iter()
+            .rev()
+            .find_map(|a| a.strip_prefix("--base-path="))
+            .map(|b| b.trim_matches('/'))
+            .filter(|b| !b.is_empty())
+            .map(|b| format!("/{b}"))
+            .unwrap_or_default();
+        NsqadminProcess {
+            daemon: Daemon::spawn_http_only("nsqadmin", &args, &format!("{base}/ping")),
+        }
+    }
+
+    /// `method target` with `headers` and `body`; panics (with logs) on I/O errors.
+    pub fn request(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HttpResponse {
+        crate::http::http_request_with_headers(self.http_addr(), method, target, headers, body)
+            .unwrap_or_else(|e| self.fail(&format!("{method} {target} on nsqadmin: {e}")))
+    }
+}
+
+impl std::ops::Deref for NsqadminProcess {
+    type Target = Daemon;
+    fn deref(&self) -> &Daemon {
+        &self.daemon
+    }
+}
+
+impl std::ops::DerefMut for NsqadminProcess {
     fn deref_mut(&mut self) -> &mut Daemon {
         &mut self.daemon
     }

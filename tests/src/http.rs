@@ -54,6 +54,18 @@ pub fn http_request(
     target: &str,
     body: &[u8],
 ) -> io::Result<HttpResponse> {
+    http_request_with_headers(addr, method, target, &[], body)
+}
+
+/// [`http_request`] with extra request headers (e.g. the user header an
+/// nsqadmin ACL checks).
+pub fn http_request_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<HttpResponse> {
     let mut stream = TcpStream::connect_timeout(&addr, HTTP_IO_TIMEOUT)?;
     stream.set_read_timeout(Some(HTTP_IO_TIMEOUT))?;
     stream.set_write_timeout(Some(HTTP_IO_TIMEOUT))?;
@@ -62,7 +74,10 @@ pub fn http_request(
          Accept: */*\r\nConnection: close\r\n"
     )
     .into_bytes();
-    if !body.is_empty() || matches!(method, "POST" | "PUT") {
+    for (k, v) in headers {
+        req.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    if !body.is_empty() || matches!(method, "POST" | "PUT" | "DELETE") {
         req.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
     }
     req.extend_from_slice(b"\r\n");

@@ -1,9 +1,10 @@
-//! Harness for end-to-end tests that start the real `nsqd` / `nsqlookupd` binaries.
+//! Harness for end-to-end tests that start the real `nsqd` / `nsqlookupd` / `nsqadmin` binaries.
 //!
 //! - [`binary`]: path to a binary, built once per test process with `cargo build`.
 //! - [`NsqdProcess`] / [`NsqlookupdProcess`]: a daemon on loopback port 0, ready (listeners
 //!   announced, `/ping` = `OK`) when `start` returns; SIGKILL/SIGTERM helpers; killed on drop.
 //!   [`NsqlookupdProcess::restart`] brings a lookupd back on the same addresses.
+//!   [`NsqadminProcess`]: nsqadmin (HTTP only) pointed at lookupds or nsqds.
 //! - [`http_get`] / [`http_post`]: a blocking HTTP/1.1 client returning status, headers, body.
 //! - [`RawConn`]: a raw V2 protocol client with per-read deadlines; [`RawLookupConn`] the
 //!   same for nsqlookupd's V1 protocol.
@@ -26,6 +27,7 @@
 //! # }
 //! ```
 
+pub mod admin;
 pub mod binary;
 pub mod daemon;
 pub mod http;
@@ -36,9 +38,9 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
-pub use binary::binary;
-pub use daemon::{Daemon, Logs, NsqdProcess, NsqlookupdProcess};
-pub use http::{http_get, http_post, http_request, HttpResponse};
+pub use binary::{binary, target_dir};
+pub use daemon::{Daemon, Logs, NsqadminProcess, NsqdProcess, NsqlookupdProcess};
+pub use http::{http_get, http_post, http_request, http_request_with_headers, HttpResponse};
 pub use raw::{channel, describe, topic, RawConn, ReadError, READ_TIMEOUT};
 pub use raw_lookup::{LookupRead, RawLookupConn};
 

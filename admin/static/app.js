@@ -1,0 +1,369 @@
+// nsqadmin's dashboard: a small single-page app over the JSON API. Each view
+// loads its data, draws it into #main, and is drawn again every few seconds
+// (the pages are live). Charts are plain SVG from /api/history, which the
+// server samples for the last hour.
+"use strict";
+
+(function () {
+  const CFG = window.NSQADMIN || { base_path: "", is_admin: true, lookupd: true, interval_ms: 10000 };
+  const BASE = CFG.base_path || "";
+  const REFRESH_MS = 2000;
+  const main = document.getElementById("main");
+  const flashBox = document.getElementById("flash");
+  const liveBadge = document.getElementById("live");
+
+  // ---- helpers -----------------------------------------------------------
+
+  const esc = (v) => String(v == null ? "" : v).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+  const enc = encodeURIComponent;
+  const num = (n) => (n == null ? "" : Number(n).toLocaleString("en-US"));
+  const rate = (r) => (r == null ? "–" : r >= 100 ? Math.round(r).toLocaleString("en-US") : (Math.round(r * 10) / 10).toString());
+  const link = (path, text) => `<a href="${esc(BASE + path)}" data-link>${esc(text)}</a>`;
+  const topicPath = (t) => `/topics/${enc(t)}`;
+  const channelPath = (t, c) => `/topics/${enc(t)}/${enc(c)}`;
+  const nodePath = (n) => `/nodes/${enc(n)}`;
+
+  class ApiError extends Error {}
+
+  async function api(method, path, body) {
+    const opts = { method, headers: { Accept: "application/vnd.nsq; version=1.0" } };
+    if (body !== undefined) {
+      opts.body = JSON.stringify(body);
+      opts.headers["Content-Type"] = "application/json";
+    }
+    const resp = await fetch(BASE + path, opts);
+    let data = null;
+    try { data = await resp.json(); } catch (e) { data = null; }
+    if (!resp.ok) {
+      const msg = data && data.message ? data.message : `${resp.status} ${resp.statusText}`;
+      const err = new ApiError(msg);
+      err.status = resp.status;
+      throw err;
+    }
+    return data || {};
+  }
+
+  function flash(text, isError) {
+    flashBox.innerHTML = `<div class="msg${isError ? " error" : ""}" id="flash-msg">${esc(text)}</div>`;
+  }
+
+  function warningBox(message) {
+    return message ? `<div class="warning" id="warning">${esc(message)}</div>` : "";
+  }
+
+  function ago(ts) {
+    let s = Math.max(0, Math.floor(Date.now() / 1000 - ts));
+    const parts = [];
+    for (const [unit, len] of [["d", 86400], ["h", 3600], ["m", 60]]) {
+      if (s >= len) { parts.push(Math.floor(s / len) + unit); s %= len; }
+    }
+    parts.push(s + "s");
+    return parts.slice(0, 2).join(" ");
+  }
+
+  // Rates between two polls, for rows that have no server-side history
+  // (per node): messages per second since this page last saw the counter.
+  const lastCounts = new Map();
+  function rateOf(key, count) {
+    const now = Date.now();
+    const prev = lastCounts.get(key);
+    lastCounts.set(key, { count, now });
+    if (!prev || now <= prev.now || count < prev.count) return null;
+    return ((count - prev.count) * 1000) / (now - prev.now);
+  }
+
+  // ---- confirmation and actions -----------------------------------------
+
+  const modal = document.getElementById("confirm");
+  let pending = null;
+  function confirmThen(text, run) {
+    document.getElementById("confirm-text").textContent = text;
+    pending = run;
+    modal.hidden = false;
+    document.getElementById("confirm-ok").focus();
+  }
+  document.getElementById("confirm-cancel").addEventListener("click", () => { modal.hidden = true; pending = null; });
+  document.getElementById("confirm-ok").addEventListener("click", async () => {
+    const run = pending;
+    modal.hidden = true;
+    pending = null;
+    if (run) await run();
+  });
+
+  async function act(describe, method, path, body, after) {
+    try {
+      const r = await api(method, path, body);
+      flash(r.message ? `${describe}: ${r.message}` : `${describe}: done`, Boolean(r.message));
+      if (after) after(); else refresh();
+    } catch (e) {
+      flash(`${describe} failed: ${e.message}`, true);
+    }
+  }
+
+  // Buttons carry what they do: data-confirm (question), data-method,
+  // data-path, data-body (JSON), data-describe, data-after (a page path).
+  main.addEventListener("click", (ev) => {
+    const b = ev.target.closest("button[data-path]");
+    if (!b) return;
+    ev.preventDefault();
+    const body = b.dataset.body ? JSON.parse(b.dataset.body) : undefined;
+    const after = b.dataset.after ? () => go(b.dataset.after) : null;
+    confirmThen(b.dataset.confirm, () => act(b.dataset.describe, b.dataset.method, b.dataset.path, body, after));
+  });
+
+  function button(id, label, cls, attrs) {
+    if (!CFG.is_admin) return "";
+    const data = Object.entries(attrs).map(([k, v]) => `data-${k}="${esc(v)}"`).join(" ");
+    return `<button type="button" id="${esc(id)}" class="${cls}" ${data}>${esc(label)}</button>`;
+  }
+
+  function pauseButtons(kind, paused, path, name) {
+    const verb = paused ? "unpause" : "pause";
+    return [
+      button(`btn-${verb}`, paused ? "Unpause" : "Pause", paused ? "" : "warn", {
+        confirm: `${paused ? "Unpause" : "Pause"} ${kind} ${name}?`, method: "POST", path,
+        body: JSON.stringify({ action: verb }), describe: `${verb} ${kind} ${name}`,
+      }),
+      button("btn-empty", "Empty", "warn", {
+        confirm: `Empty ${kind} ${name}? Every queued message is deleted.`, method: "POST", path,
+        body: JSON.stringify({ action: "empty" }), describe: `empty ${kind} ${name}`,
+      }),
+    ].join("");
+  }
+
+  // ---- charts ------------------------------------------------------------
+
+  function chart(title, points, key, unit) {
+    const W = 600, H = 140, L = 44, B = 18, T = 6;
+    const last = points.length ? points[points.length - 1][key] : null;
+    const head = `<div class="title"><span>${esc(title)}</span><span>${last == null ? "no samples yet" : esc(rate(last)) + " " + esc(unit)}</span></div>`;
+    if (points.length < 2) {
+      return `<div class="chart" data-chart="${esc(key)}">${head}<svg viewBox="0 0 ${W} ${H}"><text x="${W / 2}" y="${H / 2}" text-anchor="middle">collecting samples every ${Math.round(CFG.interval_ms / 100) / 10}s…</text></svg></div>`;
+    }
+    const t0 = points[0].ts, t1 = points[points.length - 1].ts;
+    let max = 0;
+    for (const p of points) max = Math.max(max, p[key]);
+    if (max <= 0) max = 1;
+    const x = (t) => L + ((t - t0) / Math.max(1, t1 - t0)) * (W - L - 4);
+    const y = (v) => T + (1 - v / max) * (H - T - B);
+    const line = points.map((p, i) => `${i ? "L" : "M"}${x(p.ts).toFixed(1)},${y(p[key]).toFixed(1)}`).join("");
+    const area = `${line}L${x(t1).toFixed(1)},${H - B}L${L},${H - B}Z`;
+    const mins = Math.round((t1 - t0) / 60000);
+    const span = mins >= 1 ? `${mins} min` : `${Math.round((t1 - t0) / 1000)} s`;
+    return `<div class="chart" data-chart="${esc(key)}">${head}<svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none">
+      <line class="axis" x1="${L}" y1="${H - B}" x2="${W}" y2="${H - B}"/><line class="axis" x1="${L}" y1="${T}" x2="${W}" y2="${T}"/>
+      <text x="${L - 4}" y="${T + 8}" text-anchor="end">${esc(rate(max))}</text><text x="${L - 4}" y="${H - B}" text-anchor="end">0</text>
+      <text x="${L}" y="${H - 4}">-${esc(span)}</text><text x="${W - 4}" y="${H - 4}" text-anchor="end">now</text>
+      <path class="area" d="${area}"/><path class="line" d="${line}"/></svg></div>`;
+  }
+
+  function charts(history) {
+    const pts = history.points || [];
+    return `<div class="charts">${chart("message rate", pts, "rate", "msg/s")}${chart("depth", pts, "depth", "msgs")}${chart("in flight", pts, "in_flight", "msgs")}</div>`;
+  }
+
+  // ---- views ---------------------------------------------------------------
+
+  function healthWarnings(live) {
+    const down = (live.nodes || []).filter((n) => !n.reachable).map((n) => `nsqd ${n.address} unreachable: ${n.error}`);
+    const lk = (live.lookupds || []).filter((n) => !n.reachable).map((n) => `nsqlookupd ${n.address} unreachable: ${n.error}`);
+    const all = down.concat(lk);
+    return all.length ? `<div class="warning" id="unreachable">${all.map(esc).join("\n")}</div>` : "";
+  }
+
+  async function viewTopics() {
+    const [topics, live] = await Promise.all([api("GET", "/api/topics"), api("GET", "/api/live").catch(() => ({}))]);
+    const byName = new Map((live.topics || []).map((t) => [t.topic_name, t]));
+    const rows = (topics.topics || []).map((name) => {
+      const t = byName.get(name);
+      return `<tr data-topic="${esc(name)}"><td>${link(topicPath(name), name)}</td>
+        <td>${t ? num(t.depth) : "…"}</td><td>${t ? num(t.channel_depth) : "…"}</td><td>${t ? num(t.in_flight_count) : "…"}</td>
+        <td>${t ? rate(t.rate) : "…"}</td><td>${t ? num(t.message_count) : "…"}</td><td>${t ? num(t.channel_count) : "…"}</td></tr>`;
+    }).join("");
+    return `<h1>Topics</h1>${warningBox(topics.message)}${healthWarnings(live)}
+      <table id="topics"><thead><tr><th>Topic</th><th>Topic depth</th><th>Channel depth</th><th>In flight</th><th>Rate (msg/s)</th><th>Messages</th><th>Channels</th></tr></thead>
+      <tbody>${rows || `<tr><td colspan="7" class="muted">No topics.</td></tr>`}</tbody></table>
+      <p class="muted">Figures from the last sample (every ${Math.round(CFG.interval_ms / 100) / 10}s); rate over the last interval.</p>`;
+  }
+
+  function inFlight(t) { return (t.channels || []).reduce((s, c) => s + c.in_flight_count, 0); }
+  function deferred(t) { return (t.channels || []).reduce((s, c) => s + c.deferred_count, 0); }
+  function conns(t) { return (t.channels || []).reduce((s, c) => s + c.client_count, 0); }
+
+  async function viewTopic(topic) {
+    const [t, hist] = await Promise.all([api("GET", `/api/topics/${enc(topic)}`), api("GET", `/api/history/topics/${enc(topic)}`)]);
+    const path = `/api/topics/${enc(topic)}`;
+    const row = (n, label, key) => `<tr${key === "total" ? ' class="total"' : ""}><td>${label}</td><td>${num(n.depth)}</td><td>${num(n.memory_depth)} + ${num(n.backend_depth)}</td>
+      <td>${num(inFlight(n))}</td><td>${num(deferred(n))}</td><td>${num(n.message_count)}</td><td>${rate(rateOf("t:" + topic + ":" + key, n.message_count))}</td><td>${num(conns(n))}</td></tr>`;
+    const nodes = (t.nodes || []).map((n) => row(n, link(nodePath(n.node), n.hostname ? `${n.hostname} (${n.node})` : n.node) + (n.paused ? '<span class="badge paused">paused</span>' : ""), n.node)).join("");
+    const channels = (t.channels || []).map((c) => `<tr data-channel="${esc(c.channel_name)}"><td>${link(channelPath(topic, c.channel_name), c.channel_name)}${c.paused ? '<span class="badge paused">paused</span>' : ""}</td>
+      <td>${num(c.depth)}</td><td>${num(c.memory_depth)} + ${num(c.backend_depth)}</td><td>${num(c.in_flight_count)}</td><td>${num(c.deferred_count)}</td>
+      <td>${num(c.requeue_count)}</td><td>${num(c.timeout_count)}</td><td>${num(c.message_count)}</td><td>${rate(rateOf("c:" + topic + ":" + c.channel_name, c.message_count))}</td><td>${num(c.client_count)}</td></tr>`).join("");
+    return `<h1>Topic <span id="topic-name">${esc(topic)}</span>${t.paused ? '<span class="badge paused" id="paused">paused</span>' : ""}</h1>
+      ${warningBox(t.message)}
+      <div class="actions">${pauseButtons("topic", t.paused, path, topic)}${button("btn-delete", "Delete topic", "danger", {
+        confirm: `Delete topic ${topic} and all its channels on every node?`, method: "DELETE", path, describe: `delete topic ${topic}`, after: "/" })}</div>
+      ${charts(hist)}
+      <h2>Per node</h2>
+      <table id="nodes"><thead><tr><th>Node</th><th>Depth</th><th>Memory + disk</th><th>In flight</th><th>Deferred</th><th>Messages</th><th>Rate</th><th>Connections</th></tr></thead>
+      <tbody>${nodes}${row(t, "Total", "total")}</tbody></table>
+      <h2>Channels</h2>
+      <table id="channels"><thead><tr><th>Channel</th><th>Depth</th><th>Memory + disk</th><th>In flight</th><th>Deferred</th><th>Requeued</th><th>Timed out</th><th>Messages</th><th>Rate</th><th>Connections</th></tr></thead>
+      <tbody>${channels || `<tr><td colspan="10" class="muted">No channels.</td></tr>`}</tbody></table>`;
+  }
+
+  async function viewChannel(topic, channel) {
+    const [c, hist] = await Promise.all([api("GET", `/api/topics/${enc(topic)}/${enc(channel)}`), api("GET", `/api/history/topics/${enc(topic)}/${enc(channel)}`)]);
+    const path = `/api/topics/${enc(topic)}/${enc(channel)}`;
+    const row = (n, label, key) => `<tr${key === "total" ? ' class="total"' : ""}><td>${label}</td><td>${num(n.depth)}</td><td>${num(n.memory_depth)} + ${num(n.backend_depth)}</td>
+      <td>${num(n.in_flight_count)}</td><td>${num(n.deferred_count)}</td><td>${num(n.requeue_count)}</td><td>${num(n.timeout_count)}</td><td>${num(n.message_count)}</td>
+      <td>${rate(rateOf("c:" + topic + ":" + channel + ":" + key, n.message_count))}</td><td>${num(n.client_count)}</td></tr>`;
+    const nodes = (c.nodes || []).map((n) => row(n, link(nodePath(n.node), n.hostname ? `${n.hostname} (${n.node})` : n.node) + (n.paused ? '<span class="badge paused">paused</span>' : ""), n.node)).join("");
+    const clients = (c.clients || []).map((cl) => {
+      const feats = [cl.tls ? `TLS ${cl.tls_version}` : "", cl.snappy ? "snappy" : "", cl.deflate ? "deflate" : "", cl.sample_rate ? `sampled ${cl.sample_rate}%` : "", cl.authed ? `authed ${cl.auth_identity}` : ""].filter(Boolean).join(", ");
+      return `<tr><td>${esc(cl.hostname)}<div class="muted">${esc(cl.remote_address)} via ${link(nodePath(cl.node), cl.node)}</div></td><td class="text">${esc(cl.client_id)}</td>
+        <td class="text">${esc(cl.user_agent || "")}</td><td class="text">${esc(cl.version)}</td><td class="text">${esc(feats || "–")}</td>
+        <td>${num(cl.ready_count)}</td><td>${num(cl.in_flight_count)}</td><td>${num(cl.finish_count)}</td><td>${num(cl.requeue_count)}</td><td>${num(cl.message_count)}</td>
+        <td title="${esc(new Date(cl.connect_ts * 1000).toISOString())}">${esc(new Date(cl.connect_ts * 1000).toLocaleString())}<div class="muted">${esc(ago(cl.connect_ts))}</div></td></tr>`;
+    }).join("");
+    return `<h1>${link(topicPath(topic), topic)} / <span id="channel-name">${esc(channel)}</span>${c.paused ? '<span class="badge paused" id="paused">paused</span>' : ""}</h1>
+      ${warningBox(c.message)}
+      <div class="actions">${pauseButtons("channel", c.paused, path, channel)}${button("btn-delete", "Delete channel", "danger", {
+        confirm: `Delete channel ${channel} of ${topic} on every node?`, method: "DELETE", path, describe: `delete channel ${channel}`, after: topicPath(topic) })}</div>
+      ${charts(hist)}
+      <h2>Per node</h2>
+      <table id="nodes"><thead><tr><th>Node</th><th>Depth</th><th>Memory + disk</th><th>In flight</th><th>Deferred</th><th>Requeued</th><th>Timed out</th><th>Messages</th><th>Rate</th><th>Connections</th></tr></thead>
+      <tbody>${nodes}${row(c, "Total", "total")}</tbody></table>
+      <h2>Clients</h2>
+      <table id="clients"><thead><tr><th>Host</th><th class="text">Client ID</th><th class="text">User agent</th><th class="text">Protocol</th><th class="text">TLS / compression</th>
+        <th>RDY</th><th>In flight</th><th>Finished</th><th>Requeued</th><th>Messages</th><th>Connected</th></tr></thead>
+      <tbody>${clients || `<tr><td colspan="11" class="muted">No clients.</td></tr>`}</tbody></table>`;
+  }
+
+  async function viewNodes() {
+    const [r, live] = await Promise.all([api("GET", "/api/nodes"), api("GET", "/api/live").catch(() => ({}))]);
+    const health = new Map((live.nodes || []).map((h) => [h.address, h]));
+    const rows = (r.nodes || []).map((n) => {
+      const addr = `${n.broadcast_address}:${n.http_port}`;
+      const h = health.get(addr);
+      const status = !h ? '<span class="badge">checking</span>' : h.reachable ? '<span class="badge ok">up</span>' : `<span class="badge bad" title="${esc(h.error)}">unreachable</span>`;
+      return `<tr data-node="${esc(addr)}"><td>${link(nodePath(addr), n.hostname || addr)}</td><td class="text">${esc(n.broadcast_address)}</td><td>${n.tcp_port}</td><td>${n.http_port}</td>
+        <td class="text">${esc(n.version)}${n.out_of_date ? '<span class="badge bad">out of date</span>' : ""}</td><td>${num((n.topics || []).length)}</td>
+        <td class="text">${esc((n.remote_addresses || []).join(", "))}</td><td class="text">${status}</td></tr>`;
+    }).join("");
+    return `<h1>Nodes</h1>${warningBox(r.message)}${healthWarnings(live)}
+      <table id="nodes"><thead><tr><th>Hostname</th><th class="text">Broadcast address</th><th>TCP port</th><th>HTTP port</th><th class="text">Version</th><th>Topics</th><th class="text">Lookupd connections</th><th class="text">Status</th></tr></thead>
+      <tbody>${rows || `<tr><td colspan="8" class="muted">No nodes.</td></tr>`}</tbody></table>`;
+  }
+
+  async function viewNode(node) {
+    const r = await api("GET", `/api/nodes/${enc(node)}`);
+    const rows = (r.topics || []).map((t) => {
+      const tomb = CFG.lookupd ? button(`btn-tombstone-${t.topic_name}`, "Tombstone", "warn", {
+        confirm: `Tombstone topic ${t.topic_name} on ${node}? Lookupd stops listing this node for it and the node deletes it.`,
+        method: "DELETE", path: `/api/nodes/${enc(node)}`, body: JSON.stringify({ topic: t.topic_name }), describe: `tombstone ${t.topic_name} on ${node}` }) : "";
+      const chans = (t.channels || []).map((c) => `<tr class="sub"><td>&nbsp;&nbsp;↳ ${link(channelPath(t.topic_name, c.channel_name), c.channel_name)}${c.paused ? '<span class="badge paused">paused</span>' : ""}</td>
+        <td>${num(c.depth)}</td><td>${num(c.memory_depth)} + ${num(c.backend_depth)}</td><td>${num(c.in_flight_count)}</td><td>${num(c.deferred_count)}</td><td>${num(c.message_count)}</td><td>${num((c.clients || []).length)}</td><td></td></tr>`).join("");
+      return `<tr data-topic="${esc(t.topic_name)}"><td>${link(topicPath(t.topic_name), t.topic_name)}${t.paused ? '<span class="badge paused">paused</span>' : ""}</td><td>${num(t.depth)}</td><td>${num(t.memory_depth)} + ${num(t.backend_depth)}</td>
+        <td>${num(inFlight(t))}</td><td>${num(deferred(t))}</td><td>${num(t.message_count)}</td><td>${num(conns(t))}</td><td>${tomb}</td></tr>${chans}`;
+    }).join("");
+    return `<h1>Node <span id="node-name">${esc(node)}</span></h1>${warningBox(r.message)}
+      <p>${num(r.total_messages)} messages, ${num(r.total_clients)} clients, ${num((r.topics || []).length)} topics.</p>
+      <table id="topics"><thead><tr><th>Topic / channel</th><th>Depth</th><th>Memory + disk</th><th>In flight</th><th>Deferred</th><th>Messages</th><th>Connections</th><th></th></tr></thead>
+      <tbody>${rows || `<tr><td colspan="8" class="muted">No topics.</td></tr>`}</tbody></table>`;
+  }
+
+  async function viewLookup() {
+    const r = CFG.lookupd ? await api("GET", "/api/topics?inactive=true") : { topics: {}, message: "" };
+    const rows = Object.entries(r.topics || {}).map(([t, chans]) => `<tr><td>${esc(t)}</td><td class="text">${(chans || []).map((c) =>
+      `${esc(c)} ${button(`btn-delete-${t}-${c}`, "Delete", "", { confirm: `Delete channel ${c} of ${t} from lookupd?`, method: "DELETE", path: `/api/topics/${enc(t)}/${enc(c)}`, describe: `delete channel ${c}` })}`).join(" ")}</td>
+      <td>${button(`btn-delete-${t}`, "Delete topic", "danger", { confirm: `Delete topic ${t} from lookupd?`, method: "DELETE", path: `/api/topics/${enc(t)}`, describe: `delete topic ${t}` })}</td></tr>`).join("");
+    const form = CFG.is_admin ? `<h2>Create a topic or channel</h2><form class="create" id="create-form"><input name="topic" placeholder="topic" required>
+      <input name="channel" placeholder="channel (optional)"><button type="submit">Create</button></form>` : "";
+    return `<h1>Lookup</h1>${warningBox(r.message)}
+      ${CFG.lookupd ? `<p class="muted">Topics lookupd knows that no nsqd produces.</p><table id="inactive"><thead><tr><th>Topic</th><th class="text">Channels</th><th></th></tr></thead>
+      <tbody>${rows || `<tr><td colspan="3" class="muted">None.</td></tr>`}</tbody></table>` : `<p class="muted">No lookupd configured (--nsqd-http-address mode).</p>`}${form}`;
+  }
+
+  main.addEventListener("submit", (ev) => {
+    if (ev.target.id !== "create-form") return;
+    ev.preventDefault();
+    const f = new FormData(ev.target);
+    const topic = String(f.get("topic") || "").trim(), channel = String(f.get("channel") || "").trim();
+    const what = channel ? `channel ${channel} of topic ${topic}` : `topic ${topic}`;
+    confirmThen(`Create ${what}?`, () => act(`create ${what}`, "POST", "/api/topics", { topic, channel }));
+  });
+
+  let counterLast = null;
+  async function viewCounter() {
+    const r = await api("GET", "/api/counter");
+    const total = Object.values(r.stats || {}).reduce((s, v) => s + v.message_count, 0);
+    const now = Date.now();
+    let perSec = null;
+    if (counterLast && now > counterLast.now && total >= counterLast.total) perSec = ((total - counterLast.total) * 1000) / (now - counterLast.now);
+    counterLast = { total, now };
+    return `<h1>Messages processed</h1>${warningBox(r.message)}<div class="counter" id="counter">${num(total)}</div>
+      <p class="muted">${perSec == null ? "measuring…" : rate(perSec) + " msg/s"} · summed over every channel of every node</p>`;
+  }
+
+  // ---- routing and refresh ---------------------------------------------------
+
+  function current() {
+    let p = location.pathname;
+    if (BASE && p.startsWith(BASE)) p = p.slice(BASE.length);
+    const s = p.split("/").filter(Boolean).map(decodeURIComponent);
+    if (s.length === 0 || (s[0] === "topics" && s.length === 1)) return viewTopics;
+    if (s[0] === "topics" && s.length === 2) return () => viewTopic(s[1]);
+    if (s[0] === "topics" && s.length === 3) return () => viewChannel(s[1], s[2]);
+    if (s[0] === "nodes" && s.length === 1) return viewNodes;
+    if (s[0] === "nodes" && s.length === 2) return () => viewNode(s[1]);
+    if (s[0] === "lookup") return viewLookup;
+    if (s[0] === "counter") return viewCounter;
+    return async () => "<h1>Not found</h1>";
+  }
+
+  let generation = 0;
+  let busy = false;
+  async function refresh() {
+    // Keep the page still while a question is open, or a form is being typed in.
+    if (!modal.hidden || busy) return;
+    const active = document.activeElement;
+    if (active && active.closest && active.closest("form") && main.contains(active)) return;
+    busy = true;
+    const mine = generation;
+    try {
+      const html = await current()();
+      if (mine === generation) main.innerHTML = html;
+      liveBadge.className = "";
+      liveBadge.textContent = "live · " + new Date().toLocaleTimeString();
+    } catch (e) {
+      const explain = { TOPIC_NOT_FOUND: "No nsqd has this topic (any more).", CHANNEL_NOT_FOUND: "No nsqd has this channel (any more).", NODE_NOT_FOUND: "No such node is known to the cluster." }[e.message];
+      if (mine === generation) main.innerHTML = `<h1>Error</h1><div class="warning" id="error">${esc(explain ? `${explain} (${e.message})` : e.message)}</div>`;
+      liveBadge.className = "stale";
+      liveBadge.textContent = "error";
+    } finally {
+      busy = false;
+    }
+  }
+
+  function go(path) {
+    history.pushState(null, "", BASE + path);
+    generation++;
+    lastCounts.clear();
+    flashBox.innerHTML = "";
+    busy = false;
+    refresh();
+  }
+
+  document.addEventListener("click", (ev) => {
+    const a = ev.target.closest("a[data-link]");
+    if (!a || ev.ctrlKey || ev.metaKey || ev.shiftKey) return;
+    ev.preventDefault();
+    const url = new URL(a.href);
+    go(url.pathname.slice(BASE.length) || "/");
+  });
+  window.addEventListener("popstate", () => { generation++; lastCounts.clear(); refresh(); });
+
+  refresh();
+  setInterval(refresh, REFRESH_MS);
+})();

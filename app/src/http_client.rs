@@ -1,0 +1,121 @@
+//! Outgoing HTTP to other NSQ daemons (nsqd's lookupd queries, nsqadmin's
+//! fan-out to every lookupd and nsqd), with upstream's connect and request
+//! timeouts and its `Accept: application/vnd.nsq; version=1.0` header.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// The media type NSQ daemons answer in their V1 (bare JSON) shape.
+pub const ACCEPT_V1: &str = "application/vnd.nsq; version=1.0";
+
+/// A shared client; cheap to clone.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpClient {
+    pub fn new(connect_timeout: Duration, request_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        HttpClient {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            request_timeout,
+        }
+    }
+
+    /// GET `url` and return the status and body.
+    pub async fn get(&self, url: &str) -> Result<(u16, Bytes), String> {
+        self.request(Method::GET, url, None, Bytes::new()).await
+    }
+
+    /// Send `body` (typed `content_type` when given) to `url` with `method`
+    /// and return the status and body. Errors (connect, timeout) name the
+    /// method and URL, so callers can pass them on to a user as they are.
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<(u16, Bytes), String> {
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(url)
+            .header("Accept", ACCEPT_V1);
+        if let Some(ct) = content_type {
+            req = req.header("Content-Type", ct);
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| format!("bad request {method} {url}: {e}"))?;
+        let fut = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| format!("{method} {url}: {}", error_chain(&e)))?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("{method} {url}: {e}"))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(self.request_timeout, fut)
+            .await
+            .map_err(|_| format!("{method} {url}: timed out"))?
+    }
+}
+
+/// hyper-util's error says only "client error (Connect)"; the cause (e.g.
+/// "Connection refused") is what a user needs to see.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn refused_connection_names_the_cause() {
+        // Bind then drop a listener to get a port nothing listens on.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let c = HttpClient::new(Duration::from_secs(2), Duration::from_secs(5));
+        let err = c
+            .get(&format!("http://127.0.0.1:{port}/ping"))
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("GET http://127.0.0.1:"), "{err}");
+        assert!(err.to_lowercase().contains("refused"), "{err}");
+    }
+}

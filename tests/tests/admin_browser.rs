@@ -1,0 +1,226 @@
+//! nsqadmin in a real headless Chromium, driven over WebDriver (chromedriver
+//! with fantoccini): the overview lists a topic this test created, its
+//! channel page shows the consumer, the pause button asks for confirmation
+//! and then pauses the channel on nsqd, and the page updates itself.
+//! Screenshots go to `target/test-artifacts/`.
+//!
+//! Chromium and chromedriver come from Debian (`scripts/test-deps/chromium.sh`,
+//! run by `scripts/test.sh`); without them this test fails and says so.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use nsq_tests::admin::{AdminCluster, SETTLE};
+use nsq_tests::{target_dir, wait_until, within_for, WAIT_POLL_INTERVAL};
+use serde_json::json;
+
+const INSTALL: &str = "scripts/test-deps/chromium.sh";
+
+/// The whole browser test may take this long: Chromium's first start on a
+/// loaded machine is slow.
+const BROWSER_TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `name` on PATH or in /usr/bin, else a failure naming the install script.
+fn find_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed: run {INSTALL} (as root) or scripts/test.sh")
+        })
+}
+
+/// chromedriver on an ephemeral loopback port; killed on drop.
+struct Chromedriver {
+    child: Child,
+    port: u16,
+}
+
+impl Chromedriver {
+    fn start() -> Chromedriver {
+        let mut child = Command::new(find_tool("chromedriver"))
+            .args(["--port=0", "--allowed-ips=127.0.0.1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start chromedriver ({INSTALL}): {e}"));
+        // It prints "... started successfully on port N." once it listens.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                    let port = rest.trim_end_matches('.').trim().parse::<u16>();
+                    let _ = tx.send(port.ok());
+                }
+            }
+        });
+        match rx.recv_timeout(SETTLE) {
+            Ok(Some(port)) => Chromedriver { child, port },
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("chromedriver did not announce its port: {other:?}")
+            }
+        }
+    }
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A headless Chromium session with a fresh profile and no outside network.
+async fn browser(driver: &Chromedriver, profile: &Path) -> Client {
+    let chromium = find_tool("chromium");
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                format!("--user-data-dir={}", profile.display()),
+                "--window-size=1400,1100",
+            ],
+        },
+    });
+    let serde_json::Value::Object(caps) = caps else {
+        unreachable!("a JSON object")
+    };
+    ClientBuilder::new(HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .unwrap_or_else(|e| panic!("cannot start a Chromium session ({INSTALL}): {e}"))
+}
+
+/// The element `sel` once the page has it (pages draw after their data
+/// arrives), or a failure with every daemon's logs.
+async fn wait_for(b: &Client, c: &AdminCluster, sel: &str) -> Element {
+    b.wait()
+        .at_most(SETTLE)
+        .for_element(Locator::Css(sel))
+        .await
+        .unwrap_or_else(|e| c.fail(&format!("no {sel} on the page: {e}")))
+}
+
+fn save_screenshot(name: &str, png: &[u8]) -> PathBuf {
+    let dir = target_dir().join("test-artifacts");
+    std::fs::create_dir_all(&dir).expect("create target/test-artifacts");
+    let path = dir.join(name);
+    std::fs::write(&path, png).expect("write screenshot");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_a_channel_from_the_dashboard() {
+    within_for(BROWSER_TEST_TIMEOUT, async {
+        let c = AdminCluster::start(&["--history-interval=200ms"]);
+        c.nsqd_topic_channel("browser_topic", "web").await;
+        let mut producer = c.nsqd.connect().await;
+        for i in 0..7 {
+            producer.publish("browser_topic", format!("m{i}").as_bytes()).await;
+        }
+        let mut consumer = c.nsqd.connect().await;
+        consumer
+            .identify_ok(json!({"client_id": "browser-consumer", "hostname": "consumer-host", "user_agent": "e2e/1.0"}))
+            .await;
+        consumer.sub("browser_topic", "web").await;
+        consumer.rdy(1).await;
+        consumer.read_message().await;
+
+        let driver = Chromedriver::start();
+        let profile = tempfile::Builder::new()
+            .prefix("nsqadmin-chromium-")
+            .tempdir()
+            .expect("profile dir");
+        let b = browser(&driver, profile.path()).await;
+        let base = format!("http://{}", c.admin.http_addr());
+        let css = |s: &'static str| Locator::Css(s);
+        // The overview lists the topic, with figures from the sampler.
+        b.goto(&format!("{base}/")).await.expect("open the overview");
+        let row = wait_for(&b, &c, r#"#topics tr[data-topic="browser_topic"]"#).await;
+        assert!(row.text().await.unwrap().contains("browser_topic"));
+        save_screenshot("nsqadmin-overview.png", &b.screenshot().await.unwrap());
+
+        // Topic page, then the channel page, by following links.
+        row.find(css("a")).await.unwrap().click().await.unwrap();
+        let name = wait_for(&b, &c, "#topic-name").await;
+        assert_eq!(name.text().await.unwrap(), "browser_topic");
+        let chan = wait_for(&b, &c, r#"#channels tr[data-channel="web"] a"#).await;
+        chan.click().await.unwrap();
+        let name = wait_for(&b, &c, "#channel-name").await;
+        assert_eq!(name.text().await.unwrap(), "web");
+        let clients = wait_for(&b, &c, "#clients").await;
+        let text = clients.text().await.unwrap();
+        assert!(text.contains("consumer-host") && text.contains("e2e/1.0"), "{text}");
+        // The charts fill in from the server's samples.
+        wait_for(&b, &c, ".chart path.line").await;
+
+        // Pause, through the button and its confirmation.
+        assert!(c.nsqd_channel("browser_topic", "web").unwrap()["paused"] == false);
+        wait_for(&b, &c, "#btn-pause").await.click().await.unwrap();
+        let dialog = wait_for(&b, &c, "#confirm").await;
+        assert!(dialog.is_displayed().await.unwrap(), "the confirmation is shown");
+        let question = b.find(css("#confirm-text")).await.unwrap().text().await.unwrap();
+        assert_eq!(question, "Pause channel web?");
+        // Nothing happens before the confirmation.
+        assert!(c.nsqd_channel("browser_topic", "web").unwrap()["paused"] == false);
+        b.find(css("#confirm-ok")).await.unwrap().click().await.unwrap();
+        if let Err(e) = wait_until(SETTLE, "nsqd reports the channel paused", || {
+            match c.nsqd_channel("browser_topic", "web") {
+                Some(ch) if ch["paused"] == true => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await
+        {
+            c.fail(&e);
+        }
+        let flash = wait_for(&b, &c, "#flash-msg").await;
+        assert_eq!(flash.text().await.unwrap(), "pause channel web: done");
+        // The page redraws itself: the badge appears and the button flips.
+        wait_for(&b, &c, "#paused").await;
+        wait_for(&b, &c, "#btn-unpause").await;
+
+        // Live: new messages show up without a reload.
+        for i in 0..5 {
+            producer.publish("browser_topic", format!("n{i}").as_bytes()).await;
+        }
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            let total = b.find(css("#nodes tr.total")).await;
+            let text = match total {
+                Ok(row) => row.text().await.unwrap_or_default(),
+                Err(e) => format!("no total row: {e}"),
+            };
+            // Messages column: 12 have entered the channel.
+            if text.split_whitespace().any(|w| w == "12") {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                c.fail(&format!("the channel page never showed 12 messages: {text}"));
+            }
+            tokio::time::sleep(WAIT_POLL_INTERVAL).await;
+        }
+        let shot = save_screenshot("nsqadmin-channel-paused.png", &b.screenshot().await.unwrap());
+        assert!(std::fs::metadata(&shot).unwrap().len() > 1000, "{shot:?}");
+        b.close().await.expect("close the browser session");
+    })
+    .await;
+}
