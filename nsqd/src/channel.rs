@@ -18,6 +18,11 @@ use crate::client::Client;
 use crate::disk_io::{DiskDamage, DiskSink, QueueHandle, WriteBatch};
 use crate::message::{unix_nanos, Message};
 
+mod dead_letter;
+pub use dead_letter::{
+    default_topic as default_dead_letter_topic, ChannelOptions, DeadLetterStats,
+};
+
 /// Records read from disk at a time.
 const READ_AHEAD: usize = 1024;
 /// Read ahead while fewer than this many messages wait in memory: one batch
@@ -162,6 +167,11 @@ struct ChannelState {
     message_count: u64,
     requeue_count: u64,
     timeout_count: u64,
+    /// Max attempts and dead-letter topic (see `dead_letter.rs`).
+    options: ChannelOptions,
+    /// Exhausted messages waiting to be published to the dead-letter topic.
+    dead: Vec<Message>,
+    dead_count: u64,
 }
 
 /// One channel of a topic. All mutable state sits behind one short std Mutex:
@@ -174,6 +184,8 @@ pub struct Channel {
     limits: ChannelLimits,
     state: Mutex<ChannelState>,
     deleted: AtomicBool,
+    /// Set when `dead` has messages, so nsqd checks without the lock.
+    has_dead: AtomicBool,
     /// End-to-end latency of FINished messages (see `e2e.rs`).
     pub(crate) e2e: Option<crate::e2e::E2eStream>,
     /// The disk queue that takes what memory cannot; `None` for ephemeral
@@ -204,6 +216,7 @@ impl Channel {
             limits,
             state: Mutex::new(ChannelState::default()),
             deleted: AtomicBool::new(false),
+            has_dead: AtomicBool::new(false),
             e2e: limits.e2e_window.map(crate::e2e::E2eStream::new),
             disk,
             me: me.clone(),
@@ -441,6 +454,9 @@ impl Channel {
         let mut st = self.lock();
         let msg = take_in_flight(&mut st, client_id, id)?;
         st.requeue_count += 1;
+        let Some(msg) = self.retry_or_bury(&mut st, msg) else {
+            return Ok(());
+        };
         if delay.is_zero() {
             st.queue.push_back(msg);
             wake_waiters(&mut st);
@@ -491,6 +507,7 @@ impl Channel {
         let st = &mut *st;
         let mut next: Option<Instant> = None;
         let mut released = false;
+        let mut timed_out = Vec::new();
         for slot in st.clients.values_mut() {
             let mut expired = 0u64;
             while let Some(&(deadline, id, generation)) = slot.order.front() {
@@ -508,7 +525,7 @@ impl Channel {
                 }
                 slot.order.pop_front();
                 if let Some(f) = st.in_flight.remove(&id) {
-                    st.queue.push_back(f.msg);
+                    timed_out.push(f.msg);
                     st.timeout_count += 1;
                     expired += 1;
                 }
@@ -518,6 +535,11 @@ impl Channel {
                 slot.client.sub_in_flight(expired);
                 slot.client.wake.notify_one();
                 released = true;
+            }
+        }
+        for msg in timed_out {
+            if let Some(msg) = self.retry_or_bury(st, msg) {
+                st.queue.push_back(msg);
             }
         }
         while let Some(d) = st.deferred.peek() {

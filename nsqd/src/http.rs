@@ -78,6 +78,8 @@ enum Route {
     ChannelEmpty,
     ChannelPause,
     ChannelUnpause,
+    /// Ours: server-side max attempts and the dead-letter topic.
+    ChannelMaxAttempts,
     /// `/config/:opt`; the option is read from the path by the handler.
     Config,
 }
@@ -103,6 +105,7 @@ fn route(path: &str) -> Option<(Route, &'static [Method])> {
         "/channel/empty" => (Route::ChannelEmpty, POST),
         "/channel/pause" => (Route::ChannelPause, POST),
         "/channel/unpause" => (Route::ChannelUnpause, POST),
+        "/channel/max_attempts" => (Route::ChannelMaxAttempts, POST),
         // httprouter's `:opt` matches one non-empty path segment.
         p if config_option(p).is_some() => (Route::Config, GET_PUT),
         _ => return None,
@@ -170,6 +173,7 @@ async fn handle(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> HttpResponse {
         Route::ChannelEmpty => admin::empty_channel(nsqd, &req),
         Route::ChannelPause => admin::pause_channel(nsqd, &req, true),
         Route::ChannelUnpause => admin::pause_channel(nsqd, &req, false),
+        Route::ChannelMaxAttempts => admin::channel_max_attempts(nsqd, &req),
         Route::Config => {
             let opt = config_option(req.uri().path())
                 .unwrap_or_default()

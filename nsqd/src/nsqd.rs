@@ -271,9 +271,14 @@ impl Nsqd {
                     .channels()
                     .into_iter()
                     .filter(|c| !c.is_ephemeral())
-                    .map(|c| ChannelMeta {
-                        name: c.name.to_string(),
-                        paused: c.is_paused(),
+                    .map(|c| {
+                        let o = c.options();
+                        ChannelMeta {
+                            name: c.name.to_string(),
+                            paused: c.is_paused(),
+                            max_attempts: o.max_attempts,
+                            dead_letter_topic: o.dead_letter_topic.map(|t| t.to_string()),
+                        }
                     })
                     .collect();
                 TopicMeta {
@@ -319,6 +324,10 @@ impl Nsqd {
                 if cm.paused {
                     c.pause();
                 }
+                c.set_options(crate::channel::ChannelOptions {
+                    max_attempts: cm.max_attempts,
+                    dead_letter_topic: cm.dead_letter_topic.as_ref().and_then(|t| t.parse().ok()),
+                });
             }
             if tm.paused {
                 topic.pause();
@@ -539,12 +548,32 @@ impl Nsqd {
 
     /// Requeue timed-out messages and release due deferred ones, for every
     /// channel. One pass costs a lock per channel.
-    pub(crate) fn scan_queues(&self) {
+    pub(crate) fn scan_queues(self: &Arc<Self>) {
         let now = Instant::now();
         for topic in self.topics_snapshot() {
             for channel in topic.channels() {
                 channel.process_timers(now);
+                self.publish_dead_letters(&channel);
             }
+        }
+    }
+
+    /// Publish what `channel` set aside as exhausted to its dead-letter
+    /// topic (created if missing). Called after REQ and after the timer
+    /// scan, outside the channel's lock. The body is kept as is, so a dead
+    /// letter can be published back to the job or topic unchanged.
+    pub(crate) fn publish_dead_letters(self: &Arc<Self>, channel: &Channel) {
+        let dead = channel.take_dead();
+        if dead.is_empty() {
+            return;
+        }
+        let name = channel.dead_letter_topic();
+        warn!(topic = %channel.topic_name, channel = %channel.name, dead_letter_topic = %name, count = dead.len(), "max attempts reached, moving messages to the dead-letter topic");
+        let topic = self.get_topic(&name);
+        // The disk write (if any) completes on its own; the messages were
+        // already out of the channel, so there is nobody to refuse.
+        if let Err(e) = topic.put(dead.into_iter().map(|m| m.body).collect(), None) {
+            error!(topic = %name, "dead letters lost - {e}");
         }
     }
 }
