@@ -19,9 +19,11 @@ use crate::disk_io::{DiskDamage, DiskSink, QueueHandle, WriteBatch};
 use crate::message::{unix_nanos, Message};
 
 mod dead_letter;
+mod jobs;
 pub use dead_letter::{
     default_topic as default_dead_letter_topic, ChannelOptions, DeadLetterStats,
 };
+pub use jobs::{FireStatus, JobLimits, JobStatus, JobWorker, ShardStatus, WorkerStatus};
 
 /// Records read from disk at a time.
 const READ_AHEAD: usize = 1024;
@@ -85,6 +87,8 @@ pub struct ChannelLimits {
     /// `--e2e-processing-latency-window-time`, when percentiles are
     /// configured; `None` keeps no latency stream.
     pub e2e_window: Option<Duration>,
+    /// Settle window of job channels (see `jobs.rs`).
+    pub jobs: JobLimits,
 }
 
 struct InFlight {
@@ -172,6 +176,8 @@ struct ChannelState {
     /// Exhausted messages waiting to be published to the dead-letter topic.
     dead: Vec<Message>,
     dead_count: u64,
+    /// Set once shards or a job worker arrive (see `jobs.rs`).
+    job: Option<Box<jobs::JobState>>,
 }
 
 /// One channel of a topic. All mutable state sits behind one short std Mutex:
@@ -261,6 +267,7 @@ impl Channel {
     pub fn put(&self, msgs: &[Message]) -> Option<DiskWrite> {
         let mut st = self.lock();
         st.message_count += msgs.len() as u64;
+        jobs::on_put(&mut st, self.limits.jobs, msgs);
         let room = match &self.disk {
             Some(_) if st.to_disk + st.on_disk > 0 => 0,
             _ => self.limits.mem_queue_size.saturating_sub(st.queue.len()),
@@ -326,11 +333,12 @@ impl Channel {
         st.clients.insert(
             client.id,
             ClientSlot {
-                client,
+                client: client.clone(),
                 order: VecDeque::new(),
                 live: 0,
             },
         );
+        jobs::on_join(&mut st, self.limits.jobs, &client);
         Ok(())
     }
 
@@ -355,6 +363,7 @@ impl Channel {
                 st.queue.push_front(msg);
             }
             slot.client.reset_in_flight();
+            jobs::on_leave(&mut st, client_id);
             st.waiters.retain(|w| w.id != client_id);
             wake_waiters(&mut st);
         }
@@ -395,6 +404,9 @@ impl Channel {
         let st = &mut *st;
         if st.paused || max == 0 {
             return 0;
+        }
+        if st.job.is_some() && jobs::diverts(st, client, now) {
+            return self.take_job(st, client, max, msg_timeout, now, out);
         }
         let Some(slot) = st.clients.get_mut(&client.id) else {
             return 0;
@@ -438,7 +450,13 @@ impl Channel {
 
     /// FIN: the client is done with the message.
     pub fn finish(&self, client_id: u64, id: u64) -> Result<(), InFlightError> {
-        let msg = take_in_flight(&mut self.lock(), client_id, id)?;
+        let mut st = self.lock();
+        let msg = take_in_flight(&mut st, client_id, id)?;
+        if st.job.is_some() {
+            let client = st.clients.get(&client_id).map(|s| s.client.clone());
+            jobs::on_done(&mut st, &msg, client.as_ref());
+        }
+        drop(st);
         self.record_e2e(&msg);
         Ok(())
     }
@@ -525,7 +543,7 @@ impl Channel {
                 }
                 slot.order.pop_front();
                 if let Some(f) = st.in_flight.remove(&id) {
-                    timed_out.push(f.msg);
+                    timed_out.push((f.client_id, id, f.msg));
                     st.timeout_count += 1;
                     expired += 1;
                 }
@@ -537,7 +555,8 @@ impl Channel {
                 released = true;
             }
         }
-        for msg in timed_out {
+        for (client_id, id, msg) in timed_out {
+            jobs::on_release(st, client_id, id);
             if let Some(msg) = self.retry_or_bury(st, msg) {
                 st.queue.push_back(msg);
             }
@@ -551,6 +570,9 @@ impl Channel {
                 st.queue.push_back(d.msg);
                 released = true;
             }
+        }
+        if let Some(t) = jobs::on_timers(st, now) {
+            next = Some(next.map_or(t, |n| n.min(t)));
         }
         if released {
             wake_waiters(st);
@@ -585,6 +607,7 @@ impl Channel {
         st.queue.clear();
         st.in_flight.clear();
         st.deferred.clear();
+        jobs::on_empty(&mut st);
         for slot in st.clients.values_mut() {
             slot.order.clear();
             slot.live = 0;
@@ -719,6 +742,7 @@ fn take_in_flight(
         Some(_) => {}
     }
     let f = st.in_flight.remove(&id).ok_or(InFlightError::NotInFlight)?;
+    jobs::on_release(st, client_id, id);
     if let Some(slot) = st.clients.get_mut(&client_id) {
         slot.live = slot.live.saturating_sub(1);
         slot.client.sub_in_flight(1);

@@ -85,6 +85,9 @@ pub struct Nsqd {
     /// `None` when healthy; else the last error (a failed disk write), which
     /// `/ping` and `/stats` report until the next success clears it.
     health: Mutex<Option<String>>,
+    /// In-flight load per job worker name, over its connections (who locks:
+    /// IDENTIFY of job workers, to find or make the shared counter).
+    job_totals: Mutex<std::collections::HashMap<String, std::sync::Weak<AtomicU64>>>,
     /// Options `PUT /config/:opt` can change, and the log handle.
     pub live: crate::config::LiveOptions,
 }
@@ -498,6 +501,41 @@ impl Nsqd {
         }
     }
 
+    /// A job worker for a client that declared a capacity at IDENTIFY.
+    /// Connections with the same `client_id` are one worker: they share the
+    /// in-flight load total that breaks ties between workers.
+    pub(crate) fn job_worker(&self, capacity: u64, name: String) -> crate::channel::JobWorker {
+        let mut totals = self.job_totals.lock().unwrap_or_else(|e| e.into_inner());
+        totals.retain(|_, t| t.strong_count() > 0);
+        let total = match totals.get(&name).and_then(|t| t.upgrade()) {
+            Some(t) => t,
+            None => {
+                let t = Arc::new(AtomicU64::new(0));
+                totals.insert(name.clone(), Arc::downgrade(&t));
+                t
+            }
+        };
+        crate::channel::JobWorker {
+            capacity,
+            name,
+            total,
+        }
+    }
+
+    /// The job channels' status, optionally of one job.
+    pub fn job_status(&self, job: Option<&str>) -> Vec<crate::channel::JobStatus> {
+        let now = Instant::now();
+        let topics = match job {
+            Some(j) => self.topic(j).into_iter().collect(),
+            None => self.topics_snapshot(),
+        };
+        topics
+            .iter()
+            .flat_map(|t| t.channels())
+            .filter_map(|c| c.job_status(now))
+            .collect()
+    }
+
     /// Validate IDENTIFY's numbers in upstream's order; the error text is what
     /// follows `E_BAD_BODY IDENTIFY `.
     pub fn client_settings(
@@ -612,6 +650,11 @@ impl Nsqd {
             max_channel_consumers: opts.max_channel_consumers as usize,
             e2e_window: (!opts.e2e_percentiles()?.is_empty())
                 .then_some(*opts.e2e_processing_latency_window_time),
+            jobs: crate::channel::JobLimits {
+                settle_until: (!opts.job_settle_time.is_zero())
+                    .then(|| Instant::now() + *opts.job_settle_time),
+                min_workers: opts.job_min_workers as usize,
+            },
         };
         let live = crate::config::LiveOptions::new(&opts);
         let nsqd = Arc::new(Nsqd {
@@ -633,6 +676,7 @@ impl Nsqd {
             disk_io,
             _dir_lock: dir_lock,
             health: Mutex::new(None),
+            job_totals: Mutex::new(std::collections::HashMap::new()),
             live,
         });
         if let Some(meta) = &meta {

@@ -90,6 +90,7 @@ impl Channel {
             return Some(msg);
         }
         st.dead_count += 1;
+        super::jobs::on_dead(st, &msg);
         st.dead.push(msg);
         self.has_dead.store(true, Ordering::Release);
         None
