@@ -20,9 +20,7 @@ use crate::message::{unix_nanos, Message};
 
 mod dead_letter;
 mod jobs;
-pub use dead_letter::{
-    default_topic as default_dead_letter_topic, ChannelOptions, DeadLetterStats,
-};
+pub use dead_letter::{ChannelOptions, DeadLetterStats};
 pub use jobs::{FireStatus, JobLimits, JobStatus, JobWorker, ShardStatus, WorkerStatus};
 
 /// Records read from disk at a time.
@@ -543,7 +541,9 @@ impl Channel {
                 }
                 slot.order.pop_front();
                 if let Some(f) = st.in_flight.remove(&id) {
-                    timed_out.push((f.client_id, id, f.msg));
+                    // Quarantine a hung worker for as long as it held this.
+                    let until = now + now.saturating_duration_since(f.delivered_at);
+                    timed_out.push((f.client_id, id, f.msg, until));
                     st.timeout_count += 1;
                     expired += 1;
                 }
@@ -555,8 +555,8 @@ impl Channel {
                 released = true;
             }
         }
-        for (client_id, id, msg) in timed_out {
-            jobs::on_release(st, client_id, id);
+        for (client_id, id, msg, until) in timed_out {
+            jobs::on_timeout(st, client_id, id, until);
             if let Some(msg) = self.retry_or_bury(st, msg) {
                 st.queue.push_back(msg);
             }
@@ -742,7 +742,7 @@ fn take_in_flight(
         Some(_) => {}
     }
     let f = st.in_flight.remove(&id).ok_or(InFlightError::NotInFlight)?;
-    jobs::on_release(st, client_id, id);
+    jobs::on_answer(st, client_id, id);
     if let Some(slot) = st.clients.get_mut(&client_id) {
         slot.live = slot.live.saturating_sub(1);
         slot.client.sub_in_flight(1);

@@ -1,8 +1,11 @@
 //! Job-shard dispatch and server-side max attempts against the real nsqd:
-//! dead letters on REQ and on timeout, kept across a restart.
+//! dead letters on REQ and on timeout, kept across a restart; capacity
+//! declared in IDENTIFY, and a hung worker losing its shards at its timeout.
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use nsq_protocol::job::{peek_load, Shard};
 use nsq_tests::{wait_until, within, NsqdProcess};
 use serde_json::json;
 
@@ -110,6 +113,98 @@ async fn exhausted_messages_go_to_the_dead_letter_topic() {
         assert_eq!(r.status, 200);
         let s = channel_stats(&nsqd, "orders", "billing");
         assert!(s.get("max_attempts").is_none(), "{s}");
+    })
+    .await;
+}
+
+fn shard(item: u32, load: u32) -> Vec<u8> {
+    Shard {
+        job: "jobs".into(),
+        fire: "f1".into(),
+        item,
+        load,
+        param: String::new(),
+        payload: Bytes::new(),
+    }
+    .encode()
+    .unwrap()
+    .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_bounds_load_and_a_hung_worker_loses_its_shards_at_its_timeout() {
+    within(async {
+        let nsqd = NsqdProcess::start(&[]);
+        // IDENTIFY refuses a zero capacity.
+        let mut bad = nsqd.connect().await;
+        let reply = bad.identify(json!({"capacity": 0})).await;
+        assert_eq!(
+            reply,
+            nsq_protocol::Frame::Error(Bytes::from_static(
+                b"E_BAD_BODY IDENTIFY capacity (0) is invalid"
+            ))
+        );
+
+        // The hung worker: capacity 3, a 1 s timeout, RDY far above.
+        let mut hung = nsqd.connect().await;
+        hung.identify_ok(json!({"capacity": 3, "client_id": "hung", "msg_timeout": 1000}))
+            .await;
+        hung.sub("jobs", "workers").await;
+        hung.rdy(10).await;
+        let mut p = nsqd.connect().await;
+        let bodies = [shard(0, 2), shard(1, 2), shard(2, 1)];
+        p.publish_multi("jobs", &[&bodies[0], &bodies[1], &bodies[2]])
+            .await;
+        // Heaviest first within capacity 3: one load-2 shard, then the
+        // load-1 one; the other load-2 shard does not fit.
+        let got = hung.read_messages(2).await;
+        let mut items: Vec<u32> = got
+            .iter()
+            .map(|m| peek_load(&m.body).unwrap().item)
+            .collect();
+        items.sort();
+        assert_eq!(items, vec![0, 2]);
+        let s = nsqd.http_get("/job/status?job=jobs").json();
+        assert_eq!(s["jobs"][0]["workers"][0]["load"], 3, "{s}");
+        assert_eq!(s["jobs"][0]["fires"][0]["pending"], 1, "{s}");
+
+        // A second worker takes the pending shard; the hung one never
+        // answers, so at its timeout its two shards go to the other.
+        let mut good = nsqd.connect().await;
+        good.identify_ok(json!({"capacity": 5, "client_id": "good"}))
+            .await;
+        good.sub("jobs", "workers").await;
+        good.rdy(10).await;
+        let first = good.read_message().await;
+        assert_eq!(peek_load(&first.body).unwrap().item, 1);
+        let again = good.read_messages(2).await;
+        let mut items: Vec<u32> = again
+            .iter()
+            .map(|m| peek_load(&m.body).unwrap().item)
+            .collect();
+        items.sort();
+        assert_eq!(items, vec![0, 2]);
+        assert!(again.iter().all(|m| m.attempts == 2));
+        for m in std::iter::once(&first).chain(&again) {
+            good.fin(m.id).await;
+        }
+        wait_until(SETTLE, "three shards done by the good worker", || {
+            let s = nsqd.http_get("/job/status?job=jobs").json();
+            let f = &s["jobs"][0]["fires"][0];
+            let by_good = f["shards"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|sh| sh["worker"] == "good")
+                .count();
+            if f["done"] == 3 && by_good == 3 {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        })
+        .await
+        .unwrap_or_else(|e| nsqd.fail(&e));
     })
     .await;
 }

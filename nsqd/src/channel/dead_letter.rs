@@ -76,10 +76,14 @@ impl Channel {
     /// Messages set aside for the dead-letter topic since the last call.
     /// Costs one atomic load when there are none.
     pub fn take_dead(&self) -> Vec<Message> {
-        if !self.has_dead.swap(false, Ordering::AcqRel) {
+        // A plain load, not a swap: this runs on every REQ and scan.
+        if !self.has_dead.load(Ordering::Acquire) {
             return Vec::new();
         }
-        std::mem::take(&mut self.lock().dead)
+        let mut st = self.lock();
+        // Cleared under the lock that sets it, so no message is missed.
+        self.has_dead.store(false, Ordering::Release);
+        std::mem::take(&mut st.dead)
     }
 
     /// A message that failed (REQ or timeout) either goes back (`Some`) or,

@@ -58,6 +58,11 @@ struct WorkerSlot {
     /// In-flight load on this channel.
     load: u64,
     shards: u64,
+    /// Set when one of its shards timed out: a hung worker holds nothing
+    /// after its timeout and would otherwise look like the idlest worker and
+    /// get its shards straight back. It gets none until this passes (one
+    /// message timeout) or it FINs or REQs something, proof it is alive.
+    quarantined_until: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -189,6 +194,7 @@ pub(super) fn on_join(st: &mut ChannelState, limits: JobLimits, client: &Arc<Cli
             client: client.clone(),
             load: 0,
             shards: 0,
+            quarantined_until: None,
         },
     );
     // Enough workers may have joined to end the settle window.
@@ -211,9 +217,25 @@ pub(super) fn on_leave(st: &mut ChannelState, client_id: u64) {
     job.loads.retain(|_, (owner, _)| *owner != client_id);
 }
 
-/// Hook for every way a message leaves flight (FIN, REQ, timeout): the
-/// worker's load goes down.
-pub(super) fn on_release(st: &mut ChannelState, client_id: u64, id: u64) {
+/// Hook for a message that timed out on `client_id` after being held for
+/// `held`: besides the release, the worker is quarantined for that long.
+pub(super) fn on_timeout(st: &mut ChannelState, client_id: u64, id: u64, until: Instant) {
+    on_release(st, client_id, id);
+    if let Some(slot) = st.job.as_mut().and_then(|j| j.workers.get_mut(&client_id)) {
+        slot.quarantined_until = Some(until);
+    }
+}
+
+/// Hook for FIN and REQ: the worker's load goes down, and it is alive.
+pub(super) fn on_answer(st: &mut ChannelState, client_id: u64, id: u64) {
+    on_release(st, client_id, id);
+    if let Some(slot) = st.job.as_mut().and_then(|j| j.workers.get_mut(&client_id)) {
+        slot.quarantined_until = None;
+    }
+}
+
+/// The worker's load goes down as a message leaves flight.
+fn on_release(st: &mut ChannelState, client_id: u64, id: u64) {
     let Some(job) = st.job.as_mut() else { return };
     let Some((_, load)) = job.loads.remove(&id) else {
         return;
@@ -253,10 +275,16 @@ pub(super) fn on_empty(st: &mut ChannelState) {
     }
 }
 
-/// Hook for the timer scan: end the settle window on time. Returns when
-/// it ends, while it has not.
+/// Hook for the timer scan: end quarantines and the settle window on time.
+/// Returns when the settle window ends, while it has not.
 pub(super) fn on_timers(st: &mut ChannelState, now: Instant) -> Option<Instant> {
     let job = st.job.as_mut()?;
+    for slot in job.workers.values_mut() {
+        if slot.quarantined_until.is_some_and(|t| now >= t) {
+            slot.quarantined_until = None;
+            slot.client.wake.notify_one();
+        }
+    }
     if job.settled {
         return None;
     }
@@ -318,7 +346,7 @@ impl Channel {
         let mine = if job.holding(now) || !st.clients.contains_key(&client.id) {
             Vec::new()
         } else {
-            assign(job, &st.queue, client.id, max as u64)
+            assign(job, &st.queue, client.id, max as u64, now)
         };
         let n = mine.len();
         if n > 0 {
@@ -386,6 +414,7 @@ fn assign(
     queue: &std::collections::VecDeque<Message>,
     me: u64,
     my_max: u64,
+    now: Instant,
 ) -> Vec<(usize, u64)> {
     let mut pending: Vec<(usize, u64, Option<u32>)> = queue
         .iter()
@@ -401,6 +430,7 @@ fn assign(
     let mut workers: Vec<Candidate> = job
         .workers
         .values()
+        .filter(|s| s.quarantined_until.is_none_or(|t| now >= t))
         .filter_map(|s| {
             let w = s.client.job()?;
             let rdy = if s.client.id == me {
