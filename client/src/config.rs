@@ -51,6 +51,10 @@ pub struct Config {
     /// How long a graceful consumer stop waits for in-flight handlers before
     /// it closes the connections anyway (go-nsq's hard exit is 30 s).
     pub stop_timeout: Duration,
+    /// Job-mode extension: the load this consumer can hold at once, sent in
+    /// IDENTIFY as `capacity` (nsqd then hands it shards by load). `None`
+    /// for an ordinary consumer.
+    pub job_capacity: Option<u64>,
 }
 
 impl Default for Config {
@@ -76,6 +80,7 @@ impl Default for Config {
             lookupd_poll_interval: Duration::from_secs(60),
             lookupd_poll_jitter: 0.3,
             stop_timeout: Duration::from_secs(30),
+            job_capacity: None,
         }
     }
 }

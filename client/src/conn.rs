@@ -167,6 +167,7 @@ impl Conn {
             feature_negotiation: Some(true),
             heartbeat_interval: Some(config.heartbeat_interval.as_millis() as i64),
             msg_timeout: config.msg_timeout.map(|t| t.as_millis() as i64),
+            capacity: config.job_capacity,
             ..IdentifyRequest::default()
         };
         let mut out = BytesMut::from(&MAGIC_V2[..]);

@@ -19,6 +19,11 @@ use crate::disk_io::{DiskDamage, DiskSink, QueueHandle, WriteBatch};
 use crate::disk_queue::Position;
 use crate::message::{unix_nanos, Message};
 
+mod dead_letter;
+mod jobs;
+pub use dead_letter::{ChannelOptions, DeadLetterStats};
+pub use jobs::{FireStatus, JobLimits, JobStatus, JobWorker, ShardStatus, WorkerStatus};
+
 /// Records read from disk at a time.
 const READ_AHEAD: usize = 1024;
 /// Read ahead while fewer than this many messages wait in memory: one batch
@@ -84,6 +89,8 @@ pub struct ChannelLimits {
     /// `--durable`: every message goes through the disk queue and stays
     /// there until it is finished.
     pub durable: bool,
+    /// Settle window of job channels (see `jobs.rs`).
+    pub jobs: JobLimits,
 }
 
 struct InFlight {
@@ -214,6 +221,13 @@ struct ChannelState {
     message_count: u64,
     requeue_count: u64,
     timeout_count: u64,
+    /// Max attempts and dead-letter topic (see `dead_letter.rs`).
+    options: ChannelOptions,
+    /// Exhausted messages waiting to be published to the dead-letter topic.
+    dead: Vec<Message>,
+    dead_count: u64,
+    /// Set once shards or a job worker arrive (see `jobs.rs`).
+    job: Option<Box<jobs::JobState>>,
 }
 
 /// One channel of a topic. All mutable state sits behind one short std Mutex:
@@ -226,6 +240,8 @@ pub struct Channel {
     limits: ChannelLimits,
     state: Mutex<ChannelState>,
     deleted: AtomicBool,
+    /// Set when `dead` has messages, so nsqd checks without the lock.
+    has_dead: AtomicBool,
     /// End-to-end latency of FINished messages (see `e2e.rs`).
     pub(crate) e2e: Option<crate::e2e::E2eStream>,
     /// The disk queue that takes what memory cannot; `None` for ephemeral
@@ -256,6 +272,7 @@ impl Channel {
             limits,
             state: Mutex::new(ChannelState::default()),
             deleted: AtomicBool::new(false),
+            has_dead: AtomicBool::new(false),
             e2e: limits.e2e_window.map(crate::e2e::E2eStream::new),
             disk,
             me: me.clone(),
@@ -318,6 +335,7 @@ impl Channel {
     pub fn put(&self, msgs: &[Message]) -> Option<DiskWrite> {
         let mut st = self.lock();
         st.message_count += msgs.len() as u64;
+        jobs::on_put(&mut st, self.limits.jobs, msgs);
         let room = match &self.disk {
             Some(_) if st.to_disk + st.on_disk > 0 || self.limits.durable => 0,
             _ => self.limits.mem_queue_size.saturating_sub(st.queue.len()),
@@ -393,11 +411,12 @@ impl Channel {
         st.clients.insert(
             client.id,
             ClientSlot {
-                client,
+                client: client.clone(),
                 order: VecDeque::new(),
                 live: 0,
             },
         );
+        jobs::on_join(&mut st, self.limits.jobs, &client);
         Ok(())
     }
 
@@ -422,6 +441,7 @@ impl Channel {
                 st.queue.push_front(msg);
             }
             slot.client.reset_in_flight();
+            jobs::on_leave(&mut st, client_id);
             st.waiters.retain(|w| w.id != client_id);
             wake_waiters(&mut st);
         }
@@ -462,6 +482,9 @@ impl Channel {
         let st = &mut *st;
         if st.paused || max == 0 {
             return 0;
+        }
+        if st.job.is_some() && jobs::diverts(st, client, now) {
+            return self.take_job(st, client, max, msg_timeout, now, out);
         }
         let Some(slot) = st.clients.get_mut(&client.id) else {
             return 0;
@@ -511,9 +534,24 @@ impl Channel {
         if self.limits.durable {
             st.unfinished.finished(id);
         }
+        if st.job.is_some() {
+            let client = st.clients.get(&client_id).map(|s| s.client.clone());
+            jobs::on_done(&mut st, &msg, client.as_ref());
+        }
         drop(st);
         self.record_e2e(&msg);
         Ok(())
+    }
+
+    /// Durable: messages that left this channel some other way (moved to
+    /// the dead-letter topic) no longer need their records.
+    pub(crate) fn forget(&self, ids: &[u64]) {
+        if self.durable() {
+            let mut st = self.lock();
+            for &id in ids {
+                st.unfinished.finished(id);
+            }
+        }
     }
 
     /// REQ: give the message back, now or after `delay`.
@@ -527,6 +565,9 @@ impl Channel {
         let mut st = self.lock();
         let msg = take_in_flight(&mut st, client_id, id)?;
         st.requeue_count += 1;
+        let Some(msg) = self.retry_or_bury(&mut st, msg) else {
+            return Ok(());
+        };
         if delay.is_zero() {
             st.queue.push_back(msg);
             wake_waiters(&mut st);
@@ -577,6 +618,7 @@ impl Channel {
         let st = &mut *st;
         let mut next: Option<Instant> = None;
         let mut released = false;
+        let mut timed_out = Vec::new();
         for slot in st.clients.values_mut() {
             let mut expired = 0u64;
             while let Some(&(deadline, id, generation)) = slot.order.front() {
@@ -594,7 +636,9 @@ impl Channel {
                 }
                 slot.order.pop_front();
                 if let Some(f) = st.in_flight.remove(&id) {
-                    st.queue.push_back(f.msg);
+                    // Quarantine a hung worker for as long as it held this.
+                    let until = now + now.saturating_duration_since(f.delivered_at);
+                    timed_out.push((f.client_id, id, f.msg, until));
                     st.timeout_count += 1;
                     expired += 1;
                 }
@@ -606,6 +650,12 @@ impl Channel {
                 released = true;
             }
         }
+        for (client_id, id, msg, until) in timed_out {
+            jobs::on_timeout(st, client_id, id, until);
+            if let Some(msg) = self.retry_or_bury(st, msg) {
+                st.queue.push_back(msg);
+            }
+        }
         while let Some(d) = st.deferred.peek() {
             if d.due > now {
                 next = Some(next.map_or(d.due, |n| n.min(d.due)));
@@ -615,6 +665,9 @@ impl Channel {
                 st.queue.push_back(d.msg);
                 released = true;
             }
+        }
+        if let Some(t) = jobs::on_timers(st, now) {
+            next = Some(next.map_or(t, |n| n.min(t)));
         }
         if released {
             wake_waiters(st);
@@ -651,6 +704,7 @@ impl Channel {
         st.in_flight.clear();
         st.deferred.clear();
         st.unfinished = Unfinished::default();
+        jobs::on_empty(&mut st);
         for slot in st.clients.values_mut() {
             slot.order.clear();
             slot.live = 0;
@@ -806,6 +860,7 @@ fn take_in_flight(
         Some(_) => {}
     }
     let f = st.in_flight.remove(&id).ok_or(InFlightError::NotInFlight)?;
+    jobs::on_answer(st, client_id, id);
     if let Some(slot) = st.clients.get_mut(&client_id) {
         slot.live = slot.live.saturating_sub(1);
         slot.client.sub_in_flight(1);

@@ -82,6 +82,8 @@ pub struct Client {
     /// Messages published per topic over this connection, for `/stats`.
     pub_counts: Mutex<BTreeMap<String, u64>>,
     channel: OnceLock<Arc<Channel>>,
+    /// Set at IDENTIFY when the client declared a job capacity.
+    job: OnceLock<crate::channel::JobWorker>,
 }
 
 impl Client {
@@ -116,6 +118,7 @@ impl Client {
             stop,
             pub_counts: Mutex::new(BTreeMap::new()),
             channel: OnceLock::new(),
+            job: OnceLock::new(),
         }
     }
 
@@ -192,6 +195,15 @@ impl Client {
 
     pub fn channel(&self) -> Option<&Arc<Channel>> {
         self.channel.get()
+    }
+
+    /// The job worker this client declared itself, if any.
+    pub fn job(&self) -> Option<&crate::channel::JobWorker> {
+        self.job.get()
+    }
+
+    pub(crate) fn set_job(&self, worker: crate::channel::JobWorker) {
+        let _ = self.job.set(worker);
     }
 
     pub(crate) fn set_channel(&self, channel: Arc<Channel>) {

@@ -148,6 +148,8 @@ pub fn option_value(nsqd: &Nsqd, key: &str) -> Option<Value> {
         "min_output_buffer_timeout" => ns(&o.min_output_buffer_timeout),
         "output_buffer_timeout" => ns(&o.output_buffer_timeout),
         "max_channel_consumers" => json!(o.max_channel_consumers),
+        "job_settle_time" => ns(&o.job_settle_time),
+        "job_min_workers" => json!(o.job_min_workers),
         "statsd_address" => json!(o.statsd_address),
         // Upstream rewrites the prefix with the host key at startup, so the
         // value read back is the effective one.

@@ -101,6 +101,10 @@ enum Route {
     ChannelEmpty,
     ChannelPause,
     ChannelUnpause,
+    /// Ours: server-side max attempts and the dead-letter topic.
+    ChannelMaxAttempts,
+    /// Ours: job channels' dispatch status.
+    JobStatus,
     /// `/config/:opt`; the option is read from the path by the handler.
     Config,
 }
@@ -126,6 +130,8 @@ fn route(path: &str) -> Option<(Route, &'static [Method])> {
         "/channel/empty" => (Route::ChannelEmpty, POST),
         "/channel/pause" => (Route::ChannelPause, POST),
         "/channel/unpause" => (Route::ChannelUnpause, POST),
+        "/channel/max_attempts" => (Route::ChannelMaxAttempts, POST),
+        "/job/status" => (Route::JobStatus, GET),
         // httprouter's `:opt` matches one non-empty path segment.
         p if config_option(p).is_some() => (Route::Config, GET_PUT),
         _ => return None,
@@ -196,6 +202,8 @@ async fn handle(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> HttpResponse {
         Route::ChannelEmpty => admin::empty_channel(nsqd, &req),
         Route::ChannelPause => admin::pause_channel(nsqd, &req, true),
         Route::ChannelUnpause => admin::pause_channel(nsqd, &req, false),
+        Route::ChannelMaxAttempts => admin::channel_max_attempts(nsqd, &req),
+        Route::JobStatus => job_status(nsqd, &req),
         Route::Config => {
             let opt = config_option(req.uri().path())
                 .unwrap_or_default()
@@ -271,6 +279,14 @@ fn ping(nsqd: &Nsqd) -> HttpResponse {
 /// else, or absent, means true.
 fn bool_param(q: &Query, name: &str) -> bool {
     !matches!(q.get(name), Some("false") | Some("0"))
+}
+
+/// `GET /job/status[?job=NAME]`: `{"jobs":[...]}`, one entry per job
+/// channel (see `channel/jobs.rs` for the fields).
+fn job_status(nsqd: &Nsqd, req: &Request<Incoming>) -> Reply {
+    let q = Query::parse(req)?;
+    let job = q.get("job").filter(|j| !j.is_empty());
+    Ok(json(&serde_json::json!({ "jobs": nsqd.job_status(job) })))
 }
 
 fn stats(nsqd: &Nsqd, req: &Request<Incoming>) -> Reply {

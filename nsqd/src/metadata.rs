@@ -94,6 +94,16 @@ pub struct ChannelMeta {
     pub name: String,
     #[serde(default)]
     pub paused: bool,
+    /// Ours (upstream ignores unknown fields): server-side max attempts,
+    /// written only when set.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_attempts: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic: Option<String>,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
 }
 
 /// The metadata in `dir`, or `None` when there is none yet.
@@ -184,6 +194,17 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(FILE_NAME)]);
+    }
+
+    #[test]
+    fn channel_options_are_extra_fields_only_when_set() {
+        let raw = r#"{"topics":[{"name":"t","paused":false,"channels":[{"name":"c","paused":false,"max_attempts":3,"dead_letter_topic":"graveyard"},{"name":"d","paused":false}]}],"version":"1.3.0"}"#;
+        let meta: Metadata = serde_json::from_str(raw).unwrap();
+        let chans = meta.topics[0].channels.as_ref().unwrap();
+        assert_eq!(chans[0].max_attempts, 3);
+        assert_eq!(chans[0].dead_letter_topic.as_deref(), Some("graveyard"));
+        assert_eq!(chans[1].max_attempts, 0);
+        assert_eq!(serde_json::to_string(&meta).unwrap(), raw);
     }
 
     #[test]

@@ -103,6 +103,9 @@ pub struct Nsqd {
     /// `None` when healthy; else the last error (a failed disk write), which
     /// `/ping` and `/stats` report until the next success clears it.
     health: Mutex<Option<String>>,
+    /// In-flight load per job worker name, over its connections (who locks:
+    /// IDENTIFY of job workers, to find or make the shared counter).
+    job_totals: Mutex<std::collections::HashMap<String, std::sync::Weak<AtomicU64>>>,
     /// Options `PUT /config/:opt` can change, and the log handle.
     pub live: crate::config::LiveOptions,
 }
@@ -295,9 +298,14 @@ impl Nsqd {
                     .channels()
                     .into_iter()
                     .filter(|c| !c.is_ephemeral())
-                    .map(|c| ChannelMeta {
-                        name: c.name.to_string(),
-                        paused: c.is_paused(),
+                    .map(|c| {
+                        let o = c.options();
+                        ChannelMeta {
+                            name: c.name.to_string(),
+                            paused: c.is_paused(),
+                            max_attempts: o.max_attempts,
+                            dead_letter_topic: o.dead_letter_topic.map(|t| t.to_string()),
+                        }
                     })
                     .collect();
                 TopicMeta {
@@ -353,6 +361,10 @@ impl Nsqd {
                 if cm.paused {
                     c.pause();
                 }
+                c.set_options(crate::channel::ChannelOptions {
+                    max_attempts: cm.max_attempts,
+                    dead_letter_topic: cm.dead_letter_topic.as_ref().and_then(|t| t.parse().ok()),
+                });
             }
             if tm.paused {
                 topic.pause();
@@ -538,6 +550,41 @@ impl Nsqd {
         }
     }
 
+    /// A job worker for a client that declared a capacity at IDENTIFY.
+    /// Connections with the same `client_id` are one worker: they share the
+    /// in-flight load total that breaks ties between workers.
+    pub(crate) fn job_worker(&self, capacity: u64, name: String) -> crate::channel::JobWorker {
+        let mut totals = self.job_totals.lock().unwrap_or_else(|e| e.into_inner());
+        totals.retain(|_, t| t.strong_count() > 0);
+        let total = match totals.get(&name).and_then(|t| t.upgrade()) {
+            Some(t) => t,
+            None => {
+                let t = Arc::new(AtomicU64::new(0));
+                totals.insert(name.clone(), Arc::downgrade(&t));
+                t
+            }
+        };
+        crate::channel::JobWorker {
+            capacity,
+            name,
+            total,
+        }
+    }
+
+    /// The job channels' status, optionally of one job.
+    pub fn job_status(&self, job: Option<&str>) -> Vec<crate::channel::JobStatus> {
+        let now = Instant::now();
+        let topics = match job {
+            Some(j) => self.topic(j).into_iter().collect(),
+            None => self.topics_snapshot(),
+        };
+        topics
+            .iter()
+            .flat_map(|t| t.channels())
+            .filter_map(|c| c.job_status(now))
+            .collect()
+    }
+
     /// Validate IDENTIFY's numbers in upstream's order; the error text is what
     /// follows `E_BAD_BODY IDENTIFY `.
     pub fn client_settings(
@@ -588,13 +635,41 @@ impl Nsqd {
 
     /// Requeue timed-out messages and release due deferred ones, for every
     /// channel. One pass costs a lock per channel.
-    pub(crate) fn scan_queues(&self) {
+    pub(crate) fn scan_queues(self: &Arc<Self>) {
         let now = Instant::now();
         for topic in self.topics_snapshot() {
             for channel in topic.channels() {
                 channel.process_timers(now);
+                self.publish_dead_letters(&channel);
             }
         }
+    }
+
+    /// Publish what `channel` set aside as exhausted to its dead-letter
+    /// topic (created if missing). Called after REQ and after the timer
+    /// scan, outside the channel's lock. The body is kept as is, so a dead
+    /// letter can be published back to the job or topic unchanged.
+    pub(crate) fn publish_dead_letters(self: &Arc<Self>, channel: &Arc<Channel>) {
+        let dead = channel.take_dead();
+        if dead.is_empty() {
+            return;
+        }
+        let name = channel.dead_letter_topic();
+        warn!(topic = %channel.topic_name, channel = %channel.name, dead_letter_topic = %name, count = dead.len(), "max attempts reached, moving messages to the dead-letter topic");
+        let topic = self.get_topic(&name);
+        let ids: Vec<u64> = dead.iter().map(|m| m.id).collect();
+        let bodies = dead.into_iter().map(|m| m.body).collect();
+        let nsqd = self.clone();
+        let channel = channel.clone();
+        self.tracker.spawn(async move {
+            match nsqd.publish(&topic, bodies, None).await {
+                // Durable: only now may the channel's records of them go.
+                Ok(()) => channel.forget(&ids),
+                // Durable: still the channel's, so delivered again after a
+                // restart; otherwise lost, as the log says.
+                Err(e) => error!(topic = %name, "dead letters not stored - {e}"),
+            }
+        });
     }
 }
 
@@ -638,6 +713,11 @@ impl Nsqd {
             e2e_window: (!opts.e2e_percentiles()?.is_empty())
                 .then_some(*opts.e2e_processing_latency_window_time),
             durable: opts.durable,
+            jobs: crate::channel::JobLimits {
+                settle_until: (!opts.job_settle_time.is_zero())
+                    .then(|| Instant::now() + *opts.job_settle_time),
+                min_workers: opts.job_min_workers as usize,
+            },
         };
         let live = crate::config::LiveOptions::new(&opts);
         let metadata_progress = Arc::new(metadata::Progress::default());
@@ -670,6 +750,7 @@ impl Nsqd {
             disk_io,
             _dir_lock: dir_lock,
             health: Mutex::new(None),
+            job_totals: Mutex::new(std::collections::HashMap::new()),
             live,
         });
         if let Some(meta) = &meta {

@@ -101,6 +101,12 @@ pub struct Options {
     /// maximum channel consumer connection count per nsqd instance (0 = unlimited)
     #[arg(long, default_value_t = 0)]
     pub max_channel_consumers: i64,
+    /// after start, job channels hold dispatch this long unless --job-min-workers workers joined first (ours)
+    #[arg(long, default_value = "0s")]
+    pub job_settle_time: GoDuration,
+    /// workers (clients that declared a capacity) whose joining ends a job channel's settle window early (ours; 0 = wait the whole window)
+    #[arg(long, default_value_t = 0)]
+    pub job_min_workers: i64,
     /// unique part for message IDs, (int) in range [0,1024) (default is hash of hostname)
     #[arg(long)]
     pub node_id: Option<i64>,
@@ -283,6 +289,7 @@ impl Options {
             ("--max-body-size", self.max_body_size),
             ("--max-rdy-count", self.max_rdy_count),
             ("--max-channel-consumers", self.max_channel_consumers),
+            ("--job-min-workers", self.job_min_workers),
         ] {
             if v < 0 {
                 return err(format!("{name} must not be negative"));

@@ -404,6 +404,7 @@ impl Connection {
         result.map_err(|e| {
             ProtocolError::new(ErrorCode::ReqFailed, format!("REQ {id} failed {e}"))
         })?;
+        self.nsqd.publish_dead_letters(channel);
         self.client.requeue_count.fetch_add(1, Ordering::Relaxed);
         self.wake_writer = true;
         Ok(())

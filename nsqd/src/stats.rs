@@ -83,6 +83,15 @@ pub struct ChannelReport {
     pub disk_corrupt_records: u64,
     #[serde(skip_serializing_if = "is_zero")]
     pub disk_bad_segments: u64,
+    /// Ours: server-side max attempts, only when set (so a default
+    /// `/stats` has exactly upstream's keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_topic: Option<String>,
+    /// Messages moved to the dead-letter topic; omitted while zero.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dead_count: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -247,6 +256,7 @@ pub fn collect(nsqd: &Nsqd, filter: &StatsFilter) -> Snapshot {
             .iter()
             .map(|c| {
                 let s = c.stats();
+                let dl = c.dead_letter_stats();
                 let clients = filter.include_clients.then(|| {
                     let mut cl = c.clients();
                     cl.sort_by_key(|c| c.id);
@@ -272,6 +282,10 @@ pub fn collect(nsqd: &Nsqd, filter: &StatsFilter) -> Snapshot {
                     e2e_processing_latency: e2e::channel_result(c.e2e.as_ref(), &percentiles),
                     disk_corrupt_records: s.disk_damage.corrupt_records,
                     disk_bad_segments: s.disk_damage.bad_segments,
+                    max_attempts: (dl.options.max_attempts > 0).then_some(dl.options.max_attempts),
+                    dead_letter_topic: (dl.options.max_attempts > 0)
+                        .then(|| c.dead_letter_topic().to_string()),
+                    dead_count: dl.dead_count,
                 }
             })
             .collect();

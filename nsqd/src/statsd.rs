@@ -351,6 +351,9 @@ mod tests {
             e2e_processing_latency: E2eResult::default(),
             disk_corrupt_records: 0,
             disk_bad_segments: 0,
+            max_attempts: None,
+            dead_letter_topic: None,
+            dead_count: 0,
         }
     }
 

@@ -9,6 +9,7 @@ pub mod command;
 pub mod error;
 pub mod frame;
 pub mod identify;
+pub mod job;
 pub mod lookup;
 pub mod message;
 pub mod names;

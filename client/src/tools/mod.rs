@@ -1,9 +1,10 @@
-//! The command-line tools built on this library (`to_nsq`, `nsq_tail`, `nsq_stat`, `nsq_to_file`): their options and run loops, kept out of `src/bin` so they can be tested.
+//! The command-line tools built on this library (`to_nsq`, `nsq_tail`, `nsq_stat`, `nsq_to_file`, `nsq-job`): their options and run loops, kept out of `src/bin` so they can be tested.
 //!
 //! Flag names, defaults and output formats follow upstream NSQ 1.3.0's
 //! `apps/`, so scripts written for those tools keep working.
 
 pub mod file_logger;
+pub mod nsq_job;
 pub mod nsq_stat;
 pub mod nsq_tail;
 pub mod nsq_to_file;

@@ -14,6 +14,7 @@ fn channel(mem: usize) -> Arc<Channel> {
         "t".parse().unwrap(),
         "c".parse().unwrap(),
         ChannelLimits {
+            jobs: Default::default(),
             mem_queue_size: mem,
             max_msg_timeout: Duration::from_secs(900),
             max_channel_consumers: 0,
@@ -220,6 +221,7 @@ fn max_channel_consumers() {
         "t".parse().unwrap(),
         "c".parse().unwrap(),
         ChannelLimits {
+            jobs: Default::default(),
             mem_queue_size: 10,
             max_msg_timeout: Duration::from_secs(900),
             max_channel_consumers: 1,
@@ -256,6 +258,7 @@ fn spilling_channel(io: &crate::disk_io::DiskIo, mem: usize) -> Arc<Channel> {
         "t".parse().unwrap(),
         "c".parse().unwrap(),
         ChannelLimits {
+            jobs: Default::default(),
             mem_queue_size: mem,
             max_msg_timeout: Duration::from_secs(900),
             max_channel_consumers: 0,

@@ -116,6 +116,38 @@ pub(super) fn pause_channel(nsqd: &Arc<Nsqd>, req: &Request<Incoming>, pause: bo
     Ok(empty())
 }
 
+/// `POST /channel/max_attempts?topic=T&channel=C&max_attempts=N
+/// [&dead_letter_topic=D]` (ours): a message delivered N times that is
+/// requeued or times out again goes to D (default `T.dead`) instead of back
+/// to the channel. `max_attempts=0` turns the limit off. Kept in `nsqd.dat`.
+pub(super) fn channel_max_attempts(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply {
+    let (topic, channel) = existing_topic_and_channel(nsqd, req)?;
+    let q = Query::parse(req)?;
+    let max_attempts: u16 = q
+        .get("max_attempts")
+        .ok_or(bad("MISSING_ARG_MAX_ATTEMPTS"))?
+        .parse()
+        .map_err(|_| bad("INVALID_ARG_MAX_ATTEMPTS"))?;
+    let dead_letter_topic = match q.get("dead_letter_topic") {
+        None | Some("") => None,
+        Some(t) => Some(
+            t.parse::<TopicName>()
+                .map_err(|_| bad("INVALID_ARG_DEAD_LETTER_TOPIC"))?,
+        ),
+    };
+    if dead_letter_topic.as_ref() == Some(&topic.name) {
+        // Its own dead letters would come straight back to it.
+        return Err(bad("INVALID_ARG_DEAD_LETTER_TOPIC"));
+    }
+    let c = topic.channel(channel.as_str()).ok_or(CHANNEL_NOT_FOUND)?;
+    c.set_options(crate::channel::ChannelOptions {
+        max_attempts,
+        dead_letter_topic,
+    });
+    nsqd.metadata_changed();
+    Ok(empty())
+}
+
 /// `GET /config/:opt` reads an option by its config-file key; `PUT` sets
 /// `nsqlookupd_tcp_addresses` (a JSON array) or `log_level` (raw text), then
 /// answers with the new value.

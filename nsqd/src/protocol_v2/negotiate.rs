@@ -191,6 +191,24 @@ impl Connection {
             info.identified = true;
             info.sample_rate = settings.sample_rate;
         }
+        match req.capacity {
+            Some(0) => {
+                return Err(ProtocolError::new(
+                    ErrorCode::BadBody,
+                    "IDENTIFY capacity (0) is invalid",
+                ))
+            }
+            Some(capacity) => {
+                let name = req.client_id.clone().unwrap_or_default();
+                let name = if name.is_empty() {
+                    self.client.remote_addr.to_string()
+                } else {
+                    name
+                };
+                self.client.set_job(self.nsqd.job_worker(capacity, name));
+            }
+            None => {}
+        }
         self.settings = settings.clone();
         if !req.feature_negotiation.unwrap_or(false) {
             return Ok((Bytes::from_static(OK), Upgrades::default()));

@@ -1,0 +1,118 @@
+//! Server-side max attempts: a message whose deliveries reach the channel's
+//! limit is not redelivered but moved to a dead-letter topic. The channel
+//! only sets such messages aside (under its lock); nsqd publishes them to the
+//! dead-letter topic afterwards, outside every channel lock, so the topic
+//! lock is never taken inside a channel lock.
+
+use std::sync::atomic::Ordering;
+
+use nsq_protocol::names::{EPHEMERAL_SUFFIX, MAX_NAME_LEN};
+use nsq_protocol::TopicName;
+
+use super::{Channel, ChannelState};
+use crate::message::Message;
+
+/// `<topic>.dead`.
+const SUFFIX: &str = ".dead";
+
+/// A channel's delivery limits, kept in `nsqd.dat`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelOptions {
+    /// Deliveries after which a message goes to the dead-letter topic
+    /// instead of back to the channel; 0 means no limit (upstream's way).
+    pub max_attempts: u16,
+    /// Where exhausted messages go; `None` means [`default_topic`].
+    pub dead_letter_topic: Option<TopicName>,
+}
+
+/// What `/stats` shows about dead letters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterStats {
+    pub options: ChannelOptions,
+    /// Messages moved to the dead-letter topic since start.
+    pub dead_count: u64,
+}
+
+/// `<topic>.dead`, with the topic cut so the name fits the 64-byte limit. An
+/// ephemeral topic's dead letters go to a durable topic: they are kept for
+/// someone to look at, which is their whole point.
+pub fn default_topic(topic: &TopicName) -> TopicName {
+    let base = topic
+        .as_str()
+        .strip_suffix(EPHEMERAL_SUFFIX)
+        .unwrap_or(topic.as_str());
+    let keep = base.len().min(MAX_NAME_LEN - SUFFIX.len());
+    format!("{}{SUFFIX}", &base[..keep])
+        .parse()
+        .unwrap_or_else(|_| topic.clone())
+}
+
+impl Channel {
+    pub fn options(&self) -> ChannelOptions {
+        self.lock().options.clone()
+    }
+
+    pub fn set_options(&self, options: ChannelOptions) {
+        self.lock().options = options;
+    }
+
+    pub fn dead_letter_stats(&self) -> DeadLetterStats {
+        let st = self.lock();
+        DeadLetterStats {
+            options: st.options.clone(),
+            dead_count: st.dead_count,
+        }
+    }
+
+    /// The topic this channel's exhausted messages go to.
+    pub fn dead_letter_topic(&self) -> TopicName {
+        self.lock()
+            .options
+            .dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| default_topic(&self.topic_name))
+    }
+
+    /// Messages set aside for the dead-letter topic since the last call.
+    /// Costs one atomic load when there are none.
+    pub fn take_dead(&self) -> Vec<Message> {
+        // A plain load, not a swap: this runs on every REQ and scan.
+        if !self.has_dead.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut st = self.lock();
+        // Cleared under the lock that sets it, so no message is missed.
+        self.has_dead.store(false, Ordering::Release);
+        std::mem::take(&mut st.dead)
+    }
+
+    /// A message that failed (REQ or timeout) either goes back (`Some`) or,
+    /// having used up its attempts, is set aside for the dead-letter topic.
+    pub(super) fn retry_or_bury(&self, st: &mut ChannelState, msg: Message) -> Option<Message> {
+        let max = st.options.max_attempts;
+        if max == 0 || msg.attempts < max {
+            return Some(msg);
+        }
+        st.dead_count += 1;
+        super::jobs::on_dead(st, &msg);
+        st.dead.push(msg);
+        self.has_dead.store(true, Ordering::Release);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_fit_the_limit() {
+        let t = |s: &str| s.parse::<TopicName>().unwrap();
+        assert_eq!(default_topic(&t("orders")).as_str(), "orders.dead");
+        assert_eq!(default_topic(&t("tmp#ephemeral")).as_str(), "tmp.dead");
+        let long = "x".repeat(64);
+        let dead = default_topic(&t(&long));
+        assert_eq!(dead.as_str().len(), 64);
+        assert_eq!(dead.as_str(), format!("{}.dead", "x".repeat(59)));
+    }
+}
