@@ -313,10 +313,18 @@ async fn a_full_disk_refuses_publishes_keeps_what_was_acknowledged_and_recovers(
             }
         };
         assert!(refusal.starts_with("E_MPUB_FAILED"), "{refusal}");
-        assert!(
-            nsqd.logs().contains("disk write failed"),
-            "no clear log line"
-        );
+        // The log line comes through a pipe: wait for it rather than race it.
+        let logged = nsq_tests::wait_until(Duration::from_secs(5), "a clear log line", || {
+            if nsqd.logs().contains("disk write failed") {
+                Ok(())
+            } else {
+                Err("no \"disk write failed\" in the log")
+            }
+        })
+        .await;
+        if let Err(e) = logged {
+            nsqd.fail(&e);
+        }
         // HTTP is refused too (larger than what is left), and /ping says why.
         let r = nsqd.http_post("/pub?topic=full", &vec![b'y'; 200_000]);
         assert_eq!(r.status, 500, "{}", r.text());

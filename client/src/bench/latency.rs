@@ -1,4 +1,8 @@
-//! `bench_latency`: one PUB at a time on one connection, timing each round trip to its `OK`.
+//! `bench_latency`: one PUB (or MPUB) at a time per connection, timing each round trip to its `OK`.
+//!
+//! With `--publishers` several connections do this at once, which is how
+//! `--durable`'s group commit is measured: concurrent publishers share
+//! fsyncs, so throughput grows with them while each waits for its own.
 //!
 //! A separate tool rather than a writer mode: the writer is about keeping
 //! nsqd saturated, this one about an idle nsqd's answer time, and mixing the
@@ -43,9 +47,15 @@ pub struct LatencyOptions {
     /// how long to publish (0 = until --count)
     #[arg(long, default_value = "10s")]
     pub runfor: GoDuration,
-    /// stop after this many round trips (0 = no limit)
+    /// stop after this many round trips per publisher (0 = no limit)
     #[arg(long, default_value_t = 0)]
     pub count: u64,
+    /// concurrent publishing connections, each one command at a time
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub publishers: u32,
+    /// messages per command: 1 sends PUB, more send MPUB
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
 }
 
 /// The percentiles reported, as (JSON key, percent).
@@ -57,51 +67,72 @@ const PERCENTILES: [(&str, f64); 5] = [
     ("max_us", 100.0),
 ];
 
-/// Publish one message at a time and report the round-trip distribution.
+/// Publish one command at a time per publisher and report the round-trip
+/// distribution over all of them.
 pub fn run(opts: &LatencyOptions) -> Result<Report> {
     check_limits(*opts.runfor, opts.count)?;
-    let mut conn = Conn::connect(&opts.tcp_address, "bench_latency")?;
-    conn.set_read_timeout(Some(REPLY_TIMEOUT))?;
-    let mut pub_cmd = BytesMut::new();
-    Command::Pub {
-        topic: opts.topic.clone(),
-        body: Bytes::from(vec![b'x'; opts.size as usize]),
-    }
-    .encode(&mut pub_cmd);
+    let body = Bytes::from(vec![b'x'; opts.size as usize]);
+    let cmd = if opts.batch == 1 {
+        Command::Pub {
+            topic: opts.topic.clone(),
+            body,
+        }
+    } else {
+        Command::Mpub {
+            topic: opts.topic.clone(),
+            bodies: vec![body; opts.batch as usize],
+        }
+    };
+    let mut encoded = BytesMut::new();
+    cmd.encode(&mut encoded);
+    let encoded = encoded.freeze();
+    let conns = (0..opts.publishers)
+        .map(|_| {
+            let mut conn = Conn::connect(&opts.tcp_address, "bench_latency")?;
+            conn.set_read_timeout(Some(REPLY_TIMEOUT))?;
+            Ok(conn)
+        })
+        .collect::<Result<Vec<_>>>()?;
     eprintln!(
-        "[bench_latency] PUB {} bytes to {} at {}, one at a time, {}",
+        "[bench_latency] {} of {} x {} bytes to {} at {}, {} publisher(s) one at a time, {}",
+        cmd.name(),
+        opts.batch,
         opts.size,
         opts.topic,
         opts.tcp_address,
+        opts.publishers,
         limits_text(*opts.runfor, opts.count)
     );
 
-    // Sized for a fast loopback run so the vector rarely grows mid-measurement.
-    let mut samples: Vec<u64> = Vec::with_capacity(if opts.count > 0 {
-        opts.count as usize
-    } else {
-        1 << 20
-    });
     let cpu_before = process_cpu_time();
     let start = Instant::now();
     let end = (!opts.runfor.is_zero()).then(|| start + *opts.runfor);
-    loop {
-        if opts.count > 0 && samples.len() as u64 >= opts.count {
-            break;
-        }
-        let sent = Instant::now();
-        if end.is_some_and(|e| sent >= e) {
-            break;
-        }
-        conn.write_all(&pub_cmd)?;
-        wait_ok(&mut conn)?;
-        samples.push(sent.elapsed().as_nanos() as u64);
-    }
+    let runs = std::thread::scope(|scope| {
+        let handles: Vec<_> = conns
+            .into_iter()
+            .map(|conn| {
+                let cmd = &encoded;
+                scope.spawn(move || round_trips(conn, cmd, opts.count, end))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("publisher thread panicked"))
+            .collect::<Vec<_>>()
+    });
     let elapsed = start.elapsed();
     let cpu = cpu_since(cpu_before);
+    let mut samples = Vec::new();
+    for run in runs {
+        samples.extend(run?);
+    }
     samples.sort_unstable();
 
-    let mut extra = BTreeMap::from([("size", json!(opts.size))]);
+    let mut extra = BTreeMap::from([
+        ("size", json!(opts.size)),
+        ("publishers", json!(opts.publishers)),
+        ("batch", json!(opts.batch)),
+    ]);
     for (key, p) in PERCENTILES {
         extra.insert(key, json!(micros(percentile(&samples, p))));
     }
@@ -113,7 +144,7 @@ pub fn run(opts: &LatencyOptions) -> Result<Report> {
     extra.insert("mean_us", json!(micros(mean)));
     Ok(Report {
         tool: "bench_latency",
-        msgs: samples.len() as u64,
+        msgs: samples.len() as u64 * u64::from(opts.batch),
         elapsed,
         size: opts.size as usize,
         cpu,
@@ -135,6 +166,25 @@ pub fn human_line(report: &Report) -> String {
 
 fn micros(nanos: u64) -> f64 {
     round(nanos as f64 / 1000.0, 1)
+}
+
+/// One publisher: send `cmd`, wait for its `OK`, repeat; the round trips in
+/// nanoseconds.
+fn round_trips(mut conn: Conn, cmd: &[u8], count: u64, end: Option<Instant>) -> Result<Vec<u64>> {
+    // Sized for a fast loopback run so the vector rarely grows mid-measurement.
+    let mut samples = Vec::with_capacity(if count > 0 { count as usize } else { 1 << 16 });
+    loop {
+        if count > 0 && samples.len() as u64 >= count {
+            return Ok(samples);
+        }
+        let sent = Instant::now();
+        if end.is_some_and(|e| sent >= e) {
+            return Ok(samples);
+        }
+        conn.write_all(cmd)?;
+        wait_ok(&mut conn)?;
+        samples.push(sent.elapsed().as_nanos() as u64);
+    }
 }
 
 /// Read until the PUB's `OK`, answering heartbeats that come first.
@@ -169,8 +219,8 @@ mod tests {
         let argv: Vec<std::ffi::OsString> = vec!["bench_latency".into(), "-count=5".into()];
         let o: LatencyOptions = nsq_app::try_parse_options("bench_latency", argv, &[]).unwrap();
         assert_eq!(
-            (o.topic.as_str(), o.size, o.count),
-            ("bench_latency", 200, 5)
+            (o.topic.as_str(), o.size, o.count, o.publishers, o.batch),
+            ("bench_latency", 200, 5, 1, 1)
         );
         let mut extra = BTreeMap::new();
         for (key, _) in PERCENTILES {
