@@ -17,7 +17,7 @@ use crate::server::Context;
 use crate::stats::{ChannelStats, Producer, TopicStats};
 
 /// Upstream's `message`: empty, or every partial failure after `WARNING: `.
-fn warning(w: &Warnings) -> String {
+pub(crate) fn warning(w: &Warnings) -> String {
     if w.is_empty() {
         String::new()
     } else {

@@ -399,6 +399,12 @@ mod tests {
             route("PUT", &["api", "topics"]),
             Routed::MethodNotAllowed(a) if a == "GET, OPTIONS, POST"
         ));
+        assert_eq!(routed("GET", "/jobs"), Some(Endpoint::Page));
+        assert_eq!(routed("GET", "/api/jobs"), Some(Endpoint::Jobs));
+        assert_eq!(
+            routed("POST", "/api/jobs/render"),
+            Some(Endpoint::JobAction)
+        );
         assert!(matches!(route("GET", &["nope"]), Routed::NotFound));
     }
 

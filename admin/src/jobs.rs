@@ -18,6 +18,7 @@
 //! waiting when the action starts are moved, so shards that die again are not
 //! chased in a loop.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -32,7 +33,8 @@ use nsq_app::http_client::HttpClient;
 use nsq_protocol::frame::{Frame, FrameDecoder};
 use nsq_protocol::names::{is_valid_name, EPHEMERAL_SUFFIX, MAX_NAME_LEN};
 
-use crate::cluster::{enc, Node, Sources, Warnings};
+use crate::api::warning;
+use crate::cluster::{enc, get_json, Node, Sources};
 use crate::http::{Reply, Req};
 use crate::server::Context;
 
@@ -143,8 +145,8 @@ async fn node_answer(
     if let Some(j) = job {
         url.push_str(&format!("?job={}", enc(j)));
     }
-    let status = get_value(c, &url).await?;
-    let stats = get_value(
+    let status = get_json::<Value>(c, &url).await?;
+    let stats = get_json::<Value>(
         c,
         &format!(
             "http://{}/stats?format=json&include_clients=false",
@@ -155,29 +157,26 @@ async fn node_answer(
     Ok((status, stats))
 }
 
-async fn get_value(c: &HttpClient, url: &str) -> Result<Value, String> {
-    let (status, body) = c.get(url).await?;
-    if status != 200 {
-        return Err(format!(
-            "GET {url}: {status} {}",
-            String::from_utf8_lossy(&body).trim()
-        ));
-    }
-    serde_json::from_slice(&body).map_err(|e| format!("GET {url}: bad JSON: {e}"))
-}
-
 /// `GET /api/jobs[?job=NAME]`.
 pub(crate) async fn list(ctx: &Context, req: &Req) -> Reply {
-    let job = req.param("job").filter(|j| !j.is_empty());
+    let job = req
+        .param("job")
+        .filter(|j| !j.is_empty())
+        .map(str::to_owned);
     let (nodes, mut warnings) = match ctx.cluster.nodes().await {
         Ok(n) => n,
         Err(e) => return Reply::upstream(e),
     };
-    let client = ctx.cluster.client();
-    let answers = futures_join(client, &nodes, job).await;
+    let answers = ctx
+        .cluster
+        .fan_out(nodes.clone(), |c, node| {
+            let job = job.clone();
+            async move { node_answer(&c, &node, job.as_deref()).await }
+        })
+        .await;
     let mut health = Vec::new();
     // (job, channel) -> entry, in name order.
-    let mut by_job: std::collections::BTreeMap<(String, String), JobEntry> = Default::default();
+    let mut by_job: BTreeMap<(String, String), JobEntry> = BTreeMap::new();
     for (node, answer) in nodes.iter().zip(answers) {
         let name = node.producer.http_address();
         let (status, stats) = match answer {
@@ -265,35 +264,6 @@ pub(crate) async fn list(ctx: &Context, req: &Req) -> Reply {
     })
 }
 
-fn warning(w: &Warnings) -> String {
-    if w.is_empty() {
-        String::new()
-    } else {
-        format!("WARNING: {}", w.join("; "))
-    }
-}
-
-/// Every node's answer at once, in `nodes`' order.
-async fn futures_join(
-    c: &HttpClient,
-    nodes: &[Node],
-    job: Option<&str>,
-) -> Vec<Result<(Value, Value), String>> {
-    let mut set = tokio::task::JoinSet::new();
-    for (i, node) in nodes.iter().enumerate() {
-        let (c, node, job) = (c.clone(), node.clone(), job.map(str::to_owned));
-        set.spawn(async move { (i, node_answer(&c, &node, job.as_deref()).await) });
-    }
-    let mut out: Vec<Result<(Value, Value), String>> = nodes
-        .iter()
-        .map(|_| Err("request task failed".into()))
-        .collect();
-    while let Some(Ok((i, r))) = set.join_next().await {
-        out[i] = r;
-    }
-    out
-}
-
 #[derive(Deserialize)]
 struct ActionBody {
     #[serde(default)]
@@ -359,7 +329,7 @@ pub(crate) async fn act(ctx: &Context, req: &Req, job: &str) -> Reply {
             "http://{}/stats?format=json&include_clients=false",
             node.fetch_addr
         );
-        let stats = match get_value(client, &url).await {
+        let stats = match get_json::<Value>(client, &url).await {
             Ok(s) => s,
             Err(e) => {
                 warnings.push(e);
