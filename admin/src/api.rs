@@ -17,7 +17,7 @@ use crate::server::Context;
 use crate::stats::{ChannelStats, Producer, TopicStats};
 
 /// Upstream's `message`: empty, or every partial failure after `WARNING: `.
-fn warning(w: &Warnings) -> String {
+pub(crate) fn warning(w: &Warnings) -> String {
     if w.is_empty() {
         String::new()
     } else {
@@ -321,6 +321,7 @@ pub(crate) async fn act(ctx: &Context, endpoint: Endpoint, req: &Req) -> Reply {
         Endpoint::DeleteTopic => delete(ctx, req, seg(2), None).await,
         Endpoint::DeleteChannel => delete(ctx, req, seg(2), Some(seg(3))).await,
         Endpoint::TombstoneTopicProducer => tombstone(ctx, req, seg(2)).await,
+        Endpoint::JobAction => crate::jobs::act(ctx, req, seg(2)).await,
         _ => Reply::error(StatusCode::NOT_FOUND, "NOT_FOUND"),
     }
 }

@@ -144,7 +144,7 @@ impl Cluster {
     }
 
     /// Run `f` for every item at once; results in the items' order.
-    async fn fan_out<I, T, F, Fut>(&self, items: Vec<I>, f: F) -> Vec<Result<T, String>>
+    pub(crate) async fn fan_out<I, T, F, Fut>(&self, items: Vec<I>, f: F) -> Vec<Result<T, String>>
     where
         I: Send + 'static,
         T: Send + 'static,
@@ -438,7 +438,7 @@ async fn nsqd_node(c: &HttpClient, addr: String) -> Result<Node, String> {
     })
 }
 
-async fn get_json<T: DeserializeOwned>(c: &HttpClient, url: &str) -> Result<T, String> {
+pub(crate) async fn get_json<T: DeserializeOwned>(c: &HttpClient, url: &str) -> Result<T, String> {
     get_json_or_404(c, url)
         .await?
         .ok_or_else(|| format!("GET {url}: 404"))

@@ -192,6 +192,8 @@ pub(crate) enum Endpoint {
     Live,
     History,
     Config,
+    Jobs,
+    JobAction,
 }
 
 /// The methods and endpoints at a path (segments below the base path).
@@ -206,7 +208,8 @@ fn endpoints_at(segs: &[&str]) -> &'static [(&'static str, Endpoint)] {
         | ["nodes"]
         | ["nodes", _]
         | ["counter"]
-        | ["lookup"] => &[("GET", Page)],
+        | ["lookup"]
+        | ["jobs"] => &[("GET", Page)],
         ["static", _] | ["fonts", _] => &[("GET", Asset)],
         ["api", "topics"] => &[("GET", Topics), ("POST", CreateTopicChannel)],
         ["api", "topics", _] => &[
@@ -224,6 +227,8 @@ fn endpoints_at(segs: &[&str]) -> &'static [(&'static str, Endpoint)] {
         ["api", "counter"] => &[("GET", Counter)],
         ["config", _] => &[("GET", Config), ("PUT", Config)],
         ["api", "live"] => &[("GET", Live)],
+        ["api", "jobs"] => &[("GET", Jobs)],
+        ["api", "jobs", _] => &[("POST", JobAction)],
         ["api", "history", "topics", _] | ["api", "history", "topics", _, _] => &[("GET", History)],
         _ => &[],
     }
@@ -301,6 +306,7 @@ async fn handle(ctx: &Context, req: Request<Incoming>, remote: SocketAddr) -> Re
         Endpoint::Live => api::live(ctx),
         Endpoint::History => api::history(ctx, &req),
         Endpoint::Config => crate::config::handle(ctx, &req, remote.ip()),
+        Endpoint::Jobs => crate::jobs::list(ctx, &req).await,
         e if req.method == Method::GET => api::read(ctx, e, &req).await,
         e => {
             if !ctx.is_admin(&req.headers) {
@@ -393,6 +399,12 @@ mod tests {
             route("PUT", &["api", "topics"]),
             Routed::MethodNotAllowed(a) if a == "GET, OPTIONS, POST"
         ));
+        assert_eq!(routed("GET", "/jobs"), Some(Endpoint::Page));
+        assert_eq!(routed("GET", "/api/jobs"), Some(Endpoint::Jobs));
+        assert_eq!(
+            routed("POST", "/api/jobs/render"),
+            Some(Endpoint::JobAction)
+        );
         assert!(matches!(route("GET", &["nope"]), Routed::NotFound));
     }
 

@@ -14,6 +14,7 @@ mod config;
 pub mod daemon_json;
 pub mod history;
 mod http;
+mod jobs;
 pub mod notify;
 pub mod options;
 mod server;

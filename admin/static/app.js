@@ -285,6 +285,42 @@
       <tbody>${rows || `<tr><td colspan="3" class="muted">None.</td></tr>`}</tbody></table>` : `<p class="muted">No lookupd configured (--nsqd-http-address mode).</p>`}${form}`;
   }
 
+  // Jobs: every job channel of every nsqd (GET /api/jobs), per node its
+  // workers (load / capacity) and each fire's shards; dead letters waiting in
+  // the dead-letter topic can be moved back to the job topic.
+  async function viewJobs() {
+    const r = await api("GET", "/api/jobs");
+    const down = (r.nodes || []).filter((n) => !n.reachable);
+    const health = down.length ? `<div class="warning" id="unreachable">${down.map((n) => esc(`nsqd ${n.node} unreachable: ${n.error}`)).join("\n")}</div>` : "";
+    const jobs = (r.jobs || []).map((j) => {
+      const requeue = j.dead_letters > 0 ? button(`btn-requeue-${j.job}`, `Requeue ${j.dead_letters} dead`, "warn", {
+        confirm: `Move the ${j.dead_letters} dead letters of ${j.dead_letter_topic} back to job ${j.job}? Their shards run again.`,
+        method: "POST", path: `/api/jobs/${enc(j.job)}`, body: JSON.stringify({ action: "requeue", channel: j.channel }),
+        describe: `requeue dead letters of ${j.job}` }) : "";
+      const nodes = (j.nodes || []).map((n) => {
+        const workers = (n.workers || []).map((w) => `<tr><td class="text">${esc(w.worker)}<div class="muted">${esc(w.remote_address)}</div></td>
+          <td>${num(w.load)} / ${num(w.capacity)}</td><td>${num(w.total_load)}</td><td>${num(w.shards_taken)}</td></tr>`).join("");
+        const fires = (n.fires || []).map((f) => {
+          const shards = (f.shards || []).map((s) => `<tr class="sub" data-shard="${esc(f.fire)}:${s.item}"><td>&nbsp;&nbsp;↳ shard ${s.item}${s.param ? ` (${esc(s.param)})` : ""}</td><td>${num(s.load)}</td>
+            <td class="text"><span class="badge state-${esc(s.state)}">${esc(s.state)}</span>${s.worker ? ` on ${esc(s.worker)}` : ""}</td><td>${num(s.attempts)}</td></tr>`).join("");
+          return `<tr data-fire="${esc(f.fire)}"><td>fire ${esc(f.fire)}</td><td></td><td class="text">${num(f.pending)} pending, ${num(f.running)} running, ${num(f.failed)} failed, ${num(f.done)} done, ${num(f.dead)} dead</td><td></td></tr>${shards}`;
+        }).join("");
+        const settle = n.settling ? `<span class="badge paused">settling ${Math.ceil(n.settle_remaining_ms / 1000)}s, ${num((n.workers || []).length)}/${num(n.min_workers)} workers</span>` : "";
+        return `<h3>${link(nodePath(n.node), n.node)} ${settle}</h3>
+          <p class="muted">${num(n.pending_on_disk)} shards on disk not yet read, ${num(n.other_messages)} other messages, ${num(n.dead_letters)} dead letters in ${esc(n.dead_letter_topic)}</p>
+          <table class="workers"><thead><tr><th class="text">Worker</th><th>Load / capacity</th><th>Load on this nsqd</th><th>Shards taken</th></tr></thead>
+          <tbody>${workers || `<tr><td colspan="4" class="muted">No workers.</td></tr>`}</tbody></table>
+          <table class="fires"><thead><tr><th>Fire / shard</th><th>Load</th><th class="text">State</th><th>Attempts</th></tr></thead>
+          <tbody>${fires || `<tr><td colspan="4" class="muted">No fires remembered.</td></tr>`}</tbody></table>`;
+      }).join("");
+      return `<section class="job" data-job="${esc(j.job)}"><h2>${link(topicPath(j.job), j.job)} / ${link(channelPath(j.job, j.channel), j.channel)}</h2>
+        <p>${num(j.pending)} pending, ${num(j.running)} running, ${num(j.failed)} failed, ${num(j.done)} done, ${num(j.dead)} dead · load ${num(j.load)} / ${num(j.capacity)} ·
+        ${num(j.dead_letters)} dead letters in ${link(topicPath(j.dead_letter_topic), j.dead_letter_topic)}</p>
+        <div class="actions">${requeue}</div>${nodes}</section>`;
+    }).join("");
+    return `<h1>Jobs</h1>${warningBox(r.message)}${health}${jobs || `<p class="muted" id="no-jobs">No job channels (a channel becomes one when shards arrive or a worker declares a capacity).</p>`}`;
+  }
+
   main.addEventListener("submit", (ev) => {
     if (ev.target.id !== "create-form") return;
     ev.preventDefault();
@@ -319,6 +355,7 @@
     if (s[0] === "nodes" && s.length === 2) return () => viewNode(s[1]);
     if (s[0] === "lookup") return viewLookup;
     if (s[0] === "counter") return viewCounter;
+    if (s[0] === "jobs" && s.length === 1) return viewJobs;
     return async () => "<h1>Not found</h1>";
   }
 

@@ -1,7 +1,9 @@
 //! nsqadmin in a real headless Chromium, driven over WebDriver (chromedriver
 //! with fantoccini): the overview lists a topic this test created, its
 //! channel page shows the consumer, the pause button asks for confirmation
-//! and then pauses the channel on nsqd, and the page updates itself.
+//! and then pauses the channel on nsqd, and the page updates itself; the
+//! jobs page shows a dead shard and its requeue button, behind the same
+//! confirmation, gives it back to the worker.
 //! Screenshots go to `target/test-artifacts/`.
 //!
 //! Chromium and chromedriver come from Debian (`scripts/test-deps/chromium.sh`,
@@ -220,6 +222,110 @@ async fn pause_a_channel_from_the_dashboard() {
         }
         let shot = save_screenshot("nsqadmin-channel-paused.png", &b.screenshot().await.unwrap());
         assert!(std::fs::metadata(&shot).unwrap().len() > 1000, "{shot:?}");
+        b.close().await.expect("close the browser session");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requeue_a_dead_letter_from_the_jobs_page() {
+    within_for(BROWSER_TEST_TIMEOUT, async {
+        let c = AdminCluster::start(&[]);
+        c.nsqd_topic_channel("render", "workers").await;
+        let r = c.nsqd.http_post(
+            "/channel/max_attempts?topic=render&channel=workers&max_attempts=1",
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let body = nsq_protocol::job::Shard {
+            job: "render".into(),
+            fire: "f1".into(),
+            item: 0,
+            load: 2,
+            param: "frame-0".into(),
+            payload: bytes::Bytes::new(),
+        }
+        .encode()
+        .unwrap();
+        let mut producer = c.nsqd.connect().await;
+        producer.publish("render", &body).await;
+        let mut worker = c.nsqd.connect().await;
+        worker
+            .identify_ok(json!({"capacity": 4, "client_id": "browser-worker"}))
+            .await;
+        worker.sub("render", "workers").await;
+        worker.rdy(4).await;
+        let m = worker.read_message().await;
+        worker.req(m.id, 0).await; // one attempt allowed: now a dead letter
+
+        let driver = Chromedriver::start();
+        let profile = tempfile::Builder::new()
+            .prefix("nsqadmin-chromium-")
+            .tempdir()
+            .expect("profile dir");
+        let b = browser(&driver, profile.path()).await;
+        let css = |s: &'static str| Locator::Css(s);
+        b.goto(&format!("http://{}/", c.admin.http_addr()))
+            .await
+            .expect("open the overview");
+        // The nav leads to the jobs page.
+        wait_for(&b, &c, r#"nav a[href$="/jobs"]"#)
+            .await
+            .click()
+            .await
+            .unwrap();
+        wait_for(&b, &c, r#"section.job[data-job="render"]"#).await;
+        // Live: the shard shows up dead once nsqd has moved it.
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            let text = match b.find(css(r#"tr[data-shard="f1:0"]"#)).await {
+                Ok(row) => row.text().await.unwrap_or_default(),
+                Err(e) => format!("no shard row: {e}"),
+            };
+            if text.contains("dead") && text.contains("frame-0") {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                c.fail(&format!(
+                    "the jobs page never showed the dead shard: {text}"
+                ));
+            }
+            tokio::time::sleep(WAIT_POLL_INTERVAL).await;
+        }
+        wait_for(&b, &c, "#btn-requeue-render")
+            .await
+            .click()
+            .await
+            .unwrap();
+        let dialog = wait_for(&b, &c, "#confirm").await;
+        assert!(
+            dialog.is_displayed().await.unwrap(),
+            "the confirmation is shown"
+        );
+        let question = b
+            .find(css("#confirm-text"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(question.contains("render.dead"), "{question}");
+        save_screenshot("nsqadmin-jobs.png", &b.screenshot().await.unwrap());
+        b.find(css("#confirm-ok"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        // The worker gets the shard again.
+        let again = worker.read_message_within(SETTLE).await;
+        assert_eq!(again.body, body);
+        worker.fin(again.id).await;
+        let flash = wait_for(&b, &c, "#flash-msg").await;
+        assert_eq!(
+            flash.text().await.unwrap(),
+            "requeue dead letters of render: done"
+        );
         b.close().await.expect("close the browser session");
     })
     .await;
