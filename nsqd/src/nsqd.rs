@@ -22,7 +22,7 @@ use crate::disk_queue::DiskQueueOptions;
 use crate::lookup::Lookup;
 use crate::metadata::{self, ChannelMeta, DirLock, Metadata, TopicMeta};
 use crate::options::{Options, OptionsError};
-use crate::topic::{DurableTopic, PutError, Topic};
+use crate::topic::{PumpContext, PutError, Topic};
 use nsq_app::http_client::HttpClient;
 
 /// Threads serving disk queues: the machine has two cores, and the queues'
@@ -93,8 +93,8 @@ pub struct Nsqd {
     pub(crate) metadata_dirty: Notify,
     /// Which of those changes `nsqd.dat` holds.
     metadata_progress: Arc<metadata::Progress>,
-    /// `--durable`: what topics need to move messages safely.
-    durable: Option<Arc<DurableTopic>>,
+    /// Where topics' pumps wait for their channels' writes.
+    pump_ctx: Arc<PumpContext>,
     data_path: PathBuf,
     /// The I/O threads behind every disk queue.
     pub(crate) disk_io: Arc<DiskIo>,
@@ -180,7 +180,7 @@ impl Nsqd {
                 self.limits,
                 starting,
                 Some(self.disk_io.clone()),
-                self.durable.clone(),
+                Some(self.pump_ctx.clone()),
             );
             topics.insert(name.clone(), topic.clone());
             topic
@@ -350,7 +350,7 @@ impl Nsqd {
                 self.limits,
                 false,
                 Some(self.disk_io.clone()),
-                self.durable.clone(),
+                Some(self.pump_ctx.clone()),
             );
             for cm in tm.channels.iter().flatten() {
                 let Ok(cname) = cm.name.parse::<ChannelName>() else {
@@ -481,7 +481,7 @@ impl Nsqd {
                 return Err(PublishError::Disk(msg));
             }
         }
-        if self.durable.is_some() {
+        if self.limits.durable {
             if let Err(e) = self
                 .metadata_progress
                 .wait_saved(changes, METADATA_WAIT)
@@ -721,11 +721,9 @@ impl Nsqd {
         };
         let live = crate::config::LiveOptions::new(&opts);
         let metadata_progress = Arc::new(metadata::Progress::default());
-        let durable = opts.durable.then(|| {
-            Arc::new(DurableTopic {
-                runtime: tokio::runtime::Handle::current(),
-                metadata: metadata_progress.clone(),
-            })
+        let pump_ctx = Arc::new(PumpContext {
+            runtime: tokio::runtime::Handle::current(),
+            metadata: metadata_progress.clone(),
         });
         let nsqd = Arc::new(Nsqd {
             tcp_addr,
@@ -745,7 +743,7 @@ impl Nsqd {
             http_client,
             metadata_dirty: Notify::new(),
             metadata_progress,
-            durable,
+            pump_ctx,
             data_path,
             disk_io,
             _dir_lock: dir_lock,

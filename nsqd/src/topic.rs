@@ -37,10 +37,13 @@ pub enum PutError {
     QueueFull,
 }
 
-/// What a topic needs under `--durable`. Its disk queue keeps the records
-/// it moves to the channels until the channels' copies are fsynced and
-/// `nsqd.dat` names the channels; this is where that wait runs.
-pub struct DurableTopic {
+/// Where a topic's pump waits for the channels' disk writes of one batch
+/// before reading the next: otherwise a large backlog would be copied into
+/// the channels' disk queues all at once, ahead of the consumers' reads on
+/// the same I/O threads. Under `--durable` the topic's disk queue also keeps
+/// the records until the copies are fsynced and `nsqd.dat` names the
+/// channels.
+pub struct PumpContext {
     pub runtime: tokio::runtime::Handle,
     pub metadata: Arc<Progress>,
 }
@@ -99,8 +102,8 @@ pub struct Topic {
     disk_io: Option<Arc<DiskIo>>,
     /// The topic's own disk queue (`None` for ephemeral topics).
     disk: Option<QueueHandle>,
-    /// `--durable` (only with a disk queue).
-    durable: Option<Arc<DurableTopic>>,
+    /// Where the pump waits (only with a disk queue).
+    pump_ctx: Option<Arc<PumpContext>>,
     me: Weak<Topic>,
 }
 
@@ -118,13 +121,13 @@ impl Topic {
         limits: ChannelLimits,
         starting: bool,
         disk_io: Option<Arc<DiskIo>>,
-        durable: Option<Arc<DurableTopic>>,
+        pump_ctx: Option<Arc<PumpContext>>,
     ) -> Arc<Self> {
         let disk = disk_io
             .as_ref()
             .filter(|_| !name.is_ephemeral())
             .map(|d| d.queue(name.as_str()));
-        let durable = durable.filter(|_| disk.is_some());
+        let pump_ctx = pump_ctx.filter(|_| disk.is_some());
         Arc::new_cyclic(|me| Topic {
             name,
             limits,
@@ -146,9 +149,14 @@ impl Topic {
             deleted: AtomicBool::new(false),
             disk_io,
             disk,
-            durable,
+            pump_ctx,
             me: me.clone(),
         })
+    }
+
+    /// `--durable`, with a disk queue to be durable on.
+    fn durable(&self) -> bool {
+        self.limits.durable && self.disk.is_some()
     }
 
     fn lock(&self) -> MutexGuard<'_, TopicState> {
@@ -251,7 +259,7 @@ impl Topic {
         due: Option<Instant>,
     ) -> Option<DiskWrite> {
         // Durable: everything goes through the disk queue.
-        let on_disk = st.to_disk + st.on_disk > 0 || self.durable.is_some();
+        let on_disk = st.to_disk + st.on_disk > 0 || self.durable();
         let room = if on_disk {
             0
         } else {
@@ -440,39 +448,45 @@ impl Topic {
             fan_out(st, std::slice::from_ref(&m), Some(due), &mut writes);
         }
         match st.held_from_disk.take() {
-            Some(end) => self.commit_after(st, writes, end),
+            Some(end) => self.pump_after(st, writes, end),
             None => self.pump(st),
         }
     }
 
-    /// Durable: once the channels' copies are fsynced and `nsqd.dat` names
-    /// the channels, let the topic's disk queue forget the records up to
-    /// `end`; then pump on. The pump waits meanwhile, so commits stay in
-    /// order.
-    fn commit_after(&self, st: &mut TopicState, writes: Vec<DiskWrite>, end: Position) {
-        let (Some(durable), Some(disk)) = (&self.durable, &self.disk) else {
+    /// Once the channels' copies of a batch are written (durable: fsynced,
+    /// and `nsqd.dat` names the channels, then the topic's disk queue may
+    /// forget the records up to `end`), pump the next batch. The pump waits
+    /// meanwhile, so batches and commits stay in order.
+    fn pump_after(&self, st: &mut TopicState, writes: Vec<DiskWrite>, end: Position) {
+        let (Some(ctx), Some(disk)) = (&self.pump_ctx, &self.disk) else {
             return self.pump(st);
         };
+        let durable = self.durable();
+        if writes.is_empty() && !durable {
+            return self.pump(st);
+        }
         st.pumping = true;
         let me = self.me.clone();
         let disk = disk.clone();
-        let metadata = durable.metadata.clone();
+        let metadata = ctx.metadata.clone();
         let changes = metadata.current();
-        durable.runtime.spawn(async move {
+        ctx.runtime.spawn(async move {
             let mut written = true;
             for w in writes {
                 written &= matches!(w.await, Ok(Ok(())));
             }
-            let named = written && metadata.wait_saved(changes, METADATA_WAIT).await.is_ok();
-            if named {
-                disk.commit(end);
-            } else {
-                // Left on the topic's disk queue: delivered again after a
-                // restart rather than lost.
-                tracing::error!(
-                    queue = disk.name(),
-                    "messages moved to channels are not safe on disk yet; keeping the topic's copy"
-                );
+            if durable {
+                let named = written && metadata.wait_saved(changes, METADATA_WAIT).await.is_ok();
+                if named {
+                    disk.commit(end);
+                } else {
+                    // Left on the topic's disk queue: delivered again after
+                    // a restart rather than lost.
+                    tracing::error!(
+                        queue = disk.name(),
+                        "messages moved to channels are not safe on disk yet; keeping the topic's copy"
+                    );
+                }
             }
             if let Some(topic) = me.upgrade() {
                 let mut st = topic.lock();
@@ -551,10 +565,10 @@ impl DiskSink for Topic {
         } else if !now_msgs.is_empty() {
             fan_out(&st, &now_msgs, None, &mut writes);
         }
-        match &self.durable {
-            Some(_) if held => st.held_from_disk = Some(end),
-            Some(_) => self.commit_after(&mut st, writes, end),
-            None => self.pump(&mut st),
+        if held && self.durable() {
+            st.held_from_disk = Some(end);
+        } else if !held {
+            self.pump_after(&mut st, writes, end);
         }
     }
 }
