@@ -478,11 +478,11 @@ impl Inner {
                 let msg = msg.clone();
                 tokio::spawn(async move { handler.handle(&msg).await })
             };
-            let (ok, backoff) = match run.await {
+            let ok = match run.await {
                 Ok(Ok(())) => {
                     let _ = tx.send(Command::Fin(msg.id));
                     inner.counters.finished.fetch_add(1, Ordering::Relaxed);
-                    (true, false)
+                    true
                 }
                 Ok(Err(e)) => {
                     let delay = e
@@ -490,25 +490,31 @@ impl Inner {
                         .unwrap_or_else(|| inner.config.requeue_delay(msg.attempts));
                     debug!(id = %msg.id, error = %e, ?delay, "handler failed; requeueing");
                     inner.counters.requeued.fetch_add(1, Ordering::Relaxed);
+                    if e.backoff {
+                        // RDY 0 goes out before the REQ, so nsqd cannot
+                        // hand the message straight back during the pause.
+                        inner.record(false);
+                    }
                     let _ = tx.send(Command::Req {
                         id: msg.id,
                         timeout_ms: delay.as_millis() as u64,
                     });
-                    (false, e.backoff)
+                    false
                 }
                 Err(panic) => {
                     warn!(id = %msg.id, error = %panic, "handler panicked; requeueing");
                     let delay = inner.config.requeue_delay(msg.attempts);
                     inner.counters.requeued.fetch_add(1, Ordering::Relaxed);
+                    inner.record(false);
                     let _ = tx.send(Command::Req {
                         id: msg.id,
                         timeout_ms: delay.as_millis() as u64,
                     });
-                    (false, true)
+                    false
                 }
             };
-            if ok || backoff {
-                inner.record(ok);
+            if ok {
+                inner.record(true);
             }
             let _ = done.send(());
         });
