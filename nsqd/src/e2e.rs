@@ -381,8 +381,13 @@ mod tests {
         assert_eq!(snap.count, u64::from(n));
         for (q, v) in snap.quantiles(&[0.99, 0.9, 0.5]) {
             let exact = q * f64::from(n);
+            // A sample of RESERVOIR values estimates quantile q with a
+            // standard error of sqrt(q(1-q)/RESERVOIR) of the range; allow
+            // six of them (a fixed 3% failed about once in a hundred runs).
+            // Keeping only the first values would still be far off.
+            let sigma = (q * (1.0 - q) / RESERVOIR as f64).sqrt();
             assert!(
-                (v - exact).abs() < 0.03 * f64::from(n),
+                (v - exact).abs() < 6.0 * sigma * f64::from(n),
                 "q{q}: {v} vs {exact}"
             );
         }
