@@ -12,9 +12,6 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
 use clap::{Parser, Subcommand};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use nsq_app::duration::GoDuration;
 use nsq_protocol::job::Shard;
 use serde_json::Value;
@@ -225,32 +222,14 @@ pub async fn submit(o: &SubmitOptions) -> Result<String> {
 
 async fn http(addr: &str, method: hyper::Method, path: &str, body: Bytes) -> Result<Bytes> {
     let url = format!("http://{addr}{path}");
-    let fail = |why: String| ToolError::Config(format!("{method} {url}: {why}"));
-    let uri: hyper::Uri = url.parse().map_err(|e| fail(format!("{e}")))?;
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let req = hyper::Request::builder()
-        .method(method.clone())
-        .uri(uri)
-        .body(Full::new(body))
-        .map_err(|e| fail(e.to_string()))?;
-    let fetch = async {
-        let resp = client.request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok::<_, String>((status, body))
-    };
-    let (status, body) = tokio::time::timeout(HTTP_TIMEOUT, fetch)
+    let client = nsq_app::http_client::HttpClient::new(HTTP_TIMEOUT, HTTP_TIMEOUT);
+    let (status, body) = client
+        .request(method.clone(), &url, None, body)
         .await
-        .map_err(|_| fail("timed out".into()))?
-        .map_err(fail)?;
-    if !status.is_success() {
-        return Err(fail(format!(
-            "status {status}: {}",
+        .map_err(ToolError::Config)?;
+    if !(200..300).contains(&status) {
+        return Err(ToolError::Config(format!(
+            "{method} {url}: status {status}: {}",
             String::from_utf8_lossy(&body)
         )));
     }
