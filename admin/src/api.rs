@@ -10,20 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use nsq_protocol::names::is_valid_name;
 
-use crate::cluster::{enc, Node, Sources, Warnings};
+use crate::cluster::{enc, warning, Node, Sources, Warnings};
+use crate::context::Context;
 use crate::history::now_ms;
-use crate::http::{Endpoint, Reply, Req};
-use crate::server::Context;
+use crate::routes::{Endpoint, Reply, Req};
 use crate::stats::{ChannelStats, Producer, TopicStats};
-
-/// Upstream's `message`: empty, or every partial failure after `WARNING: `.
-pub(crate) fn warning(w: &Warnings) -> String {
-    if w.is_empty() {
-        String::new()
-    } else {
-        format!("WARNING: {}", w.join("; "))
-    }
-}
 
 /// A value's JSON fields followed by `message`, as upstream embeds it
 /// (field order kept, so answers read like upstream's).

@@ -5,8 +5,8 @@
 use hyper::StatusCode;
 use serde_json::json;
 
-use crate::http::Reply;
-use crate::server::Context;
+use crate::context::Context;
+use crate::routes::Reply;
 
 const INDEX: &str = include_str!("../static/index.html");
 

@@ -462,6 +462,15 @@ async fn get_json_or_404<T: DeserializeOwned>(
     }
 }
 
+/// Upstream's `message`: empty, or every partial failure after `WARNING: `.
+pub(crate) fn warning(w: &Warnings) -> String {
+    if w.is_empty() {
+        String::new()
+    } else {
+        format!("WARNING: {}", w.join("; "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,51 +3,14 @@
 //! or the log level while running; only from `--allow-config-from-cidr`.
 
 use std::net::IpAddr;
-use std::sync::{Mutex, OnceLock};
 
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use nsq_app::logging::{LogHandle, LogLevel};
+use nsq_app::logging::LogLevel;
 
-use crate::http::{Reply, Req};
-use crate::server::Context;
-use crate::Options;
-
-/// The options that change at run time besides the lookupd list (which the
-/// cluster holds).
-#[derive(Debug)]
-pub(crate) struct LiveOptions {
-    /// Taken only by `/config` handlers, to read or set the level.
-    log_level: Mutex<LogLevel>,
-    /// The process's log filter, when the binary handed it over.
-    log: OnceLock<LogHandle>,
-}
-
-impl LiveOptions {
-    pub(crate) fn new(opts: &Options) -> Self {
-        LiveOptions {
-            log_level: Mutex::new(opts.log_level),
-            log: OnceLock::new(),
-        }
-    }
-
-    pub(crate) fn attach_log(&self, handle: LogHandle) {
-        let _ = self.log.set(handle);
-    }
-
-    fn log_level(&self) -> LogLevel {
-        *self.log_level.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn set_log_level(&self, level: LogLevel) {
-        let mut cur = self.log_level.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(h) = self.log.get() {
-            h.set_level(level);
-        }
-        *cur = level;
-    }
-}
+use crate::context::Context;
+use crate::routes::{Reply, Req};
 
 /// Whether `ip` is inside `cidr` (`a.b.c.d/n` or an IPv6 prefix); `None`
 /// when `cidr` does not parse.
@@ -88,7 +51,7 @@ fn option_value(ctx: &Context, key: &str) -> Option<Value> {
     let o = &ctx.opts;
     let ns = |d: &nsq_app::GoDuration| json!(d.as_nanos_i64());
     Some(match key {
-        "log_level" => json!(ctx.live.log_level().go_number()),
+        "log_level" => json!(ctx.log_level.get().go_number()),
         "log_prefix" => json!(o.log_prefix),
         "http_address" => json!(o.http_address),
         "base_path" => json!(o.base_path),
@@ -155,7 +118,7 @@ pub(crate) fn handle(ctx: &Context, req: &Req, remote: IpAddr) -> Reply {
                 let Some(level) = level else {
                     return Reply::error(StatusCode::BAD_REQUEST, "INVALID_VALUE");
                 };
-                ctx.live.set_log_level(level);
+                ctx.log_level.set(level);
             }
             _ => return Reply::error(StatusCode::BAD_REQUEST, "INVALID_OPTION"),
         }

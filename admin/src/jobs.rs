@@ -33,10 +33,9 @@ use nsq_app::http_client::HttpClient;
 use nsq_protocol::frame::{Frame, FrameDecoder};
 use nsq_protocol::names::{is_valid_name, EPHEMERAL_SUFFIX, MAX_NAME_LEN};
 
-use crate::api::warning;
-use crate::cluster::{enc, get_json, Node, Sources};
-use crate::http::{Reply, Req};
-use crate::server::Context;
+use crate::cluster::{enc, get_json, warning, Node, Sources};
+use crate::context::Context;
+use crate::routes::{Reply, Req};
 
 /// The channel of a job topic that workers use unless told otherwise.
 pub const DEFAULT_CHANNEL: &str = "workers";

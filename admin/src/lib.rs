@@ -11,12 +11,14 @@ mod api;
 mod assets;
 pub mod cluster;
 mod config;
+mod context;
 pub mod daemon_json;
 pub mod history;
 mod http;
 mod jobs;
 pub mod notify;
 pub mod options;
+mod routes;
 mod server;
 pub mod stats;
 

@@ -7,14 +7,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::HeaderMap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use nsq_app::http_client::HttpClient;
 
-use crate::cluster::{Cluster, Sources};
-use crate::config::LiveOptions;
+use crate::cluster::Cluster;
+use crate::context::Context;
 use crate::history::{self, History};
 use crate::notify::Notifier;
 use crate::options::OptionsError;
@@ -33,40 +32,6 @@ pub enum Error {
         addr: String,
         source: std::io::Error,
     },
-}
-
-/// Everything a request handler needs; fixed at startup (the history locks
-/// itself).
-#[derive(Debug)]
-pub(crate) struct Context {
-    pub(crate) cluster: Cluster,
-    pub(crate) history: Arc<History>,
-    pub(crate) notifier: Notifier,
-    /// `--base-path` as a prefix: empty, or `/name` without a trailing slash.
-    pub(crate) base: String,
-    /// The options as given (what `/config` reads; the lookupd list lives
-    /// in `cluster`, the log level in `live`).
-    pub(crate) opts: Options,
-    pub(crate) live: LiveOptions,
-}
-
-impl Context {
-    /// Upstream's rule: with no `--admin-user` everyone may act; otherwise
-    /// only a request whose `--acl-http-header` names one of them.
-    pub(crate) fn is_admin(&self, headers: &HeaderMap) -> bool {
-        let users = &self.opts.admin_user;
-        if users.is_empty() {
-            return true;
-        }
-        headers
-            .get(self.opts.acl_http_header.as_str())
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|user| users.iter().any(|u| u == user))
-    }
-
-    pub(crate) fn lookupd_mode(&self) -> bool {
-        matches!(self.cluster.sources(), Sources::Lookupd(_))
-    }
 }
 
 /// A running nsqadmin. Dropping it stops it without waiting; call
@@ -118,7 +83,7 @@ impl NsqAdmin {
                 tracker.clone(),
             ),
             base: opts.base_prefix(),
-            live: LiveOptions::new(&opts),
+            log_level: nsq_app::logging::LiveLogLevel::new(opts.log_level),
             opts,
         });
         tracing::info!("HTTP: listening on {http_addr}");
@@ -140,7 +105,7 @@ impl NsqAdmin {
     /// Hand over the process's log filter so `PUT /config/log_level`
     /// changes what is logged.
     pub fn set_log_handle(&self, handle: nsq_app::logging::LogHandle) {
-        self.ctx.live.attach_log(handle);
+        self.ctx.log_level.attach(handle);
     }
 
     /// The bound HTTP address.

@@ -135,6 +135,42 @@ impl LogHandle {
     }
 }
 
+/// A daemon's `log_level` as `/config` reads and sets it at run time: the
+/// level, and the process's filter once the binary attached it (tests run
+/// without one). Its std Mutex is taken only to read or set the level.
+#[derive(Debug)]
+pub struct LiveLogLevel {
+    level: std::sync::Mutex<LogLevel>,
+    handle: OnceLock<LogHandle>,
+}
+
+impl LiveLogLevel {
+    pub fn new(level: LogLevel) -> Self {
+        LiveLogLevel {
+            level: std::sync::Mutex::new(level),
+            handle: OnceLock::new(),
+        }
+    }
+
+    /// Attach the process's log handle; only the first call counts.
+    pub fn attach(&self, handle: LogHandle) {
+        let _ = self.handle.set(handle);
+    }
+
+    pub fn get(&self) -> LogLevel {
+        *self.level.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Change the level of the live log output (when a handle is attached).
+    pub fn set(&self, level: LogLevel) {
+        let mut cur = self.level.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = self.handle.get() {
+            h.set_level(level);
+        }
+        *cur = level;
+    }
+}
+
 static GLOBAL: OnceLock<LogHandle> = OnceLock::new();
 
 /// Installs the process-wide subscriber writing to stderr.

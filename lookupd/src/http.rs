@@ -22,11 +22,11 @@ use tokio_util::task::TaskTracker;
 
 use nsq_protocol::names::is_valid_name;
 
+use crate::context::Context;
 use crate::json;
 use crate::query::Query;
 use crate::registration_db::{PeerInfo, Registration, Stamp};
 use crate::router::{route, Endpoint, Routed};
-use crate::server::Context;
 
 const JSON_TYPE: &str = "application/json; charset=utf-8";
 const TEXT_TYPE: &str = "text/plain; charset=utf-8";

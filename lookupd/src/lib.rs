@@ -6,6 +6,7 @@
 //! [`Lookupd::new`] binds both listeners and starts serving, so tests can
 //! pass port 0 and read [`Lookupd::tcp_addr`] and [`Lookupd::http_addr`].
 
+mod context;
 mod error;
 mod http;
 mod json;

@@ -18,9 +18,9 @@ use nsq_protocol::lookup::{
 };
 use nsq_protocol::{ProtocolError, MAGIC_V1};
 
+use crate::context::Context;
 use crate::json;
 use crate::registration_db::{PeerInfo, Stamp};
-use crate::server::Context;
 
 /// Accept nsqd connections until cancelled, one task each on `tracker`.
 pub(crate) async fn serve(

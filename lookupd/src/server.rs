@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,34 +12,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::registration_db::RegistrationDb;
 use crate::{http, protocol_v1, Options};
 
 /// How long shutdown waits for connections to finish before giving up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// State shared by the TCP and HTTP sides. The DB locks itself; the rest is
-/// fixed at startup.
-#[derive(Debug)]
-pub(crate) struct Context {
-    pub(crate) db: RegistrationDb,
-    /// `--broadcast-address`, told to nsqd in the IDENTIFY reply.
-    pub(crate) broadcast_address: String,
-    /// The OS hostname, also in the IDENTIFY reply.
-    pub(crate) hostname: String,
-    /// The ports actually bound, which upstream reports (not the flags).
-    pub(crate) tcp_port: u16,
-    pub(crate) http_port: u16,
-    next_conn: AtomicU64,
-}
-
-impl Context {
-    /// A number unique to one TCP connection for this process's lifetime.
-    pub(crate) fn next_conn_id(&self) -> u64 {
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
-    }
-}
 
 /// A running nsqlookupd. Dropping it stops it without waiting; call
 /// [`Lookupd::shutdown`] to wait for connections to close.

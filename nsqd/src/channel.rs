@@ -34,16 +34,8 @@ mod jobs;
 pub use crate::client::JobWorker;
 pub use dead_letter::{ChannelOptions, DeadLetterStats};
 pub use events::{ChannelEvents, Events};
+pub use flight::InFlightError;
 pub use jobs::{FireStatus, JobLimits, JobStatus, ShardStatus, WorkerStatus};
-
-/// Why FIN, REQ or TOUCH could not act on a message; the texts are upstream's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum InFlightError {
-    #[error("ID not in flight")]
-    NotInFlight,
-    #[error("client does not own message")]
-    NotOwner,
-}
 
 /// Why a client could not join a channel.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -170,10 +162,7 @@ impl Channel {
             Channel {
                 topic_name,
                 name,
-                observers: events::Observers {
-                    e2e: limits.e2e_window.map(crate::e2e::E2eStream::new),
-                    events: limits.events.clone(),
-                },
+                observers: events::Observers::new(&limits),
                 limits,
                 state: Mutex::new(state),
                 deleted: AtomicBool::new(false),

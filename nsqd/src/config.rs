@@ -1,13 +1,11 @@
 //! The options that may change while nsqd runs (`PUT /config/:opt`: the
-//! lookupd list and the log level) and `GET /config/:opt`'s view of every
-//! option, valued as upstream's JSON encoding of its `Options` struct.
+//! lookupd list and the log level). `GET /config/:opt`'s view of every
+//! option is in `http/config.rs`.
 
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 
-use nsq_app::logging::{LogHandle, LogLevel};
-use serde_json::{json, Value};
+use nsq_app::logging::{LiveLogLevel, LogHandle, LogLevel};
 
-use crate::nsqd::Nsqd;
 use crate::options::Options;
 
 /// Live values, each behind its own short std Mutex taken only by `/config`
@@ -16,10 +14,7 @@ pub struct LiveOptions {
     /// Held while the lookup peers are being swapped, so two concurrent PUTs
     /// cannot leave the list and the connected peers disagreeing.
     lookupd_tcp_addresses: Mutex<Vec<String>>,
-    log_level: Mutex<LogLevel>,
-    /// The process's log filter, when the binary handed it over
-    /// (`Server::set_log_handle`); tests run without one.
-    log: OnceLock<LogHandle>,
+    log_level: LiveLogLevel,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -30,8 +25,7 @@ impl LiveOptions {
     pub fn new(opts: &Options) -> Self {
         LiveOptions {
             lookupd_tcp_addresses: Mutex::new(opts.lookupd_tcp_address.clone()),
-            log_level: Mutex::new(opts.log_level),
-            log: OnceLock::new(),
+            log_level: LiveLogLevel::new(opts.log_level),
         }
     }
 
@@ -39,169 +33,25 @@ impl LiveOptions {
         lock(&self.lookupd_tcp_addresses).clone()
     }
 
-    /// Replace the lookupd list and reconnect: new peers are dialled, removed
-    /// ones dropped.
-    pub fn set_lookupd_tcp_addresses(&self, nsqd: &std::sync::Arc<Nsqd>, addrs: Vec<String>) {
+    /// Replace the lookupd list; `reconnect` dials the new peers and drops
+    /// removed ones while the list is held.
+    pub fn set_lookupd_tcp_addresses(&self, addrs: Vec<String>, reconnect: impl FnOnce(&[String])) {
         let mut cur = lock(&self.lookupd_tcp_addresses);
-        nsqd.lookup.set_addresses(nsqd, &addrs);
+        reconnect(&addrs);
         *cur = addrs;
     }
 
     pub fn log_level(&self) -> LogLevel {
-        *lock(&self.log_level)
+        self.log_level.get()
     }
 
     /// Change the level of the live log output (when a handle is attached).
     pub fn set_log_level(&self, level: LogLevel) {
-        let mut cur = lock(&self.log_level);
-        if let Some(h) = self.log.get() {
-            h.set_level(level);
-        }
-        *cur = level;
+        self.log_level.set(level);
     }
 
     /// Attach the process's log handle; only the first call counts.
     pub fn attach_log(&self, handle: LogHandle) {
-        let _ = self.log.set(handle);
-    }
-}
-
-/// `GET /config/log_level`'s number for `level` (see `LogLevel::go_number`).
-pub fn log_level_number(level: LogLevel) -> i64 {
-    level.go_number()
-}
-
-/// Upstream's `TLSRequired` int: 0 not required, 1 required except HTTP,
-/// 2 required; a client auth policy raises 0 to 2 as upstream does at start.
-fn tls_required_number(o: &Options) -> i64 {
-    let n = match o.tls_required.as_str() {
-        "true" | "1" => 2,
-        "tcp-https" => 1,
-        _ => 0,
-    };
-    if n == 0 && !o.tls_client_auth_policy.is_empty() {
-        2
-    } else {
-        n
-    }
-}
-
-/// Go's `tls.VersionTLS1x` constants, which upstream stores.
-fn tls_min_version_number(v: &str) -> i64 {
-    match v.to_ascii_lowercase().as_str() {
-        "ssl3.0" => 0x0300,
-        "tls1.1" => 0x0302,
-        "tls1.2" => 0x0303,
-        "tls1.3" => 0x0304,
-        _ => 0x0301,
-    }
-}
-
-/// The advertised port: the flag, or (0) the port actually listened on, as
-/// upstream fills it in at startup.
-fn broadcast_port(flag: u16, actual: Option<u16>) -> i64 {
-    i64::from(if flag > 0 { flag } else { actual.unwrap_or(0) })
-}
-
-/// The value of the option whose config-file key is `key`, as upstream's
-/// `getOptByCfgName` would encode it; `None` for an unknown key.
-pub fn option_value(nsqd: &Nsqd, key: &str) -> Option<Value> {
-    let o = &nsqd.opts;
-    let ns = |d: &nsq_app::GoDuration| json!(d.as_nanos_i64());
-    Some(match key {
-        "id" => json!(o.effective_node_id()),
-        "log_level" => json!(log_level_number(nsqd.live.log_level())),
-        "log_prefix" => json!(o.log_prefix),
-        "tcp_address" => json!(o.tcp_address),
-        "http_address" => json!(o.http_address),
-        "https_address" => json!(o.https_address),
-        "broadcast_address" => json!(o.broadcast_address()),
-        "broadcast_tcp_port" => json!(broadcast_port(
-            o.broadcast_tcp_port,
-            Some(nsqd.tcp_addr().port())
-        )),
-        "broadcast_http_port" => json!(broadcast_port(
-            o.broadcast_http_port,
-            nsqd.http_addr().map(|a| a.port())
-        )),
-        "nsqlookupd_tcp_addresses" => json!(nsqd.live.lookupd_tcp_addresses()),
-        "auth_http_addresses" => json!(o.auth_http_address),
-        "auth_http_request_method" => json!(o.auth_http_request_method),
-        "http_client_connect_timeout" => ns(&o.http_client_connect_timeout),
-        "http_client_request_timeout" => ns(&o.http_client_request_timeout),
-        "data_path" => json!(o.data_path),
-        "mem_queue_size" => json!(o.mem_queue_size),
-        "max_bytes_per_file" => json!(o.max_bytes_per_file),
-        "sync_every" => json!(o.sync_every),
-        "sync_timeout" => ns(&o.sync_timeout),
-        "queue_scan_selection_count" => json!(o.queue_scan_selection_count),
-        "queue_scan_worker_pool_max" => json!(o.queue_scan_worker_pool_max),
-        "msg_timeout" => ns(&o.msg_timeout),
-        "max_msg_timeout" => ns(&o.max_msg_timeout),
-        "max_msg_size" => json!(o.max_msg_size),
-        "max_body_size" => json!(o.max_body_size),
-        "max_req_timeout" => ns(&o.max_req_timeout),
-        "max_heartbeat_interval" => ns(&o.max_heartbeat_interval),
-        "max_rdy_count" => json!(o.max_rdy_count),
-        "max_output_buffer_size" => json!(o.max_output_buffer_size),
-        "max_output_buffer_timeout" => ns(&o.max_output_buffer_timeout),
-        "min_output_buffer_timeout" => ns(&o.min_output_buffer_timeout),
-        "output_buffer_timeout" => ns(&o.output_buffer_timeout),
-        "max_channel_consumers" => json!(o.max_channel_consumers),
-        "job_settle_time" => ns(&o.job_settle_time),
-        "job_min_workers" => json!(o.job_min_workers),
-        "statsd_address" => json!(o.statsd_address),
-        // Upstream rewrites the prefix with the host key at startup, so the
-        // value read back is the effective one.
-        "statsd_prefix" => json!(crate::statsd::prefix(nsqd)),
-        "statsd_interval" => ns(&o.statsd_interval),
-        "statsd_mem_stats" => json!(o.statsd_mem_stats),
-        "statsd_udp_packet_size" => json!(o.statsd_udp_packet_size),
-        "statsd_exclude_ephemeral" => json!(o.statsd_exclude_ephemeral),
-        "e2e_processing_latency_window_time" => ns(&o.e2e_processing_latency_window_time),
-        "e2e_processing_latency_percentiles" => {
-            // A nil Go slice when none is configured.
-            let p = o.e2e_percentiles().unwrap_or_default();
-            if p.is_empty() {
-                Value::Null
-            } else {
-                json!(p)
-            }
-        }
-        "tls_cert" => json!(o.tls_cert),
-        "tls_key" => json!(o.tls_key),
-        "tls_client_auth_policy" => json!(o.tls_client_auth_policy),
-        "tls_root_ca_file" => json!(o.tls_root_ca_file),
-        "tls_required" => json!(tls_required_number(o)),
-        "tls_min_version" => json!(tls_min_version_number(&o.tls_min_version)),
-        "deflate" => json!(o.deflate),
-        "max_deflate_level" => json!(o.max_deflate_level),
-        "snappy" => json!(o.snappy),
-        "topology_region" => json!(o.topology_region),
-        "topology_zone" => json!(o.topology_zone),
-        "enable_experiment" => json!(o.enable_experiment),
-        // Ours, beyond upstream.
-        "durable" => json!(o.durable),
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn go_numbers_for_enums() {
-        assert_eq!(log_level_number(LogLevel::Debug), 1);
-        assert_eq!(log_level_number(LogLevel::Fatal), 5);
-        assert_eq!(tls_min_version_number("tls1.0"), 769);
-        assert_eq!(tls_min_version_number("TLS1.2"), 771);
-        let mut o = Options::default();
-        assert_eq!(tls_required_number(&o), 0);
-        o.tls_required = "tcp-https".into();
-        assert_eq!(tls_required_number(&o), 1);
-        o.tls_required = "false".into();
-        o.tls_client_auth_policy = "require".into();
-        assert_eq!(tls_required_number(&o), 2);
+        self.log_level.attach(handle);
     }
 }

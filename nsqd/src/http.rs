@@ -3,6 +3,7 @@
 //! administration live in `http/admin.rs`.
 
 mod admin;
+mod config;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -208,7 +209,7 @@ async fn handle(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> HttpResponse {
             let opt = config_option(req.uri().path())
                 .unwrap_or_default()
                 .to_string();
-            admin::config(nsqd, req, &opt).await
+            config::config(nsqd, req, &opt).await
         }
     };
     result.unwrap_or_else(|(status, name)| error(status, name))

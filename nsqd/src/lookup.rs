@@ -13,16 +13,30 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use nsq_protocol::lookup::{LookupCommand, LookupReply, LookupdInfo, ReplyDecoder};
+use nsq_protocol::lookup::{LookupCommand, LookupReply, LookupdInfo, PeerIdentity, ReplyDecoder};
 use nsq_protocol::{ChannelName, TopicName, MAGIC_V1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::nsqd::Nsqd;
+/// What registration reads of nsqd: a narrow view, so this module does not
+/// depend on the server (nsqd implements it).
+pub trait Registry: Send + Sync + 'static {
+    /// Who we are, for IDENTIFY.
+    fn identity(&self) -> PeerIdentity;
+    /// Every topic with its channels, for a full REGISTER.
+    fn registrations(&self) -> Vec<(TopicName, Vec<ChannelName>)>;
+    /// The largest reply body to accept.
+    fn max_body_size(&self) -> u64;
+    /// Cancelled at shutdown; peers stop with it.
+    fn cancel(&self) -> &CancellationToken;
+    /// Where peer tasks are tracked for shutdown.
+    fn tracker(&self) -> &TaskTracker;
+}
 
 /// Upstream's keep-alive interval; lookupd judges liveness by it.
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
@@ -90,7 +104,7 @@ impl Lookup {
     }
 
     /// Connect to these lookupds and to no others.
-    pub fn set_addresses(&self, nsqd: &Arc<Nsqd>, addresses: &[String]) {
+    pub fn set_addresses(&self, nsqd: Arc<dyn Registry>, addresses: &[String]) {
         let mut peers = lock(&self.peers);
         peers.retain(|addr, peer| {
             let keep = addresses.contains(addr);
@@ -106,13 +120,14 @@ impl Lookup {
             }
             info!(lookupd = %addr, "LOOKUP: adding peer");
             let peer = Peer {
-                stop: nsqd.cancel.child_token(),
+                stop: nsqd.cancel().child_token(),
                 http_addr: Arc::new(Mutex::new(None)),
             };
             let span = tracing::info_span!("lookupd", addr = %addr);
-            nsqd.tracker.spawn(
+            nsqd.tracker().spawn(
                 peer_loop(
                     nsqd.clone(),
+                    self.events.clone(),
                     addr.clone(),
                     peer.stop.clone(),
                     peer.http_addr.clone(),
@@ -125,7 +140,8 @@ impl Lookup {
 }
 
 async fn peer_loop(
-    nsqd: Arc<Nsqd>,
+    nsqd: Arc<dyn Registry>,
+    changes: broadcast::Sender<LookupCommand>,
     addr: String,
     stop: CancellationToken,
     http_addr: Arc<Mutex<Option<String>>>,
@@ -134,9 +150,9 @@ async fn peer_loop(
     loop {
         // Subscribe before the full sync so no change made during it is missed
         // (a REGISTER sent twice is harmless).
-        let events = nsqd.lookup.events.subscribe();
+        let events = changes.subscribe();
         let started = tokio::time::Instant::now();
-        match session(&nsqd, &addr, events, &stop, &http_addr).await {
+        match session(&*nsqd, &addr, events, &stop, &http_addr).await {
             Ok(()) => return,
             Err(e) => {
                 *lock(&http_addr) = None;
@@ -203,7 +219,7 @@ impl Conn {
 /// One connection's life: IDENTIFY, full sync, then changes and PINGs until
 /// it fails (`Err`) or the peer is removed (`Ok`).
 async fn session(
-    nsqd: &Arc<Nsqd>,
+    nsqd: &dyn Registry,
     addr: &str,
     mut events: broadcast::Receiver<LookupCommand>,
     stop: &CancellationToken,
@@ -218,14 +234,14 @@ async fn session(
         stream,
         buf: BytesMut::with_capacity(4096),
         out: BytesMut::with_capacity(256),
-        decoder: ReplyDecoder::new(nsqd.opts.max_body_size as u64),
+        decoder: ReplyDecoder::new(nsqd.max_body_size()),
     };
     conn.stream
         .write_all(MAGIC_V1)
         .await
         .map_err(|e| format!("write failed: {e}"))?;
     let reply = conn
-        .send(&LookupCommand::identify(&nsqd.peer_identity()))
+        .send(&LookupCommand::identify(&nsqd.identity()))
         .await?;
     if let Ok(info) = LookupdInfo::parse(&reply) {
         *lock(http_addr) = Some(format!("{}:{}", info.broadcast_address, info.http_port));
@@ -269,20 +285,19 @@ async fn session(
 
 /// Register every topic and channel: `REGISTER topic` for a topic without
 /// channels, else `REGISTER topic channel` per channel.
-async fn full_sync(nsqd: &Nsqd, conn: &mut Conn) -> Result<(), String> {
-    for topic in nsqd.topics_snapshot() {
-        let channels = topic.channels();
+async fn full_sync(nsqd: &dyn Registry, conn: &mut Conn) -> Result<(), String> {
+    for (topic, channels) in nsqd.registrations() {
         if channels.is_empty() {
             conn.send(&LookupCommand::Register {
-                topic: topic.name.clone(),
+                topic: topic.clone(),
                 channel: None,
             })
             .await?;
         }
         for c in channels {
             conn.send(&LookupCommand::Register {
-                topic: topic.name.clone(),
-                channel: Some(c.name.clone()),
+                topic: topic.clone(),
+                channel: Some(c),
             })
             .await?;
         }

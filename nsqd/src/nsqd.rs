@@ -20,7 +20,7 @@ use crate::client::{Client, ClientSettings};
 use crate::disk_io::{DiskIo, DiskIoOptions};
 use crate::disk_queue::DiskQueueOptions;
 use crate::id_map::IdMap;
-use crate::lookup::Lookup;
+use crate::lookup::{self, Lookup};
 use crate::metadata::{self, ChannelMeta, DirLock, Metadata, TopicMeta};
 use crate::options::{Options, OptionsError};
 use crate::topic::{PumpContext, PutError, Topic};
@@ -376,6 +376,35 @@ impl Nsqd {
 
     /// What this nsqd tells lookupd about itself.
     pub fn peer_identity(&self) -> nsq_protocol::lookup::PeerIdentity {
+        lookup::Registry::identity(self)
+    }
+}
+
+impl lookup::Registry for Nsqd {
+    fn registrations(&self) -> Vec<(TopicName, Vec<ChannelName>)> {
+        (self.topics_snapshot().iter())
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.channels().iter().map(|c| c.name.clone()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    fn max_body_size(&self) -> u64 {
+        self.opts.max_body_size as u64
+    }
+
+    fn cancel(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    fn identity(&self) -> nsq_protocol::lookup::PeerIdentity {
         let o = &self.opts;
         let port = |broadcast: u16, actual: Option<SocketAddr>| {
             i64::from(if broadcast > 0 {
@@ -394,7 +423,9 @@ impl Nsqd {
             version: nsq_protocol::VERSION.to_string(),
         }
     }
+}
 
+impl Nsqd {
     /// The topic of that name, if it exists.
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
         self.topics().get(name).cloned()

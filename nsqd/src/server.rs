@@ -135,7 +135,7 @@ impl Server {
             nsqd.tracker.spawn(crate::statsd::statsd_loop(nsqd.clone()));
         }
         nsqd.lookup
-            .set_addresses(&nsqd, &nsqd.opts.lookupd_tcp_address);
+            .set_addresses(nsqd.clone(), &nsqd.opts.lookupd_tcp_address);
         tokio::select! {
             _ = shutdown => info!("shutdown requested"),
             _ = nsqd.cancel.cancelled() => {}

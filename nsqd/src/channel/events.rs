@@ -52,6 +52,13 @@ pub(super) struct Observers {
 }
 
 impl Observers {
+    pub fn new(limits: &super::ChannelLimits) -> Self {
+        Observers {
+            e2e: limits.e2e_window.map(E2eStream::new),
+            events: limits.events.clone(),
+        }
+    }
+
     pub fn finished(&self, topic: &TopicName, channel: &ChannelName, msg: &Message) {
         if let Some(s) = &self.e2e {
             s.record_finish(msg.timestamp);

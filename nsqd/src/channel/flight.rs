@@ -9,9 +9,18 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::{IdMap, InFlightError};
+use super::IdMap;
 use crate::client::Client;
 use crate::message::Message;
+
+/// Why FIN, REQ or TOUCH could not act on a message; the texts are upstream's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InFlightError {
+    #[error("ID not in flight")]
+    NotInFlight,
+    #[error("client does not own message")]
+    NotOwner,
+}
 
 pub(super) struct InFlight {
     pub msg: Message,

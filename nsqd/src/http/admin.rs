@@ -4,11 +4,10 @@
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::{Method, Request, StatusCode};
-use nsq_app::LogLevel;
+use hyper::{Request, StatusCode};
 use nsq_protocol::{ChannelName, TopicName};
 
-use super::{empty, json, read_body, Query, Reply};
+use super::{empty, Query, Reply};
 use crate::nsqd::Nsqd;
 use crate::topic::Topic;
 
@@ -146,36 +145,4 @@ pub(super) fn channel_max_attempts(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) ->
     });
     nsqd.metadata_changed();
     Ok(empty())
-}
-
-/// `GET /config/:opt` reads an option by its config-file key; `PUT` sets
-/// `nsqlookupd_tcp_addresses` (a JSON array) or `log_level` (raw text), then
-/// answers with the new value.
-pub(super) async fn config(nsqd: &Arc<Nsqd>, req: Request<Incoming>, opt: &str) -> Reply {
-    if req.method() == Method::PUT {
-        let max = nsqd.opts.max_msg_size as u64;
-        let body = read_body(req, max, "INVALID_VALUE").await?;
-        if body.is_empty() {
-            return Err((StatusCode::PAYLOAD_TOO_LARGE, "INVALID_VALUE"));
-        }
-        match opt {
-            "nsqlookupd_tcp_addresses" => {
-                // Go decodes `null` into an empty list without complaint.
-                let addrs: Option<Vec<String>> =
-                    serde_json::from_slice(&body).map_err(|_| bad("INVALID_VALUE"))?;
-                nsqd.live
-                    .set_lookupd_tcp_addresses(nsqd, addrs.unwrap_or_default());
-            }
-            "log_level" => {
-                let level: LogLevel = std::str::from_utf8(&body)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or(bad("INVALID_VALUE"))?;
-                nsqd.live.set_log_level(level);
-            }
-            _ => return Err(bad("INVALID_OPTION")),
-        }
-    }
-    let value = crate::config::option_value(nsqd, opt).ok_or(bad("INVALID_OPTION"))?;
-    Ok(json(&value))
 }
