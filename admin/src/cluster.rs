@@ -56,17 +56,7 @@ pub struct Cluster {
 }
 
 /// Percent-encode a query value (topic and channel names may hold `#`).
-pub fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use nsq_app::url::query_escape as enc;
 
 /// Split results into answers and failures; all failed (and at least one
 /// asked) is a failure of the whole question.

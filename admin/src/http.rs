@@ -2,20 +2,17 @@
 //! request (see `routes.rs`) to its handler: `assets` (pages), `api`
 //! (upstream's `/api/*`, ours: live overview and charts), `config`, `jobs`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use nsq_app::http_server::ServeConfig;
 
 use crate::api;
 use crate::assets;
@@ -79,40 +76,13 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    nsq_app::net::accept_loop(&listener, &cancel, "HTTP", |stream, remote| {
+    let config = ServeConfig {
+        log_requests: true,
+        ..ServeConfig::default()
+    };
+    nsq_app::http_server::serve(listener, cancel, tracker, config, move |req, remote| {
         let ctx = Arc::clone(&ctx);
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let ctx = Arc::clone(&ctx);
-                async move {
-                    let start = Instant::now();
-                    let (method, uri) = (req.method().clone(), req.uri().clone());
-                    let resp = handle(&ctx, req, remote).await.into_response();
-                    tracing::info!(
-                        "{} {method} {uri} ({remote}) {:?}",
-                        resp.status().as_u16(),
-                        start.elapsed()
-                    );
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            // Title case puts `X-Nsq-Content-Type` on the wire as Go does.
-            let conn = http1::Builder::new()
-                .title_case_headers(true)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!("HTTP: connection from {remote}: {e}");
-            }
-        });
+        async move { handle(&ctx, req, remote).await.into_response() }
     })
     .await;
 }

@@ -110,38 +110,10 @@ impl Req {
     }
 }
 
-/// Decode `%XX` escapes (and, in queries, `+` as space); `None` when the
-/// result is not UTF-8.
+/// Decode `%XX` escapes (and, in queries, `+` as space), leaving bad ones
+/// as written; `None` when the result is not UTF-8.
 pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    String::from_utf8(nsq_app::url::unescape(s, plus_is_space, false)?).ok()
 }
 
 pub(crate) fn parse_query(q: Option<&str>) -> Vec<(String, String)> {

@@ -27,11 +27,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub enum Error {
     #[error(transparent)]
     Options(#[from] OptionsError),
-    #[error("listen ({addr}) failed - {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] nsq_app::net::ListenError),
 }
 
 /// A running nsqadmin. Dropping it stops it without waiting; call
@@ -52,16 +49,7 @@ impl NsqAdmin {
         for flag in opts.unsupported() {
             tracing::warn!("{flag} is accepted but not supported by this build; it has no effect");
         }
-        let listener = nsq_app::net::listen(&opts.http_address)
-            .await
-            .map_err(|source| Error::Listen {
-                addr: opts.http_address.clone(),
-                source,
-            })?;
-        let http_addr = listener.local_addr().map_err(|source| Error::Listen {
-            addr: opts.http_address.clone(),
-            source,
-        })?;
+        let (listener, http_addr) = nsq_app::net::bind(&opts.http_address).await?;
         let client = HttpClient::new(
             opts.http_client_connect_timeout.0,
             opts.http_client_request_timeout.0,

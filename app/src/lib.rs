@@ -1,11 +1,13 @@
-//! Shared glue for the nsqd, nsqlookupd and nsqadmin binaries: Go-style flags and TOML config, Go durations, upstream-format logging, shutdown signals.
+//! Shared glue for the nsqd, nsqlookupd and nsqadmin binaries: Go-style flags and TOML config, Go durations, upstream-format logging, shutdown signals, listeners and HTTP serving, the URL codec.
 
 pub mod duration;
 pub mod flags;
 pub mod http_client;
+pub mod http_server;
 pub mod logging;
 pub mod net;
 pub mod signal;
+pub mod url;
 
 pub use duration::{parse_go_duration, GoDuration};
 pub use flags::{parse_options, try_parse_options, FlagError};

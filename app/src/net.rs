@@ -1,5 +1,6 @@
-//! The accept loop every listener of every binary shares: stop on
-//! cancellation, and back off instead of spinning when accepting fails.
+//! Listeners every binary shares: Go-style addresses, upstream's listen
+//! error, and the accept loop (stop on cancellation, back off instead of
+//! spinning when accepting fails).
 
 use std::io;
 use std::net::SocketAddr;
@@ -38,6 +39,27 @@ pub async fn listen(addr: &str) -> io::Result<TcpListener> {
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     TcpListener::bind((host, port)).await
+}
+
+/// Why a listener could not be bound; the text is upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("listen ({addr}) failed - {source}")]
+pub struct ListenError {
+    pub addr: String,
+    #[source]
+    pub source: io::Error,
+}
+
+/// [`listen`], naming `addr` in the error, and the address actually bound
+/// (port 0 picks one).
+pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), ListenError> {
+    let named = |source| ListenError {
+        addr: addr.to_owned(),
+        source,
+    };
+    let listener = listen(addr).await.map_err(named)?;
+    let bound = listener.local_addr().map_err(named)?;
+    Ok((listener, bound))
 }
 
 /// Accept connections on `listener` until `cancel` fires, handing each to

@@ -2,23 +2,19 @@
 //! manual edits of the registration DB, with upstream's status codes, error
 //! names, headers and JSON shapes. Routing lives in `router`.
 
-use std::convert::Infallible;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, LOCATION};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Response, StatusCode};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use nsq_app::http_server::ServeConfig;
 
 use nsq_protocol::names::is_valid_name;
 
@@ -351,41 +347,13 @@ pub(crate) async fn serve(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    nsq_app::net::accept_loop(&listener, &cancel, "HTTP", |stream, remote| {
-        let ctx = Arc::clone(&ctx);
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                let ctx = Arc::clone(&ctx);
-                async move {
-                    let start = Instant::now();
-                    let resp = handle(&ctx, req.method(), req.uri().path(), req.uri().query());
-                    tracing::info!(
-                        "{} {} {} ({remote}) {:?}",
-                        resp.status().as_u16(),
-                        req.method(),
-                        req.uri(),
-                        start.elapsed()
-                    );
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            // Title case puts `X-Nsq-Content-Type` on the wire as Go does.
-            let conn = http1::Builder::new()
-                .title_case_headers(true)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!("HTTP: connection from {remote}: {e}");
-            }
-        });
+    let config = ServeConfig {
+        log_requests: true,
+        ..ServeConfig::default()
+    };
+    nsq_app::http_server::serve(listener, cancel, tracker, config, move |req, _| {
+        let resp = handle(&ctx, req.method(), req.uri().path(), req.uri().query());
+        std::future::ready(resp)
     })
     .await;
 }

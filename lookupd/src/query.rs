@@ -12,25 +12,7 @@ impl Query {
     /// `None` when Go would report an error: a `;` in a pair or a bad
     /// percent-escape. Empty pairs are skipped; `key` alone has value "".
     pub fn parse(raw: &str) -> Option<Self> {
-        let mut pairs = Vec::new();
-        let mut failed = false;
-        for piece in raw.split('&') {
-            // Go keeps parsing after an error but reports it, and upstream
-            // refuses the request on any error.
-            if piece.contains(';') {
-                failed = true;
-                continue;
-            }
-            if piece.is_empty() {
-                continue;
-            }
-            let (key, value) = piece.split_once('=').unwrap_or((piece, ""));
-            match (unescape(key), unescape(value)) {
-                (Some(k), Some(v)) => pairs.push((k, v)),
-                _ => failed = true,
-            }
-        }
-        (!failed).then_some(Query { pairs })
+        nsq_app::url::parse_query(raw).map(|pairs| Query { pairs })
     }
 
     /// The first value given for `key`, as upstream's `Get`.
@@ -40,41 +22,6 @@ impl Query {
             .find(|(k, _)| k == key.as_bytes())
             .map(|(_, v)| v.as_slice())
     }
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Go's `QueryUnescape`: `+` is a space, `%XX` must be two hex digits.
-fn unescape(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hi = hex(*b.get(i + 1)?)?;
-                let lo = hex(*b.get(i + 2)?)?;
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]

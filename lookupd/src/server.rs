@@ -8,12 +8,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::registration_db::RegistrationDb;
 use crate::{http, protocol_v1, Options};
 
@@ -31,29 +30,11 @@ pub struct Lookupd {
     tracker: TaskTracker,
 }
 
-/// Bind `addr` (Go syntax, see `nsq_app::net::listen`), naming it in the error.
-async fn listen(addr: &str) -> Result<TcpListener> {
-    nsq_app::net::listen(addr)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: addr.to_owned(),
-            source,
-        })
-}
-
 impl Lookupd {
     /// Bind `--tcp-address` and `--http-address` and start serving both.
     pub async fn new(opts: Options) -> Result<Self> {
-        let tcp = listen(&opts.tcp_address).await?;
-        let http = listen(&opts.http_address).await?;
-        let tcp_addr = tcp.local_addr().map_err(|source| Error::Listen {
-            addr: opts.tcp_address.clone(),
-            source,
-        })?;
-        let http_addr = http.local_addr().map_err(|source| Error::Listen {
-            addr: opts.http_address.clone(),
-            source,
-        })?;
+        let (tcp, tcp_addr) = nsq_app::net::bind(&opts.tcp_address).await?;
+        let (http, http_addr) = nsq_app::net::bind(&opts.http_address).await?;
         let hostname = nsq_app::os_hostname();
         let ctx = Arc::new(Context {
             db: RegistrationDb::new(opts.inactive_producer_timeout(), opts.tombstone_lifetime()),

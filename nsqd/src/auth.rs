@@ -145,7 +145,7 @@ impl AuthQuery<'_> {
     fn query_string(&self) -> String {
         self.params()
             .iter()
-            .map(|(k, v)| format!("{k}={}", query_escape(v)))
+            .map(|(k, v)| format!("{k}={}", nsq_app::url::query_escape(v)))
             .collect::<Vec<_>>()
             .join("&")
     }
@@ -169,22 +169,6 @@ fn endpoint(addr: &str) -> String {
     } else {
         format!("http://{addr}/auth")
     }
-}
-
-/// Go's `url.QueryEscape`: unreserved bytes stay, space becomes `+`, the
-/// rest is `%XX`.
-fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 async fn query_one(nsqd: &Nsqd, addr: &str, q: &AuthQuery<'_>) -> Result<AuthState, String> {

@@ -5,7 +5,6 @@
 mod admin;
 mod config;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use nsq_app::http_server::{serve_connection, ServeConfig};
 use nsq_protocol::{parse_mpub_body, ErrorCode, TopicName};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -41,15 +40,25 @@ const TLS_HANDSHAKE: Duration = Duration::from_secs(5);
 /// Accept HTTP connections (HTTPS with `tls`) until nsqd shuts down.
 pub(crate) async fn serve(nsqd: Arc<Nsqd>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     let what = if tls.is_some() { "HTTPS" } else { "HTTP" };
-    nsq_app::net::accept_loop(&listener, &nsqd.cancel, what, |stream, _| {
-        let nsqd = nsqd.clone();
-        let tls = tls.clone();
-        nsqd.clone().tracker.spawn(async move {
+    let config = ServeConfig {
+        what,
+        ..ServeConfig::default()
+    };
+    nsq_app::net::accept_loop(&listener, &nsqd.cancel, what, |stream, remote| {
+        let (tls, config, cancel) = (tls.clone(), config.clone(), nsqd.cancel.clone());
+        let for_handler = nsqd.clone();
+        let handler = move |secure| {
+            let nsqd = for_handler.clone();
+            move |req, _| handle_guarded(nsqd.clone(), req, secure)
+        };
+        nsqd.tracker.spawn(async move {
             match tls {
-                None => serve_connection(nsqd, stream, false).await,
+                None => serve_connection(stream, remote, cancel, config, handler(false)).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(nsqd, stream, true).await,
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, remote, cancel, config, handler(true)).await
+                        }
                         Ok(Err(e)) => debug!("HTTPS handshake: {e}"),
                         Err(_) => debug!("HTTPS handshake timed out"),
                     }
@@ -58,26 +67,6 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, listener: TcpListener, tls: Option<Tl
         });
     })
     .await;
-}
-
-async fn serve_connection<S>(nsqd: Arc<Nsqd>, stream: S, secure: bool)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let cancel = nsqd.cancel.clone();
-    let service = hyper::service::service_fn(move |req| {
-        let nsqd = nsqd.clone();
-        async move { Ok::<_, Infallible>(handle_guarded(nsqd, req, secure).await) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        // Go writes canonical header names; some tools compare them.
-        .title_case_headers(true)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => if let Err(e) = r { debug!("HTTP connection: {e}") },
-        _ = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
-    }
 }
 
 /// What a handler returns: a response, or an error status and name.
@@ -384,38 +373,13 @@ impl Query {
     }
 }
 
-/// Parse `a=1&b=x%20y` like Go's `url.ParseQuery`; `None` on a bad escape.
+/// Parse `a=1&b=x%20y` like Go's `url.ParseQuery`; `None` on a bad escape
+/// or a value that is not UTF-8.
 pub fn parse_query(q: &str) -> Option<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for pair in q.split('&').filter(|p| !p.is_empty()) {
-        // Go rejects semicolons in queries since 1.17.
-        if pair.contains(';') {
-            return None;
-        }
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        out.push((unescape(k)?, unescape(v)?));
-    }
-    Some(out)
-}
-
-fn unescape(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = b.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+    let utf8 = |b: Vec<u8>| String::from_utf8(b).ok();
+    (nsq_app::url::parse_query(q)?.into_iter())
+        .map(|(k, v)| Some((utf8(k)?, utf8(v)?)))
+        .collect()
 }
 
 fn declared_length(req: &Request<Incoming>) -> Option<u64> {

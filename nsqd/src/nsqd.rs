@@ -38,11 +38,8 @@ const METADATA_WAIT: Duration = Duration::from_secs(10);
 pub enum Error {
     #[error(transparent)]
     Options(#[from] OptionsError),
-    #[error("listen ({addr}) failed - {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] nsq_app::net::ListenError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }

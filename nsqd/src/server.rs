@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use crate::nsqd::{Error, Listeners, Nsqd, Result};
+use crate::nsqd::{Listeners, Nsqd, Result};
 use crate::options::{Options, OptionsError};
 
 /// How often in-flight timeouts and deferred messages are checked (upstream's
@@ -29,13 +29,10 @@ pub struct Server {
     https: Option<TcpListener>,
 }
 
+/// Bind a Go-style address (`:4150` is every interface), naming it in the
+/// error.
 async fn bind(addr: &str) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: addr.to_string(),
-            source,
-        })
+    Ok(nsq_app::net::bind(addr).await?.0)
 }
 
 impl Server {

@@ -229,11 +229,6 @@ impl Http {
     }
 }
 
-/// Topic names are `[.a-zA-Z0-9_-]` plus an optional `#ephemeral`.
-fn query_escape(s: &str) -> String {
-    s.replace('#', "%23")
-}
-
 /// The HTTP addresses of the nsqds to poll: the given ones, or every
 /// producer of the topic the lookupds know.
 async fn nsqds(http: &Http, opts: &StatOptions) -> Result<Vec<String>> {
@@ -241,7 +236,7 @@ async fn nsqds(http: &Http, opts: &StatOptions) -> Result<Vec<String>> {
         return Ok(opts.nsqd_http_address.clone());
     }
     let mut found = BTreeSet::new();
-    let path = format!("/lookup?topic={}", query_escape(&opts.topic));
+    let path = format!("/lookup?topic={}", nsq_app::url::query_escape(&opts.topic));
     for lookupd in &opts.lookupd_http_address {
         let v = http.get_json(lookupd, &path).await?;
         let producers = v["producers"]
@@ -266,8 +261,8 @@ async fn nsqds(http: &Http, opts: &StatOptions) -> Result<Vec<String>> {
 async fn poll(http: &Http, opts: &StatOptions) -> Result<ChannelStats> {
     let path = format!(
         "/stats?format=json&topic={}&channel={}",
-        query_escape(&opts.topic),
-        query_escape(&opts.channel)
+        nsq_app::url::query_escape(&opts.topic),
+        nsq_app::url::query_escape(&opts.channel)
     );
     let mut sum = ChannelStats::default();
     let mut found = false;
