@@ -26,9 +26,6 @@ use crate::options::{Options, OptionsError};
 use crate::topic::{PumpContext, PutError, Topic};
 use nsq_app::http_client::HttpClient;
 
-/// Threads serving disk queues: the machine has two cores, and the queues'
-/// work is mostly memory copies into the page cache.
-const DISK_THREADS: usize = 2;
 /// `--durable`: how long a publish waits for `nsqd.dat` to name a new topic
 /// or channel before it is refused.
 const METADATA_WAIT: Duration = Duration::from_secs(10);
@@ -732,7 +729,7 @@ impl Nsqd {
                 commit_reads: opts.durable,
             },
             sync_timeout: *opts.sync_timeout,
-            threads: DISK_THREADS,
+            threads: opts.disk_io_threads(),
             durable: opts.durable,
         })?);
         let limits = ChannelLimits {

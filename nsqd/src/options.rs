@@ -107,6 +107,9 @@ pub struct Options {
     /// workers (clients that declared a capacity) whose joining ends a job channel's settle window early (ours; 0 = wait the whole window)
     #[arg(long, default_value_t = 0)]
     pub job_min_workers: i64,
+    /// threads serving disk queues (ours; 0 = one per CPU the process may use)
+    #[arg(long, default_value_t = 0)]
+    pub disk_io_threads: i64,
     /// unique part for message IDs, (int) in range [0,1024) (default is hash of hostname)
     #[arg(long)]
     pub node_id: Option<i64>,
@@ -290,6 +293,7 @@ impl Options {
             ("--max-rdy-count", self.max_rdy_count),
             ("--max-channel-consumers", self.max_channel_consumers),
             ("--job-min-workers", self.job_min_workers),
+            ("--disk-io-threads", self.disk_io_threads),
         ] {
             if v < 0 {
                 return err(format!("{name} must not be negative"));
@@ -301,6 +305,16 @@ impl Options {
             );
         }
         Ok(())
+    }
+
+    /// Threads serving disk queues: `--disk-io-threads`, or one per CPU
+    /// this process may use (the queues' work is mostly memory copies into
+    /// the page cache, so more threads than CPUs buys nothing).
+    pub fn disk_io_threads(&self) -> usize {
+        match self.disk_io_threads {
+            n if n > 0 => n as usize,
+            _ => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
     }
 
     /// The e2e percentiles, from repeated and comma-separated flags, highest first.
