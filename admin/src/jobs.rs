@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use nsq_app::http_client::HttpClient;
+use nsq_protocol::command::Command;
 use nsq_protocol::frame::{Frame, FrameDecoder};
 use nsq_protocol::names::{is_valid_name, EPHEMERAL_SUFFIX, MAX_NAME_LEN};
 
@@ -433,20 +434,23 @@ async fn requeue_inner(
 ) -> Result<(), String> {
     let addr = tcp_addr(node);
     let mut conn = V2::connect(&addr).await?;
-    conn.send(format!("SUB {dead} {dead_channel}\n").as_bytes())
-        .await?;
+    let sub = Command::Sub {
+        topic: (dead.parse()).map_err(|_| format!("invalid topic {dead:?}"))?,
+        channel: (dead_channel.parse()).map_err(|_| format!("invalid channel {dead_channel:?}"))?,
+    };
+    conn.send(&sub).await?;
     match conn.next(IDLE).await? {
         Some(Frame::Response(r)) if &r[..] == b"OK" => {}
         other => return Err(format!("SUB {dead} {dead_channel}: {other:?}")),
     }
-    conn.send(b"RDY 1\n").await?;
+    conn.send(&Command::Rdy(1)).await?;
     let pub_url = format!("http://{}/pub?topic={}", node.fetch_addr, enc(job));
     while *moved < limit {
         let Some(frame) = conn.next(IDLE).await? else {
             break; // nothing more arrived: the rest is in flight elsewhere
         };
         match frame {
-            Frame::Response(r) if &r[..] == b"_heartbeat_" => conn.send(b"NOP\n").await?,
+            Frame::Response(r) if &r[..] == b"_heartbeat_" => conn.send(&Command::Nop).await?,
             Frame::Response(_) => {}
             Frame::Error(e) => return Err(String::from_utf8_lossy(&e).into_owned()),
             Frame::Message(m) => {
@@ -460,19 +464,16 @@ async fn requeue_inner(
                             String::from_utf8_lossy(&body).trim()
                         )),
                     });
-                let id = m.id.as_bytes();
                 if let Err(e) = published {
-                    let mut cmd = b"REQ ".to_vec();
-                    cmd.extend_from_slice(id);
-                    cmd.extend_from_slice(b" 0\n");
+                    let req = Command::Req {
+                        id: m.id,
+                        timeout_ms: 0,
+                    };
                     // Closing gives it back too, should this fail.
-                    let _ = conn.send(&cmd).await;
+                    let _ = conn.send(&req).await;
                     return Err(e);
                 }
-                let mut cmd = b"FIN ".to_vec();
-                cmd.extend_from_slice(id);
-                cmd.push(b'\n');
-                conn.send(&cmd).await?;
+                conn.send(&Command::Fin(m.id)).await?;
                 *moved += 1;
             }
         }
@@ -504,9 +505,11 @@ impl V2 {
         })
     }
 
-    async fn send(&mut self, cmd: &[u8]) -> Result<(), String> {
+    async fn send(&mut self, cmd: &Command) -> Result<(), String> {
+        let mut out = BytesMut::new();
+        cmd.encode(&mut out);
         self.stream
-            .write_all(cmd)
+            .write_all(&out)
             .await
             .map_err(|e| format!("write to nsqd: {e}"))
     }
@@ -534,7 +537,7 @@ impl V2 {
     /// CLS, then wait for CLOSE_WAIT: by then nsqd has carried out every
     /// FIN sent before. Messages that still arrive go back when we hang up.
     async fn close(mut self) -> Result<(), String> {
-        self.send(b"CLS\n").await?;
+        self.send(&Command::Cls).await?;
         loop {
             match self.next(IDLE).await? {
                 Some(Frame::Response(r)) if &r[..] == b"CLOSE_WAIT" => return Ok(()),

@@ -170,6 +170,33 @@ async fn peer_loop(
     }
 }
 
+/// Why a session with a lookupd ended; the peer reconnects after a backoff.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("connect failed: {0}")]
+    Connect(std::io::Error),
+    #[error("{0} write timed out")]
+    WriteTimeout(&'static str),
+    #[error("{0} write failed: {1}")]
+    Write(&'static str, std::io::Error),
+    #[error("no reply to {0} within {COMMAND_TIMEOUT:?}")]
+    NoReply(&'static str),
+    #[error("{name} refused: {code} {text}")]
+    Refused {
+        name: &'static str,
+        code: String,
+        text: String,
+    },
+    #[error(transparent)]
+    TooBig(#[from] nsq_protocol::lookup::ReplyTooBig),
+    #[error("read failed: {0}")]
+    Read(std::io::Error),
+    #[error("lookupd closed the connection")]
+    Closed,
+}
+
 struct Conn {
     stream: TcpStream,
     buf: BytesMut,
@@ -178,39 +205,35 @@ struct Conn {
 }
 
 impl Conn {
-    async fn send(&mut self, cmd: &LookupCommand) -> Result<bytes::Bytes, String> {
+    async fn send(&mut self, cmd: &LookupCommand) -> Result<bytes::Bytes, SessionError> {
         self.out.clear();
         cmd.encode(&mut self.out);
         let name = cmd.name();
         timeout(COMMAND_TIMEOUT, self.stream.write_all(&self.out))
             .await
-            .map_err(|_| format!("{name} write timed out"))?
-            .map_err(|e| format!("{name} write failed: {e}"))?;
+            .map_err(|_| SessionError::WriteTimeout(name))?
+            .map_err(|e| SessionError::Write(name, e))?;
         let reply = timeout(COMMAND_TIMEOUT, self.read_reply())
             .await
-            .map_err(|_| format!("no reply to {name} within {COMMAND_TIMEOUT:?}"))??;
+            .map_err(|_| SessionError::NoReply(name))??;
         match LookupReply::classify(reply.clone()) {
-            LookupReply::Error { code, text } => Err(format!("{name} refused: {code} {text}")),
+            LookupReply::Error { code, text } => Err(SessionError::Refused { name, code, text }),
             _ => Ok(reply),
         }
     }
 
-    async fn read_reply(&mut self) -> Result<bytes::Bytes, String> {
+    async fn read_reply(&mut self) -> Result<bytes::Bytes, SessionError> {
         loop {
-            if let Some(r) = self
-                .decoder
-                .decode(&mut self.buf)
-                .map_err(|e| e.to_string())?
-            {
+            if let Some(r) = self.decoder.decode(&mut self.buf)? {
                 return Ok(r);
             }
             let n = self
                 .stream
                 .read_buf(&mut self.buf)
                 .await
-                .map_err(|e| format!("read failed: {e}"))?;
+                .map_err(SessionError::Read)?;
             if n == 0 {
-                return Err("lookupd closed the connection".into());
+                return Err(SessionError::Closed);
             }
         }
     }
@@ -224,11 +247,11 @@ async fn session(
     mut events: broadcast::Receiver<LookupCommand>,
     stop: &CancellationToken,
     http_addr: &Mutex<Option<String>>,
-) -> Result<(), String> {
+) -> Result<(), SessionError> {
     let stream = timeout(COMMAND_TIMEOUT, TcpStream::connect(addr))
         .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("connect failed: {e}"))?;
+        .map_err(|_| SessionError::ConnectTimeout)?
+        .map_err(SessionError::Connect)?;
     let _ = stream.set_nodelay(true);
     let mut conn = Conn {
         stream,
@@ -239,7 +262,7 @@ async fn session(
     conn.stream
         .write_all(MAGIC_V1)
         .await
-        .map_err(|e| format!("write failed: {e}"))?;
+        .map_err(|e| SessionError::Write("magic", e))?;
     let reply = conn
         .send(&LookupCommand::identify(&nsqd.identity()))
         .await?;
@@ -274,9 +297,9 @@ async fn session(
             // when lookupd goes away (or misbehaves).
             r = conn.stream.read_buf(&mut conn.buf) => {
                 match r {
-                    Ok(0) => return Err("lookupd closed the connection".into()),
+                    Ok(0) => return Err(SessionError::Closed),
                     Ok(_) => conn.buf.clear(),
-                    Err(e) => return Err(format!("read failed: {e}")),
+                    Err(e) => return Err(SessionError::Read(e)),
                 }
             }
         }
@@ -285,7 +308,7 @@ async fn session(
 
 /// Register every topic and channel: `REGISTER topic` for a topic without
 /// channels, else `REGISTER topic channel` per channel.
-async fn full_sync(nsqd: &dyn Registry, conn: &mut Conn) -> Result<(), String> {
+async fn full_sync(nsqd: &dyn Registry, conn: &mut Conn) -> Result<(), SessionError> {
     for (topic, channels) in nsqd.registrations() {
         if channels.is_empty() {
             conn.send(&LookupCommand::Register {
