@@ -221,6 +221,10 @@ impl Connection {
             if std::mem::take(&mut self.wake_writer) {
                 self.client.wake.notify_one();
             }
+            // A decompressing reader can hand out data for a long time
+            // without ever waiting on the socket (a deflate bomb of NOPs):
+            // give other connections a turn after each buffer's worth.
+            tokio::task::yield_now().await;
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
