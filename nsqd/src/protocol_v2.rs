@@ -225,6 +225,7 @@ impl Connection {
             // without ever waiting on the socket (a deflate bomb of NOPs):
             // give other connections a turn after each buffer's worth.
             tokio::task::yield_now().await;
+            shrink_after_burst(&mut buf);
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
@@ -466,6 +467,17 @@ fn log_error(e: &ProtocolError) {
         warn!(error = %e, "client error");
     } else {
         debug!(error = %e, "client error");
+    }
+}
+
+/// After a large command the read buffer is much bigger than what it
+/// holds: give the memory back instead of keeping a connection's largest
+/// MPUB for its whole life. Whatever is left over moves to a fresh buffer.
+fn shrink_after_burst(buf: &mut BytesMut) {
+    if buf.capacity() > 4 * READ_CHUNK && buf.len() <= READ_CHUNK {
+        let mut fresh = BytesMut::with_capacity(READ_CHUNK);
+        fresh.extend_from_slice(buf);
+        *buf = fresh;
     }
 }
 

@@ -197,6 +197,9 @@ impl Head {
 /// in many reads is scanned once.
 #[derive(Debug, Clone, Default)]
 struct MpubScan {
+    /// The body size the command declared, which the messages must fill
+    /// exactly (`usize::MAX` for an HTTP body, bounded by its own length).
+    declared: usize,
     count: Option<usize>,
     /// Bytes of the body already scanned, from the front of the buffer.
     pos: usize,
@@ -315,17 +318,18 @@ impl CommandDecoder {
                     let size = buf.get_i32();
                     let size = self.check_size(&head, size)?;
                     if let Head::Mpub(topic) = head {
-                        // The whole body lands in one allocation, which the
-                        // message bodies then share.
-                        buf.reserve(size);
-                        self.state = State::Mpub(topic, MpubScan::default());
+                        let scan = MpubScan {
+                            declared: size,
+                            ..MpubScan::default()
+                        };
+                        self.state = State::Mpub(topic, scan);
                     } else {
                         self.state = State::Body(head, size);
                     }
                 }
                 State::Body(head, size) => {
                     if buf.len() < size {
-                        buf.reserve(size - buf.len());
+                        reserve_as_it_arrives(buf, size);
                         self.state = State::Body(head, size);
                         return Ok(None);
                     }
@@ -344,10 +348,20 @@ impl CommandDecoder {
                 }
                 State::Mpub(topic, mut scan) => {
                     if scan_mpub(&self.limits, &mut scan, buf)? {
+                        if scan.pos != scan.declared {
+                            return Err(err(
+                                ErrorCode::BadBody,
+                                format!(
+                                    "MPUB body size {} does not match its messages ({} bytes)",
+                                    scan.declared, scan.pos
+                                ),
+                            ));
+                        }
                         let bodies = pack_bodies(buf, &scan.spans);
                         buf.advance(scan.pos);
                         return Ok(Some(Command::Mpub { topic, bodies }));
                     }
+                    reserve_as_it_arrives(buf, scan.declared);
                     self.state = State::Mpub(topic, scan);
                     return Ok(None);
                 }
@@ -591,9 +605,22 @@ impl CommandDecoder {
     }
 }
 
-/// Scan as much of an MPUB body as has arrived. Like upstream, the
-/// messages are read by their own lengths; the declared body size was only
-/// range-checked. Returns true when every message is in `buf`.
+/// Make room for more of a body of `size` bytes, no more than has already
+/// arrived (and at least a read's worth): a header alone never reserves the
+/// size it claims, yet a large body still grows its buffer by doubling.
+fn reserve_as_it_arrives(buf: &mut BytesMut, size: usize) {
+    const STEP: usize = 64 * 1024;
+    let missing = size.saturating_sub(buf.len());
+    let room = buf.capacity() - buf.len();
+    if room < missing {
+        buf.reserve(missing.min(buf.len().max(STEP)));
+    }
+}
+
+/// Scan as much of an MPUB body as has arrived: the messages are read by
+/// their own lengths and must stay inside the declared body size (upstream
+/// does not check, which lets a 9-byte MPUB carry megabytes). Returns true
+/// when every message is in `buf`.
 fn scan_mpub(l: &Limits, scan: &mut MpubScan, buf: &[u8]) -> Result<bool, DecodeError> {
     let count = match scan.count {
         Some(c) => c,
@@ -612,10 +639,13 @@ fn scan_mpub(l: &Limits, scan: &mut MpubScan, buf: &[u8]) -> Result<bool, Decode
             }
             scan.pos = 4;
             scan.count = Some(n as usize);
-            scan.spans.reserve_exact(n as usize);
+            // The count is a claim, not data: grow with the messages.
+            scan.spans.reserve((n as usize).min(1024));
             n as usize
         }
     };
+    // (The count itself is 4 bytes; a body shorter than that is caught by
+    // the first message's overrun check.)
     while scan.spans.len() < count {
         let i = scan.spans.len();
         let at = scan.pos;
@@ -636,6 +666,12 @@ fn scan_mpub(l: &Limits, scan: &mut MpubScan, buf: &[u8]) -> Result<bool, Decode
             ));
         }
         let size = size as usize;
+        if (at + 4).saturating_add(size) > scan.declared {
+            return Err(err(
+                ErrorCode::BadBody,
+                format!("MPUB message({i}) overruns the body size {}", scan.declared),
+            ));
+        }
         if buf.len() < at + 4 + size {
             return Ok(false);
         }
@@ -684,7 +720,12 @@ fn pack_bodies(buf: &[u8], spans: &[(usize, usize)]) -> Vec<Bytes> {
 /// nsqd's HTTP `/mpub?binary=true` receives it, with the TCP command's
 /// checks and texts. The bodies share `body`'s memory.
 pub fn parse_mpub_body(body: &Bytes, limits: &Limits) -> Result<Vec<Bytes>, ProtocolError> {
-    let mut scan = MpubScan::default();
+    // The HTTP body is already whole: what it lacks is reported as a
+    // short read, in upstream's words, not as an overrun.
+    let mut scan = MpubScan {
+        declared: usize::MAX,
+        ..MpubScan::default()
+    };
     let complete = scan_mpub(limits, &mut scan, body).map_err(|e| match e {
         DecodeError::Protocol(p) => p,
         DecodeError::LineTooLong => ProtocolError::new(ErrorCode::BadBody, "MPUB body too long"),

@@ -106,3 +106,41 @@ async fn deflate_bomb_is_inflated_incrementally() {
     })
     .await;
 }
+
+/// Forty producers each send one valid MPUB of five ~1 MiB messages (the
+/// 5 MiB `--max-body-size`) and stay connected. The messages go to disk
+/// (`--mem-queue-size=0`), so what stays resident is what the connections
+/// keep: each read buffer must shrink back once its MPUB is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_mpubs_do_not_stay_resident_in_idle_connections() {
+    const PRODUCERS: usize = 40;
+    within(async {
+        let nsqd = NsqdProcess::start(&["--mem-queue-size=0"]);
+        let body = vec![b'm'; 1024 * 1024 - 8];
+        let mut wire = bytes::BytesMut::new();
+        nsq_protocol::Command::Mpub {
+            topic: topic("big"),
+            bodies: (0..5).map(|_| bytes::Bytes::from(body.clone())).collect(),
+        }
+        .encode(&mut wire);
+        let mut conns: Vec<RawConn> = Vec::new();
+        for _ in 0..PRODUCERS {
+            let mut c = nsqd.connect().await;
+            c.write_raw(&wire).await;
+            c.expect_ok().await;
+            conns.push(c);
+        }
+        let rss = status_bytes(nsqd.pid(), "RssAnon");
+        eprintln!(
+            "{PRODUCERS} idle producers after a 5 MiB MPUB each: RssAnon {} MiB",
+            rss / MIB
+        );
+        assert!(
+            rss < 100 * MIB,
+            "nsqd keeps {} MiB for {PRODUCERS} idle producers",
+            rss / MIB
+        );
+        drop(conns);
+    })
+    .await;
+}
