@@ -118,9 +118,20 @@ impl AuthState {
             identity: reply.identity,
             identity_url: reply.identity_url,
             authorizations,
-            expires: now + Duration::from_secs(reply.ttl as u64),
+            expires: saturating_deadline(now, reply.ttl as u64),
         })
     }
+}
+
+/// Longest grant kept: Go's largest `time.Duration` (about 292 years). The
+/// auth server is an outside source; a TTL past what the clock can hold
+/// saturates here instead of overflowing `Instant` (a panic).
+const MAX_TTL: Duration = Duration::from_nanos(i64::MAX as u64);
+
+fn saturating_deadline(now: Instant, ttl_secs: u64) -> Instant {
+    let ttl = Duration::from_secs(ttl_secs).min(MAX_TTL);
+    now.checked_add(ttl)
+        .unwrap_or(now + Duration::from_secs(86_400 * 365))
 }
 
 /// What nsqd tells the auth server about a connection.

@@ -91,7 +91,7 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAd
         nsqd.cancel.child_token(),
     ));
     let span = tracing::info_span!("client", id, %addr);
-    nsqd.add_client(client.clone());
+    let _registration = Registration::new(nsqd.clone(), client.clone());
     let mut conn = Connection::new(nsqd.clone(), client.clone());
     let mut input = Input {
         buf: BytesMut::with_capacity(READ_CHUNK),
@@ -111,7 +111,33 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAd
     }
     .instrument(span)
     .await;
-    nsqd.remove_client(&client);
+}
+
+/// A client's place in nsqd's client list and in its channel, held for
+/// as long as its connection task runs. Leaving happens on drop, so a
+/// panic that unwinds the task still unregisters the client: it must never
+/// linger in `/stats`, the `nsq_clients` gauge, or its channel's client set.
+struct Registration {
+    nsqd: Arc<Nsqd>,
+    client: Arc<Client>,
+}
+
+impl Registration {
+    fn new(nsqd: Arc<Nsqd>, client: Arc<Client>) -> Self {
+        nsqd.add_client(client.clone());
+        Registration { nsqd, client }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // A panicking writer may still be running: stop it too.
+        self.client.stop.cancel();
+        if let Some(channel) = self.client.channel().cloned() {
+            self.nsqd.client_left_channel(&channel, self.client.id);
+        }
+        self.nsqd.remove_client(&self.client);
+    }
 }
 
 /// The reader side's state for one connection.
@@ -178,9 +204,7 @@ impl Connection {
             stop.cancel();
             let _ = writer.await;
         }
-        if let Some(channel) = self.client.channel().cloned() {
-            self.nsqd.client_left_channel(&channel, self.client.id);
-        }
+        // Leaving the channel is the `Registration`'s job, panic or not.
     }
 
     async fn read_loop<R: AsyncRead + Unpin>(
@@ -684,4 +708,50 @@ pub fn error_frame(e: &ProtocolError) -> BytesMut {
     let mut buf = BytesMut::new();
     encode_error(&mut buf, e);
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nsq_protocol::{ChannelName, TopicName};
+
+    async fn test_nsqd(dir: &std::path::Path) -> Arc<Nsqd> {
+        let data = format!("--data-path={}", dir.display());
+        let argv = [
+            "nsqd",
+            "--tcp-address=127.0.0.1:0",
+            "--http-address=127.0.0.1:0",
+            data.as_str(),
+        ];
+        let opts =
+            nsq_app::flags::try_parse_options("nsqd", argv.iter().map(Into::into), &[]).unwrap();
+        crate::Server::bind(opts).await.unwrap().nsqd()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_connection_task_still_unregisters_its_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let nsqd = test_nsqd(dir.path()).await;
+        let (_, channel) = nsqd.get_topic_channel(
+            &TopicName::new(b"t").unwrap(),
+            &ChannelName::new(b"c").unwrap(),
+        );
+        let client = Arc::new(Client::with_stop(
+            7,
+            "127.0.0.1:1".parse().unwrap(),
+            0,
+            nsqd.cancel.child_token(),
+        ));
+        let (n, c, ch) = (nsqd.clone(), client.clone(), channel.clone());
+        let task = tokio::spawn(async move {
+            let _registration = Registration::new(n, c.clone());
+            ch.add_client(c.clone()).unwrap();
+            c.set_channel(ch);
+            panic!("a bug in a command handler");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(nsqd.clients_snapshot().is_empty());
+        assert_eq!(channel.client_count(), 0);
+        assert!(client.stop.is_cancelled());
+    }
 }

@@ -747,6 +747,29 @@ async fn an_expired_grant_is_fetched_again_on_use() {
     .await
 }
 
+/// A TTL past what a clock can hold saturates: the grant simply never
+/// expires, and the connection (and its place in the client list) lives on.
+#[tokio::test]
+async fn an_auth_ttl_of_i64_max_saturates_instead_of_killing_the_connection() {
+    within(async {
+        let grant = GRANT.replace(r#""ttl":3600"#, &format!(r#""ttl":{}"#, i64::MAX));
+        let auth = AuthServer::start(&[(200, &grant)]).await;
+        let addr = format!("--auth-http-address={}", auth.addr);
+        let nsqd = start(&[&addr]).await;
+        let (mut tcp, r) = authed_conn(&nsqd, "s").await;
+        assert_eq!(r.0, 0, "{r:?}");
+        tcp.write_all(&pub_cmd("ok", b"x")).await.unwrap();
+        assert_eq!(reply(&mut tcp).await, (0, "OK".into()));
+        assert_eq!(nsqd.inner.clients_snapshot().len(), 1);
+        drop(tcp);
+        support::poll("the client to be unregistered", || async {
+            nsqd.inner.clients_snapshot().is_empty().then_some(())
+        })
+        .await;
+    })
+    .await
+}
+
 #[tokio::test]
 async fn an_unreachable_or_silent_auth_server_fails_fast() {
     within(async {
