@@ -218,6 +218,7 @@ impl Connection {
             mut buf,
             mut decoder,
         } = input;
+        let mut clock = CommandClock::default();
         loop {
             loop {
                 let next = match first.take() {
@@ -226,6 +227,7 @@ impl Connection {
                 };
                 match next {
                     Ok(Some(cmd)) => {
+                        clock.command_done();
                         if let Err(e) = self.exec(cmd).await {
                             let fatal = e.is_fatal();
                             self.send_error(e).await;
@@ -253,11 +255,21 @@ impl Connection {
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
-            // Two missed heartbeats and the client is gone.
-            let deadline = self.settings.heartbeat_interval.map(|h| h * 2);
+            let deadline = clock.deadline(&self.settings);
             let n = tokio::select! {
                 _ = stop.cancelled() => return Err("connection stopped"),
-                r = read_with_deadline(read, &mut buf, deadline) => r?,
+                r = read_with_deadline(read, &mut buf, deadline) => r,
+            };
+            let n = match n {
+                Ok(n) => n,
+                Err(ReadFailed::TimedOut) => {
+                    // Upstream's read fails mid-command and says so.
+                    if let Some(e) = decoder.eof_error() {
+                        self.send_error(e).await;
+                    }
+                    return Err(ReadFailed::TimedOut.reason());
+                }
+                Err(e) => return Err(e.reason()),
             };
             if n == 0 {
                 if let Some(e) = decoder.eof_error() {
@@ -505,18 +517,63 @@ fn shrink_after_burst(buf: &mut BytesMut) {
     }
 }
 
+/// When the command being read must be complete: two heartbeat intervals
+/// from when nsqd started waiting for it (after the previous command ran),
+/// as upstream sets its read deadline once per command. Measured per
+/// command, not per read, so a client trickling one byte at a time cannot
+/// hold a connection (and its partly read body) forever.
+#[derive(Debug, Default)]
+struct CommandClock {
+    deadline: Option<Instant>,
+}
+
+impl CommandClock {
+    /// A command was read and executed: the next one gets a fresh clock.
+    fn command_done(&mut self) {
+        self.deadline = None;
+    }
+
+    fn deadline(&mut self, settings: &ClientSettings) -> Option<Instant> {
+        let Some(heartbeat) = settings.heartbeat_interval else {
+            self.deadline = None;
+            return None;
+        };
+        Some(
+            *self
+                .deadline
+                .get_or_insert_with(|| Instant::now() + heartbeat * 2),
+        )
+    }
+}
+
+/// Why reading the socket stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadFailed {
+    TimedOut,
+    Io,
+}
+
+impl ReadFailed {
+    fn reason(self) -> &'static str {
+        match self {
+            ReadFailed::TimedOut => "command not complete within two heartbeat intervals",
+            ReadFailed::Io => "read error",
+        }
+    }
+}
+
 async fn read_with_deadline<R: AsyncRead + Unpin>(
     read: &mut R,
     buf: &mut BytesMut,
-    deadline: Option<Duration>,
-) -> Result<usize, &'static str> {
+    deadline: Option<Instant>,
+) -> Result<usize, ReadFailed> {
     let r = match deadline {
-        Some(d) => timeout(d, read.read_buf(buf))
+        Some(at) => tokio::time::timeout_at(at, read.read_buf(buf))
             .await
-            .map_err(|_| "no command within two heartbeat intervals")?,
+            .map_err(|_| ReadFailed::TimedOut)?,
         None => read.read_buf(buf).await,
     };
-    r.map_err(|_| "read error")
+    r.map_err(|_| ReadFailed::Io)
 }
 
 /// The writer task: owns the socket's write side.

@@ -447,6 +447,45 @@ async fn heartbeats_are_sent_and_a_silent_client_is_dropped() {
         .unwrap();
 }
 
+/// The read deadline (two heartbeats) covers a whole command, as upstream's
+/// does, not each read: a body trickled one byte at a time, each well inside
+/// the deadline, is cut off with upstream's text once the command as a
+/// whole has taken too long.
+#[tokio::test]
+async fn a_command_trickled_byte_by_byte_is_cut_off() {
+    let n = start(&[]).await;
+    let mut c = Conn::open(&n).await;
+    c.identify(r#"{"heartbeat_interval":1000}"#).await;
+    c.expect_ok().await;
+    // 100 body bytes at one per 700 ms would take 70 s.
+    c.send(b"PUB t\n\x00\x00\x00\x64").await;
+    let (mut r, mut w) = c.0.split();
+    let trickle = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            if w.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    };
+    let mut received = Vec::new();
+    tokio::select! {
+        _ = trickle => {}
+        got = timeout(WAIT, r.read_to_end(&mut received)) => {
+            got.expect("the trickling client was cut off in time").unwrap();
+        }
+    }
+    let heartbeat = frame_bytes(0, b"_heartbeat_");
+    let mut rest = &received[..];
+    while rest.starts_with(&heartbeat) {
+        rest = &rest[heartbeat.len()..];
+    }
+    assert_eq!(
+        rest,
+        frame_bytes(1, b"E_BAD_MESSAGE PUB failed to read message body")
+    );
+}
+
 #[tokio::test]
 async fn a_line_past_16k_closes_without_an_error_frame() {
     let n = start(&[]).await;
