@@ -242,6 +242,13 @@ impl Connection {
                         self.send_error(e).await;
                         return Err("fatal client error");
                     }
+                    Err(DecodeError::Params { verb, error }) => {
+                        let Some(e) = self.refusal(verb, error) else {
+                            continue;
+                        };
+                        self.send_error(e).await;
+                        return Err("fatal client error");
+                    }
                 }
             }
             if std::mem::take(&mut self.wake_writer) {
@@ -341,6 +348,35 @@ impl Connection {
         }
     }
 
+    /// The error for a command whose parameters the decoder refused, in
+    /// upstream's order: `--tls-required` first, then the client's state,
+    /// and only then the parameters. `None`: ignore the command (RDY while
+    /// closing, however garbled).
+    fn refusal(&self, verb: &str, params_error: ProtocolError) -> Option<ProtocolError> {
+        use ClientState::{Closing, Init, Subscribed};
+        if self.needs_tls && verb != "IDENTIFY" {
+            return Some(ProtocolError::invalid(format!(
+                "cannot {verb} in current state (TLS required)"
+            )));
+        }
+        let allowed: &[ClientState] = match verb {
+            "RDY" if self.client.state() == Closing => return None,
+            "RDY" => &[Subscribed],
+            "FIN" | "REQ" | "TOUCH" => &[Subscribed, Closing],
+            "SUB" | "AUTH" | "IDENTIFY" => &[Init],
+            _ => return Some(params_error),
+        };
+        if let Err(e) = self.require_state(verb, allowed) {
+            return Some(e);
+        }
+        if verb == "SUB" && self.settings.heartbeat_interval.is_none() {
+            return Some(ProtocolError::invalid(
+                "cannot SUB with heartbeats disabled",
+            ));
+        }
+        Some(params_error)
+    }
+
     fn require_state(&self, cmd: &str, allowed: &[ClientState]) -> Result<(), ProtocolError> {
         if allowed.contains(&self.client.state()) {
             Ok(())
@@ -409,8 +445,10 @@ impl Connection {
         self.require_state("RDY", &[ClientState::Subscribed])?;
         let max = self.nsqd.opts.max_rdy_count as u64;
         if count > max {
+            // Upstream keeps the count in an int64: a huge one prints negative.
             return Err(ProtocolError::invalid(format!(
-                "RDY count {count} out of range 0-{max}"
+                "RDY count {} out of range 0-{max}",
+                count as i64
             )));
         }
         self.client.set_ready_count(count);

@@ -160,7 +160,7 @@ async fn connect(nsqd: &support::Nsqd) -> TcpStream {
 /// The IDENTIFY reply nsqd sends with these grants, byte for byte.
 fn negotiated(tls: bool, deflate: bool, level: u8, snappy: bool, auth: bool) -> String {
     format!(
-        r#"{{"max_rdy_count":2500,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":60000,"tls_v1":{tls},"deflate":{deflate},"deflate_level":{level},"max_deflate_level":6,"snappy":{snappy},"sample_rate":0,"auth_required":{auth},"output_buffer_size":16384,"output_buffer_timeout":250,"topology_region":"","topology_zone":""}}"#
+        r#"{{"max_rdy_count":2500,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":60000,"tls_v1":{tls},"deflate":{deflate},"deflate_level":{level},"max_deflate_level":6,"snappy":{snappy},"sample_rate":0,"auth_required":{auth},"output_buffer_size":16384,"output_buffer_timeout":250}}"#
     )
 }
 

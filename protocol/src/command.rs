@@ -166,9 +166,43 @@ pub enum DecodeError {
     /// Send this error frame; close the connection if it is fatal.
     #[error("{0}")]
     Protocol(#[from] ProtocolError),
+    /// A known command's line or body size was refused. Upstream checks the
+    /// client's state (and `--tls-required`) before it looks at parameters,
+    /// so the server decides: its own state error, or this one.
+    #[error("{error}")]
+    Params {
+        verb: &'static str,
+        error: ProtocolError,
+    },
     /// A line longer than upstream's read buffer: close without an error frame.
     #[error("command line longer than {MAX_LINE_LEN} bytes")]
     LineTooLong,
+}
+
+impl DecodeError {
+    /// The error frame to send, if any.
+    pub fn protocol_error(&self) -> Option<&ProtocolError> {
+        match self {
+            DecodeError::Protocol(e) | DecodeError::Params { error: e, .. } => Some(e),
+            DecodeError::LineTooLong => None,
+        }
+    }
+}
+
+/// The verbs the decoder knows, as `'static` names for [`DecodeError::Params`].
+fn known_verb(name: &[u8]) -> Option<&'static str> {
+    const VERBS: &[&str] = &[
+        "IDENTIFY", "AUTH", "SUB", "PUB", "MPUB", "DPUB", "RDY", "FIN", "REQ", "TOUCH", "CLS",
+        "NOP",
+    ];
+    VERBS.iter().copied().find(|v| v.as_bytes() == name)
+}
+
+fn with_verb(verb: Option<&'static str>, e: DecodeError) -> DecodeError {
+    match (verb, e) {
+        (Some(verb), DecodeError::Protocol(error)) => DecodeError::Params { verb, error },
+        (_, e) => e,
+    }
 }
 
 /// A command whose line has been read and which waits for its body.
@@ -205,6 +239,8 @@ struct MpubScan {
     pos: usize,
     /// (offset, len) of each message body found so far.
     spans: Vec<(usize, usize)>,
+    /// Waiting for a message's bytes (not its length prefix).
+    in_body: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -305,7 +341,8 @@ impl CommandDecoder {
                     if let Some(stripped) = line.strip_suffix(b"\r") {
                         line = stripped;
                     }
-                    match self.parse_line(line)? {
+                    let verb = known_verb(line.split(|&b| b == b' ').next().unwrap_or(b""));
+                    match self.parse_line(line).map_err(|e| with_verb(verb, e))? {
                         Parsed::Done(cmd) => return Ok(Some(cmd)),
                         Parsed::NeedsBody(head) => self.state = State::Size(head),
                     }
@@ -316,7 +353,9 @@ impl CommandDecoder {
                         return Ok(None);
                     }
                     let size = buf.get_i32();
-                    let size = self.check_size(&head, size)?;
+                    let size = self
+                        .check_size(&head, size)
+                        .map_err(|e| with_verb(Some(head.name()), e))?;
                     if let Head::Mpub(topic) = head {
                         let scan = MpubScan {
                             declared: size,
@@ -398,6 +437,15 @@ impl CommandDecoder {
             State::Body(Head::Mpub(_), _) => (ErrorCode::BadBody, "MPUB failed to read body"),
             State::Mpub(_, scan) if scan.count.is_none() => {
                 (ErrorCode::BadBody, "MPUB failed to read message count")
+            }
+            State::Mpub(_, scan) if !scan.in_body => {
+                return Some(ProtocolError::new(
+                    ErrorCode::BadMessage,
+                    format!(
+                        "MPUB failed to read message({}) body size",
+                        scan.spans.len()
+                    ),
+                ))
             }
             State::Mpub(..) => (ErrorCode::BadMessage, "MPUB failed to read message body"),
         };
@@ -653,6 +701,7 @@ fn scan_mpub(l: &Limits, scan: &mut MpubScan, buf: &[u8]) -> Result<bool, Decode
             return Ok(false);
         }
         let size = i32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+        scan.in_body = true;
         if size <= 0 {
             return Err(err(
                 ErrorCode::BadMessage,
@@ -677,6 +726,7 @@ fn scan_mpub(l: &Limits, scan: &mut MpubScan, buf: &[u8]) -> Result<bool, Decode
         }
         scan.spans.push((at + 4, size));
         scan.pos = at + 4 + size;
+        scan.in_body = false;
     }
     Ok(true)
 }
@@ -727,7 +777,7 @@ pub fn parse_mpub_body(body: &Bytes, limits: &Limits) -> Result<Vec<Bytes>, Prot
         ..MpubScan::default()
     };
     let complete = scan_mpub(limits, &mut scan, body).map_err(|e| match e {
-        DecodeError::Protocol(p) => p,
+        DecodeError::Protocol(p) | DecodeError::Params { error: p, .. } => p,
         DecodeError::LineTooLong => ProtocolError::new(ErrorCode::BadBody, "MPUB body too long"),
     })?;
     if !complete {

@@ -80,7 +80,15 @@ impl Connection {
                 Ok(Some(cmd)) => return Ok((Transport::Plain(stream), Some(cmd))),
                 Ok(None) => {}
                 Err(DecodeError::LineTooLong) => return Err("command line too long"),
-                Err(DecodeError::Protocol(e)) => {
+                Err(e) => {
+                    let e = match e {
+                        DecodeError::Params { verb, error } => self.refusal(verb, error),
+                        other => other.protocol_error().cloned(),
+                    };
+                    // Nothing is ignored in the first state (RDY is refused).
+                    let Some(e) = e else {
+                        return Err("fatal client error");
+                    };
                     log_error(&e);
                     write_frame(&mut stream, FrameType::Error, &e.to_wire()).await?;
                     return Err("fatal client error");

@@ -18,7 +18,7 @@ fn decode_all(input: &[u8]) -> Result<Vec<Command>, DecodeError> {
 
 fn decode_err(input: &[u8]) -> String {
     match decode_all(input) {
-        Err(DecodeError::Protocol(e)) => e.to_string(),
+        Err(e) if e.protocol_error().is_some() => e.to_string(),
         other => panic!("expected an error for {input:?}, got {other:?}"),
     }
 }
