@@ -10,6 +10,8 @@ use tokio::time::Instant;
 
 use crate::nsqd::Nsqd;
 
+mod https;
+
 /// One entry of the auth server's `authorizations` list, compiled.
 #[derive(Debug, Clone)]
 struct Authorization {
@@ -200,7 +202,18 @@ fn query_escape(s: &str) -> String {
 
 async fn query_one(nsqd: &Nsqd, addr: &str, q: &AuthQuery<'_>) -> Result<AuthState, String> {
     let url = endpoint(addr);
-    let (status, body) = if nsqd.opts.auth_http_request_method == "post" {
+    let https = url.starts_with("https://");
+    let (status, body) = if https {
+        let (method, target, body) = if nsqd.opts.auth_http_request_method == "post" {
+            (hyper::Method::POST, url.clone(), q.json_body())
+        } else {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let target = format!("{url}{sep}{}", q.query_string());
+            (hyper::Method::GET, target, String::new())
+        };
+        let content_type = (method == hyper::Method::POST).then_some("application/json");
+        https::request(&nsqd.opts, method, &target, content_type, body.into()).await?
+    } else if nsqd.opts.auth_http_request_method == "post" {
         nsqd.http_client
             .request(
                 hyper::Method::POST,

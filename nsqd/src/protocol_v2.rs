@@ -154,6 +154,8 @@ struct Connection {
     needs_tls: bool,
     /// The connection runs over TLS.
     tls: bool,
+    /// The CN of the client's TLS certificate, for the auth server.
+    tls_common_name: String,
     /// `--auth-http-address` is set.
     auth_enabled: bool,
     /// The secret AUTH presented, to refresh an expired grant.
@@ -172,6 +174,7 @@ impl Connection {
             wake_writer: false,
             needs_tls: nsqd.opts.tls_required() != TlsRequired::No,
             tls: false,
+            tls_common_name: String::new(),
             auth_enabled: nsqd.opts.auth_enabled(),
             auth_secret: String::new(),
             auth: None,

@@ -166,6 +166,7 @@ impl Connection {
                 info.tls = true;
                 info.tls_info = crate::tls::TlsInfo::of(tls.get_ref().1);
             }
+            self.tls_common_name = crate::tls::peer_common_name(tls.get_ref().1);
             self.tls = true;
             self.needs_tls = false;
             write_frame(&mut tls, FrameType::Response, OK).await?;
@@ -318,7 +319,7 @@ impl Connection {
         let query = AuthQuery {
             remote_ip: self.client.remote_addr.ip().to_string(),
             tls: self.tls,
-            common_name: "",
+            common_name: &self.tls_common_name,
             secret: &self.auth_secret,
         };
         match crate::auth::query(&self.nsqd, &query).await {
