@@ -550,4 +550,58 @@ mod tests {
         );
         assert_eq!(decompress(Codec::Snappy, &wire).await.unwrap(), b"after");
     }
+
+    /// What a hostile peer may send after negotiating compression: bytes,
+    /// or a valid stream of highly compressible data with garbage after it.
+    fn hostile_wire() -> impl proptest::strategy::Strategy<Value = (bool, Vec<u8>)> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (
+                any::<bool>(),
+                proptest::collection::vec(any::<u8>(), 0..2048)
+            ),
+            (0usize..100, proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(cut, tail)| {
+                // One 16 MiB bomb, built once; each case cuts it somewhere.
+                static BOMB: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+                let bomb = BOMB.get_or_init(|| {
+                    let mut enc =
+                        flate2::write::DeflateEncoder::new(Vec::new(), Compression::best());
+                    let block = vec![b'A'; 1024 * 1024];
+                    for _ in 0..16 {
+                        enc.write_all(&block).unwrap();
+                    }
+                    enc.flush().unwrap();
+                    enc.get_ref().clone()
+                });
+                let mut wire = bomb[..bomb.len() * (cut + 1) / 100].to_vec();
+                wire.extend(tail);
+                (false, wire)
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Whatever arrives, decoding never panics and never holds more
+        /// than a couple of reads' worth, decoded or not.
+        #[test]
+        fn hostile_compressed_input_stays_bounded((snappy, wire) in hostile_wire()) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let codec = if snappy { Codec::Snappy } else { Codec::Deflate(6) };
+                let mut d = Decompressor::new(&wire[..], codec, BytesMut::new());
+                let mut chunk = [0u8; 4096];
+                // Read a bounded amount: a bomb may stand for gigabytes.
+                for _ in 0..256 {
+                    match d.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    proptest::prop_assert!(d.plain.capacity() <= 2 * READ_CHUNK);
+                    proptest::prop_assert!(d.raw.capacity() <= 2 * READ_CHUNK + wire.len());
+                }
+                Ok(())
+            })?;
+        }
+    }
 }

@@ -9,8 +9,21 @@ use std::time::Duration;
 use nsq_tests::{wait_until, within, NsqdProcess, RawConn};
 use tokio::net::TcpStream;
 
+/// Tests here run nsqd through `prlimit` (scripts/test-deps/prlimit.sh).
+fn require_prlimit() {
+    let found = std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "prlimit is missing: run scripts/test-deps/prlimit.sh"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
+    require_prlimit();
     within(async {
         let nsqd = NsqdProcess::start_wrapped(&["prlimit", "--nofile=64:1024", "--"], &[]);
         assert!(
@@ -31,6 +44,7 @@ async fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_descriptors_leave_connected_clients_served() {
+    require_prlimit();
     within(async {
         let nsqd = NsqdProcess::start_wrapped(&["prlimit", "--nofile=64:64", "--"], &[]);
         let mut producer: RawConn = nsqd.connect().await;
@@ -57,7 +71,7 @@ async fn exhausted_descriptors_leave_connected_clients_served() {
         wait_until(
             Duration::from_secs(15),
             "/ping answers again",
-            || match nq_ping(&nsqd) {
+            || match ping_ok(&nsqd) {
                 true => Ok(()),
                 false => Err("no answer"),
             },
@@ -81,6 +95,6 @@ async fn exhausted_descriptors_leave_connected_clients_served() {
     .await;
 }
 
-fn nq_ping(nsqd: &NsqdProcess) -> bool {
+fn ping_ok(nsqd: &NsqdProcess) -> bool {
     nsq_tests::http_get(nsqd.http_addr(), "/ping").is_ok_and(|r| r.status == 200 && r.body == b"OK")
 }
