@@ -91,8 +91,9 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAd
         nsqd.cancel.child_token(),
     ));
     let span = tracing::info_span!("client", id, %addr);
-    let _registration = Registration::new(nsqd.clone(), client.clone());
+    let registration = Registration::new(nsqd.clone(), client.clone());
     let mut conn = Connection::new(nsqd.clone(), client.clone());
+    conn.subscription = registration.subscription.clone();
     let mut input = Input {
         buf: BytesMut::with_capacity(READ_CHUNK),
         decoder: CommandDecoder::new(nsqd.opts.limits()),
@@ -111,6 +112,7 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAd
     }
     .instrument(span)
     .await;
+    drop(registration);
 }
 
 /// A client's place in nsqd's client list and in its channel, held for
@@ -120,12 +122,18 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAd
 struct Registration {
     nsqd: Arc<Nsqd>,
     client: Arc<Client>,
+    /// Shared with the connection, which sets it on SUB.
+    subscription: Subscription,
 }
 
 impl Registration {
     fn new(nsqd: Arc<Nsqd>, client: Arc<Client>) -> Self {
         nsqd.add_client(client.clone());
-        Registration { nsqd, client }
+        Registration {
+            nsqd,
+            client,
+            subscription: Subscription::default(),
+        }
     }
 }
 
@@ -133,17 +141,23 @@ impl Drop for Registration {
     fn drop(&mut self) {
         // A panicking writer may still be running: stop it too.
         self.client.stop.cancel();
-        if let Some(channel) = self.client.channel().cloned() {
+        if let Some(channel) = self.subscription.get().cloned() {
             self.nsqd.client_left_channel(&channel, self.client.id);
         }
         self.nsqd.remove_client(&self.client);
     }
 }
 
+/// The channel a connection subscribed to: set once by SUB, read by the
+/// reader (FIN, REQ, TOUCH) and the writer (delivery).
+type Subscription = Arc<std::sync::OnceLock<Arc<Channel>>>;
+
 /// The reader side's state for one connection.
 struct Connection {
     nsqd: Arc<Nsqd>,
     client: Arc<Client>,
+    /// The channel after SUB, shared with the writer.
+    subscription: Subscription,
     settings: ClientSettings,
     /// The topic last published to, to skip the topic map on repeat PUBs.
     last_topic: Option<Arc<Topic>>,
@@ -168,6 +182,7 @@ impl Connection {
         let settings = nsqd.default_client_settings();
         Connection {
             client,
+            subscription: Subscription::default(),
             settings,
             last_topic: None,
             to_writer: None,
@@ -191,9 +206,15 @@ impl Connection {
         self.to_writer = Some(tx);
         let stop = self.client.stop.clone();
         let writer = tokio::spawn(
-            Writer::new(self.client.clone(), self.settings.clone(), rx, stop.clone())
-                .run(write)
-                .in_current_span(),
+            Writer::new(
+                self.client.clone(),
+                self.subscription.clone(),
+                self.settings.clone(),
+                rx,
+                stop.clone(),
+            )
+            .run(write)
+            .in_current_span(),
         );
         if let Err(reason) = self.read_loop(&mut read, &stop, input, first).await {
             debug!(reason, "closing connection");
@@ -391,8 +412,8 @@ impl Connection {
     }
 
     fn subscribed_channel(&self) -> Result<&Arc<Channel>, ProtocolError> {
-        self.client
-            .channel()
+        self.subscription
+            .get()
             .ok_or_else(|| ProtocolError::invalid("client not subscribed"))
     }
 
@@ -434,7 +455,7 @@ impl Connection {
                 }
             }
         };
-        self.client.set_channel(channel);
+        let _ = self.subscription.set(channel);
         self.client.set_state(ClientState::Subscribed);
         self.send_response(Bytes::from_static(OK)).await;
         Ok(())
@@ -620,6 +641,7 @@ async fn read_with_deadline<R: AsyncRead + Unpin>(
 /// The writer task: owns the socket's write side.
 struct Writer {
     client: Arc<Client>,
+    subscription: Subscription,
     settings: ClientSettings,
     control: mpsc::Receiver<ToWriter>,
     stop: CancellationToken,
@@ -630,12 +652,14 @@ struct Writer {
 impl Writer {
     fn new(
         client: Arc<Client>,
+        subscription: Subscription,
         settings: ClientSettings,
         control: mpsc::Receiver<ToWriter>,
         stop: CancellationToken,
     ) -> Self {
         Writer {
             client,
+            subscription,
             settings,
             control,
             stop,
@@ -721,7 +745,7 @@ impl Writer {
 
     /// Send messages while the client has room and the channel has messages.
     async fn deliver<W: AsyncWrite + Unpin>(&mut self, write: &mut W) -> Result<(), &'static str> {
-        let Some(channel) = self.client.channel().cloned() else {
+        let Some(channel) = self.subscription.get().cloned() else {
             return Ok(());
         };
         loop {
@@ -842,9 +866,9 @@ mod tests {
         ));
         let (n, c, ch) = (nsqd.clone(), client.clone(), channel.clone());
         let task = tokio::spawn(async move {
-            let _registration = Registration::new(n, c.clone());
+            let registration = Registration::new(n, c.clone());
             ch.add_client(c.clone()).unwrap();
-            c.set_channel(ch);
+            let _ = registration.subscription.set(ch);
             panic!("a bug in a command handler");
         });
         assert!(task.await.unwrap_err().is_panic());
