@@ -57,7 +57,9 @@ fn bomb(topic_name: &str, nops: usize) -> Vec<u8> {
 }
 
 /// Sixteen connections each send ~32 KB of raw DEFLATE that inflates to
-/// 32 MiB of `NOP\n`. Inflating a chunk in one go would hold 16 × 32 MiB;
+/// 32 MiB of `NOP\n`. Inflating a chunk in one go holds 32 MiB per busy
+/// connection (87 MiB peak before the fix, and the busy ones starved the
+/// rest, /stats included);
 /// inflating as the command decoder asks keeps nsqd near its idle size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deflate_bomb_is_inflated_incrementally() {
@@ -98,7 +100,7 @@ async fn deflate_bomb_is_inflated_incrementally() {
             rss / MIB
         );
         assert!(
-            peak < 150 * MIB,
+            peak < 64 * MIB,
             "nsqd peaked at {} MiB under {CONNS} deflate bombs",
             peak / MIB
         );
