@@ -98,3 +98,27 @@ async fn exhausted_descriptors_leave_connected_clients_served() {
 fn ping_ok(nsqd: &NsqdProcess) -> bool {
     nsq_tests::http_get(nsqd.http_addr(), "/ping").is_ok_and(|r| r.status == 200 && r.body == b"OK")
 }
+
+/// nsqlookupd shares the start-up step (nsqadmin too: one call in each
+/// `main`, one function in `nsq_app::net`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nsqlookupd_raises_its_open_file_limit_too() {
+    require_prlimit();
+    within(async {
+        let args: Vec<std::ffi::OsString> = vec![
+            "--tcp-address=127.0.0.1:0".into(),
+            "--http-address=127.0.0.1:0".into(),
+        ];
+        let lookupd = nsq_tests::Daemon::spawn_wrapped(
+            "nsqlookupd",
+            &["prlimit", "--nofile=64:1024", "--"],
+            &args,
+        );
+        assert!(
+            lookupd.log_handle().contains("open file limit 1024"),
+            "no limit logged:\n{}",
+            lookupd.logs()
+        );
+    })
+    .await;
+}
