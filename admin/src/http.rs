@@ -333,10 +333,12 @@ pub(crate) async fn serve(
                     let start = Instant::now();
                     let (method, uri) = (req.method().clone(), req.uri().clone());
                     let resp = handle(&ctx, req, remote).await.into_response();
-                    tracing::info!(
-                        "{} {method} {uri} ({remote}) {:?}",
+                    nsq_app::request_log::log_request(
                         resp.status().as_u16(),
-                        start.elapsed()
+                        &method,
+                        &uri,
+                        remote,
+                        start.elapsed(),
                     );
                     Ok::<_, Infallible>(resp)
                 }

@@ -310,7 +310,15 @@ fn endpoint_reply(ctx: &Context, endpoint: Endpoint, raw_query: Option<&str>) ->
                 let topic = q.get("topic").ok_or(bad_request("MISSING_ARG_TOPIC"))?;
                 // Not validated, as upstream: `*` deletes every topic.
                 for reg in db.delete_topic(&lossy(topic)) {
-                    tracing::info!("DB: removing {reg}");
+                    if reg.category.as_str() == "channel" {
+                        tracing::info!(
+                            "DB: removing channel({}) from topic({})",
+                            reg.subkey,
+                            reg.key
+                        );
+                    } else {
+                        tracing::info!("DB: removing topic({})", reg.key);
+                    }
                 }
                 Reply::Empty
             }
@@ -360,12 +368,12 @@ pub(crate) async fn serve(
                 async move {
                     let start = Instant::now();
                     let resp = handle(&ctx, req.method(), req.uri().path(), req.uri().query());
-                    tracing::info!(
-                        "{} {} {} ({remote}) {:?}",
+                    nsq_app::request_log::log_request(
                         resp.status().as_u16(),
                         req.method(),
                         req.uri(),
-                        start.elapsed()
+                        remote,
+                        start.elapsed(),
                     );
                     Ok::<_, Infallible>(resp)
                 }

@@ -191,6 +191,9 @@ pub struct Options {
     /// log message prefix
     #[arg(long, default_value = "[nsqd] ")]
     pub log_prefix: String,
+    /// log format: text (upstream's lines) or json (ours: one object per line)
+    #[arg(long, default_value = "text")]
+    pub log_format: nsq_app::LogFormat,
     /// [deprecated] has no effect, use --log-level
     #[arg(long)]
     pub verbose: bool,
