@@ -5,6 +5,7 @@ pub mod flags;
 pub mod http_client;
 pub mod logging;
 pub mod net;
+pub mod prometheus;
 pub mod request_log;
 pub mod signal;
 

@@ -147,6 +147,8 @@ pub struct ChannelStats {
     pub message_count: u64,
     pub requeue_count: u64,
     pub timeout_count: u64,
+    /// Messages finished (FIN) by clients; for `/metrics`.
+    pub finish_count: u64,
     pub client_count: usize,
     pub paused: bool,
     /// What the disk queue had to skip (checksum failures, unreadable segments).
@@ -221,6 +223,7 @@ struct ChannelState {
     message_count: u64,
     requeue_count: u64,
     timeout_count: u64,
+    finish_count: u64,
     /// Max attempts and dead-letter topic (see `dead_letter.rs`).
     options: ChannelOptions,
     /// Exhausted messages waiting to be published to the dead-letter topic.
@@ -531,6 +534,7 @@ impl Channel {
     pub fn finish(&self, client_id: u64, id: u64) -> Result<(), InFlightError> {
         let mut st = self.lock();
         let msg = take_in_flight(&mut st, client_id, id)?;
+        st.finish_count += 1;
         if self.limits.durable {
             st.unfinished.finished(id);
         }
@@ -775,6 +779,7 @@ impl Channel {
             message_count: st.message_count,
             requeue_count: st.requeue_count,
             timeout_count: st.timeout_count,
+            finish_count: st.finish_count,
             client_count: st.clients.len(),
             paused: st.paused,
             disk_damage: st.disk_damage,

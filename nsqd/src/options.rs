@@ -197,6 +197,9 @@ pub struct Options {
     /// [deprecated] has no effect, use --log-level
     #[arg(long)]
     pub verbose: bool,
+    /// /metrics: also one series per connected client (ours; adds series per connection)
+    #[arg(long)]
+    pub metrics_per_client: bool,
     /// write every message to disk and fsync before acknowledging a publish
     #[arg(long)]
     pub durable: bool,
