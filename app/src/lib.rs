@@ -1,5 +1,6 @@
 //! Shared glue for the nsqd, nsqlookupd and nsqadmin binaries: Go-style flags and TOML config, Go durations, upstream-format logging, shutdown signals.
 
+pub mod docs;
 pub mod duration;
 pub mod flags;
 pub mod http_client;

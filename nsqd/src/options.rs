@@ -265,9 +265,11 @@ impl Options {
                 self.tls_client_auth_policy
             ));
         }
+        // "" keeps the default, as Go's flag value does (upstream's example
+        // config says `tls_min_version = ""`).
         if !matches!(
             self.tls_min_version.as_str(),
-            "ssl3.0" | "tls1.0" | "tls1.1" | "tls1.2" | "tls1.3"
+            "" | "ssl3.0" | "tls1.0" | "tls1.1" | "tls1.2" | "tls1.3"
         ) {
             return err(format!(
                 "unknown tlsVersionOption {:?}",
