@@ -222,3 +222,61 @@ fn deb_package_installs_daemons_units_configs_man_pages_and_completions() {
         starts_from_its_config(d, data.path());
     }
 }
+
+/// `scripts/release.sh` (here on the tests' binaries; without `--bin-dir` it makes a release
+/// build): a tarball laid out as upstream's, `NAME/bin/...`, every binary stripped and
+/// runnable, and a checksum file `sha256sum -c` accepts.
+#[test]
+fn release_tarball_is_laid_out_as_upstreams_with_a_checksum() {
+    let bins = all_binaries_dir();
+    let out = tempfile::tempdir().unwrap();
+    let mut release = Command::new(repo().join("scripts/release.sh"));
+    release.arg(format!("--bin-dir={}", bins.display()));
+    release.arg(format!("--out={}", out.path().display()));
+    let tarball = PathBuf::from(
+        ok(run(release, Duration::from_secs(600)), "scripts/release.sh")
+            .trim()
+            .to_string(),
+    );
+    let file = tarball.file_name().unwrap().to_str().unwrap().to_string();
+    let name = file.strip_suffix(".tar.gz").expect("a .tar.gz");
+    assert!(
+        name.starts_with("nsq-rs-") && name.contains(".linux-"),
+        "{name}"
+    );
+
+    let mut check = Command::new("sha256sum");
+    check
+        .args(["-c", &format!("{file}.sha256")])
+        .current_dir(out.path());
+    ok(run(check, Duration::from_secs(60)), "sha256sum -c");
+
+    let unpacked = tempfile::tempdir().unwrap();
+    let mut untar = Command::new("tar");
+    untar
+        .arg("-xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(unpacked.path());
+    ok(run(untar, Duration::from_secs(120)), "tar -x");
+    let top: Vec<String> = std::fs::read_dir(unpacked.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(top, [name.to_string()]);
+    for b in DAEMONS.iter().chain(&TOOLS) {
+        let path = unpacked.path().join(name).join("bin").join(b);
+        assert!(path.is_file(), "{} missing", path.display());
+        let mut sections = Command::new("readelf");
+        sections.arg("-S").arg(&path);
+        let s = ok(run(sections, Duration::from_secs(30)), "readelf -S");
+        // `.debug_gdb_scripts` is loadable and stays; symbols and DWARF go.
+        for section in [".symtab", ".debug_info", ".debug_line"] {
+            assert!(!s.contains(section), "{b} is not stripped: has {section}");
+        }
+    }
+    let mut version = Command::new(unpacked.path().join(name).join("bin/nsqd"));
+    version.arg("--version");
+    let v = ok(run(version, Duration::from_secs(10)), "bin/nsqd --version");
+    assert!(v.starts_with("nsqd v1.3.0"), "{v}");
+}
