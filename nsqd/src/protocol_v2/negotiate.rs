@@ -89,7 +89,7 @@ impl Connection {
                     let Some(e) = e else {
                         return Err("fatal client error");
                     };
-                    log_error(&e);
+                    log_error(self.client.remote_addr, &e);
                     write_frame(&mut stream, FrameType::Error, &e.to_wire()).await?;
                     return Err("fatal client error");
                 }
@@ -133,7 +133,7 @@ impl Connection {
         let (resp, up) = match self.identify(body, true) {
             Ok(r) => r,
             Err(e) => {
-                log_error(&e);
+                log_error(self.client.remote_addr, &e);
                 write_frame(&mut stream, FrameType::Error, &e.to_wire()).await?;
                 return Err("fatal client error");
             }
@@ -151,7 +151,10 @@ impl Connection {
                 // reply, so bytes already here are a protocol violation.
                 return Err("client sent data before the TLS handshake");
             }
-            info!("upgrading connection to TLS");
+            info!(
+                "PROTOCOL(V2): [{}] upgrading connection to TLS",
+                self.client.remote_addr
+            );
             let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
             let mut tls = match timeout(UPGRADE_DEADLINE, accept).await {
                 Ok(Ok(tls)) => tls,
@@ -179,7 +182,16 @@ impl Connection {
         let Some(codec) = up.codec else {
             return Ok((Transport::Upgraded(read, write), None));
         };
-        info!(?codec, "upgrading connection to compression");
+        match codec {
+            Codec::Snappy => info!(
+                "PROTOCOL(V2): [{}] upgrading connection to snappy",
+                self.client.remote_addr
+            ),
+            Codec::Deflate(level) => info!(
+                "PROTOCOL(V2): [{}] upgrading connection to deflate (level {level})",
+                self.client.remote_addr
+            ),
+        }
         {
             let mut info = self.client.info.lock().unwrap_or_else(|e| e.into_inner());
             info.snappy = codec == Codec::Snappy;
@@ -201,6 +213,11 @@ impl Connection {
     ) -> Result<(Bytes, Upgrades), ProtocolError> {
         self.require_state("IDENTIFY", &[ClientState::Init])?;
         let req = IdentifyRequest::parse(body)?;
+        info!(
+            "[{}] IDENTIFY: {}",
+            self.client.remote_addr,
+            req.upstream_log_text()
+        );
         let settings = self
             .nsqd
             .client_settings(&req)
