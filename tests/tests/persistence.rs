@@ -334,3 +334,24 @@ async fn an_upstream_data_path_is_taken_over_with_its_backlog() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_data_path_without_topics_is_accepted() {
+    within(async {
+        // Exactly what upstream 1.3.0 leaves behind when it has no topics.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("nsqd.dat"),
+            br#"{"topics":null,"version":"1.3.0"}"#,
+        )
+        .unwrap();
+        let mut nsqd = NsqdProcess::start_with_data_dir(dir.path(), &[]);
+        let mut p = nsqd.connect().await;
+        p.publish("after_upstream", b"hello").await;
+        drop(p);
+        terminate_cleanly(&mut nsqd);
+        let saved = std::fs::read_to_string(dir.path().join("nsqd.dat")).unwrap();
+        assert!(saved.contains("after_upstream"), "{saved}");
+    })
+    .await;
+}
