@@ -290,6 +290,11 @@ async fn handle(ctx: &Context, req: Request<Incoming>, remote: SocketAddr) -> Re
         Ok(b) => b.to_bytes(),
         Err(_) => return Reply::error(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_BIG"),
     };
+    if method != Method::GET && method != Method::HEAD {
+        if let Err(refused) = crate::csrf::check(&method, &headers, !body.is_empty()) {
+            return Reply::error(refused.status(), refused.message());
+        }
+    }
     let who = Requester::from_request(&headers, &path_and_query, &remote.to_string());
     let req = Req {
         method,
