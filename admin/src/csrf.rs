@@ -53,7 +53,7 @@ pub(crate) fn check(method: &Method, headers: &HeaderMap, has_body: bool) -> Res
     Ok(())
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: impl hyper::header::AsHeaderName) -> Option<&'a str> {
+fn header(headers: &HeaderMap, name: impl hyper::header::AsHeaderName) -> Option<&str> {
     headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}"))
 }
 
