@@ -64,6 +64,10 @@ pub struct Options {
     /// Timeout for one request to lookupd or nsqd.
     #[arg(long, default_value = "5s")]
     pub http_client_request_timeout: GoDuration,
+    /// Ours: the largest answer read from a lookupd or nsqd, in bytes; a
+    /// node answering more is reported as failing (default 64 MiB).
+    #[arg(long, default_value_t = nsq_app::http_client::DEFAULT_MAX_BODY)]
+    pub http_client_max_body_size: usize,
 
     /// Graphite HTTP address (not supported: charts come from --history-interval samples).
     #[arg(long, default_value = "")]
