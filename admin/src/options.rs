@@ -35,6 +35,16 @@ pub struct Options {
     /// URL base path: every page and API path lives under it.
     #[arg(long, default_value = "/")]
     pub base_path: String,
+    /// Ours: time an HTTP client has to send a whole request header, counted
+    /// from when the server is ready for it (so also how long an idle
+    /// keep-alive connection stays open); 0 = no limit.
+    #[arg(long, default_value = "30s")]
+    pub http_header_timeout: GoDuration,
+    /// Ours: an HTTP connection on which no byte moves either way for this
+    /// long is closed (a stalled request body, a client that stops
+    /// reading); 0 = no limit.
+    #[arg(long, default_value = "1m0s")]
+    pub http_idle_timeout: GoDuration,
 
     /// lookupd HTTP address (may be given multiple times).
     #[arg(long)]
@@ -139,6 +149,14 @@ pub enum OptionsError {
 }
 
 impl Options {
+    /// `--http-header-timeout` and `--http-idle-timeout` for the HTTP server.
+    pub fn http_timeouts(&self) -> nsq_app::http_timeouts::HttpTimeouts {
+        nsq_app::http_timeouts::HttpTimeouts {
+            header: self.http_header_timeout.0,
+            idle: self.http_idle_timeout.0,
+        }
+    }
+
     /// Defaults for an in-process server on an ephemeral loopback port.
     pub fn for_tests() -> Self {
         Options {

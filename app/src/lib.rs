@@ -3,6 +3,7 @@
 pub mod duration;
 pub mod flags;
 pub mod http_client;
+pub mod http_timeouts;
 pub mod logging;
 pub mod net;
 pub mod signal;
