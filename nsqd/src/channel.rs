@@ -21,6 +21,7 @@ use crate::message::{unix_nanos, Message};
 
 mod dead_letter;
 mod jobs;
+pub(crate) use dead_letter::{default_topic as default_dead_letter_topic, leads_back, CONFIGURING};
 pub use dead_letter::{ChannelOptions, DeadLetterStats};
 pub use jobs::{FireStatus, JobLimits, JobStatus, JobWorker, ShardStatus, WorkerStatus};
 
