@@ -516,6 +516,18 @@ impl IoThread {
                 if let Err(e) = read {
                     error!(queue = %queue, "disk read failed - {e}");
                 }
+                // A record whose checksum holds but whose contents are no
+                // message is as lost as one that failed it: count it here,
+                // where the queue's damage is counted.
+                let before = out.len();
+                out.retain(|(_, r)| crate::message::Message::decode_disk(r).is_some());
+                let unusable = (before - out.len()) as u64;
+                if unusable > 0 {
+                    error!(queue = %queue, records = unusable, "undecodable disk records skipped");
+                    if let Some(q) = self.queues.get_mut(&*queue) {
+                        q.count_unusable(unusable);
+                    }
+                }
                 let damage = self
                     .queues
                     .get(&*queue)

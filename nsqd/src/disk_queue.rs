@@ -358,7 +358,13 @@ impl DiskQueue {
                     })
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound && !at_write => {
-                    return Ok(Step::SegmentEnd)
+                    // Gone while we ran: what it held is counted lost when
+                    // the segment is finished; the segment itself here.
+                    if matches!(self.segments.front(), Some(&(f, n)) if f == self.read.file && n > 0)
+                    {
+                        self.bad_segments += 1;
+                    }
+                    return Ok(Step::SegmentEnd);
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     return Ok(Step::Bad("missing".into()))
@@ -685,6 +691,12 @@ impl DiskQueue {
     /// Records skipped because their CRC failed (or that went missing).
     pub fn corrupt_records(&self) -> u64 {
         self.corrupt_records
+    }
+
+    /// Count `n` records the reader got whole but its owner could not use
+    /// (a good checksum over contents that are not a message).
+    pub fn count_unusable(&mut self, n: u64) {
+        self.corrupt_records += n;
     }
 
     /// An fsync failed: only reopening can tell what is really on disk.
