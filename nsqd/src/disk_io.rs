@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -227,6 +227,16 @@ pub struct DiskIo {
     /// Set at shutdown: reads are refused, so records stay on disk instead of
     /// landing in memory that has already been written out.
     reads_stopped: Arc<AtomicBool>,
+    /// What the I/O threads could not store (see [`Losses`]).
+    losses: Arc<Losses>,
+}
+
+/// Records the disk refused since start (writes that failed), and queues
+/// whose final sync failed at shutdown: what a stop must not hide.
+#[derive(Debug, Default)]
+pub struct Losses {
+    pub records: AtomicU64,
+    pub unsynced_queues: AtomicU64,
 }
 
 impl DiskIo {
@@ -234,17 +244,20 @@ impl DiskIo {
         let mut senders = Vec::new();
         let mut threads = Vec::new();
         let reads_stopped = Arc::new(AtomicBool::new(false));
+        let losses = Arc::new(Losses::default());
         for i in 0..opts.threads.max(1) {
             let (tx, rx) = unbounded();
             let o = opts.clone();
             let stopped = reads_stopped.clone();
+            let lost = losses.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("nsqd-disk-{i}"))
-                .spawn(move || IoThread::new(o, stopped).run(rx))?;
+                .spawn(move || IoThread::new(o, stopped, lost).run(rx))?;
             senders.push(tx);
             threads.push(handle);
         }
         Ok(DiskIo {
+            losses,
             senders,
             threads: Mutex::new(threads),
             reads_stopped,
@@ -280,6 +293,15 @@ impl DiskIo {
 
     /// Sync and close every queue and stop the threads, after the jobs
     /// already sent.
+    /// Records whose write failed since start, and queues whose sync
+    /// failed at shutdown.
+    pub fn losses(&self) -> (u64, u64) {
+        (
+            self.losses.records.load(Ordering::SeqCst),
+            self.losses.unsynced_queues.load(Ordering::SeqCst),
+        )
+    }
+
     pub fn shutdown(&self) {
         let (done_tx, done_rx) = crossbeam_channel::bounded(self.senders.len());
         for tx in &self.senders {
@@ -318,16 +340,18 @@ struct IoThread {
     reads_stopped: Arc<AtomicBool>,
     /// Durable writes of the current group.
     unacked: Vec<Unacked>,
+    losses: Arc<Losses>,
 }
 
 impl IoThread {
-    fn new(opts: DiskIoOptions, reads_stopped: Arc<AtomicBool>) -> Self {
+    fn new(opts: DiskIoOptions, reads_stopped: Arc<AtomicBool>, losses: Arc<Losses>) -> Self {
         IoThread {
             opts,
             queues: HashMap::new(),
             last_sync: Instant::now(),
             reads_stopped,
             unacked: Vec::new(),
+            losses,
         }
     }
 
@@ -346,6 +370,7 @@ impl IoThread {
                     for (name, q) in self.queues.drain() {
                         if let Err(e) = q.close() {
                             error!(queue = %name, "closing disk queue failed - {e}");
+                            self.losses.unsynced_queues.fetch_add(1, Ordering::SeqCst);
                         }
                     }
                     let _ = done.send(());
@@ -475,13 +500,19 @@ impl IoThread {
                 sink,
                 done,
             } => {
-                let result = self
-                    .queue(&queue)
-                    .and_then(|q| q.put_many(batch.payloads()));
+                let count = batch.len() as u64;
+                let mut stored = 0;
+                let result = self.queue(&queue).and_then(|q| {
+                    let before = q.depth();
+                    let r = q.put_many(batch.payloads());
+                    stored = q.depth().saturating_sub(before);
+                    r
+                });
                 if let Err(e) = &result {
                     error!(queue = %queue, "disk write failed - {e}");
+                    let lost = count.saturating_sub(stored);
+                    self.losses.records.fetch_add(lost, Ordering::SeqCst);
                 }
-                let count = batch.len() as u64;
                 if self.opts.durable {
                     self.unacked.push(Unacked {
                         queue,

@@ -149,7 +149,7 @@ impl Server {
             error!("tasks still running after {SHUTDOWN_GRACE:?}; exiting anyway");
         }
         nsqd.write_metadata();
-        nsqd.flush_to_disk().await;
+        nsqd.flush_to_disk().await?;
         info!("nsqd stopped");
         Ok(())
     }
