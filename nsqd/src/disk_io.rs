@@ -22,7 +22,7 @@ use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
-use crate::disk_queue::{DiskQueue, DiskQueueOptions, Position};
+use crate::disk_queue::{DiskQueue, DiskQueueOptions, Listing, Position};
 
 /// At most this many jobs join one group commit, so that acknowledgements
 /// keep flowing under a flood.
@@ -341,6 +341,8 @@ struct IoThread {
     /// Durable writes of the current group.
     unacked: Vec<Unacked>,
     losses: Arc<Losses>,
+    /// The data directory, listed once for every queue's first open.
+    listing: Listing,
 }
 
 impl IoThread {
@@ -352,6 +354,7 @@ impl IoThread {
             reads_stopped,
             unacked: Vec::new(),
             losses,
+            listing: Listing::default(),
         }
     }
 
@@ -406,8 +409,9 @@ impl IoThread {
     /// and taking over what an upstream nsqd left under that name.
     fn queue(&mut self, name: &Arc<str>) -> io::Result<&mut DiskQueue> {
         if !self.queues.contains_key(name) {
+            let listed = self.listing.take(&self.opts.dir, name)?;
             let import = crate::upstream_import::stage(&self.opts.dir, name)?;
-            let mut q = DiskQueue::open(&self.opts.dir, name, self.opts.queue)?;
+            let mut q = DiskQueue::open_listed(&self.opts.dir, name, self.opts.queue, listed)?;
             if let Some(import) = import {
                 let payloads = import.payloads()?;
                 q.put_many(payloads.iter().map(|p| p.as_slice()))?;

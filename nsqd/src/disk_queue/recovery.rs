@@ -20,8 +20,7 @@ impl DiskQueue {
     /// - a missing segment was read, renamed `.bad`, or never reached the
     ///   disk: skip it; if the meta counted unread records in it, they are
     ///   counted as lost.
-    pub(super) fn recover(&mut self, meta: Option<&Meta>) -> io::Result<()> {
-        let files = self.segment_files()?;
+    pub(super) fn recover(&mut self, meta: Option<&Meta>, files: Vec<u64>) -> io::Result<()> {
         let (read, synced, counts) = match meta {
             Some(m) => (m.read, m.write, m.segments.clone()),
             None => {
