@@ -568,6 +568,8 @@ impl NsqadminProcess {
     }
 
     /// `method target` with `headers` and `body`; panics (with logs) on I/O errors.
+    /// A body goes typed `application/json` unless `headers` type it, as
+    /// the dashboard sends it (nsqadmin refuses other types on actions).
     pub fn request(
         &self,
         method: &str,
@@ -575,7 +577,14 @@ impl NsqadminProcess {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> HttpResponse {
-        crate::http::http_request_with_headers(self.http_addr(), method, target, headers, body)
+        let mut headers = headers.to_vec();
+        let typed = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        if !typed && (!body.is_empty() || method == "POST") {
+            headers.push(("Content-Type", "application/json"));
+        }
+        crate::http::http_request_with_headers(self.http_addr(), method, target, &headers, body)
             .unwrap_or_else(|e| self.fail(&format!("{method} {target} on nsqadmin: {e}")))
     }
 }
