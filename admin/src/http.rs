@@ -43,6 +43,11 @@ async fn handle(ctx: &Context, req: Request<Incoming>, remote: SocketAddr) -> Re
         Ok(b) => b.to_bytes(),
         Err(_) => return Reply::error(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_BIG"),
     };
+    if method != Method::GET && method != Method::HEAD {
+        if let Err(refused) = crate::csrf::check(&method, &headers, !body.is_empty()) {
+            return Reply::error(refused.status(), refused.message());
+        }
+    }
     let who = Requester::from_request(&headers, &path_and_query, &remote.to_string());
     let req = Req {
         method,
@@ -54,6 +59,7 @@ async fn handle(ctx: &Context, req: Request<Incoming>, remote: SocketAddr) -> Re
     };
     match endpoint {
         Endpoint::Ping => Reply::Text("OK"),
+        Endpoint::Metrics => Reply::Metrics(crate::metrics::render(ctx.cluster.counters())),
         Endpoint::Page => assets::index(ctx, ctx.is_admin(&req.headers)),
         Endpoint::Asset => assets::asset(&req.segments[1]),
         Endpoint::Live => api::live(ctx),
@@ -65,8 +71,34 @@ async fn handle(ctx: &Context, req: Request<Incoming>, remote: SocketAddr) -> Re
             if !ctx.is_admin(&req.headers) {
                 return Reply::error(StatusCode::FORBIDDEN, "FORBIDDEN");
             }
-            api::act(ctx, e, &req).await
+            let reply = api::act(ctx, e, &req).await;
+            let ok = !matches!(reply, Reply::Error(..) | Reply::MethodNotAllowed(_));
+            ctx.cluster.counters().action(action_name(e, &req.body), ok);
+            reply
         }
+    }
+}
+
+/// The `action` label of an action endpoint: a fixed set, whatever the
+/// body says, so a client cannot mint series.
+fn action_name(e: Endpoint, body: &[u8]) -> &'static str {
+    let verb = || {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        match v.get("action").and_then(|a| a.as_str()) {
+            Some("pause") => "pause",
+            Some("unpause") => "unpause",
+            Some("empty") => "empty",
+            _ => "other",
+        }
+    };
+    match e {
+        Endpoint::CreateTopicChannel => "create",
+        Endpoint::TopicAction | Endpoint::ChannelAction => verb(),
+        Endpoint::DeleteTopic => "delete_topic",
+        Endpoint::DeleteChannel => "delete_channel",
+        Endpoint::TombstoneTopicProducer => "tombstone",
+        Endpoint::JobAction => "job_action",
+        _ => "other",
     }
 }
 
@@ -78,6 +110,7 @@ pub(crate) async fn serve(
 ) {
     let config = ServeConfig {
         log_requests: true,
+        timeouts: ctx.opts.http_timeouts(),
         ..ServeConfig::default()
     };
     nsq_app::http_server::serve(listener, cancel, tracker, config, move |req, remote| {

@@ -29,6 +29,8 @@ pub(crate) enum Reply {
     Asset(&'static str, &'static [u8]),
     /// 405 with the path's methods in `Allow`.
     MethodNotAllowed(String),
+    /// `/metrics`: the Prometheus text format.
+    Metrics(String),
 }
 
 impl Reply {
@@ -65,6 +67,12 @@ impl Reply {
                 (status, Bytes::from(body), JSON_TYPE, true)
             }
             Reply::Html(s) => (StatusCode::OK, Bytes::from(s), "text/html", false),
+            Reply::Metrics(s) => (
+                StatusCode::OK,
+                Bytes::from(s),
+                nsq_app::prometheus::CONTENT_TYPE,
+                false,
+            ),
             Reply::Asset(ct, b) => (StatusCode::OK, Bytes::from_static(b), ct, false),
             Reply::MethodNotAllowed(allow) => {
                 let mut resp = Reply::error(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
@@ -150,6 +158,7 @@ pub(crate) enum Endpoint {
     Config,
     Jobs,
     JobAction,
+    Metrics,
 }
 
 /// The methods and endpoints at a path (segments below the base path).
@@ -157,6 +166,7 @@ fn endpoints_at(segs: &[&str]) -> &'static [(&'static str, Endpoint)] {
     use Endpoint::*;
     match segs {
         ["ping"] => &[("GET", Ping)],
+        ["metrics"] => &[("GET", Metrics)],
         []
         | ["topics"]
         | ["topics", _]

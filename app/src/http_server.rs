@@ -18,14 +18,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::http_timeouts::HttpTimeouts;
+
 /// How a daemon's HTTP side is served.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// `HTTP` or `HTTPS`, for log lines.
     pub what: &'static str,
-    /// Log every request at info level (`200 GET /ping (addr) 1ms`), as
-    /// upstream's nsqlookupd and nsqadmin do.
+    /// Log every request (see `request_log.rs`), as upstream's nsqlookupd
+    /// and nsqadmin do.
     pub log_requests: bool,
+    /// Header-read and idle limits (see `http_timeouts.rs`).
+    pub timeouts: HttpTimeouts,
 }
 
 impl Default for ServeConfig {
@@ -33,6 +37,7 @@ impl Default for ServeConfig {
         ServeConfig {
             what: "HTTP",
             log_requests: false,
+            timeouts: HttpTimeouts::default(),
         }
     }
 }
@@ -84,12 +89,13 @@ pub async fn serve_connection<S, H, F>(
             let resp = handler(req, remote).await;
             if log {
                 let status = resp.status().as_u16();
-                tracing::info!("{status} {method} {uri} ({remote}) {:?}", start.elapsed());
+                crate::request_log::log_request(status, &method, &uri, remote, start.elapsed());
             }
             Ok::<_, Infallible>(resp)
         }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
+    let (stream, idle) = config.timeouts.watch(stream);
+    let conn = (config.timeouts.builder())
         .title_case_headers(true)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -99,6 +105,7 @@ pub async fn serve_connection<S, H, F>(
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+        _ = idle.expired() => Ok(()),
     };
     if let Err(e) = result {
         tracing::debug!("{}: connection from {remote}: {e}", config.what);

@@ -1,17 +1,21 @@
 //! Shared glue for the nsqd, nsqlookupd and nsqadmin binaries: Go-style flags and TOML config, Go durations, upstream-format logging, shutdown signals, listeners and HTTP serving, the URL codec.
 
+pub mod docs;
 pub mod duration;
 pub mod flags;
 pub mod http_client;
 pub mod http_server;
+pub mod http_timeouts;
 pub mod logging;
 pub mod net;
+pub mod prometheus;
+pub mod request_log;
 pub mod signal;
 pub mod url;
 
 pub use duration::{parse_go_duration, GoDuration};
 pub use flags::{parse_options, try_parse_options, FlagError};
-pub use logging::{LogHandle, LogLevel};
+pub use logging::{LogFormat, LogHandle, LogLevel};
 
 /// The upstream release whose flags, protocol and HTTP API we match; what
 /// `--version` reports, so tools that check the version treat us as it.

@@ -17,6 +17,8 @@ pub(crate) struct Context {
     pub(crate) tcp_port: u16,
     pub(crate) http_port: u16,
     pub(crate) next_conn: AtomicU64,
+    /// What `/metrics` counts (lookups answered).
+    pub(crate) metrics: crate::metrics::Counters,
 }
 
 impl Context {

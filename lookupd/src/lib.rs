@@ -10,6 +10,7 @@ mod context;
 mod error;
 mod http;
 mod json;
+mod metrics;
 pub mod options;
 mod protocol_v1;
 mod query;

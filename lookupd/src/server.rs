@@ -46,6 +46,7 @@ impl Lookupd {
             tcp_port: tcp_addr.port(),
             http_port: http_addr.port(),
             next_conn: AtomicU64::new(1),
+            metrics: Default::default(),
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -62,6 +63,7 @@ impl Lookupd {
             Arc::clone(&ctx),
             cancel.clone(),
             tracker.clone(),
+            opts.http_timeouts(),
         ));
         Ok(Lookupd {
             ctx,

@@ -42,7 +42,8 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, listener: TcpListener, tls: Option<Tl
     let what = if tls.is_some() { "HTTPS" } else { "HTTP" };
     let config = ServeConfig {
         what,
-        ..ServeConfig::default()
+        log_requests: true,
+        timeouts: nsqd.opts.http_timeouts(),
     };
     nsq_app::net::accept_loop(&listener, &nsqd.cancel, what, |stream, remote| {
         let (tls, config, cancel) = (tls.clone(), config.clone(), nsqd.cancel.clone());

@@ -39,6 +39,10 @@ pub enum Error {
     Listen(#[from] nsq_app::net::ListenError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The stop could not store what was held in memory (a full or failing
+    /// disk): counted so it is never mistaken for a clean stop.
+    #[error("shutdown: {messages} messages lost (the disk refused them), {queues} disk queues not synced")]
+    LostAtShutdown { messages: u64, queues: u64 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -180,7 +184,7 @@ impl Nsqd {
             topics.insert(name.clone(), topic.clone());
             topic
         };
-        info!(topic = %name, "TOPIC created");
+        info!("TOPIC({name}): created");
         self.lookup.register(name, None);
         if !topic.is_ephemeral() {
             self.metadata_changed();
@@ -203,6 +207,7 @@ impl Nsqd {
     ) {
         for addr in lookupds {
             let url = format!("http://{addr}/channels?topic={}", topic.name);
+            info!("CI: querying nsqlookupd {url}");
             let names = match self.http_client.get(&url).await {
                 Ok((200, body)) => serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
@@ -246,7 +251,7 @@ impl Nsqd {
     fn create_channel_inner(&self, topic: &Topic, channel: &ChannelName) -> Arc<Channel> {
         let (c, created) = topic.get_or_create_channel(channel);
         if created {
-            info!(topic = %topic.name, channel = %channel, "CHANNEL created");
+            info!("TOPIC({}): new channel({channel})", topic.name);
             self.lookup.register(&topic.name, Some(channel));
             if !topic.is_ephemeral() && !c.is_ephemeral() {
                 self.metadata_changed();
@@ -258,7 +263,8 @@ impl Nsqd {
     /// Delete a channel: its clients are disconnected, its messages dropped.
     pub fn delete_channel(&self, topic: &Topic, channel: &str) -> Option<Arc<Channel>> {
         let c = topic.delete_channel(channel)?;
-        info!(topic = %topic.name, channel = %c.name, "CHANNEL deleted");
+        info!("TOPIC({}): deleting channel {}", topic.name, c.name);
+        info!("CHANNEL({}): deleting", c.name);
         self.channel_gone(topic, &c);
         Some(c)
     }
@@ -319,6 +325,10 @@ impl Nsqd {
     /// Save `nsqd.dat`; false (logged) when that failed.
     pub(crate) fn write_metadata(&self) -> bool {
         let changes = self.metadata_progress.current();
+        info!(
+            "NSQ: persisting topic/channel metadata to {}",
+            self.data_path.join(metadata::FILE_NAME).display()
+        );
         match metadata::store(&self.data_path, &self.metadata()) {
             Ok(()) => {
                 self.metadata_progress.saved(changes);
@@ -434,7 +444,7 @@ impl Nsqd {
     pub fn delete_topic(&self, name: &str) -> Option<Arc<Topic>> {
         let t = self.topics().remove(name)?;
         t.mark_deleted();
-        info!(topic = %name, "TOPIC deleted");
+        info!("TOPIC({name}): deleting");
         for c in t.channels() {
             if let Some(c) = t.delete_channel(c.name.as_str()) {
                 self.channel_gone(&t, &c);
@@ -461,7 +471,10 @@ impl Nsqd {
             return;
         };
         if topic.delete_channel_if_unused(channel) {
-            info!(topic = %topic.name, channel = %channel.name, "CHANNEL ephemeral, deleted with its last client");
+            // Upstream's texts: the channel's delete callback deletes it as an
+            // API call would.
+            info!("TOPIC({}): deleting channel {}", topic.name, channel.name);
+            info!("CHANNEL({}): deleting", channel.name);
             self.lookup.unregister(&topic.name, Some(&channel.name));
         }
         if topic.is_ephemeral() {
@@ -474,7 +487,7 @@ impl Nsqd {
             };
             if removed {
                 topic.mark_deleted();
-                info!(topic = %topic.name, "TOPIC ephemeral, deleted with its last channel");
+                info!("TOPIC({}): deleting", topic.name);
                 self.lookup.unregister(&topic.name, None);
             }
         }
@@ -541,8 +554,10 @@ impl Nsqd {
         Ok(())
     }
 
-    /// Write everything held in memory to disk and close the disk queues.
-    pub(crate) async fn flush_to_disk(self: &Arc<Self>) {
+    /// Write everything held in memory to disk and close the disk queues;
+    /// an error counts what could not be stored.
+    pub(crate) async fn flush_to_disk(self: &Arc<Self>) -> Result<()> {
+        let (lost_before, _) = self.disk_io.losses();
         // A read under way could otherwise land in memory after it was
         // written out, and its records' read position be synced: lost.
         let nsqd = self.clone();
@@ -557,7 +572,13 @@ impl Nsqd {
         }
         let nsqd = self.clone();
         let _ = tokio::task::spawn_blocking(move || nsqd.disk_io.shutdown()).await;
+        let (lost_after, queues) = self.disk_io.losses();
+        let messages = lost_after.saturating_sub(lost_before);
+        if messages > 0 || queues > 0 {
+            return Err(Error::LostAtShutdown { messages, queues });
+        }
         info!(messages = flushed, "memory queues written to disk");
+        Ok(())
     }
 
     /// Account a publish to the publishing client, for `/stats` producers.

@@ -32,6 +32,16 @@ pub struct Options {
     /// <addr>:<port> to listen on for HTTPS clients
     #[arg(long, default_value = "0.0.0.0:4152")]
     pub https_address: String,
+    /// Ours: time an HTTP client has to send a whole request header, counted
+    /// from when the server is ready for it (so also how long an idle
+    /// keep-alive connection stays open); 0 = no limit.
+    #[arg(long, default_value = "30s")]
+    pub http_header_timeout: GoDuration,
+    /// Ours: an HTTP connection on which no byte moves either way for this
+    /// long is closed (a stalled request body, a client that stops
+    /// reading); 0 = no limit.
+    #[arg(long, default_value = "1m0s")]
+    pub http_idle_timeout: GoDuration,
     /// address that will be registered with lookupd (defaults to the OS hostname)
     #[arg(long, default_value = "")]
     pub broadcast_address: String,
@@ -194,9 +204,15 @@ pub struct Options {
     /// log message prefix
     #[arg(long, default_value = "[nsqd] ")]
     pub log_prefix: String,
+    /// log format: text (upstream's lines) or json (ours: one object per line)
+    #[arg(long, default_value = "text")]
+    pub log_format: nsq_app::LogFormat,
     /// [deprecated] has no effect, use --log-level
     #[arg(long)]
     pub verbose: bool,
+    /// /metrics: also one series per connected client (ours; adds series per connection)
+    #[arg(long)]
+    pub metrics_per_client: bool,
     /// write every message to disk and fsync before acknowledging a publish
     #[arg(long)]
     pub durable: bool,
@@ -230,6 +246,14 @@ pub enum TlsRequired {
 pub struct OptionsError(pub String);
 
 impl Options {
+    /// `--http-header-timeout` and `--http-idle-timeout` for the HTTP server.
+    pub fn http_timeouts(&self) -> nsq_app::http_timeouts::HttpTimeouts {
+        nsq_app::http_timeouts::HttpTimeouts {
+            header: self.http_header_timeout.0,
+            idle: self.http_idle_timeout.0,
+        }
+    }
+
     /// Check what clap's types cannot, with upstream's messages.
     pub fn validate(&self) -> Result<(), OptionsError> {
         let err = |m: String| Err(OptionsError(m));
@@ -262,9 +286,11 @@ impl Options {
                 self.tls_client_auth_policy
             ));
         }
+        // "" keeps the default, as Go's flag value does (upstream's example
+        // config says `tls_min_version = ""`).
         if !matches!(
             self.tls_min_version.as_str(),
-            "ssl3.0" | "tls1.0" | "tls1.1" | "tls1.2" | "tls1.3"
+            "" | "ssl3.0" | "tls1.0" | "tls1.1" | "tls1.2" | "tls1.3"
         ) {
             return err(format!(
                 "unknown tlsVersionOption {:?}",

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tracing::{error, info, warn};
 
-use crate::nsqd::{Listeners, Nsqd, Result};
+use crate::nsqd::{Error, Listeners, Nsqd, Result};
 use crate::options::{Options, OptionsError};
 
 /// How often in-flight timeouts and deferred messages are checked (upstream's
@@ -29,11 +29,51 @@ pub struct Server {
     https: Option<TcpListener>,
 }
 
-/// Bind a Go-style address (`:4150` is every interface), naming it in the
-/// error.
-async fn bind(addr: &str) -> Result<TcpListener> {
-    Ok(nsq_app::net::bind(addr).await?.0)
+/// Bind `addr` without listening yet: the port is taken (and known, for
+/// port 0) while nsqd restores its topics, but connections are refused
+/// until it can serve them, instead of being accepted and left hanging.
+async fn bind(addr: &str) -> Result<Bound> {
+    let err = |source| {
+        Error::Listen(nsq_app::net::ListenError {
+            addr: addr.to_string(),
+            source,
+        })
+    };
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await.map_err(err)? {
+        let socket = match a {
+            SocketAddr::V4(_) => TcpSocket::new_v4(),
+            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .map_err(err)?;
+        // As `TcpListener::bind` does: a restart may reuse the port at once.
+        socket.set_reuseaddr(true).map_err(err)?;
+        match socket.bind(a) {
+            Ok(()) => return Ok(Bound(socket)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
+    })))
 }
+
+/// A bound socket, not yet listening.
+struct Bound(TcpSocket);
+
+impl Bound {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn listen(self) -> std::io::Result<TcpListener> {
+        self.0.listen(LISTEN_BACKLOG)
+    }
+}
+
+/// The accept queue's length (Go asks the kernel's maximum; 1024 is
+/// tokio's `TcpListener::bind` choice).
+const LISTEN_BACKLOG: u32 = 1024;
 
 impl Server {
     pub async fn bind(opts: Options) -> Result<Server> {
@@ -62,11 +102,12 @@ impl Server {
             tls,
         };
         let nsqd = Nsqd::open(opts, listeners).await?;
+        // Ready: only now do connections get in.
         Ok(Server {
             nsqd,
-            tcp,
-            http,
-            https,
+            tcp: tcp.listen()?,
+            http: http.map(Bound::listen).transpose()?,
+            https: https.map(Bound::listen).transpose()?,
         })
     }
 
@@ -102,11 +143,8 @@ impl Server {
             http,
             https,
         } = self;
-        info!(
-            version = nsq_protocol::VERSION,
-            node_id = nsqd.node_id(),
-            "nsqd starting"
-        );
+        info!("{}", nsq_app::flags::version_string("nsqd"));
+        info!("ID: {}", nsqd.node_id());
         info!("TCP: listening on {}", nsqd.tcp_addr);
         nsqd.tracker.spawn(accept_tcp(nsqd.clone(), tcp));
         if let Some(http) = http {
@@ -134,7 +172,7 @@ impl Server {
         nsqd.lookup
             .set_addresses(nsqd.clone(), &nsqd.opts.lookupd_tcp_address);
         tokio::select! {
-            _ = shutdown => info!("shutdown requested"),
+            _ = shutdown => {}
             _ = nsqd.cancel.cancelled() => {}
         }
         nsqd.cancel.cancel();
@@ -146,8 +184,9 @@ impl Server {
             error!("tasks still running after {SHUTDOWN_GRACE:?}; exiting anyway");
         }
         nsqd.write_metadata();
-        nsqd.flush_to_disk().await;
-        info!("nsqd stopped");
+        info!("NSQ: closing topics");
+        nsqd.flush_to_disk().await?;
+        info!("NSQ: bye");
         Ok(())
     }
 }
