@@ -111,14 +111,7 @@ impl NsqAdmin {
     /// Stop accepting and sampling, let open requests and notifications
     /// finish (at most [`SHUTDOWN_GRACE`]). nsqadmin stores nothing.
     pub async fn shutdown(&self) {
-        self.cancel.cancel();
-        self.tracker.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("shutdown: requests still open after {SHUTDOWN_GRACE:?}");
-        }
+        nsq_app::lifecycle::stop(&self.cancel, &self.tracker, SHUTDOWN_GRACE, "requests").await;
     }
 }
 

@@ -6,6 +6,7 @@ pub mod flags;
 pub mod http_client;
 pub mod http_server;
 pub mod http_timeouts;
+pub mod lifecycle;
 pub mod logging;
 pub mod net;
 pub mod prometheus;

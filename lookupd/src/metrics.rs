@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use nsq_app::prometheus::Family;
 
-use crate::registration_db::Stamp;
 use crate::context::Context;
+use crate::registration_db::Stamp;
 
 /// Counters the HTTP side bumps; read by [`render`]. Atomics: any request
 /// task may count, nothing else is shared.

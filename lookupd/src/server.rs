@@ -99,14 +99,7 @@ impl Lookupd {
     /// with it, as on any disconnect), and wait for the tasks to end, at
     /// most [`SHUTDOWN_GRACE`]. All state is in memory, so nothing is saved.
     pub async fn shutdown(&self) {
-        self.cancel.cancel();
-        self.tracker.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("shutdown: connections still open after {SHUTDOWN_GRACE:?}");
-        }
+        nsq_app::lifecycle::stop(&self.cancel, &self.tracker, SHUTDOWN_GRACE, "connections").await;
     }
 }
 
