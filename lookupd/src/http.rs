@@ -261,7 +261,7 @@ fn endpoint_reply(ctx: &Context, endpoint: Endpoint, raw_query: Option<&str>) ->
                     producers: found.producers.iter().map(|p| &**p).collect(),
                 }))
             }
-            Endpoint::Metrics => Reply::Metrics(crate::metrics::render(ctx)),
+            Endpoint::Metrics => Reply::Metrics(crate::metrics::render(&ctx.db, &ctx.metrics)),
             Endpoint::Nodes => {
                 let nodes = db.nodes(Stamp::now());
                 Reply::Json(json::to_vec(&Nodes {

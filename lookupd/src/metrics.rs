@@ -5,8 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use nsq_app::prometheus::Family;
 
-use crate::context::Context;
-use crate::registration_db::Stamp;
+use crate::registration_db::{RegistrationDb, Stamp};
 
 /// Counters the HTTP side bumps; read by [`render`]. Atomics: any request
 /// task may count, nothing else is shared.
@@ -29,8 +28,7 @@ impl Counters {
 }
 
 /// Every metric, from one look at the DB.
-pub(crate) fn render(ctx: &Context) -> String {
-    let db = &ctx.db;
+pub(crate) fn render(db: &RegistrationDb, m: &Counters) -> String {
     let nodes = db.nodes(Stamp::now());
     let topics = db.topics();
     let channels: usize = topics.iter().map(|t| db.channels(t).len()).sum();
@@ -71,7 +69,6 @@ pub(crate) fn render(ctx: &Context) -> String {
         "counter",
         "/lookup requests answered, by result.",
     );
-    let m = &ctx.metrics;
     lookups.add(
         vec![("result", "found".into())],
         m.lookups_found.load(Ordering::Relaxed) as f64,
