@@ -745,6 +745,16 @@ impl Channel {
         n
     }
 
+    /// Every unfinished message in memory (queued, in flight, deferred with
+    /// its due time), for replication's full copy.
+    pub fn messages_in_memory(&self) -> Vec<(Message, Option<Instant>)> {
+        let st = self.lock();
+        let queued = st.queue.iter().chain(st.in_flight.values().map(|f| &f.msg));
+        let mut out: Vec<_> = queued.map(|m| (m.clone(), None)).collect();
+        out.extend(st.deferred.iter().map(|d| (d.msg.clone(), Some(d.due))));
+        out
+    }
+
     /// Remove the channel's disk files (it was deleted).
     pub(crate) fn delete_disk(&self) {
         if let Some(disk) = &self.disk {

@@ -22,6 +22,7 @@ use crate::disk_queue::DiskQueueOptions;
 use crate::lookup::Lookup;
 use crate::metadata::{self, ChannelMeta, DirLock, Metadata, TopicMeta};
 use crate::options::{Options, OptionsError};
+use crate::replication::wire::MetaOp;
 use crate::topic::{PumpContext, PutError, Topic};
 use nsq_app::http_client::HttpClient;
 
@@ -44,6 +45,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Replication(#[from] crate::replication::ReplicationError),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -64,6 +67,9 @@ pub enum PublishError {
     /// The disk queue could not take the messages (disk full, I/O error).
     #[error("{0}")]
     Disk(String),
+    /// Fewer peers in sync or acknowledging than `--replica-min-acks`.
+    #[error("replication: {0}")]
+    Replica(String),
 }
 
 /// State shared by every task of one nsqd. The topic map and the client
@@ -108,6 +114,8 @@ pub struct Nsqd {
     job_totals: Mutex<std::collections::HashMap<String, std::sync::Weak<AtomicU64>>>,
     /// Options `PUT /config/:opt` can change, and the log handle.
     pub live: crate::config::LiveOptions,
+    /// Replicated pairs (`--replication-address`); `None` when off.
+    pub replication: Option<Arc<crate::replication::Replication>>,
 }
 
 impl Nsqd {
@@ -249,6 +257,9 @@ impl Nsqd {
     }
 
     fn create_channel_inner(&self, topic: &Topic, channel: &ChannelName) -> Arc<Channel> {
+        if topic.channel(channel.as_str()).is_none() {
+            crate::replication::changed(self, MetaOp::ChannelCreate, &topic.name, Some(channel));
+        }
         let (c, created) = topic.get_or_create_channel(channel);
         if created {
             info!(topic = %topic.name, channel = %channel, "CHANNEL created");
@@ -264,6 +275,7 @@ impl Nsqd {
     pub fn delete_channel(&self, topic: &Topic, channel: &str) -> Option<Arc<Channel>> {
         let c = topic.delete_channel(channel)?;
         info!(topic = %topic.name, channel = %c.name, "CHANNEL deleted");
+        crate::replication::changed(self, MetaOp::ChannelDelete, &topic.name, Some(&c.name));
         self.channel_gone(topic, &c);
         Some(c)
     }
@@ -409,6 +421,7 @@ impl Nsqd {
         let t = self.topics().remove(name)?;
         t.mark_deleted();
         info!(topic = %name, "TOPIC deleted");
+        crate::replication::changed(self, MetaOp::TopicDelete, &t.name, None);
         for c in t.channels() {
             if let Some(c) = t.delete_channel(c.name.as_str()) {
                 self.channel_gone(&t, &c);
@@ -463,9 +476,14 @@ impl Nsqd {
         bodies: Vec<bytes::Bytes>,
         defer: Option<Duration>,
     ) -> std::result::Result<(), PublishError> {
-        let writes = topic.put(bodies, defer)?;
+        let keep = crate::replication::before_put(self, topic)?;
+        let mut kept = Vec::new();
+        let writes = topic.put_kept(bodies, defer, keep.then_some(&mut kept))?;
+        // Sent to the peers at once, so their copies are stored while ours
+        // are written.
+        let replicated = crate::replication::replicate(self, topic, &kept, defer);
         if writes.is_empty() {
-            return Ok(());
+            return replicated.await;
         }
         // Durable: the topic and channels these messages went to must be in
         // nsqd.dat, or a restart would not find their disk queues.
@@ -494,7 +512,7 @@ impl Nsqd {
             }
         }
         self.set_health(Ok(()));
-        Ok(())
+        replicated.await
     }
 
     /// Reopen the disk queues of restored topics and channels and learn
@@ -664,7 +682,10 @@ impl Nsqd {
         self.tracker.spawn(async move {
             match nsqd.publish(&topic, bodies, None).await {
                 // Durable: only now may the channel's records of them go.
-                Ok(()) => channel.forget(&ids),
+                Ok(()) => {
+                    channel.forget(&ids);
+                    crate::replication::finished(&nsqd, &channel, &ids);
+                }
                 // Durable: still the channel's, so delivered again after a
                 // restart; otherwise lost, as the log says.
                 Err(e) => error!(topic = %name, "dead letters not stored - {e}"),
@@ -720,6 +741,7 @@ impl Nsqd {
             },
         };
         let live = crate::config::LiveOptions::new(&opts);
+        let replication = crate::replication::Replication::open(&opts).await?;
         let metadata_progress = Arc::new(metadata::Progress::default());
         let pump_ctx = Arc::new(PumpContext {
             runtime: tokio::runtime::Handle::current(),
@@ -750,6 +772,7 @@ impl Nsqd {
             health: Mutex::new(None),
             job_totals: Mutex::new(std::collections::HashMap::new()),
             live,
+            replication,
         });
         if let Some(meta) = &meta {
             nsqd.restore(meta);

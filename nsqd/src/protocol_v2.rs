@@ -163,6 +163,7 @@ impl Connection {
         let stop = self.client.stop.clone();
         let writer = tokio::spawn(
             Writer::new(self.client.clone(), self.settings.clone(), rx, stop.clone())
+                .with_replication(self.nsqd.replication.clone())
                 .run(write)
                 .in_current_span(),
         );
@@ -387,6 +388,9 @@ impl Connection {
         result.map_err(|e| {
             ProtocolError::new(ErrorCode::FinFailed, format!("FIN {id} failed {e}"))
         })?;
+        if let Some(n) = id.to_u64() {
+            crate::replication::finished(&self.nsqd, channel, &[n]);
+        }
         self.client.finish_count.fetch_add(1, Ordering::Relaxed);
         self.wake_writer = true;
         Ok(())
@@ -487,6 +491,8 @@ struct Writer {
     stop: CancellationToken,
     out: BytesMut,
     batch: Vec<crate::message::Message>,
+    /// Drops what a peer took over before it is delivered.
+    replication: Option<Arc<crate::replication::Replication>>,
 }
 
 impl Writer {
@@ -503,7 +509,13 @@ impl Writer {
             stop,
             out: BytesMut::with_capacity(MIN_WRITE_THRESHOLD * 2),
             batch: Vec::with_capacity(TAKE_BATCH),
+            replication: None,
         }
+    }
+
+    fn with_replication(mut self, r: Option<Arc<crate::replication::Replication>>) -> Self {
+        self.replication = r;
+        self
     }
 
     async fn run<W: AsyncWrite + Unpin>(mut self, mut write: W) {
@@ -597,6 +609,12 @@ impl Writer {
                 self.settings.msg_timeout,
                 self.settings.sample_rate,
                 Instant::now(),
+                &mut self.batch,
+            );
+            crate::replication::filter_delivery(
+                self.replication.as_ref(),
+                &channel,
+                self.client.id,
                 &mut self.batch,
             );
             if self.batch.is_empty() {

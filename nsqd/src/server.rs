@@ -110,6 +110,10 @@ impl Server {
             node_id = nsqd.node_id(),
             "nsqd starting"
         );
+        if let Some(r) = nsqd.replication.clone() {
+            // Before consumers arrive: learn what peers took over.
+            r.start(&nsqd).await;
+        }
         info!("TCP: listening on {}", nsqd.tcp_addr);
         nsqd.tracker.spawn(accept_tcp(nsqd.clone(), tcp));
         if let Some(http) = http {

@@ -10,6 +10,7 @@ use nsq_protocol::{ChannelName, TopicName};
 
 use super::{empty, json, read_body, Query, Reply};
 use crate::nsqd::Nsqd;
+use crate::replication::wire::MetaOp;
 use crate::topic::Topic;
 
 type HttpError = (StatusCode, &'static str);
@@ -62,6 +63,7 @@ pub(super) fn delete_topic(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply {
 pub(super) fn empty_topic(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply {
     let topic = Query::parse(req)?.topic()?;
     nsqd.topic(topic.as_str()).ok_or(TOPIC_NOT_FOUND)?.empty();
+    crate::replication::changed(nsqd, MetaOp::TopicEmpty, &topic, None);
     Ok(empty())
 }
 
@@ -73,6 +75,8 @@ pub(super) fn pause_topic(nsqd: &Arc<Nsqd>, req: &Request<Incoming>, pause: bool
     } else {
         topic.unpause();
     }
+    let op = [MetaOp::TopicUnpause, MetaOp::TopicPause][usize::from(pause)];
+    crate::replication::changed(nsqd, op, &topic.name, None);
     // Persist now, so a crash cannot silently (un)pause it on restart.
     nsqd.metadata_changed();
     Ok(empty())
@@ -101,6 +105,7 @@ pub(super) fn empty_channel(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply 
         .channel(channel.as_str())
         .ok_or(CHANNEL_NOT_FOUND)?
         .empty();
+    crate::replication::changed(nsqd, MetaOp::ChannelEmpty, &topic.name, Some(&channel));
     Ok(empty())
 }
 
@@ -112,6 +117,8 @@ pub(super) fn pause_channel(nsqd: &Arc<Nsqd>, req: &Request<Incoming>, pause: bo
     } else {
         c.unpause();
     }
+    let op = [MetaOp::ChannelUnpause, MetaOp::ChannelPause][usize::from(pause)];
+    crate::replication::changed(nsqd, op, &topic.name, Some(&channel));
     nsqd.metadata_changed();
     Ok(empty())
 }
@@ -178,4 +185,14 @@ pub(super) async fn config(nsqd: &Arc<Nsqd>, req: Request<Incoming>, opt: &str) 
     }
     let value = crate::config::option_value(nsqd, opt).ok_or(bad("INVALID_OPTION"))?;
     Ok(json(&value))
+}
+
+/// `POST /replica/takeover?peer=ADDR` (ours): deliver that replication
+/// peer's messages from here now (planned maintenance of the peer).
+pub(super) fn replica_takeover(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply {
+    let q = Query::parse(req)?;
+    let peer = q.get("peer").ok_or(bad("MISSING_ARG_PEER"))?;
+    let n = crate::replication::takeover_now(nsqd, peer)
+        .ok_or((StatusCode::NOT_FOUND, "PEER_NOT_FOUND"))?;
+    Ok(json(&serde_json::json!({ "taken_over": n })))
 }
