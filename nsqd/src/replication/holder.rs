@@ -32,8 +32,11 @@ pub(crate) struct Inner {
     /// Taken over and not yet back.
     pub taken_over: bool,
     pub takeovers: u64,
-    /// Original ids of what was taken over, to tell the origin on return.
+    /// Original ids of what was taken over (and of what the origin had
+    /// finished lately), to tell the origin on return.
     pub taken: BTreeMap<TopicName, BTreeSet<u64>>,
+    /// Messages taken over since the origin was last told.
+    pub taken_messages: u64,
 }
 
 pub struct OriginState {
@@ -54,6 +57,7 @@ impl OriginState {
                 taken_over: false,
                 takeovers: 0,
                 taken: BTreeMap::new(),
+                taken_messages: 0,
             }),
         }
     }
@@ -156,13 +160,15 @@ async fn serve(
             info!(peer = %state.addr, "REPLICA {}: back (from {addr}); telling it what was taken over", state.addr);
         }
         i.taken_over = false;
-        std::mem::take(&mut i.taken)
+        (
+            std::mem::take(&mut i.taken),
+            std::mem::take(&mut i.taken_messages),
+        )
     };
+    let (taken, taken_messages) = taken;
     let mut buf = BytesMut::new();
-    let mut total = 0u64;
     for (topic, ids) in taken {
         let ids: Vec<u64> = ids.into_iter().collect();
-        total += ids.len() as u64;
         for chunk in ids.chunks(MAX_COUNT / 16) {
             Frame::TakenOver {
                 topic: topic.clone(),
@@ -173,7 +179,10 @@ async fn serve(
             buf.clear();
         }
     }
-    Frame::Welcome { taken_over: total }.encode(&mut buf);
+    Frame::Welcome {
+        taken_over: taken_messages,
+    }
+    .encode(&mut buf);
     write.write_all(&buf).await?;
     buf.clear();
     info!(peer = %state.addr, "REPLICA {}: link from origin up", state.addr);

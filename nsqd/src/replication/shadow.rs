@@ -31,6 +31,11 @@ pub struct ShadowChannel {
 }
 
 impl ShadowChannel {
+    /// Ids the origin reported finished lately.
+    pub fn recently_finished(&self) -> impl Iterator<Item = &u64> {
+        self.recent_order.iter()
+    }
+
     fn remember_finished(&mut self, id: u64) {
         if self.recent.insert(id) {
             self.recent_order.push_back(id);

@@ -58,8 +58,15 @@ pub fn take_over(nsqd: &Arc<Nsqd>, origin: &OriginState, why: &str) -> u64 {
             ids.extend(t.held.keys());
             for c in t.channels.values() {
                 ids.extend(c.msgs.keys());
+                // Finished lately: a durable origin whose commit point
+                // lagged would deliver these again after a crash.
+                ids.extend(c.recently_finished());
             }
         }
+        i.taken_messages += topics
+            .values()
+            .map(|t| t.held.len() + t.channels.values().map(|c| c.msgs.len()).sum::<usize>())
+            .sum::<usize>() as u64;
         i.taken_over = true;
         i.takeovers += 1;
         topics
