@@ -353,3 +353,104 @@ async fn durable_pair_each_killed_once_loses_nothing() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_takeover_over_http_then_the_node_returns_without_duplicates() {
+    within_for(LIMIT, async {
+        let mut pair = Pair::start(7, &[]).await;
+        let ledger = Shared::default();
+        let sent = publisher(
+            pair.a.tcp_addr(),
+            "m".into(),
+            500,
+            true,
+            ledger.clone(),
+            flag(),
+        )
+        .await;
+        assert_eq!(sent, 500);
+        let r = wait_until(Duration::from_secs(5), "B holds A's 500", || {
+            match pair.b.replica() {
+                Ok((_, 500, _)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        if let Err(e) = r {
+            pair.b.fail(&e);
+        }
+        // /metrics shows the link while both are in sync.
+        let m = pair.b.d().http_get("/metrics").text();
+        let line = format!("nsq_replica_state{{peer=\"{}\"}} 2", pair.a.repl_addr());
+        assert!(m.contains(&line), "no {line:?} in\n{m}");
+        assert!(m.contains("nsq_replica_lag_messages{peer="), "{m}");
+        // Maintenance of A: B takes over now; A stops (its 500 go to its
+        // disk) and comes back with them, and must drop them all.
+        let peer = pair.a.repl_addr();
+        let r = pair
+            .b
+            .d()
+            .http_post(&format!("/replica/takeover?peer={peer}"), b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["taken_over"], 500);
+        let r = pair
+            .b
+            .d()
+            .http_post("/replica/takeover?peer=10.9.9.9:1", b"");
+        assert_eq!(r.status, 404);
+        pair.a.stop();
+        pair.a.start(pair.lookupd.tcp_addr());
+        pair.a.wait_state("in_sync", Duration::from_secs(10)).await;
+        assert!(pair.a.d().logs().contains("took over 500 of our messages"));
+        let stop = flag();
+        consumers(
+            pair.lookupd.http_addr(),
+            ledger.clone(),
+            stop.clone(),
+            flag(),
+        );
+        if let Err(e) = wait_all_delivered(&ledger, Duration::from_secs(10)).await {
+            pair.b.fail(&e);
+        }
+        // B delivered them; A drops its copies as they come up: none twice.
+        let r = wait_until(Duration::from_secs(10), "A drained", || {
+            match pair.a.depth() {
+                Ok(0) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        if let Err(e) = r {
+            pair.a.fail(&e);
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(ledger.lock().unwrap().duplicates(), 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_acks_refuses_publishes_while_the_peer_is_away() {
+    within_for(LIMIT, async {
+        let lookupd = nsq_tests::NsqlookupdProcess::start(&[]);
+        // A's peer never starts.
+        let mut pair_a =
+            support::lone_node("127.42.8.2", "127.42.8.3:9", &["--replica-min-acks=1"]);
+        pair_a.start(lookupd.tcp_addr());
+        let r = pair_a.d().http_post("/pub?topic=t", b"x");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (503, r#"{"message":"REPLICAS_UNAVAILABLE"}"#)
+        );
+        let mut c = nsq_tests::RawConn::connect(pair_a.tcp_addr()).await;
+        c.send(&nsq_protocol::Command::Pub {
+            topic: nsq_tests::topic("t"),
+            body: bytes::Bytes::from_static(b"x"),
+        })
+        .await;
+        let e = c.expect_error().await;
+        assert!(e.starts_with("E_PUB_FAILED"), "{e}");
+        pair_a.wait_state("down", Duration::from_secs(5)).await;
+    })
+    .await;
+}

@@ -18,6 +18,9 @@ use super::wire::{Frame, FrameReader, WireError, MAX_COUNT, VERSION};
 use super::{Replication, SHADOW_MAX_BYTES};
 use crate::nsqd::Nsqd;
 
+/// Largest frame accepted before the origin identified itself.
+const HELLO_MAX: usize = 1024;
+
 /// Per-origin state; locked by that origin's link task (to apply records),
 /// the takeover timer and `/stats`. Never held across an `.await`.
 pub(crate) struct Inner {
@@ -120,6 +123,8 @@ async fn serve(
     stream.set_nodelay(true)?;
     let (read, mut write) = stream.into_split();
     let mut frames = FrameReader::new(read);
+    // Until the peer said who it is, nothing larger than a Hello.
+    frames.set_limit(HELLO_MAX);
     let next = |f: Option<Result<Frame, WireError>>| -> Result<Frame, HolderError> {
         Ok(f.ok_or(HolderError::Closed)??)
     };
@@ -140,6 +145,7 @@ async fn serve(
     let Some(state) = repl.origins.iter().find(|o| o.addr == origin).cloned() else {
         return Err(HolderError::Unknown(origin));
     };
+    frames.set_limit(super::wire::MAX_FRAME);
     let (conn, restarted) = {
         let mut i = state.lock();
         i.conn += 1;

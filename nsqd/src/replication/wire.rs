@@ -460,6 +460,8 @@ impl Encoder<Frame> for FrameCodec {
 pub struct FrameReader<R> {
     r: R,
     buf: BytesMut,
+    /// Largest frame accepted now (small until the peer said who it is).
+    limit: usize,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
@@ -467,13 +469,25 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             r,
             buf: BytesMut::with_capacity(64 * 1024),
+            limit: MAX_FRAME,
         }
+    }
+
+    /// Accept frames of at most `limit` bytes (never more than [`MAX_FRAME`]).
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.min(MAX_FRAME);
     }
 
     /// The next frame; `None` when the peer closed the link.
     pub async fn next(&mut self) -> Option<Result<Frame, WireError>> {
         use tokio::io::AsyncReadExt;
         loop {
+            if self.buf.len() >= 4 {
+                let size = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+                if size as usize > self.limit {
+                    return Some(Err(WireError::TooBig(size as usize)));
+                }
+            }
             match FrameCodec.decode(&mut self.buf) {
                 Ok(Some(f)) => return Some(Ok(f)),
                 Ok(None) => {}
@@ -594,6 +608,21 @@ mod tests {
             FrameCodec.decode(&mut b),
             Err(WireError::TooBig(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn reader_refuses_a_frame_past_its_limit_and_reads_the_rest() {
+        let mut bytes = BytesMut::new();
+        Frame::Ack { seq: 1 }.encode(&mut bytes);
+        Frame::Reset { seq: 2 }.encode(&mut bytes);
+        let mut r = FrameReader::new(&bytes[..]);
+        assert_eq!(r.next().await.unwrap().unwrap(), Frame::Ack { seq: 1 });
+        assert!(r.has_frame(), "the Reset is already buffered");
+        assert_eq!(r.next().await.unwrap().unwrap(), Frame::Reset { seq: 2 });
+        assert!(r.next().await.is_none());
+        let mut r = FrameReader::new(&bytes[..]);
+        r.set_limit(4);
+        assert!(matches!(r.next().await, Some(Err(WireError::TooBig(9)))));
     }
 
     #[test]

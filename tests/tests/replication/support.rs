@@ -100,6 +100,13 @@ impl Node {
         }
     }
 
+    /// SIGTERM: memory queues are written to disk before it exits.
+    pub fn stop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.stop();
+        }
+    }
+
     pub fn fail(&self, msg: &str) -> ! {
         match &self.daemon {
             Some(d) => d.fail(msg),
@@ -147,6 +154,13 @@ impl Node {
             self.fail(&e);
         }
     }
+}
+
+/// One node whose peer is `peer` (which the test may never start).
+pub fn lone_node(ip: &str, peer: &str, extra: &[&str]) -> Node {
+    let mut n = Node::new(ip, extra);
+    n.peer = peer.to_string();
+    n
 }
 
 /// Two nsqds replicating to each other, and a lookupd.
