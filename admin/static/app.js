@@ -267,8 +267,11 @@
       return `<tr data-topic="${esc(t.topic_name)}"><td>${link(topicPath(t.topic_name), t.topic_name)}${t.paused ? '<span class="badge paused">paused</span>' : ""}</td><td>${num(t.depth)}</td><td>${num(t.memory_depth)} + ${num(t.backend_depth)}</td>
         <td>${num(inFlight(t))}</td><td>${num(deferred(t))}</td><td>${num(t.message_count)}</td><td>${num(conns(t))}</td><td>${tomb}</td></tr>${chans}`;
     }).join("");
+    const peers = r.replicas ? `<h2>Replication peers</h2><table id="replicas"><thead><tr><th class="text">Peer</th><th class="text">State</th><th>Lag (messages)</th><th>Lag (bytes)</th><th>Shadow depth</th><th>Takeovers</th></tr></thead>
+      <tbody>${r.replicas.map((p) => `<tr data-peer="${esc(p.peer)}"><td class="text">${esc(p.peer)}</td><td class="text"><span class="badge ${p.state === "in_sync" ? "" : "bad"}">${esc(p.state)}</span></td>
+        <td>${num(p.lag_messages)}</td><td>${num(p.lag_bytes)}</td><td>${num(p.shadow_depth)}</td><td>${num(p.takeovers)}</td></tr>`).join("") || `<tr><td colspan="6" class="muted">No peers.</td></tr>`}</tbody></table>` : "";
     return `<h1>Node <span id="node-name">${esc(node)}</span></h1>${warningBox(r.message)}
-      <p>${num(r.total_messages)} messages, ${num(r.total_clients)} clients, ${num((r.topics || []).length)} topics.</p>
+      <p>${num(r.total_messages)} messages, ${num(r.total_clients)} clients, ${num((r.topics || []).length)} topics.</p>${peers}
       <table id="topics"><thead><tr><th>Topic / channel</th><th>Depth</th><th>Memory + disk</th><th>In flight</th><th>Deferred</th><th>Messages</th><th>Connections</th><th></th></tr></thead>
       <tbody>${rows || `<tr><td colspan="8" class="muted">No topics.</td></tr>`}</tbody></table>`;
   }

@@ -451,6 +451,13 @@ async fn min_acks_refuses_publishes_while_the_peer_is_away() {
         let e = c.expect_error().await;
         assert!(e.starts_with("E_PUB_FAILED"), "{e}");
         pair_a.wait_state("down", Duration::from_secs(5)).await;
+        // nsqadmin shows the node's peers and their state.
+        let admin = nsq_tests::NsqadminProcess::start_with_nsqds(&[pair_a.http_addr()], &[]);
+        let r = admin.http_get(&format!("/api/nodes/{}", pair_a.http_addr()));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["replicas"][0]["peer"], "127.42.8.3:9", "{v}");
+        assert_eq!(v["replicas"][0]["state"], "down", "{v}");
     })
     .await;
 }
