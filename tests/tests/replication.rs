@@ -461,3 +461,48 @@ async fn min_acks_refuses_publishes_while_the_peer_is_away() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_holder_keeps_its_copy_across_its_own_crash() {
+    within_for(LIMIT, async {
+        let mut pair = Pair::start(9, &["--durable"]).await;
+        let ledger = Shared::default();
+        let sent = publisher(
+            pair.a.tcp_addr(),
+            "j".into(),
+            500,
+            true,
+            ledger.clone(),
+            flag(),
+        )
+        .await;
+        assert_eq!(sent, 500);
+        // Acknowledged means B fsynced its copy: both machines now die.
+        pair.b.kill();
+        pair.a.kill();
+        std::fs::remove_dir_all(&pair.a.dir).unwrap();
+        // Only B comes back; its journal still holds A's 500.
+        pair.b.start(pair.lookupd.tcp_addr());
+        let stop = flag();
+        consumers(
+            pair.lookupd.http_addr(),
+            ledger.clone(),
+            stop.clone(),
+            flag(),
+        );
+        pair.b
+            .wait_state("taken_over", Duration::from_secs(10))
+            .await;
+        if let Err(e) = wait_all_delivered(&ledger, Duration::from_secs(10)).await {
+            pair.b.fail(&e);
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(pair
+            .b
+            .d()
+            .logs()
+            .contains("shadow replayed from the journal"));
+        assert_eq!(ledger.lock().unwrap().duplicates(), 0);
+    })
+    .await;
+}

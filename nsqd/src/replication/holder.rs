@@ -40,6 +40,21 @@ pub(crate) struct Inner {
     pub taken: BTreeMap<TopicName, BTreeSet<u64>>,
     /// Messages taken over since the origin was last told.
     pub taken_messages: u64,
+    /// `--durable`: every record applied is journaled and fsynced first.
+    pub journal: Option<super::journal::Journal>,
+    /// The origin's last Hello (kept in the journal's snapshots).
+    pub hello: Option<Frame>,
+}
+
+impl Inner {
+    /// After a takeover emptied the shadow: the journal follows.
+    pub fn journal_emptied(&mut self) {
+        if let Some(j) = &mut self.journal {
+            if let Err(e) = j.compact(&self.shadow, self.hello.as_ref()) {
+                tracing::error!("replication journal: cannot rewrite - {e}");
+            }
+        }
+    }
 }
 
 pub struct OriginState {
@@ -48,20 +63,49 @@ pub struct OriginState {
 }
 
 impl OriginState {
-    pub fn new(addr: String) -> Self {
-        OriginState {
+    /// The state of origin `addr`; with `journal_dir` (`--durable`) its
+    /// shadow is journaled there, and what the journal holds is replayed.
+    pub fn new(addr: String, journal_dir: Option<&std::path::Path>) -> std::io::Result<Self> {
+        let mut inner = Self::empty();
+        if let Some(dir) = journal_dir {
+            let (journal, frames) = super::journal::Journal::open(dir, &addr)?;
+            for f in frames {
+                match &f {
+                    Frame::Hello { incarnation, .. } => {
+                        inner.incarnation = *incarnation;
+                        inner.hello = Some(f.clone());
+                    }
+                    _ => {
+                        // Already acknowledged once; a shadow over its bound
+                        // keeps what it has.
+                        let _ = apply(&mut inner.shadow, &f);
+                    }
+                }
+            }
+            if inner.shadow.depth() > 0 {
+                info!(peer = %addr, messages = inner.shadow.depth(), "REPLICA {addr}: shadow replayed from the journal");
+            }
+            inner.journal = Some(journal);
+        }
+        Ok(OriginState {
             addr,
-            inner: Mutex::new(Inner {
-                shadow: Shadow::default(),
-                conn: 0,
-                connected: false,
-                last_seen: Instant::now(),
-                incarnation: 0,
-                taken_over: false,
-                takeovers: 0,
-                taken: BTreeMap::new(),
-                taken_messages: 0,
-            }),
+            inner: Mutex::new(inner),
+        })
+    }
+
+    fn empty() -> Inner {
+        Inner {
+            shadow: Shadow::default(),
+            conn: 0,
+            connected: false,
+            last_seen: Instant::now(),
+            incarnation: 0,
+            taken_over: false,
+            takeovers: 0,
+            taken: BTreeMap::new(),
+            taken_messages: 0,
+            journal: None,
+            hello: None,
         }
     }
 
@@ -145,6 +189,11 @@ async fn serve(
     let Some(state) = repl.origins.iter().find(|o| o.addr == origin).cloned() else {
         return Err(HolderError::Unknown(origin));
     };
+    let hello = Frame::Hello {
+        version,
+        origin: origin.clone(),
+        incarnation,
+    };
     frames.set_limit(super::wire::MAX_FRAME);
     let (conn, restarted) = {
         let mut i = state.lock();
@@ -153,6 +202,11 @@ async fn serve(
         i.last_seen = Instant::now();
         let restarted = i.incarnation != 0 && i.incarnation != incarnation;
         i.incarnation = incarnation;
+        if let Some(j) = &mut i.journal {
+            j.record(&hello);
+            tokio::task::block_in_place(|| j.commit())?;
+        }
+        i.hello = Some(hello);
         (i.conn, restarted)
     };
     if restarted && state.status().1 > 0 {
@@ -228,34 +282,60 @@ async fn apply_loop(
                 last = last.max(seq);
             }
             match f {
-                Frame::Reset { .. } => i.shadow.reset(),
-                Frame::Append {
-                    topic,
-                    channel,
-                    due,
-                    msgs,
-                    ..
-                } => i
-                    .shadow
-                    .append(&topic, channel.as_ref(), due, &msgs, SHADOW_MAX_BYTES)?,
-                Frame::Finish {
-                    topic,
-                    channel,
-                    ids,
-                    ..
-                } => i.shadow.finish(&topic, &channel, &ids),
-                Frame::Meta {
-                    op, topic, channel, ..
-                } => i.shadow.meta(op, &topic, channel.as_ref()),
                 Frame::Ping { .. } => {}
+                Frame::Reset { .. }
+                | Frame::Append { .. }
+                | Frame::Finish { .. }
+                | Frame::Meta { .. } => {
+                    apply(&mut i.shadow, &f)?;
+                    if let Some(j) = &mut i.journal {
+                        j.record(&f);
+                    }
+                }
                 _ => return Err(HolderError::Unexpected),
             }
         }
-        // One ack covers every record read in one go.
+        // One ack covers every record read in one go; a durable holder
+        // fsyncs them first.
         if !frames.has_frame() {
+            {
+                let mut i = state.lock();
+                let i = &mut *i;
+                if let Some(j) = &mut i.journal {
+                    tokio::task::block_in_place(|| j.commit())?;
+                    if j.wants_compaction(&i.shadow) {
+                        tokio::task::block_in_place(|| j.compact(&i.shadow, i.hello.as_ref()))?;
+                    }
+                }
+            }
             Frame::Ack { seq: last }.encode(&mut buf);
             write.write_all(&buf).await?;
             buf.clear();
         }
     }
+}
+
+/// Apply one of the origin's records to its shadow.
+fn apply(shadow: &mut Shadow, f: &Frame) -> Result<(), super::shadow::ShadowError> {
+    match f {
+        Frame::Reset { .. } => shadow.reset(),
+        Frame::Append {
+            topic,
+            channel,
+            due,
+            msgs,
+            ..
+        } => shadow.append(topic, channel.as_ref(), *due, msgs, SHADOW_MAX_BYTES)?,
+        Frame::Finish {
+            topic,
+            channel,
+            ids,
+            ..
+        } => shadow.finish(topic, channel, ids),
+        Frame::Meta {
+            op, topic, channel, ..
+        } => shadow.meta(*op, topic, channel.as_ref()),
+        _ => {}
+    }
+    Ok(())
 }

@@ -63,11 +63,20 @@
 //! reported, at most ~25 ms of FINs) when a node died; after a partition,
 //! what both sides delivered during it.
 //!
+//! # Durable holders
+//! A holder running `--durable` journals every record it applies
+//! (`journal.rs`, under `<data-path>/replication/`) and fsyncs before it
+//! acknowledges, so a copy survives the holder's own crash: restarted, it
+//! replays the journal, and takes the shadow over if the origin does not
+//! return within `--replica-takeover-after` (both machines lost power). An
+//! origin that does return sends `Reset` and a full copy as usual.
+//!
 //! # Limits of this version
-//! * Shadows live in memory, bounded by [`SHADOW_MAX_BYTES`] per origin: a
-//!   holder past it drops the link and the origin sees the peer `down`.
-//!   A holder's shadow does not survive the holder's own restart (the origin
-//!   sends a full copy again when it reconnects).
+//! * Shadows live in memory (a durable holder's also on disk, but in memory
+//!   too), bounded by [`SHADOW_MAX_BYTES`] per origin: a holder past it
+//!   drops the link and the origin sees the peer `down`. A non-durable
+//!   holder's shadow does not survive its restart (the origin sends a full
+//!   copy again when it reconnects).
 //! * The full copy covers what the origin holds in memory; messages that
 //!   spilled to the origin's disk queue while the peer was out of sync are
 //!   not copied.
@@ -75,6 +84,7 @@
 //!   list: run it on a trusted network.
 
 pub mod holder;
+pub mod journal;
 pub mod origin;
 pub mod shadow;
 pub mod takeover;
@@ -115,6 +125,8 @@ pub enum ReplicationError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("replication journal - {0}")]
+    Journal(std::io::Error),
 }
 
 /// Replication of one nsqd: its links to peers (as origin), its shadows of
@@ -140,6 +152,8 @@ impl Replication {
                 addr: opts.replication_address.clone(),
                 source,
             })?;
+        // --durable: what this node holds for its peers is journaled.
+        let journal_dir = opts.durable.then(|| opts.data_path().join("replication"));
         let cfg = Config {
             identity: opts.replication_address.clone(),
             peers: opts.replica.clone(),
@@ -156,8 +170,9 @@ impl Replication {
             origins: cfg
                 .peers
                 .iter()
-                .map(|p| Arc::new(holder::OriginState::new(p.clone())))
-                .collect(),
+                .map(|p| holder::OriginState::new(p.clone(), journal_dir.as_deref()).map(Arc::new))
+                .collect::<Result<_, _>>()
+                .map_err(ReplicationError::Journal)?,
             cfg,
             listener: std::sync::Mutex::new(Some(listener)),
             filter: takeover::ReturnFilter::default(),

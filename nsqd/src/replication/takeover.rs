@@ -69,6 +69,7 @@ pub fn take_over(nsqd: &Arc<Nsqd>, origin: &OriginState, why: &str) -> u64 {
             .sum::<usize>() as u64;
         i.taken_over = true;
         i.takeovers += 1;
+        i.journal_emptied();
         topics
     };
     warn!(peer = %origin.addr, "REPLICA {}: taking over its messages ({why})", origin.addr);
