@@ -212,7 +212,7 @@ async fn serve(
     if restarted && state.status().1 > 0 {
         // The origin restarted: what it held in memory is gone, and what
         // it kept on disk it will drop once told. Deliver it from here.
-        super::takeover::take_over(nsqd, &state, "origin restarted");
+        super::takeover::take_over(nsqd, repl, &state, "origin restarted");
     }
     let taken = {
         let mut i = state.lock();

@@ -138,6 +138,11 @@ pub struct Replication {
     pub(crate) origins: Vec<Arc<holder::OriginState>>,
     pub(crate) filter: takeover::ReturnFilter,
     incarnation: u64,
+    /// Ids for taken-over messages: a node id of our own that no topic
+    /// here uses, so they cannot collide with this node's ids (the peer may
+    /// share our node id); one generator for every takeover, so two in the
+    /// same millisecond do not repeat ids.
+    pub(crate) ids: std::sync::Mutex<crate::message::IdGenerator>,
 }
 
 impl Replication {
@@ -177,6 +182,9 @@ impl Replication {
             listener: std::sync::Mutex::new(Some(listener)),
             filter: takeover::ReturnFilter::default(),
             incarnation: rand::random::<u64>() | 1,
+            ids: std::sync::Mutex::new(crate::message::IdGenerator::new(
+                opts.effective_node_id() ^ 0x200,
+            )),
         })))
     }
 
@@ -386,7 +394,7 @@ pub(crate) fn filter_delivery(
 pub fn takeover_now(nsqd: &Arc<Nsqd>, peer: &str) -> Option<u64> {
     let r = nsqd.replication.as_ref()?;
     let origin = r.origins.iter().find(|o| o.addr == peer)?;
-    Some(takeover::take_over(nsqd, origin, "requested over HTTP"))
+    Some(takeover::take_over(nsqd, r, origin, "requested over HTTP"))
 }
 
 /// The `nsq_replica_*` series for `/metrics`.

@@ -40,7 +40,7 @@ pub async fn timer(repl: Arc<Replication>, nsqd: Arc<Nsqd>) {
                     && i.last_seen.elapsed() >= repl.cfg.takeover_after
             };
             if due {
-                take_over(&nsqd, o, "unreachable");
+                take_over(&nsqd, &repl, o, "unreachable");
             }
         }
     }
@@ -49,7 +49,7 @@ pub async fn timer(repl: Arc<Replication>, nsqd: Arc<Nsqd>) {
 /// Move every unfinished message of `origin`'s shadow into this node's
 /// topics and channels of the same names (created, so registered with
 /// lookupd) under fresh ids. Returns how many messages were taken over.
-pub fn take_over(nsqd: &Arc<Nsqd>, origin: &OriginState, why: &str) -> u64 {
+pub fn take_over(nsqd: &Arc<Nsqd>, repl: &Replication, origin: &OriginState, why: &str) -> u64 {
     let topics = {
         let mut i = origin.lock();
         let topics = i.shadow.take_all();
@@ -73,9 +73,8 @@ pub fn take_over(nsqd: &Arc<Nsqd>, origin: &OriginState, why: &str) -> u64 {
         topics
     };
     warn!(peer = %origin.addr, "REPLICA {}: taking over its messages ({why})", origin.addr);
-    // Fresh ids from a node id of our own that no topic here uses, so they
-    // cannot collide with this node's ids (the peer may share our node id).
-    let mut ids = IdGenerator::new(nsqd.node_id() ^ 0x200);
+    // Fresh ids from a generator of their own (see `Replication::ids`).
+    let mut ids = repl.ids.lock().unwrap_or_else(|e| e.into_inner());
     let now = Instant::now();
     let wall = unix_nanos();
     let mut total = 0u64;
