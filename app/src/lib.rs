@@ -1,15 +1,18 @@
 //! Shared glue for the nsqd, nsqlookupd and nsqadmin binaries: Go-style flags and TOML config, Go durations, upstream-format logging, shutdown signals.
 
+pub mod docs;
 pub mod duration;
 pub mod flags;
 pub mod http_client;
 pub mod logging;
 pub mod net;
+pub mod prometheus;
+pub mod request_log;
 pub mod signal;
 
 pub use duration::{parse_go_duration, GoDuration};
 pub use flags::{parse_options, try_parse_options, FlagError};
-pub use logging::{LogHandle, LogLevel};
+pub use logging::{LogFormat, LogHandle, LogLevel};
 
 /// The upstream release whose flags, protocol and HTTP API we match; what
 /// `--version` reports, so tools that check the version treat us as it.

@@ -7,14 +7,17 @@
 //! future resolves.
 
 pub mod auth;
+pub mod backlog;
 pub mod channel;
 pub mod client;
 pub mod compress;
 pub mod config;
 pub mod disk_io;
+pub mod disk_latency;
 pub mod disk_queue;
 pub mod e2e;
 pub mod http;
+pub mod id_map;
 pub mod lookup;
 pub mod message;
 pub mod metadata;

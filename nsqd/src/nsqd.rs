@@ -15,10 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::channel::{Channel, ChannelLimits, IdMap};
+use crate::channel::{Channel, ChannelLimits};
 use crate::client::{Client, ClientSettings};
 use crate::disk_io::{DiskIo, DiskIoOptions};
 use crate::disk_queue::DiskQueueOptions;
+use crate::id_map::IdMap;
 use crate::lookup::Lookup;
 use crate::metadata::{self, ChannelMeta, DirLock, Metadata, TopicMeta};
 use crate::options::{Options, OptionsError};
@@ -185,7 +186,7 @@ impl Nsqd {
             let topic = Topic::new(
                 name.clone(),
                 self.node_id,
-                self.limits,
+                self.limits.clone(),
                 starting,
                 Some(self.disk_io.clone()),
                 Some(self.pump_ctx.clone()),
@@ -193,7 +194,7 @@ impl Nsqd {
             topics.insert(name.clone(), topic.clone());
             topic
         };
-        info!(topic = %name, "TOPIC created");
+        info!("TOPIC({name}): created");
         self.lookup.register(name, None);
         if !topic.is_ephemeral() {
             self.metadata_changed();
@@ -216,6 +217,7 @@ impl Nsqd {
     ) {
         for addr in lookupds {
             let url = format!("http://{addr}/channels?topic={}", topic.name);
+            info!("CI: querying nsqlookupd {url}");
             let names = match self.http_client.get(&url).await {
                 Ok((200, body)) => serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
@@ -262,7 +264,7 @@ impl Nsqd {
         }
         let (c, created) = topic.get_or_create_channel(channel);
         if created {
-            info!(topic = %topic.name, channel = %channel, "CHANNEL created");
+            info!("TOPIC({}): new channel({channel})", topic.name);
             self.lookup.register(&topic.name, Some(channel));
             if !topic.is_ephemeral() && !c.is_ephemeral() {
                 self.metadata_changed();
@@ -274,7 +276,8 @@ impl Nsqd {
     /// Delete a channel: its clients are disconnected, its messages dropped.
     pub fn delete_channel(&self, topic: &Topic, channel: &str) -> Option<Arc<Channel>> {
         let c = topic.delete_channel(channel)?;
-        info!(topic = %topic.name, channel = %c.name, "CHANNEL deleted");
+        info!("TOPIC({}): deleting channel {}", topic.name, c.name);
+        info!("CHANNEL({}): deleting", c.name);
         crate::replication::changed(self, MetaOp::ChannelDelete, &topic.name, Some(&c.name));
         self.channel_gone(topic, &c);
         Some(c)
@@ -336,6 +339,10 @@ impl Nsqd {
     /// Save `nsqd.dat`; false (logged) when that failed.
     pub(crate) fn write_metadata(&self) -> bool {
         let changes = self.metadata_progress.current();
+        info!(
+            "NSQ: persisting topic/channel metadata to {}",
+            self.data_path.join(metadata::FILE_NAME).display()
+        );
         match metadata::store(&self.data_path, &self.metadata()) {
             Ok(()) => {
                 self.metadata_progress.saved(changes);
@@ -359,7 +366,7 @@ impl Nsqd {
             let topic = Topic::new(
                 name.clone(),
                 self.node_id,
-                self.limits,
+                self.limits.clone(),
                 false,
                 Some(self.disk_io.clone()),
                 Some(self.pump_ctx.clone()),
@@ -420,7 +427,7 @@ impl Nsqd {
     pub fn delete_topic(&self, name: &str) -> Option<Arc<Topic>> {
         let t = self.topics().remove(name)?;
         t.mark_deleted();
-        info!(topic = %name, "TOPIC deleted");
+        info!("TOPIC({name}): deleting");
         crate::replication::changed(self, MetaOp::TopicDelete, &t.name, None);
         for c in t.channels() {
             if let Some(c) = t.delete_channel(c.name.as_str()) {
@@ -448,7 +455,10 @@ impl Nsqd {
             return;
         };
         if topic.delete_channel_if_unused(channel) {
-            info!(topic = %topic.name, channel = %channel.name, "CHANNEL ephemeral, deleted with its last client");
+            // Upstream's texts: the channel's delete callback deletes it as an
+            // API call would.
+            info!("TOPIC({}): deleting channel {}", topic.name, channel.name);
+            info!("CHANNEL({}): deleting", channel.name);
             self.lookup.unregister(&topic.name, Some(&channel.name));
         }
         if topic.is_ephemeral() {
@@ -461,7 +471,7 @@ impl Nsqd {
             };
             if removed {
                 topic.mark_deleted();
-                info!(topic = %topic.name, "TOPIC ephemeral, deleted with its last channel");
+                info!("TOPIC({}): deleting", topic.name);
                 self.lookup.unregister(&topic.name, None);
             }
         }
@@ -571,7 +581,7 @@ impl Nsqd {
     /// A job worker for a client that declared a capacity at IDENTIFY.
     /// Connections with the same `client_id` are one worker: they share the
     /// in-flight load total that breaks ties between workers.
-    pub(crate) fn job_worker(&self, capacity: u64, name: String) -> crate::channel::JobWorker {
+    pub(crate) fn job_worker(&self, capacity: u64, name: String) -> crate::client::JobWorker {
         let mut totals = self.job_totals.lock().unwrap_or_else(|e| e.into_inner());
         totals.retain(|_, t| t.strong_count() > 0);
         let total = match totals.get(&name).and_then(|t| t.upgrade()) {
@@ -582,7 +592,7 @@ impl Nsqd {
                 t
             }
         };
-        crate::channel::JobWorker {
+        crate::client::JobWorker {
             capacity,
             name,
             total,
@@ -727,6 +737,7 @@ impl Nsqd {
             threads: DISK_THREADS,
             durable: opts.durable,
         })?);
+        let replication = crate::replication::Replication::open(&opts).await?;
         let limits = ChannelLimits {
             mem_queue_size: opts.mem_queue_size as usize,
             max_msg_timeout: *opts.max_msg_timeout,
@@ -739,9 +750,14 @@ impl Nsqd {
                     .then(|| Instant::now() + *opts.job_settle_time),
                 min_workers: opts.job_min_workers as usize,
             },
+            // Replication hears FINs and channel pauses and emptyings.
+            events: crate::channel::Events(
+                replication
+                    .clone()
+                    .map(|r| r as Arc<dyn crate::channel::ChannelEvents>),
+            ),
         };
         let live = crate::config::LiveOptions::new(&opts);
-        let replication = crate::replication::Replication::open(&opts).await?;
         let metadata_progress = Arc::new(metadata::Progress::default());
         let pump_ctx = Arc::new(PumpContext {
             runtime: tokio::runtime::Handle::current(),

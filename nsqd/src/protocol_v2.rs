@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, error, info, Instrument};
 
 use crate::auth::AuthState;
 use crate::channel::Channel;
@@ -67,6 +67,7 @@ struct Input {
 /// Serve one TCP connection until it closes or nsqd shuts down.
 pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    info!("TCP: new client({addr})");
     let mut magic = [0u8; 4];
     let first = timeout(
         nsqd.opts.default_heartbeat() * 2,
@@ -76,8 +77,10 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAd
     if !matches!(first, Ok(Ok(_))) {
         return;
     }
+    let shown = String::from_utf8_lossy(&magic);
+    info!("CLIENT({addr}): desired protocol magic '{shown}'");
     if &magic != MAGIC_V2 {
-        warn!(%addr, ?magic, "client sent a bad protocol magic");
+        error!("client({addr}) bad protocol magic '{shown}'");
         let mut buf = BytesMut::new();
         encode_frame(&mut buf, FrameType::Error, b"E_BAD_PROTOCOL");
         let _ = stream.write_all(&buf).await;
@@ -111,13 +114,22 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAd
     }
     .instrument(span)
     .await;
+    // Upstream's two lines for a connection's end, whatever ended it.
+    info!("PROTOCOL(V2): [{addr}] exiting ioloop");
+    info!("PROTOCOL(V2): [{addr}] exiting messagePump");
     nsqd.remove_client(&client);
 }
+
+/// The channel a connection subscribed to: set once by SUB, read by the
+/// reader (FIN, REQ, TOUCH) and the writer (delivery).
+type Subscription = Arc<std::sync::OnceLock<Arc<Channel>>>;
 
 /// The reader side's state for one connection.
 struct Connection {
     nsqd: Arc<Nsqd>,
     client: Arc<Client>,
+    /// The channel after SUB, shared with the writer.
+    subscription: Subscription,
     settings: ClientSettings,
     /// The topic last published to, to skip the topic map on repeat PUBs.
     last_topic: Option<Arc<Topic>>,
@@ -140,6 +152,7 @@ impl Connection {
         let settings = nsqd.default_client_settings();
         Connection {
             client,
+            subscription: Subscription::default(),
             settings,
             last_topic: None,
             to_writer: None,
@@ -162,10 +175,16 @@ impl Connection {
         self.to_writer = Some(tx);
         let stop = self.client.stop.clone();
         let writer = tokio::spawn(
-            Writer::new(self.client.clone(), self.settings.clone(), rx, stop.clone())
-                .with_replication(self.nsqd.replication.clone())
-                .run(write)
-                .in_current_span(),
+            Writer::new(
+                self.client.clone(),
+                self.subscription.clone(),
+                self.settings.clone(),
+                rx,
+                stop.clone(),
+            )
+            .with_replication(self.nsqd.replication.clone())
+            .run(write)
+            .in_current_span(),
         );
         if let Err(reason) = self.read_loop(&mut read, &stop, input, first).await {
             debug!(reason, "closing connection");
@@ -179,7 +198,7 @@ impl Connection {
             stop.cancel();
             let _ = writer.await;
         }
-        if let Some(channel) = self.client.channel().cloned() {
+        if let Some(channel) = self.subscription.get().cloned() {
             self.nsqd.client_left_channel(&channel, self.client.id);
         }
     }
@@ -251,7 +270,7 @@ impl Connection {
     }
 
     async fn send_error(&mut self, e: ProtocolError) {
-        log_error(&e);
+        log_error(self.client.remote_addr, &e);
         self.send(ToWriter::Frame(FrameType::Error, Bytes::from(e.to_wire())))
             .await;
     }
@@ -312,8 +331,8 @@ impl Connection {
     }
 
     fn subscribed_channel(&self) -> Result<&Arc<Channel>, ProtocolError> {
-        self.client
-            .channel()
+        self.subscription
+            .get()
             .ok_or_else(|| ProtocolError::invalid("client not subscribed"))
     }
 
@@ -355,7 +374,7 @@ impl Connection {
                 }
             }
         };
-        self.client.set_channel(channel);
+        let _ = self.subscription.set(channel);
         self.client.set_state(ClientState::Subscribed);
         self.send_response(Bytes::from_static(OK)).await;
         Ok(())
@@ -388,9 +407,6 @@ impl Connection {
         result.map_err(|e| {
             ProtocolError::new(ErrorCode::FinFailed, format!("FIN {id} failed {e}"))
         })?;
-        if let Some(n) = id.to_u64() {
-            crate::replication::finished(&self.nsqd, channel, &[n]);
-        }
         self.client.finish_count.fetch_add(1, Ordering::Relaxed);
         self.wake_writer = true;
         Ok(())
@@ -461,12 +477,9 @@ impl Connection {
     }
 }
 
-fn log_error(e: &ProtocolError) {
-    if e.is_fatal() {
-        warn!(error = %e, "client error");
-    } else {
-        debug!(error = %e, "client error");
-    }
+/// Upstream logs every failed command at ERROR as `[ADDR] - CODE text`.
+fn log_error(addr: SocketAddr, e: &ProtocolError) {
+    error!("[{addr}] - {e}");
 }
 
 async fn read_with_deadline<R: AsyncRead + Unpin>(
@@ -486,6 +499,7 @@ async fn read_with_deadline<R: AsyncRead + Unpin>(
 /// The writer task: owns the socket's write side.
 struct Writer {
     client: Arc<Client>,
+    subscription: Subscription,
     settings: ClientSettings,
     control: mpsc::Receiver<ToWriter>,
     stop: CancellationToken,
@@ -498,12 +512,14 @@ struct Writer {
 impl Writer {
     fn new(
         client: Arc<Client>,
+        subscription: Subscription,
         settings: ClientSettings,
         control: mpsc::Receiver<ToWriter>,
         stop: CancellationToken,
     ) -> Self {
         Writer {
             client,
+            subscription,
             settings,
             control,
             stop,
@@ -595,7 +611,7 @@ impl Writer {
 
     /// Send messages while the client has room and the channel has messages.
     async fn deliver<W: AsyncWrite + Unpin>(&mut self, write: &mut W) -> Result<(), &'static str> {
-        let Some(channel) = self.client.channel().cloned() else {
+        let Some(channel) = self.subscription.get().cloned() else {
             return Ok(());
         };
         loop {

@@ -38,7 +38,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
-pub use binary::{binary, target_dir};
+pub use binary::{all_binaries_dir, binary, target_dir};
 pub use daemon::{Daemon, Logs, NsqadminProcess, NsqdProcess, NsqlookupdProcess};
 pub use http::{http_get, http_post, http_request, http_request_with_headers, HttpResponse};
 pub use raw::{channel, describe, topic, RawConn, ReadError, READ_TIMEOUT};

@@ -7,6 +7,7 @@ use nsq::tools::{self, ToolError};
 
 #[tokio::main]
 async fn main() {
+    nsq_app::docs::serve::<JobOptions>("nsq-job", &std::env::args_os().collect::<Vec<_>>());
     let opts = JobOptions::parse();
     tools::init_logging();
     let result: Result<(), ToolError> = match opts.command {

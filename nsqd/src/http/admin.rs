@@ -105,7 +105,6 @@ pub(super) fn empty_channel(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply 
         .channel(channel.as_str())
         .ok_or(CHANNEL_NOT_FOUND)?
         .empty();
-    crate::replication::changed(nsqd, MetaOp::ChannelEmpty, &topic.name, Some(&channel));
     Ok(empty())
 }
 
@@ -117,8 +116,6 @@ pub(super) fn pause_channel(nsqd: &Arc<Nsqd>, req: &Request<Incoming>, pause: bo
     } else {
         c.unpause();
     }
-    let op = [MetaOp::ChannelUnpause, MetaOp::ChannelPause][usize::from(pause)];
-    crate::replication::changed(nsqd, op, &topic.name, Some(&channel));
     nsqd.metadata_changed();
     Ok(empty())
 }

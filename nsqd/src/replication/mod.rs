@@ -264,7 +264,7 @@ impl Replication {
         }
     }
 
-    fn finished(&self, channel: &Channel, ids: &[u64]) {
+    fn finished_ids(&self, channel: &Channel, ids: &[u64]) {
         if channel.is_ephemeral() || channel.topic_name.is_ephemeral() {
             return;
         }
@@ -291,6 +291,33 @@ impl Replication {
                 }
             })
             .collect()
+    }
+}
+
+/// The channel seam (`channel/events.rs`): FINs, pauses and emptyings.
+/// Creation and deletion are sent by nsqd itself, creation before the
+/// channel exists so no record of a message it got can precede it.
+impl crate::channel::ChannelEvents for Replication {
+    fn finished(&self, topic: &TopicName, channel: &ChannelName, msg: &Message) {
+        if topic.is_ephemeral() || channel.is_ephemeral() {
+            return;
+        }
+        for l in &self.links {
+            l.finished(topic, channel, &[msg.id]);
+        }
+    }
+
+    fn paused(&self, topic: &TopicName, channel: &ChannelName, paused: bool) {
+        let op = if paused {
+            MetaOp::ChannelPause
+        } else {
+            MetaOp::ChannelUnpause
+        };
+        self.meta(op, topic, Some(channel));
+    }
+
+    fn emptied(&self, topic: &TopicName, channel: &ChannelName) {
+        self.meta(MetaOp::ChannelEmpty, topic, Some(channel));
     }
 }
 
@@ -362,7 +389,7 @@ pub(crate) fn replicate(
 /// A channel finished messages (FIN, or moved to the dead-letter topic).
 pub(crate) fn finished(nsqd: &Nsqd, channel: &Channel, ids: &[u64]) {
     if let Some(r) = &nsqd.replication {
-        r.finished(channel, ids);
+        r.finished_ids(channel, ids);
     }
 }
 
@@ -382,10 +409,9 @@ pub(crate) fn filter_delivery(
     batch: &mut Vec<Message>,
 ) {
     if let Some(r) = replication {
-        let dropped = r.filter.apply(channel, client_id, batch);
-        if !dropped.is_empty() {
-            r.finished(channel, &dropped);
-        }
+        // FINished there, so the peers hear of it through the channel's
+        // observer like any FIN.
+        r.filter.apply(channel, client_id, batch);
     }
 }
 
