@@ -381,7 +381,10 @@ async fn planned_takeover_over_http_then_the_node_returns_without_duplicates() {
         }
         // /metrics shows the link while both are in sync.
         let m = pair.b.d().http_get("/metrics").text();
-        let line = format!("nsq_replica_state{{peer=\"{}\"}} 2", pair.a.repl_addr());
+        let line = format!(
+            "nsq_replica_state{{peer=\"{}\",state=\"in_sync\"}} 2",
+            pair.a.repl_addr()
+        );
         assert!(m.contains(&line), "no {line:?} in\n{m}");
         assert!(m.contains("nsq_replica_lag_messages{peer="), "{m}");
         // Maintenance of A: B takes over now; A stops (its 500 go to its

@@ -481,7 +481,13 @@ pub fn render_metrics(nsqd: &Nsqd, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for p in &report {
             let peer = p.peer.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(out, "{name}{{peer=\"{peer}\"}} {}", value(p));
+            // The state also as a label, for dashboards' legends.
+            let state = if name == "nsq_replica_state" {
+                format!(",state=\"{}\"", p.state)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "{name}{{peer=\"{peer}\"{state}}} {}", value(p));
         }
     }
 }
