@@ -4,6 +4,7 @@ pub mod docs;
 pub mod duration;
 pub mod flags;
 pub mod http_client;
+pub mod http_timeouts;
 pub mod logging;
 pub mod net;
 pub mod prometheus;

@@ -30,6 +30,7 @@
 pub mod admin;
 pub mod binary;
 pub mod daemon;
+pub mod fake_node;
 pub mod http;
 pub mod raw;
 pub mod raw_lookup;
