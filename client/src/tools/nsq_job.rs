@@ -338,10 +338,16 @@ pub async fn work(mut o: WorkOptions, stop: impl std::future::Future<Output = ()
         worker: o.worker_id.clone(),
         touch_every: *o.msg_timeout / 2,
     });
-    consumer.add_handler(handler_fn(move |msg: Message| {
-        let runner = runner.clone();
-        async move { runner.run(&msg).await }
-    }));
+    // Up to `capacity` shards run at once (each has load at least 1); a
+    // task per unit, bounded so a typo cannot ask for billions.
+    let concurrency = usize::try_from(o.capacity.min(10_000)).unwrap_or(1);
+    consumer.add_concurrent_handlers(
+        handler_fn(move |msg: Message| {
+            let runner = runner.clone();
+            async move { runner.run(&msg).await }
+        }),
+        concurrency,
+    );
     for addr in &o.nsqd_tcp_address {
         consumer.connect_to_nsqd(addr).await?;
     }
