@@ -112,7 +112,7 @@ pub(super) fn redistribute(config: &Config, st: &mut State, now: u64) {
 mod tests {
     use super::*;
     use crate::conn::SentCommands;
-    use crate::consumer::{Activity, ConnEntry, Origin};
+    use crate::consumer::{ConnEntry, Origin};
     use crate::rdy::{Backoff, BackoffAction};
     use std::collections::{HashMap, HashSet};
     use std::sync::Arc;
