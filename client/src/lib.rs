@@ -5,6 +5,12 @@
 //! [`bench`], the command-line tools (`to_nsq`, `nsq_tail`, ...) in [`tools`].
 
 pub mod bench;
+// One implementation of nsqd's compressed streams for both ends: the
+// adaptors are symmetric (a compressor for what we write, a decompressor
+// for what we read), so the client takes nsqd's file rather than a copy.
+#[path = "../../nsqd/src/compress.rs"]
+#[allow(dead_code)]
+mod compress;
 mod config;
 mod conn;
 mod consumer;
@@ -13,6 +19,7 @@ mod lookup;
 mod message;
 mod producer;
 pub mod rdy;
+pub mod tls;
 pub mod tools;
 
 pub use config::Config;
