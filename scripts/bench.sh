@@ -34,7 +34,7 @@ SIZE=${SIZE:-200}
 # Hard bound on any single tool run, whatever RUNFOR says.
 TOOL_TIMEOUT=${TOOL_TIMEOUT:-120}
 
-cargo build --release -p nsqd -p nsq >&2
+cargo build --release -p nsqd -p nsq-tools >&2
 BIN=./target/release
 
 WORK=$(mktemp -d -t nsq-bench.XXXXXX)

@@ -1,14 +1,21 @@
 //! Shared glue for the nsqd, nsqlookupd and nsqadmin binaries: Go-style flags and TOML config, Go durations, upstream-format logging, shutdown signals.
 
 pub mod duration;
+#[cfg(feature = "cli")]
 pub mod flags;
+#[cfg(feature = "cli")]
 pub mod http_client;
+#[cfg(feature = "cli")]
 pub mod logging;
+#[cfg(feature = "cli")]
 pub mod net;
+#[cfg(feature = "cli")]
 pub mod signal;
 
 pub use duration::{parse_go_duration, GoDuration};
+#[cfg(feature = "cli")]
 pub use flags::{parse_options, try_parse_options, FlagError};
+#[cfg(feature = "cli")]
 pub use logging::{LogHandle, LogLevel};
 
 /// The upstream release whose flags, protocol and HTTP API we match; what

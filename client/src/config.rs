@@ -86,7 +86,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        let hostname = nsq_app::os_hostname();
+        let hostname = gethostname::gethostname().to_string_lossy().into_owned();
         let short = hostname.split('.').next().unwrap_or_default().to_owned();
         Config {
             client_id: short,

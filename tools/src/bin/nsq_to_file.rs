@@ -1,6 +1,6 @@
-//! `nsq_to_file`: write the messages of topics to rotating files, one per line (see `nsq::tools::nsq_to_file`).
+//! `nsq_to_file`: write the messages of topics to rotating files, one per line (see `nsq_tools::nsq_to_file`).
 
-use nsq::tools::{self, nsq_to_file};
+use nsq_tools::{self as tools, nsq_to_file};
 
 #[tokio::main]
 async fn main() {

@@ -1,6 +1,6 @@
-//! `bench_writer`: publish throughput of nsqd with pipelined MPUBs; flags in, report out (see `nsq::bench::writer`).
+//! `bench_writer`: publish throughput of nsqd with pipelined MPUBs; flags in, report out (see `nsq_tools::bench::writer`).
 
-use nsq::bench::{writer, WriterOptions};
+use nsq_tools::bench::{writer, WriterOptions};
 
 fn main() {
     let opts: WriterOptions =

@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::sync::Notify;
 
-use super::{Result, ToolError};
-use crate::{handler_fn, Config, Consumer, HandlerError};
+use crate::{Result, ToolError};
+use nsq::{handler_fn, Config, Consumer, HandlerError};
 
 /// Upstream's `nsq_tail` flags.
 #[derive(Parser, Debug, Clone)]
@@ -139,7 +139,7 @@ pub async fn run<W: Write + Send + 'static>(
         user_agent: format!("nsq_tail/{} nsq-rs", nsq_app::VERSION),
         ..Config::default()
     };
-    super::apply_opts(&mut config, &opts.consumer_opt)?;
+    crate::apply_opts(&mut config, &opts.consumer_opt)?;
     // As upstream: --max-in-flight wins over a consumer option.
     config.max_in_flight = opts.max_in_flight;
     let mut consumers = Vec::new();
@@ -179,10 +179,10 @@ pub async fn run<W: Write + Send + 'static>(
                     .await?;
             }
         }
-        Ok::<(), crate::Error>(())
+        Ok::<(), nsq::Error>(())
     };
     tokio::pin!(shutdown);
-    let outcome: std::result::Result<(), crate::Error> = tokio::select! {
+    let outcome: std::result::Result<(), nsq::Error> = tokio::select! {
         r = async { connected.await?; finished.notified().await; Ok(()) } => r,
         () = &mut shutdown => Ok(()),
     };

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use nsq_app::GoDuration;
 use serde_json::Value;
 
-use super::{Result, ToolError};
+use crate::{Result, ToolError};
 
 /// Upstream's `nsq_stat` flags.
 #[derive(Parser, Debug, Clone)]

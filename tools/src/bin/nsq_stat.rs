@@ -1,6 +1,6 @@
-//! `nsq_stat`: print a channel's stats over its nsqds every interval (see `nsq::tools::nsq_stat`).
+//! `nsq_stat`: print a channel's stats over its nsqds every interval (see `nsq_tools::nsq_stat`).
 
-use nsq::tools::{self, nsq_stat};
+use nsq_tools::{self as tools, nsq_stat};
 
 #[tokio::main]
 async fn main() {

@@ -6,8 +6,8 @@ use clap::Parser;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::time::Instant;
 
-use super::{Result, ToolError};
-use crate::{Config, Producer};
+use crate::{Result, ToolError};
+use nsq::{Config, Producer};
 
 /// Upstream's `to_nsq` flags.
 #[derive(Parser, Debug, Clone)]
@@ -92,7 +92,7 @@ pub async fn run(opts: &ToNsqOptions, mut input: impl AsyncBufRead + Unpin) -> R
         user_agent: format!("to_nsq/{} nsq-rs", nsq_app::VERSION),
         ..Config::default()
     };
-    super::apply_opts(&mut config, &opts.producer_opt)?;
+    crate::apply_opts(&mut config, &opts.producer_opt)?;
     let producers: Vec<Producer> = opts
         .nsqd_tcp_address
         .iter()

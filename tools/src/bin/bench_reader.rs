@@ -1,6 +1,6 @@
-//! `bench_reader`: consume throughput of nsqd, FIN for every message; flags in, report out (see `nsq::bench::reader`).
+//! `bench_reader`: consume throughput of nsqd, FIN for every message; flags in, report out (see `nsq_tools::bench::reader`).
 
-use nsq::bench::{reader, ReaderOptions};
+use nsq_tools::bench::{reader, ReaderOptions};
 
 fn main() {
     let opts: ReaderOptions =

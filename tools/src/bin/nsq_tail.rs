@@ -1,6 +1,6 @@
-//! `nsq_tail`: print the messages of topics to stdout, one per line (see `nsq::tools::nsq_tail`).
+//! `nsq_tail`: print the messages of topics to stdout, one per line (see `nsq_tools::nsq_tail`).
 
-use nsq::tools::{self, nsq_tail};
+use nsq_tools::{self as tools, nsq_tail};
 
 #[tokio::main]
 async fn main() {

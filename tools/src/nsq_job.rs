@@ -18,8 +18,8 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
-use super::{Result, ToolError};
-use crate::{handler_fn, Config, Consumer, HandlerError, Message, Producer};
+use crate::{Result, ToolError};
+use nsq::{handler_fn, Config, Consumer, HandlerError, Message, Producer};
 
 /// How long an HTTP request to nsqd may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,6 +1,6 @@
-//! `bench_latency`: PUB round-trip percentiles against nsqd, one message at a time (see `nsq::bench::latency`).
+//! `bench_latency`: PUB round-trip percentiles against nsqd, one message at a time (see `nsq_tools::bench::latency`).
 
-use nsq::bench::{latency, LatencyOptions};
+use nsq_tools::bench::{latency, LatencyOptions};
 
 fn main() {
     let opts: LatencyOptions =

@@ -1,6 +1,6 @@
-//! `to_nsq`: publish stdin, one message per delimited record, to a topic on every given nsqd (see `nsq::tools::to_nsq`).
+//! `to_nsq`: publish stdin, one message per delimited record, to a topic on every given nsqd (see `nsq_tools::to_nsq`).
 
-use nsq::tools::{self, to_nsq};
+use nsq_tools::{self as tools, to_nsq};
 
 #[tokio::main]
 async fn main() {

@@ -1,8 +1,13 @@
-//! The command-line tools built on this library (`to_nsq`, `nsq_tail`, `nsq_stat`, `nsq_to_file`, `nsq-job`): their options and run loops, kept out of `src/bin` so they can be tested.
+//! The command-line tools built on the `nsq` client (`to_nsq`, `nsq_tail`,
+//! `nsq_stat`, `nsq_to_file`, `nsq-job`) and the bench tools: their options
+//! and run loops, kept out of `src/bin` so they can be tested, and out of
+//! the `nsq` crate so a library user does not build clap and the tools'
+//! other dependencies.
 //!
 //! Flag names, defaults and output formats follow upstream NSQ 1.3.0's
 //! `apps/`, so scripts written for those tools keep working.
 
+pub mod bench;
 pub mod file_logger;
 pub mod nsq_job;
 pub mod nsq_stat;
@@ -17,7 +22,7 @@ pub enum ToolError {
     #[error("{0}")]
     Config(String),
     #[error("{0}")]
-    Nsq(#[from] crate::Error),
+    Nsq(#[from] nsq::Error),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -26,7 +31,7 @@ pub type Result<T, E = ToolError> = std::result::Result<T, E>;
 
 /// Applies upstream's `--consumer-opt` / `--producer-opt` values: each is
 /// `option,value` (go-nsq's option names), or a lone `option` meaning true.
-pub fn apply_opts(config: &mut crate::Config, opts: &[String]) -> Result<()> {
+pub fn apply_opts(config: &mut nsq::Config, opts: &[String]) -> Result<()> {
     for opt in opts {
         let mut parts = opt.split(',');
         let key = parts.next().unwrap_or_default();
@@ -74,11 +79,11 @@ mod tests {
 
     #[test]
     fn opts_are_option_comma_value() {
-        let mut c = crate::Config::default();
+        let mut c = nsq::Config::default();
         apply_opts(&mut c, &["max_attempts,7".into(), "client_id,a".into()]).unwrap();
         assert_eq!((c.max_attempts, c.client_id.as_str()), (7, "a"));
         let err = |o: &str| {
-            apply_opts(&mut crate::Config::default(), &[o.to_owned()])
+            apply_opts(&mut nsq::Config::default(), &[o.to_owned()])
                 .unwrap_err()
                 .to_string()
         };

@@ -11,9 +11,9 @@ use clap::Parser;
 use nsq_app::GoDuration;
 use tokio::sync::oneshot;
 
-use super::file_logger::{filename_format, FileLogger, FileSettings};
-use super::{Result, ToolError};
-use crate::{handler_fn, Config, Consumer, HandlerError};
+use crate::file_logger::{filename_format, FileLogger, FileSettings};
+use crate::{Result, ToolError};
+use nsq::{handler_fn, Config, Consumer, HandlerError};
 
 /// Upstream's `nsq_to_file` flags, less `--topic-pattern` and `--work-dir`.
 #[derive(Parser, Debug, Clone)]
@@ -195,7 +195,7 @@ pub async fn run(opts: ToFileOptions, shutdown: impl Future<Output = ()>) -> Res
         user_agent: format!("nsq_to_file/{} nsq-rs", nsq_app::VERSION),
         ..Config::default()
     };
-    super::apply_opts(&mut config, &opts.consumer_opt)?;
+    crate::apply_opts(&mut config, &opts.consumer_opt)?;
     // As upstream: --max-in-flight wins over a consumer option.
     config.max_in_flight = opts.max_in_flight;
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Error>();
@@ -245,7 +245,7 @@ pub async fn run(opts: ToFileOptions, shutdown: impl Future<Output = ()>) -> Res
                     .await?;
             }
         }
-        Ok::<(), crate::Error>(())
+        Ok::<(), nsq::Error>(())
     };
     tokio::pin!(shutdown);
     let outcome: Result<()> = tokio::select! {

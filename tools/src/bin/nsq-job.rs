@@ -1,9 +1,9 @@
 //! `nsq-job`: submit job fires, run shards as worker commands, show status
-//! (see `nsq::tools::nsq_job`).
+//! (see `nsq_tools::nsq_job`).
 
 use clap::Parser;
-use nsq::tools::nsq_job::{self, JobCommand, JobOptions};
-use nsq::tools::{self, ToolError};
+use nsq_tools::nsq_job::{self, JobCommand, JobOptions};
+use nsq_tools::{self as tools, ToolError};
 
 #[tokio::main]
 async fn main() {
