@@ -107,8 +107,8 @@ struct State {
 }
 
 pub(crate) struct Inner {
-    topic: TopicName,
-    channel: ChannelName,
+    pub(crate) topic: TopicName,
+    pub(crate) channel: ChannelName,
     pub(crate) config: Config,
     /// The handler and how many messages it may handle at once.
     handler: OnceLock<(Arc<dyn Handler>, usize)>,

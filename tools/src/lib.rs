@@ -13,6 +13,9 @@ pub mod nsq_job;
 pub mod nsq_stat;
 pub mod nsq_tail;
 pub mod nsq_to_file;
+pub mod nsq_to_http;
+pub mod nsq_to_nsq;
+pub mod targets;
 pub mod to_nsq;
 
 /// Why a tool stopped with a failure (exit status 1).

@@ -1,116 +1,13 @@
 //! End-to-end tests of the command-line tools (`to_nsq`, `nsq_tail`, ...) run as real processes against a real nsqd on port 0.
 
-use std::io::{Read, Write};
+mod support;
+
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use nsq_tests::{wait_until, within, NsqdProcess, NsqlookupdProcess};
-
-/// A tool process whose stdout and stderr are read by threads, so a full
-/// pipe never blocks it, and which is killed if the test ends early.
-struct Tool {
-    child: Option<Child>,
-    stdout: Option<JoinHandle<Vec<u8>>>,
-    stderr: Option<JoinHandle<Vec<u8>>>,
-}
-
-/// What a tool left behind: exit status, stdout, stderr.
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-fn drain(mut r: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        buf
-    })
-}
-
-impl Tool {
-    /// Starts `exe` with `args`; `stdin` is written by a thread and closed.
-    fn spawn(exe: &str, args: &[String], stdin: Option<Vec<u8>>) -> Tool {
-        let mut child = Command::new(exe)
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {exe}: {e}"));
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().expect("stdin pipe");
-            std::thread::spawn(move || {
-                let _ = pipe.write_all(&input);
-            });
-        }
-        Tool {
-            stdout: Some(drain(child.stdout.take().expect("stdout pipe"))),
-            stderr: Some(drain(child.stderr.take().expect("stderr pipe"))),
-            child: Some(child),
-        }
-    }
-
-    /// Sends SIGTERM, the way upstream's tools are asked to stop.
-    fn terminate(&self) {
-        let pid = self.child.as_ref().expect("running").id();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-    }
-
-    /// Waits for the process to exit on its own (the test's `within` bounds it).
-    async fn finish(mut self) -> Finished {
-        let mut child = self.child.take().expect("child");
-        let stdout = self.stdout.take().expect("stdout");
-        let stderr = self.stderr.take().expect("stderr");
-        tokio::task::spawn_blocking(move || {
-            let status = child.wait().expect("wait");
-            let text = |h: JoinHandle<Vec<u8>>| String::from_utf8(h.join().unwrap()).unwrap();
-            Finished {
-                status,
-                stdout: text(stdout),
-                stderr: text(stderr),
-            }
-        })
-        .await
-        .unwrap()
-    }
-}
-
-impl Drop for Tool {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The `topic` entry of nsqd's JSON stats, or Null.
-fn topic_stats(nsqd: &NsqdProcess, topic: &str) -> serde_json::Value {
-    let stats = nsqd
-        .http_get(&format!("/stats?format=json&topic={topic}"))
-        .json();
-    stats["topics"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["topic_name"] == topic))
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
+use support::{args, topic_stats, Tool};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn to_nsq_publishes_every_record_to_every_nsqd() {
