@@ -113,9 +113,7 @@ impl ToHttpOptions {
         if self.get.iter().any(|g| g.matches("%s").count() != 1) {
             return fail("invalid GET address - must be a printf string");
         }
-        let mode = match self.mode.as_str() {
-            m => Mode::parse(m).map_err(ToolError::Config)?,
-        };
+        let mode = Mode::parse(&self.mode).map_err(ToolError::Config)?;
         if !(0.0..=1.0).contains(&self.sample) {
             return fail("--sample must be between 0.0 and 1.0");
         }
@@ -252,7 +250,7 @@ impl Sender {
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed)
             + took.as_micros() as u64;
         let count = self.status.count.fetch_add(1, Ordering::Relaxed) + 1;
-        if count % self.status_every == 0 {
+        if count.is_multiple_of(self.status_every) {
             info!(
                 "[aggregate]: {count} requests, {:.3}ms average",
                 micros as f64 / count as f64 / 1000.0

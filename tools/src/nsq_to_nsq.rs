@@ -157,7 +157,7 @@ impl Copier {
         self.targets.mark(i, result.is_ok());
         if result.is_ok() && self.status_every > 0 {
             let n = self.published.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % self.status_every == 0 {
+            if n.is_multiple_of(self.status_every) {
                 info!("{n} messages published");
             }
         }
