@@ -10,8 +10,6 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::Channel;
-
 /// Client states as upstream numbers them in `/stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -81,9 +79,8 @@ pub struct Client {
     pub(crate) stop: CancellationToken,
     /// Messages published per topic over this connection, for `/stats`.
     pub_counts: Mutex<BTreeMap<String, u64>>,
-    channel: OnceLock<Arc<Channel>>,
     /// Set at IDENTIFY when the client declared a job capacity.
-    job: OnceLock<crate::channel::JobWorker>,
+    job: OnceLock<JobWorker>,
 }
 
 impl Client {
@@ -117,7 +114,6 @@ impl Client {
             }),
             stop,
             pub_counts: Mutex::new(BTreeMap::new()),
-            channel: OnceLock::new(),
             job: OnceLock::new(),
         }
     }
@@ -193,20 +189,24 @@ impl Client {
         self.ready_count().saturating_sub(self.in_flight())
     }
 
-    pub fn channel(&self) -> Option<&Arc<Channel>> {
-        self.channel.get()
-    }
-
     /// The job worker this client declared itself, if any.
-    pub fn job(&self) -> Option<&crate::channel::JobWorker> {
+    pub fn job(&self) -> Option<&JobWorker> {
         self.job.get()
     }
 
-    pub(crate) fn set_job(&self, worker: crate::channel::JobWorker) {
+    pub(crate) fn set_job(&self, worker: JobWorker) {
         let _ = self.job.set(worker);
     }
+}
 
-    pub(crate) fn set_channel(&self, channel: Arc<Channel>) {
-        let _ = self.channel.set(channel);
-    }
+/// What a worker declared at IDENTIFY, shared by its connection.
+#[derive(Debug)]
+pub struct JobWorker {
+    /// Load units this connection may hold at once.
+    pub capacity: u64,
+    /// The worker's name (IDENTIFY `client_id`); connections with the same
+    /// name share `total`.
+    pub name: String,
+    /// In-flight load of this worker over all its job channels on this nsqd.
+    pub total: Arc<AtomicU64>,
 }

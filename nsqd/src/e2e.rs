@@ -11,7 +11,7 @@
 //! numbers are approximations too (perks' error bounds); clients only show
 //! them.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::Rng;
@@ -19,8 +19,7 @@ use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Serialize, Serializer};
 use tokio::time::Instant;
 
-use crate::channel::Channel;
-use crate::message::{unix_nanos, Message};
+use crate::message::unix_nanos;
 
 /// Samples kept per window: p99 of a uniform sample this large is within
 /// about ±0.3 percentile points, and two full windows cost 32 KiB.
@@ -304,33 +303,25 @@ pub fn channel_result(stream: Option<&E2eStream>, percentiles: &[f64]) -> E2eRes
 /// A topic's result: the merge of its channels' windows, as upstream's
 /// `AggregateChannelE2eProcessingLatency`; null percentiles when no channel
 /// has a stream.
-pub fn topic_result(channels: &[Arc<Channel>], percentiles: &[f64]) -> E2eResult {
-    topic_snapshot(channels)
+pub fn topic_result<'a>(
+    streams: impl IntoIterator<Item = &'a E2eStream>,
+    percentiles: &[f64],
+) -> E2eResult {
+    topic_snapshot(streams)
         .map(|s| s.result(percentiles))
         .unwrap_or_default()
 }
 
-/// The merged snapshot of a topic's channels, `None` when none records.
-pub fn topic_snapshot(channels: &[Arc<Channel>]) -> Option<E2eSnapshot> {
+/// The merged snapshot of a topic's channels' streams, `None` when there
+/// are none.
+pub fn topic_snapshot<'a>(streams: impl IntoIterator<Item = &'a E2eStream>) -> Option<E2eSnapshot> {
     let mut merged: Option<E2eSnapshot> = None;
-    for c in channels {
-        if let Some(s) = c.e2e.as_ref() {
-            merged
-                .get_or_insert_with(E2eSnapshot::default)
-                .merge(&s.snapshot());
-        }
+    for s in streams {
+        merged
+            .get_or_insert_with(E2eSnapshot::default)
+            .merge(&s.snapshot());
     }
     merged
-}
-
-impl Channel {
-    /// Record a FIN for the latency stream, if one is configured. Called
-    /// after the channel lock is released.
-    pub(crate) fn record_e2e(&self, msg: &Message) {
-        if let Some(s) = &self.e2e {
-            s.record_finish(msg.timestamp);
-        }
-    }
 }
 
 #[cfg(test)]

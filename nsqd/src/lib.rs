@@ -7,6 +7,7 @@
 //! future resolves.
 
 pub mod auth;
+pub mod backlog;
 pub mod channel;
 pub mod client;
 pub mod compress;
@@ -15,6 +16,7 @@ pub mod disk_io;
 pub mod disk_queue;
 pub mod e2e;
 pub mod http;
+pub mod id_map;
 pub mod lookup;
 pub mod message;
 pub mod metadata;

@@ -215,7 +215,7 @@ pub fn render(nsqd: &Nsqd) -> String {
         d_corrupt.add(tl(), ts.disk_damage.corrupt_records as f64);
         d_bad.add(tl(), ts.disk_damage.bad_segments as f64);
         if !percentiles.is_empty() {
-            if let Some(snap) = e2e::topic_snapshot(&channels) {
+            if let Some(snap) = e2e::topic_snapshot(channels.iter().filter_map(|c| c.e2e())) {
                 add_summary(&mut t_e2e, tl(), &snap, &percentiles);
             }
         }
@@ -238,7 +238,7 @@ pub fn render(nsqd: &Nsqd) -> String {
             c_paused.add(cl(), f64::from(u8::from(s.paused)));
             d_corrupt.add(cl(), s.disk_damage.corrupt_records as f64);
             d_bad.add(cl(), s.disk_damage.bad_segments as f64);
-            if let (false, Some(stream)) = (percentiles.is_empty(), c.e2e.as_ref()) {
+            if let (false, Some(stream)) = (percentiles.is_empty(), c.e2e()) {
                 add_summary(&mut c_e2e, cl(), &stream.snapshot(), &percentiles);
             }
         }

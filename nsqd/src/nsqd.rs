@@ -15,10 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::channel::{Channel, ChannelLimits, IdMap};
+use crate::channel::{Channel, ChannelLimits};
 use crate::client::{Client, ClientSettings};
 use crate::disk_io::{DiskIo, DiskIoOptions};
 use crate::disk_queue::DiskQueueOptions;
+use crate::id_map::IdMap;
 use crate::lookup::Lookup;
 use crate::metadata::{self, ChannelMeta, DirLock, Metadata, TopicMeta};
 use crate::options::{Options, OptionsError};
@@ -177,7 +178,7 @@ impl Nsqd {
             let topic = Topic::new(
                 name.clone(),
                 self.node_id,
-                self.limits,
+                self.limits.clone(),
                 starting,
                 Some(self.disk_io.clone()),
                 Some(self.pump_ctx.clone()),
@@ -347,7 +348,7 @@ impl Nsqd {
             let topic = Topic::new(
                 name.clone(),
                 self.node_id,
-                self.limits,
+                self.limits.clone(),
                 false,
                 Some(self.disk_io.clone()),
                 Some(self.pump_ctx.clone()),
@@ -553,7 +554,7 @@ impl Nsqd {
     /// A job worker for a client that declared a capacity at IDENTIFY.
     /// Connections with the same `client_id` are one worker: they share the
     /// in-flight load total that breaks ties between workers.
-    pub(crate) fn job_worker(&self, capacity: u64, name: String) -> crate::channel::JobWorker {
+    pub(crate) fn job_worker(&self, capacity: u64, name: String) -> crate::client::JobWorker {
         let mut totals = self.job_totals.lock().unwrap_or_else(|e| e.into_inner());
         totals.retain(|_, t| t.strong_count() > 0);
         let total = match totals.get(&name).and_then(|t| t.upgrade()) {
@@ -564,7 +565,7 @@ impl Nsqd {
                 t
             }
         };
-        crate::channel::JobWorker {
+        crate::client::JobWorker {
             capacity,
             name,
             total,
@@ -718,6 +719,7 @@ impl Nsqd {
                     .then(|| Instant::now() + *opts.job_settle_time),
                 min_workers: opts.job_min_workers as usize,
             },
+            events: Default::default(),
         };
         let live = crate::config::LiveOptions::new(&opts);
         let metadata_progress = Arc::new(metadata::Progress::default());

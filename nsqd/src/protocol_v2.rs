@@ -114,10 +114,16 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAd
     nsqd.remove_client(&client);
 }
 
+/// The channel a connection subscribed to: set once by SUB, read by the
+/// reader (FIN, REQ, TOUCH) and the writer (delivery).
+type Subscription = Arc<std::sync::OnceLock<Arc<Channel>>>;
+
 /// The reader side's state for one connection.
 struct Connection {
     nsqd: Arc<Nsqd>,
     client: Arc<Client>,
+    /// The channel after SUB, shared with the writer.
+    subscription: Subscription,
     settings: ClientSettings,
     /// The topic last published to, to skip the topic map on repeat PUBs.
     last_topic: Option<Arc<Topic>>,
@@ -140,6 +146,7 @@ impl Connection {
         let settings = nsqd.default_client_settings();
         Connection {
             client,
+            subscription: Subscription::default(),
             settings,
             last_topic: None,
             to_writer: None,
@@ -162,9 +169,15 @@ impl Connection {
         self.to_writer = Some(tx);
         let stop = self.client.stop.clone();
         let writer = tokio::spawn(
-            Writer::new(self.client.clone(), self.settings.clone(), rx, stop.clone())
-                .run(write)
-                .in_current_span(),
+            Writer::new(
+                self.client.clone(),
+                self.subscription.clone(),
+                self.settings.clone(),
+                rx,
+                stop.clone(),
+            )
+            .run(write)
+            .in_current_span(),
         );
         if let Err(reason) = self.read_loop(&mut read, &stop, input, first).await {
             debug!(reason, "closing connection");
@@ -178,7 +191,7 @@ impl Connection {
             stop.cancel();
             let _ = writer.await;
         }
-        if let Some(channel) = self.client.channel().cloned() {
+        if let Some(channel) = self.subscription.get().cloned() {
             self.nsqd.client_left_channel(&channel, self.client.id);
         }
     }
@@ -311,8 +324,8 @@ impl Connection {
     }
 
     fn subscribed_channel(&self) -> Result<&Arc<Channel>, ProtocolError> {
-        self.client
-            .channel()
+        self.subscription
+            .get()
             .ok_or_else(|| ProtocolError::invalid("client not subscribed"))
     }
 
@@ -354,7 +367,7 @@ impl Connection {
                 }
             }
         };
-        self.client.set_channel(channel);
+        let _ = self.subscription.set(channel);
         self.client.set_state(ClientState::Subscribed);
         self.send_response(Bytes::from_static(OK)).await;
         Ok(())
@@ -482,6 +495,7 @@ async fn read_with_deadline<R: AsyncRead + Unpin>(
 /// The writer task: owns the socket's write side.
 struct Writer {
     client: Arc<Client>,
+    subscription: Subscription,
     settings: ClientSettings,
     control: mpsc::Receiver<ToWriter>,
     stop: CancellationToken,
@@ -492,12 +506,14 @@ struct Writer {
 impl Writer {
     fn new(
         client: Arc<Client>,
+        subscription: Subscription,
         settings: ClientSettings,
         control: mpsc::Receiver<ToWriter>,
         stop: CancellationToken,
     ) -> Self {
         Writer {
             client,
+            subscription,
             settings,
             control,
             stop,
@@ -583,7 +599,7 @@ impl Writer {
 
     /// Send messages while the client has room and the channel has messages.
     async fn deliver<W: AsyncWrite + Unpin>(&mut self, write: &mut W) -> Result<(), &'static str> {
-        let Some(channel) = self.client.channel().cloned() else {
+        let Some(channel) = self.subscription.get().cloned() else {
             return Ok(());
         };
         loop {

@@ -279,7 +279,7 @@ pub fn collect(nsqd: &Nsqd, filter: &StatsFilter) -> Snapshot {
                     client_count: s.client_count as u64,
                     clients,
                     paused: s.paused,
-                    e2e_processing_latency: e2e::channel_result(c.e2e.as_ref(), &percentiles),
+                    e2e_processing_latency: e2e::channel_result(c.e2e(), &percentiles),
                     disk_corrupt_records: s.disk_damage.corrupt_records,
                     disk_bad_segments: s.disk_damage.bad_segments,
                     max_attempts: (dl.options.max_attempts > 0).then_some(dl.options.max_attempts),
@@ -298,7 +298,10 @@ pub fn collect(nsqd: &Nsqd, filter: &StatsFilter) -> Snapshot {
             message_count: ts.message_count,
             message_bytes: ts.message_bytes,
             paused: ts.paused,
-            e2e_processing_latency: e2e::topic_result(&all, &percentiles),
+            e2e_processing_latency: e2e::topic_result(
+                all.iter().filter_map(|c| c.e2e()),
+                &percentiles,
+            ),
             disk_corrupt_records: ts.disk_damage.corrupt_records,
             disk_bad_segments: ts.disk_damage.bad_segments,
         });

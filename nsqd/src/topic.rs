@@ -2,7 +2,7 @@
 //! holds messages (memory, then its own disk queue) while it has no channel,
 //! is paused, or is starting.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -12,8 +12,9 @@ use bytes::Bytes;
 use nsq_protocol::{ChannelName, TopicName};
 use tokio::time::Instant;
 
-use crate::channel::{Channel, ChannelLimits, ChannelStats, DiskWrite};
-use crate::disk_io::{DiskDamage, DiskIo, DiskSink, QueueHandle, WriteBatch};
+use crate::backlog::{wall_due, Backlog, DiskWrite};
+use crate::channel::{Channel, ChannelLimits, ChannelStats};
+use crate::disk_io::{DiskDamage, DiskIo, DiskSink, QueueHandle};
 use crate::disk_queue::Position;
 use crate::message::{unix_nanos, IdGenerator, Message};
 use crate::metadata::Progress;
@@ -63,18 +64,16 @@ pub struct TopicStats {
 struct TopicState {
     channels: BTreeMap<ChannelName, Arc<Channel>>,
     /// Messages published while there was no channel to take them, or while
-    /// paused or starting; they go to the channels once delivery can begin.
-    held: VecDeque<Message>,
+    /// paused or starting (in memory, then on the topic's disk queue); they
+    /// go to the channels once delivery can begin.
+    held: Backlog,
     /// Deferred publishes held likewise, with their due time.
     held_deferred: Vec<(Message, Instant)>,
-    /// Held records sent to the disk queue and not yet written / on disk.
-    to_disk: u64,
-    on_disk: u64,
-    /// The pump has a read outstanding (durable: or a commit).
+    /// The pump waits for the channels' copies of a batch (durable: and a
+    /// commit) before reading the next.
     pumping: bool,
     /// Durable: `held` came from disk up to here, not yet committed.
     held_from_disk: Option<Position>,
-    disk_damage: DiskDamage,
     paused: bool,
     /// Held back from delivery until `start`: a new topic waits while the
     /// channels lookupd knows for it are created, so none misses a message.
@@ -100,7 +99,8 @@ pub struct Topic {
     deleted: AtomicBool,
     /// Where disk queues come from (`None`: memory only).
     disk_io: Option<Arc<DiskIo>>,
-    /// The topic's own disk queue (`None` for ephemeral topics).
+    /// The topic's own disk queue (`None` for ephemeral topics); also in
+    /// `held`.
     disk: Option<QueueHandle>,
     /// Where the pump waits (only with a disk queue).
     pump_ctx: Option<Arc<PumpContext>>,
@@ -129,23 +129,25 @@ impl Topic {
             .map(|d| d.queue(name.as_str()));
         let pump_ctx = pump_ctx.filter(|_| disk.is_some());
         Arc::new_cyclic(|me| Topic {
-            name,
-            limits,
             state: Mutex::new(TopicState {
                 channels: BTreeMap::new(),
-                held: VecDeque::new(),
+                held: Backlog::new(
+                    disk.clone().map(|d| (d, me.clone() as Weak<dyn DiskSink>)),
+                    limits.mem_queue_size,
+                    limits.durable,
+                    name.is_ephemeral(),
+                ),
                 held_deferred: Vec::new(),
-                to_disk: 0,
-                on_disk: 0,
                 pumping: false,
                 held_from_disk: None,
-                disk_damage: DiskDamage::default(),
                 paused: false,
                 starting,
                 ids: IdGenerator::new(node_id),
                 message_count: 0,
                 message_bytes: 0,
             }),
+            name,
+            limits,
             deleted: AtomicBool::new(false),
             disk_io,
             disk,
@@ -154,17 +156,8 @@ impl Topic {
         })
     }
 
-    /// `--durable`, with a disk queue to be durable on.
-    fn durable(&self) -> bool {
-        self.limits.durable && self.disk.is_some()
-    }
-
     fn lock(&self) -> MutexGuard<'_, TopicState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn sink(&self) -> Weak<dyn DiskSink> {
-        self.me.clone()
     }
 
     pub fn is_ephemeral(&self) -> bool {
@@ -191,7 +184,7 @@ impl Topic {
         }
         for c in self.channels() {
             if let Some(d) = c.disk_handle() {
-                out.push((Some(c.clone()), d.clone()));
+                out.push((Some(c.clone()), d));
             }
         }
         out
@@ -200,7 +193,7 @@ impl Topic {
     /// Records found on the topic's disk queue after a restart.
     pub(crate) fn set_on_disk(&self, depth: u64) {
         let mut st = self.lock();
-        st.on_disk = depth;
+        st.held.set_on_disk(depth);
         self.pump(&mut st);
     }
 
@@ -218,9 +211,7 @@ impl Topic {
             return Err(PutError::Exiting);
         }
         let fits = if st.holding() {
-            self.disk.is_some()
-                || self.is_ephemeral()
-                || st.held.len() + st.held_deferred.len() + n <= self.limits.mem_queue_size
+            st.held.unbounded() || st.held.room(st.held_deferred.len()) >= n
         } else {
             st.channels
                 .values()
@@ -243,7 +234,7 @@ impl Topic {
         let due = defer.filter(|d| !d.is_zero()).map(|d| Instant::now() + d);
         let mut writes = Vec::new();
         if st.holding() {
-            writes.extend(self.hold(&mut st, msgs, due));
+            writes.extend(self.hold(&mut st, &msgs, due));
         } else {
             fan_out(&st, &msgs, due, &mut writes);
         }
@@ -255,44 +246,17 @@ impl Topic {
     fn hold(
         &self,
         st: &mut TopicState,
-        msgs: Vec<Message>,
+        msgs: &[Message],
         due: Option<Instant>,
     ) -> Option<DiskWrite> {
-        // Durable: everything goes through the disk queue.
-        let on_disk = st.to_disk + st.on_disk > 0 || self.durable();
-        let room = if on_disk {
-            0
-        } else {
-            self.limits
-                .mem_queue_size
-                .saturating_sub(st.held.len() + st.held_deferred.len())
-        };
-        let keep = match &self.disk {
-            None if !self.is_ephemeral() => msgs.len(),
-            _ => room.min(msgs.len()),
-        };
-        let mut msgs = msgs.into_iter();
-        for m in msgs.by_ref().take(keep) {
-            match due {
-                Some(at) => st.held_deferred.push((m, at)),
-                None => st.held.push_back(m),
-            }
+        let keep = st.held.keep_in_memory(msgs.len(), st.held_deferred.len());
+        let (now, rest) = msgs.split_at(keep);
+        match due {
+            Some(at) => st.held_deferred.extend(now.iter().map(|m| (m.clone(), at))),
+            None => st.held.mem.extend(now.iter().cloned()),
         }
-        let disk = self.disk.as_ref()?;
-        let due_nanos = due.map_or(0, |at| {
-            unix_nanos() + at.saturating_duration_since(Instant::now()).as_nanos() as i64
-        });
-        let mut batch = WriteBatch::default();
-        for m in msgs {
-            batch.push(|out| m.encode_disk(due_nanos, out));
-        }
-        if batch.is_empty() {
-            return None;
-        }
-        st.to_disk += batch.len() as u64;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        disk.write(batch, self.sink(), Some(tx));
-        Some(rx)
+        let due_nanos = due.map_or(0, |at| wall_due(at, Instant::now(), unix_nanos()));
+        st.held.write(rest, due_nanos)
     }
 
     /// The channel of that name, created if missing. Returns whether it was
@@ -306,9 +270,13 @@ impl Topic {
             .disk_io
             .as_ref()
             .map(|d| d.queue(&format!("{}:{}", self.name, name)));
-        let channel = Channel::new(self.name.clone(), name.clone(), self.limits, disk);
+        let channel = Channel::new(self.name.clone(), name.clone(), self.limits.clone(), disk);
         st.channels.insert(name.clone(), channel.clone());
         self.release_held(&mut st);
+        drop(st);
+        if let Some(e) = self.limits.events.get() {
+            e.created(&self.name, name);
+        }
         (channel, true)
     }
 
@@ -328,7 +296,7 @@ impl Topic {
     pub fn delete_channel(&self, name: &str) -> Option<Arc<Channel>> {
         let removed = self.lock().channels.remove(name);
         if let Some(c) = &removed {
-            c.mark_deleted();
+            self.channel_deleted(c);
         }
         removed
     }
@@ -343,10 +311,19 @@ impl Topic {
             .is_some_and(|c| Arc::ptr_eq(c, channel));
         if same && channel.client_count() == 0 {
             st.channels.remove(&channel.name);
-            channel.mark_deleted();
+            drop(st);
+            self.channel_deleted(channel);
             return true;
         }
         false
+    }
+
+    /// Called outside the topic's lock.
+    fn channel_deleted(&self, channel: &Channel) {
+        channel.mark_deleted();
+        if let Some(e) = self.limits.events.get() {
+            e.deleted(&self.name, &channel.name);
+        }
     }
 
     pub fn pause(&self) {
@@ -373,37 +350,24 @@ impl Topic {
     /// Drop what the topic itself holds (not its channels' messages).
     pub fn empty(&self) {
         let mut st = self.lock();
-        st.held.clear();
+        st.held.empty();
         st.held_deferred.clear();
         st.held_from_disk = None;
-        st.on_disk = 0;
-        if let Some(disk) = &self.disk {
-            disk.empty(self.sink());
-        }
     }
 
     /// Write what the topic holds in memory to its disk queue, at shutdown.
     pub fn flush_to_disk(&self) -> usize {
-        let Some(disk) = &self.disk else { return 0 };
         let mut st = self.lock();
-        let mut batch = WriteBatch::default();
-        for m in st.held.drain(..) {
-            batch.push(|out| m.encode_disk(0, out));
-        }
-        let now = Instant::now();
-        let wall = unix_nanos();
-        for (m, at) in st.held_deferred.drain(..) {
-            let due = wall + at.saturating_duration_since(now).as_nanos() as i64;
-            batch.push(|out| m.encode_disk(due, out));
-        }
-        let n = batch.len();
-        if n > 0 {
-            st.to_disk += n as u64;
-            disk.write(batch, self.sink(), None);
-        }
+        let st = &mut *st;
+        let (now, wall) = (Instant::now(), unix_nanos());
+        let deferred = st
+            .held_deferred
+            .drain(..)
+            .map(|(m, at)| (m, wall_due(at, now, wall)));
+        let n = st.held.flush(deferred);
         if let Some(end) = st.held_from_disk.take() {
             // Written again just now: the records they came from are done.
-            disk.commit(end);
+            st.held.commit(end);
         }
         n
     }
@@ -417,14 +381,13 @@ impl Topic {
 
     pub fn stats(&self) -> (TopicStats, Vec<(ChannelName, ChannelStats)>) {
         let st = self.lock();
-        let backend = st.to_disk + st.on_disk;
         let topic = TopicStats {
-            depth: (st.held.len() + st.held_deferred.len()) as u64 + backend,
-            backend_depth: backend,
+            depth: st.held.depth() + st.held_deferred.len() as u64,
+            backend_depth: st.held.on_disk(),
             message_count: st.message_count,
             message_bytes: st.message_bytes,
             paused: st.paused,
-            disk_damage: st.disk_damage,
+            disk_damage: st.held.damage(),
         };
         let channels = st
             .channels
@@ -439,7 +402,7 @@ impl Topic {
         if st.holding() {
             return;
         }
-        let held: Vec<Message> = st.held.drain(..).collect();
+        let held: Vec<Message> = st.held.mem.drain(..).collect();
         let mut writes = Vec::new();
         if !held.is_empty() {
             fan_out(st, &held, None, &mut writes);
@@ -461,7 +424,7 @@ impl Topic {
         let (Some(ctx), Some(disk)) = (&self.pump_ctx, &self.disk) else {
             return self.pump(st);
         };
-        let durable = self.durable();
+        let durable = st.held.durable();
         if writes.is_empty() && !durable {
             return self.pump(st);
         }
@@ -498,11 +461,8 @@ impl Topic {
 
     /// Stream the held records on disk to the channels, a batch at a time.
     fn pump(&self, st: &mut TopicState) {
-        if let Some(disk) = &self.disk {
-            if !st.pumping && !st.holding() && st.on_disk + st.to_disk > 0 {
-                st.pumping = true;
-                disk.read(PUMP_BATCH, self.sink());
-            }
+        if !st.pumping && !st.holding() {
+            st.held.read(PUMP_BATCH);
         }
     }
 }
@@ -521,9 +481,7 @@ fn fan_out(st: &TopicState, msgs: &[Message], due: Option<Instant>, writes: &mut
 impl DiskSink for Topic {
     fn written(&self, count: u64, result: &io::Result<()>, depth: u64) {
         let mut st = self.lock();
-        st.to_disk = st.to_disk.saturating_sub(count);
-        st.on_disk = depth;
-        if result.is_err() {
+        if st.held.written(count, result, depth) {
             tracing::error!(topic = %self.name, count, "messages lost to a failed disk write");
         }
         self.pump(&mut st);
@@ -536,39 +494,28 @@ impl DiskSink for Topic {
         depth: u64,
         damage: DiskDamage,
     ) {
-        let now = Instant::now();
-        let wall = unix_nanos();
         let mut st = self.lock();
-        st.on_disk = depth;
-        st.pumping = false;
-        st.disk_damage = damage;
+        let st = &mut *st;
         let mut now_msgs = Vec::with_capacity(records.len());
         let mut writes = Vec::new();
-        for (_, r) in &records {
-            match Message::decode_disk(r) {
-                Some((m, due)) if due > wall => {
-                    let at = now + Duration::from_nanos((due - wall) as u64);
-                    if st.holding() {
-                        st.held_deferred.push((m, at));
-                    } else {
-                        fan_out(&st, std::slice::from_ref(&m), Some(at), &mut writes);
-                    }
-                }
-                Some((m, _)) => now_msgs.push(m),
-                None => tracing::error!(topic = %self.name, "undecodable disk record skipped"),
+        for r in st.held.refilled(records, depth, damage, &self.name) {
+            match r.due {
+                Some(at) if st.holding() => st.held_deferred.push((r.msg, at)),
+                Some(at) => fan_out(st, std::slice::from_ref(&r.msg), Some(at), &mut writes),
+                None => now_msgs.push(r.msg),
             }
         }
         let held = st.holding();
         if held {
             // Paused again meanwhile: keep them in memory.
-            st.held.extend(now_msgs);
+            st.held.mem.extend(now_msgs);
         } else if !now_msgs.is_empty() {
-            fan_out(&st, &now_msgs, None, &mut writes);
+            fan_out(st, &now_msgs, None, &mut writes);
         }
-        if held && self.durable() {
+        if held && st.held.durable() {
             st.held_from_disk = Some(end);
         } else if !held {
-            self.pump_after(&mut st, writes, end);
+            self.pump_after(st, writes, end);
         }
     }
 }

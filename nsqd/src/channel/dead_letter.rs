@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use nsq_protocol::names::{EPHEMERAL_SUFFIX, MAX_NAME_LEN};
 use nsq_protocol::TopicName;
 
-use super::{Channel, ChannelState};
+use super::Channel;
 use crate::message::Message;
 
 /// `<topic>.dead`.
@@ -47,26 +47,59 @@ pub fn default_topic(topic: &TopicName) -> TopicName {
         .unwrap_or_else(|_| topic.clone())
 }
 
+/// A channel's dead-letter state, under the channel's lock: the options,
+/// and the exhausted messages set aside until nsqd publishes them.
+#[derive(Default)]
+pub(super) struct DeadLetters {
+    pub options: ChannelOptions,
+    /// Exhausted messages waiting to be published to the dead-letter topic.
+    dead: Vec<Message>,
+    count: u64,
+}
+
+impl DeadLetters {
+    /// Whether a message that failed (REQ or timeout) has used up its
+    /// attempts and must not go back.
+    pub fn exhausted(&self, msg: &Message) -> bool {
+        let max = self.options.max_attempts;
+        max > 0 && msg.attempts >= max
+    }
+
+    /// Set an exhausted message aside for the dead-letter topic.
+    pub fn bury(&mut self, msg: Message) {
+        self.count += 1;
+        self.dead.push(msg);
+    }
+
+    pub fn take(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.dead)
+    }
+
+    pub fn stats(&self) -> DeadLetterStats {
+        DeadLetterStats {
+            options: self.options.clone(),
+            dead_count: self.count,
+        }
+    }
+}
+
 impl Channel {
     pub fn options(&self) -> ChannelOptions {
-        self.lock().options.clone()
+        self.lock().dead.options.clone()
     }
 
     pub fn set_options(&self, options: ChannelOptions) {
-        self.lock().options = options;
+        self.lock().dead.options = options;
     }
 
     pub fn dead_letter_stats(&self) -> DeadLetterStats {
-        let st = self.lock();
-        DeadLetterStats {
-            options: st.options.clone(),
-            dead_count: st.dead_count,
-        }
+        self.lock().dead.stats()
     }
 
     /// The topic this channel's exhausted messages go to.
     pub fn dead_letter_topic(&self) -> TopicName {
         self.lock()
+            .dead
             .options
             .dead_letter_topic
             .clone()
@@ -83,21 +116,7 @@ impl Channel {
         let mut st = self.lock();
         // Cleared under the lock that sets it, so no message is missed.
         self.has_dead.store(false, Ordering::Release);
-        std::mem::take(&mut st.dead)
-    }
-
-    /// A message that failed (REQ or timeout) either goes back (`Some`) or,
-    /// having used up its attempts, is set aside for the dead-letter topic.
-    pub(super) fn retry_or_bury(&self, st: &mut ChannelState, msg: Message) -> Option<Message> {
-        let max = st.options.max_attempts;
-        if max == 0 || msg.attempts < max {
-            return Some(msg);
-        }
-        st.dead_count += 1;
-        super::jobs::on_dead(st, &msg);
-        st.dead.push(msg);
-        self.has_dead.store(true, Ordering::Release);
-        None
+        st.dead.take()
     }
 }
 

@@ -20,6 +20,7 @@ fn channel(mem: usize) -> Arc<Channel> {
             max_channel_consumers: 0,
             e2e_window: None,
             durable: false,
+            ..Default::default()
         },
         None,
     )
@@ -193,10 +194,9 @@ fn deadline_order_stays_bounded_when_one_message_is_held() {
             ch.finish(1, m.id).unwrap();
         }
     }
-    let st = ch.lock();
-    let slot = st.clients.get(&1).unwrap();
-    assert_eq!(slot.live, 1);
-    assert!(slot.order.len() < 200, "order grew to {}", slot.order.len());
+    let (live, order) = ch.lock().flights.order_len(1).unwrap();
+    assert_eq!(live, 1);
+    assert!(order < 200, "order grew to {order}");
 }
 
 #[test]
@@ -227,6 +227,7 @@ fn max_channel_consumers() {
             max_channel_consumers: 1,
             e2e_window: None,
             durable: false,
+            ..Default::default()
         },
         None,
     );
@@ -264,6 +265,7 @@ fn spilling_channel(io: &crate::disk_io::DiskIo, mem: usize) -> Arc<Channel> {
             max_channel_consumers: 0,
             e2e_window: None,
             durable: false,
+            ..Default::default()
         },
         Some(io.queue("t:c")),
     )

@@ -1,0 +1,324 @@
+//! A channel's messages out with clients: the in-flight table with each
+//! client's deliveries in deadline order, and the deferred heap. Everything
+//! here runs under the channel's lock.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::{IdMap, InFlightError};
+use crate::client::Client;
+use crate::message::Message;
+
+pub(super) struct InFlight {
+    pub msg: Message,
+    pub client_id: u64,
+    pub delivered_at: Instant,
+    /// Distinguishes this delivery from earlier ones of the same message, so
+    /// stale entries in a client's deadline order are recognised.
+    generation: u64,
+}
+
+/// A client's in-flight deliveries in deadline order. Each client has one
+/// msg_timeout, so new deliveries append in order; FINs leave stale entries
+/// behind, dropped from the front as they are met and compacted when they
+/// outnumber live ones.
+pub(super) struct ClientSlot {
+    pub client: Arc<Client>,
+    order: VecDeque<(Instant, u64, u64)>,
+    live: usize,
+}
+
+struct Deferred {
+    due: Instant,
+    seq: u64,
+    msg: Message,
+}
+
+impl PartialEq for Deferred {
+    fn eq(&self, other: &Self) -> bool {
+        self.due == other.due && self.seq == other.seq
+    }
+}
+impl Eq for Deferred {}
+impl PartialOrd for Deferred {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Deferred {
+    // Reversed, so the BinaryHeap (a max-heap) yields the earliest due first.
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        other.due.cmp(&self.due).then(other.seq.cmp(&self.seq))
+    }
+}
+
+/// A message that outlived its deadline, taken out of flight.
+pub(super) struct Expired {
+    pub client_id: u64,
+    pub id: u64,
+    pub msg: Message,
+    /// Delivery time plus how long it was held (quarantine for jobs).
+    pub until: Instant,
+}
+
+#[derive(Default)]
+pub(super) struct Flights {
+    in_flight: IdMap<InFlight>,
+    clients: IdMap<ClientSlot>,
+    deferred: BinaryHeap<Deferred>,
+    generation: u64,
+}
+
+impl Flights {
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn clients(&self) -> impl Iterator<Item = &Arc<Client>> {
+        self.clients.values().map(|s| &s.client)
+    }
+
+    pub fn client(&self, id: u64) -> Option<&Arc<Client>> {
+        self.clients.get(&id).map(|s| &s.client)
+    }
+
+    pub fn in_flight_count(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub fn deferred_count(&self) -> usize {
+        self.deferred.len()
+    }
+
+    pub fn in_flight(&self) -> impl Iterator<Item = &InFlight> {
+        self.in_flight.values()
+    }
+
+    pub fn deferred(&self) -> impl Iterator<Item = &Message> {
+        self.deferred.iter().map(|d| &d.msg)
+    }
+
+    pub fn join(&mut self, client: Arc<Client>) {
+        let slot = ClientSlot {
+            client,
+            order: VecDeque::new(),
+            live: 0,
+        };
+        self.clients.insert(slot.client.id, slot);
+    }
+
+    /// Remove a client; returns it with its in-flight messages, oldest
+    /// first.
+    pub fn leave(&mut self, client_id: u64) -> Option<(Arc<Client>, Vec<Message>)> {
+        let slot = self.clients.remove(&client_id)?;
+        let mut back = Vec::with_capacity(slot.live);
+        for &(_, id, generation) in &slot.order {
+            let live = self
+                .in_flight
+                .get(&id)
+                .is_some_and(|f| f.generation == generation && f.client_id == client_id);
+            if let Some(f) = live.then(|| self.in_flight.remove(&id)).flatten() {
+                back.push(f.msg);
+            }
+        }
+        slot.client.reset_in_flight();
+        Some((slot.client, back))
+    }
+
+    /// Put `msgs` in flight to `client` until `deadline` and append copies
+    /// to `out`: the one place a delivery starts. Returns how many (none if
+    /// the client is not subscribed, in which case `msgs` is not consumed).
+    pub fn start(
+        &mut self,
+        client: &Client,
+        msgs: impl Iterator<Item = Message>,
+        deadline: Instant,
+        now: Instant,
+        out: &mut Vec<Message>,
+    ) -> usize {
+        let Some(slot) = self.clients.get_mut(&client.id) else {
+            return 0;
+        };
+        let mut n = 0;
+        for mut msg in msgs {
+            n += 1;
+            msg.attempts = msg.attempts.saturating_add(1);
+            self.generation += 1;
+            out.push(msg.clone());
+            slot.order.push_back((deadline, msg.id, self.generation));
+            let flight = InFlight {
+                msg,
+                client_id: client.id,
+                delivered_at: now,
+                generation: self.generation,
+            };
+            self.in_flight.insert(flight.msg.id, flight);
+        }
+        slot.live += n;
+        client.add_in_flight(n as u64);
+        client.message_count.fetch_add(n as u64, Ordering::Relaxed);
+        if n > 0 {
+            compact_order(slot, &self.in_flight);
+        }
+        n
+    }
+
+    /// Take a message out of flight on behalf of its owner (FIN, REQ).
+    pub fn settle(&mut self, client_id: u64, id: u64) -> Result<Message, InFlightError> {
+        match self.in_flight.get(&id) {
+            None => return Err(InFlightError::NotInFlight),
+            Some(f) if f.client_id != client_id => return Err(InFlightError::NotOwner),
+            Some(_) => {}
+        }
+        let f = self
+            .in_flight
+            .remove(&id)
+            .ok_or(InFlightError::NotInFlight)?;
+        if let Some(slot) = self.clients.get_mut(&client_id) {
+            slot.live = slot.live.saturating_sub(1);
+            slot.client.sub_in_flight(1);
+        }
+        Ok(f.msg)
+    }
+
+    /// TOUCH: move the message's deadline to `deadline(delivered_at)`.
+    pub fn touch(
+        &mut self,
+        client_id: u64,
+        id: u64,
+        deadline: impl FnOnce(Instant) -> Instant,
+    ) -> Result<(), InFlightError> {
+        let f = self
+            .in_flight
+            .get_mut(&id)
+            .ok_or(InFlightError::NotInFlight)?;
+        if f.client_id != client_id {
+            return Err(InFlightError::NotOwner);
+        }
+        let deadline = deadline(f.delivered_at);
+        self.generation += 1;
+        f.generation = self.generation;
+        if let Some(slot) = self.clients.get_mut(&client_id) {
+            // Keep the order sorted: a capped deadline may fall before later
+            // deliveries. TOUCH is rare, so the shift is cheap enough.
+            let at = slot.order.partition_point(|e| e.0 <= deadline);
+            slot.order.insert(at, (deadline, id, self.generation));
+        }
+        Ok(())
+    }
+
+    /// Take out of flight what passed its deadline, waking the clients that
+    /// got room. `next` learns the earliest deadline left.
+    pub fn expire(&mut self, now: Instant, next: &mut Option<Instant>) -> Vec<Expired> {
+        let mut out = Vec::new();
+        for slot in self.clients.values_mut() {
+            let mut expired = 0;
+            while let Some(&(deadline, id, generation)) = slot.order.front() {
+                let live = self
+                    .in_flight
+                    .get(&id)
+                    .is_some_and(|f| f.generation == generation);
+                if !live {
+                    slot.order.pop_front();
+                    continue;
+                }
+                if deadline > now {
+                    earliest(next, deadline);
+                    break;
+                }
+                slot.order.pop_front();
+                if let Some(f) = self.in_flight.remove(&id) {
+                    let until = now + now.saturating_duration_since(f.delivered_at);
+                    out.push(Expired {
+                        client_id: f.client_id,
+                        id,
+                        msg: f.msg,
+                        until,
+                    });
+                    expired += 1;
+                }
+            }
+            if expired > 0 {
+                slot.live = slot.live.saturating_sub(expired);
+                slot.client.sub_in_flight(expired as u64);
+                slot.client.wake.notify_one();
+            }
+        }
+        out
+    }
+
+    pub fn defer(&mut self, msg: Message, due: Instant) {
+        self.generation += 1;
+        let seq = self.generation;
+        self.deferred.push(Deferred { due, seq, msg });
+    }
+
+    /// Deferred messages now due, earliest first; `next` learns the next
+    /// due time left.
+    pub fn release_due(&mut self, now: Instant, next: &mut Option<Instant>) -> Vec<Message> {
+        let mut out = Vec::new();
+        while let Some(d) = self.deferred.peek() {
+            if d.due > now {
+                earliest(next, d.due);
+                break;
+            }
+            out.extend(self.deferred.pop().map(|d| d.msg));
+        }
+        out
+    }
+
+    /// Drop every in-flight and deferred message; clients hold nothing.
+    pub fn clear(&mut self) {
+        self.in_flight.clear();
+        self.deferred.clear();
+        for slot in self.clients.values_mut() {
+            slot.order.clear();
+            slot.live = 0;
+            slot.client.reset_in_flight();
+            slot.client.wake.notify_one();
+        }
+    }
+
+    /// Every in-flight and deferred message with its due time in Unix ns
+    /// (0 for now), taken out for writing to disk at shutdown.
+    pub fn drain(&mut self, now: Instant, wall: i64) -> Vec<(Message, i64)> {
+        let mut out: Vec<(Message, i64)> =
+            self.in_flight.drain().map(|(_, f)| (f.msg, 0)).collect();
+        for d in self.deferred.drain() {
+            out.push((d.msg, crate::backlog::wall_due(d.due, now, wall)));
+        }
+        out
+    }
+
+    #[cfg(test)]
+    pub fn order_len(&self, client_id: u64) -> Option<(usize, usize)> {
+        self.clients
+            .get(&client_id)
+            .map(|s| (s.live, s.order.len()))
+    }
+}
+
+fn earliest(next: &mut Option<Instant>, t: Instant) {
+    *next = Some(next.map_or(t, |n| n.min(t)));
+}
+
+/// Drop stale entries: from the front always, and everywhere once they
+/// outnumber the live ones (a client holding one message for long while
+/// finishing thousands would otherwise grow the order without bound).
+fn compact_order(slot: &mut ClientSlot, in_flight: &IdMap<InFlight>) {
+    let is_live = |&(_, id, generation): &(Instant, u64, u64)| {
+        in_flight
+            .get(&id)
+            .is_some_and(|f| f.generation == generation)
+    };
+    while slot.order.front().is_some_and(|e| !is_live(e)) {
+        slot.order.pop_front();
+    }
+    if slot.order.len() > 2 * slot.live + 64 {
+        slot.order.retain(is_live);
+    }
+}
