@@ -12,6 +12,9 @@ use flate2::Compression;
 #[derive(Debug, Clone)]
 pub struct FileSettings {
     pub output_dir: PathBuf,
+    /// Where a file is written while open; closed files move to
+    /// `output_dir`, so a reader of `output_dir` sees only whole files.
+    pub work_dir: Option<PathBuf>,
     /// The name with `<TOPIC>`, `<HOST>` and `<PID>` filled in; `<REV>` and
     /// `<DATETIME>` are filled in per file.
     pub filename_format: String,
@@ -188,13 +191,39 @@ impl FileLogger {
         }
     }
 
-    /// Finishes and fsyncs the current file, if any.
+    /// Finishes and fsyncs the current file, if any, and moves it from the
+    /// work directory to the output directory.
     pub fn close(&mut self) -> io::Result<()> {
         match self.sink.take() {
-            None => Ok(()),
-            Some(Sink::Plain(f)) => f.sync_all(),
-            Some(Sink::Gzip(g)) => g.finish()?.sync_all(),
+            None => return Ok(()),
+            Some(Sink::Plain(f)) => f.sync_all()?,
+            Some(Sink::Gzip(g)) => g.finish()?.sync_all()?,
         }
+        if self.settings.work_dir.is_some() {
+            let name = self.path.file_name().expect("a file name").to_owned();
+            let dest = self.settings.output_dir.join(name);
+            // Names are claimed in both directories when opened, so this
+            // replaces nothing.
+            if dest.exists() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists; {} left in place",
+                        dest.display(),
+                        self.path.display()
+                    ),
+                ));
+            }
+            std::fs::rename(&self.path, &dest).or_else(|_| {
+                // Another filesystem: copy, sync, then remove the original.
+                std::fs::copy(&self.path, &dest)?;
+                File::open(&dest)?.sync_all()?;
+                std::fs::remove_file(&self.path)
+            })?;
+            tracing::info!(from = %self.path.display(), to = %dest.display(), "moved");
+            self.path = dest;
+        }
+        Ok(())
     }
 
     fn open_next(&mut self) -> io::Result<()> {
@@ -208,12 +237,25 @@ impl FileLogger {
         self.filename = filename;
         self.opened = Instant::now();
         std::fs::create_dir_all(&self.settings.output_dir)?;
+        let dir = self
+            .settings
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| self.settings.output_dir.clone());
+        std::fs::create_dir_all(&dir)?;
         // Files that cannot be appended to safely (gzip members, interval
-        // rotation) are created fresh; an existing one bumps the revision.
-        let exclusive = self.settings.gzip.is_some() || !self.settings.rotate_interval.is_zero();
+        // rotation, files that move when closed) are created fresh; an
+        // existing one bumps the revision.
+        let exclusive = self.settings.gzip.is_some()
+            || !self.settings.rotate_interval.is_zero()
+            || self.settings.work_dir.is_some();
         loop {
             let name = self.filename.replace("<REV>", &format!("-{:06}", self.rev));
-            let path = self.settings.output_dir.join(name);
+            if self.settings.work_dir.is_some() && self.settings.output_dir.join(&name).exists() {
+                self.rev += 1;
+                continue;
+            }
+            let path = dir.join(name);
             let mut open = OpenOptions::new();
             open.write(true);
             if exclusive {
@@ -279,6 +321,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut f = FileLogger::new(FileSettings {
             output_dir: dir.path().to_owned(),
+            work_dir: None,
             filename_format: "t.h<REV>.x.log".into(),
             datetime_format: "%Y".into(),
             gzip: None,

@@ -1,5 +1,6 @@
 //! `nsq_to_file`: consume topics and write each message as a line to rotating files, finishing messages only once they are on disk.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
@@ -8,16 +9,22 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clap::Parser;
+use nsq_app::http_client::HttpClient;
 use nsq_app::GoDuration;
+use regex::Regex;
 use tokio::sync::oneshot;
+use tracing::{error, info, warn};
 
 use crate::file_logger::{filename_format, FileLogger, FileSettings};
 use crate::{Result, ToolError};
 use nsq::{handler_fn, Config, Consumer, HandlerError};
 
-/// Upstream's `nsq_to_file` flags, less `--topic-pattern` and `--work-dir`.
+/// Upstream's `nsq_to_file` flags.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "nsq_to_file")]
+#[command(
+    name = "nsq_to_file",
+    about = "Write the messages of NSQ topics to rotating files."
+)]
 pub struct ToFileOptions {
     /// nsq topic (may be given multiple times)
     #[arg(long)]
@@ -37,9 +44,24 @@ pub struct ToFileOptions {
     /// max number of messages to allow in flight
     #[arg(long, default_value_t = 200)]
     pub max_in_flight: u64,
+    /// only log topics matching this regular expression; without --topic, topics are found through lookupd
+    #[arg(long, default_value = "")]
+    pub topic_pattern: String,
+    /// how often the topic list is asked of lookupd (with --topic-pattern and no --topic)
+    #[arg(long, default_value = "1m")]
+    pub topic_refresh: GoDuration,
+    /// timeout for HTTP connect (lookupd topic queries)
+    #[arg(long, default_value = "2s")]
+    pub http_client_connect_timeout: GoDuration,
+    /// timeout for an HTTP request (lookupd topic queries)
+    #[arg(long, default_value = "5s")]
+    pub http_client_request_timeout: GoDuration,
     /// directory to write output files to
     #[arg(long, default_value = "/tmp")]
     pub output_dir: PathBuf,
+    /// directory for files being written, moved to --output-dir once closed (default: write in --output-dir)
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
     /// strftime compatible format for <DATETIME> in filename format (UTC)
     #[arg(long, default_value = "%Y-%m-%d_%H")]
     pub datetime_format: String,
@@ -70,19 +92,31 @@ pub struct ToFileOptions {
 }
 
 impl ToFileOptions {
-    fn validate(&self) -> Result<()> {
+    /// Upstream's checks; the topic pattern, compiled.
+    fn validate(&self) -> Result<Option<Regex>> {
         let bad = |s: &str| Err(ToolError::Config(s.to_owned()));
-        if self.topic.is_empty() {
-            return bad("--topic is required");
+        if self.topic.is_empty() && self.topic_pattern.is_empty() {
+            return bad("--topic or --topic-pattern required");
         }
         match (
             self.nsqd_tcp_address.is_empty(),
             self.lookupd_http_address.is_empty(),
         ) {
-            (true, true) => bad("--nsqd-tcp-address or --lookupd-http-address required"),
-            (false, false) => bad("use --nsqd-tcp-address or --lookupd-http-address not both"),
-            _ => Ok(()),
+            (true, true) => return bad("--nsqd-tcp-address or --lookupd-http-address required"),
+            (false, false) => {
+                return bad("use --nsqd-tcp-address or --lookupd-http-address not both")
+            }
+            _ => {}
         }
+        if self.topic.is_empty() && self.lookupd_http_address.is_empty() {
+            return bad("--lookupd-http-address must be specified when no --topic specified");
+        }
+        if self.topic_pattern.is_empty() {
+            return Ok(None);
+        }
+        Regex::new(&self.topic_pattern)
+            .map(Some)
+            .map_err(|e| ToolError::Config(format!("invalid --topic-pattern: {e}")))
     }
 
     fn settings(&self, topic: &str) -> Result<FileSettings> {
@@ -95,11 +129,13 @@ impl ToFileOptions {
                 .replace("<SHORT_HOST>", &short)
                 .replace("<HOSTNAME>", &hostname)
         };
-        let rotates = self.rotate_size > 0 || !self.rotate_interval.0.is_zero();
+        let rotates =
+            self.rotate_size > 0 || !self.rotate_interval.0.is_zero() || self.work_dir.is_some();
         let format = filename_format(&self.filename_format, topic, &host, self.gzip, rotates)
             .map_err(ToolError::Config)?;
         Ok(FileSettings {
             output_dir: self.output_dir.clone(),
+            work_dir: self.work_dir.clone(),
             filename_format: format,
             datetime_format: self.datetime_format.clone(),
             gzip: self.gzip.then_some(self.gzip_level),
@@ -186,36 +222,38 @@ fn writer_loop(
     }
 }
 
-/// Consumes every topic into its files until `shutdown` resolves or a
-/// file cannot be written, then stops the consumers (waiting for what is in
-/// flight to be written and finished) and closes the files.
-pub async fn run(opts: ToFileOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
-    opts.validate()?;
-    let mut config = Config {
-        user_agent: format!("nsq_to_file/{} nsq-rs", nsq_app::VERSION),
-        ..Config::default()
-    };
-    crate::apply_opts(&mut config, &opts.consumer_opt)?;
-    // As upstream: --max-in-flight wins over a consumer option.
-    config.max_in_flight = opts.max_in_flight;
-    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Error>();
-    let mut consumers = Vec::new();
-    let mut writers = Vec::new();
-    for topic in &opts.topic {
+/// The topics being written: a consumer and a writer thread each.
+struct Topics<'a> {
+    opts: &'a ToFileOptions,
+    config: Config,
+    failed: tokio::sync::mpsc::UnboundedSender<std::io::Error>,
+    names: BTreeSet<String>,
+    consumers: Vec<Consumer>,
+    writers: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Topics<'_> {
+    /// Start writing `topic` (once): its writer thread, then its consumer.
+    async fn add(&mut self, topic: &str) -> Result<()> {
+        if !self.names.insert(topic.to_owned()) {
+            return Ok(());
+        }
+        let opts = self.opts;
         let logger = FileLogger::new(opts.settings(topic)?);
         let (tx, rx) = std_mpsc::channel::<Record>();
         let (batch, every) = (opts.max_in_flight.max(1) as usize, opts.sync_interval.0);
-        let failed = failed_tx.clone();
-        writers.push(std::thread::spawn(move || {
+        let failed = self.failed.clone();
+        self.writers.push(std::thread::spawn(move || {
             let r = writer_loop(logger, rx, batch, every);
             if let Err(e) = &r {
                 let _ = failed.send(std::io::Error::new(e.kind(), e.to_string()));
             }
             r
         }));
-        let consumer = Consumer::new(topic, &opts.channel, config.clone())?;
+        let consumer = Consumer::new(topic, &opts.channel, self.config.clone())?;
         // std's Sender is Sync, but a Mutex keeps this independent of that.
         let tx = Mutex::new(tx);
+        // One handler: lines are written in the order messages arrive.
         consumer.add_handler(handler_fn(move |msg| {
             let (done, on_disk) = oneshot::channel();
             let sent = tx
@@ -231,46 +269,132 @@ pub async fn run(opts: ToFileOptions, shutdown: impl Future<Output = ()>) -> Res
                 }
             }
         }));
-        consumers.push(consumer);
+        for addr in &opts.nsqd_tcp_address {
+            consumer.connect_to_nsqd(addr).await?;
+        }
+        if !opts.lookupd_http_address.is_empty() {
+            consumer
+                .connect_to_lookupds(&opts.lookupd_http_address)
+                .await?;
+        }
+        info!(topic, "writing topic");
+        self.consumers.push(consumer);
+        Ok(())
     }
-    drop(failed_tx);
-    let connected = async {
-        for consumer in &consumers {
-            for addr in &opts.nsqd_tcp_address {
-                consumer.connect_to_nsqd(addr).await?;
-            }
-            if !opts.lookupd_http_address.is_empty() {
-                consumer
-                    .connect_to_lookupds(&opts.lookupd_http_address)
-                    .await?;
+
+    /// Stop the consumers (what is in flight is written and finished
+    /// first), then let the writers close their files.
+    async fn stop(self) -> Result<()> {
+        for consumer in &self.consumers {
+            consumer.stop().await;
+        }
+        // The handlers hold the senders: dropping the consumers ends the writers.
+        drop(self.consumers);
+        for w in self.writers {
+            let joined = tokio::task::spawn_blocking(move || w.join())
+                .await
+                .map_err(|e| ToolError::Config(e.to_string()))?;
+            match joined {
+                Ok(r) => r?,
+                Err(_) => return Err(ToolError::Config("a file writer panicked".into())),
             }
         }
-        Ok::<(), nsq::Error>(())
+        Ok(())
+    }
+}
+
+/// Every topic the lookupds know (`GET /topics`); a lookupd that fails is
+/// logged and skipped.
+async fn lookupd_topics(client: &HttpClient, lookupds: &[String]) -> BTreeSet<String> {
+    let mut topics = BTreeSet::new();
+    for addr in lookupds {
+        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+            addr.trim_end_matches('/').to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        let url = format!("{base}/topics");
+        match client.get(&url).await {
+            Ok((200, body)) => {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let list = v["topics"]
+                    .as_array()
+                    .or_else(|| v["data"]["topics"].as_array());
+                topics.extend(
+                    list.into_iter()
+                        .flatten()
+                        .filter_map(|t| t.as_str().map(str::to_owned)),
+                );
+            }
+            Ok((status, _)) => error!("error querying nsqlookupd ({url}) - got response {status}"),
+            Err(e) => error!("error querying nsqlookupd ({url}) - {e}"),
+        }
+    }
+    topics
+}
+
+/// Consumes every topic into its files until `shutdown` resolves or a
+/// file cannot be written, then stops the consumers (waiting for what is in
+/// flight to be written and finished) and closes the files. With
+/// `--topic-pattern` and no `--topic`, the topics are those lookupd lists
+/// that match, asked again every `--topic-refresh`.
+pub async fn run(opts: ToFileOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let pattern = opts.validate()?;
+    let mut config = Config {
+        user_agent: format!("nsq_to_file/{} nsq-rs", nsq_app::VERSION),
+        ..Config::default()
     };
+    crate::apply_opts(&mut config, &opts.consumer_opt)?;
+    // As upstream: --max-in-flight wins over a consumer option.
+    config.max_in_flight = opts.max_in_flight;
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Error>();
+    let mut topics = Topics {
+        opts: &opts,
+        config,
+        failed: failed_tx,
+        names: BTreeSet::new(),
+        consumers: Vec::new(),
+        writers: Vec::new(),
+    };
+    let matches = |t: &str| pattern.as_ref().is_none_or(|p| p.is_match(t));
+    let client = HttpClient::new(
+        *opts.http_client_connect_timeout,
+        *opts.http_client_request_timeout,
+    );
+    let discover = opts.topic.is_empty();
     tokio::pin!(shutdown);
-    let outcome: Result<()> = tokio::select! {
-        r = async {
-            connected.await?;
-            match failed_rx.recv().await {
-                Some(e) => Err(ToolError::Io(e)),
-                None => Ok(()),
+    let outcome: Result<()> = async {
+        for topic in &opts.topic {
+            if matches(topic) {
+                topics.add(topic).await?;
+            } else {
+                warn!(
+                    "skipping topic {topic} (doesn't match pattern {})",
+                    opts.topic_pattern
+                );
             }
-        } => r,
-        () = &mut shutdown => Ok(()),
-    };
-    for consumer in &consumers {
-        consumer.stop().await;
-    }
-    // The handlers hold the senders: dropping the consumers ends the writers.
-    drop(consumers);
-    for w in writers {
-        let joined = tokio::task::spawn_blocking(move || w.join())
-            .await
-            .map_err(|e| ToolError::Config(e.to_string()))?;
-        match joined {
-            Ok(r) => r?,
-            Err(_) => return Err(ToolError::Config("a file writer panicked".into())),
+        }
+        let mut refresh = tokio::time::interval(opts.topic_refresh.0.max(Duration::from_secs(1)));
+        loop {
+            tokio::select! {
+                _ = refresh.tick(), if discover => {
+                    for topic in lookupd_topics(&client, &opts.lookupd_http_address).await {
+                        if matches(&topic) {
+                            topics.add(&topic).await?;
+                        }
+                    }
+                }
+                failed = failed_rx.recv() => {
+                    return match failed {
+                        Some(e) => Err(ToolError::Io(e)),
+                        None => Ok(()),
+                    };
+                }
+                () = &mut shutdown => return Ok(()),
+            }
         }
     }
-    outcome
+    .await;
+    let stopped = topics.stop().await;
+    outcome.and(stopped)
 }
