@@ -22,6 +22,17 @@ pub use logging::{LogHandle, LogLevel};
 /// `--version` reports, so tools that check the version treat us as it.
 pub const VERSION: &str = "1.3.0";
 
+/// What every binary's `--version` prints: the upstream version it speaks,
+/// then ours, e.g. `nsqd v1.3.0 (nsq-rs 0.1.0 abc1234, built w/rustc 1.95.0)`.
+pub fn version_string(prog: &str) -> String {
+    format!(
+        "{prog} v{VERSION} (nsq-rs {} {}, built w/rustc {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("NSQ_RS_GIT_COMMIT"),
+        env!("NSQ_RS_RUSTC_VERSION"),
+    )
+}
+
 /// The machine's hostname, upstream's default for `--broadcast-address` and
 /// the input to the default `--node-id`.
 pub fn os_hostname() -> String {

@@ -7,7 +7,7 @@
 //! once per shard.
 
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
@@ -16,7 +16,8 @@ use nsq_app::duration::GoDuration;
 use nsq_protocol::job::Shard;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
-use tracing::{info, warn};
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
 
 use crate::{Result, ToolError};
 use nsq::{handler_fn, Config, Consumer, HandlerError, Message, Producer};
@@ -31,7 +32,10 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 )]
 pub struct JobOptions {
     #[command(subcommand)]
-    pub command: JobCommand,
+    pub command: Option<JobCommand>,
+    /// print version string
+    #[arg(long)]
+    pub version: bool,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -108,9 +112,12 @@ pub struct WorkOptions {
 
 #[derive(Parser, Debug, Clone)]
 pub struct StatusOptions {
-    /// nsqd HTTP address
+    /// nsqd HTTP address (may be given multiple times)
     #[arg(long)]
-    pub nsqd_http_address: String,
+    pub nsqd_http_address: Vec<String>,
+    /// lookupd HTTP address, to ask every nsqd it knows (may be given multiple times)
+    #[arg(long)]
+    pub lookupd_http_address: Vec<String>,
     /// only this job
     #[arg(long)]
     pub job: Option<String>,
@@ -246,6 +253,61 @@ pub async fn fetch_status(addr: &str, job: Option<&str>) -> Result<Value> {
     serde_json::from_slice(&body).map_err(|e| ToolError::Config(format!("bad status JSON: {e}")))
 }
 
+/// The HTTP addresses of the nsqds `--nsqd-http-address` names and the
+/// lookupds list (`/nodes`), without repeats.
+pub async fn status_nsqds(o: &StatusOptions) -> Result<Vec<String>> {
+    let mut addrs = o.nsqd_http_address.clone();
+    for lookupd in &o.lookupd_http_address {
+        let body = http(lookupd, hyper::Method::GET, "/nodes", Bytes::new()).await?;
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| ToolError::Config(format!("bad /nodes JSON from {lookupd}: {e}")))?;
+        for p in v["producers"].as_array().into_iter().flatten() {
+            if let (Some(host), Some(port)) =
+                (p["broadcast_address"].as_str(), p["http_port"].as_u64())
+            {
+                let addr = if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+                if !addrs.contains(&addr) {
+                    addrs.push(addr);
+                }
+            }
+        }
+    }
+    if addrs.is_empty() {
+        return Err(ToolError::Config(
+            "--nsqd-http-address or --lookupd-http-address required".into(),
+        ));
+    }
+    Ok(addrs)
+}
+
+/// `status` as text for one nsqd: its job channels, and with `--job`, the
+/// fires still waiting in the topic for a first worker to subscribe.
+pub async fn status_text(addr: &str, job: Option<&str>) -> Result<String> {
+    let status = fetch_status(addr, job).await?;
+    let mut out = format_status(&status);
+    if let Some(job) = job {
+        let path = format!("/stats?format=json&topic={job}");
+        let body = http(addr, hyper::Method::GET, &path, Bytes::new()).await?;
+        let stats: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let topic = stats["topics"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["topic_name"] == job));
+        if let Some(t) = topic {
+            let waiting = t["depth"].as_u64().unwrap_or(0);
+            if waiting > 0 {
+                out.push_str(&format!(
+                    "job {job}: {waiting} shards waiting in the topic for a worker to subscribe\n"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The status as text: per job, its workers, then per fire its shards.
 pub fn format_status(status: &Value) -> String {
     // Numbers as integers, so the columns line up.
@@ -337,7 +399,10 @@ pub async fn work(mut o: WorkOptions, stop: impl std::future::Future<Output = ()
         command: o.command.clone(),
         worker: o.worker_id.clone(),
         touch_every: *o.msg_timeout / 2,
+        fatal: Notify::new(),
+        fatal_reason: Mutex::new(None),
     });
+    let watcher = runner.clone();
     // Up to `capacity` shards run at once (each has load at least 1); a
     // task per unit, bounded so a typo cannot ask for billions.
     let concurrency = usize::try_from(o.capacity.min(10_000)).unwrap_or(1);
@@ -357,16 +422,26 @@ pub async fn work(mut o: WorkOptions, stop: impl std::future::Future<Output = ()
             .await?;
     }
     info!(worker = %o.worker_id, job = %o.job, capacity = o.capacity, "working");
-    stop.await;
+    let fatal = tokio::select! {
+        () = stop => None,
+        () = watcher.fatal.notified() => watcher.fatal_reason.lock().expect("fatal lock").take(),
+    };
     info!("stopping: no new shards; waiting for running ones");
     consumer.stop().await;
-    Ok(())
+    match fatal {
+        Some(reason) => Err(ToolError::Config(reason)),
+        None => Ok(()),
+    }
 }
 
 struct Runner {
     command: Vec<String>,
     worker: String,
     touch_every: Duration,
+    /// Notified when the command cannot be run at all, which no retry on
+    /// this worker can fix: the worker stops with `fatal_reason`.
+    fatal: Notify,
+    fatal_reason: Mutex<Option<String>>,
 }
 
 impl Runner {
@@ -393,7 +468,19 @@ impl Runner {
             .env("NSQ_WORKER_ID", &self.worker)
             .stdin(Stdio::piped())
             .spawn()
-            .map_err(|e| HandlerError::new(e).without_backoff())?;
+            .map_err(|e| {
+                let reason = format!("cannot start {program:?}: {e}");
+                error!("{reason}; stopping this worker");
+                self.fatal_reason
+                    .lock()
+                    .expect("fatal lock")
+                    .get_or_insert(reason);
+                self.fatal.notify_one();
+                // Back at once, for a worker that can run it.
+                HandlerError::new(e)
+                    .requeue_after(Duration::ZERO)
+                    .without_backoff()
+            })?;
         if let Some(mut stdin) = child.stdin.take() {
             // A command that does not read its stdin is fine.
             let _ = stdin.write_all(&shard.payload).await;

@@ -87,9 +87,9 @@ impl FlagError {
     }
 }
 
-/// What `--version` prints, e.g. `nsqd v1.3.0 (built w/rustc)`.
+/// What `--version` prints; see [`crate::version_string`].
 pub fn version_string(prog: &str) -> String {
-    format!("{prog} v{} (built w/{})", crate::VERSION, "rustc")
+    crate::version_string(prog)
 }
 
 /// Parses `args` (including argv[0]) into `T`, printing and exiting on help,
