@@ -13,7 +13,10 @@ use nsq::{handler_fn, Config, Consumer, HandlerError};
 
 /// Upstream's `nsq_tail` flags.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "nsq_tail")]
+#[command(
+    name = "nsq_tail",
+    about = "Print the messages of NSQ topics to stdout, one per line."
+)]
 pub struct TailOptions {
     /// NSQ topic (may be given multiple times)
     #[arg(long)]
@@ -36,7 +39,7 @@ pub struct TailOptions {
     /// lookupd HTTP address (may be given multiple times)
     #[arg(long)]
     pub lookupd_http_address: Vec<String>,
-    /// option to passthrough to nsq.Consumer: `option,value` with go-nsq's option names (may be given multiple times)
+    /// option to pass through to the consumer: `option,value` with go-nsq's option names (may be given multiple times)
     #[arg(long)]
     pub consumer_opt: Vec<String>,
 }

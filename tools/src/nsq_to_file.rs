@@ -38,7 +38,7 @@ pub struct ToFileOptions {
     /// lookupd HTTP address (may be given multiple times)
     #[arg(long)]
     pub lookupd_http_address: Vec<String>,
-    /// option to passthrough to nsq.Consumer: `option,value` with go-nsq's option names (may be given multiple times)
+    /// option to pass through to the consumer: `option,value` with go-nsq's option names (may be given multiple times)
     #[arg(long)]
     pub consumer_opt: Vec<String>,
     /// max number of messages to allow in flight

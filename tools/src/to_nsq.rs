@@ -11,7 +11,10 @@ use nsq::{Config, Producer};
 
 /// Upstream's `to_nsq` flags.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "to_nsq")]
+#[command(
+    name = "to_nsq",
+    about = "Publish stdin to an NSQ topic, one message per delimited record."
+)]
 pub struct ToNsqOptions {
     /// NSQ topic to publish to
     #[arg(long, default_value = "")]
@@ -25,7 +28,7 @@ pub struct ToNsqOptions {
     /// Throttle messages to n/second. 0 to disable
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
-    /// option to passthrough to nsq.Producer: `option,value` with go-nsq's option names (may be given multiple times)
+    /// option to pass through to the producer: `option,value` with go-nsq's option names (may be given multiple times)
     #[arg(long)]
     pub producer_opt: Vec<String>,
 }

@@ -29,7 +29,10 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// Latency benchmark: sequential PUB round trips.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "bench_latency")]
+#[command(
+    name = "bench_latency",
+    about = "Measure nsqd's publish round-trip latency, one message at a time."
+)]
 pub struct LatencyOptions {
     /// <addr>:<port> to connect to nsqd
     #[arg(

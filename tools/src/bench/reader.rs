@@ -29,7 +29,10 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Consume benchmark: SUB, RDY, FIN every message as it arrives.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "bench_reader")]
+#[command(
+    name = "bench_reader",
+    about = "Measure how fast nsqd delivers messages to consumers."
+)]
 pub struct ReaderOptions {
     /// <addr>:<port> to connect to nsqd
     #[arg(

@@ -26,7 +26,10 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// Publish benchmark: MPUB batches as fast as nsqd acknowledges them.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "bench_writer")]
+#[command(
+    name = "bench_writer",
+    about = "Measure how fast nsqd accepts published messages."
+)]
 pub struct WriterOptions {
     /// <addr>:<port> to connect to nsqd
     #[arg(
