@@ -53,6 +53,8 @@ pub struct Cluster {
     /// request.
     lookupds: Arc<RwLock<Vec<String>>>,
     nsqds: Arc<Vec<String>>,
+    /// Every request's outcome, for `/metrics`.
+    counters: Arc<crate::metrics::Counters>,
 }
 
 /// Percent-encode a query value (topic and channel names may hold `#`).
@@ -110,6 +112,7 @@ impl Cluster {
             client,
             lookupds: Arc::new(RwLock::new(lookupds)),
             nsqds: Arc::new(nsqds),
+            counters: Arc::default(),
         }
     }
 
@@ -139,6 +142,10 @@ impl Cluster {
         *self.lookupds.write().unwrap_or_else(|e| e.into_inner()) = addrs;
     }
 
+    pub fn counters(&self) -> &crate::metrics::Counters {
+        &self.counters
+    }
+
     pub fn client(&self) -> &HttpClient {
         &self.client
     }
@@ -155,7 +162,12 @@ impl Cluster {
         let n = items.len();
         for (i, item) in items.into_iter().enumerate() {
             let fut = f(self.client.clone(), item);
-            set.spawn(async move { (i, fut.await) });
+            let counters = Arc::clone(&self.counters);
+            set.spawn(async move {
+                let r = fut.await;
+                counters.node_request(r.is_ok());
+                (i, r)
+            });
         }
         let mut out: Vec<Option<Result<T, String>>> = (0..n).map(|_| None).collect();
         while let Some(joined) = set.join_next().await {

@@ -45,6 +45,8 @@ pub(crate) enum Reply {
     Asset(&'static str, &'static [u8]),
     /// 405 with the path's methods in `Allow`.
     MethodNotAllowed(String),
+    /// `/metrics`: the Prometheus text format.
+    Metrics(String),
 }
 
 impl Reply {
@@ -81,6 +83,12 @@ impl Reply {
                 (status, Bytes::from(body), JSON_TYPE, true)
             }
             Reply::Html(s) => (StatusCode::OK, Bytes::from(s), "text/html", false),
+            Reply::Metrics(s) => (
+                StatusCode::OK,
+                Bytes::from(s),
+                nsq_app::prometheus::CONTENT_TYPE,
+                false,
+            ),
             Reply::Asset(ct, b) => (StatusCode::OK, Bytes::from_static(b), ct, false),
             Reply::MethodNotAllowed(allow) => {
                 let mut resp = Reply::error(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
@@ -194,6 +202,7 @@ pub(crate) enum Endpoint {
     Config,
     Jobs,
     JobAction,
+    Metrics,
 }
 
 /// The methods and endpoints at a path (segments below the base path).
@@ -201,6 +210,7 @@ fn endpoints_at(segs: &[&str]) -> &'static [(&'static str, Endpoint)] {
     use Endpoint::*;
     match segs {
         ["ping"] => &[("GET", Ping)],
+        ["metrics"] => &[("GET", Metrics)],
         []
         | ["topics"]
         | ["topics", _]
@@ -301,6 +311,7 @@ async fn handle(ctx: &Context, req: Request<Incoming>, remote: SocketAddr) -> Re
     };
     match endpoint {
         Endpoint::Ping => Reply::Text("OK"),
+        Endpoint::Metrics => Reply::Metrics(crate::metrics::render(ctx.cluster.counters())),
         Endpoint::Page => assets::index(ctx, ctx.is_admin(&req.headers)),
         Endpoint::Asset => assets::asset(&req.segments[1]),
         Endpoint::Live => api::live(ctx),
@@ -312,8 +323,34 @@ async fn handle(ctx: &Context, req: Request<Incoming>, remote: SocketAddr) -> Re
             if !ctx.is_admin(&req.headers) {
                 return Reply::error(StatusCode::FORBIDDEN, "FORBIDDEN");
             }
-            api::act(ctx, e, &req).await
+            let reply = api::act(ctx, e, &req).await;
+            let ok = !matches!(reply, Reply::Error(..) | Reply::MethodNotAllowed(_));
+            ctx.cluster.counters().action(action_name(e, &req.body), ok);
+            reply
         }
+    }
+}
+
+/// The `action` label of an action endpoint: a fixed set, whatever the
+/// body says, so a client cannot mint series.
+fn action_name(e: Endpoint, body: &[u8]) -> &'static str {
+    let verb = || {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        match v.get("action").and_then(|a| a.as_str()) {
+            Some("pause") => "pause",
+            Some("unpause") => "unpause",
+            Some("empty") => "empty",
+            _ => "other",
+        }
+    };
+    match e {
+        Endpoint::CreateTopicChannel => "create",
+        Endpoint::TopicAction | Endpoint::ChannelAction => verb(),
+        Endpoint::DeleteTopic => "delete_topic",
+        Endpoint::DeleteChannel => "delete_channel",
+        Endpoint::TombstoneTopicProducer => "tombstone",
+        Endpoint::JobAction => "job_action",
+        _ => "other",
     }
 }
 
@@ -333,10 +370,12 @@ pub(crate) async fn serve(
                     let start = Instant::now();
                     let (method, uri) = (req.method().clone(), req.uri().clone());
                     let resp = handle(&ctx, req, remote).await.into_response();
-                    tracing::info!(
-                        "{} {method} {uri} ({remote}) {:?}",
+                    nsq_app::request_log::log_request(
                         resp.status().as_u16(),
-                        start.elapsed()
+                        &method,
+                        &uri,
+                        remote,
+                        start.elapsed(),
                     );
                     Ok::<_, Infallible>(resp)
                 }

@@ -15,6 +15,7 @@ pub mod daemon_json;
 pub mod history;
 mod http;
 mod jobs;
+pub mod metrics;
 pub mod notify;
 pub mod options;
 mod server;

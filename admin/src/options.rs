@@ -25,6 +25,9 @@ pub struct Options {
     /// Prefix of every log line.
     #[arg(long, default_value = "[nsqadmin] ")]
     pub log_prefix: String,
+    /// log format: text (upstream's lines) or json (ours: one object per line)
+    #[arg(long, default_value = "text")]
+    pub log_format: nsq_app::LogFormat,
     /// Deprecated: use --log-level=debug. Accepted, has no effect.
     #[arg(long)]
     pub verbose: bool,

@@ -1,5 +1,7 @@
 //! Shared glue for the nsqd, nsqlookupd and nsqadmin binaries: Go-style flags and TOML config, Go durations, upstream-format logging, shutdown signals.
 
+#[cfg(feature = "cli")]
+pub mod docs;
 pub mod duration;
 #[cfg(feature = "cli")]
 pub mod flags;
@@ -10,13 +12,17 @@ pub mod logging;
 #[cfg(feature = "cli")]
 pub mod net;
 #[cfg(feature = "cli")]
+pub mod prometheus;
+#[cfg(feature = "cli")]
+pub mod request_log;
+#[cfg(feature = "cli")]
 pub mod signal;
 
 pub use duration::{parse_go_duration, GoDuration};
 #[cfg(feature = "cli")]
 pub use flags::{parse_options, try_parse_options, FlagError};
 #[cfg(feature = "cli")]
-pub use logging::{LogHandle, LogLevel};
+pub use logging::{LogFormat, LogHandle, LogLevel};
 
 /// The upstream release whose flags, protocol and HTTP API we match; what
 /// `--version` reports, so tools that check the version treat us as it.

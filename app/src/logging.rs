@@ -1,10 +1,13 @@
-//! Process-wide log output in upstream NSQ's line format, with a `--log-level` that can change at runtime.
+//! Process-wide log output in upstream NSQ's line format (or JSON), with a `--log-level` that can change at runtime.
 //!
 //! Lines look like `[nsqd] 2026/11/22 03:04:05.123456 INFO: message key=value`:
 //! the prefix verbatim (upstream's defaults end in a space, e.g. `"[nsqd] "`),
-//! a UTC timestamp with microseconds, and upstream's level names. Events
-//! inside spans put the span context between the level and the message
-//! (`INFO: client{remote=1.2.3.4:5}: message`).
+//! a UTC timestamp with microseconds, and upstream's level names. Span
+//! context is left out of these lines, because upstream's have none and log
+//! parsers expect the message right after the level; messages that need a
+//! client or topic name carry it in upstream's text (`TOPIC(t): created`).
+//! `--log-format=json` (ours) writes one JSON object per line instead, with
+//! every field and the enclosing spans' fields, for log pipelines.
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{reload, Registry};
@@ -103,6 +106,35 @@ impl fmt::Display for LogLevel {
     }
 }
 
+/// `--log-format`: upstream's lines (the default) or JSON objects (ours).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("invalid log format {s:?}: must be text or json")),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
 /// Controls the level of the subscriber installed by [`init`]. Cheap to
 /// clone; every clone controls the same process-wide filter.
 #[derive(Clone, Debug)]
@@ -144,19 +176,30 @@ static GLOBAL: OnceLock<LogHandle> = OnceLock::new();
 /// filter, set it to `level` (the latest call wins) and keep the first call's
 /// prefix.
 pub fn init(level: LogLevel, prefix: &str) -> LogHandle {
-    let handle = GLOBAL.get_or_init(|| install(level, prefix)).clone();
+    init_with_format(level, prefix, LogFormat::Text)
+}
+
+/// [`init`] with a choice of [`LogFormat`]; the first call's format wins.
+pub fn init_with_format(level: LogLevel, prefix: &str, format: LogFormat) -> LogHandle {
+    let handle = GLOBAL
+        .get_or_init(|| install(level, prefix, format))
+        .clone();
     handle.set_level(level);
     handle
 }
 
-fn install(level: LogLevel, prefix: &str) -> LogHandle {
+fn install(level: LogLevel, prefix: &str, format: LogFormat) -> LogHandle {
     let (filter, reload) = reload::Layer::new(level.filter());
-    let subscriber = Registry::default().with(filter).with(
+    // Never ANSI colours: both formats are plain text, whether stderr is a
+    // terminal, a pipe or journald.
+    let text = (format == LogFormat::Text).then(|| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(false)
-            .event_format(LineFormat::new(prefix)),
-    );
+            .event_format(LineFormat::new(prefix))
+    });
+    let json = (format == LogFormat::Json).then(|| json_layer(prefix, std::io::stderr));
+    let subscriber = Registry::default().with(filter).with(text).with(json);
     let reload = tracing::subscriber::set_global_default(subscriber)
         .is_ok()
         .then_some(reload);
@@ -165,6 +208,82 @@ fn install(level: LogLevel, prefix: &str) -> LogHandle {
             level: AtomicU8::new(level.index()),
             reload,
         }),
+    }
+}
+
+/// The `--log-format=json` layer: one object per line with `timestamp`
+/// (RFC 3339, UTC), `level`, `message`, the event's fields, `target`, the
+/// enclosing spans' fields under `span`, and `app` (the prefix without
+/// brackets, e.g. `nsqd`) so several daemons can share one stream.
+fn json_layer<S, W>(prefix: &str, writer: W) -> impl tracing_subscriber::Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let app = prefix
+        .trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_ansi(false)
+        .with_writer(AppTagged { app, inner: writer })
+}
+
+/// Wraps a writer so each JSON line gains an `"app"` member.
+struct AppTagged<W> {
+    app: String,
+    inner: W,
+}
+
+impl<'w, W: tracing_subscriber::fmt::MakeWriter<'w>> tracing_subscriber::fmt::MakeWriter<'w>
+    for AppTagged<W>
+{
+    type Writer = AppLine<W::Writer>;
+
+    fn make_writer(&'w self) -> Self::Writer {
+        AppLine {
+            app: self.app.clone(),
+            inner: self.inner.make_writer(),
+        }
+    }
+}
+
+/// One JSON line's writer: inserts `"app":"..",` after the opening brace.
+struct AppLine<W> {
+    app: String,
+    inner: W,
+}
+
+impl<W: std::io::Write> std::io::Write for AppLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The formatter hands over each whole line in one write.
+        match buf.first() {
+            Some(b'{') if !self.app.is_empty() => {
+                let mut line = Vec::with_capacity(buf.len() + self.app.len() + 10);
+                line.extend_from_slice(b"{\"app\":");
+                line.extend_from_slice(
+                    serde_json::to_string(&self.app)
+                        .unwrap_or_default()
+                        .as_bytes(),
+                );
+                if buf.get(1) != Some(&b'}') {
+                    line.push(b',');
+                }
+                line.extend_from_slice(&buf[1..]);
+                self.inner.write_all(&line)?;
+            }
+            _ => self.inner.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -210,18 +329,18 @@ where
             Timestamp(SystemTime::now()),
             level_name(event.metadata().level())
         )?;
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                write!(writer, "{}", span.name())?;
-                if let Some(fields) = span.extensions().get::<FormattedFields<N>>() {
-                    if !fields.is_empty() {
-                        write!(writer, "{{{fields}}}")?;
-                    }
-                }
-                writer.write_str(": ")?;
+        // Formatted apart first so that a newline or escape sequence a
+        // peer slipped into a name cannot forge a line or drive a terminal.
+        let mut text = String::new();
+        ctx.field_format()
+            .format_fields(Writer::new(&mut text), event)?;
+        for c in text.chars() {
+            if c.is_control() {
+                write!(writer, "{}", c.escape_default())?;
+            } else {
+                writer.write_char(c)?;
             }
         }
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
 }
@@ -344,21 +463,51 @@ mod tests {
             span.in_scope(|| tracing::error!("gone"));
             tracing::debug!("detail");
             tracing::trace!("hidden by the filter");
+            tracing::info!("client(a\nINFO: forged\u{1b}[31m)");
         });
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines.len(), 5, "{text}");
         // `[nsqd] ` + `YYYY/MM/DD HH:MM:SS.micro` + ` `
         let rest = |line: &str| line["[nsqd] ".len() + 27..].to_owned();
         assert!(lines.iter().all(|l| l.starts_with("[nsqd] ")));
         assert_eq!(lines[0].as_bytes()["[nsqd] ".len() + 4], b'/');
         assert_eq!(rest(lines[0]), "INFO: TOPIC: created topic=\"t1\"");
         assert_eq!(rest(lines[1]), "WARNING: slow");
-        assert_eq!(
-            rest(lines[2]),
-            "ERROR: client{remote=\"127.0.0.1:5\"}: gone"
-        );
+        // Span context stays out of the line, as upstream has none.
+        assert_eq!(rest(lines[2]), "ERROR: gone");
         assert_eq!(rest(lines[3]), "DEBUG: detail");
+        assert_eq!(rest(lines[4]), "INFO: client(a\\nINFO: forged\\x1b[31m)");
+    }
+
+    #[test]
+    fn json_lines_carry_app_fields_and_spans() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = Registry::default()
+            .with(LevelFilter::INFO)
+            .with(json_layer("[nsqd] ", move || writer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("client", remote = "127.0.0.1:5");
+            span.in_scope(|| tracing::info!(topic = "t1", "TOPIC(t1): created"));
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains('\u{1b}'), "no ANSI escapes: {text:?}");
+        let v: serde_json::Value = serde_json::from_str(text.trim()).expect(&text);
+        assert_eq!(v["app"], "nsqd");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["message"], "TOPIC(t1): created");
+        assert_eq!(v["topic"], "t1");
+        assert_eq!(v["span"]["remote"], "127.0.0.1:5");
+        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'), "{v}");
+    }
+
+    #[test]
+    fn formats_parse() {
+        assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert_eq!("TEXT".parse::<LogFormat>(), Ok(LogFormat::Text));
+        assert!("xml".parse::<LogFormat>().is_err());
+        assert_eq!(LogFormat::default().to_string(), "text");
     }
 
     #[test]

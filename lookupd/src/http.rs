@@ -39,6 +39,8 @@ const NSQ_V1: &str = "nsq; version=1.0";
 enum Reply {
     /// Upstream's PlainText decorator: no V1 header.
     Text(&'static str),
+    /// `/metrics`: the Prometheus text format.
+    Metrics(String),
     /// V1: bare JSON.
     Json(Vec<u8>),
     /// V1: 200 with an empty body.
@@ -65,6 +67,11 @@ impl Reply {
             Reply::Text(s) => {
                 let mut resp = response(StatusCode::OK, s);
                 set(&mut resp, CONTENT_TYPE, TEXT_TYPE);
+                return resp;
+            }
+            Reply::Metrics(text) => {
+                let mut resp = response(StatusCode::OK, text);
+                set(&mut resp, CONTENT_TYPE, nsq_app::prometheus::CONTENT_TYPE);
                 return resp;
             }
             Reply::Json(body) => (response(StatusCode::OK, body), Some(JSON_TYPE)),
@@ -249,14 +256,15 @@ fn endpoint_reply(ctx: &Context, endpoint: Endpoint, raw_query: Option<&str>) ->
             Endpoint::Lookup => {
                 let q = query()?;
                 let topic = q.get("topic").ok_or(bad_request("MISSING_ARG_TOPIC"))?;
-                let found = db
-                    .lookup(&lossy(topic), Stamp::now())
-                    .ok_or(Reply::Error(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))?;
+                let found = db.lookup(&lossy(topic), Stamp::now());
+                ctx.metrics.lookup(found.is_some());
+                let found = found.ok_or(Reply::Error(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"))?;
                 Reply::Json(json::to_vec(&LookupBody {
                     channels: found.channels,
                     producers: found.producers.iter().map(|p| &**p).collect(),
                 }))
             }
+            Endpoint::Metrics => Reply::Metrics(crate::metrics::render(ctx)),
             Endpoint::Nodes => {
                 let nodes = db.nodes(Stamp::now());
                 Reply::Json(json::to_vec(&Nodes {
@@ -310,7 +318,15 @@ fn endpoint_reply(ctx: &Context, endpoint: Endpoint, raw_query: Option<&str>) ->
                 let topic = q.get("topic").ok_or(bad_request("MISSING_ARG_TOPIC"))?;
                 // Not validated, as upstream: `*` deletes every topic.
                 for reg in db.delete_topic(&lossy(topic)) {
-                    tracing::info!("DB: removing {reg}");
+                    if reg.category.as_str() == "channel" {
+                        tracing::info!(
+                            "DB: removing channel({}) from topic({})",
+                            reg.subkey,
+                            reg.key
+                        );
+                    } else {
+                        tracing::info!("DB: removing topic({})", reg.key);
+                    }
                 }
                 Reply::Empty
             }
@@ -360,12 +376,12 @@ pub(crate) async fn serve(
                 async move {
                     let start = Instant::now();
                     let resp = handle(&ctx, req.method(), req.uri().path(), req.uri().query());
-                    tracing::info!(
-                        "{} {} {} ({remote}) {:?}",
+                    nsq_app::request_log::log_request(
                         resp.status().as_u16(),
                         req.method(),
                         req.uri(),
-                        start.elapsed()
+                        remote,
+                        start.elapsed(),
                     );
                     Ok::<_, Infallible>(resp)
                 }

@@ -9,6 +9,7 @@
 mod error;
 mod http;
 mod json;
+mod metrics;
 pub mod options;
 mod protocol_v1;
 mod query;

@@ -5,7 +5,8 @@ use nsqlookupd::{Lookupd, Options};
 #[tokio::main]
 async fn main() {
     let opts: Options = nsq_app::parse_options("nsqlookupd", std::env::args_os(), &[]);
-    let _log = nsq_app::logging::init(opts.log_level, &opts.log_prefix);
+    let _log =
+        nsq_app::logging::init_with_format(opts.log_level, &opts.log_prefix, opts.log_format);
     tracing::info!("{}", nsq_app::flags::version_string("nsqlookupd"));
     if opts.verbose {
         tracing::warn!("--verbose is deprecated and has no effect; use --log-level=debug");

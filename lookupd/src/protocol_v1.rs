@@ -66,6 +66,10 @@ async fn handle(
         tracing::error!("failed to read protocol version - {e}");
         return;
     }
+    tracing::info!(
+        "CLIENT({remote}): desired protocol magic '{}'",
+        String::from_utf8_lossy(&magic)
+    );
     if &magic != MAGIC_V1 {
         tracing::error!(
             "client({remote}) bad protocol magic '{}'",
@@ -83,7 +87,7 @@ async fn handle(
         decoder: LookupDecoder::new(),
     };
     client.io_loop(&mut stream, &cancel).await;
-    tracing::info!("CLIENT({}): closing", client.remote);
+    tracing::info!("PROTOCOL(V1): [{}] exiting ioloop", client.remote);
     if client.decoder.is_identified() {
         for reg in ctx.db.remove_peer(&client.remote, client.conn) {
             tracing::info!(

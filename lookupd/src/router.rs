@@ -15,6 +15,8 @@ pub(crate) enum Endpoint {
     Topics,
     Channels,
     Nodes,
+    /// Ours: Prometheus metrics.
+    Metrics,
     TopicCreate,
     TopicDelete,
     ChannelCreate,
@@ -32,6 +34,7 @@ const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("GET", "/topics", Endpoint::Topics),
     ("GET", "/channels", Endpoint::Channels),
     ("GET", "/nodes", Endpoint::Nodes),
+    ("GET", "/metrics", Endpoint::Metrics),
     ("POST", "/topic/create", Endpoint::TopicCreate),
     ("POST", "/topic/delete", Endpoint::TopicDelete),
     ("POST", "/channel/create", Endpoint::ChannelCreate),

@@ -32,6 +32,8 @@ pub(crate) struct Context {
     pub(crate) tcp_port: u16,
     pub(crate) http_port: u16,
     next_conn: AtomicU64,
+    /// What `/metrics` counts (lookups answered).
+    pub(crate) metrics: crate::metrics::Counters,
 }
 
 impl Context {
@@ -86,6 +88,7 @@ impl Lookupd {
             tcp_port: tcp_addr.port(),
             http_port: http_addr.port(),
             next_conn: AtomicU64::new(1),
+            metrics: Default::default(),
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();

@@ -86,6 +86,8 @@ pub struct ChannelStats {
     pub message_count: u64,
     pub requeue_count: u64,
     pub timeout_count: u64,
+    /// Messages finished (FIN) by clients; for `/metrics`.
+    pub finish_count: u64,
     pub client_count: usize,
     pub paused: bool,
     /// What the disk queue had to skip (checksum failures, unreadable segments).
@@ -101,6 +103,7 @@ struct ChannelState {
     message_count: u64,
     requeue_count: u64,
     timeout_count: u64,
+    finish_count: u64,
     /// Seam: max attempts and dead letters.
     dead: dead_letter::DeadLetters,
     /// Seam: `--durable` commits (`None` unless durable with a disk queue).
@@ -164,6 +167,7 @@ impl Channel {
                 message_count: 0,
                 requeue_count: 0,
                 timeout_count: 0,
+                finish_count: 0,
                 dead: Default::default(),
                 job: None,
             };
@@ -376,6 +380,7 @@ impl Channel {
             let mut guard = self.lock();
             let st = &mut *guard;
             let msg = st.flights.settle(client_id, id)?;
+            st.finish_count += 1;
             if let Some(u) = st.unfinished.as_mut() {
                 u.finished(id);
             }
@@ -556,6 +561,7 @@ impl Channel {
             message_count: st.message_count,
             requeue_count: st.requeue_count,
             timeout_count: st.timeout_count,
+            finish_count: st.finish_count,
             client_count: st.flights.client_count(),
             paused: st.paused,
             disk_damage: st.backlog.damage(),

@@ -236,7 +236,10 @@ impl DiskQueue {
             self.writer = Some(file);
         }
         let file = self.writer.as_ref().expect("opened above");
-        if let Err(e) = file.write_all_at(buf, self.write.pos) {
+        let wrote = crate::disk_latency::timed(&crate::disk_latency::WRITE, || {
+            file.write_all_at(buf, self.write.pos)
+        });
+        if let Err(e) = wrote {
             // Part of the batch may be on disk; the caller got an error and
             // may retry, so do not let recovery adopt a half-failed batch.
             let _ = file.set_len(self.write.pos);
@@ -553,7 +556,8 @@ impl DiskQueue {
                 ),
             ));
         }
-        if let Err(e) = self.sync_data() {
+        let synced = crate::disk_latency::timed(&crate::disk_latency::FSYNC, || self.sync_data());
+        if let Err(e) = synced {
             self.fsync_failed = Some(e.kind());
             error!(queue = %self.name, error = %e, "disk queue fsync failed; no further syncs until reopened");
             return Err(e);

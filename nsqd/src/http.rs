@@ -5,6 +5,7 @@
 mod admin;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,15 +41,15 @@ const TLS_HANDSHAKE: Duration = Duration::from_secs(5);
 /// Accept HTTP connections (HTTPS with `tls`) until nsqd shuts down.
 pub(crate) async fn serve(nsqd: Arc<Nsqd>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     let what = if tls.is_some() { "HTTPS" } else { "HTTP" };
-    nsq_app::net::accept_loop(&listener, &nsqd.cancel, what, |stream, _| {
+    nsq_app::net::accept_loop(&listener, &nsqd.cancel, what, |stream, remote| {
         let nsqd = nsqd.clone();
         let tls = tls.clone();
         nsqd.clone().tracker.spawn(async move {
             match tls {
-                None => serve_connection(nsqd, stream, false).await,
+                None => serve_connection(nsqd, stream, false, remote).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_connection(nsqd, stream, true).await,
+                        Ok(Ok(stream)) => serve_connection(nsqd, stream, true, remote).await,
                         Ok(Err(e)) => debug!("HTTPS handshake: {e}"),
                         Err(_) => debug!("HTTPS handshake timed out"),
                     }
@@ -59,14 +60,21 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, listener: TcpListener, tls: Option<Tl
     .await;
 }
 
-async fn serve_connection<S>(nsqd: Arc<Nsqd>, stream: S, secure: bool)
+async fn serve_connection<S>(nsqd: Arc<Nsqd>, stream: S, secure: bool, remote: SocketAddr)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let cancel = nsqd.cancel.clone();
     let service = hyper::service::service_fn(move |req| {
         let nsqd = nsqd.clone();
-        async move { Ok::<_, Infallible>(handle_guarded(nsqd, req, secure).await) }
+        async move {
+            let start = std::time::Instant::now();
+            let (method, uri) = (req.method().clone(), req.uri().clone());
+            let resp = handle_guarded(nsqd, req, secure).await;
+            let status = resp.status().as_u16();
+            nsq_app::request_log::log_request(status, &method, &uri, remote, start.elapsed());
+            Ok::<_, Infallible>(resp)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         // Go writes canonical header names; some tools compare them.

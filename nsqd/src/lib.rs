@@ -13,6 +13,7 @@ pub mod client;
 pub mod compress;
 pub mod config;
 pub mod disk_io;
+pub mod disk_latency;
 pub mod disk_queue;
 pub mod e2e;
 pub mod http;

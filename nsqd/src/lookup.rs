@@ -95,7 +95,7 @@ impl Lookup {
         peers.retain(|addr, peer| {
             let keep = addresses.contains(addr);
             if !keep {
-                info!(lookupd = %addr, "LOOKUP: removing peer");
+                info!("LOOKUP({addr}): removing peer");
                 peer.stop.cancel();
             }
             keep
@@ -104,7 +104,7 @@ impl Lookup {
             if peers.contains_key(addr) {
                 continue;
             }
-            info!(lookupd = %addr, "LOOKUP: adding peer");
+            info!("LOOKUP({addr}): adding peer");
             let peer = Peer {
                 stop: nsqd.cancel.child_token(),
                 http_addr: Arc::new(Mutex::new(None)),
@@ -209,6 +209,7 @@ async fn session(
     stop: &CancellationToken,
     http_addr: &Mutex<Option<String>>,
 ) -> Result<(), String> {
+    info!("LOOKUP connecting to {addr}");
     let stream = timeout(COMMAND_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| "connect timed out".to_string())?
@@ -230,8 +231,8 @@ async fn session(
     if let Ok(info) = LookupdInfo::parse(&reply) {
         *lock(http_addr) = Some(format!("{}:{}", info.broadcast_address, info.http_port));
         info!(
-            "LOOKUPD({addr}): connected, peer info {} {}:{}",
-            info.version, info.broadcast_address, info.tcp_port
+            "LOOKUPD({addr}): peer info {{TCPPort:{} HTTPPort:{} Version:{} BroadcastAddress:{}}}",
+            info.tcp_port, info.http_port, info.version, info.broadcast_address
         );
     }
     full_sync(nsqd, &mut conn).await?;
@@ -242,7 +243,10 @@ async fn session(
             _ = stop.cancelled() => return Ok(()),
             ev = events.recv() => match ev {
                 Ok(cmd) => {
-                    debug!("LOOKUPD({addr}): {} {cmd:?}", cmd.name());
+                    match change_text(&cmd) {
+                        Some(text) => info!("LOOKUPD({addr}): {text}"),
+                        None => debug!("LOOKUPD({addr}): {} {cmd:?}", cmd.name()),
+                    }
                     conn.send(&cmd).await?;
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -269,6 +273,20 @@ async fn session(
 
 /// Register every topic and channel: `REGISTER topic` for a topic without
 /// channels, else `REGISTER topic channel` per channel.
+/// Upstream's words for a registration change: `topic REGISTER t`,
+/// `channel UNREGISTER t c`.
+fn change_text(cmd: &LookupCommand) -> Option<String> {
+    let (verb, topic, channel) = match cmd {
+        LookupCommand::Register { topic, channel } => ("REGISTER", topic, channel),
+        LookupCommand::Unregister { topic, channel } => ("UNREGISTER", topic, channel),
+        _ => return None,
+    };
+    Some(match channel {
+        Some(c) => format!("channel {verb} {topic} {c}"),
+        None => format!("topic {verb} {topic}"),
+    })
+}
+
 async fn full_sync(nsqd: &Nsqd, conn: &mut Conn) -> Result<(), String> {
     for topic in nsqd.topics_snapshot() {
         let channels = topic.channels();

@@ -3,80 +3,12 @@
 //! Beyond upstream, which only pushes to statsd. Names and labels are listed
 //! in the README.
 
-use std::fmt::Write as _;
-
 use crate::e2e::{self, E2eSnapshot};
 use crate::nsqd::Nsqd;
 use crate::process;
 
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-type Labels = Vec<(&'static str, String)>;
-
-/// One metric family's samples, written together as the format requires.
-struct Family {
-    name: &'static str,
-    help: &'static str,
-    kind: &'static str,
-    samples: Vec<(String, Labels, f64)>,
-}
-
-impl Family {
-    fn new(name: &'static str, kind: &'static str, help: &'static str) -> Self {
-        Family {
-            name,
-            help,
-            kind,
-            samples: Vec::new(),
-        }
-    }
-
-    fn add(&mut self, labels: Labels, value: f64) {
-        self.samples.push((self.name.to_string(), labels, value));
-    }
-
-    /// A sample whose name carries a suffix (`_sum`, `_count` of a summary).
-    fn add_suffixed(&mut self, suffix: &str, labels: Labels, value: f64) {
-        self.samples
-            .push((format!("{}{suffix}", self.name), labels, value));
-    }
-
-    fn write(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
-        let _ = writeln!(out, "# TYPE {} {}", self.name, self.kind);
-        for (name, labels, value) in &self.samples {
-            out.push_str(name);
-            if !labels.is_empty() {
-                out.push('{');
-                for (i, (k, v)) in labels.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    let _ = write!(out, "{k}=\"{}\"", escape(v));
-                }
-                out.push('}');
-            }
-            let _ = writeln!(out, " {}", number(*value));
-        }
-    }
-}
-
-/// Label values escape backslash, double quote and newline.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn number(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        format!("{v}")
-    }
-}
+pub use nsq_app::prometheus::CONTENT_TYPE;
+use nsq_app::prometheus::{Family, Labels};
 
 /// Quantile series and cumulative `_sum`/`_count` (seconds) of a latency
 /// summary: quantiles cover the sliding window, `_sum`/`_count` all time.
@@ -196,6 +128,16 @@ pub fn render(nsqd: &Nsqd) -> String {
         "counter",
         "Disk queue segments that could not be read and were renamed .bad.",
     );
+    let mut c_finished = Family::new(
+        "nsq_channel_finished_total",
+        "counter",
+        "Messages finished (FIN) by the channel's clients.",
+    );
+    let mut c_dead = Family::new(
+        "nsq_channel_dead_letters_total",
+        "counter",
+        "Messages moved to the dead-letter topic after max attempts.",
+    );
     let mut c_e2e = Family::new(
         "nsq_channel_e2e_processing_latency_seconds",
         "summary",
@@ -236,6 +178,8 @@ pub fn render(nsqd: &Nsqd) -> String {
             c_timedout.add(cl(), s.timeout_count as f64);
             c_clients.add(cl(), s.client_count as f64);
             c_paused.add(cl(), f64::from(u8::from(s.paused)));
+            c_finished.add(cl(), s.finish_count as f64);
+            c_dead.add(cl(), c.dead_letter_stats().dead_count as f64);
             d_corrupt.add(cl(), s.disk_damage.corrupt_records as f64);
             d_bad.add(cl(), s.disk_damage.bad_segments as f64);
             if let (false, Some(stream)) = (percentiles.is_empty(), c.e2e()) {
@@ -301,6 +245,8 @@ pub fn render(nsqd: &Nsqd) -> String {
         &c_timedout,
         &c_clients,
         &c_paused,
+        &c_finished,
+        &c_dead,
         &c_e2e,
         &d_corrupt,
         &d_bad,
@@ -311,36 +257,64 @@ pub fn render(nsqd: &Nsqd) -> String {
         &cpu,
         &pstart,
     ] {
-        // A family without samples says nothing (e.g. latency when no
-        // percentiles are configured).
-        if !f.samples.is_empty() {
+        f.write(&mut out);
+    }
+    for f in crate::disk_latency::families() {
+        f.write(&mut out);
+    }
+    if nsqd.opts.metrics_per_client {
+        for f in client_families(nsqd) {
             f.write(&mut out);
         }
     }
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn family_text() {
-        let mut f = Family::new("nsq_channel_depth", "gauge", "Depth.");
-        f.add(
-            vec![("topic", "t".into()), ("channel", "c\"x\\y\nz".into())],
-            3.0,
-        );
-        f.add(vec![], 0.25);
-        let mut out = String::new();
-        f.write(&mut out);
-        assert_eq!(
-            out,
-            "# HELP nsq_channel_depth Depth.\n# TYPE nsq_channel_depth gauge\n\
-             nsq_channel_depth{topic=\"t\",channel=\"c\\\"x\\\\y\\nz\"} 3\n\
-             nsq_channel_depth 0.25\n"
-        );
-        assert_eq!(number(f64::INFINITY), "+Inf");
-        assert_eq!(number(1e-7), "0.0000001");
+/// `--metrics-per-client`: one series per connected client and family,
+/// labelled with where it is subscribed and who it says it is. Off by
+/// default because every connection adds series (cardinality).
+fn client_families(nsqd: &Nsqd) -> Vec<Family> {
+    let mut ready = Family::new("nsq_client_ready_count", "gauge", "The client's RDY count.");
+    let mut in_flight = Family::new(
+        "nsq_client_in_flight",
+        "gauge",
+        "Messages delivered to the client and not yet finished.",
+    );
+    let mut messages = Family::new(
+        "nsq_client_messages_total",
+        "counter",
+        "Messages delivered to the client.",
+    );
+    let mut finished = Family::new(
+        "nsq_client_finished_total",
+        "counter",
+        "Messages the client finished.",
+    );
+    let mut requeued = Family::new(
+        "nsq_client_requeued_total",
+        "counter",
+        "Messages the client requeued.",
+    );
+    for t in nsqd.topics_snapshot() {
+        for c in t.channels() {
+            for client in c.clients() {
+                let r = crate::stats::ClientReport::new(&client, "");
+                let labels = || -> Labels {
+                    vec![
+                        ("topic", t.name.to_string()),
+                        ("channel", c.name.to_string()),
+                        ("client_id", r.client_id.clone()),
+                        ("hostname", r.hostname.clone()),
+                        ("remote_address", r.remote_address.clone()),
+                    ]
+                };
+                ready.add(labels(), r.ready_count as f64);
+                in_flight.add(labels(), r.in_flight_count as f64);
+                messages.add(labels(), r.message_count as f64);
+                finished.add(labels(), r.finish_count as f64);
+                requeued.add(labels(), r.requeue_count as f64);
+            }
+        }
     }
+    vec![ready, in_flight, messages, finished, requeued]
 }

@@ -186,7 +186,7 @@ impl Nsqd {
             topics.insert(name.clone(), topic.clone());
             topic
         };
-        info!(topic = %name, "TOPIC created");
+        info!("TOPIC({name}): created");
         self.lookup.register(name, None);
         if !topic.is_ephemeral() {
             self.metadata_changed();
@@ -209,6 +209,7 @@ impl Nsqd {
     ) {
         for addr in lookupds {
             let url = format!("http://{addr}/channels?topic={}", topic.name);
+            info!("CI: querying nsqlookupd {url}");
             let names = match self.http_client.get(&url).await {
                 Ok((200, body)) => serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
@@ -252,7 +253,7 @@ impl Nsqd {
     fn create_channel_inner(&self, topic: &Topic, channel: &ChannelName) -> Arc<Channel> {
         let (c, created) = topic.get_or_create_channel(channel);
         if created {
-            info!(topic = %topic.name, channel = %channel, "CHANNEL created");
+            info!("TOPIC({}): new channel({channel})", topic.name);
             self.lookup.register(&topic.name, Some(channel));
             if !topic.is_ephemeral() && !c.is_ephemeral() {
                 self.metadata_changed();
@@ -264,7 +265,8 @@ impl Nsqd {
     /// Delete a channel: its clients are disconnected, its messages dropped.
     pub fn delete_channel(&self, topic: &Topic, channel: &str) -> Option<Arc<Channel>> {
         let c = topic.delete_channel(channel)?;
-        info!(topic = %topic.name, channel = %c.name, "CHANNEL deleted");
+        info!("TOPIC({}): deleting channel {}", topic.name, c.name);
+        info!("CHANNEL({}): deleting", c.name);
         self.channel_gone(topic, &c);
         Some(c)
     }
@@ -325,6 +327,10 @@ impl Nsqd {
     /// Save `nsqd.dat`; false (logged) when that failed.
     pub(crate) fn write_metadata(&self) -> bool {
         let changes = self.metadata_progress.current();
+        info!(
+            "NSQ: persisting topic/channel metadata to {}",
+            self.data_path.join(metadata::FILE_NAME).display()
+        );
         match metadata::store(&self.data_path, &self.metadata()) {
             Ok(()) => {
                 self.metadata_progress.saved(changes);
@@ -409,7 +415,7 @@ impl Nsqd {
     pub fn delete_topic(&self, name: &str) -> Option<Arc<Topic>> {
         let t = self.topics().remove(name)?;
         t.mark_deleted();
-        info!(topic = %name, "TOPIC deleted");
+        info!("TOPIC({name}): deleting");
         for c in t.channels() {
             if let Some(c) = t.delete_channel(c.name.as_str()) {
                 self.channel_gone(&t, &c);
@@ -436,7 +442,10 @@ impl Nsqd {
             return;
         };
         if topic.delete_channel_if_unused(channel) {
-            info!(topic = %topic.name, channel = %channel.name, "CHANNEL ephemeral, deleted with its last client");
+            // Upstream's texts: the channel's delete callback deletes it as an
+            // API call would.
+            info!("TOPIC({}): deleting channel {}", topic.name, channel.name);
+            info!("CHANNEL({}): deleting", channel.name);
             self.lookup.unregister(&topic.name, Some(&channel.name));
         }
         if topic.is_ephemeral() {
@@ -449,7 +458,7 @@ impl Nsqd {
             };
             if removed {
                 topic.mark_deleted();
-                info!(topic = %topic.name, "TOPIC ephemeral, deleted with its last channel");
+                info!("TOPIC({}): deleting", topic.name);
                 self.lookup.unregister(&topic.name, None);
             }
         }

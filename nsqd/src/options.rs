@@ -195,9 +195,15 @@ pub struct Options {
     /// log message prefix
     #[arg(long, default_value = "[nsqd] ")]
     pub log_prefix: String,
+    /// log format: text (upstream's lines) or json (ours: one object per line)
+    #[arg(long, default_value = "text")]
+    pub log_format: nsq_app::LogFormat,
     /// [deprecated] has no effect, use --log-level
     #[arg(long)]
     pub verbose: bool,
+    /// /metrics: also one series per connected client (ours; adds series per connection)
+    #[arg(long)]
+    pub metrics_per_client: bool,
     /// write every message to disk and fsync before acknowledging a publish
     #[arg(long)]
     pub durable: bool,
@@ -263,9 +269,11 @@ impl Options {
                 self.tls_client_auth_policy
             ));
         }
+        // "" keeps the default, as Go's flag value does (upstream's example
+        // config says `tls_min_version = ""`).
         if !matches!(
             self.tls_min_version.as_str(),
-            "ssl3.0" | "tls1.0" | "tls1.1" | "tls1.2" | "tls1.3"
+            "" | "ssl3.0" | "tls1.0" | "tls1.1" | "tls1.2" | "tls1.3"
         ) {
             return err(format!(
                 "unknown tlsVersionOption {:?}",

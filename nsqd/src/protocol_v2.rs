@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, error, info, Instrument};
 
 use crate::auth::AuthState;
 use crate::channel::Channel;
@@ -67,6 +67,7 @@ struct Input {
 /// Serve one TCP connection until it closes or nsqd shuts down.
 pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    info!("TCP: new client({addr})");
     let mut magic = [0u8; 4];
     let first = timeout(
         nsqd.opts.default_heartbeat() * 2,
@@ -76,8 +77,10 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAd
     if !matches!(first, Ok(Ok(_))) {
         return;
     }
+    let shown = String::from_utf8_lossy(&magic);
+    info!("CLIENT({addr}): desired protocol magic '{shown}'");
     if &magic != MAGIC_V2 {
-        warn!(%addr, ?magic, "client sent a bad protocol magic");
+        error!("client({addr}) bad protocol magic '{shown}'");
         let mut buf = BytesMut::new();
         encode_frame(&mut buf, FrameType::Error, b"E_BAD_PROTOCOL");
         let _ = stream.write_all(&buf).await;
@@ -111,6 +114,9 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAd
     }
     .instrument(span)
     .await;
+    // Upstream's two lines for a connection's end, whatever ended it.
+    info!("PROTOCOL(V2): [{addr}] exiting ioloop");
+    info!("PROTOCOL(V2): [{addr}] exiting messagePump");
     nsqd.remove_client(&client);
 }
 
@@ -263,7 +269,7 @@ impl Connection {
     }
 
     async fn send_error(&mut self, e: ProtocolError) {
-        log_error(&e);
+        log_error(self.client.remote_addr, &e);
         self.send(ToWriter::Frame(FrameType::Error, Bytes::from(e.to_wire())))
             .await;
     }
@@ -470,12 +476,9 @@ impl Connection {
     }
 }
 
-fn log_error(e: &ProtocolError) {
-    if e.is_fatal() {
-        warn!(error = %e, "client error");
-    } else {
-        debug!(error = %e, "client error");
-    }
+/// Upstream logs every failed command at ERROR as `[ADDR] - CODE text`.
+fn log_error(addr: SocketAddr, e: &ProtocolError) {
+    error!("[{addr}] - {e}");
 }
 
 async fn read_with_deadline<R: AsyncRead + Unpin>(

@@ -105,11 +105,8 @@ impl Server {
             http,
             https,
         } = self;
-        info!(
-            version = nsq_protocol::VERSION,
-            node_id = nsqd.node_id(),
-            "nsqd starting"
-        );
+        info!("{}", nsq_app::flags::version_string("nsqd"));
+        info!("ID: {}", nsqd.node_id());
         info!("TCP: listening on {}", nsqd.tcp_addr);
         nsqd.tracker.spawn(accept_tcp(nsqd.clone(), tcp));
         if let Some(http) = http {
@@ -137,7 +134,7 @@ impl Server {
         nsqd.lookup
             .set_addresses(&nsqd, &nsqd.opts.lookupd_tcp_address);
         tokio::select! {
-            _ = shutdown => info!("shutdown requested"),
+            _ = shutdown => {}
             _ = nsqd.cancel.cancelled() => {}
         }
         nsqd.cancel.cancel();
@@ -149,8 +146,9 @@ impl Server {
             error!("tasks still running after {SHUTDOWN_GRACE:?}; exiting anyway");
         }
         nsqd.write_metadata();
+        info!("NSQ: closing topics");
         nsqd.flush_to_disk().await;
-        info!("nsqd stopped");
+        info!("NSQ: bye");
         Ok(())
     }
 }

@@ -62,6 +62,33 @@ impl IdentifyRequest {
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
+
+    /// The request as upstream nsqd 1.3.0 logs it (Go's `%+v` of its
+    /// identify struct, absent fields as zero values), so log parsers that
+    /// read `[ADDR] IDENTIFY: {...}` lines keep working.
+    pub fn upstream_log_text(&self) -> String {
+        let s = |v: &Option<String>| v.clone().unwrap_or_default();
+        let i = |v: Option<i64>| v.unwrap_or(0);
+        let b = |v: Option<bool>| v.unwrap_or(false);
+        format!(
+            "{{ClientID:{} Hostname:{} HeartbeatInterval:{} OutputBufferSize:{} \
+             OutputBufferTimeout:{} FeatureNegotiation:{} TLSv1:{} Deflate:{} DeflateLevel:{} \
+             Snappy:{} SampleRate:{} UserAgent:{} MsgTimeout:{}}}",
+            s(&self.client_id),
+            s(&self.hostname),
+            i(self.heartbeat_interval),
+            i(self.output_buffer_size),
+            i(self.output_buffer_timeout),
+            b(self.feature_negotiation),
+            b(self.tls_v1),
+            b(self.deflate),
+            i(self.deflate_level),
+            b(self.snappy),
+            i(self.sample_rate),
+            s(&self.user_agent),
+            i(self.msg_timeout),
+        )
+    }
 }
 
 /// nsqd's answer to IDENTIFY with `feature_negotiation`. Field order is the

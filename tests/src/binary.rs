@@ -43,6 +43,19 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The directory holding every binary of the workspace (the CLI tools too), built once per
+/// test process like [`binary`]; for tests that package or run all of them.
+pub fn all_binaries_dir() -> PathBuf {
+    static ALL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match ALL.get_or_init(|| match std::env::var_os("NSQ_TEST_BIN_DIR") {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => build(&["--workspace"]),
+    }) {
+        Ok(dir) => dir.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// The cargo target directory the tests were built in (where test
 /// artifacts such as browser screenshots go, under `test-artifacts/`).
 pub fn target_dir() -> PathBuf {
@@ -76,13 +89,18 @@ fn target_layout() -> (PathBuf, String) {
 }
 
 fn build_binaries() -> Result<PathBuf, String> {
+    let packages: Vec<String> = PACKAGES.iter().map(|p| format!("--package={p}")).collect();
+    let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
+    build(&packages)
+}
+
+/// `cargo build --bins` with `selection` (`--package=...` or `--workspace`) into the test's
+/// own target directory and profile.
+fn build(selection: &[&str]) -> Result<PathBuf, String> {
     let (target_dir, profile) = target_layout();
     let cargo: OsString = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
-    cmd.arg("build").arg("--bins");
-    for p in PACKAGES {
-        cmd.args(["-p", p]);
-    }
+    cmd.arg("build").arg("--bins").args(selection);
     cmd.arg("--target-dir").arg(&target_dir);
     // The profile directory name is the profile, except that the `dev` profile builds into
     // `debug/`.

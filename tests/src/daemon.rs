@@ -90,7 +90,8 @@ fn parse_announce(line: &str) -> Option<Announce> {
     ] {
         if let Some(pos) = line.find(marker) {
             let rest = &line[pos + marker.len()..];
-            let token = rest.split_whitespace().next()?;
+            // A `--log-format=json` line ends the address with a quote.
+            let token = rest.split(|c: char| c.is_whitespace() || c == '"').next()?;
             return token.parse().ok().map(make);
         }
     }

@@ -43,7 +43,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use auth_server::AuthServer;
-pub use binary::{binary, target_dir};
+pub use binary::{all_binaries_dir, binary, target_dir};
 pub use certs::Certs;
 pub use daemon::{Daemon, Logs, NsqadminProcess, NsqdProcess, NsqlookupdProcess};
 pub use http::{http_get, http_post, http_request, http_request_with_headers, HttpResponse};

@@ -153,6 +153,8 @@ pub fn parse_options<T: Parser>(
     args: impl IntoIterator<Item = OsString>,
     config_keys: &[(&str, &str)],
 ) -> T {
+    let args: Vec<OsString> = args.into_iter().collect();
+    crate::docs::serve::<T>(prog, &args);
     try_parse_options(prog, args, config_keys).unwrap_or_else(|err| err.exit())
 }
 

@@ -77,7 +77,7 @@ impl Connection {
                 Ok(None) => {}
                 Err(DecodeError::LineTooLong) => return Err("command line too long"),
                 Err(DecodeError::Protocol(e)) => {
-                    log_error(&e);
+                    log_error(self.client.remote_addr, &e);
                     write_frame(&mut stream, FrameType::Error, &e.to_wire()).await?;
                     return Err("fatal client error");
                 }
@@ -110,7 +110,7 @@ impl Connection {
         let (resp, up) = match self.identify(body, true) {
             Ok(r) => r,
             Err(e) => {
-                log_error(&e);
+                log_error(self.client.remote_addr, &e);
                 write_frame(&mut stream, FrameType::Error, &e.to_wire()).await?;
                 return Err("fatal client error");
             }
@@ -128,7 +128,10 @@ impl Connection {
                 // reply, so bytes already here are a protocol violation.
                 return Err("client sent data before the TLS handshake");
             }
-            info!("upgrading connection to TLS");
+            info!(
+                "PROTOCOL(V2): [{}] upgrading connection to TLS",
+                self.client.remote_addr
+            );
             let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
             let mut tls = match timeout(UPGRADE_DEADLINE, accept).await {
                 Ok(Ok(tls)) => tls,
@@ -155,7 +158,16 @@ impl Connection {
         let Some(codec) = up.codec else {
             return Ok((Transport::Upgraded(read, write), None));
         };
-        info!(?codec, "upgrading connection to compression");
+        match codec {
+            Codec::Snappy => info!(
+                "PROTOCOL(V2): [{}] upgrading connection to snappy",
+                self.client.remote_addr
+            ),
+            Codec::Deflate(level) => info!(
+                "PROTOCOL(V2): [{}] upgrading connection to deflate (level {level})",
+                self.client.remote_addr
+            ),
+        }
         {
             let mut info = self.client.info.lock().unwrap_or_else(|e| e.into_inner());
             info.snappy = codec == Codec::Snappy;
@@ -177,6 +189,11 @@ impl Connection {
     ) -> Result<(Bytes, Upgrades), ProtocolError> {
         self.require_state("IDENTIFY", &[ClientState::Init])?;
         let req = IdentifyRequest::parse(body)?;
+        info!(
+            "[{}] IDENTIFY: {}",
+            self.client.remote_addr,
+            req.upstream_log_text()
+        );
         let settings = self
             .nsqd
             .client_settings(&req)

@@ -7,6 +7,7 @@ use nsq_tools::{self as tools, ToolError};
 
 #[tokio::main]
 async fn main() {
+    nsq_app::docs::serve::<JobOptions>("nsq-job", &std::env::args_os().collect::<Vec<_>>());
     let opts = JobOptions::parse();
     if opts.version {
         println!("{}", nsq_app::version_string("nsq-job"));

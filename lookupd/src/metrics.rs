@@ -1,0 +1,96 @@
+//! `GET /metrics` (ours; upstream has none): what the registration DB holds
+//! and how many lookups were answered, in the Prometheus text format.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nsq_app::prometheus::Family;
+
+use crate::registration_db::Stamp;
+use crate::server::Context;
+
+/// Counters the HTTP side bumps; read by [`render`]. Atomics: any request
+/// task may count, nothing else is shared.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    lookups_found: AtomicU64,
+    lookups_not_found: AtomicU64,
+}
+
+impl Counters {
+    /// A `/lookup` answered, `found` or 404 `TOPIC_NOT_FOUND`.
+    pub(crate) fn lookup(&self, found: bool) {
+        let c = if found {
+            &self.lookups_found
+        } else {
+            &self.lookups_not_found
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Every metric, from one look at the DB.
+pub(crate) fn render(ctx: &Context) -> String {
+    let db = &ctx.db;
+    let nodes = db.nodes(Stamp::now());
+    let topics = db.topics();
+    let channels: usize = topics.iter().map(|t| db.channels(t).len()).sum();
+    let tombstones = nodes
+        .iter()
+        .flat_map(|n| &n.tombstones)
+        .filter(|t| **t)
+        .count();
+
+    let mut info = Family::new(
+        "nsqlookupd_info",
+        "gauge",
+        "Version of this nsqlookupd; always 1.",
+    );
+    info.add(vec![("version", nsq_protocol::VERSION.to_string())], 1.0);
+    let mut producers = Family::new(
+        "nsqlookupd_producers",
+        "gauge",
+        "Active nsqd nodes registered (what /nodes lists).",
+    );
+    producers.add(vec![], nodes.len() as f64);
+    let mut ntopics = Family::new("nsqlookupd_topics", "gauge", "Topics registered.");
+    ntopics.add(vec![], topics.len() as f64);
+    let mut nchannels = Family::new(
+        "nsqlookupd_channels",
+        "gauge",
+        "Channels registered, over all topics.",
+    );
+    nchannels.add(vec![], channels as f64);
+    let mut ntombstones = Family::new(
+        "nsqlookupd_tombstones",
+        "gauge",
+        "Topic producers currently tombstoned.",
+    );
+    ntombstones.add(vec![], tombstones as f64);
+    let mut lookups = Family::new(
+        "nsqlookupd_lookups_total",
+        "counter",
+        "/lookup requests answered, by result.",
+    );
+    let m = &ctx.metrics;
+    lookups.add(
+        vec![("result", "found".into())],
+        m.lookups_found.load(Ordering::Relaxed) as f64,
+    );
+    lookups.add(
+        vec![("result", "not_found".into())],
+        m.lookups_not_found.load(Ordering::Relaxed) as f64,
+    );
+
+    let mut out = String::new();
+    for f in [
+        &info,
+        &producers,
+        &ntopics,
+        &nchannels,
+        &ntombstones,
+        &lookups,
+    ] {
+        f.write(&mut out);
+    }
+    out
+}

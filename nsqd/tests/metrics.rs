@@ -1,0 +1,158 @@
+//! nsqd's `/metrics` beyond the `/stats` numbers: dead letters and finished messages per
+//! channel, per-client series behind `--metrics-per-client`, and the disk queue's write and
+//! fsync latency histograms. Parsed with prometheus-parse.
+
+mod support;
+
+use nsq_protocol::{Command, MessageId};
+use prometheus_parse::{LineInfo, Scrape, Value as PValue};
+use support::*;
+
+/// Parse with prometheus-parse, refusing any line it would skip.
+fn scrape(text: &str) -> Scrape {
+    for line in text.lines() {
+        assert!(
+            !matches!(LineInfo::parse(line), LineInfo::Ignored),
+            "unparsable line {line:?}"
+        );
+    }
+    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
+fn find<'a>(s: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Option<&'a PValue> {
+    s.samples
+        .iter()
+        .find(|m| m.metric == name && labels.iter().all(|(k, v)| m.labels.get(k) == Some(*v)))
+        .map(|m| &m.value)
+}
+
+fn num(v: Option<&PValue>) -> f64 {
+    match v {
+        Some(PValue::Gauge(n) | PValue::Counter(n) | PValue::Untyped(n)) => *n,
+        other => panic!("not a number: {other:?}"),
+    }
+}
+
+async fn metrics(d: &Nsqd) -> Scrape {
+    scrape(&http(d, "GET", "/metrics", b"").await.text())
+}
+
+#[tokio::test]
+async fn dead_letters_finished_and_per_client_series() {
+    within(async {
+        let d = start(&["--metrics-per-client"]).await;
+        http(&d, "POST", "/topic/create?topic=jobs", b"")
+            .await
+            .assert_empty_ok();
+        http(&d, "POST", "/channel/create?topic=jobs&channel=w", b"")
+            .await
+            .assert_empty_ok();
+        http(
+            &d,
+            "POST",
+            "/channel/max_attempts?topic=jobs&channel=w&max_attempts=1",
+            b"",
+        )
+        .await
+        .assert_empty_ok();
+        let r = http(&d, "POST", "/mpub?topic=jobs", b"ok\nfails").await;
+        assert_eq!(r.text(), "OK");
+
+        let mut c = Conn::open(&d).await;
+        c.identify(r#"{"client_id":"worker-1","hostname":"h1"}"#)
+            .await;
+        c.sub("jobs", "w").await;
+        c.cmd(Command::Rdy(2)).await;
+        for _ in 0..2 {
+            let (id, body) = c.message().await;
+            if body == b"ok" {
+                c.cmd(Command::Fin(MessageId(id))).await;
+            } else {
+                // Its one attempt is used up: REQ sends it to jobs.dead.
+                c.cmd(Command::Req {
+                    id: MessageId(id),
+                    timeout_ms: 0,
+                })
+                .await;
+            }
+        }
+        let w = [("topic", "jobs"), ("channel", "w")];
+        let s = poll("one finished and one dead letter", || async {
+            let s = metrics(&d).await;
+            let done = num(find(&s, "nsq_channel_finished_total", &w)) == 1.0
+                && num(find(&s, "nsq_channel_dead_letters_total", &w)) == 1.0;
+            done.then_some(s)
+        })
+        .await;
+        assert_eq!(num(find(&s, "nsq_channel_in_flight", &w)), 0.0);
+        let client = [
+            ("topic", "jobs"),
+            ("channel", "w"),
+            ("client_id", "worker-1"),
+            ("hostname", "h1"),
+        ];
+        assert_eq!(num(find(&s, "nsq_client_messages_total", &client)), 2.0);
+        assert_eq!(num(find(&s, "nsq_client_finished_total", &client)), 1.0);
+        assert_eq!(num(find(&s, "nsq_client_requeued_total", &client)), 1.0);
+        assert_eq!(num(find(&s, "nsq_client_ready_count", &client)), 2.0);
+        assert_eq!(num(find(&s, "nsq_client_in_flight", &client)), 0.0);
+        assert!(s.docs.contains_key("nsq_channel_dead_letters_total"));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn per_client_series_are_off_by_default() {
+    within(async {
+        let d = start(&[]).await;
+        let mut c = Conn::open(&d).await;
+        c.identify(r#"{"client_id":"x"}"#).await;
+        c.sub("t", "c").await;
+        let text = http(&d, "GET", "/metrics", b"").await.text();
+        assert!(!text.contains("nsq_client_"), "{text}");
+        let s = scrape(&text);
+        assert_eq!(
+            num(find(&s, "nsq_channel_finished_total", &[("channel", "c")])),
+            0.0
+        );
+        assert_eq!(
+            num(find(
+                &s,
+                "nsq_channel_dead_letters_total",
+                &[("channel", "c")]
+            )),
+            0.0
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn disk_write_and_fsync_latency_histograms() {
+    within(async {
+        // Everything through the disk queue, fsynced after every write.
+        let d = start(&["--mem-queue-size=0", "--sync-every=1"]).await;
+        let r = http(&d, "POST", "/mpub?topic=disk", b"a\nb\nc").await;
+        assert_eq!(r.text(), "OK");
+        let s = poll("a write and an fsync observed", || async {
+            let s = metrics(&d).await;
+            let w = num(find(&s, "nsq_disk_write_seconds_count", &[]));
+            let f = num(find(&s, "nsq_disk_fsync_seconds_count", &[]));
+            (w >= 1.0 && f >= 1.0).then_some(s)
+        })
+        .await;
+        for name in ["nsq_disk_write_seconds", "nsq_disk_fsync_seconds"] {
+            let Some(PValue::Histogram(buckets)) = find(&s, name, &[]) else {
+                panic!("{name} is not a histogram");
+            };
+            // Cumulative, ending in +Inf with the count.
+            let counts: Vec<f64> = buckets.iter().map(|b| b.count).collect();
+            assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+            let last = buckets.last().unwrap();
+            assert!(last.less_than.is_infinite(), "{buckets:?}");
+            assert_eq!(last.count, num(find(&s, &format!("{name}_count"), &[])));
+            assert!(num(find(&s, &format!("{name}_sum"), &[])) >= 0.0);
+        }
+    })
+    .await
+}

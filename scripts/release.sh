@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Release artifacts laid out as upstream's: a tarball
+# nsq-rs-VERSION.linux-ARCH.tar.gz holding nsq-rs-VERSION.linux-ARCH/bin/
+# with the daemons and tools (optimised, stripped), and a checksum file
+# nsq-rs-VERSION.linux-ARCH.tar.gz.sha256 (`sha256sum -c` checks it).
+#
+#   scripts/release.sh                       # cargo build --release, then target/release-artifacts/
+#   scripts/release.sh --out DIR             # write the artifacts into DIR
+#   scripts/release.sh --bin-dir DIR         # package binaries already built (the test uses debug ones)
+#
+# Prints the tarball's path.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin_dir=""
+out=target/release-artifacts
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --bin-dir) bin_dir=$2; shift 2 ;;
+        --bin-dir=*) bin_dir=${1#*=}; shift ;;
+        --out) out=$2; shift 2 ;;
+        --out=*) out=${1#*=}; shift ;;
+        *) echo "usage: scripts/release.sh [--bin-dir DIR] [--out DIR]" >&2; exit 2 ;;
+    esac
+done
+
+bins="nsqd nsqlookupd nsqadmin to_nsq nsq_tail nsq_stat nsq_to_file nsq_to_http nsq_to_nsq nsq-job"
+if [ -z "$bin_dir" ]; then
+    cargo build --release --bins -p nsqd -p nsqlookupd -p nsqadmin -p nsq-tools >&2
+    bin_dir=target/release
+fi
+
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+case "$(uname -m)" in
+    x86_64) arch=amd64 ;;
+    aarch64) arch=arm64 ;;
+    *) arch=$(uname -m) ;;
+esac
+name="nsq-rs-$version.linux-$arch"
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+install -d "$stage/$name/bin"
+for b in $bins; do
+    [ -x "$bin_dir/$b" ] || { echo "scripts/release.sh: $bin_dir/$b missing" >&2; exit 1; }
+    install -m 755 "$bin_dir/$b" "$stage/$name/bin/$b"
+    strip --strip-all "$stage/$name/bin/$b"
+done
+
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+tarball="$out/$name.tar.gz"
+# Owner and times fixed, so the same binaries give the same tarball.
+tar -C "$stage" --owner=0 --group=0 --numeric-owner --mtime=@0 --sort=name -czf "$tarball" "$name"
+(cd "$out" && sha256sum "$name.tar.gz" > "$name.tar.gz.sha256")
+echo "$tarball"
