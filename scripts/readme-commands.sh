@@ -6,7 +6,8 @@
 # nsqlookupd and the tools are built).
 #
 # Exceptions: `scripts/cluster.sh` (runs until Ctrl-C) and `scripts/test.sh`
-# (the test run itself) are not run. A command that runs until stopped
+# (the test run itself) are not run, nor a block right after a line starting
+# `<!-- not run by scripts/readme-commands.sh` (which says why). A command that runs until stopped
 # (`nsq-job work`) is stopped after a few seconds; it passes if it was still
 # running. `curl` fails on an HTTP error status, so an answer like
 # TOPIC_NOT_FOUND fails the run.
@@ -48,7 +49,12 @@ printf '#!/bin/sh\necho "rendered $NSQ_SHARD_ITEM"\n' >"$WORK/render.sh"
 chmod +x "$WORK/render.sh"
 
 # Commands, one per line, from every ```sh block.
-awk '/^```sh$/ {inside=1; next} /^```$/ {inside=0} inside' "$README" >"$WORK/commands"
+awk '
+    /^<!-- not run by scripts\/readme-commands\.sh/ {skip=1}
+    /^```sh$/ {inside=1; next}
+    /^```$/ {inside=0; skip=0}
+    inside && !skip
+' "$README" >"$WORK/commands"
 
 ran=0
 while IFS= read -r line; do
