@@ -328,3 +328,45 @@ async fn nsq_tail_logs_each_lookupd_query_and_its_answer() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consuming_tools_take_tls_compression_and_auth_options() {
+    within(async {
+        let certs = nsq_tests::Certs::new();
+        let auth = nsq_tests::AuthServer::start(&[
+            r#"{"ttl":3600,"identity":"tail","authorizations":[{"topic":".*","channels":[".*"],"permissions":["subscribe","publish"]}]}"#,
+        ]);
+        let mut args = certs.nsqd_args();
+        args.push(auth.nsqd_arg());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let nsqd = NsqdProcess::start(&refs);
+        let tool = Tool::spawn(
+            env!("CARGO_BIN_EXE_nsq_tail"),
+            &[
+                "--topic=secure".to_string(),
+                format!("--nsqd-tcp-address={}", nsqd.tcp_addr()),
+                "--n=1".into(),
+                "--consumer-opt=tls_v1,true".into(),
+                format!("--consumer-opt=tls_root_ca_file,{}", certs.path("ca.pem").display()),
+                "--consumer-opt=snappy,true".into(),
+                "--consumer-opt=auth_secret,tail-secret".into(),
+            ],
+            None,
+        );
+        wait_until(Duration::from_secs(20), "nsq_tail subscribed over TLS", || {
+            let clients = topic_stats(&nsqd, "secure")["channels"][0]["clients"].clone();
+            match clients.get(0) {
+                Some(c) if c["tls"] == true && c["snappy"] == true && c["authed"] == true => Ok(()),
+                _ => Err(format!("{clients}; {}", tool.stderr_so_far())),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| nsqd.fail(&e));
+        nsqd.http_post("/pub?topic=secure", b"over tls");
+        let done = tool.finish().await;
+        assert!(done.status.success(), "{}", done.stderr);
+        assert_eq!(done.stdout, "over tls\n");
+        assert!(auth.requests().iter().any(|r| r.contains("secret=tail-secret")));
+    })
+    .await;
+}
