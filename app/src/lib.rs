@@ -8,6 +8,8 @@ pub mod flags;
 #[cfg(feature = "cli")]
 pub mod http_client;
 #[cfg(feature = "cli")]
+pub mod http_timeouts;
+#[cfg(feature = "cli")]
 pub mod logging;
 #[cfg(feature = "cli")]
 pub mod net;

@@ -32,6 +32,7 @@ mod events;
 mod flight;
 mod jobs;
 pub use crate::client::JobWorker;
+pub(crate) use dead_letter::{default_topic as default_dead_letter_topic, leads_back, CONFIGURING};
 pub use dead_letter::{ChannelOptions, DeadLetterStats};
 pub use events::{ChannelEvents, Events};
 pub use jobs::{FireStatus, JobLimits, JobStatus, ShardStatus, WorkerStatus};

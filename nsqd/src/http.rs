@@ -65,6 +65,8 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let cancel = nsqd.cancel.clone();
+    let timeouts = nsqd.opts.http_timeouts();
+    let (stream, idle) = timeouts.watch(stream);
     let service = hyper::service::service_fn(move |req| {
         let nsqd = nsqd.clone();
         async move {
@@ -76,7 +78,8 @@ where
             Ok::<_, Infallible>(resp)
         }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
+    let conn = timeouts
+        .builder()
         // Go writes canonical header names; some tools compare them.
         .title_case_headers(true)
         .serve_connection(TokioIo::new(stream), service);
@@ -84,6 +87,7 @@ where
     tokio::select! {
         r = conn.as_mut() => if let Err(e) = r { debug!("HTTP connection: {e}") },
         _ = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
+        _ = idle.expired() => debug!("HTTP connection: idle, closed"),
     }
 }
 

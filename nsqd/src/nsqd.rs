@@ -45,6 +45,10 @@ pub enum Error {
     },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The stop could not store what was held in memory (a full or failing
+    /// disk): counted so it is never mistaken for a clean stop.
+    #[error("shutdown: {messages} messages lost (the disk refused them), {queues} disk queues not synced")]
+    LostAtShutdown { messages: u64, queues: u64 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -525,8 +529,10 @@ impl Nsqd {
         Ok(())
     }
 
-    /// Write everything held in memory to disk and close the disk queues.
-    pub(crate) async fn flush_to_disk(self: &Arc<Self>) {
+    /// Write everything held in memory to disk and close the disk queues;
+    /// an error counts what could not be stored.
+    pub(crate) async fn flush_to_disk(self: &Arc<Self>) -> Result<()> {
+        let (lost_before, _) = self.disk_io.losses();
         // A read under way could otherwise land in memory after it was
         // written out, and its records' read position be synced: lost.
         let nsqd = self.clone();
@@ -541,7 +547,13 @@ impl Nsqd {
         }
         let nsqd = self.clone();
         let _ = tokio::task::spawn_blocking(move || nsqd.disk_io.shutdown()).await;
+        let (lost_after, queues) = self.disk_io.losses();
+        let messages = lost_after.saturating_sub(lost_before);
+        if messages > 0 || queues > 0 {
+            return Err(Error::LostAtShutdown { messages, queues });
+        }
         info!(messages = flushed, "memory queues written to disk");
+        Ok(())
     }
 
     /// Account a publish to the publishing client, for `/stats` producers.

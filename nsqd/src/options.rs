@@ -36,6 +36,16 @@ pub struct Options {
     /// <addr>:<port> to listen on for HTTPS clients
     #[arg(long, default_value = "0.0.0.0:4152")]
     pub https_address: String,
+    /// Ours: time an HTTP client has to send a whole request header, counted
+    /// from when the server is ready for it (so also how long an idle
+    /// keep-alive connection stays open); 0 = no limit.
+    #[arg(long, default_value = "30s")]
+    pub http_header_timeout: GoDuration,
+    /// Ours: an HTTP connection on which no byte moves either way for this
+    /// long is closed (a stalled request body, a client that stops
+    /// reading); 0 = no limit.
+    #[arg(long, default_value = "1m0s")]
+    pub http_idle_timeout: GoDuration,
     /// address that will be registered with lookupd (defaults to the OS hostname)
     #[arg(long, default_value = "")]
     pub broadcast_address: String,
@@ -237,6 +247,14 @@ pub enum TlsRequired {
 pub struct OptionsError(pub String);
 
 impl Options {
+    /// `--http-header-timeout` and `--http-idle-timeout` for the HTTP server.
+    pub fn http_timeouts(&self) -> nsq_app::http_timeouts::HttpTimeouts {
+        nsq_app::http_timeouts::HttpTimeouts {
+            header: self.http_header_timeout.0,
+            idle: self.http_idle_timeout.0,
+        }
+    }
+
     /// Check what clap's types cannot, with upstream's messages.
     pub fn validate(&self) -> Result<(), OptionsError> {
         let err = |m: String| Err(OptionsError(m));

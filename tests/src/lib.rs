@@ -34,6 +34,7 @@ pub mod auth_server;
 pub mod binary;
 pub mod certs;
 pub mod daemon;
+pub mod fake_node;
 pub mod http;
 pub mod raw;
 pub mod raw_lookup;

@@ -140,6 +140,25 @@ pub(super) fn channel_max_attempts(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) ->
         return Err(bad("INVALID_ARG_DEAD_LETTER_TOPIC"));
     }
     let c = topic.channel(channel.as_str()).ok_or(CHANNEL_NOT_FOUND)?;
+    let _configuring = crate::channel::CONFIGURING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if max_attempts > 0 {
+        let to = dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| crate::channel::default_dead_letter_topic(&topic.name));
+        let targets = |t: &TopicName| -> Vec<TopicName> {
+            nsqd.topic(t.as_str()).map_or_else(Vec::new, |t| {
+                t.channels()
+                    .iter()
+                    .filter_map(|c| c.dead_letter_target())
+                    .collect()
+            })
+        };
+        if crate::channel::leads_back(&topic.name, &to, targets) {
+            return Err(bad("DEAD_LETTER_CYCLE"));
+        }
+    }
     c.set_options(crate::channel::ChannelOptions {
         max_attempts,
         dead_letter_topic,
