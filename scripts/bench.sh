@@ -44,7 +44,7 @@ MODE=single
 # Hard bound on any single tool run, whatever RUNFOR says.
 TOOL_TIMEOUT=${TOOL_TIMEOUT:-120}
 
-cargo build --release -p nsqd -p nsq >&2
+cargo build --release -p nsqd -p nsq-tools >&2
 BIN=./target/release
 
 WORK=$(mktemp -d -t nsq-bench.XXXXXX)

@@ -21,7 +21,11 @@ pub const CONFIG_KEYS: &[(&str, &str)] = &[
 
 /// Every nsqd flag. Field docs are the `-h` text.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "nsqd", disable_version_flag = true)]
+#[command(
+    name = "nsqd",
+    about = "NSQ daemon: receives, queues and delivers messages to clients.",
+    disable_version_flag = true
+)]
 pub struct Options {
     /// <addr>:<port> to listen on for TCP clients
     #[arg(long, default_value = "0.0.0.0:4150")]
