@@ -296,8 +296,11 @@
       return html`<tr data-topic="${t.topic_name}"><td>${link(topicPath(t.topic_name), t.topic_name)}${pausedBadge(t.paused)}</td><td>${num(t.depth)}</td><td>${num(t.memory_depth)} + ${num(t.backend_depth)}</td>
         <td>${num(inFlight(t))}</td><td>${num(deferred(t))}</td><td>${num(t.message_count)}</td><td>${num(conns(t))}</td><td>${tomb}</td></tr>${chans}`;
     });
+    const peers = r.replicas ? html`<h2>Replication peers</h2><table id="replicas"><thead><tr><th class="text">Peer</th><th class="text">State</th><th>Lag (messages)</th><th>Lag (bytes)</th><th>Shadow depth</th><th>Takeovers</th></tr></thead>
+      <tbody>${orEmpty(r.replicas.map((p) => html`<tr data-peer="${p.peer}"><td class="text">${p.peer}</td><td class="text"><span class="badge ${p.state === "in_sync" ? "" : "bad"}">${p.state}</span></td>
+        <td>${num(p.lag_messages)}</td><td>${num(p.lag_bytes)}</td><td>${num(p.shadow_depth)}</td><td>${num(p.takeovers)}</td></tr>`), 6, "No peers.")}</tbody></table>` : "";
     return html`<h1>Node <span id="node-name">${node}</span></h1>${warningBox(r.message)}
-      <p>${num(r.total_messages)} messages, ${num(r.total_clients)} clients, ${num((r.topics || []).length)} topics.</p>
+      <p>${num(r.total_messages)} messages, ${num(r.total_clients)} clients, ${num((r.topics || []).length)} topics.</p>${peers}
       <table id="topics"><thead><tr><th>Topic / channel</th><th>Depth</th><th>Memory + disk</th><th>In flight</th><th>Deferred</th><th>Messages</th><th>Connections</th><th></th></tr></thead>
       <tbody>${orEmpty(rows, 8, "No topics.")}</tbody></table>`;
   }

@@ -96,6 +96,8 @@ enum Route {
     ChannelMaxAttempts,
     /// Ours: job channels' dispatch status.
     JobStatus,
+    /// Ours: take over a replication peer's messages now.
+    ReplicaTakeover,
     /// `/config/:opt`; the option is read from the path by the handler.
     Config,
 }
@@ -123,6 +125,7 @@ fn route(path: &str) -> Option<(Route, &'static [Method])> {
         "/channel/unpause" => (Route::ChannelUnpause, POST),
         "/channel/max_attempts" => (Route::ChannelMaxAttempts, POST),
         "/job/status" => (Route::JobStatus, GET),
+        "/replica/takeover" => (Route::ReplicaTakeover, POST),
         // httprouter's `:opt` matches one non-empty path segment.
         p if config_option(p).is_some() => (Route::Config, GET_PUT),
         _ => return None,
@@ -195,6 +198,7 @@ async fn handle(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> HttpResponse {
         Route::ChannelUnpause => admin::pause_channel(nsqd, &req, false),
         Route::ChannelMaxAttempts => admin::channel_max_attempts(nsqd, &req),
         Route::JobStatus => job_status(nsqd, &req),
+        Route::ReplicaTakeover => admin::replica_takeover(nsqd, &req),
         Route::Config => {
             let opt = config_option(req.uri().path())
                 .unwrap_or_default()
@@ -424,6 +428,7 @@ pub(crate) async fn read_body(
 fn put_error(e: PublishError) -> (StatusCode, &'static str) {
     match e {
         PublishError::Put(PutError::Exiting) => (StatusCode::SERVICE_UNAVAILABLE, "EXITING"),
+        PublishError::Replica(_) => (StatusCode::SERVICE_UNAVAILABLE, "REPLICAS_UNAVAILABLE"),
         PublishError::Put(PutError::QueueFull) | PublishError::Disk(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
         }

@@ -219,6 +219,7 @@ impl Connection {
                 rx,
                 stop.clone(),
             )
+            .with_replication(self.nsqd.replication.clone())
             .run(write)
             .in_current_span(),
         );
@@ -650,6 +651,8 @@ struct Writer {
     stop: CancellationToken,
     out: BytesMut,
     batch: Vec<crate::message::Message>,
+    /// Drops what a peer took over before it is delivered.
+    replication: Option<Arc<crate::replication::Replication>>,
 }
 
 impl Writer {
@@ -668,7 +671,13 @@ impl Writer {
             stop,
             out: BytesMut::with_capacity(MIN_WRITE_THRESHOLD * 2),
             batch: Vec::with_capacity(TAKE_BATCH),
+            replication: None,
         }
+    }
+
+    fn with_replication(mut self, r: Option<Arc<crate::replication::Replication>>) -> Self {
+        self.replication = r;
+        self
     }
 
     async fn run<W: AsyncWrite + Unpin>(mut self, mut write: W) {
@@ -762,6 +771,12 @@ impl Writer {
                 self.settings.msg_timeout,
                 self.settings.sample_rate,
                 Instant::now(),
+                &mut self.batch,
+            );
+            crate::replication::filter_delivery(
+                self.replication.as_ref(),
+                &channel,
+                self.client.id,
                 &mut self.batch,
             );
             if self.batch.is_empty() {

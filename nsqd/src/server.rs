@@ -145,6 +145,10 @@ impl Server {
         } = self;
         info!("{}", nsq_app::flags::version_string("nsqd"));
         info!("ID: {}", nsqd.node_id());
+        if let Some(r) = nsqd.replication.clone() {
+            // Before consumers arrive: learn what peers took over.
+            r.start(&nsqd).await;
+        }
         info!("TCP: listening on {}", nsqd.tcp_addr);
         nsqd.tracker.spawn(accept_tcp(nsqd.clone(), tcp));
         if let Some(http) = http {
