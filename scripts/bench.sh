@@ -35,6 +35,13 @@
 #   ROUNDS         rounds per server, each on a fresh nsqd (default 1)
 #   MEM_MSGS       messages for the memory figure (default 1000000)
 #   SIZE           message body bytes (default 200)
+#
+# --replicated: instead of the figures above, bench_writer and bench_latency
+# against one nsqd, then against nsqd A of a replicated pair (A on 127.0.0.2,
+# B on 127.0.0.3, each replicating to the other), in memory and --durable.
+# One JSON line per run, with "mode" (single/pair) and "durable" added.
+#   PAIR_COUNT     most messages the writer publishes per run (default
+#                  2000000: a peer's copy is held in memory, at most 1 GiB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +51,8 @@ WRITER_COUNT=${WRITER_COUNT:-10000000}
 ROUNDS=${ROUNDS:-1}
 MEM_MSGS=${MEM_MSGS:-1000000}
 SIZE=${SIZE:-200}
+PAIR_COUNT=${PAIR_COUNT:-2000000}
+MODE=single
 # Hard bound on any single tool run, whatever RUNFOR says.
 TOOL_TIMEOUT=${TOOL_TIMEOUT:-120}
 
@@ -59,6 +68,7 @@ while [ $# -gt 0 ]; do
         --tools=*) TOOLS=${1#*=}; shift ;;
         --table) TABLE=${2:?--table needs a file}; shift 2 ;;
         --table=*) TABLE=${1#*=}; shift ;;
+        --replicated) MODE=replicated; shift ;;
         -h|--help) usage 0 ;;
         *) echo "bench.sh: unknown argument $1" >&2; usage ;;
     esac
@@ -109,17 +119,18 @@ forget_pid() {
     pids=("${keep[@]}")
 }
 
-# Start an nsqd (NAME, then the binary, ours by default) on port 0 and read
-# the bound addresses from its log, so no fixed port can collide with
-# anything else on the machine. Each call gets its own data directory. Sets
-# NSQD_PID, NSQD_TCP and NSQD_HTTP.
+# Start nsqd on port 0 (of IP $2, default 127.0.0.1; more flags after it)
+# and read the bound addresses from its log, so no fixed port can collide
+# with anything else on the machine. The binary is $NSQD_BIN (default ours).
+# Each call gets its own data directory. Sets NSQD_PID, NSQD_TCP and NSQD_HTTP.
 start_nsqd() {
-    local name=$1 nsqd=${2:-$BIN/nsqd} dir
+    local name=$1 ip=${2:-127.0.0.1} nsqd=${NSQD_BIN:-$BIN/nsqd} dir
     dir=$(mktemp -d "$WORK/$1.XXXX")
+    shift; [ $# -gt 0 ] && shift
     mkdir -p "$dir/data"
     # shellcheck disable=SC2086 # NSQD_ARGS is a list of flags
-    "$nsqd" --tcp-address=127.0.0.1:0 --http-address=127.0.0.1:0 \
-        --data-path="$dir/data" $NSQD_ARGS >"$dir/nsqd.log" 2>&1 &
+    "$nsqd" --tcp-address="$ip:0" --http-address="$ip:0" \
+        --data-path="$dir/data" $NSQD_ARGS "$@" >"$dir/nsqd.log" 2>&1 &
     NSQD_PID=$!
     pids+=("$NSQD_PID")
     NSQD_TCP= NSQD_HTTP=
@@ -295,10 +306,10 @@ phase_memory() {
 # One round on one server: each phase on a fresh nsqd and data path.
 bench_server() {
     local server=$1 nsqd=$2 round=$3
-    start_nsqd "$server-throughput-$round" "$nsqd"
+    NSQD_BIN=$nsqd start_nsqd "$server-throughput-$round"
     phase_throughput "$server" "$round"
     stop_nsqd
-    start_nsqd "$server-memory-$round" "$nsqd"
+    NSQD_BIN=$nsqd start_nsqd "$server-memory-$round"
     phase_memory "$server" "$round"
     stop_nsqd
 }
@@ -365,6 +376,51 @@ summarise() {
             }
         }'
 }
+
+# --- replicated pairs (--replicated) ------------------------------------------
+# A port free on IP $1 right now (the replication listener needs its port
+# before the peer starts).
+free_port() {
+    python3 -c 'import socket, sys; s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"
+}
+
+# Add "mode" and "durable" to a tool's JSON line.
+tag_mode() { sed "s/^{/{\"mode\":\"$1\",\"durable\":$2,/" <<<"$3"; }
+
+if [ "$MODE" = replicated ]; then
+    for durable in false true; do
+        dflag=()
+        [ "$durable" = true ] && dflag=(--durable)
+        start_nsqd "single-$durable" 127.0.0.1 ${dflag[@]+"${dflag[@]}"}
+        w=$(run_tool "$BIN/bench_writer" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" \
+            --count="$PAIR_COUNT" --size="$SIZE")
+        l=$(run_tool "$BIN/bench_latency" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" --size="$SIZE")
+        results+=("$(tag_mode single "$durable" "$w")" "$(tag_mode single "$durable" "$l")")
+        stop_nsqd
+        pa=$(free_port 127.0.0.2)
+        pb=$(free_port 127.0.0.3)
+        start_nsqd "pair-b-$durable" 127.0.0.3 --replication-address="127.0.0.3:$pb" \
+            --replica="127.0.0.2:$pa" ${dflag[@]+"${dflag[@]}"}
+        b_pid=$NSQD_PID
+        start_nsqd "pair-a-$durable" 127.0.0.2 --replication-address="127.0.0.2:$pa" \
+            --replica="127.0.0.3:$pb" ${dflag[@]+"${dflag[@]}"}
+        for _ in $(seq 1 100); do
+            curl -sf "http://$NSQD_HTTP/stats?format=json" | grep -q '"state":"in_sync"' && break
+            sleep 0.1
+        done
+        curl -sf "http://$NSQD_HTTP/stats?format=json" | grep -q '"state":"in_sync"' \
+            || { log "the pair did not get in sync"; exit 1; }
+        w=$(run_tool "$BIN/bench_writer" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" \
+            --count="$PAIR_COUNT" --size="$SIZE")
+        l=$(run_tool "$BIN/bench_latency" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" --size="$SIZE")
+        results+=("$(tag_mode pair "$durable" "$w")" "$(tag_mode pair "$durable" "$l")")
+        stop_nsqd
+        NSQD_PID=$b_pid
+        stop_nsqd
+    done
+    printf '%s\n' "${results[@]}"
+    exit 0
+fi
 
 # --- main ----------------------------------------------------------------------
 servers=(ours)

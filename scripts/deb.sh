@@ -25,9 +25,9 @@ while [ $# -gt 0 ]; do
 done
 
 daemons="nsqd nsqlookupd nsqadmin"
-tools="to_nsq nsq_tail nsq_stat nsq_to_file nsq-job"
+tools="to_nsq nsq_tail nsq_stat nsq_to_file nsq_to_http nsq_to_nsq nsq-job"
 if [ -z "$bin_dir" ]; then
-    cargo build --release --bins -p nsqd -p nsqlookupd -p nsqadmin -p nsq >&2
+    cargo build --release --bins -p nsqd -p nsqlookupd -p nsqadmin -p nsq-tools >&2
     bin_dir=target/release
 fi
 for b in $daemons $tools; do
@@ -83,7 +83,7 @@ Homepage: https://nsq.io
 Description: NSQ 1.3.0-compatible messaging daemons written in Rust
  nsqd, nsqlookupd and nsqadmin speak NSQ 1.3.0's TCP and HTTP protocols and
  accept its flags and config files, with the command-line tools to_nsq,
- nsq_tail, nsq_stat, nsq_to_file and nsq-job. Includes hardened systemd
+ nsq_tail, nsq_stat, nsq_to_file, nsq_to_http, nsq_to_nsq and nsq-job. Includes hardened systemd
  units (disabled until enabled), example configs in /etc/nsq, man pages and
  shell completions.
 CONTROL

@@ -24,9 +24,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-bins="nsqd nsqlookupd nsqadmin to_nsq nsq_tail nsq_stat nsq_to_file nsq-job"
+bins="nsqd nsqlookupd nsqadmin to_nsq nsq_tail nsq_stat nsq_to_file nsq_to_http nsq_to_nsq nsq-job"
 if [ -z "$bin_dir" ]; then
-    cargo build --release --bins -p nsqd -p nsqlookupd -p nsqadmin -p nsq >&2
+    cargo build --release --bins -p nsqd -p nsqlookupd -p nsqadmin -p nsq-tools >&2
     bin_dir=target/release
 fi
 

@@ -57,6 +57,9 @@ struct NodeBody<'a> {
     topics: Vec<TopicStats>,
     total_messages: i64,
     total_clients: usize,
+    /// Ours: the node's replication peers, when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicas: Option<Vec<crate::daemon_json::NsqdReplica>>,
 }
 
 #[derive(Serialize)]
@@ -260,6 +263,7 @@ async fn node(ctx: &Context, name: &str) -> Reply {
         topics,
         total_messages,
         total_clients,
+        replicas: stats.replicas.clone(),
     };
     with_message(&body, &w)
 }

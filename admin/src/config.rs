@@ -112,6 +112,7 @@ fn option_value(ctx: &Context, key: &str) -> Option<Value> {
         "admin_users" => json!(o.admin_user),
         // Ours, beyond upstream.
         "history_interval" => ns(&o.history_interval),
+        "http_client_max_body_size" => json!(o.http_client_max_body_size),
         _ => return None,
     })
 }

@@ -10,6 +10,24 @@ use serde::Deserialize;
 pub struct NsqdStats {
     #[serde(default)]
     pub topics: Vec<NsqdTopic>,
+    /// Ours: an nsqd in a replicated pair lists its peers.
+    #[serde(default)]
+    pub replicas: Option<Vec<NsqdReplica>>,
+}
+
+/// One replication peer of an nsqd, as its `/stats` reports it.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct NsqdReplica {
+    pub peer: String,
+    pub state: String,
+    #[serde(default)]
+    pub lag_messages: u64,
+    #[serde(default)]
+    pub lag_bytes: u64,
+    #[serde(default)]
+    pub shadow_depth: u64,
+    #[serde(default)]
+    pub takeovers: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

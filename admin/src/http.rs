@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -300,6 +299,11 @@ async fn handle(ctx: &Context, req: Request<Incoming>, remote: SocketAddr) -> Re
         Ok(b) => b.to_bytes(),
         Err(_) => return Reply::error(StatusCode::PAYLOAD_TOO_LARGE, "BODY_TOO_BIG"),
     };
+    if method != Method::GET && method != Method::HEAD {
+        if let Err(refused) = crate::csrf::check(&method, &headers, !body.is_empty()) {
+            return Reply::error(refused.status(), refused.message());
+        }
+    }
     let who = Requester::from_request(&headers, &path_and_query, &remote.to_string());
     let req = Req {
         method,
@@ -364,6 +368,8 @@ pub(crate) async fn serve(
         let ctx = Arc::clone(&ctx);
         let cancel = cancel.clone();
         tracker.spawn(async move {
+            let timeouts = ctx.opts.http_timeouts();
+            let (stream, idle) = timeouts.watch(stream);
             let service = service_fn(move |req: Request<Incoming>| {
                 let ctx = Arc::clone(&ctx);
                 async move {
@@ -381,7 +387,8 @@ pub(crate) async fn serve(
                 }
             });
             // Title case puts `X-Nsq-Content-Type` on the wire as Go does.
-            let conn = http1::Builder::new()
+            let conn = timeouts
+                .builder()
                 .title_case_headers(true)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
@@ -391,6 +398,7 @@ pub(crate) async fn serve(
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
+                _ = idle.expired() => Ok(()),
             };
             if let Err(e) = result {
                 tracing::debug!("HTTP: connection from {remote}: {e}");

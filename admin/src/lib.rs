@@ -11,6 +11,7 @@ mod api;
 mod assets;
 pub mod cluster;
 mod config;
+mod csrf;
 pub mod daemon_json;
 pub mod history;
 mod http;

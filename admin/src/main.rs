@@ -7,6 +7,7 @@ use nsqadmin::{NsqAdmin, Options};
 async fn main() {
     let opts: Options = nsq_app::parse_options("nsqadmin", std::env::args_os(), CONFIG_KEYS);
     let log = nsq_app::logging::init_with_format(opts.log_level, &opts.log_prefix, opts.log_format);
+    nsq_app::net::raise_open_file_limit();
     tracing::info!("{}", nsq_app::flags::version_string("nsqadmin"));
     if opts.verbose {
         tracing::warn!("--verbose is deprecated and has no effect; use --log-level=debug");

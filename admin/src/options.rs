@@ -38,6 +38,16 @@ pub struct Options {
     /// URL base path: every page and API path lives under it.
     #[arg(long, default_value = "/")]
     pub base_path: String,
+    /// Ours: time an HTTP client has to send a whole request header, counted
+    /// from when the server is ready for it (so also how long an idle
+    /// keep-alive connection stays open); 0 = no limit.
+    #[arg(long, default_value = "30s")]
+    pub http_header_timeout: GoDuration,
+    /// Ours: an HTTP connection on which no byte moves either way for this
+    /// long is closed (a stalled request body, a client that stops
+    /// reading); 0 = no limit.
+    #[arg(long, default_value = "1m0s")]
+    pub http_idle_timeout: GoDuration,
 
     /// lookupd HTTP address (may be given multiple times).
     #[arg(long)]
@@ -67,6 +77,10 @@ pub struct Options {
     /// Timeout for one request to lookupd or nsqd.
     #[arg(long, default_value = "5s")]
     pub http_client_request_timeout: GoDuration,
+    /// Ours: the largest answer read from a lookupd or nsqd, in bytes; a
+    /// node answering more is reported as failing (default 64 MiB).
+    #[arg(long, default_value_t = nsq_app::http_client::DEFAULT_MAX_BODY)]
+    pub http_client_max_body_size: usize,
 
     /// Graphite HTTP address (not supported: charts come from --history-interval samples).
     #[arg(long, default_value = "")]
@@ -138,6 +152,14 @@ pub enum OptionsError {
 }
 
 impl Options {
+    /// `--http-header-timeout` and `--http-idle-timeout` for the HTTP server.
+    pub fn http_timeouts(&self) -> nsq_app::http_timeouts::HttpTimeouts {
+        nsq_app::http_timeouts::HttpTimeouts {
+            header: self.http_header_timeout.0,
+            idle: self.http_idle_timeout.0,
+        }
+    }
+
     /// Defaults for an in-process server on an ephemeral loopback port.
     pub fn for_tests() -> Self {
         Options {

@@ -100,7 +100,8 @@ impl NsqAdmin {
         let client = HttpClient::new(
             opts.http_client_connect_timeout.0,
             opts.http_client_request_timeout.0,
-        );
+        )
+        .with_max_body(opts.http_client_max_body_size);
         let cluster = Cluster::new(
             client.clone(),
             opts.lookupd_http_address.clone(),

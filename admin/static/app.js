@@ -12,13 +12,30 @@
   const flashBox = document.getElementById("flash");
   const liveBadge = document.getElementById("live");
 
-  // ---- helpers -----------------------------------------------------------
+  // ---- rendering ---------------------------------------------------------
+  //
+  // Every string a node, lookupd or user sent is hostile (a rogue node can
+  // register with lookupd). So markup is written only through the `html`
+  // tag: each value put into a template is escaped, unless it is itself
+  // the result of `html` (or an array of them). Pages never build markup
+  // by string concatenation; `esc` is used by nothing but `html`.
 
-  const esc = (v) => String(v == null ? "" : v).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+  class Html {
+    constructor(s) { this.s = s; }
+    toString() { return this.s; }
+  }
+  const esc = (v) => String(v == null ? "" : v).replace(/[&<>"'`]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;", "`": "&#96;" }[c]));
+  const part = (v) => (v instanceof Html ? v.s : Array.isArray(v) ? v.map(part).join("") : esc(v));
+  function html(strings, ...values) {
+    let out = strings[0];
+    values.forEach((v, i) => { out += part(v) + strings[i + 1]; });
+    return new Html(out);
+  }
+  const none = (list) => !list || list.length === 0;
   const enc = encodeURIComponent;
   const num = (n) => (n == null ? "" : Number(n).toLocaleString("en-US"));
   const rate = (r) => (r == null ? "–" : r >= 100 ? Math.round(r).toLocaleString("en-US") : (Math.round(r * 10) / 10).toString());
-  const link = (path, text) => `<a href="${esc(BASE + path)}" data-link>${esc(text)}</a>`;
+  const link = (path, text) => html`<a href="${BASE + path}" data-link>${text}</a>`;
   const topicPath = (t) => `/topics/${enc(t)}`;
   const channelPath = (t, c) => `/topics/${enc(t)}/${enc(c)}`;
   const nodePath = (n) => `/nodes/${enc(n)}`;
@@ -44,11 +61,11 @@
   }
 
   function flash(text, isError) {
-    flashBox.innerHTML = `<div class="msg${isError ? " error" : ""}" id="flash-msg">${esc(text)}</div>`;
+    flashBox.innerHTML = part(html`<div class="${isError ? "msg error" : "msg"}" id="flash-msg">${text}</div>`);
   }
 
   function warningBox(message) {
-    return message ? `<div class="warning" id="warning">${esc(message)}</div>` : "";
+    return message ? html`<div class="warning" id="warning">${message}</div>` : "";
   }
 
   function ago(ts) {
@@ -111,11 +128,14 @@
     confirmThen(b.dataset.confirm, () => act(b.dataset.describe, b.dataset.method, b.dataset.path, body, after));
   });
 
+  const ATTRS = ["confirm", "method", "path", "body", "describe", "after"];
   function button(id, label, cls, attrs) {
     if (!CFG.is_admin) return "";
-    const data = Object.entries(attrs).map(([k, v]) => `data-${k}="${esc(v)}"`).join(" ");
-    return `<button type="button" id="${esc(id)}" class="${cls}" ${data}>${esc(label)}</button>`;
+    const data = ATTRS.filter((k) => attrs[k] !== undefined).map((k) => html` data-${k}="${attrs[k]}"`);
+    return html`<button type="button" id="${id}" class="${cls}"${data}>${label}</button>`;
   }
+
+  const pausedBadge = (paused, id) => (paused ? (id ? html`<span class="badge paused" id="${id}">paused</span>` : html`<span class="badge paused">paused</span>`) : "");
 
   function pauseButtons(kind, paused, path, name) {
     const verb = paused ? "unpause" : "pause";
@@ -128,61 +148,67 @@
         confirm: `Empty ${kind} ${name}? Every queued message is deleted.`, method: "POST", path,
         body: JSON.stringify({ action: "empty" }), describe: `empty ${kind} ${name}`,
       }),
-    ].join("");
+    ];
   }
 
   // ---- charts ------------------------------------------------------------
 
   function chart(title, points, key, unit) {
     const W = 600, H = 140, L = 44, B = 18, T = 6;
+    const val = (p) => Number(p[key]) || 0;
     const last = points.length ? points[points.length - 1][key] : null;
-    const head = `<div class="title"><span>${esc(title)}</span><span>${last == null ? "no samples yet" : esc(rate(last)) + " " + esc(unit)}</span></div>`;
+    const head = html`<div class="title"><span>${title}</span><span>${last == null ? "no samples yet" : `${rate(last)} ${unit}`}</span></div>`;
     if (points.length < 2) {
-      return `<div class="chart" data-chart="${esc(key)}">${head}<svg viewBox="0 0 ${W} ${H}"><text x="${W / 2}" y="${H / 2}" text-anchor="middle">collecting samples every ${Math.round(CFG.interval_ms / 100) / 10}s…</text></svg></div>`;
+      return html`<div class="chart" data-chart="${key}">${head}<svg viewBox="0 0 ${W} ${H}"><text x="${W / 2}" y="${H / 2}" text-anchor="middle">collecting samples every ${Math.round(CFG.interval_ms / 100) / 10}s…</text></svg></div>`;
     }
-    const t0 = points[0].ts, t1 = points[points.length - 1].ts;
+    const t0 = Number(points[0].ts) || 0, t1 = Number(points[points.length - 1].ts) || 0;
     let max = 0;
-    for (const p of points) max = Math.max(max, p[key]);
+    for (const p of points) max = Math.max(max, val(p));
     if (max <= 0) max = 1;
-    const x = (t) => L + ((t - t0) / Math.max(1, t1 - t0)) * (W - L - 4);
+    const x = (t) => L + (((Number(t) || 0) - t0) / Math.max(1, t1 - t0)) * (W - L - 4);
     const y = (v) => T + (1 - v / max) * (H - T - B);
-    const line = points.map((p, i) => `${i ? "L" : "M"}${x(p.ts).toFixed(1)},${y(p[key]).toFixed(1)}`).join("");
+    const line = points.map((p, i) => `${i ? "L" : "M"}${x(p.ts).toFixed(1)},${y(val(p)).toFixed(1)}`).join("");
     const area = `${line}L${x(t1).toFixed(1)},${H - B}L${L},${H - B}Z`;
     const mins = Math.round((t1 - t0) / 60000);
     const span = mins >= 1 ? `${mins} min` : `${Math.round((t1 - t0) / 1000)} s`;
-    return `<div class="chart" data-chart="${esc(key)}">${head}<svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none">
+    return html`<div class="chart" data-chart="${key}">${head}<svg viewBox="0 0 ${W} ${H}" preserveAspectRatio="none">
       <line class="axis" x1="${L}" y1="${H - B}" x2="${W}" y2="${H - B}"/><line class="axis" x1="${L}" y1="${T}" x2="${W}" y2="${T}"/>
-      <text x="${L - 4}" y="${T + 8}" text-anchor="end">${esc(rate(max))}</text><text x="${L - 4}" y="${H - B}" text-anchor="end">0</text>
-      <text x="${L}" y="${H - 4}">-${esc(span)}</text><text x="${W - 4}" y="${H - 4}" text-anchor="end">now</text>
+      <text x="${L - 4}" y="${T + 8}" text-anchor="end">${rate(max)}</text><text x="${L - 4}" y="${H - B}" text-anchor="end">0</text>
+      <text x="${L}" y="${H - 4}">-${span}</text><text x="${W - 4}" y="${H - 4}" text-anchor="end">now</text>
       <path class="area" d="${area}"/><path class="line" d="${line}"/></svg></div>`;
   }
 
   function charts(history) {
     const pts = history.points || [];
-    return `<div class="charts">${chart("message rate", pts, "rate", "msg/s")}${chart("depth", pts, "depth", "msgs")}${chart("in flight", pts, "in_flight", "msgs")}</div>`;
+    return html`<div class="charts">${chart("message rate", pts, "rate", "msg/s")}${chart("depth", pts, "depth", "msgs")}${chart("in flight", pts, "in_flight", "msgs")}</div>`;
   }
 
   // ---- views ---------------------------------------------------------------
 
+  function unreachable(lines) {
+    return lines.length ? html`<div class="warning" id="unreachable">${lines.join("\n")}</div>` : "";
+  }
+
   function healthWarnings(live) {
     const down = (live.nodes || []).filter((n) => !n.reachable).map((n) => `nsqd ${n.address} unreachable: ${n.error}`);
     const lk = (live.lookupds || []).filter((n) => !n.reachable).map((n) => `nsqlookupd ${n.address} unreachable: ${n.error}`);
-    const all = down.concat(lk);
-    return all.length ? `<div class="warning" id="unreachable">${all.map(esc).join("\n")}</div>` : "";
+    return unreachable(down.concat(lk));
   }
+
+  const orEmpty = (rows, cols, text) => (none(rows) ? html`<tr><td colspan="${cols}" class="muted">${text}</td></tr>` : rows);
 
   async function viewTopics() {
     const [topics, live] = await Promise.all([api("GET", "/api/topics"), api("GET", "/api/live").catch(() => ({}))]);
     const byName = new Map((live.topics || []).map((t) => [t.topic_name, t]));
     const rows = (topics.topics || []).map((name) => {
       const t = byName.get(name);
-      return `<tr data-topic="${esc(name)}"><td>${link(topicPath(name), name)}</td>
+      return html`<tr data-topic="${name}"><td>${link(topicPath(name), name)}</td>
         <td>${t ? num(t.depth) : "…"}</td><td>${t ? num(t.channel_depth) : "…"}</td><td>${t ? num(t.in_flight_count) : "…"}</td>
         <td>${t ? rate(t.rate) : "…"}</td><td>${t ? num(t.message_count) : "…"}</td><td>${t ? num(t.channel_count) : "…"}</td></tr>`;
-    }).join("");
-    return `<h1>Topics</h1>${warningBox(topics.message)}${healthWarnings(live)}
+    });
+    return html`<h1>Topics</h1>${warningBox(topics.message)}${healthWarnings(live)}
       <table id="topics"><thead><tr><th>Topic</th><th>Topic depth</th><th>Channel depth</th><th>In flight</th><th>Rate (msg/s)</th><th>Messages</th><th>Channels</th></tr></thead>
-      <tbody>${rows || `<tr><td colspan="7" class="muted">No topics.</td></tr>`}</tbody></table>
+      <tbody>${orEmpty(rows, 7, "No topics.")}</tbody></table>
       <p class="muted">Figures from the last sample (every ${Math.round(CFG.interval_ms / 100) / 10}s); rate over the last interval.</p>`;
   }
 
@@ -190,16 +216,18 @@
   function deferred(t) { return (t.channels || []).reduce((s, c) => s + c.deferred_count, 0); }
   function conns(t) { return (t.channels || []).reduce((s, c) => s + c.client_count, 0); }
 
+  const nodeLabel = (n) => html`${link(nodePath(n.node), n.hostname ? `${n.hostname} (${n.node})` : n.node)}${pausedBadge(n.paused)}`;
+
   async function viewTopic(topic) {
     const [t, hist] = await Promise.all([api("GET", `/api/topics/${enc(topic)}`), api("GET", `/api/history/topics/${enc(topic)}`)]);
     const path = `/api/topics/${enc(topic)}`;
-    const row = (n, label, key) => `<tr${key === "total" ? ' class="total"' : ""}><td>${label}</td><td>${num(n.depth)}</td><td>${num(n.memory_depth)} + ${num(n.backend_depth)}</td>
+    const row = (n, label, key) => html`<tr class="${key === "total" ? "total" : ""}"><td>${label}</td><td>${num(n.depth)}</td><td>${num(n.memory_depth)} + ${num(n.backend_depth)}</td>
       <td>${num(inFlight(n))}</td><td>${num(deferred(n))}</td><td>${num(n.message_count)}</td><td>${rate(rateOf("t:" + topic + ":" + key, n.message_count))}</td><td>${num(conns(n))}</td></tr>`;
-    const nodes = (t.nodes || []).map((n) => row(n, link(nodePath(n.node), n.hostname ? `${n.hostname} (${n.node})` : n.node) + (n.paused ? '<span class="badge paused">paused</span>' : ""), n.node)).join("");
-    const channels = (t.channels || []).map((c) => `<tr data-channel="${esc(c.channel_name)}"><td>${link(channelPath(topic, c.channel_name), c.channel_name)}${c.paused ? '<span class="badge paused">paused</span>' : ""}</td>
+    const nodes = (t.nodes || []).map((n) => row(n, nodeLabel(n), n.node));
+    const channels = (t.channels || []).map((c) => html`<tr data-channel="${c.channel_name}"><td>${link(channelPath(topic, c.channel_name), c.channel_name)}${pausedBadge(c.paused)}</td>
       <td>${num(c.depth)}</td><td>${num(c.memory_depth)} + ${num(c.backend_depth)}</td><td>${num(c.in_flight_count)}</td><td>${num(c.deferred_count)}</td>
-      <td>${num(c.requeue_count)}</td><td>${num(c.timeout_count)}</td><td>${num(c.message_count)}</td><td>${rate(rateOf("c:" + topic + ":" + c.channel_name, c.message_count))}</td><td>${num(c.client_count)}</td></tr>`).join("");
-    return `<h1>Topic <span id="topic-name">${esc(topic)}</span>${t.paused ? '<span class="badge paused" id="paused">paused</span>' : ""}</h1>
+      <td>${num(c.requeue_count)}</td><td>${num(c.timeout_count)}</td><td>${num(c.message_count)}</td><td>${rate(rateOf("c:" + topic + ":" + c.channel_name, c.message_count))}</td><td>${num(c.client_count)}</td></tr>`);
+    return html`<h1>Topic <span id="topic-name">${topic}</span>${pausedBadge(t.paused, "paused")}</h1>
       ${warningBox(t.message)}
       <div class="actions">${pauseButtons("topic", t.paused, path, topic)}${button("btn-delete", "Delete topic", "danger", {
         confirm: `Delete topic ${topic} and all its channels on every node?`, method: "DELETE", path, describe: `delete topic ${topic}`, after: "/" })}</div>
@@ -209,24 +237,25 @@
       <tbody>${nodes}${row(t, "Total", "total")}</tbody></table>
       <h2>Channels</h2>
       <table id="channels"><thead><tr><th>Channel</th><th>Depth</th><th>Memory + disk</th><th>In flight</th><th>Deferred</th><th>Requeued</th><th>Timed out</th><th>Messages</th><th>Rate</th><th>Connections</th></tr></thead>
-      <tbody>${channels || `<tr><td colspan="10" class="muted">No channels.</td></tr>`}</tbody></table>`;
+      <tbody>${orEmpty(channels, 10, "No channels.")}</tbody></table>`;
   }
 
   async function viewChannel(topic, channel) {
     const [c, hist] = await Promise.all([api("GET", `/api/topics/${enc(topic)}/${enc(channel)}`), api("GET", `/api/history/topics/${enc(topic)}/${enc(channel)}`)]);
     const path = `/api/topics/${enc(topic)}/${enc(channel)}`;
-    const row = (n, label, key) => `<tr${key === "total" ? ' class="total"' : ""}><td>${label}</td><td>${num(n.depth)}</td><td>${num(n.memory_depth)} + ${num(n.backend_depth)}</td>
+    const row = (n, label, key) => html`<tr class="${key === "total" ? "total" : ""}"><td>${label}</td><td>${num(n.depth)}</td><td>${num(n.memory_depth)} + ${num(n.backend_depth)}</td>
       <td>${num(n.in_flight_count)}</td><td>${num(n.deferred_count)}</td><td>${num(n.requeue_count)}</td><td>${num(n.timeout_count)}</td><td>${num(n.message_count)}</td>
       <td>${rate(rateOf("c:" + topic + ":" + channel + ":" + key, n.message_count))}</td><td>${num(n.client_count)}</td></tr>`;
-    const nodes = (c.nodes || []).map((n) => row(n, link(nodePath(n.node), n.hostname ? `${n.hostname} (${n.node})` : n.node) + (n.paused ? '<span class="badge paused">paused</span>' : ""), n.node)).join("");
+    const nodes = (c.nodes || []).map((n) => row(n, nodeLabel(n), n.node));
     const clients = (c.clients || []).map((cl) => {
       const feats = [cl.tls ? `TLS ${cl.tls_version}` : "", cl.snappy ? "snappy" : "", cl.deflate ? "deflate" : "", cl.sample_rate ? `sampled ${cl.sample_rate}%` : "", cl.authed ? `authed ${cl.auth_identity}` : ""].filter(Boolean).join(", ");
-      return `<tr><td>${esc(cl.hostname)}<div class="muted">${esc(cl.remote_address)} via ${link(nodePath(cl.node), cl.node)}</div></td><td class="text">${esc(cl.client_id)}</td>
-        <td class="text">${esc(cl.user_agent || "")}</td><td class="text">${esc(cl.version)}</td><td class="text">${esc(feats || "–")}</td>
+      const since = new Date((Number(cl.connect_ts) || 0) * 1000);
+      return html`<tr><td>${cl.hostname}<div class="muted">${cl.remote_address} via ${link(nodePath(cl.node), cl.node)}</div></td><td class="text">${cl.client_id}</td>
+        <td class="text">${cl.user_agent || ""}</td><td class="text">${cl.version}</td><td class="text">${feats || "–"}</td>
         <td>${num(cl.ready_count)}</td><td>${num(cl.in_flight_count)}</td><td>${num(cl.finish_count)}</td><td>${num(cl.requeue_count)}</td><td>${num(cl.message_count)}</td>
-        <td title="${esc(new Date(cl.connect_ts * 1000).toISOString())}">${esc(new Date(cl.connect_ts * 1000).toLocaleString())}<div class="muted">${esc(ago(cl.connect_ts))}</div></td></tr>`;
-    }).join("");
-    return `<h1>${link(topicPath(topic), topic)} / <span id="channel-name">${esc(channel)}</span>${c.paused ? '<span class="badge paused" id="paused">paused</span>' : ""}</h1>
+        <td title="${since.toISOString()}">${since.toLocaleString()}<div class="muted">${ago(cl.connect_ts)}</div></td></tr>`;
+    });
+    return html`<h1>${link(topicPath(topic), topic)} / <span id="channel-name">${channel}</span>${pausedBadge(c.paused, "paused")}</h1>
       ${warningBox(c.message)}
       <div class="actions">${pauseButtons("channel", c.paused, path, channel)}${button("btn-delete", "Delete channel", "danger", {
         confirm: `Delete channel ${channel} of ${topic} on every node?`, method: "DELETE", path, describe: `delete channel ${channel}`, after: topicPath(topic) })}</div>
@@ -237,7 +266,7 @@
       <h2>Clients</h2>
       <table id="clients"><thead><tr><th>Host</th><th class="text">Client ID</th><th class="text">User agent</th><th class="text">Protocol</th><th class="text">TLS / compression</th>
         <th>RDY</th><th>In flight</th><th>Finished</th><th>Requeued</th><th>Messages</th><th>Connected</th></tr></thead>
-      <tbody>${clients || `<tr><td colspan="11" class="muted">No clients.</td></tr>`}</tbody></table>`;
+      <tbody>${orEmpty(clients, 11, "No clients.")}</tbody></table>`;
   }
 
   async function viewNodes() {
@@ -246,14 +275,14 @@
     const rows = (r.nodes || []).map((n) => {
       const addr = `${n.broadcast_address}:${n.http_port}`;
       const h = health.get(addr);
-      const status = !h ? '<span class="badge">checking</span>' : h.reachable ? '<span class="badge ok">up</span>' : `<span class="badge bad" title="${esc(h.error)}">unreachable</span>`;
-      return `<tr data-node="${esc(addr)}"><td>${link(nodePath(addr), n.hostname || addr)}</td><td class="text">${esc(n.broadcast_address)}</td><td>${n.tcp_port}</td><td>${n.http_port}</td>
-        <td class="text">${esc(n.version)}${n.out_of_date ? '<span class="badge bad">out of date</span>' : ""}</td><td>${num((n.topics || []).length)}</td>
-        <td class="text">${esc((n.remote_addresses || []).join(", "))}</td><td class="text">${status}</td></tr>`;
-    }).join("");
-    return `<h1>Nodes</h1>${warningBox(r.message)}${healthWarnings(live)}
+      const status = !h ? html`<span class="badge">checking</span>` : h.reachable ? html`<span class="badge ok">up</span>` : html`<span class="badge bad" title="${h.error}">unreachable</span>`;
+      return html`<tr data-node="${addr}"><td>${link(nodePath(addr), n.hostname || addr)}</td><td class="text">${n.broadcast_address}</td><td>${n.tcp_port}</td><td>${n.http_port}</td>
+        <td class="text">${n.version}${n.out_of_date ? html`<span class="badge bad">out of date</span>` : ""}</td><td>${num((n.topics || []).length)}</td>
+        <td class="text">${(n.remote_addresses || []).join(", ")}</td><td class="text">${status}</td></tr>`;
+    });
+    return html`<h1>Nodes</h1>${warningBox(r.message)}${healthWarnings(live)}
       <table id="nodes"><thead><tr><th>Hostname</th><th class="text">Broadcast address</th><th>TCP port</th><th>HTTP port</th><th class="text">Version</th><th>Topics</th><th class="text">Lookupd connections</th><th class="text">Status</th></tr></thead>
-      <tbody>${rows || `<tr><td colspan="8" class="muted">No nodes.</td></tr>`}</tbody></table>`;
+      <tbody>${orEmpty(rows, 8, "No nodes.")}</tbody></table>`;
   }
 
   async function viewNode(node) {
@@ -262,27 +291,30 @@
       const tomb = CFG.lookupd ? button(`btn-tombstone-${t.topic_name}`, "Tombstone", "warn", {
         confirm: `Tombstone topic ${t.topic_name} on ${node}? Lookupd stops listing this node for it and the node deletes it.`,
         method: "DELETE", path: `/api/nodes/${enc(node)}`, body: JSON.stringify({ topic: t.topic_name }), describe: `tombstone ${t.topic_name} on ${node}` }) : "";
-      const chans = (t.channels || []).map((c) => `<tr class="sub"><td>&nbsp;&nbsp;↳ ${link(channelPath(t.topic_name, c.channel_name), c.channel_name)}${c.paused ? '<span class="badge paused">paused</span>' : ""}</td>
-        <td>${num(c.depth)}</td><td>${num(c.memory_depth)} + ${num(c.backend_depth)}</td><td>${num(c.in_flight_count)}</td><td>${num(c.deferred_count)}</td><td>${num(c.message_count)}</td><td>${num((c.clients || []).length)}</td><td></td></tr>`).join("");
-      return `<tr data-topic="${esc(t.topic_name)}"><td>${link(topicPath(t.topic_name), t.topic_name)}${t.paused ? '<span class="badge paused">paused</span>' : ""}</td><td>${num(t.depth)}</td><td>${num(t.memory_depth)} + ${num(t.backend_depth)}</td>
+      const chans = (t.channels || []).map((c) => html`<tr class="sub"><td>&nbsp;&nbsp;↳ ${link(channelPath(t.topic_name, c.channel_name), c.channel_name)}${pausedBadge(c.paused)}</td>
+        <td>${num(c.depth)}</td><td>${num(c.memory_depth)} + ${num(c.backend_depth)}</td><td>${num(c.in_flight_count)}</td><td>${num(c.deferred_count)}</td><td>${num(c.message_count)}</td><td>${num((c.clients || []).length)}</td><td></td></tr>`);
+      return html`<tr data-topic="${t.topic_name}"><td>${link(topicPath(t.topic_name), t.topic_name)}${pausedBadge(t.paused)}</td><td>${num(t.depth)}</td><td>${num(t.memory_depth)} + ${num(t.backend_depth)}</td>
         <td>${num(inFlight(t))}</td><td>${num(deferred(t))}</td><td>${num(t.message_count)}</td><td>${num(conns(t))}</td><td>${tomb}</td></tr>${chans}`;
-    }).join("");
-    return `<h1>Node <span id="node-name">${esc(node)}</span></h1>${warningBox(r.message)}
-      <p>${num(r.total_messages)} messages, ${num(r.total_clients)} clients, ${num((r.topics || []).length)} topics.</p>
+    });
+    const peers = r.replicas ? html`<h2>Replication peers</h2><table id="replicas"><thead><tr><th class="text">Peer</th><th class="text">State</th><th>Lag (messages)</th><th>Lag (bytes)</th><th>Shadow depth</th><th>Takeovers</th></tr></thead>
+      <tbody>${orEmpty(r.replicas.map((p) => html`<tr data-peer="${p.peer}"><td class="text">${p.peer}</td><td class="text"><span class="badge ${p.state === "in_sync" ? "" : "bad"}">${p.state}</span></td>
+        <td>${num(p.lag_messages)}</td><td>${num(p.lag_bytes)}</td><td>${num(p.shadow_depth)}</td><td>${num(p.takeovers)}</td></tr>`), 6, "No peers.")}</tbody></table>` : "";
+    return html`<h1>Node <span id="node-name">${node}</span></h1>${warningBox(r.message)}
+      <p>${num(r.total_messages)} messages, ${num(r.total_clients)} clients, ${num((r.topics || []).length)} topics.</p>${peers}
       <table id="topics"><thead><tr><th>Topic / channel</th><th>Depth</th><th>Memory + disk</th><th>In flight</th><th>Deferred</th><th>Messages</th><th>Connections</th><th></th></tr></thead>
-      <tbody>${rows || `<tr><td colspan="8" class="muted">No topics.</td></tr>`}</tbody></table>`;
+      <tbody>${orEmpty(rows, 8, "No topics.")}</tbody></table>`;
   }
 
   async function viewLookup() {
     const r = CFG.lookupd ? await api("GET", "/api/topics?inactive=true") : { topics: {}, message: "" };
-    const rows = Object.entries(r.topics || {}).map(([t, chans]) => `<tr><td>${esc(t)}</td><td class="text">${(chans || []).map((c) =>
-      `${esc(c)} ${button(`btn-delete-${t}-${c}`, "Delete", "", { confirm: `Delete channel ${c} of ${t} from lookupd?`, method: "DELETE", path: `/api/topics/${enc(t)}/${enc(c)}`, describe: `delete channel ${c}` })}`).join(" ")}</td>
-      <td>${button(`btn-delete-${t}`, "Delete topic", "danger", { confirm: `Delete topic ${t} from lookupd?`, method: "DELETE", path: `/api/topics/${enc(t)}`, describe: `delete topic ${t}` })}</td></tr>`).join("");
-    const form = CFG.is_admin ? `<h2>Create a topic or channel</h2><form class="create" id="create-form"><input name="topic" placeholder="topic" required>
+    const rows = Object.entries(r.topics || {}).map(([t, chans]) => html`<tr><td>${t}</td><td class="text">${(chans || []).map((c) =>
+      html`${c} ${button(`btn-delete-${t}-${c}`, "Delete", "", { confirm: `Delete channel ${c} of ${t} from lookupd?`, method: "DELETE", path: `/api/topics/${enc(t)}/${enc(c)}`, describe: `delete channel ${c}` })} `)}</td>
+      <td>${button(`btn-delete-${t}`, "Delete topic", "danger", { confirm: `Delete topic ${t} from lookupd?`, method: "DELETE", path: `/api/topics/${enc(t)}`, describe: `delete topic ${t}` })}</td></tr>`);
+    const form = CFG.is_admin ? html`<h2>Create a topic or channel</h2><form class="create" id="create-form"><input name="topic" placeholder="topic" required>
       <input name="channel" placeholder="channel (optional)"><button type="submit">Create</button></form>` : "";
-    return `<h1>Lookup</h1>${warningBox(r.message)}
-      ${CFG.lookupd ? `<p class="muted">Topics lookupd knows that no nsqd produces.</p><table id="inactive"><thead><tr><th>Topic</th><th class="text">Channels</th><th></th></tr></thead>
-      <tbody>${rows || `<tr><td colspan="3" class="muted">None.</td></tr>`}</tbody></table>` : `<p class="muted">No lookupd configured (--nsqd-http-address mode).</p>`}${form}`;
+    return html`<h1>Lookup</h1>${warningBox(r.message)}
+      ${CFG.lookupd ? html`<p class="muted">Topics lookupd knows that no nsqd produces.</p><table id="inactive"><thead><tr><th>Topic</th><th class="text">Channels</th><th></th></tr></thead>
+      <tbody>${orEmpty(rows, 3, "None.")}</tbody></table>` : html`<p class="muted">No lookupd configured (--nsqd-http-address mode).</p>`}${form}`;
   }
 
   // Jobs: every job channel of every nsqd (GET /api/jobs), per node its
@@ -290,35 +322,34 @@
   // the dead-letter topic can be moved back to the job topic.
   async function viewJobs() {
     const r = await api("GET", "/api/jobs");
-    const down = (r.nodes || []).filter((n) => !n.reachable);
-    const health = down.length ? `<div class="warning" id="unreachable">${down.map((n) => esc(`nsqd ${n.node} unreachable: ${n.error}`)).join("\n")}</div>` : "";
+    const health = unreachable((r.nodes || []).filter((n) => !n.reachable).map((n) => `nsqd ${n.node} unreachable: ${n.error}`));
     const jobs = (r.jobs || []).map((j) => {
       const requeue = j.dead_letters > 0 ? button(`btn-requeue-${j.job}`, `Requeue ${j.dead_letters} dead`, "warn", {
         confirm: `Move the ${j.dead_letters} dead letters of ${j.dead_letter_topic} back to job ${j.job}? Their shards run again.`,
         method: "POST", path: `/api/jobs/${enc(j.job)}`, body: JSON.stringify({ action: "requeue", channel: j.channel }),
         describe: `requeue dead letters of ${j.job}` }) : "";
       const nodes = (j.nodes || []).map((n) => {
-        const workers = (n.workers || []).map((w) => `<tr><td class="text">${esc(w.worker)}<div class="muted">${esc(w.remote_address)}</div></td>
-          <td>${num(w.load)} / ${num(w.capacity)}</td><td>${num(w.total_load)}</td><td>${num(w.shards_taken)}</td></tr>`).join("");
+        const workers = (n.workers || []).map((w) => html`<tr><td class="text">${w.worker}<div class="muted">${w.remote_address}</div></td>
+          <td>${num(w.load)} / ${num(w.capacity)}</td><td>${num(w.total_load)}</td><td>${num(w.shards_taken)}</td></tr>`);
         const fires = (n.fires || []).map((f) => {
-          const shards = (f.shards || []).map((s) => `<tr class="sub" data-shard="${esc(f.fire)}:${s.item}"><td>&nbsp;&nbsp;↳ shard ${s.item}${s.param ? ` (${esc(s.param)})` : ""}</td><td>${num(s.load)}</td>
-            <td class="text"><span class="badge state-${esc(s.state)}">${esc(s.state)}</span>${s.worker ? ` on ${esc(s.worker)}` : ""}</td><td>${num(s.attempts)}</td></tr>`).join("");
-          return `<tr data-fire="${esc(f.fire)}"><td>fire ${esc(f.fire)}</td><td></td><td class="text">${num(f.pending)} pending, ${num(f.running)} running, ${num(f.failed)} failed, ${num(f.done)} done, ${num(f.dead)} dead</td><td></td></tr>${shards}`;
-        }).join("");
-        const settle = n.settling ? `<span class="badge paused">settling ${Math.ceil(n.settle_remaining_ms / 1000)}s, ${num((n.workers || []).length)}/${num(n.min_workers)} workers</span>` : "";
-        return `<h3>${link(nodePath(n.node), n.node)} ${settle}</h3>
-          <p class="muted">${num(n.pending_on_disk)} shards on disk not yet read, ${num(n.other_messages)} other messages, ${num(n.dead_letters)} dead letters in ${esc(n.dead_letter_topic)}</p>
+          const shards = (f.shards || []).map((s) => html`<tr class="sub" data-shard="${f.fire}:${s.item}"><td>&nbsp;&nbsp;↳ shard ${s.item}${s.param ? ` (${s.param})` : ""}</td><td>${num(s.load)}</td>
+            <td class="text"><span class="badge state-${s.state}">${s.state}</span>${s.worker ? ` on ${s.worker}` : ""}</td><td>${num(s.attempts)}</td></tr>`);
+          return html`<tr data-fire="${f.fire}"><td>fire ${f.fire}</td><td></td><td class="text">${num(f.pending)} pending, ${num(f.running)} running, ${num(f.failed)} failed, ${num(f.done)} done, ${num(f.dead)} dead</td><td></td></tr>${shards}`;
+        });
+        const settle = n.settling ? html`<span class="badge paused">settling ${Math.ceil(n.settle_remaining_ms / 1000)}s, ${num((n.workers || []).length)}/${num(n.min_workers)} workers</span>` : "";
+        return html`<h3>${link(nodePath(n.node), n.node)} ${settle}</h3>
+          <p class="muted">${num(n.pending_on_disk)} shards on disk not yet read, ${num(n.other_messages)} other messages, ${num(n.dead_letters)} dead letters in ${n.dead_letter_topic}</p>
           <table class="workers"><thead><tr><th class="text">Worker</th><th>Load / capacity</th><th>Load on this nsqd</th><th>Shards taken</th></tr></thead>
-          <tbody>${workers || `<tr><td colspan="4" class="muted">No workers.</td></tr>`}</tbody></table>
+          <tbody>${orEmpty(workers, 4, "No workers.")}</tbody></table>
           <table class="fires"><thead><tr><th>Fire / shard</th><th>Load</th><th class="text">State</th><th>Attempts</th></tr></thead>
-          <tbody>${fires || `<tr><td colspan="4" class="muted">No fires remembered.</td></tr>`}</tbody></table>`;
-      }).join("");
-      return `<section class="job" data-job="${esc(j.job)}"><h2>${link(topicPath(j.job), j.job)} / ${link(channelPath(j.job, j.channel), j.channel)}</h2>
+          <tbody>${orEmpty(fires, 4, "No fires remembered.")}</tbody></table>`;
+      });
+      return html`<section class="job" data-job="${j.job}"><h2>${link(topicPath(j.job), j.job)} / ${link(channelPath(j.job, j.channel), j.channel)}</h2>
         <p>${num(j.pending)} pending, ${num(j.running)} running, ${num(j.failed)} failed, ${num(j.done)} done, ${num(j.dead)} dead · load ${num(j.load)} / ${num(j.capacity)} ·
         ${num(j.dead_letters)} dead letters in ${link(topicPath(j.dead_letter_topic), j.dead_letter_topic)}</p>
         <div class="actions">${requeue}</div>${nodes}</section>`;
-    }).join("");
-    return `<h1>Jobs</h1>${warningBox(r.message)}${health}${jobs || `<p class="muted" id="no-jobs">No job channels (a channel becomes one when shards arrive or a worker declares a capacity).</p>`}`;
+    });
+    return html`<h1>Jobs</h1>${warningBox(r.message)}${health}${none(jobs) ? html`<p class="muted" id="no-jobs">No job channels (a channel becomes one when shards arrive or a worker declares a capacity).</p>` : jobs}`;
   }
 
   main.addEventListener("submit", (ev) => {
@@ -338,7 +369,7 @@
     let perSec = null;
     if (counterLast && now > counterLast.now && total >= counterLast.total) perSec = ((total - counterLast.total) * 1000) / (now - counterLast.now);
     counterLast = { total, now };
-    return `<h1>Messages processed</h1>${warningBox(r.message)}<div class="counter" id="counter">${num(total)}</div>
+    return html`<h1>Messages processed</h1>${warningBox(r.message)}<div class="counter" id="counter">${num(total)}</div>
       <p class="muted">${perSec == null ? "measuring…" : rate(perSec) + " msg/s"} · summed over every channel of every node</p>`;
   }
 
@@ -356,7 +387,7 @@
     if (s[0] === "lookup") return viewLookup;
     if (s[0] === "counter") return viewCounter;
     if (s[0] === "jobs" && s.length === 1) return viewJobs;
-    return async () => "<h1>Not found</h1>";
+    return async () => html`<h1>Not found</h1>`;
   }
 
   let generation = 0;
@@ -369,13 +400,13 @@
     busy = true;
     const mine = generation;
     try {
-      const html = await current()();
-      if (mine === generation) main.innerHTML = html;
+      const page = await current()();
+      if (mine === generation) main.innerHTML = part(page);
       liveBadge.className = "";
       liveBadge.textContent = "live · " + new Date().toLocaleTimeString();
     } catch (e) {
       const explain = { TOPIC_NOT_FOUND: "No nsqd has this topic (any more).", CHANNEL_NOT_FOUND: "No nsqd has this channel (any more).", NODE_NOT_FOUND: "No such node is known to the cluster." }[e.message];
-      if (mine === generation) main.innerHTML = `<h1>Error</h1><div class="warning" id="error">${esc(explain ? `${explain} (${e.message})` : e.message)}</div>`;
+      if (mine === generation) main.innerHTML = part(html`<h1>Error</h1><div class="warning" id="error">${explain ? `${explain} (${e.message})` : e.message}</div>`);
       liveBadge.className = "stale";
       liveBadge.textContent = "error";
     } finally {

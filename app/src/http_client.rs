@@ -1,11 +1,13 @@
 //! Outgoing HTTP to other NSQ daemons (nsqd's lookupd queries, nsqadmin's
 //! fan-out to every lookupd and nsqd), with upstream's connect and request
 //! timeouts and its `Accept: application/vnd.nsq; version=1.0` header.
+//! An answer is read only up to a size limit: a rogue or broken daemon
+//! streaming an endless body must fail its request, not exhaust our memory.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -14,17 +16,23 @@ use hyper_util::rt::TokioExecutor;
 /// The media type NSQ daemons answer in their V1 (bare JSON) shape.
 pub const ACCEPT_V1: &str = "application/vnd.nsq; version=1.0";
 
+/// The largest answer read unless told otherwise: far above a `/stats` of
+/// thousands of topics and clients, far below what hurts a small machine.
+pub const DEFAULT_MAX_BODY: usize = 64 << 20;
+
 /// A shared client; cheap to clone.
 #[derive(Clone)]
 pub struct HttpClient {
     client: Client<HttpConnector, Full<Bytes>>,
     request_timeout: Duration,
+    max_body: usize,
 }
 
 impl std::fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpClient")
             .field("request_timeout", &self.request_timeout)
+            .field("max_body", &self.max_body)
             .finish_non_exhaustive()
     }
 }
@@ -37,7 +45,14 @@ impl HttpClient {
         HttpClient {
             client: Client::builder(TokioExecutor::new()).build(connector),
             request_timeout,
+            max_body: DEFAULT_MAX_BODY,
         }
+    }
+
+    /// Fail requests whose answer is longer than `bytes` (at least 1 KiB).
+    pub fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes.max(1024);
+        self
     }
 
     /// GET `url` and return the status and body.
@@ -72,11 +87,17 @@ impl HttpClient {
                 .await
                 .map_err(|e| format!("{method} {url}: {}", error_chain(&e)))?;
             let status = resp.status().as_u16();
-            let body = resp
-                .into_body()
+            let max = self.max_body;
+            let body = Limited::new(resp.into_body(), max)
                 .collect()
                 .await
-                .map_err(|e| format!("{method} {url}: {e}"))?
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        format!("{method} {url}: answer larger than {max} bytes, not read")
+                    } else {
+                        format!("{method} {url}: {e}")
+                    }
+                })?
                 .to_bytes();
             Ok((status, body))
         };
@@ -117,5 +138,27 @@ mod tests {
             .unwrap_err();
         assert!(err.starts_with("GET http://127.0.0.1:"), "{err}");
         assert!(err.to_lowercase().contains("refused"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_past_the_limit_fails_the_request() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+                .await;
+            let chunk = vec![b'x'; 4096];
+            // Endless until the client hangs up.
+            while s.write_all(&chunk).await.is_ok() {}
+        });
+        let c = HttpClient::new(Duration::from_secs(2), Duration::from_secs(30))
+            .with_max_body(64 * 1024);
+        let err = c.get(&format!("http://{addr}/stats")).await.unwrap_err();
+        assert!(err.contains("larger than 65536 bytes"), "{err}");
     }
 }

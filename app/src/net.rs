@@ -1,5 +1,6 @@
 //! The accept loop every listener of every binary shares: stop on
-//! cancellation, and back off instead of spinning when accepting fails.
+//! cancellation, and back off instead of spinning when accepting fails; and
+//! the open-file limit those connections count against.
 
 use std::io;
 use std::net::SocketAddr;
@@ -38,6 +39,33 @@ pub async fn listen(addr: &str) -> io::Result<TcpListener> {
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     TcpListener::bind((host, port)).await
+}
+
+/// Raise the soft open-file limit to the hard one, as Go's runtime does at
+/// start (a systemd unit's usual soft 1024 would otherwise cap nsqd near a
+/// thousand connections), and log the limit in force. Returns it.
+pub fn raise_open_file_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("cannot read the open file limit: {e}");
+            return None;
+        }
+    };
+    let limit = if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!("cannot raise the open file limit from {soft} to {hard}: {e}");
+                soft
+            }
+        }
+    } else {
+        soft
+    };
+    tracing::info!("open file limit {limit} (connections, data files and sockets count)");
+    Some(limit)
 }
 
 /// Accept connections on `listener` until `cancel` fires, handing each to
@@ -79,6 +107,14 @@ pub async fn accept_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_soft_open_file_limit_ends_at_the_hard_one() {
+        use nix::sys::resource::{getrlimit, Resource};
+        let limit = raise_open_file_limit().unwrap();
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!((soft, limit), (hard, hard));
+    }
 
     #[tokio::test]
     async fn listens_on_go_style_addresses() {

@@ -1,5 +1,6 @@
 //! Client settings, with go-nsq's defaults where go-nsq has one.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Settings shared by [`crate::Producer`] and [`crate::Consumer`].
@@ -55,11 +56,37 @@ pub struct Config {
     /// IDENTIFY as `capacity` (nsqd then hands it shards by load). `None`
     /// for an ordinary consumer.
     pub job_capacity: Option<u64>,
+    /// Ask nsqd for TLS; a connection it refuses TLS to fails.
+    pub tls_v1: bool,
+    /// PEM file of the authorities that sign nsqd's certificate; `None`
+    /// takes the system's.
+    pub tls_root_ca_file: Option<PathBuf>,
+    /// Accept any server certificate (tests, self-signed setups).
+    pub tls_insecure_skip_verify: bool,
+    /// PEM client certificate and its key, for nsqds that require one.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Compress the connection with Snappy ...
+    pub snappy: bool,
+    /// ... or with DEFLATE at `deflate_level` (1 fastest ..= 9 smallest;
+    /// nsqd caps it at its `--max-deflate-level`).
+    pub deflate: bool,
+    pub deflate_level: u32,
+    /// Have nsqd deliver this percentage (1..=99) of the channel's messages
+    /// to this connection; 0 delivers all.
+    pub sample_rate: u8,
+    /// Sent with AUTH to nsqds that run with `--auth-http-address`.
+    pub auth_secret: Option<String>,
+    /// nsqd's write buffer for this connection in bytes (`None`: nsqd's
+    /// default; -1 disables buffering) ...
+    pub output_buffer_size: Option<i64>,
+    /// ... and how long it may hold data before flushing.
+    pub output_buffer_timeout: Option<Duration>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        let hostname = nsq_app::os_hostname();
+        let hostname = gethostname::gethostname().to_string_lossy().into_owned();
         let short = hostname.split('.').next().unwrap_or_default().to_owned();
         Config {
             client_id: short,
@@ -81,28 +108,34 @@ impl Default for Config {
             lookupd_poll_jitter: 0.3,
             stop_timeout: Duration::from_secs(30),
             job_capacity: None,
+            tls_v1: false,
+            tls_root_ca_file: None,
+            tls_insecure_skip_verify: false,
+            tls_cert: None,
+            tls_key: None,
+            snappy: false,
+            deflate: false,
+            deflate_level: 6,
+            sample_rate: 0,
+            auth_secret: None,
+            output_buffer_size: None,
+            output_buffer_timeout: None,
         }
     }
 }
 
 /// Options go-nsq has that this client does not implement yet; setting one
 /// is an error rather than silently ignored.
-const NOT_YET: &[&str] = &[
-    "auth_secret",
-    "deflate",
-    "deflate_level",
-    "output_buffer_size",
-    "output_buffer_timeout",
-    "read_timeout",
-    "sample_rate",
-    "snappy",
-    "tls_cert",
-    "tls_insecure_skip_verify",
-    "tls_key",
-    "tls_root_ca_file",
-    "tls_v1",
-    "write_timeout",
-];
+const NOT_YET: &[&str] = &["read_timeout", "write_timeout", "tls_min_version"];
+
+/// Go's `strconv.ParseBool`, which go-nsq's options use.
+fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
 
 impl Config {
     /// Set one option by its go-nsq name (`max_attempts`,
@@ -129,6 +162,22 @@ impl Config {
                 .parse::<u64>()
                 .map_err(|e| format!("failed to coerce option {option} ({value}) - {e}"))
         };
+        let flag = || {
+            parse_bool(value).ok_or_else(|| {
+                format!("failed to coerce option {option} ({value}) - invalid syntax")
+            })
+        };
+        let in_range = |lo: u64, hi: u64| -> Result<u64, String> {
+            let n = number()?;
+            if n < lo {
+                return Err(format!("invalid {option} ! {n} < {lo}"));
+            }
+            if n > hi {
+                return Err(format!("invalid {option} ! {n} > {hi}"));
+            }
+            Ok(n)
+        };
+        let path = || (!value.is_empty()).then(|| PathBuf::from(value));
         match option.as_str() {
             "client_id" => self.client_id = value.to_owned(),
             "hostname" => self.hostname = value.to_owned(),
@@ -166,6 +215,27 @@ impl Config {
             "low_rdy_timeout" => self.low_rdy_timeout = bounded(secs(1), secs(300))?,
             "rdy_redistribute_interval" => {
                 self.rdy_redistribute_interval = bounded(Duration::from_millis(1), secs(5))?
+            }
+            "tls_v1" => self.tls_v1 = flag()?,
+            "tls_root_ca_file" => self.tls_root_ca_file = path(),
+            "tls_insecure_skip_verify" => self.tls_insecure_skip_verify = flag()?,
+            "tls_cert" => self.tls_cert = path(),
+            "tls_key" => self.tls_key = path(),
+            "snappy" => self.snappy = flag()?,
+            "deflate" => self.deflate = flag()?,
+            "deflate_level" => self.deflate_level = in_range(1, 9)? as u32,
+            "sample_rate" => self.sample_rate = in_range(0, 99)? as u8,
+            "auth_secret" => {
+                self.auth_secret = (!value.is_empty()).then(|| value.to_owned());
+            }
+            "output_buffer_size" => {
+                let n: i64 = value
+                    .parse()
+                    .map_err(|e| format!("failed to coerce option {option} ({value}) - {e}"))?;
+                self.output_buffer_size = Some(n);
+            }
+            "output_buffer_timeout" => {
+                self.output_buffer_timeout = Some(bounded(Duration::ZERO, Duration::MAX)?);
             }
             o if NOT_YET.contains(&o) => {
                 return Err(format!("option {o} is not supported by this client yet"))
@@ -225,8 +295,35 @@ mod tests {
         assert!(err("heartbeat_interval", "5").contains("failed to coerce"));
         assert!(err("lookupd_poll_jitter", "2").contains("outside 0..1"));
         assert_eq!(
-            err("snappy", "true"),
-            "option snappy is not supported by this client yet"
+            err("read_timeout", "1s"),
+            "option read_timeout is not supported by this client yet"
         );
+
+        // TLS, compression, sampling and auth, as the tools pass them.
+        let mut c = Config::default();
+        for (o, v) in [
+            ("tls_v1", "true"),
+            ("tls_root_ca_file", "/ca.pem"),
+            ("tls-insecure-skip-verify", "1"),
+            ("tls_cert", "/c.pem"),
+            ("tls_key", "/k.pem"),
+            ("snappy", "T"),
+            ("deflate", "false"),
+            ("deflate_level", "9"),
+            ("sample_rate", "25"),
+            ("auth_secret", "s3cret"),
+        ] {
+            c.set(o, v).unwrap();
+        }
+        assert!(c.tls_v1 && c.tls_insecure_skip_verify && c.snappy && !c.deflate);
+        assert_eq!(
+            c.tls_root_ca_file.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+        assert_eq!((c.deflate_level, c.sample_rate), (9, 25));
+        assert_eq!(c.auth_secret.as_deref(), Some("s3cret"));
+        assert_eq!(err("deflate_level", "10"), "invalid deflate_level ! 10 > 9");
+        assert_eq!(err("sample_rate", "100"), "invalid sample_rate ! 100 > 99");
+        assert!(err("tls_v1", "yes").starts_with("failed to coerce option tls_v1"));
     }
 }

@@ -1,5 +1,6 @@
-//! One TCP connection to nsqd: magic and IDENTIFY, then a reader task that
-//! answers heartbeats and a writer task that batches commands.
+//! One connection to nsqd: magic and IDENTIFY, the TLS and compression
+//! upgrades and AUTH it negotiates, then a reader task that answers
+//! heartbeats and a writer task that batches commands.
 
 use std::io;
 use std::time::Duration;
@@ -7,14 +8,20 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use nsq_protocol::message::MessageFrame;
 use nsq_protocol::{Command, Frame, FrameDecoder, IdentifyRequest, HEARTBEAT, MAGIC_V2};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, Instrument};
 
+use crate::compress::{Codec, Compressor, Decompressor};
 use crate::{Config, Error, Result};
+
+/// The read side of a connection, whatever it is layered on (TCP, TLS,
+/// decompression).
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+/// The write side likewise.
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Largest frame accepted. nsqd keeps frames near `--max-msg-size` (1 MiB by
 /// default); this only stops a corrupt size from growing the buffer without end.
@@ -34,6 +41,11 @@ pub struct Negotiated {
     pub max_rdy_count: u64,
     /// How long nsqd waits for FIN/REQ/TOUCH before redelivering.
     pub msg_timeout: Duration,
+    pub tls_v1: bool,
+    pub snappy: bool,
+    /// `Some(level)` when nsqd granted DEFLATE.
+    pub deflate: Option<u32>,
+    pub auth_required: bool,
 }
 
 impl Negotiated {
@@ -42,6 +54,10 @@ impl Negotiated {
     const LEGACY: Negotiated = Negotiated {
         max_rdy_count: 2500,
         msg_timeout: Duration::from_secs(60),
+        tls_v1: false,
+        snappy: false,
+        deflate: None,
+        auth_required: false,
     };
 
     fn parse(data: &[u8]) -> Result<Negotiated> {
@@ -54,10 +70,15 @@ impl Negotiated {
             command: "IDENTIFY",
             reply: e.to_string(),
         })?;
-        if v["auth_required"].as_bool() == Some(true) {
-            return Err(Error::AuthRequired);
-        }
+        let granted = |key: &str| v[key].as_bool() == Some(true);
         Ok(Negotiated {
+            tls_v1: granted("tls_v1"),
+            snappy: granted("snappy"),
+            deflate: granted("deflate").then(|| {
+                // nsqd answers with the level it settled on (1..=9).
+                v["deflate_level"].as_u64().unwrap_or(6).clamp(1, 9) as u32
+            }),
+            auth_required: granted("auth_required"),
             max_rdy_count: v["max_rdy_count"]
                 .as_u64()
                 .unwrap_or(Negotiated::LEGACY.max_rdy_count),
@@ -137,8 +158,9 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Connect, send the magic and IDENTIFY, wait for the answer, then start
-    /// the reader (frames go to `events`) and the writer.
+    /// Connect, send the magic and IDENTIFY, wait for the answer, upgrade to
+    /// TLS and compression as negotiated, AUTH if nsqd asks, then start the
+    /// reader (frames go to `events`) and the writer.
     pub(crate) async fn connect(
         addr: &str,
         config: &Config,
@@ -148,55 +170,89 @@ impl Conn {
             addr: addr.to_owned(),
             source,
         };
-        let stream = tokio::time::timeout(config.dial_timeout, TcpStream::connect(addr))
+        // Read the TLS files before dialing: a bad path is the caller's
+        // error, not the network's.
+        let tls = if config.tls_v1 {
+            Some(crate::tls::client_config(config)?)
+        } else {
+            None
+        };
+        let mut stream = tokio::time::timeout(config.dial_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| connect_err(io::ErrorKind::TimedOut.into()))?
             .map_err(connect_err)?;
         // Commands are small and latency matters (FIN, RDY); batching is done
         // by the writer task, not by Nagle.
         stream.set_nodelay(true)?;
-        let (mut rd, mut wr) = stream.into_split();
         let decoder = FrameDecoder {
             max_frame: MAX_FRAME,
         };
+        let step = |what: &'static str| move |_| Error::Timeout(what);
 
-        let identify = IdentifyRequest {
-            client_id: Some(config.client_id.clone()),
-            hostname: Some(config.hostname.clone()),
-            user_agent: Some(config.user_agent.clone()),
-            feature_negotiation: Some(true),
-            heartbeat_interval: Some(config.heartbeat_interval.as_millis() as i64),
-            msg_timeout: config.msg_timeout.map(|t| t.as_millis() as i64),
-            capacity: config.job_capacity,
-            ..IdentifyRequest::default()
-        };
         let mut out = BytesMut::from(&MAGIC_V2[..]);
-        Command::Identify(Bytes::from(identify.to_json())).encode(&mut out);
-        wr.write_all(&out).await?;
-
+        Command::Identify(Bytes::from(identify(config).to_json())).encode(&mut out);
+        stream.write_all(&out).await?;
         let mut buf = BytesMut::with_capacity(16 * 1024);
-        let reply =
-            tokio::time::timeout(config.dial_timeout, read_frame(&mut rd, &mut buf, &decoder))
-                .await
-                .map_err(|_| Error::Timeout("the IDENTIFY reply"))??;
-        // We ask for neither TLS nor compression, so this one frame is the
-        // whole negotiation.
-        let negotiated = match reply {
-            Frame::Response(data) => Negotiated::parse(&data)?,
-            Frame::Error(text) => {
-                return Err(Error::Server {
-                    command: "IDENTIFY",
-                    text: String::from_utf8_lossy(&text).into_owned(),
-                })
+        let reply = tokio::time::timeout(
+            config.dial_timeout,
+            read_frame(&mut stream, &mut buf, &decoder),
+        )
+        .await
+        .map_err(step("the IDENTIFY reply"))??;
+        let negotiated = Negotiated::parse(&response("IDENTIFY", reply)?)?;
+        debug!(addr, ?negotiated, "identified");
+
+        // nsqd sends nothing more until the TLS handshake, so any byte
+        // read beyond the reply would be lost under TLS.
+        if negotiated.tls_v1 && !buf.is_empty() {
+            return Err(Error::Unexpected {
+                command: "IDENTIFY",
+                reply: format!("{} bytes before the TLS handshake", buf.len()),
+            });
+        }
+        let (mut rd, mut wr): (Reader, Writer) = match (tls, negotiated.tls_v1) {
+            (Some(tls), true) => {
+                let name = crate::tls::server_name(addr)?;
+                let connector = tokio_rustls::TlsConnector::from(tls);
+                let tls =
+                    tokio::time::timeout(config.dial_timeout, connector.connect(name, stream))
+                        .await
+                        .map_err(step("the TLS handshake"))??;
+                let (r, w) = tokio::io::split(tls);
+                (Box::new(r), Box::new(w))
             }
-            Frame::Message(m) => {
-                return Err(Error::Unexpected {
-                    command: "IDENTIFY",
-                    reply: format!("message {}", m.id),
-                })
+            (Some(_), false) => return Err(Error::TlsRefused(addr.to_owned())),
+            (None, _) => {
+                let (r, w) = stream.into_split();
+                (Box::new(r), Box::new(w))
             }
         };
-        debug!(addr, ?negotiated, "connected");
+        if negotiated.tls_v1 {
+            expect_ok(&mut rd, &mut buf, &decoder, config, "TLS").await?;
+        }
+        let codec = match (negotiated.snappy, negotiated.deflate) {
+            (true, _) => Some(Codec::Snappy),
+            (false, Some(level)) => Some(Codec::Deflate(level)),
+            (false, None) => None,
+        };
+        if let Some(codec) = codec {
+            rd = Box::new(Decompressor::new(rd, codec, buf.split()));
+            wr = Box::new(Compressor::new(wr, codec));
+            expect_ok(&mut rd, &mut buf, &decoder, config, "compression").await?;
+        }
+        if negotiated.auth_required {
+            let secret = config.auth_secret.as_ref().ok_or(Error::AuthRequired)?;
+            let mut out = BytesMut::new();
+            Command::Auth(Bytes::from(secret.clone())).encode(&mut out);
+            wr.write_all(&out).await?;
+            wr.flush().await?;
+            let reply =
+                tokio::time::timeout(config.dial_timeout, read_frame(&mut rd, &mut buf, &decoder))
+                    .await
+                    .map_err(step("the AUTH reply"))??;
+            let granted = response("AUTH", reply)?;
+            debug!(addr, reply = %String::from_utf8_lossy(&granted), "authenticated");
+        }
 
         let (tx, rx) = mpsc::unbounded_channel();
         let tx = ConnTx { tx };
@@ -231,9 +287,70 @@ impl Conn {
     }
 }
 
+/// What this client asks for in IDENTIFY.
+fn identify(config: &Config) -> IdentifyRequest {
+    let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
+    IdentifyRequest {
+        client_id: Some(config.client_id.clone()),
+        hostname: Some(config.hostname.clone()),
+        user_agent: Some(config.user_agent.clone()),
+        feature_negotiation: Some(true),
+        heartbeat_interval: Some(ms(config.heartbeat_interval)),
+        msg_timeout: config.msg_timeout.map(ms),
+        capacity: config.job_capacity,
+        tls_v1: Some(config.tls_v1),
+        snappy: Some(config.snappy),
+        deflate: Some(config.deflate),
+        deflate_level: config.deflate.then_some(i64::from(config.deflate_level)),
+        sample_rate: (config.sample_rate > 0).then_some(i64::from(config.sample_rate)),
+        output_buffer_size: config.output_buffer_size,
+        output_buffer_timeout: config.output_buffer_timeout.map(ms),
+        ..IdentifyRequest::default()
+    }
+}
+
+/// The data of a response frame; an error frame is `command`'s failure.
+fn response(command: &'static str, frame: Frame) -> Result<Bytes> {
+    match frame {
+        Frame::Response(data) => Ok(data),
+        Frame::Error(text) => Err(Error::Server {
+            command,
+            text: String::from_utf8_lossy(&text).into_owned(),
+        }),
+        Frame::Message(m) => Err(Error::Unexpected {
+            command,
+            reply: format!("message {}", m.id),
+        }),
+    }
+}
+
+/// Read the `OK` nsqd sends through a layer it just added.
+async fn expect_ok(
+    rd: &mut Reader,
+    buf: &mut BytesMut,
+    decoder: &FrameDecoder,
+    config: &Config,
+    what: &'static str,
+) -> Result<()> {
+    let reply = tokio::time::timeout(config.dial_timeout, read_frame(rd, buf, decoder))
+        .await
+        .map_err(|_| Error::Timeout("the upgrade's OK"))??;
+    let data = response("IDENTIFY", reply)?;
+    if data != nsq_protocol::OK {
+        return Err(Error::Unexpected {
+            command: "IDENTIFY",
+            reply: format!(
+                "{what} upgrade answered {:?}",
+                String::from_utf8_lossy(&data)
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Read until one whole frame is buffered.
-async fn read_frame(
-    rd: &mut OwnedReadHalf,
+async fn read_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
     buf: &mut BytesMut,
     decoder: &FrameDecoder,
 ) -> Result<Frame> {
@@ -248,7 +365,7 @@ async fn read_frame(
 }
 
 async fn read_loop(
-    mut rd: OwnedReadHalf,
+    mut rd: Reader,
     mut buf: BytesMut,
     decoder: FrameDecoder,
     tx: ConnTx,
@@ -279,7 +396,7 @@ async fn read_loop(
     let _ = events.send(Event::Closed(end));
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out>) {
+async fn write_loop(mut wr: Writer, mut rx: mpsc::UnboundedReceiver<Out>) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     while let Some(first) = rx.recv().await {
         let mut close = false;
@@ -299,7 +416,13 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Out>
                 None
             };
         }
-        if let Err(e) = wr.write_all(&buf).await {
+        // The flush matters for TLS and compression, which hold data back.
+        if let Err(e) = async {
+            wr.write_all(&buf).await?;
+            wr.flush().await
+        }
+        .await
+        {
             debug!(error = %e, "write failed");
             return;
         }
@@ -321,9 +444,11 @@ mod tests {
         assert_eq!(n.max_rdy_count, 100);
         assert_eq!(n.msg_timeout, Duration::from_secs(5));
         assert_eq!(Negotiated::parse(b"OK").unwrap(), Negotiated::LEGACY);
-        assert!(matches!(
-            Negotiated::parse(br#"{"auth_required":true}"#),
-            Err(Error::AuthRequired)
-        ));
+        let n = Negotiated::parse(
+            br#"{"auth_required":true,"tls_v1":true,"deflate":true,"deflate_level":3,"snappy":false}"#,
+        )
+        .unwrap();
+        assert!(n.auth_required && n.tls_v1 && !n.snappy);
+        assert_eq!(n.deflate, Some(3));
     }
 }

@@ -1,6 +1,9 @@
 //! `Consumer`: one topic/channel subscription over any number of nsqd
-//! connections, with RDY spread over them, backoff, max attempts and a
-//! graceful stop.
+//! connections, with handlers run in arrival order (or n at once), RDY
+//! spread over the connections, backoff, max attempts and a graceful stop.
+
+mod flow;
+mod workers;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -9,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use nsq_protocol::message::MessageFrame;
 use nsq_protocol::{ChannelName, Command, TopicName, CLOSE_WAIT, OK};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -17,10 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
+use self::flow::{rebalance, redistribute};
+use self::workers::ConnOutcome;
 use crate::conn::{Conn, ConnTx, Event};
 use crate::message::{Handler, Message};
 use crate::producer::topic_name;
-use crate::rdy::{per_connection_rdy, Backoff, BackoffAction};
+use crate::rdy::{Backoff, BackoffAction};
 use crate::{Config, Error, Result};
 
 /// What a consumer has done so far (go-nsq's `Consumer.Stats`).
@@ -91,13 +95,25 @@ struct State {
     /// The RDY turn-taking task runs (started with the first connection).
     redistributing: bool,
     stopping: bool,
+    /// Messages the connections together may hold; starts as the config's,
+    /// changed by [`Consumer::change_max_in_flight`].
+    max_in_flight: u64,
+    /// Where connections hand messages to the handler workers. Each
+    /// connection task holds a clone; `stop` drops this one, so the workers
+    /// end once the last connection has handed over its last message.
+    work: Option<mpsc::UnboundedSender<Message>>,
+    /// The handler workers run (started with the first connection).
+    workers_started: bool,
 }
 
 pub(crate) struct Inner {
-    topic: TopicName,
-    channel: ChannelName,
+    pub(crate) topic: TopicName,
+    pub(crate) channel: ChannelName,
     pub(crate) config: Config,
-    handler: OnceLock<Arc<dyn Handler>>,
+    /// The handler and how many messages it may handle at once.
+    handler: OnceLock<(Arc<dyn Handler>, usize)>,
+    /// The workers' end of `State::work`, taken when they start.
+    work_rx: Mutex<Option<mpsc::UnboundedReceiver<Message>>>,
     state: Mutex<State>,
     /// Cancelled by `stop`: discovery, reconnects and backoff timers end.
     pub(crate) stopping: CancellationToken,
@@ -115,6 +131,11 @@ pub(crate) struct Inner {
 }
 
 /// A subscriber to one channel of one topic.
+///
+/// As in go-nsq, the handler added with [`Consumer::add_handler`] handles
+/// one message at a time, in the order they arrive (over all connections);
+/// [`Consumer::add_concurrent_handlers`] lets it handle up to n at once.
+/// Messages received beyond those wait their turn, up to `max_in_flight`.
 ///
 /// ```no_run
 /// # async fn demo() -> nsq::Result<()> {
@@ -139,18 +160,24 @@ impl Consumer {
         let channel = ChannelName::new(channel.as_bytes())
             .ok_or_else(|| Error::BadChannel(channel.to_owned()))?;
         let backoff = Backoff::new(config.backoff_multiplier, config.max_backoff_duration);
+        let (work, work_rx) = mpsc::unbounded_channel();
+        let max_in_flight = config.max_in_flight;
         Ok(Consumer {
             inner: Arc::new(Inner {
                 topic,
                 channel,
                 config,
                 handler: OnceLock::new(),
+                work_rx: Mutex::new(Some(work_rx)),
                 state: Mutex::new(State {
                     conns: HashMap::new(),
                     connecting: HashSet::new(),
                     backoff,
                     redistributing: false,
                     stopping: false,
+                    max_in_flight,
+                    work: Some(work),
+                    workers_started: false,
                 }),
                 stopping: CancellationToken::new(),
                 hard_stop: CancellationToken::new(),
@@ -163,12 +190,33 @@ impl Consumer {
         })
     }
 
-    /// Set the handler; must happen before connecting. A second handler is
-    /// ignored (one handler runs for every message, concurrently).
+    /// Set the handler, which handles one message at a time in arrival
+    /// order; must happen before connecting. A second handler is ignored.
     pub fn add_handler(&self, handler: impl Handler) {
-        if self.inner.handler.set(Arc::new(handler)).is_err() {
-            warn!("add_handler called twice; keeping the first handler");
+        self.add_concurrent_handlers(handler, 1);
+    }
+
+    /// Set the handler and let it handle up to `concurrency` messages at
+    /// once (at least 1); go-nsq's `AddConcurrentHandlers`. Order is then
+    /// only the order handling starts in.
+    pub fn add_concurrent_handlers(&self, handler: impl Handler, concurrency: usize) {
+        let entry = (Arc::new(handler) as Arc<dyn Handler>, concurrency.max(1));
+        if self.inner.handler.set(entry).is_err() {
+            warn!("a handler was already added; keeping the first");
         }
+    }
+
+    /// Change how many messages may be in flight at once, over all
+    /// connections; RDY follows at once. go-nsq's `ChangeMaxInFlight`.
+    pub fn change_max_in_flight(&self, max_in_flight: u64) {
+        let mut st = self.inner.lock();
+        st.max_in_flight = max_in_flight;
+        rebalance(&mut st, self.inner.now_ms());
+    }
+
+    /// The max-in-flight in force.
+    pub fn max_in_flight(&self) -> u64 {
+        self.inner.lock().max_in_flight
     }
 
     /// Connect and subscribe to the nsqd at `addr` (TCP `host:port`). May
@@ -216,6 +264,7 @@ impl Consumer {
         {
             let mut st = inner.lock();
             st.stopping = true;
+            st.work = None;
             for c in st.conns.values_mut() {
                 c.closing = true;
                 let _ = c.tx.send(Command::Cls);
@@ -299,15 +348,20 @@ impl Inner {
                             closing: false,
                         },
                     );
-                    rebalance(&self.config, &mut st, self.now_ms());
+                    rebalance(&mut st, self.now_ms());
                     if !st.redistributing {
                         st.redistributing = true;
                         self.tasks.spawn(self.clone().redistribute_loop());
                     }
+                    if !st.workers_started {
+                        st.workers_started = true;
+                        self.start_workers();
+                    }
+                    let work = st.work.clone().expect("not stopping");
                     let span = tracing::info_span!("consumer", nsqd = addr);
                     self.tasks.spawn(
                         self.clone()
-                            .conn_loop(id, conn, events, activity)
+                            .conn_loop(id, conn, events, work, activity)
                             .instrument(span),
                     );
                     None
@@ -354,10 +408,15 @@ impl Inner {
         id: u64,
         conn: Conn,
         mut events: mpsc::UnboundedReceiver<Event>,
+        work: mpsc::UnboundedSender<Message>,
         activity: Arc<Activity>,
     ) {
         let addr: Arc<str> = conn.addr.as_str().into();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
+        let outcome = Arc::new(ConnOutcome {
+            inner: self.clone(),
+            done: done_tx,
+        });
         let mut in_flight = 0usize;
         let mut close_wait = false;
         let mut lost = false;
@@ -369,7 +428,10 @@ impl Inner {
                         activity.last_message.store(self.now_ms(), Ordering::Relaxed);
                         activity.in_flight.store(in_flight as u64, Ordering::Relaxed);
                         self.counters.received.fetch_add(1, Ordering::Relaxed);
-                        self.dispatch(frame, addr.clone(), conn.tx.clone(), done_tx.clone());
+                        let msg = Message::new(frame, addr.clone(), conn.tx.clone(), outcome.clone());
+                        // The workers outlive every connection task (see
+                        // `State::work`), so this cannot fail but at a hard stop.
+                        let _ = work.send(msg);
                     }
                     Some(Event::Response(data)) if data == CLOSE_WAIT => close_wait = true,
                     Some(Event::Response(data)) => debug!(reply = ?data, "ignored response"),
@@ -398,7 +460,7 @@ impl Inner {
         let origin = {
             let mut st = self.lock();
             let entry = st.conns.remove(&id);
-            rebalance(&self.config, &mut st, self.now_ms());
+            rebalance(&mut st, self.now_ms());
             entry.map(|e| e.origin)
         };
         conn.close().await;
@@ -447,79 +509,6 @@ impl Inner {
         }
     }
 
-    fn dispatch(
-        self: &Arc<Self>,
-        frame: MessageFrame,
-        addr: Arc<str>,
-        tx: ConnTx,
-        done: mpsc::UnboundedSender<()>,
-    ) {
-        let handler = self
-            .handler
-            .get()
-            .expect("connected only with a handler")
-            .clone();
-        let msg = Message::new(frame, addr, tx.clone());
-        let max = self.config.max_attempts;
-        if max > 0 && msg.attempts > max {
-            warn!(id = %msg.id, attempts = msg.attempts, "giving up on message");
-            handler.give_up(&msg);
-            let _ = tx.send(Command::Fin(msg.id));
-            self.counters.given_up.fetch_add(1, Ordering::Relaxed);
-            self.counters.finished.fetch_add(1, Ordering::Relaxed);
-            let _ = done.send(());
-            return;
-        }
-        let inner = self.clone();
-        self.tasks.spawn(async move {
-            // The handler runs in its own task so a panic is a failure of
-            // this message, not a lost in-flight count.
-            let run = {
-                let msg = msg.clone();
-                tokio::spawn(async move { handler.handle(&msg).await })
-            };
-            let ok = match run.await {
-                Ok(Ok(())) => {
-                    let _ = tx.send(Command::Fin(msg.id));
-                    inner.counters.finished.fetch_add(1, Ordering::Relaxed);
-                    true
-                }
-                Ok(Err(e)) => {
-                    let delay = e
-                        .requeue_delay
-                        .unwrap_or_else(|| inner.config.requeue_delay(msg.attempts));
-                    debug!(id = %msg.id, error = %e, ?delay, "handler failed; requeueing");
-                    inner.counters.requeued.fetch_add(1, Ordering::Relaxed);
-                    if e.backoff {
-                        // RDY 0 goes out before the REQ, so nsqd cannot
-                        // hand the message straight back during the pause.
-                        inner.record(false);
-                    }
-                    let _ = tx.send(Command::Req {
-                        id: msg.id,
-                        timeout_ms: delay.as_millis() as u64,
-                    });
-                    false
-                }
-                Err(panic) => {
-                    warn!(id = %msg.id, error = %panic, "handler panicked; requeueing");
-                    let delay = inner.config.requeue_delay(msg.attempts);
-                    inner.counters.requeued.fetch_add(1, Ordering::Relaxed);
-                    inner.record(false);
-                    let _ = tx.send(Command::Req {
-                        id: msg.id,
-                        timeout_ms: delay.as_millis() as u64,
-                    });
-                    false
-                }
-            };
-            if ok {
-                inner.record(true);
-            }
-            let _ = done.send(());
-        });
-    }
-
     /// Feed a handler result to backoff and apply what it decides.
     fn record(self: &Arc<Self>, ok: bool) {
         let mut st = self.lock();
@@ -541,11 +530,11 @@ impl Inner {
                     }
                     let mut st = inner.lock();
                     st.backoff.timer_fired();
-                    rebalance(&inner.config, &mut st, inner.now_ms());
+                    rebalance(&mut st, inner.now_ms());
                 });
             }
         }
-        rebalance(&self.config, &mut st, self.now_ms());
+        rebalance(&mut st, self.now_ms());
     }
 
     /// Mark the connection to `addr` closing and send CLS; it closes once
@@ -559,7 +548,7 @@ impl Inner {
                 let _ = c.tx.send(Command::Cls);
             }
         }
-        rebalance(&self.config, &mut st, self.now_ms());
+        rebalance(&mut st, self.now_ms());
     }
 
     /// Addresses of the connections discovery made and has not dropped.
@@ -575,294 +564,5 @@ impl Inner {
     pub(crate) fn is_connected(&self, addr: &str) -> bool {
         let st = self.lock();
         st.connecting.contains(addr) || st.conns.values().any(|c| &*c.addr == addr)
-    }
-}
-
-/// How many messages the connections together may be offered now.
-fn budget(config: &Config, st: &State) -> u64 {
-    if st.stopping || st.backoff.is_paused() {
-        0
-    } else if st.backoff.level() > 0 {
-        // Backing off: one message at a time tests the water.
-        1
-    } else {
-        config.max_in_flight
-    }
-}
-
-/// Send every connection the RDY it should have now (`now`: the
-/// consumer's ms clock), where that changed. With at least as much budget
-/// as connections, each gets an even share. With less, RDY 1 goes to
-/// `budget` of them: those that hold it keep it, then those that never had
-/// it, then the others by how long ago they gave it up; [`redistribute`]
-/// makes holders give it up.
-fn rebalance(config: &Config, st: &mut State, now: u64) {
-    let budget = budget(config, st);
-    let mut open: Vec<u64> = st
-        .conns
-        .iter()
-        .filter(|(_, c)| !c.closing)
-        .map(|(id, _)| *id)
-        .collect();
-    let share = if open.len() as u64 <= budget {
-        None
-    } else {
-        open.sort_by_key(|id| {
-            let c = &st.conns[id];
-            (c.rdy == 0, c.released_at, *id)
-        });
-        Some(usize::try_from(budget).unwrap_or(usize::MAX))
-    };
-    let n = open.len();
-    for (rank, id) in open.into_iter().enumerate() {
-        let c = st.conns.get_mut(&id).expect("listed above");
-        let target = match share {
-            None => per_connection_rdy(budget, n, c.max_rdy),
-            Some(turns) => u64::from(rank < turns).min(c.max_rdy),
-        };
-        set_rdy(c, target, now);
-    }
-    // A closing connection's RDY is already 0 at nsqd (CLS sets it).
-    for c in st.conns.values_mut().filter(|c| c.closing) {
-        c.rdy = 0;
-    }
-}
-
-/// Send `RDY target` to an open connection if that is news to it.
-fn set_rdy(c: &mut ConnEntry, target: u64, now: u64) {
-    if target == c.rdy {
-        return;
-    }
-    if c.rdy == 0 {
-        c.granted_at = now;
-    } else if target == 0 {
-        c.released_at = Some(now);
-    }
-    c.rdy = target;
-    let _ = c.tx.send(Command::Rdy(target));
-}
-
-/// The periodic turn when connections outnumber the budget: a connection
-/// that has nothing in flight and received nothing for
-/// `low_rdy_idle_timeout` since its turn began, or has had its turn for
-/// `low_rdy_timeout`, gives RDY up, and [`rebalance`] hands it to those
-/// that waited longest. (go-nsq also takes RDY from a connection whose
-/// slow handler still holds its message, letting one more in flight.)
-fn redistribute(config: &Config, st: &mut State, now: u64) {
-    let budget = budget(config, st);
-    let open = st.conns.values().filter(|c| !c.closing).count() as u64;
-    if budget == 0 || open <= budget {
-        return;
-    }
-    let idle = config.low_rdy_idle_timeout.as_millis() as u64;
-    let held = config.low_rdy_timeout.as_millis() as u64;
-    for c in st.conns.values_mut() {
-        if c.closing || c.rdy == 0 {
-            continue;
-        }
-        let busy = c.activity.in_flight.load(Ordering::Relaxed) > 0;
-        let active = c
-            .activity
-            .last_message
-            .load(Ordering::Relaxed)
-            .max(c.granted_at);
-        let idle_too_long = !busy && now.saturating_sub(active) >= idle;
-        if idle_too_long || now.saturating_sub(c.granted_at) >= held {
-            debug!(addr = %c.addr, "RDY moves on to another nsqd");
-            set_rdy(c, 0, now);
-        }
-    }
-    rebalance(config, st, now);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::conn::SentCommands;
-
-    fn state(conns: &[u64]) -> (State, Vec<SentCommands>) {
-        let mut st = State {
-            conns: HashMap::new(),
-            connecting: HashSet::new(),
-            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
-            redistributing: false,
-            stopping: false,
-        };
-        let mut sinks = Vec::new();
-        for (i, max_rdy) in conns.iter().enumerate() {
-            let (tx, sink) = SentCommands::pair();
-            st.conns.insert(
-                i as u64,
-                ConnEntry {
-                    addr: format!("nsqd{i}:4150").into(),
-                    origin: Origin::Direct,
-                    tx,
-                    max_rdy: *max_rdy,
-                    rdy: 0,
-                    granted_at: 0,
-                    released_at: None,
-                    activity: Arc::default(),
-                    closing: false,
-                },
-            );
-            sinks.push(sink);
-        }
-        (st, sinks)
-    }
-
-    fn config(max_in_flight: u64) -> Config {
-        Config {
-            max_in_flight,
-            ..Config::default()
-        }
-    }
-
-    /// Each connection's RDY as the consumer last set it, by index.
-    fn rdys(st: &State) -> Vec<u64> {
-        (0..st.conns.len() as u64)
-            .map(|i| st.conns[&i].rdy)
-            .collect()
-    }
-
-    #[test]
-    fn rdy_is_spread_capped_and_sent_only_on_change() {
-        let (mut st, mut sinks) = state(&[2500, 2500, 10]);
-        rebalance(&config(90), &mut st, 0);
-        assert_eq!(sinks[0].take(), ["RDY 30"]);
-        assert_eq!(sinks[1].take(), ["RDY 30"]);
-        // The server's max_rdy_count wins over the even share.
-        assert_eq!(sinks[2].take(), ["RDY 10"]);
-        rebalance(&config(90), &mut st, 0);
-        assert!(sinks.iter_mut().all(|s| s.take().is_empty()));
-
-        // A closing connection leaves its share to the others and gets no RDY
-        // (CLS already set it to 0 at nsqd).
-        st.conns.get_mut(&2).unwrap().closing = true;
-        rebalance(&config(90), &mut st, 0);
-        assert_eq!(sinks[0].take(), ["RDY 45"]);
-        assert_eq!(sinks[1].take(), ["RDY 45"]);
-        assert!(sinks[2].take().is_empty());
-    }
-
-    #[test]
-    fn fewer_max_in_flight_than_connections_takes_turns() {
-        let (mut st, mut sinks) = state(&[2500, 2500, 2500]);
-        let c = Config {
-            low_rdy_idle_timeout: Duration::from_millis(100),
-            low_rdy_timeout: Duration::from_millis(1000),
-            ..config(2)
-        };
-        // Never more RDY than max_in_flight: two connections get 1, one waits.
-        rebalance(&c, &mut st, 0);
-        assert_eq!(rdys(&st), [1, 1, 0]);
-        assert_eq!(sinks[0].take(), ["RDY 1"]);
-        assert_eq!(sinks[2].take(), Vec::<String>::new());
-
-        // Both are busy and have not held RDY for long: nothing moves.
-        st.conns[&0]
-            .activity
-            .last_message
-            .store(90, Ordering::Relaxed);
-        st.conns[&1]
-            .activity
-            .last_message
-            .store(90, Ordering::Relaxed);
-        redistribute(&c, &mut st, 150);
-        assert_eq!(rdys(&st), [1, 1, 0]);
-
-        // #1 goes idle: its RDY goes to #2, which never had a turn.
-        st.conns[&0]
-            .activity
-            .last_message
-            .store(200, Ordering::Relaxed);
-        redistribute(&c, &mut st, 200);
-        assert_eq!(rdys(&st), [1, 0, 1]);
-        assert_eq!(sinks[1].take(), ["RDY 1", "RDY 0"]);
-        assert_eq!(sinks[2].take(), ["RDY 1"]);
-
-        // #0 is busy, but after low_rdy_timeout it gives way to #1, which
-        // waited longest; busy #2 has had its turn for less long.
-        st.conns[&0]
-            .activity
-            .last_message
-            .store(1000, Ordering::Relaxed);
-        st.conns[&2]
-            .activity
-            .last_message
-            .store(1000, Ordering::Relaxed);
-        redistribute(&c, &mut st, 1000);
-        assert_eq!(rdys(&st), [0, 1, 1]);
-        redistribute(&c, &mut st, 1050);
-        assert_eq!(rdys(&st), [0, 1, 1]);
-
-        // #2 goes idle: back to #0, which waited longer than #2 will.
-        st.conns[&1]
-            .activity
-            .last_message
-            .store(1090, Ordering::Relaxed);
-        redistribute(&c, &mut st, 1100);
-        assert_eq!(rdys(&st), [1, 1, 0]);
-
-        // A connection closing hands its turn over at once.
-        st.conns.get_mut(&1).unwrap().closing = true;
-        rebalance(&c, &mut st, 1101);
-        assert_eq!(rdys(&st), [1, 0, 1]);
-
-        // Enough budget for everyone again: even shares.
-        let (mut st, _sinks) = state(&[2500, 2500, 2500]);
-        rebalance(&c, &mut st, 0);
-        assert_eq!(rdys(&st), [1, 1, 0]);
-        rebalance(&config(30), &mut st, 10);
-        assert_eq!(rdys(&st), [10, 10, 10]);
-        // And back: the first two keep RDY, now 1.
-        rebalance(&c, &mut st, 20);
-        assert_eq!(rdys(&st), [1, 1, 0]);
-
-        // A slow handler's message keeps its connection's turn, though
-        // nothing arrives, until low_rdy_timeout.
-        let (mut st, _sinks) = state(&[2500, 2500]);
-        let one = Config {
-            max_in_flight: 1,
-            ..c
-        };
-        rebalance(&one, &mut st, 0);
-        assert_eq!(rdys(&st), [1, 0]);
-        st.conns[&0].activity.in_flight.store(1, Ordering::Relaxed);
-        redistribute(&one, &mut st, 500);
-        assert_eq!(rdys(&st), [1, 0]);
-        redistribute(&one, &mut st, 1000);
-        assert_eq!(rdys(&st), [0, 1]);
-    }
-
-    #[test]
-    fn backoff_pauses_everyone_then_probes_with_one_connection() {
-        let (mut st, mut sinks) = state(&[2500, 2500]);
-        let c = config(10);
-        rebalance(&c, &mut st, 0);
-        assert_eq!(sinks[0].take(), ["RDY 5"]);
-        assert_eq!(sinks[1].take(), ["RDY 5"]);
-
-        assert!(matches!(st.backoff.on_failure(), BackoffAction::Pause(_)));
-        rebalance(&c, &mut st, 1);
-        assert_eq!(sinks[0].take(), ["RDY 0"]);
-        assert_eq!(sinks[1].take(), ["RDY 0"]);
-
-        st.backoff.timer_fired();
-        rebalance(&c, &mut st, 2);
-        let probe = rdys(&st).iter().position(|&r| r == 1).expect("a probe");
-        assert_eq!(rdys(&st).iter().sum::<u64>(), 1);
-        assert_eq!(sinks[probe].take(), ["RDY 1"]);
-        assert!(sinks[1 - probe].take().is_empty());
-
-        // A probe that gets nothing hands RDY 1 to the other connection.
-        let idle = c.low_rdy_idle_timeout.as_millis() as u64;
-        redistribute(&c, &mut st, 2 + idle);
-        assert_eq!(sinks[probe].take(), ["RDY 0"]);
-        assert_eq!(sinks[1 - probe].take(), ["RDY 1"]);
-
-        assert_eq!(st.backoff.on_success(), BackoffAction::Resume);
-        rebalance(&c, &mut st, 3 + idle);
-        assert_eq!(sinks[probe].take(), ["RDY 5"]);
-        assert_eq!(sinks[1 - probe].take(), ["RDY 5"]);
     }
 }

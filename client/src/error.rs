@@ -35,9 +35,20 @@ pub enum Error {
     Closed,
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
-    /// nsqd runs with `--auth-http-address`; this client does not send AUTH.
-    #[error("nsqd requires AUTH, which this client does not support")]
+    /// nsqd runs with `--auth-http-address` and no `auth_secret` is set.
+    #[error("nsqd requires AUTH; set auth_secret")]
     AuthRequired,
+    /// A TLS file could not be used, or the settings do not fit together.
+    #[error("TLS setting {path:?}: {reason}")]
+    TlsFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// We asked for TLS and nsqd (run without `--tls-cert`) did not grant it.
+    #[error("nsqd at {0} does not offer TLS")]
+    TlsRefused(String),
     /// go-nsq refuses a second connection to the same nsqd, and so do we:
     /// two subscriptions from one consumer would double its RDY there.
     #[error("already connected to {0}")]

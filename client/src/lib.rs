@@ -1,10 +1,14 @@
-//! An async (tokio) NSQ client: [`Producer`] publishes to one nsqd;
-//! [`Consumer`] subscribes to a topic's channel on direct nsqd addresses or
-//! on the nsqds that lookupd knows, with RDY spread over connections,
-//! backoff, max attempts, TOUCH and a graceful stop. The bench tools live in
-//! [`bench`], the command-line tools (`to_nsq`, `nsq_tail`, ...) in [`tools`].
+//! An async (tokio) NSQ client: [`Producer`] publishes to one nsqd of
+//! several; [`Consumer`] subscribes to a topic's channel on direct nsqd
+//! addresses or on the nsqds that lookupd knows.
+#![doc = include_str!("../README.md")]
 
-pub mod bench;
+// One implementation of nsqd's compressed streams for both ends: the
+// adaptors are symmetric (a compressor for what we write, a decompressor
+// for what we read), so the client takes nsqd's file rather than a copy.
+#[path = "../../nsqd/src/compress.rs"]
+#[allow(dead_code)]
+mod compress;
 mod config;
 mod conn;
 mod consumer;
@@ -13,7 +17,7 @@ mod lookup;
 mod message;
 mod producer;
 pub mod rdy;
-pub mod tools;
+pub mod tls;
 
 pub use config::Config;
 pub use consumer::{Consumer, ConsumerStats};

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::task::JoinSet;
-use tracing::{debug, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::consumer::{Inner, Origin};
 use crate::{Consumer, Error, Result};
@@ -71,9 +71,10 @@ async fn poll_loop(inner: Arc<Inner>, client: HttpClient, uris: Vec<(String, Uri
 
 async fn poll_once(inner: &Arc<Inner>, client: &HttpClient, uris: &[(String, Uri)]) {
     let mut queries = JoinSet::new();
+    let label: Arc<str> = format!("[{}/{}]", inner.topic, inner.channel).into();
     for (addr, uri) in uris {
-        let (client, addr, uri) = (client.clone(), addr.clone(), uri.clone());
-        queries.spawn(async move { (query(&client, &uri).await, addr) });
+        let (client, addr, uri, label) = (client.clone(), addr.clone(), uri.clone(), label.clone());
+        queries.spawn(async move { (query(&client, &uri, &label).await, addr) });
     }
     let mut found = BTreeSet::new();
     let mut answered = 0;
@@ -83,9 +84,7 @@ async fn poll_once(inner: &Arc<Inner>, client: &HttpClient, uris: &[(String, Uri
                 answered += 1;
                 found.extend(producers);
             }
-            Ok((Err(reason), addr)) => {
-                warn!(%addr, %reason, "lookupd query failed");
-            }
+            Ok((Err(_), _)) => {}
             Err(e) => warn!(error = %e, "lookupd query task failed"),
         }
     }
@@ -114,12 +113,41 @@ async fn poll_once(inner: &Arc<Inner>, client: &HttpClient, uris: &[(String, Uri
     while connects.join_next().await.is_some() {}
 }
 
-async fn query(client: &HttpClient, uri: &Uri) -> std::result::Result<Vec<String>, String> {
+/// One lookupd's producers of the topic. The query and a failed answer are
+/// logged as upstream's consumers log them (`label` is `[topic/channel]`),
+/// so a user waiting for a topic that lookupd does not know yet sees why.
+async fn query(
+    client: &HttpClient,
+    uri: &Uri,
+    label: &str,
+) -> std::result::Result<Vec<String>, String> {
+    info!("{label} querying nsqlookupd {uri}");
+    match fetch_producers(client, uri).await {
+        Ok(producers) => Ok(producers),
+        // A topic lookupd has never heard of has no producers: an error
+        // to the user, but an answer all the same.
+        Err((reason, true)) => {
+            error!("{label} error querying nsqlookupd ({uri}) - {reason}");
+            Ok(Vec::new())
+        }
+        Err((reason, false)) => {
+            error!("{label} error querying nsqlookupd ({uri}) - {reason}");
+            Err(reason)
+        }
+    }
+}
+
+/// The producers lookupd lists, or why not and whether it said 404.
+async fn fetch_producers(
+    client: &HttpClient,
+    uri: &Uri,
+) -> std::result::Result<Vec<String>, (String, bool)> {
+    let failed = |reason: String| (reason, false);
     let req = hyper::Request::get(uri.clone())
         // Asks old lookupds for the unwrapped format; newer ones ignore it.
         .header(hyper::header::ACCEPT, "application/vnd.nsq; version=1.0")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(e.to_string()))?;
     let fetch = async {
         let resp = client.request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status();
@@ -133,15 +161,14 @@ async fn query(client: &HttpClient, uri: &Uri) -> std::result::Result<Vec<String
     };
     let (status, body) = tokio::time::timeout(QUERY_TIMEOUT, fetch)
         .await
-        .map_err(|_| "timed out".to_owned())??;
-    // A topic lookupd has never heard of has no producers.
-    if status == hyper::StatusCode::NOT_FOUND {
-        return Ok(Vec::new());
-    }
+        .map_err(|_| failed("timed out".to_owned()))?
+        .map_err(failed)?;
     if !status.is_success() {
-        return Err(format!("status {status}"));
+        let shown = String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned();
+        let reason = format!("got response {status} {shown:?}");
+        return Err((reason, status == hyper::StatusCode::NOT_FOUND));
     }
-    parse_producers(&body)
+    parse_producers(&body).map_err(failed)
 }
 
 /// The `host:port` of every producer in a /lookup answer, in either the

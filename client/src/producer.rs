@@ -1,7 +1,9 @@
-//! `Producer`: publishes to one nsqd over one pipelined connection, made on
-//! first use and remade on the next publish after it drops.
+//! `Producer`: publishes over one pipelined connection to an nsqd, made on
+//! first use and remade on the next publish after it drops; given several
+//! nsqd addresses, it moves on to the next when one fails.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,33 +34,70 @@ struct Live {
     pending: Arc<Mutex<Pending>>,
 }
 
-/// A publisher to a single nsqd.
+/// A publisher to one nsqd, or to the first of several that works.
 ///
 /// Publishes may run concurrently; they share the connection and are
 /// pipelined. Each call resolves when its own reply arrives.
+///
+/// With several addresses ([`Producer::with_addresses`]) the producer talks
+/// to one nsqd at a time. When that nsqd cannot be reached, or its
+/// connection drops before a publish is answered, the publish is retried on
+/// the next address, each address at most once per publish; the producer
+/// then stays on the nsqd that worked. A publish cut off by a dying nsqd may
+/// have been queued there anyway, so a retried publish can arrive twice: the
+/// at-least-once delivery NSQ promises everywhere else too. An error frame
+/// (`E_BAD_TOPIC`, `E_PUB_FAILED`, ...) is nsqd's answer and is returned,
+/// not retried.
 pub struct Producer {
-    addr: String,
+    addrs: Vec<String>,
+    /// Index into `addrs` of the nsqd in use; only moved while `live` is locked.
+    current: AtomicUsize,
     config: Config,
     /// The current connection. An async mutex because connecting happens
     /// under it: concurrent publishes after a drop make one connection, not many.
     live: tokio::sync::Mutex<Option<Live>>,
-    stopped: std::sync::atomic::AtomicBool,
+    stopped: AtomicBool,
 }
 
 impl Producer {
     /// A producer for the nsqd at `addr` (TCP `host:port`). Nothing connects
     /// until the first publish or [`Producer::ping`].
     pub fn new(addr: impl Into<String>, config: Config) -> Producer {
+        Producer::with_addresses([addr], config)
+    }
+
+    /// A producer for several nsqds (TCP `host:port` each), used in order:
+    /// the first until it fails, then the next, wrapping around. Nothing
+    /// connects until the first publish.
+    ///
+    /// # Panics
+    /// If `addrs` is empty.
+    pub fn with_addresses<A: Into<String>>(
+        addrs: impl IntoIterator<Item = A>,
+        config: Config,
+    ) -> Producer {
+        let addrs: Vec<String> = addrs.into_iter().map(Into::into).collect();
+        assert!(
+            !addrs.is_empty(),
+            "a producer needs at least one nsqd address"
+        );
         Producer {
-            addr: addr.into(),
+            addrs,
+            current: 0.into(),
             config,
             live: tokio::sync::Mutex::new(None),
             stopped: false.into(),
         }
     }
 
+    /// The address of the nsqd in use (or to be used by the next publish).
     pub fn addr(&self) -> &str {
-        &self.addr
+        &self.addrs[self.current.load(Ordering::Relaxed)]
+    }
+
+    /// Every address this producer may publish to, in the order tried.
+    pub fn addresses(&self) -> &[String] {
+        &self.addrs
     }
 
     /// PUB one message.
@@ -113,47 +152,95 @@ impl Producer {
     /// Close the connection after the queued commands are written. Publishes
     /// already sent still get their replies; later ones fail with `Stopped`.
     pub async fn stop(&self) {
-        self.stopped
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stopped.store(true, Ordering::SeqCst);
         if let Some(live) = self.live.lock().await.take() {
             live.conn.close().await;
         }
     }
 
+    /// Send `cmd` on the current nsqd; on a connection failure, try the
+    /// next address, each at most once.
     async fn send(&self, cmd: Command) -> Result<()> {
-        let name = cmd.name();
-        let rx = {
-            let mut live = self.live.lock().await;
-            let live = self.ensure_connected(&mut live).await?;
-            let (tx, rx) = oneshot::channel();
-            let mut pending = live.pending.lock().expect("pending lock");
-            if pending.closed {
-                // Dropped between the liveness check and now; the next
-                // publish reconnects.
-                return Err(Error::Closed);
+        let mut last = None;
+        for _ in 0..self.addrs.len() {
+            let (index, result) = self.send_once(cmd.clone()).await;
+            match result {
+                Err(e) if is_connection_failure(&e) && self.addrs.len() > 1 => {
+                    warn!(addr = %self.addrs[index], error = %e, "nsqd failed; trying the next");
+                    self.move_on_from(index).await;
+                    last = Some(e);
+                }
+                result => return result,
             }
-            // Queue the reply slot and the command under one lock, so the
-            // queue order is the order the writer sends in.
-            live.conn.tx.send(cmd)?;
-            pending.queue.push_back((name, tx));
-            rx
+        }
+        Err(last.unwrap_or(Error::Closed))
+    }
+
+    /// Leave the nsqd at `index` for the next address, unless another
+    /// publish already did.
+    async fn move_on_from(&self, index: usize) {
+        let mut live = self.live.lock().await;
+        let current = self.current.load(Ordering::Relaxed);
+        if current != index {
+            return;
+        }
+        if let Some(old) = live.take() {
+            old.conn.tx.close();
+        }
+        self.current
+            .store((index + 1) % self.addrs.len(), Ordering::Relaxed);
+    }
+
+    /// Send `cmd` to the nsqd in use and wait for its reply; also says
+    /// which address that was.
+    async fn send_once(&self, cmd: Command) -> (usize, Result<()>) {
+        let mut live = self.live.lock().await;
+        let index = self.current.load(Ordering::Relaxed);
+        let rx = self.queue(&mut live, cmd).await;
+        drop(live);
+        let result = match rx {
+            Ok(rx) => rx.await.map_err(|_| Error::Closed).and_then(|r| r),
+            Err(e) => Err(e),
         };
-        rx.await.map_err(|_| Error::Closed)?
+        (index, result)
+    }
+
+    /// Connect if need be and hand `cmd` to the writer, with its reply slot.
+    async fn queue(
+        &self,
+        live: &mut Option<Live>,
+        cmd: Command,
+    ) -> Result<oneshot::Receiver<Result<()>>> {
+        let name = cmd.name();
+        let live = self.ensure_connected(live).await?;
+        let (tx, rx) = oneshot::channel();
+        let mut pending = live.pending.lock().expect("pending lock");
+        if pending.closed {
+            // Dropped between the liveness check and now; the next
+            // publish reconnects.
+            return Err(Error::Closed);
+        }
+        // Queue the reply slot and the command under one lock, so the
+        // queue order is the order the writer sends in.
+        live.conn.tx.send(cmd)?;
+        pending.queue.push_back((name, tx));
+        Ok(rx)
     }
 
     async fn ensure_connected<'a>(&self, slot: &'a mut Option<Live>) -> Result<&'a Live> {
-        if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.stopped.load(Ordering::SeqCst) {
             return Err(Error::Stopped);
         }
         let alive = slot
             .as_ref()
             .is_some_and(|l| !l.pending.lock().expect("pending lock").closed);
         if !alive {
+            let addr = self.addr();
             if slot.is_some() {
-                debug!(addr = %self.addr, "reconnecting");
+                debug!(addr, "reconnecting");
             }
             let (events_tx, events) = mpsc::unbounded_channel();
-            let conn = Conn::connect(&self.addr, &self.config, events_tx).await?;
+            let conn = Conn::connect(addr, &self.config, events_tx).await?;
             debug!(addr = %conn.addr, negotiated = ?conn.negotiated, "producer connected");
             let pending = Arc::new(Mutex::new(Pending::default()));
             tokio::spawn(replies(events, pending.clone()));
@@ -200,6 +287,15 @@ async fn replies(mut events: mpsc::UnboundedReceiver<Event>, pending: Arc<Mutex<
     for (_, reply) in pending.queue.drain(..) {
         let _ = reply.send(Err(Error::Closed));
     }
+}
+
+/// Whether `e` says the nsqd is unreachable or went away (try another),
+/// rather than that it refused the publish (its answer stands).
+fn is_connection_failure(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Connect { .. } | Error::Io(_) | Error::Closed | Error::Timeout(_)
+    )
 }
 
 pub(crate) fn topic_name(topic: &str) -> Result<TopicName> {

@@ -209,17 +209,20 @@ async fn graceful_stop_finishes_in_flight_and_loses_nothing() {
             },
         )
         .unwrap();
-        consumer.add_handler(handler_fn(move |msg| {
-            let mut gate = gate.clone();
-            let started = started_tx.clone();
-            async move {
-                let _ = started.send(String::from_utf8_lossy(&msg.body).into_owned());
-                // A long handler keeps its message alive.
-                msg.touch()?;
-                let _ = gate.wait_for(|open| *open).await;
-                Ok(())
-            }
-        }));
+        consumer.add_concurrent_handlers(
+            handler_fn(move |msg| {
+                let mut gate = gate.clone();
+                let started = started_tx.clone();
+                async move {
+                    let _ = started.send(String::from_utf8_lossy(&msg.body).into_owned());
+                    // A long handler keeps its message alive.
+                    msg.touch()?;
+                    let _ = gate.wait_for(|open| *open).await;
+                    Ok(())
+                }
+            }),
+            10,
+        );
         consumer.connect_to_nsqd(&addr).await.unwrap();
         let mut first = Vec::new();
         while first.len() < 10 {

@@ -11,10 +11,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, LOCATION};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use nsq_app::http_timeouts::HttpTimeouts;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -366,6 +366,7 @@ pub(crate) async fn serve(
     ctx: Arc<Context>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    timeouts: HttpTimeouts,
 ) {
     nsq_app::net::accept_loop(&listener, &cancel, "HTTP", |stream, remote| {
         let ctx = Arc::clone(&ctx);
@@ -386,8 +387,10 @@ pub(crate) async fn serve(
                     Ok::<_, Infallible>(resp)
                 }
             });
+            let (stream, idle) = timeouts.watch(stream);
             // Title case puts `X-Nsq-Content-Type` on the wire as Go does.
-            let conn = http1::Builder::new()
+            let conn = timeouts
+                .builder()
                 .title_case_headers(true)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
@@ -397,6 +400,7 @@ pub(crate) async fn serve(
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
+                _ = idle.expired() => Ok(()),
             };
             if let Err(e) = result {
                 tracing::debug!("HTTP: connection from {remote}: {e}");

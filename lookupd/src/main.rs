@@ -7,6 +7,7 @@ async fn main() {
     let opts: Options = nsq_app::parse_options("nsqlookupd", std::env::args_os(), &[]);
     let _log =
         nsq_app::logging::init_with_format(opts.log_level, &opts.log_prefix, opts.log_format);
+    nsq_app::net::raise_open_file_limit();
     tracing::info!("{}", nsq_app::flags::version_string("nsqlookupd"));
     if opts.verbose {
         tracing::warn!("--verbose is deprecated and has no effect; use --log-level=debug");

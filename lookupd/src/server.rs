@@ -105,6 +105,7 @@ impl Lookupd {
             Arc::clone(&ctx),
             cancel.clone(),
             tracker.clone(),
+            opts.http_timeouts(),
         ));
         Ok(Lookupd {
             ctx,

@@ -10,6 +10,8 @@ use tokio::time::Instant;
 
 use crate::nsqd::Nsqd;
 
+mod https;
+
 /// One entry of the auth server's `authorizations` list, compiled.
 #[derive(Debug, Clone)]
 struct Authorization {
@@ -118,9 +120,20 @@ impl AuthState {
             identity: reply.identity,
             identity_url: reply.identity_url,
             authorizations,
-            expires: now + Duration::from_secs(reply.ttl as u64),
+            expires: saturating_deadline(now, reply.ttl as u64),
         })
     }
+}
+
+/// Longest grant kept: Go's largest `time.Duration` (about 292 years). The
+/// auth server is an outside source; a TTL past what the clock can hold
+/// saturates here instead of overflowing `Instant` (a panic).
+const MAX_TTL: Duration = Duration::from_nanos(i64::MAX as u64);
+
+fn saturating_deadline(now: Instant, ttl_secs: u64) -> Instant {
+    let ttl = Duration::from_secs(ttl_secs).min(MAX_TTL);
+    now.checked_add(ttl)
+        .unwrap_or(now + Duration::from_secs(86_400 * 365))
 }
 
 /// What nsqd tells the auth server about a connection.
@@ -189,7 +202,18 @@ fn query_escape(s: &str) -> String {
 
 async fn query_one(nsqd: &Nsqd, addr: &str, q: &AuthQuery<'_>) -> Result<AuthState, String> {
     let url = endpoint(addr);
-    let (status, body) = if nsqd.opts.auth_http_request_method == "post" {
+    let https = url.starts_with("https://");
+    let (status, body) = if https {
+        let (method, target, body) = if nsqd.opts.auth_http_request_method == "post" {
+            (hyper::Method::POST, url.clone(), q.json_body())
+        } else {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let target = format!("{url}{sep}{}", q.query_string());
+            (hyper::Method::GET, target, String::new())
+        };
+        let content_type = (method == hyper::Method::POST).then_some("application/json");
+        https::request(&nsqd.opts, method, &target, content_type, body.into()).await?
+    } else if nsqd.opts.auth_http_request_method == "post" {
         nsqd.http_client
             .request(
                 hyper::Method::POST,

@@ -32,6 +32,7 @@ mod events;
 mod flight;
 mod jobs;
 pub use crate::client::JobWorker;
+pub(crate) use dead_letter::{default_topic as default_dead_letter_topic, leads_back, CONFIGURING};
 pub use dead_letter::{ChannelOptions, DeadLetterStats};
 pub use events::{ChannelEvents, Events};
 pub use jobs::{FireStatus, JobLimits, JobStatus, ShardStatus, WorkerStatus};
@@ -526,6 +527,21 @@ impl Channel {
         }
         drop(st);
         self.tell(|e| e.emptied(&self.topic_name, &self.name));
+    }
+
+    /// Every unfinished message in memory (queued, in flight, deferred with
+    /// its due time), for replication's full copy.
+    pub fn messages_in_memory(&self) -> Vec<(Message, Option<Instant>)> {
+        let st = self.lock();
+        let now = st.backlog.mem.iter();
+        let flying = st.flights.in_flight().map(|f| &f.msg);
+        let mut out: Vec<_> = now.chain(flying).map(|m| (m.clone(), None)).collect();
+        out.extend(
+            st.flights
+                .deferred_due()
+                .map(|(m, at)| (m.clone(), Some(at))),
+        );
+        out
     }
 
     fn tell(&self, event: impl FnOnce(&dyn ChannelEvents)) {

@@ -29,8 +29,12 @@ pub enum Codec {
 const SNAPPY_STREAM_ID: &[u8] = b"\xff\x06\x00\x00sNaPpY";
 /// Most uncompressed bytes one Snappy chunk may carry.
 const SNAPPY_MAX_BLOCK: usize = 65536;
-/// Bytes read from the underlying stream at a time.
+/// Bytes read from the underlying stream at a time, and the most decoded
+/// bytes held before the reader takes them.
 const READ_CHUNK: usize = 64 * 1024;
+/// Largest data chunk body: a checksum and a block that did not compress
+/// (a compressed block is never larger than this either, or it is stored).
+const SNAPPY_MAX_CHUNK: usize = 4 + SNAPPY_MAX_BLOCK + SNAPPY_MAX_BLOCK / 6 + 32;
 
 fn invalid(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
@@ -216,6 +220,8 @@ enum Decoder {
     Snappy {
         raw: snap::raw::Decoder,
         seen_id: bool,
+        /// Bytes of a skippable chunk still to drop.
+        skipping: usize,
     },
     Deflate(Box<Decompress>),
 }
@@ -239,6 +245,7 @@ impl<R: AsyncRead + Unpin> Decompressor<R> {
             Codec::Snappy => Decoder::Snappy {
                 raw: snap::raw::Decoder::new(),
                 seen_id: false,
+                skipping: 0,
             },
             Codec::Deflate(_) => Decoder::Deflate(Box::new(Decompress::new(false))),
         };
@@ -251,17 +258,43 @@ impl<R: AsyncRead + Unpin> Decompressor<R> {
         }
     }
 
-    /// Decode what `raw` holds into `plain`.
+    /// Decode from `raw` into `plain` until `plain` holds [`READ_CHUNK`]
+    /// bytes or `raw` runs out. Bounding the output, not the input, is what
+    /// defuses a bomb: a few KB of DEFLATE can stand for gigabytes, and only
+    /// as much as the command decoder asks for is ever inflated.
     fn decode(&mut self) -> io::Result<()> {
         match &mut self.dec {
-            Decoder::Snappy { raw, seen_id } => loop {
-                if self.raw.len() < 4 {
+            Decoder::Snappy {
+                raw,
+                seen_id,
+                skipping,
+            } => loop {
+                if *skipping > 0 {
+                    // Padding is dropped as it arrives, never buffered whole.
+                    let n = (*skipping).min(self.raw.len());
+                    self.raw.advance(n);
+                    *skipping -= n;
+                    if *skipping > 0 {
+                        return Ok(());
+                    }
+                }
+                if self.plain.len() >= READ_CHUNK || self.raw.len() < 4 {
                     return Ok(());
                 }
                 let kind = self.raw[0];
                 let len = usize::from(self.raw[1])
                     | usize::from(self.raw[2]) << 8
                     | usize::from(self.raw[3]) << 16;
+                if (0x80..=0xfe).contains(&kind) {
+                    self.raw.advance(4);
+                    *skipping = len;
+                    continue;
+                }
+                // A data chunk carries at most one block plus its checksum;
+                // refuse a larger one before waiting for (and holding) it.
+                if len > SNAPPY_MAX_CHUNK {
+                    return Err(invalid("snappy: chunk too large"));
+                }
                 if self.raw.len() < 4 + len {
                     return Ok(());
                 }
@@ -304,15 +337,13 @@ impl<R: AsyncRead + Unpin> Decompressor<R> {
                             return Err(invalid("snappy: checksum mismatch"));
                         }
                     }
-                    0x02..=0x7f => return Err(invalid("snappy: unskippable chunk")),
-                    // Padding and reserved skippable chunks.
-                    _ => {}
+                    _ => return Err(invalid("snappy: unskippable chunk")),
                 }
             },
             Decoder::Deflate(z) => {
-                while !self.raw.is_empty() {
+                while !self.raw.is_empty() && self.plain.len() < READ_CHUNK {
                     let start = self.plain.len();
-                    self.plain.resize(start + READ_CHUNK, 0);
+                    self.plain.resize(READ_CHUNK, 0);
                     let (in0, out0) = (z.total_in(), z.total_out());
                     let status = z
                         .decompress(&self.raw, &mut self.plain[start..], FlushDecompress::None)
@@ -331,6 +362,16 @@ impl<R: AsyncRead + Unpin> Decompressor<R> {
                     }
                 }
                 Ok(())
+            }
+        }
+    }
+
+    /// Give back memory a burst left behind: both buffers return to one
+    /// read's worth once they are drained.
+    fn shrink(&mut self) {
+        for buf in [&mut self.raw, &mut self.plain] {
+            if buf.is_empty() && buf.capacity() > 2 * READ_CHUNK {
+                *buf = BytesMut::new();
             }
         }
     }
@@ -357,6 +398,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Decompressor<R> {
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
+            this.shrink();
             this.raw.reserve(READ_CHUNK);
             let n = ready!(tokio_util::io::poll_read_buf(
                 Pin::new(&mut this.inner),
@@ -469,5 +511,97 @@ mod tests {
         d.read_exact(&mut got).await.unwrap();
         writer.await.unwrap();
         assert_eq!(got, big);
+    }
+
+    #[tokio::test]
+    async fn a_deflate_bomb_is_inflated_only_as_far_as_it_is_read() {
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), Compression::best());
+        let block = b"NOP\n".repeat(64 * 1024);
+        for _ in 0..128 {
+            enc.write_all(&block).unwrap();
+        }
+        enc.flush().unwrap();
+        let wire = enc.get_ref().clone();
+        assert!(wire.len() < 64 * 1024);
+        let mut d = Decompressor::new(&wire[..], Codec::Deflate(9), BytesMut::new());
+        let mut got = [0u8; 8];
+        d.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"NOP\nNOP\n");
+        assert!(
+            d.plain.capacity() <= 2 * READ_CHUNK,
+            "holds {} decoded bytes",
+            d.plain.capacity()
+        );
+    }
+
+    #[tokio::test]
+    async fn snappy_refuses_an_oversized_chunk_before_buffering_it() {
+        let mut wire = SNAPPY_STREAM_ID.to_vec();
+        // A data chunk header claiming 16 MiB.
+        wire.extend_from_slice(&[0x00, 0xff, 0xff, 0xff]);
+        wire.extend_from_slice(&[0u8; 64]);
+        assert!(decompress(Codec::Snappy, &wire).await.is_err());
+        // Skippable padding of any length is dropped as it streams past.
+        let mut wire = SNAPPY_STREAM_ID.to_vec();
+        wire.extend_from_slice(&[0xfe, 0x00, 0x00, 0x02]);
+        wire.extend_from_slice(&vec![0u8; 0x20000]);
+        wire.extend_from_slice(
+            &compress(Codec::Snappy, &[b"after"]).await[SNAPPY_STREAM_ID.len()..],
+        );
+        assert_eq!(decompress(Codec::Snappy, &wire).await.unwrap(), b"after");
+    }
+
+    /// What a hostile peer may send after negotiating compression: bytes,
+    /// or a valid stream of highly compressible data with garbage after it.
+    fn hostile_wire() -> impl proptest::strategy::Strategy<Value = (bool, Vec<u8>)> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (
+                any::<bool>(),
+                proptest::collection::vec(any::<u8>(), 0..2048)
+            ),
+            (0usize..100, proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(cut, tail)| {
+                // One 16 MiB bomb, built once; each case cuts it somewhere.
+                static BOMB: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+                let bomb = BOMB.get_or_init(|| {
+                    let mut enc =
+                        flate2::write::DeflateEncoder::new(Vec::new(), Compression::best());
+                    let block = vec![b'A'; 1024 * 1024];
+                    for _ in 0..16 {
+                        enc.write_all(&block).unwrap();
+                    }
+                    enc.flush().unwrap();
+                    enc.get_ref().clone()
+                });
+                let mut wire = bomb[..bomb.len() * (cut + 1) / 100].to_vec();
+                wire.extend(tail);
+                (false, wire)
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Whatever arrives, decoding never panics and never holds more
+        /// than a couple of reads' worth, decoded or not.
+        #[test]
+        fn hostile_compressed_input_stays_bounded((snappy, wire) in hostile_wire()) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let codec = if snappy { Codec::Snappy } else { Codec::Deflate(6) };
+                let mut d = Decompressor::new(&wire[..], codec, BytesMut::new());
+                let mut chunk = [0u8; 4096];
+                // Read a bounded amount: a bomb may stand for gigabytes.
+                for _ in 0..256 {
+                    match d.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    proptest::prop_assert!(d.plain.capacity() <= 2 * READ_CHUNK);
+                    proptest::prop_assert!(d.raw.capacity() <= 2 * READ_CHUNK + wire.len());
+                }
+                Ok(())
+            })?;
+        }
     }
 }

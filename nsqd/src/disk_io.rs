@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
-use crate::disk_queue::{DiskQueue, DiskQueueOptions, Position};
+use crate::disk_queue::{DiskQueue, DiskQueueOptions, Listing, Position};
 
 /// At most this many jobs join one group commit, so that acknowledgements
 /// keep flowing under a flood.
@@ -227,6 +227,16 @@ pub struct DiskIo {
     /// Set at shutdown: reads are refused, so records stay on disk instead of
     /// landing in memory that has already been written out.
     reads_stopped: Arc<AtomicBool>,
+    /// What the I/O threads could not store (see [`Losses`]).
+    losses: Arc<Losses>,
+}
+
+/// Records the disk refused since start (writes that failed), and queues
+/// whose final sync failed at shutdown: what a stop must not hide.
+#[derive(Debug, Default)]
+pub struct Losses {
+    pub records: AtomicU64,
+    pub unsynced_queues: AtomicU64,
 }
 
 impl DiskIo {
@@ -234,17 +244,20 @@ impl DiskIo {
         let mut senders = Vec::new();
         let mut threads = Vec::new();
         let reads_stopped = Arc::new(AtomicBool::new(false));
+        let losses = Arc::new(Losses::default());
         for i in 0..opts.threads.max(1) {
             let (tx, rx) = unbounded();
             let o = opts.clone();
             let stopped = reads_stopped.clone();
+            let lost = losses.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("nsqd-disk-{i}"))
-                .spawn(move || IoThread::new(o, stopped).run(rx))?;
+                .spawn(move || IoThread::new(o, stopped, lost).run(rx))?;
             senders.push(tx);
             threads.push(handle);
         }
         Ok(DiskIo {
+            losses,
             senders,
             threads: Mutex::new(threads),
             reads_stopped,
@@ -280,6 +293,15 @@ impl DiskIo {
 
     /// Sync and close every queue and stop the threads, after the jobs
     /// already sent.
+    /// Records whose write failed since start, and queues whose sync
+    /// failed at shutdown.
+    pub fn losses(&self) -> (u64, u64) {
+        (
+            self.losses.records.load(Ordering::SeqCst),
+            self.losses.unsynced_queues.load(Ordering::SeqCst),
+        )
+    }
+
     pub fn shutdown(&self) {
         let (done_tx, done_rx) = crossbeam_channel::bounded(self.senders.len());
         for tx in &self.senders {
@@ -318,16 +340,21 @@ struct IoThread {
     reads_stopped: Arc<AtomicBool>,
     /// Durable writes of the current group.
     unacked: Vec<Unacked>,
+    losses: Arc<Losses>,
+    /// The data directory, listed once for every queue's first open.
+    listing: Listing,
 }
 
 impl IoThread {
-    fn new(opts: DiskIoOptions, reads_stopped: Arc<AtomicBool>) -> Self {
+    fn new(opts: DiskIoOptions, reads_stopped: Arc<AtomicBool>, losses: Arc<Losses>) -> Self {
         IoThread {
             opts,
             queues: HashMap::new(),
             last_sync: Instant::now(),
             reads_stopped,
             unacked: Vec::new(),
+            losses,
+            listing: Listing::default(),
         }
     }
 
@@ -346,6 +373,7 @@ impl IoThread {
                     for (name, q) in self.queues.drain() {
                         if let Err(e) = q.close() {
                             error!(queue = %name, "closing disk queue failed - {e}");
+                            self.losses.unsynced_queues.fetch_add(1, Ordering::SeqCst);
                         }
                     }
                     let _ = done.send(());
@@ -381,8 +409,9 @@ impl IoThread {
     /// and taking over what an upstream nsqd left under that name.
     fn queue(&mut self, name: &Arc<str>) -> io::Result<&mut DiskQueue> {
         if !self.queues.contains_key(name) {
+            let listed = self.listing.take(&self.opts.dir, name)?;
             let import = crate::upstream_import::stage(&self.opts.dir, name)?;
-            let mut q = DiskQueue::open(&self.opts.dir, name, self.opts.queue)?;
+            let mut q = DiskQueue::open_listed(&self.opts.dir, name, self.opts.queue, listed)?;
             if let Some(import) = import {
                 let payloads = import.payloads()?;
                 q.put_many(payloads.iter().map(|p| p.as_slice()))?;
@@ -475,13 +504,19 @@ impl IoThread {
                 sink,
                 done,
             } => {
-                let result = self
-                    .queue(&queue)
-                    .and_then(|q| q.put_many(batch.payloads()));
+                let count = batch.len() as u64;
+                let mut stored = 0;
+                let result = self.queue(&queue).and_then(|q| {
+                    let before = q.depth();
+                    let r = q.put_many(batch.payloads());
+                    stored = q.depth().saturating_sub(before);
+                    r
+                });
                 if let Err(e) = &result {
                     error!(queue = %queue, "disk write failed - {e}");
+                    let lost = count.saturating_sub(stored);
+                    self.losses.records.fetch_add(lost, Ordering::SeqCst);
                 }
-                let count = batch.len() as u64;
                 if self.opts.durable {
                     self.unacked.push(Unacked {
                         queue,
@@ -515,6 +550,18 @@ impl IoThread {
                 });
                 if let Err(e) = read {
                     error!(queue = %queue, "disk read failed - {e}");
+                }
+                // A record whose checksum holds but whose contents are no
+                // message is as lost as one that failed it: count it here,
+                // where the queue's damage is counted.
+                let before = out.len();
+                out.retain(|(_, r)| crate::message::Message::decode_disk(r).is_some());
+                let unusable = (before - out.len()) as u64;
+                if unusable > 0 {
+                    error!(queue = %queue, records = unusable, "undecodable disk records skipped");
+                    if let Some(q) = self.queues.get_mut(&*queue) {
+                        q.count_unusable(unusable);
+                    }
                 }
                 let damage = self
                     .queues

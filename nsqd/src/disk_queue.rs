@@ -26,8 +26,11 @@ use tracing::{error, warn};
 pub use segment::Position;
 use segment::{header, parse_segment, Meta, Window, HEADER, META_VERSION};
 
+mod listing;
 mod recovery;
 mod segment;
+
+pub use listing::Listing;
 
 /// A write buffer that grew past this (huge batches) is not kept between calls.
 const KEEP_WRITE_BUF: usize = 4 << 20;
@@ -105,6 +108,17 @@ impl DiskQueue {
     /// that segment is cut off, and the depth is the count of records between
     /// the read and write positions.
     pub fn open(dir: &Path, name: &str, opts: DiskQueueOptions) -> io::Result<DiskQueue> {
+        Self::open_listed(dir, name, opts, None)
+    }
+
+    /// [`open`](DiskQueue::open), with the queue's segment numbers when the
+    /// caller already listed the directory ([`Listing`]).
+    pub fn open_listed(
+        dir: &Path,
+        name: &str,
+        opts: DiskQueueOptions,
+        segments: Option<Vec<u64>>,
+    ) -> io::Result<DiskQueue> {
         if name.is_empty() || name.contains('/') || name.contains('\0') {
             return Err(io::Error::new(
                 ErrorKind::InvalidInput,
@@ -139,11 +153,19 @@ impl DiskQueue {
             _ => {}
         }
         let meta = q.load_meta()?;
-        q.recover(meta.as_ref())?;
+        let files = match segments {
+            Some(files) => files,
+            None => q.segment_files()?,
+        };
+        let nothing_there = meta.is_none() && files.is_empty();
+        q.recover(meta.as_ref(), files)?;
         if opts.commit_reads {
             q.committed = Some(q.read);
         }
-        if meta.as_ref() == Some(&q.meta()) {
+        if nothing_there || meta.as_ref() == Some(&q.meta()) {
+            // A queue with no files and no meta is empty either way: writing
+            // (and fsyncing) a meta for it would only slow a restart with
+            // many topics down.
             // Nothing past the synced state: nothing new to make durable.
             q.unsynced.clear();
             q.dir_dirty = false;
@@ -361,7 +383,13 @@ impl DiskQueue {
                     })
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound && !at_write => {
-                    return Ok(Step::SegmentEnd)
+                    // Gone while we ran: what it held is counted lost when
+                    // the segment is finished; the segment itself here.
+                    if matches!(self.segments.front(), Some(&(f, n)) if f == self.read.file && n > 0)
+                    {
+                        self.bad_segments += 1;
+                    }
+                    return Ok(Step::SegmentEnd);
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     return Ok(Step::Bad("missing".into()))
@@ -689,6 +717,12 @@ impl DiskQueue {
     /// Records skipped because their CRC failed (or that went missing).
     pub fn corrupt_records(&self) -> u64 {
         self.corrupt_records
+    }
+
+    /// Count `n` records the reader got whole but its owner could not use
+    /// (a good checksum over contents that are not a message).
+    pub fn count_unusable(&mut self, n: u64) {
+        self.corrupt_records += n;
     }
 
     /// An fsync failed: only reopening can tell what is really on disk.

@@ -65,6 +65,8 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let cancel = nsqd.cancel.clone();
+    let timeouts = nsqd.opts.http_timeouts();
+    let (stream, idle) = timeouts.watch(stream);
     let service = hyper::service::service_fn(move |req| {
         let nsqd = nsqd.clone();
         async move {
@@ -76,7 +78,8 @@ where
             Ok::<_, Infallible>(resp)
         }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
+    let conn = timeouts
+        .builder()
         // Go writes canonical header names; some tools compare them.
         .title_case_headers(true)
         .serve_connection(TokioIo::new(stream), service);
@@ -84,6 +87,7 @@ where
     tokio::select! {
         r = conn.as_mut() => if let Err(e) = r { debug!("HTTP connection: {e}") },
         _ = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
+        _ = idle.expired() => debug!("HTTP connection: idle, closed"),
     }
 }
 
@@ -113,6 +117,8 @@ enum Route {
     ChannelMaxAttempts,
     /// Ours: job channels' dispatch status.
     JobStatus,
+    /// Ours: take over a replication peer's messages now.
+    ReplicaTakeover,
     /// `/config/:opt`; the option is read from the path by the handler.
     Config,
 }
@@ -140,6 +146,7 @@ fn route(path: &str) -> Option<(Route, &'static [Method])> {
         "/channel/unpause" => (Route::ChannelUnpause, POST),
         "/channel/max_attempts" => (Route::ChannelMaxAttempts, POST),
         "/job/status" => (Route::JobStatus, GET),
+        "/replica/takeover" => (Route::ReplicaTakeover, POST),
         // httprouter's `:opt` matches one non-empty path segment.
         p if config_option(p).is_some() => (Route::Config, GET_PUT),
         _ => return None,
@@ -212,6 +219,7 @@ async fn handle(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> HttpResponse {
         Route::ChannelUnpause => admin::pause_channel(nsqd, &req, false),
         Route::ChannelMaxAttempts => admin::channel_max_attempts(nsqd, &req),
         Route::JobStatus => job_status(nsqd, &req),
+        Route::ReplicaTakeover => admin::replica_takeover(nsqd, &req),
         Route::Config => {
             let opt = config_option(req.uri().path())
                 .unwrap_or_default()
@@ -466,6 +474,7 @@ pub(crate) async fn read_body(
 fn put_error(e: PublishError) -> (StatusCode, &'static str) {
     match e {
         PublishError::Put(PutError::Exiting) => (StatusCode::SERVICE_UNAVAILABLE, "EXITING"),
+        PublishError::Replica(_) => (StatusCode::SERVICE_UNAVAILABLE, "REPLICAS_UNAVAILABLE"),
         PublishError::Put(PutError::QueueFull) | PublishError::Disk(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
         }

@@ -7,6 +7,7 @@ use nsqd::{Options, Server};
 async fn main() {
     let opts: Options = nsq_app::flags::parse_options("nsqd", std::env::args_os(), CONFIG_KEYS);
     let log = nsq_app::logging::init_with_format(opts.log_level, &opts.log_prefix, opts.log_format);
+    nsq_app::net::raise_open_file_limit();
     // Handlers first: a SIGTERM must never find the listeners up without them.
     let shutdown = nsq_app::signal::shutdown_signal();
     let server = match Server::bind(opts).await {

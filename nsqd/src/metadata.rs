@@ -74,6 +74,8 @@ const LOCK_NAME: &str = ".nsqd.lock";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
+    /// Upstream writes `null` here when it has no topics (Go's nil slice).
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub topics: Vec<TopicMeta>,
     #[serde(default)]
     pub version: String,
@@ -100,6 +102,15 @@ pub struct ChannelMeta {
     pub max_attempts: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_topic: Option<String>,
+}
+
+/// A list that may be `null` in upstream's files reads as empty.
+fn null_as_empty<'de, D, T>(de: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(de)?.unwrap_or_default())
 }
 
 fn is_zero(n: &u16) -> bool {
@@ -194,6 +205,21 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(FILE_NAME)]);
+    }
+
+    #[test]
+    fn upstreams_null_lists_read_as_empty() {
+        // What upstream 1.3.0 writes with no topics, and with a topic
+        // without channels: Go marshals an empty slice as `null`.
+        let meta: Metadata = serde_json::from_str(r#"{"topics":null,"version":"1.3.0"}"#).unwrap();
+        assert!(meta.topics.is_empty());
+        let meta: Metadata = serde_json::from_str(r#"{"version":"1.3.0"}"#).unwrap();
+        assert!(meta.topics.is_empty());
+        let meta: Metadata = serde_json::from_str(
+            r#"{"topics":[{"name":"t","paused":false,"channels":null}],"version":"1.3.0"}"#,
+        )
+        .unwrap();
+        assert_eq!(meta.topics[0].channels, None);
     }
 
     #[test]

@@ -267,6 +267,7 @@ pub fn render(nsqd: &Nsqd) -> String {
             f.write(&mut out);
         }
     }
+    crate::replication::render_metrics(nsqd, &mut out);
     out
 }
 

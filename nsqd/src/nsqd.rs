@@ -23,6 +23,7 @@ use crate::id_map::IdMap;
 use crate::lookup::Lookup;
 use crate::metadata::{self, ChannelMeta, DirLock, Metadata, TopicMeta};
 use crate::options::{Options, OptionsError};
+use crate::replication::wire::MetaOp;
 use crate::topic::{PumpContext, PutError, Topic};
 use nsq_app::http_client::HttpClient;
 
@@ -45,6 +46,12 @@ pub enum Error {
     },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Replication(#[from] crate::replication::ReplicationError),
+    /// The stop could not store what was held in memory (a full or failing
+    /// disk): counted so it is never mistaken for a clean stop.
+    #[error("shutdown: {messages} messages lost (the disk refused them), {queues} disk queues not synced")]
+    LostAtShutdown { messages: u64, queues: u64 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -65,6 +72,9 @@ pub enum PublishError {
     /// The disk queue could not take the messages (disk full, I/O error).
     #[error("{0}")]
     Disk(String),
+    /// Fewer peers in sync or acknowledging than `--replica-min-acks`.
+    #[error("replication: {0}")]
+    Replica(String),
 }
 
 /// State shared by every task of one nsqd. The topic map and the client
@@ -109,6 +119,8 @@ pub struct Nsqd {
     job_totals: Mutex<std::collections::HashMap<String, std::sync::Weak<AtomicU64>>>,
     /// Options `PUT /config/:opt` can change, and the log handle.
     pub live: crate::config::LiveOptions,
+    /// Replicated pairs (`--replication-address`); `None` when off.
+    pub replication: Option<Arc<crate::replication::Replication>>,
 }
 
 impl Nsqd {
@@ -251,6 +263,9 @@ impl Nsqd {
     }
 
     fn create_channel_inner(&self, topic: &Topic, channel: &ChannelName) -> Arc<Channel> {
+        if topic.channel(channel.as_str()).is_none() {
+            crate::replication::changed(self, MetaOp::ChannelCreate, &topic.name, Some(channel));
+        }
         let (c, created) = topic.get_or_create_channel(channel);
         if created {
             info!("TOPIC({}): new channel({channel})", topic.name);
@@ -267,6 +282,7 @@ impl Nsqd {
         let c = topic.delete_channel(channel)?;
         info!("TOPIC({}): deleting channel {}", topic.name, c.name);
         info!("CHANNEL({}): deleting", c.name);
+        crate::replication::changed(self, MetaOp::ChannelDelete, &topic.name, Some(&c.name));
         self.channel_gone(topic, &c);
         Some(c)
     }
@@ -416,6 +432,7 @@ impl Nsqd {
         let t = self.topics().remove(name)?;
         t.mark_deleted();
         info!("TOPIC({name}): deleting");
+        crate::replication::changed(self, MetaOp::TopicDelete, &t.name, None);
         for c in t.channels() {
             if let Some(c) = t.delete_channel(c.name.as_str()) {
                 self.channel_gone(&t, &c);
@@ -473,9 +490,14 @@ impl Nsqd {
         bodies: Vec<bytes::Bytes>,
         defer: Option<Duration>,
     ) -> std::result::Result<(), PublishError> {
-        let writes = topic.put(bodies, defer)?;
+        let keep = crate::replication::before_put(self, topic)?;
+        let mut kept = Vec::new();
+        let writes = topic.put_kept(bodies, defer, keep.then_some(&mut kept))?;
+        // Sent to the peers at once, so their copies are stored while ours
+        // are written.
+        let replicated = crate::replication::replicate(self, topic, &kept, defer);
         if writes.is_empty() {
-            return Ok(());
+            return replicated.await;
         }
         // Durable: the topic and channels these messages went to must be in
         // nsqd.dat, or a restart would not find their disk queues.
@@ -504,7 +526,7 @@ impl Nsqd {
             }
         }
         self.set_health(Ok(()));
-        Ok(())
+        replicated.await
     }
 
     /// Reopen the disk queues of restored topics and channels and learn
@@ -525,8 +547,10 @@ impl Nsqd {
         Ok(())
     }
 
-    /// Write everything held in memory to disk and close the disk queues.
-    pub(crate) async fn flush_to_disk(self: &Arc<Self>) {
+    /// Write everything held in memory to disk and close the disk queues;
+    /// an error counts what could not be stored.
+    pub(crate) async fn flush_to_disk(self: &Arc<Self>) -> Result<()> {
+        let (lost_before, _) = self.disk_io.losses();
         // A read under way could otherwise land in memory after it was
         // written out, and its records' read position be synced: lost.
         let nsqd = self.clone();
@@ -541,7 +565,13 @@ impl Nsqd {
         }
         let nsqd = self.clone();
         let _ = tokio::task::spawn_blocking(move || nsqd.disk_io.shutdown()).await;
+        let (lost_after, queues) = self.disk_io.losses();
+        let messages = lost_after.saturating_sub(lost_before);
+        if messages > 0 || queues > 0 {
+            return Err(Error::LostAtShutdown { messages, queues });
+        }
         info!(messages = flushed, "memory queues written to disk");
+        Ok(())
     }
 
     /// Account a publish to the publishing client, for `/stats` producers.
@@ -674,7 +704,10 @@ impl Nsqd {
         self.tracker.spawn(async move {
             match nsqd.publish(&topic, bodies, None).await {
                 // Durable: only now may the channel's records of them go.
-                Ok(()) => channel.forget(&ids),
+                Ok(()) => {
+                    channel.forget(&ids);
+                    crate::replication::finished(&nsqd, &channel, &ids);
+                }
                 // Durable: still the channel's, so delivered again after a
                 // restart; otherwise lost, as the log says.
                 Err(e) => error!(topic = %name, "dead letters not stored - {e}"),
@@ -716,6 +749,7 @@ impl Nsqd {
             threads: DISK_THREADS,
             durable: opts.durable,
         })?);
+        let replication = crate::replication::Replication::open(&opts).await?;
         let limits = ChannelLimits {
             mem_queue_size: opts.mem_queue_size as usize,
             max_msg_timeout: *opts.max_msg_timeout,
@@ -728,7 +762,12 @@ impl Nsqd {
                     .then(|| Instant::now() + *opts.job_settle_time),
                 min_workers: opts.job_min_workers as usize,
             },
-            events: Default::default(),
+            // Replication hears FINs and channel pauses and emptyings.
+            events: crate::channel::Events(
+                replication
+                    .clone()
+                    .map(|r| r as Arc<dyn crate::channel::ChannelEvents>),
+            ),
         };
         let live = crate::config::LiveOptions::new(&opts);
         let metadata_progress = Arc::new(metadata::Progress::default());
@@ -761,6 +800,7 @@ impl Nsqd {
             health: Mutex::new(None),
             job_totals: Mutex::new(std::collections::HashMap::new()),
             live,
+            replication,
         });
         if let Some(meta) = &meta {
             nsqd.restore(meta);

@@ -21,7 +21,11 @@ pub const CONFIG_KEYS: &[(&str, &str)] = &[
 
 /// Every nsqd flag. Field docs are the `-h` text.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "nsqd", disable_version_flag = true)]
+#[command(
+    name = "nsqd",
+    about = "NSQ daemon: receives, queues and delivers messages to clients.",
+    disable_version_flag = true
+)]
 pub struct Options {
     /// <addr>:<port> to listen on for TCP clients
     #[arg(long, default_value = "0.0.0.0:4150")]
@@ -32,6 +36,16 @@ pub struct Options {
     /// <addr>:<port> to listen on for HTTPS clients
     #[arg(long, default_value = "0.0.0.0:4152")]
     pub https_address: String,
+    /// Ours: time an HTTP client has to send a whole request header, counted
+    /// from when the server is ready for it (so also how long an idle
+    /// keep-alive connection stays open); 0 = no limit.
+    #[arg(long, default_value = "30s")]
+    pub http_header_timeout: GoDuration,
+    /// Ours: an HTTP connection on which no byte moves either way for this
+    /// long is closed (a stalled request body, a client that stops
+    /// reading); 0 = no limit.
+    #[arg(long, default_value = "1m0s")]
+    pub http_idle_timeout: GoDuration,
     /// address that will be registered with lookupd (defaults to the OS hostname)
     #[arg(long, default_value = "")]
     pub broadcast_address: String,
@@ -203,6 +217,21 @@ pub struct Options {
     /// write every message to disk and fsync before acknowledging a publish
     #[arg(long)]
     pub durable: bool,
+    /// <addr>:<port> to listen on for replication peers; also this node's name towards them ("" disables replication)
+    #[arg(long, default_value = "")]
+    pub replication_address: String,
+    /// a peer's --replication-address to replicate to and take over from (may be given multiple times)
+    #[arg(long)]
+    pub replica: Vec<String>,
+    /// how long a publish waits for a peer's acknowledgement before that peer is out of sync
+    #[arg(long, default_value = "2s")]
+    pub replica_timeout: GoDuration,
+    /// how long a peer must be unreachable before this node delivers its messages
+    #[arg(long, default_value = "10s")]
+    pub replica_takeover_after: GoDuration,
+    /// refuse publishes while fewer peers than this are in sync
+    #[arg(long, default_value_t = 0)]
+    pub replica_min_acks: i64,
     /// path to config file
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -233,6 +262,14 @@ pub enum TlsRequired {
 pub struct OptionsError(pub String);
 
 impl Options {
+    /// `--http-header-timeout` and `--http-idle-timeout` for the HTTP server.
+    pub fn http_timeouts(&self) -> nsq_app::http_timeouts::HttpTimeouts {
+        nsq_app::http_timeouts::HttpTimeouts {
+            header: self.http_header_timeout.0,
+            idle: self.http_idle_timeout.0,
+        }
+    }
+
     /// Check what clap's types cannot, with upstream's messages.
     pub fn validate(&self) -> Result<(), OptionsError> {
         let err = |m: String| Err(OptionsError(m));
@@ -240,6 +277,19 @@ impl Options {
             if !(0..1024).contains(&id) {
                 return err(format!("--node-id must be [0,1024), got {id}"));
             }
+        }
+        if !self.replica.is_empty() && self.replication_address.is_empty() {
+            return err("--replica needs --replication-address".into());
+        }
+        if self.replica_min_acks < 0 || self.replica_min_acks as usize > self.replica.len() {
+            return err(format!(
+                "--replica-min-acks must be [0,{}] (the number of --replica), got {}",
+                self.replica.len(),
+                self.replica_min_acks
+            ));
+        }
+        if self.replica_timeout.is_zero() || self.replica_takeover_after.is_zero() {
+            return err("--replica-timeout and --replica-takeover-after must be positive".into());
         }
         if !(1..=9).contains(&self.max_deflate_level) {
             return err("--max-deflate-level must be [1,9]".into());

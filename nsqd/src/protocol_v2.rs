@@ -94,8 +94,9 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAd
         nsqd.cancel.child_token(),
     ));
     let span = tracing::info_span!("client", id, %addr);
-    nsqd.add_client(client.clone());
+    let registration = Registration::new(nsqd.clone(), client.clone());
     let mut conn = Connection::new(nsqd.clone(), client.clone());
+    conn.subscription = registration.subscription.clone();
     let mut input = Input {
         buf: BytesMut::with_capacity(READ_CHUNK),
         decoder: CommandDecoder::new(nsqd.opts.limits()),
@@ -117,7 +118,40 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAd
     // Upstream's two lines for a connection's end, whatever ended it.
     info!("PROTOCOL(V2): [{addr}] exiting ioloop");
     info!("PROTOCOL(V2): [{addr}] exiting messagePump");
-    nsqd.remove_client(&client);
+    drop(registration);
+}
+
+/// A client's place in nsqd's client list and in its channel, held for
+/// as long as its connection task runs. Leaving happens on drop, so a
+/// panic that unwinds the task still unregisters the client: it must never
+/// linger in `/stats`, the `nsq_clients` gauge, or its channel's client set.
+struct Registration {
+    nsqd: Arc<Nsqd>,
+    client: Arc<Client>,
+    /// Shared with the connection, which sets it on SUB.
+    subscription: Subscription,
+}
+
+impl Registration {
+    fn new(nsqd: Arc<Nsqd>, client: Arc<Client>) -> Self {
+        nsqd.add_client(client.clone());
+        Registration {
+            nsqd,
+            client,
+            subscription: Subscription::default(),
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // A panicking writer may still be running: stop it too.
+        self.client.stop.cancel();
+        if let Some(channel) = self.subscription.get().cloned() {
+            self.nsqd.client_left_channel(&channel, self.client.id);
+        }
+        self.nsqd.remove_client(&self.client);
+    }
 }
 
 /// The channel a connection subscribed to: set once by SUB, read by the
@@ -140,6 +174,8 @@ struct Connection {
     needs_tls: bool,
     /// The connection runs over TLS.
     tls: bool,
+    /// The CN of the client's TLS certificate, for the auth server.
+    tls_common_name: String,
     /// `--auth-http-address` is set.
     auth_enabled: bool,
     /// The secret AUTH presented, to refresh an expired grant.
@@ -159,6 +195,7 @@ impl Connection {
             wake_writer: false,
             needs_tls: nsqd.opts.tls_required() != TlsRequired::No,
             tls: false,
+            tls_common_name: String::new(),
             auth_enabled: nsqd.opts.auth_enabled(),
             auth_secret: String::new(),
             auth: None,
@@ -182,6 +219,7 @@ impl Connection {
                 rx,
                 stop.clone(),
             )
+            .with_replication(self.nsqd.replication.clone())
             .run(write)
             .in_current_span(),
         );
@@ -197,9 +235,7 @@ impl Connection {
             stop.cancel();
             let _ = writer.await;
         }
-        if let Some(channel) = self.subscription.get().cloned() {
-            self.nsqd.client_left_channel(&channel, self.client.id);
-        }
+        // Leaving the channel is the `Registration`'s job, panic or not.
     }
 
     async fn read_loop<R: AsyncRead + Unpin>(
@@ -213,6 +249,7 @@ impl Connection {
             mut buf,
             mut decoder,
         } = input;
+        let mut clock = CommandClock::default();
         loop {
             loop {
                 let next = match first.take() {
@@ -221,6 +258,7 @@ impl Connection {
                 };
                 match next {
                     Ok(Some(cmd)) => {
+                        clock.command_done();
                         if let Err(e) = self.exec(cmd).await {
                             let fatal = e.is_fatal();
                             self.send_error(e).await;
@@ -235,19 +273,41 @@ impl Connection {
                         self.send_error(e).await;
                         return Err("fatal client error");
                     }
+                    Err(DecodeError::Params { verb, error }) => {
+                        let Some(e) = self.refusal(verb, error) else {
+                            continue;
+                        };
+                        self.send_error(e).await;
+                        return Err("fatal client error");
+                    }
                 }
             }
             if std::mem::take(&mut self.wake_writer) {
                 self.client.wake.notify_one();
             }
+            // A decompressing reader can hand out data for a long time
+            // without ever waiting on the socket (a deflate bomb of NOPs):
+            // give other connections a turn after each buffer's worth.
+            tokio::task::yield_now().await;
+            shrink_after_burst(&mut buf);
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
-            // Two missed heartbeats and the client is gone.
-            let deadline = self.settings.heartbeat_interval.map(|h| h * 2);
+            let deadline = clock.deadline(&self.settings);
             let n = tokio::select! {
                 _ = stop.cancelled() => return Err("connection stopped"),
-                r = read_with_deadline(read, &mut buf, deadline) => r?,
+                r = read_with_deadline(read, &mut buf, deadline) => r,
+            };
+            let n = match n {
+                Ok(n) => n,
+                Err(ReadFailed::TimedOut) => {
+                    // Upstream's read fails mid-command and says so.
+                    if let Some(e) = decoder.eof_error() {
+                        self.send_error(e).await;
+                    }
+                    return Err(ReadFailed::TimedOut.reason());
+                }
+                Err(e) => return Err(e.reason()),
             };
             if n == 0 {
                 if let Some(e) = decoder.eof_error() {
@@ -319,6 +379,35 @@ impl Connection {
         }
     }
 
+    /// The error for a command whose parameters the decoder refused, in
+    /// upstream's order: `--tls-required` first, then the client's state,
+    /// and only then the parameters. `None`: ignore the command (RDY while
+    /// closing, however garbled).
+    fn refusal(&self, verb: &str, params_error: ProtocolError) -> Option<ProtocolError> {
+        use ClientState::{Closing, Init, Subscribed};
+        if self.needs_tls && verb != "IDENTIFY" {
+            return Some(ProtocolError::invalid(format!(
+                "cannot {verb} in current state (TLS required)"
+            )));
+        }
+        let allowed: &[ClientState] = match verb {
+            "RDY" if self.client.state() == Closing => return None,
+            "RDY" => &[Subscribed],
+            "FIN" | "REQ" | "TOUCH" => &[Subscribed, Closing],
+            "SUB" | "AUTH" | "IDENTIFY" => &[Init],
+            _ => return Some(params_error),
+        };
+        if let Err(e) = self.require_state(verb, allowed) {
+            return Some(e);
+        }
+        if verb == "SUB" && self.settings.heartbeat_interval.is_none() {
+            return Some(ProtocolError::invalid(
+                "cannot SUB with heartbeats disabled",
+            ));
+        }
+        Some(params_error)
+    }
+
     fn require_state(&self, cmd: &str, allowed: &[ClientState]) -> Result<(), ProtocolError> {
         if allowed.contains(&self.client.state()) {
             Ok(())
@@ -387,8 +476,10 @@ impl Connection {
         self.require_state("RDY", &[ClientState::Subscribed])?;
         let max = self.nsqd.opts.max_rdy_count as u64;
         if count > max {
+            // Upstream keeps the count in an int64: a huge one prints negative.
             return Err(ProtocolError::invalid(format!(
-                "RDY count {count} out of range 0-{max}"
+                "RDY count {} out of range 0-{max}",
+                count as i64
             )));
         }
         self.client.set_ready_count(count);
@@ -481,18 +572,74 @@ fn log_error(addr: SocketAddr, e: &ProtocolError) {
     error!("[{addr}] - {e}");
 }
 
+/// After a large command the read buffer is much bigger than what it
+/// holds: give the memory back instead of keeping a connection's largest
+/// MPUB for its whole life. Whatever is left over moves to a fresh buffer.
+fn shrink_after_burst(buf: &mut BytesMut) {
+    if buf.capacity() > 4 * READ_CHUNK && buf.len() <= READ_CHUNK {
+        let mut fresh = BytesMut::with_capacity(READ_CHUNK);
+        fresh.extend_from_slice(buf);
+        *buf = fresh;
+    }
+}
+
+/// When the command being read must be complete: two heartbeat intervals
+/// from when nsqd started waiting for it (after the previous command ran),
+/// as upstream sets its read deadline once per command. Measured per
+/// command, not per read, so a client trickling one byte at a time cannot
+/// hold a connection (and its partly read body) forever.
+#[derive(Debug, Default)]
+struct CommandClock {
+    deadline: Option<Instant>,
+}
+
+impl CommandClock {
+    /// A command was read and executed: the next one gets a fresh clock.
+    fn command_done(&mut self) {
+        self.deadline = None;
+    }
+
+    fn deadline(&mut self, settings: &ClientSettings) -> Option<Instant> {
+        let Some(heartbeat) = settings.heartbeat_interval else {
+            self.deadline = None;
+            return None;
+        };
+        Some(
+            *self
+                .deadline
+                .get_or_insert_with(|| Instant::now() + heartbeat * 2),
+        )
+    }
+}
+
+/// Why reading the socket stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadFailed {
+    TimedOut,
+    Io,
+}
+
+impl ReadFailed {
+    fn reason(self) -> &'static str {
+        match self {
+            ReadFailed::TimedOut => "command not complete within two heartbeat intervals",
+            ReadFailed::Io => "read error",
+        }
+    }
+}
+
 async fn read_with_deadline<R: AsyncRead + Unpin>(
     read: &mut R,
     buf: &mut BytesMut,
-    deadline: Option<Duration>,
-) -> Result<usize, &'static str> {
+    deadline: Option<Instant>,
+) -> Result<usize, ReadFailed> {
     let r = match deadline {
-        Some(d) => timeout(d, read.read_buf(buf))
+        Some(at) => tokio::time::timeout_at(at, read.read_buf(buf))
             .await
-            .map_err(|_| "no command within two heartbeat intervals")?,
+            .map_err(|_| ReadFailed::TimedOut)?,
         None => read.read_buf(buf).await,
     };
-    r.map_err(|_| "read error")
+    r.map_err(|_| ReadFailed::Io)
 }
 
 /// The writer task: owns the socket's write side.
@@ -504,6 +651,8 @@ struct Writer {
     stop: CancellationToken,
     out: BytesMut,
     batch: Vec<crate::message::Message>,
+    /// Drops what a peer took over before it is delivered.
+    replication: Option<Arc<crate::replication::Replication>>,
 }
 
 impl Writer {
@@ -522,7 +671,13 @@ impl Writer {
             stop,
             out: BytesMut::with_capacity(MIN_WRITE_THRESHOLD * 2),
             batch: Vec::with_capacity(TAKE_BATCH),
+            replication: None,
         }
+    }
+
+    fn with_replication(mut self, r: Option<Arc<crate::replication::Replication>>) -> Self {
+        self.replication = r;
+        self
     }
 
     async fn run<W: AsyncWrite + Unpin>(mut self, mut write: W) {
@@ -618,6 +773,12 @@ impl Writer {
                 Instant::now(),
                 &mut self.batch,
             );
+            crate::replication::filter_delivery(
+                self.replication.as_ref(),
+                &channel,
+                self.client.id,
+                &mut self.batch,
+            );
             if self.batch.is_empty() {
                 if consumed > 0 {
                     // Everything taken was sampled out: there may be more.
@@ -687,4 +848,50 @@ pub fn error_frame(e: &ProtocolError) -> BytesMut {
     let mut buf = BytesMut::new();
     encode_error(&mut buf, e);
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nsq_protocol::{ChannelName, TopicName};
+
+    async fn test_nsqd(dir: &std::path::Path) -> Arc<Nsqd> {
+        let data = format!("--data-path={}", dir.display());
+        let argv = [
+            "nsqd",
+            "--tcp-address=127.0.0.1:0",
+            "--http-address=127.0.0.1:0",
+            data.as_str(),
+        ];
+        let opts =
+            nsq_app::flags::try_parse_options("nsqd", argv.iter().map(Into::into), &[]).unwrap();
+        crate::Server::bind(opts).await.unwrap().nsqd()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_connection_task_still_unregisters_its_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let nsqd = test_nsqd(dir.path()).await;
+        let (_, channel) = nsqd.get_topic_channel(
+            &TopicName::new(b"t").unwrap(),
+            &ChannelName::new(b"c").unwrap(),
+        );
+        let client = Arc::new(Client::with_stop(
+            7,
+            "127.0.0.1:1".parse().unwrap(),
+            0,
+            nsqd.cancel.child_token(),
+        ));
+        let (n, c, ch) = (nsqd.clone(), client.clone(), channel.clone());
+        let task = tokio::spawn(async move {
+            let registration = Registration::new(n, c.clone());
+            ch.add_client(c.clone()).unwrap();
+            let _ = registration.subscription.set(ch);
+            panic!("a bug in a command handler");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(nsqd.clients_snapshot().is_empty());
+        assert_eq!(channel.client_count(), 0);
+        assert!(client.stop.is_cancelled());
+    }
 }

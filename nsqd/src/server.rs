@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tracing::{error, info, warn};
 
 use crate::nsqd::{Error, Listeners, Nsqd, Result};
@@ -29,14 +29,49 @@ pub struct Server {
     https: Option<TcpListener>,
 }
 
-async fn bind(addr: &str) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: addr.to_string(),
-            source,
-        })
+/// Bind `addr` without listening yet: the port is taken (and known, for
+/// port 0) while nsqd restores its topics, but connections are refused
+/// until it can serve them, instead of being accepted and left hanging.
+async fn bind(addr: &str) -> Result<Bound> {
+    let err = |source| Error::Listen {
+        addr: addr.to_string(),
+        source,
+    };
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await.map_err(err)? {
+        let socket = match a {
+            SocketAddr::V4(_) => TcpSocket::new_v4(),
+            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .map_err(err)?;
+        // As `TcpListener::bind` does: a restart may reuse the port at once.
+        socket.set_reuseaddr(true).map_err(err)?;
+        match socket.bind(a) {
+            Ok(()) => return Ok(Bound(socket)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
+    })))
 }
+
+/// A bound socket, not yet listening.
+struct Bound(TcpSocket);
+
+impl Bound {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn listen(self) -> std::io::Result<TcpListener> {
+        self.0.listen(LISTEN_BACKLOG)
+    }
+}
+
+/// The accept queue's length (Go asks the kernel's maximum; 1024 is
+/// tokio's `TcpListener::bind` choice).
+const LISTEN_BACKLOG: u32 = 1024;
 
 impl Server {
     pub async fn bind(opts: Options) -> Result<Server> {
@@ -65,11 +100,12 @@ impl Server {
             tls,
         };
         let nsqd = Nsqd::open(opts, listeners).await?;
+        // Ready: only now do connections get in.
         Ok(Server {
             nsqd,
-            tcp,
-            http,
-            https,
+            tcp: tcp.listen()?,
+            http: http.map(Bound::listen).transpose()?,
+            https: https.map(Bound::listen).transpose()?,
         })
     }
 
@@ -107,6 +143,10 @@ impl Server {
         } = self;
         info!("{}", nsq_app::flags::version_string("nsqd"));
         info!("ID: {}", nsqd.node_id());
+        if let Some(r) = nsqd.replication.clone() {
+            // Before consumers arrive: learn what peers took over.
+            r.start(&nsqd).await;
+        }
         info!("TCP: listening on {}", nsqd.tcp_addr);
         nsqd.tracker.spawn(accept_tcp(nsqd.clone(), tcp));
         if let Some(http) = http {
@@ -147,7 +187,7 @@ impl Server {
         }
         nsqd.write_metadata();
         info!("NSQ: closing topics");
-        nsqd.flush_to_disk().await;
+        nsqd.flush_to_disk().await?;
         info!("NSQ: bye");
         Ok(())
     }

@@ -378,6 +378,9 @@ pub struct StatsDoc {
     #[serde(skip_serializing_if = "Option::is_none")]
     memory: Option<MemStats>,
     producers: Option<Vec<ClientReport>>,
+    /// Ours, only with replication configured: each peer's state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicas: Option<Vec<crate::replication::ReplicaReport>>,
 }
 
 /// `OK`, or upstream's `NOK - <error>`.
@@ -398,6 +401,7 @@ pub fn to_json(nsqd: &Nsqd, req: &StatsRequest) -> StatsDoc {
         topics: snap.topics,
         memory: req.include_mem.then(MemStats::read),
         producers: snap.producers,
+        replicas: nsqd.replication.as_ref().map(|r| r.report()),
     }
 }
 

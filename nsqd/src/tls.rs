@@ -169,3 +169,97 @@ impl TlsInfo {
         }
     }
 }
+
+/// The common name of the peer's certificate (Go's
+/// `PeerCertificates[0].Subject.CommonName`), or "" without one.
+pub fn peer_common_name(conn: &CommonState) -> String {
+    conn.peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|cert| common_name(cert))
+        .unwrap_or_default()
+}
+
+/// One DER element: (tag, contents, what follows). `None` when malformed.
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |l, &b| (l << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
+/// The subject's common name in a DER certificate; the last one wins, as
+/// in Go. A hand-rolled walk of six fields: certificates were already
+/// verified by rustls, and one string does not justify an X.509 crate.
+pub fn common_name(cert: &[u8]) -> Option<String> {
+    const CN_OID: &[u8] = &[0x55, 0x04, 0x03];
+    let (_, cert, _) = der_element(cert)?;
+    let (_, mut tbs, _) = der_element(cert)?;
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_element(tbs)?.2; // explicit version
+    }
+    for _ in 0..4 {
+        tbs = der_element(tbs)?.2; // serial, signature, issuer, validity
+    }
+    let (_, mut subject, _) = der_element(tbs)?;
+    let mut cn = None;
+    while !subject.is_empty() {
+        let (_, mut set, rest) = der_element(subject)?;
+        subject = rest;
+        while !set.is_empty() {
+            let (_, pair, rest) = der_element(set)?;
+            set = rest;
+            let (tag, oid, value) = der_element(pair)?;
+            if tag == 0x06 && oid == CN_OID {
+                let (_, value, _) = der_element(value)?;
+                cn = Some(String::from_utf8_lossy(value).into_owned());
+            }
+        }
+    }
+    cn
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reads_the_subject_common_name() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["a.example".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "org");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "client één");
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(common_name(cert.der()).as_deref(), Some("client één"));
+        let params = rcgen::CertificateParams::new(vec!["a.example".to_string()]).unwrap();
+        let mut no_cn = params;
+        no_cn.distinguished_name = rcgen::DistinguishedName::new();
+        let cert = no_cn.self_signed(&key).unwrap();
+        assert_eq!(common_name(cert.der()), None);
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_certificates_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = common_name(&data);
+        }
+    }
+}

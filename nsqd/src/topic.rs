@@ -205,6 +205,17 @@ impl Topic {
         bodies: Vec<Bytes>,
         defer: Option<Duration>,
     ) -> Result<Vec<DiskWrite>, PutError> {
+        self.put_kept(bodies, defer, None)
+    }
+
+    /// [`Topic::put`], also handing copies of the new messages to `kept`
+    /// (for replication).
+    pub fn put_kept(
+        &self,
+        bodies: Vec<Bytes>,
+        defer: Option<Duration>,
+        kept: Option<&mut Vec<Message>>,
+    ) -> Result<Vec<DiskWrite>, PutError> {
         let n = bodies.len();
         let mut st = self.lock();
         if self.is_deleted() {
@@ -232,6 +243,9 @@ impl Topic {
         st.message_count += n as u64;
         st.message_bytes += bytes;
         let due = defer.filter(|d| !d.is_zero()).map(|d| Instant::now() + d);
+        if let Some(kept) = kept {
+            kept.extend_from_slice(&msgs);
+        }
         let mut writes = Vec::new();
         if st.holding() {
             writes.extend(self.hold(&mut st, &msgs, due));
@@ -370,6 +384,17 @@ impl Topic {
             st.held.commit(end);
         }
         n
+    }
+
+    /// What the topic holds in memory, with due times (replication's copy).
+    pub fn held_in_memory(&self) -> Vec<(Message, Option<Instant>)> {
+        let st = self.lock();
+        let now = st.held.mem.iter().map(|m| (m.clone(), None));
+        let later = st
+            .held_deferred
+            .iter()
+            .map(|(m, at)| (m.clone(), Some(*at)));
+        now.chain(later).collect()
     }
 
     /// Remove the disk files of the topic and its channels (it was deleted).

@@ -149,7 +149,7 @@ async fn identify_plain_and_negotiated() {
         .await;
     c.expect(
         0,
-        r#"{"max_rdy_count":200,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":5000,"tls_v1":false,"deflate":false,"deflate_level":6,"max_deflate_level":6,"snappy":false,"sample_rate":7,"auth_required":false,"output_buffer_size":1,"output_buffer_timeout":0,"topology_region":"","topology_zone":""}"#,
+        r#"{"max_rdy_count":200,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":5000,"tls_v1":false,"deflate":false,"deflate_level":6,"max_deflate_level":6,"snappy":false,"sample_rate":7,"auth_required":false,"output_buffer_size":1,"output_buffer_timeout":0}"#,
     )
     .await;
 }
@@ -387,6 +387,110 @@ async fn state_errors() {
     .await;
 }
 
+/// Texts and answers checked against upstream 1.3.0's binary: a client's
+/// state is checked before its command's parameters; RDY prints its count
+/// as Go's int64 does; a short MPUB names the part that is missing.
+#[tokio::test]
+async fn upstream_order_and_texts_for_odd_commands() {
+    let n = start(&[]).await;
+    // Go decodes `null` into nothing and invalid UTF-8 into U+FFFD.
+    for body in [&b"null"[..], b"{\"client_id\":\"\xff\xfe\"}"] {
+        let mut c = Conn::open(&n).await;
+        let mut cmd = b"IDENTIFY\n".to_vec();
+        cmd.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        cmd.extend_from_slice(body);
+        c.send(&cmd).await;
+        assert_eq!(c.raw_frame().await, frame_bytes(0, b"OK"));
+    }
+    for (line, verb) in [
+        (&b"FIN\n"[..], "FIN"),
+        (b"FIN abc\n", "FIN"),
+        (b"REQ\n", "REQ"),
+        (b"REQ 0123456789abcdef\n", "REQ"),
+        (b"TOUCH\n", "TOUCH"),
+        (b"RDY x\n", "RDY"),
+    ] {
+        fatal(
+            &n,
+            &[line],
+            &format!("E_INVALID cannot {verb} in current state"),
+        )
+        .await;
+    }
+    fatal(
+        &n,
+        &[b"SUB t c\n", b"SUB t\n"],
+        "E_INVALID cannot SUB in current state",
+    )
+    .await;
+    fatal(
+        &n,
+        &[b"SUB t c\n", b"AUTH x\n"],
+        "E_INVALID cannot AUTH in current state",
+    )
+    .await;
+    fatal(
+        &n,
+        &[
+            b"IDENTIFY\n\x00\x00\x00\x19{\"heartbeat_interval\":-1}",
+            b"SUB t\n",
+        ],
+        "E_INVALID cannot SUB with heartbeats disabled",
+    )
+    .await;
+    // After CLS, upstream ignores RDY, even one it could not parse.
+    let mut c = Conn::open(&n).await;
+    c.send(b"SUB t c\nCLS\nRDY x\nNOP\nFIN\n").await;
+    c.expect_ok().await;
+    assert_eq!(c.raw_frame().await, frame_bytes(0, b"CLOSE_WAIT"));
+    c.expect(1, "E_INVALID FIN insufficient number of params")
+        .await;
+    fatal(
+        &n,
+        &[b"SUB t c\n", b"RDY 18446744073709551615\n"],
+        "E_INVALID RDY count -1 out of range 0-2500",
+    )
+    .await;
+    fatal(
+        &n,
+        &[b"SUB t c\n", b"RDY 9223372036854775808\n"],
+        "E_INVALID RDY count -9223372036854775808 out of range 0-2500",
+    )
+    .await;
+    for (bytes, want) in [
+        (
+            &b"MPUB t\n\x00\x00\x00\x20\x00\x00"[..],
+            "E_BAD_BODY MPUB failed to read message count",
+        ),
+        (
+            b"MPUB t\n\x00\x00\x00\x20\x00\x00\x00\x02",
+            "E_BAD_MESSAGE MPUB failed to read message(0) body size",
+        ),
+        (
+            b"MPUB t\n\x00\x00\x00\x20\x00\x00\x00\x02\x00\x00",
+            "E_BAD_MESSAGE MPUB failed to read message(0) body size",
+        ),
+        (
+            b"MPUB t\n\x00\x00\x00\x20\x00\x00\x00\x02\x00\x00\x00\x05ab",
+            "E_BAD_MESSAGE MPUB failed to read message body",
+        ),
+        (
+            b"MPUB t\n\x00\x00\x00\x20\x00\x00\x00\x02\x00\x00\x00\x01a",
+            "E_BAD_MESSAGE MPUB failed to read message(1) body size",
+        ),
+    ] {
+        let mut c = Conn::open(&n).await;
+        c.send(bytes).await;
+        c.0.shutdown().await.unwrap();
+        assert_eq!(c.raw_frame().await, frame_bytes(1, want.as_bytes()));
+        c.expect_closed().await;
+    }
+    // 1.3.0 has no topology fields in its IDENTIFY answer.
+    let mut c = Conn::open(&n).await;
+    c.identify(r#"{"feature_negotiation":true}"#).await;
+    c.expect(0, r#"{"max_rdy_count":2500,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":60000,"tls_v1":false,"deflate":false,"deflate_level":6,"max_deflate_level":6,"snappy":false,"sample_rate":0,"auth_required":false,"output_buffer_size":16384,"output_buffer_timeout":250}"#).await;
+}
+
 #[tokio::test]
 async fn cls_replies_close_wait_and_ignores_later_rdy() {
     let n = start(&[]).await;
@@ -445,6 +549,45 @@ async fn heartbeats_are_sent_and_a_silent_client_is_dropped() {
         .await
         .unwrap()
         .unwrap();
+}
+
+/// The read deadline (two heartbeats) covers a whole command, as upstream's
+/// does, not each read: a body trickled one byte at a time, each well inside
+/// the deadline, is cut off with upstream's text once the command as a
+/// whole has taken too long.
+#[tokio::test]
+async fn a_command_trickled_byte_by_byte_is_cut_off() {
+    let n = start(&[]).await;
+    let mut c = Conn::open(&n).await;
+    c.identify(r#"{"heartbeat_interval":1000}"#).await;
+    c.expect_ok().await;
+    // 100 body bytes at one per 700 ms would take 70 s.
+    c.send(b"PUB t\n\x00\x00\x00\x64").await;
+    let (mut r, mut w) = c.0.split();
+    let trickle = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            if w.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    };
+    let mut received = Vec::new();
+    tokio::select! {
+        _ = trickle => {}
+        got = timeout(WAIT, r.read_to_end(&mut received)) => {
+            got.expect("the trickling client was cut off in time").unwrap();
+        }
+    }
+    let heartbeat = frame_bytes(0, b"_heartbeat_");
+    let mut rest = &received[..];
+    while rest.starts_with(&heartbeat) {
+        rest = &rest[heartbeat.len()..];
+    }
+    assert_eq!(
+        rest,
+        frame_bytes(1, b"E_BAD_MESSAGE PUB failed to read message body")
+    );
 }
 
 #[tokio::test]

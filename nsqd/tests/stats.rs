@@ -230,7 +230,7 @@ async fn stats_text_lays_out_like_upstream() {
         let got_lines: Vec<&str> = got.lines().collect();
         let want_lines: Vec<&str> = want.lines().collect();
         assert!(
-            got_lines[0].starts_with("nsqd v1.3.0 (built w/"),
+            got_lines[0].starts_with("nsqd v1.3.0 (nsq-rs "),
             "{}",
             got_lines[0]
         );

@@ -50,6 +50,20 @@ impl Certs {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
         std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        // A client certificate whose CN nsqd passes on to the auth server.
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let mut client_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "worker 7.example");
+        let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.path().join("client.der"), client.der()).unwrap();
+        std::fs::write(
+            dir.path().join("client.key.der"),
+            client_key.serialize_der(),
+        )
+        .unwrap();
         Certs {
             ca_der: ca.der().clone(),
             dir,
@@ -75,6 +89,47 @@ impl Certs {
         .with_root_certificates(roots)
         .with_no_client_auth();
         tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    /// A client presenting the client certificate.
+    fn connector_with_cert(&self) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let read = |name: &str| std::fs::read(self.dir.path().join(name)).unwrap();
+        let cert = rustls::pki_types::CertificateDer::from(read("client.der"));
+        let key = rustls::pki_types::PrivateKeyDer::try_from(read("client.key.der")).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![cert], key)
+        .unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    /// Serve TLS with the 127.0.0.1 certificate (for the HTTPS auth server).
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let certs = rustls_pemfile::certs(
+            &mut &std::fs::read(self.dir.path().join("cert.pem")).unwrap()[..],
+        )
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+        let key = rustls_pemfile::private_key(
+            &mut &std::fs::read(self.dir.path().join("key.pem")).unwrap()[..],
+        )
+        .unwrap()
+        .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
     }
 
     async fn tls(&self, tcp: TcpStream) -> tokio_rustls::client::TlsStream<TcpStream> {
@@ -160,7 +215,7 @@ async fn connect(nsqd: &support::Nsqd) -> TcpStream {
 /// The IDENTIFY reply nsqd sends with these grants, byte for byte.
 fn negotiated(tls: bool, deflate: bool, level: u8, snappy: bool, auth: bool) -> String {
     format!(
-        r#"{{"max_rdy_count":2500,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":60000,"tls_v1":{tls},"deflate":{deflate},"deflate_level":{level},"max_deflate_level":6,"snappy":{snappy},"sample_rate":0,"auth_required":{auth},"output_buffer_size":16384,"output_buffer_timeout":250,"topology_region":"","topology_zone":""}}"#
+        r#"{{"max_rdy_count":2500,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":60000,"tls_v1":{tls},"deflate":{deflate},"deflate_level":{level},"max_deflate_level":6,"snappy":{snappy},"sample_rate":0,"auth_required":{auth},"output_buffer_size":16384,"output_buffer_timeout":250}}"#
     )
 }
 
@@ -562,6 +617,14 @@ struct AuthServer {
 
 impl AuthServer {
     async fn start(replies: &[(u16, &str)]) -> AuthServer {
+        Self::start_with(replies, None).await
+    }
+
+    /// The auth server, answering over TLS when `tls` is given.
+    async fn start_with(
+        replies: &[(u16, &str)],
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> AuthServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let replies = Arc::new(Mutex::new(
@@ -578,6 +641,7 @@ impl AuthServer {
                     return;
                 };
                 let (r, q) = (r.clone(), q.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<_>| {
                         let (r, q) = (r.clone(), q.clone());
@@ -600,9 +664,17 @@ impl AuthServer {
                             Ok::<_, std::convert::Infallible>(resp)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });
@@ -743,6 +815,76 @@ async fn an_expired_grant_is_fetched_again_on_use() {
             (1, r#"E_UNAUTHORIZED AUTH failed for PUB on "t" """#.into())
         );
         assert_eq!(auth.queries().len(), 2, "{:?}", auth.queries());
+    })
+    .await
+}
+
+/// A TTL past what a clock can hold saturates: the grant simply never
+/// expires, and the connection (and its place in the client list) lives on.
+#[tokio::test]
+async fn an_auth_ttl_of_i64_max_saturates_instead_of_killing_the_connection() {
+    within(async {
+        let grant = GRANT.replace(r#""ttl":3600"#, &format!(r#""ttl":{}"#, i64::MAX));
+        let auth = AuthServer::start(&[(200, &grant)]).await;
+        let addr = format!("--auth-http-address={}", auth.addr);
+        let nsqd = start(&[&addr]).await;
+        let (mut tcp, r) = authed_conn(&nsqd, "s").await;
+        assert_eq!(r.0, 0, "{r:?}");
+        tcp.write_all(&pub_cmd("ok", b"x")).await.unwrap();
+        assert_eq!(reply(&mut tcp).await, (0, "OK".into()));
+        assert_eq!(nsqd.inner.clients_snapshot().len(), 1);
+        drop(tcp);
+        support::poll("the client to be unregistered", || async {
+            nsqd.inner.clients_snapshot().is_empty().then_some(())
+        })
+        .await;
+    })
+    .await
+}
+
+/// Upstream passes the TLS client certificate's CN as `common_name`, and
+/// reaches `https://` auth servers, trusting `--tls-root-ca-file`.
+#[tokio::test]
+async fn auth_over_https_carries_the_client_certificate_cn() {
+    within(async {
+        let certs = Certs::new();
+        let auth = AuthServer::start_with(&[(200, GRANT)], Some(certs.acceptor())).await;
+        let mut args = certs.args();
+        args.push(format!(
+            "--auth-http-address=https://127.0.0.1:{}/auth",
+            auth.addr.port()
+        ));
+        args.push("--tls-client-auth-policy=require-verify".into());
+        args.push(format!(
+            "--tls-root-ca-file={}",
+            certs.dir.path().join("ca.pem").display()
+        ));
+        let nsqd = start_args(&args).await;
+        let mut tcp = connect(&nsqd).await;
+        tcp.write_all(&identify_cmd(
+            &json!({"feature_negotiation": true, "tls_v1": true}),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(read_frame(&mut tcp).await.0, 0);
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut tls = timeout(STEP, certs.connector_with_cert().connect(name, tcp))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply(&mut tls).await, (0, "OK".into()));
+        tls.write_all(&auth_cmd("s")).await.unwrap();
+        let (t, body) = reply(&mut tls).await;
+        assert_eq!(t, 0, "{body}");
+        assert_eq!(
+            auth.queries(),
+            vec![
+                "/auth common_name=worker+7.example&remote_ip=127.0.0.1&secret=s&tls=true"
+                    .to_string()
+            ]
+        );
+        tls.write_all(&pub_cmd("ok", b"x")).await.unwrap();
+        assert_eq!(reply(&mut tls).await, (0, "OK".into()));
     })
     .await
 }

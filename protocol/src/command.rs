@@ -166,9 +166,43 @@ pub enum DecodeError {
     /// Send this error frame; close the connection if it is fatal.
     #[error("{0}")]
     Protocol(#[from] ProtocolError),
+    /// A known command's line or body size was refused. Upstream checks the
+    /// client's state (and `--tls-required`) before it looks at parameters,
+    /// so the server decides: its own state error, or this one.
+    #[error("{error}")]
+    Params {
+        verb: &'static str,
+        error: ProtocolError,
+    },
     /// A line longer than upstream's read buffer: close without an error frame.
     #[error("command line longer than {MAX_LINE_LEN} bytes")]
     LineTooLong,
+}
+
+impl DecodeError {
+    /// The error frame to send, if any.
+    pub fn protocol_error(&self) -> Option<&ProtocolError> {
+        match self {
+            DecodeError::Protocol(e) | DecodeError::Params { error: e, .. } => Some(e),
+            DecodeError::LineTooLong => None,
+        }
+    }
+}
+
+/// The verbs the decoder knows, as `'static` names for [`DecodeError::Params`].
+fn known_verb(name: &[u8]) -> Option<&'static str> {
+    const VERBS: &[&str] = &[
+        "IDENTIFY", "AUTH", "SUB", "PUB", "MPUB", "DPUB", "RDY", "FIN", "REQ", "TOUCH", "CLS",
+        "NOP",
+    ];
+    VERBS.iter().copied().find(|v| v.as_bytes() == name)
+}
+
+fn with_verb(verb: Option<&'static str>, e: DecodeError) -> DecodeError {
+    match (verb, e) {
+        (Some(verb), DecodeError::Protocol(error)) => DecodeError::Params { verb, error },
+        (_, e) => e,
+    }
 }
 
 /// A command whose line has been read and which waits for its body.
@@ -197,11 +231,16 @@ impl Head {
 /// in many reads is scanned once.
 #[derive(Debug, Clone, Default)]
 struct MpubScan {
+    /// The body size the command declared, which the messages must fill
+    /// exactly (`usize::MAX` for an HTTP body, bounded by its own length).
+    declared: usize,
     count: Option<usize>,
     /// Bytes of the body already scanned, from the front of the buffer.
     pos: usize,
     /// (offset, len) of each message body found so far.
     spans: Vec<(usize, usize)>,
+    /// Waiting for a message's bytes (not its length prefix).
+    in_body: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -302,7 +341,8 @@ impl CommandDecoder {
                     if let Some(stripped) = line.strip_suffix(b"\r") {
                         line = stripped;
                     }
-                    match self.parse_line(line)? {
+                    let verb = known_verb(line.split(|&b| b == b' ').next().unwrap_or(b""));
+                    match self.parse_line(line).map_err(|e| with_verb(verb, e))? {
                         Parsed::Done(cmd) => return Ok(Some(cmd)),
                         Parsed::NeedsBody(head) => self.state = State::Size(head),
                     }
@@ -313,19 +353,22 @@ impl CommandDecoder {
                         return Ok(None);
                     }
                     let size = buf.get_i32();
-                    let size = self.check_size(&head, size)?;
+                    let size = self
+                        .check_size(&head, size)
+                        .map_err(|e| with_verb(Some(head.name()), e))?;
                     if let Head::Mpub(topic) = head {
-                        // The whole body lands in one allocation, which the
-                        // message bodies then share.
-                        buf.reserve(size);
-                        self.state = State::Mpub(topic, MpubScan::default());
+                        let scan = MpubScan {
+                            declared: size,
+                            ..MpubScan::default()
+                        };
+                        self.state = State::Mpub(topic, scan);
                     } else {
                         self.state = State::Body(head, size);
                     }
                 }
                 State::Body(head, size) => {
                     if buf.len() < size {
-                        buf.reserve(size - buf.len());
+                        reserve_as_it_arrives(buf, size);
                         self.state = State::Body(head, size);
                         return Ok(None);
                     }
@@ -344,10 +387,20 @@ impl CommandDecoder {
                 }
                 State::Mpub(topic, mut scan) => {
                     if scan_mpub(&self.limits, &mut scan, buf)? {
+                        if scan.pos != scan.declared {
+                            return Err(err(
+                                ErrorCode::BadBody,
+                                format!(
+                                    "MPUB body size {} does not match its messages ({} bytes)",
+                                    scan.declared, scan.pos
+                                ),
+                            ));
+                        }
                         let bodies = pack_bodies(buf, &scan.spans);
                         buf.advance(scan.pos);
                         return Ok(Some(Command::Mpub { topic, bodies }));
                     }
+                    reserve_as_it_arrives(buf, scan.declared);
                     self.state = State::Mpub(topic, scan);
                     return Ok(None);
                 }
@@ -384,6 +437,15 @@ impl CommandDecoder {
             State::Body(Head::Mpub(_), _) => (ErrorCode::BadBody, "MPUB failed to read body"),
             State::Mpub(_, scan) if scan.count.is_none() => {
                 (ErrorCode::BadBody, "MPUB failed to read message count")
+            }
+            State::Mpub(_, scan) if !scan.in_body => {
+                return Some(ProtocolError::new(
+                    ErrorCode::BadMessage,
+                    format!(
+                        "MPUB failed to read message({}) body size",
+                        scan.spans.len()
+                    ),
+                ))
             }
             State::Mpub(..) => (ErrorCode::BadMessage, "MPUB failed to read message body"),
         };
@@ -591,9 +653,22 @@ impl CommandDecoder {
     }
 }
 
-/// Scan as much of an MPUB body as has arrived. Like upstream, the
-/// messages are read by their own lengths; the declared body size was only
-/// range-checked. Returns true when every message is in `buf`.
+/// Make room for more of a body of `size` bytes, no more than has already
+/// arrived (and at least a read's worth): a header alone never reserves the
+/// size it claims, yet a large body still grows its buffer by doubling.
+fn reserve_as_it_arrives(buf: &mut BytesMut, size: usize) {
+    const STEP: usize = 64 * 1024;
+    let missing = size.saturating_sub(buf.len());
+    let room = buf.capacity() - buf.len();
+    if room < missing {
+        buf.reserve(missing.min(buf.len().max(STEP)));
+    }
+}
+
+/// Scan as much of an MPUB body as has arrived: the messages are read by
+/// their own lengths and must stay inside the declared body size (upstream
+/// does not check, which lets a 9-byte MPUB carry megabytes). Returns true
+/// when every message is in `buf`.
 fn scan_mpub(l: &Limits, scan: &mut MpubScan, buf: &[u8]) -> Result<bool, DecodeError> {
     let count = match scan.count {
         Some(c) => c,
@@ -612,10 +687,13 @@ fn scan_mpub(l: &Limits, scan: &mut MpubScan, buf: &[u8]) -> Result<bool, Decode
             }
             scan.pos = 4;
             scan.count = Some(n as usize);
-            scan.spans.reserve_exact(n as usize);
+            // The count is a claim, not data: grow with the messages.
+            scan.spans.reserve((n as usize).min(1024));
             n as usize
         }
     };
+    // (The count itself is 4 bytes; a body shorter than that is caught by
+    // the first message's overrun check.)
     while scan.spans.len() < count {
         let i = scan.spans.len();
         let at = scan.pos;
@@ -623,6 +701,7 @@ fn scan_mpub(l: &Limits, scan: &mut MpubScan, buf: &[u8]) -> Result<bool, Decode
             return Ok(false);
         }
         let size = i32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+        scan.in_body = true;
         if size <= 0 {
             return Err(err(
                 ErrorCode::BadMessage,
@@ -636,11 +715,18 @@ fn scan_mpub(l: &Limits, scan: &mut MpubScan, buf: &[u8]) -> Result<bool, Decode
             ));
         }
         let size = size as usize;
+        if (at + 4).saturating_add(size) > scan.declared {
+            return Err(err(
+                ErrorCode::BadBody,
+                format!("MPUB message({i}) overruns the body size {}", scan.declared),
+            ));
+        }
         if buf.len() < at + 4 + size {
             return Ok(false);
         }
         scan.spans.push((at + 4, size));
         scan.pos = at + 4 + size;
+        scan.in_body = false;
     }
     Ok(true)
 }
@@ -684,9 +770,14 @@ fn pack_bodies(buf: &[u8], spans: &[(usize, usize)]) -> Vec<Bytes> {
 /// nsqd's HTTP `/mpub?binary=true` receives it, with the TCP command's
 /// checks and texts. The bodies share `body`'s memory.
 pub fn parse_mpub_body(body: &Bytes, limits: &Limits) -> Result<Vec<Bytes>, ProtocolError> {
-    let mut scan = MpubScan::default();
+    // The HTTP body is already whole: what it lacks is reported as a
+    // short read, in upstream's words, not as an overrun.
+    let mut scan = MpubScan {
+        declared: usize::MAX,
+        ..MpubScan::default()
+    };
     let complete = scan_mpub(limits, &mut scan, body).map_err(|e| match e {
-        DecodeError::Protocol(p) => p,
+        DecodeError::Protocol(p) | DecodeError::Params { error: p, .. } => p,
         DecodeError::LineTooLong => ProtocolError::new(ErrorCode::BadBody, "MPUB body too long"),
     })?;
     if !complete {

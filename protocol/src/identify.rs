@@ -53,10 +53,15 @@ pub struct IdentifyRequest {
 impl IdentifyRequest {
     /// Parse an IDENTIFY body; a body that is not a JSON object of the right
     /// types gets upstream's error.
+    /// As Go's `json.Unmarshal`: `null` sets nothing, and bytes that are
+    /// not UTF-8 inside strings become U+FFFD instead of failing.
     pub fn parse(body: &[u8]) -> Result<Self, ProtocolError> {
-        serde_json::from_slice(body).map_err(|_| {
-            ProtocolError::new(ErrorCode::BadBody, "IDENTIFY failed to decode JSON body")
-        })
+        let text = String::from_utf8_lossy(body);
+        serde_json::from_str::<Option<Self>>(&text)
+            .map(Option::unwrap_or_default)
+            .map_err(|_| {
+                ProtocolError::new(ErrorCode::BadBody, "IDENTIFY failed to decode JSON body")
+            })
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -92,7 +97,9 @@ impl IdentifyRequest {
 }
 
 /// nsqd's answer to IDENTIFY with `feature_negotiation`. Field order is the
-/// wire order; every field is always present (tokio-nsq decodes strictly).
+/// wire order; every upstream field is always present (tokio-nsq decodes
+/// strictly). The topology fields are ours: sent only when configured, as
+/// 1.3.0 has none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IdentifyResponse {
     pub max_rdy_count: i64,
@@ -108,9 +115,9 @@ pub struct IdentifyResponse {
     pub auth_required: bool,
     pub output_buffer_size: i64,
     pub output_buffer_timeout: i64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub topology_region: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub topology_zone: String,
 }
 
@@ -176,7 +183,17 @@ mod tests {
         };
         assert_eq!(
             String::from_utf8(r.to_json()).unwrap(),
-            r#"{"max_rdy_count":2500,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":60000,"tls_v1":false,"deflate":false,"deflate_level":6,"max_deflate_level":6,"snappy":false,"sample_rate":0,"auth_required":false,"output_buffer_size":16384,"output_buffer_timeout":250,"topology_region":"","topology_zone":""}"#
+            r#"{"max_rdy_count":2500,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":60000,"tls_v1":false,"deflate":false,"deflate_level":6,"max_deflate_level":6,"snappy":false,"sample_rate":0,"auth_required":false,"output_buffer_size":16384,"output_buffer_timeout":250}"#
         );
+    }
+
+    #[test]
+    fn null_and_invalid_utf8_are_accepted_as_go_does() {
+        assert_eq!(
+            IdentifyRequest::parse(b"null").unwrap(),
+            IdentifyRequest::default()
+        );
+        let req = IdentifyRequest::parse(b"{\"client_id\":\"a\xff\"}").unwrap();
+        assert_eq!(req.client_id.as_deref(), Some("a\u{fffd}"));
     }
 }

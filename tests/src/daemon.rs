@@ -136,18 +136,38 @@ pub struct Daemon {
 impl Daemon {
     /// Start binary `name` with `args`, wait for both listener announcements and `/ping`.
     pub fn spawn(name: &str, args: &[OsString]) -> Daemon {
-        Self::spawn_with(name, args, true, "/ping")
+        Self::spawn_with(name, &[], args, true, "/ping")
+    }
+
+    /// As [`Daemon::spawn`], run through `wrapper` (a command that execs the rest, such as
+    /// `prlimit --nofile=64:64`).
+    pub fn spawn_wrapped(name: &str, wrapper: &[&str], args: &[OsString]) -> Daemon {
+        Self::spawn_with(name, wrapper, args, true, "/ping")
     }
 
     /// Start a daemon that only listens for HTTP (nsqadmin): wait for that
     /// announcement and `ping` (e.g. `/ping` below a base path).
     pub fn spawn_http_only(name: &str, args: &[OsString], ping: &str) -> Daemon {
-        Self::spawn_with(name, args, false, ping)
+        Self::spawn_with(name, &[], args, false, ping)
     }
 
-    fn spawn_with(name: &str, args: &[OsString], needs_tcp: bool, ping: &str) -> Daemon {
+    fn spawn_with(
+        name: &str,
+        wrapper: &[&str],
+        args: &[OsString],
+        needs_tcp: bool,
+        ping: &str,
+    ) -> Daemon {
         let path = binary(name);
-        let mut child = Command::new(&path)
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&path);
+                c
+            }
+            None => Command::new(&path),
+        };
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -403,7 +423,21 @@ impl NsqdProcess {
         Self::start_in(data, extra_args)
     }
 
+    /// Start nsqd (fresh data directory) through `wrapper`, e.g. `["prlimit", "--nofile=64:64",
+    /// "--"]` to run it under a low open-file limit.
+    pub fn start_wrapped(wrapper: &[&str], extra_args: &[&str]) -> NsqdProcess {
+        let dir = tempfile::Builder::new()
+            .prefix("nsqd-e2e-")
+            .tempdir()
+            .expect("create nsqd data dir");
+        Self::start_in_wrapped(DataDir::Owned(dir), wrapper, extra_args)
+    }
+
     fn start_in(data: DataDir, extra_args: &[&str]) -> NsqdProcess {
+        Self::start_in_wrapped(data, &[], extra_args)
+    }
+
+    fn start_in_wrapped(data: DataDir, wrapper: &[&str], extra_args: &[&str]) -> NsqdProcess {
         let mut args: Vec<OsString> = vec![
             "--tcp-address=127.0.0.1:0".into(),
             "--http-address=127.0.0.1:0".into(),
@@ -412,7 +446,7 @@ impl NsqdProcess {
         data_arg.push(data.path().as_os_str());
         args.push(data_arg);
         args.extend(extra_args.iter().map(|a| OsStr::new(a).to_os_string()));
-        let daemon = Daemon::spawn("nsqd", &args);
+        let daemon = Daemon::spawn_wrapped("nsqd", wrapper, &args);
         NsqdProcess { daemon, data }
     }
 
@@ -534,6 +568,8 @@ impl NsqadminProcess {
     }
 
     /// `method target` with `headers` and `body`; panics (with logs) on I/O errors.
+    /// A body goes typed `application/json` unless `headers` type it, as
+    /// the dashboard sends it (nsqadmin refuses other types on actions).
     pub fn request(
         &self,
         method: &str,
@@ -541,7 +577,14 @@ impl NsqadminProcess {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> HttpResponse {
-        crate::http::http_request_with_headers(self.http_addr(), method, target, headers, body)
+        let mut headers = headers.to_vec();
+        let typed = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        if !typed && (!body.is_empty() || method == "POST") {
+            headers.push(("Content-Type", "application/json"));
+        }
+        crate::http::http_request_with_headers(self.http_addr(), method, target, &headers, body)
             .unwrap_or_else(|e| self.fail(&format!("{method} {target} on nsqadmin: {e}")))
     }
 }

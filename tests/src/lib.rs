@@ -10,6 +10,8 @@
 //!   same for nsqlookupd's V1 protocol.
 //! - [`wait_until`]: poll for a state change with a deadline instead of sleeping.
 //! - [`within`]: bound a whole async test in time.
+//! - [`Certs`]: a CA and a certificate for 127.0.0.1 as PEM files, for TLS tests;
+//!   [`AuthServer`]: an `--auth-http-address` server answering from a script.
 //!
 //! Every wait has a deadline; timeouts panic with the daemon's collected logs. Nothing binds a
 //! fixed port and nothing sleeps to synchronise.
@@ -28,8 +30,11 @@
 //! ```
 
 pub mod admin;
+pub mod auth_server;
 pub mod binary;
+pub mod certs;
 pub mod daemon;
+pub mod fake_node;
 pub mod http;
 pub mod raw;
 pub mod raw_lookup;
@@ -38,7 +43,9 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
+pub use auth_server::AuthServer;
 pub use binary::{all_binaries_dir, binary, target_dir};
+pub use certs::Certs;
 pub use daemon::{Daemon, Logs, NsqadminProcess, NsqdProcess, NsqlookupdProcess};
 pub use http::{http_get, http_post, http_request, http_request_with_headers, HttpResponse};
 pub use raw::{channel, describe, topic, RawConn, ReadError, READ_TIMEOUT};

@@ -833,3 +833,112 @@ async fn a_frozen_nsqd_is_shown_unreachable_in_lookupd_mode() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_actions_are_refused() {
+    within(async {
+        let c = AdminCluster::start(&[]);
+        c.nsqd_topic_channel("T", "c").await;
+        let admin = c.admin.http_addr();
+        let pause = br#"{"action":"pause"}"#;
+        let send = |method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]| {
+            nsq_tests::http_request_with_headers(admin, method, target, headers, body)
+                .unwrap_or_else(|e| c.fail(&format!("{method} {target}: {e}")))
+        };
+        // What a hostile page can send without a CORS preflight: a form-like
+        // text/plain POST, from its own origin.
+        let evil = "http://evil.example";
+        for (headers, status, message) in [
+            (
+                vec![("Content-Type", "text/plain"), ("Origin", evil)],
+                403,
+                "CROSS_ORIGIN_FORBIDDEN",
+            ),
+            (
+                vec![
+                    ("Content-Type", "text/plain;charset=UTF-8"),
+                    ("Sec-Fetch-Site", "cross-site"),
+                ],
+                403,
+                "CROSS_ORIGIN_FORBIDDEN",
+            ),
+            // Even without browser headers a non-JSON body is refused.
+            (
+                vec![("Content-Type", "text/plain")],
+                415,
+                "CONTENT_TYPE_NOT_JSON",
+            ),
+            (
+                vec![("Content-Type", "application/x-www-form-urlencoded")],
+                415,
+                "CONTENT_TYPE_NOT_JSON",
+            ),
+            (vec![], 415, "CONTENT_TYPE_NOT_JSON"),
+            // JSON, but from another site.
+            (
+                vec![("Content-Type", "application/json"), ("Origin", evil)],
+                403,
+                "CROSS_ORIGIN_FORBIDDEN",
+            ),
+            (
+                vec![
+                    ("Content-Type", "application/json"),
+                    ("Sec-Fetch-Site", "same-site"),
+                ],
+                403,
+                "CROSS_ORIGIN_FORBIDDEN",
+            ),
+            (
+                vec![("Content-Type", "application/json"), ("Origin", "null")],
+                403,
+                "CROSS_ORIGIN_FORBIDDEN",
+            ),
+        ] {
+            let r = send("POST", "/api/topics/T", &headers, pause);
+            assert_error(&c, &r, status, message);
+            let r = send(
+                "POST",
+                "/api/topics/T/c",
+                &headers,
+                br#"{"action":"empty"}"#,
+            );
+            assert_error(&c, &r, status, message);
+        }
+        for (method, target) in [("DELETE", "/api/topics/T/c"), ("DELETE", "/api/topics/T")] {
+            let r = send(method, target, &[("Origin", evil)], b"");
+            assert_error(&c, &r, 403, "CROSS_ORIGIN_FORBIDDEN");
+            let r = send(method, target, &[("Sec-Fetch-Site", "cross-site")], b"");
+            assert_error(&c, &r, 403, "CROSS_ORIGIN_FORBIDDEN");
+        }
+        assert_eq!(c.nsqd_topic("T").unwrap()["paused"], false);
+        assert!(c.nsqd_channel("T", "c").is_some(), "the channel survived");
+
+        // The dashboard's own requests: JSON, same origin.
+        let own = format!("http://{admin}");
+        let r = send(
+            "POST",
+            "/api/topics/T",
+            &[
+                ("Content-Type", "application/json"),
+                ("Origin", &own),
+                ("Sec-Fetch-Site", "same-origin"),
+            ],
+            pause,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(c.nsqd_topic("T").unwrap()["paused"], true);
+        // A tool without browser headers, sending JSON, still works.
+        let r = send(
+            "POST",
+            "/api/topics/T",
+            &[("Content-Type", "application/json; charset=utf-8")],
+            br#"{"action":"unpause"}"#,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(c.nsqd_topic("T").unwrap()["paused"], false);
+        let r = send("DELETE", "/api/topics/T/c", &[("Origin", &own)], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(c.nsqd_channel("T", "c").is_none(), "the channel is gone");
+    })
+    .await;
+}

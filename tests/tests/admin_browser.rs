@@ -3,7 +3,8 @@
 //! channel page shows the consumer, the pause button asks for confirmation
 //! and then pauses the channel on nsqd, and the page updates itself; the
 //! jobs page shows a dead shard and its requeue button, behind the same
-//! confirmation, gives it back to the worker.
+//! confirmation, gives it back to the worker; a hostile node whose answers
+//! carry markup gets it shown as text on every page, and none of it runs.
 //! Screenshots go to `target/test-artifacts/`.
 //!
 //! Chromium and chromedriver come from Debian (`scripts/test-deps/chromium.sh`,
@@ -19,7 +20,8 @@ use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use nsq_tests::admin::{AdminCluster, SETTLE};
-use nsq_tests::{target_dir, wait_until, within_for, WAIT_POLL_INTERVAL};
+use nsq_tests::fake_node::{Answer, FakeNode};
+use nsq_tests::{target_dir, wait_until, within_for, NsqadminProcess, WAIT_POLL_INTERVAL};
 use serde_json::json;
 
 const INSTALL: &str = "scripts/test-deps/chromium.sh";
@@ -326,6 +328,117 @@ async fn requeue_a_dead_letter_from_the_jobs_page() {
             flash.text().await.unwrap(),
             "requeue dead letters of render: done"
         );
+        b.close().await.expect("close the browser session");
+    })
+    .await;
+}
+
+/// Markup that runs script if a page puts it in as HTML; `n` tells which
+/// field leaked.
+fn hostile(n: u32) -> String {
+    format!("<img src=x onerror=window.__xss={n}>")
+}
+
+/// A node whose every string is hostile: `/info`, `/stats` (topic, channel,
+/// clients) and `/job/status` (job fields, workers, fires, shards).
+fn hostile_node() -> FakeNode {
+    let stats = serde_json::json!({
+        "version": "1.3.0", "health": "OK", "start_time": 1,
+        "topics": [
+            {"topic_name": hostile(1), "depth": 1, "message_count": 1, "paused": false, "channels": []},
+            {"topic_name": "t", "depth": 0, "message_count": 3, "paused": false, "channels": [
+                {"channel_name": "c", "depth": 1, "message_count": 3, "client_count": 1, "clients": [{
+                    "client_id": hostile(2), "hostname": hostile(3), "version": hostile(4),
+                    "remote_address": hostile(5), "user_agent": hostile(6), "tls": true,
+                    "tls_version": hostile(7), "authed": true, "auth_identity": hostile(8),
+                    "connect_ts": 1_700_000_000, "ready_count": 1
+                }]}
+            ]},
+            {"topic_name": "render", "depth": 0, "message_count": 0, "paused": false, "channels": [
+                {"channel_name": "workers", "depth": 0, "dead_letter_topic": hostile(9)}
+            ]}
+        ]
+    });
+    let jobs = serde_json::json!({"jobs": [{
+        "job": "render", "channel": "workers", "settling": true,
+        "settle_remaining_ms": hostile(10), "min_workers": hostile(11),
+        "pending_on_disk": hostile(12), "other_messages": 0,
+        "workers": [{"worker": hostile(13), "remote_address": hostile(14), "capacity": 2,
+                     "load": 1, "total_load": 1, "shards_taken": 1}],
+        "fires": [{"fire": hostile(15), "pending": 0, "running": 1, "failed": 0, "done": 0, "dead": 0,
+                   "shards": [{"item": hostile(16), "param": hostile(17), "load": hostile(18),
+                               "state": hostile(19), "attempts": 1, "worker": hostile(20)}]}]
+    }]});
+    let node = FakeNode::start(vec![
+        ("/ping", Answer::Json("\"OK\"".into())),
+        ("/stats", Answer::Json(stats.to_string())),
+        ("/job/status", Answer::Json(jobs.to_string())),
+    ]);
+    node.route("/info", node.info(&hostile(21)));
+    node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_node_cannot_run_script_in_any_page() {
+    within_for(BROWSER_TEST_TIMEOUT, async {
+        let node = hostile_node();
+        let admin = NsqadminProcess::start_with_nsqds(&[node.addr()], &["--history-interval=200ms"]);
+        let driver = Chromedriver::start();
+        let profile = tempfile::Builder::new()
+            .prefix("nsqadmin-chromium-")
+            .tempdir()
+            .expect("profile dir");
+        let b = browser(&driver, profile.path()).await;
+        let base = format!("http://{}", admin.http_addr());
+        let node_key = format!("127.0.0.1:{}", node.addr().port());
+        let pages = [
+            ("/", "#topics tr[data-topic]", 1),
+            ("/nodes", "#nodes tr[data-node]", 21),
+            (&*format!("/nodes/{node_key}"), "#topics tr[data-topic]", 1),
+            ("/topics/t/c", "#clients td", 3),
+            ("/jobs", "table.fires tr.sub", 16),
+        ];
+        for (path, marker, shown) in pages {
+            b.goto(&format!("{base}{path}")).await.expect("open a page");
+            b.wait()
+                .at_most(SETTLE)
+                .for_element(Locator::Css(marker))
+                .await
+                .unwrap_or_else(|e| admin.fail(&format!("{path}: no {marker}: {e}")));
+            // Whatever the node sent became no element and ran nothing: the
+            // page is drawn in one go, so once the marker is there so is
+            // everything else.
+            let verdict = b
+                .execute(
+                    "return [document.querySelectorAll('#main img, #main script, #main [onerror]').length, \
+                     window.__xss === undefined ? 0 : window.__xss];",
+                    vec![],
+                )
+                .await
+                .expect("ask the page");
+            if verdict != json!([0, 0]) {
+                save_screenshot("nsqadmin-hostile-node.png", &b.screenshot().await.unwrap());
+                admin.fail(&format!(
+                    "{path}: markup from the node became elements or ran \
+                     ([elements, number of the field that ran]): {verdict}"
+                ));
+            }
+            // And it is on the page, as text (pages redraw live, so look
+            // until it is there).
+            let want = hostile(shown);
+            let deadline = tokio::time::Instant::now() + SETTLE;
+            loop {
+                let main = b.find(Locator::Css("#main")).await.expect("#main");
+                let text = main.text().await.unwrap_or_default();
+                if text.contains(&want) {
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    admin.fail(&format!("{path}: {want} is not shown as text: {text}"));
+                }
+                tokio::time::sleep(WAIT_POLL_INTERVAL).await;
+            }
+        }
         b.close().await.expect("close the browser session");
     })
     .await;

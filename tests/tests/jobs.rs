@@ -208,3 +208,53 @@ async fn capacity_bounds_load_and_a_hung_worker_loses_its_shards_at_its_timeout(
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_cycles_are_refused() {
+    within(async {
+        let nsqd = NsqdProcess::start(&[]);
+        for (t, c) in [
+            ("orders", "billing"),
+            ("refunds", "audit"),
+            ("orders.dead", "inspect"),
+        ] {
+            let r = nsqd.http_post(&format!("/topic/create?topic={t}"), b"");
+            assert_eq!(r.status, 200, "{}", r.text());
+            let r = nsqd.http_post(&format!("/channel/create?topic={t}&channel={c}"), b"");
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        let set = |t: &str, c: &str, dead: &str| {
+            let dead = if dead.is_empty() {
+                String::new()
+            } else {
+                format!("&dead_letter_topic={dead}")
+            };
+            nsqd.http_post(
+                &format!("/channel/max_attempts?topic={t}&channel={c}&max_attempts=1{dead}"),
+                b"",
+            )
+        };
+        // orders -> refunds is fine on its own.
+        let r = set("orders", "billing", "refunds");
+        assert_eq!(r.status, 200, "{}", r.text());
+        // refunds -> orders would close the loop: one failing message would
+        // go round for ever, copied to every channel on the way.
+        let r = set("refunds", "audit", "orders");
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.json()["message"], "DEAD_LETTER_CYCLE", "{}", r.text());
+        // Through default names too: orders -> orders.dead (default), then
+        // orders.dead -> refunds -> ... -> orders.
+        let r = set("orders", "billing", "");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = set("orders.dead", "inspect", "orders");
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.json()["message"], "DEAD_LETTER_CYCLE", "{}", r.text());
+        // A chain without a loop is accepted; nothing was changed by the refusals.
+        let r = set("refunds", "audit", "graveyard");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let stats = nsqd.http_get("/stats?format=json&topic=orders.dead").json();
+        let inspect = &stats["topics"][0]["channels"][0];
+        assert!(inspect.get("max_attempts").is_none(), "{inspect}");
+    })
+    .await;
+}

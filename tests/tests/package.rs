@@ -18,7 +18,15 @@ use nsq_tests::all_binaries_dir;
 
 const PACKAGE: &str = "nsq-rs";
 const DAEMONS: [&str; 3] = ["nsqd", "nsqlookupd", "nsqadmin"];
-const TOOLS: [&str; 5] = ["to_nsq", "nsq_tail", "nsq_stat", "nsq_to_file", "nsq-job"];
+const TOOLS: [&str; 7] = [
+    "to_nsq",
+    "nsq_tail",
+    "nsq_stat",
+    "nsq_to_file",
+    "nsq_to_http",
+    "nsq_to_nsq",
+    "nsq-job",
+];
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -334,3 +334,85 @@ async fn an_upstream_data_path_is_taken_over_with_its_backlog() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_data_path_without_topics_is_accepted() {
+    within(async {
+        // Exactly what upstream 1.3.0 leaves behind when it has no topics.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("nsqd.dat"),
+            br#"{"topics":null,"version":"1.3.0"}"#,
+        )
+        .unwrap();
+        let mut nsqd = NsqdProcess::start_with_data_dir(dir.path(), &[]);
+        let mut p = nsqd.connect().await;
+        p.publish("after_upstream", b"hello").await;
+        drop(p);
+        terminate_cleanly(&mut nsqd);
+        let saved = std::fs::read_to_string(dir.path().join("nsqd.dat")).unwrap();
+        assert!(saved.contains("after_upstream"), "{saved}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_segment_is_counted_as_lost() {
+    within(async {
+        const N: usize = 2_000;
+        let args = ["--mem-queue-size=0", "--max-bytes-per-file=4096"];
+        let (got, channel, _) = damaged("gone", N, &args, |segs| {
+            assert!(segs.len() > 3, "small segments roll: {segs:?}");
+            std::fs::remove_file(&segs[1]).unwrap();
+        })
+        .await;
+        let want: BTreeSet<Vec<u8>> = (0..N).map(body).collect();
+        assert!(got.is_subset(&want), "only genuine messages are delivered");
+        let lost = (N - got.len()) as u64;
+        assert!(lost > 0, "a segment's messages are gone");
+        assert_eq!(
+            channel["disk_corrupt_records"], lost,
+            "every lost message is counted: {channel}"
+        );
+        assert_eq!(channel["disk_bad_segments"], 1, "{channel}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_with_a_good_checksum_but_no_message_is_counted() {
+    within(async {
+        const N: usize = 1_000;
+        let (got, channel, _) = damaged("undecodable", N, &["--mem-queue-size=0"], |segs| {
+            // The first record ([u32 len][u32 crc][payload]) gets a payload
+            // that is not a message (an unknown format byte) and a checksum
+            // that matches it.
+            let mut data = std::fs::read(&segs[0]).unwrap();
+            let len = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
+            data[8] ^= 0x55;
+            let crc = crc32(&data[8..8 + len]);
+            data[4..8].copy_from_slice(&crc.to_be_bytes());
+            std::fs::write(&segs[0], data).unwrap();
+        })
+        .await;
+        assert_eq!(got.len(), N - 1, "exactly the damaged record is lost");
+        assert_eq!(channel["disk_corrupt_records"], 1, "{channel}");
+    })
+    .await;
+}
+
+/// CRC-32 (IEEE), as the disk queue checks records.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}

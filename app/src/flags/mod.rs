@@ -75,7 +75,7 @@ impl FlagError {
     fn help(cmd: &Command) -> FlagError {
         FlagError {
             code: 0,
-            message: cmd.clone().render_help().to_string(),
+            message: go_help(cmd),
         }
     }
 
@@ -87,9 +87,53 @@ impl FlagError {
     }
 }
 
-/// What `--version` prints, e.g. `nsqd v1.3.0 (built w/rustc)`.
+/// `-h` as Go's flag package lays it out, so it reads like upstream's: the
+/// flags sorted by name, each as `--name type` with its text and a
+/// non-zero default below (`--n int`, not clap's `--n <N>`; bools bare).
+fn go_help(cmd: &Command) -> String {
+    let mut out = String::new();
+    if let Some(about) = cmd.get_about() {
+        out.push_str(&format!("{about}\n\n"));
+    }
+    let bin = cmd.get_bin_name().unwrap_or(cmd.get_name());
+    out.push_str(&format!("Usage of {bin}:\n"));
+    let mut args: Vec<&Arg> = cmd
+        .get_arguments()
+        .filter(|a| !a.is_hide_set() && a.get_long().is_some_and(|l| l != "help"))
+        .collect();
+    args.sort_by_key(|a| a.get_long());
+    for a in args {
+        let long = a.get_long().unwrap_or_default();
+        let value = a
+            .get_value_names()
+            .and_then(|v| v.first())
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let is_bool = a.get_value_parser().type_id() == TypeId::of::<bool>();
+        out.push_str(&format!("  --{long}"));
+        if !is_bool && !value.is_empty() {
+            out.push_str(&format!(" {value}"));
+        }
+        let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let default = a
+            .get_default_values()
+            .iter()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(",");
+        let shown = match default.as_str() {
+            "" | "false" | "0" | "0s" => String::new(),
+            d if value == "string" => format!(" (default {d:?})"),
+            d => format!(" (default {d})"),
+        };
+        out.push_str(&format!("\n    \t{help}{shown}\n"));
+    }
+    out
+}
+
+/// What `--version` prints; see [`crate::version_string`].
 pub fn version_string(prog: &str) -> String {
-    format!("{prog} v{} (built w/{})", crate::VERSION, "rustc")
+    crate::version_string(prog)
 }
 
 /// Parses `args` (including argv[0]) into `T`, printing and exiting on help,
@@ -166,9 +210,42 @@ fn prepare(cmd: Command, prog: &str) -> Command {
                 .help("Print version string and exit"),
         );
     }
-    let mut cmd = cmd.mut_args(go_bool).mut_args(empty_paths);
+    let mut cmd = cmd
+        .mut_args(go_value_name)
+        .mut_args(go_bool)
+        .mut_args(empty_paths);
     cmd.build();
     cmd
+}
+
+/// Names a flag's value in `-h` as Go's flag package does (`--n int`,
+/// `--topic value` for repeatable ones), instead of clap's `--n <N>`.
+fn go_value_name(arg: Arg) -> Arg {
+    if !arg.get_action().takes_values() || arg.get_long().is_none() {
+        return arg;
+    }
+    let id = arg.get_value_parser().type_id();
+    let name = if matches!(arg.get_action(), ArgAction::Append) {
+        "value"
+    } else if id == TypeId::of::<u64>()
+        || id == TypeId::of::<u32>()
+        || id == TypeId::of::<u16>()
+        || id == TypeId::of::<u8>()
+        || id == TypeId::of::<usize>()
+        || id == TypeId::of::<i64>()
+        || id == TypeId::of::<i32>()
+    {
+        "int"
+    } else if id == TypeId::of::<f64>() {
+        "float"
+    } else if id == TypeId::of::<crate::GoDuration>() {
+        "duration"
+    } else if id == TypeId::of::<bool>() {
+        "bool"
+    } else {
+        "string"
+    };
+    arg.value_name(name)
 }
 
 /// Turns a clap `SetTrue` switch into a Go bool flag: still valid bare, but

@@ -3,8 +3,15 @@
 //! only sets such messages aside (under its lock); nsqd publishes them to the
 //! dead-letter topic afterwards, outside every channel lock, so the topic
 //! lock is never taken inside a channel lock.
+//!
+//! Dead-letter topics may not form a loop (A's dead letters to B, B's back
+//! to A): republished messages start with fresh attempts, so one failing
+//! message would go round for ever, copied to every channel on the way.
+//! Setting a limit that would close a loop is refused ([`leads_back`]).
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 
 use nsq_protocol::names::{EPHEMERAL_SUFFIX, MAX_NAME_LEN};
 use nsq_protocol::TopicName;
@@ -31,6 +38,31 @@ pub struct DeadLetterStats {
     pub options: ChannelOptions,
     /// Messages moved to the dead-letter topic since start.
     pub dead_count: u64,
+}
+
+/// Held while a channel's dead-letter topic is checked and set, so two
+/// changes that each look fine alone cannot close a loop together.
+pub static CONFIGURING: Mutex<()> = Mutex::new(());
+
+/// Whether dead letters moved from topic `from` into `to` could come back
+/// to `from`, following `targets` (the dead-letter topics of a topic's
+/// channels that have a limit).
+pub fn leads_back(
+    from: &TopicName,
+    to: &TopicName,
+    targets: impl Fn(&TopicName) -> Vec<TopicName>,
+) -> bool {
+    let mut seen = HashSet::new();
+    let mut todo = vec![to.clone()];
+    while let Some(t) = todo.pop() {
+        if &t == from {
+            return true;
+        }
+        if seen.insert(t.clone()) {
+            todo.extend(targets(&t));
+        }
+    }
+    false
 }
 
 /// `<topic>.dead`, with the topic cut so the name fits the 64-byte limit. An
@@ -106,6 +138,18 @@ impl Channel {
             .unwrap_or_else(|| default_topic(&self.topic_name))
     }
 
+    /// Where this channel's exhausted messages go, when it has a limit.
+    pub fn dead_letter_target(&self) -> Option<TopicName> {
+        let st = self.lock();
+        (st.dead.options.max_attempts > 0).then(|| {
+            st.dead
+                .options
+                .dead_letter_topic
+                .clone()
+                .unwrap_or_else(|| default_topic(&self.topic_name))
+        })
+    }
+
     /// Messages set aside for the dead-letter topic since the last call.
     /// Costs one atomic load when there are none.
     pub fn take_dead(&self) -> Vec<Message> {
@@ -133,5 +177,23 @@ mod tests {
         let dead = default_topic(&t(&long));
         assert_eq!(dead.as_str().len(), 64);
         assert_eq!(dead.as_str(), format!("{}.dead", "x".repeat(59)));
+    }
+
+    #[test]
+    fn loops_are_found_through_any_number_of_topics() {
+        let t = |s: &str| s.parse::<TopicName>().unwrap();
+        // a -> b -> c, and d -> a.
+        let edges = |x: &TopicName| -> Vec<TopicName> {
+            match x.as_str() {
+                "a" => vec![t("b")],
+                "b" => vec![t("c"), t("b")],
+                "d" => vec![t("a")],
+                _ => vec![],
+            }
+        };
+        assert!(leads_back(&t("c"), &t("a"), edges), "c -> a -> b -> c");
+        assert!(leads_back(&t("a"), &t("a"), edges), "onto itself");
+        assert!(!leads_back(&t("d"), &t("b"), edges));
+        assert!(!leads_back(&t("x"), &t("d"), edges));
     }
 }

@@ -102,6 +102,11 @@ impl Flights {
         self.deferred.iter().map(|d| &d.msg)
     }
 
+    /// Deferred messages with their due times.
+    pub fn deferred_due(&self) -> impl Iterator<Item = (&Message, Instant)> {
+        self.deferred.iter().map(|d| (&d.msg, d.due))
+    }
+
     pub fn join(&mut self, client: Arc<Client>) {
         let slot = ClientSlot {
             client,

@@ -18,9 +18,9 @@ impl DiskQueue {
     ///   (length in bounds, CRC right) and cut the segment at the first
     ///   invalid byte, since nothing past it can be a record we wrote whole;
     /// - a missing segment was read, renamed `.bad`, or never reached the
-    ///   disk: skip it.
-    pub(super) fn recover(&mut self, meta: Option<&Meta>) -> io::Result<()> {
-        let files = self.segment_files()?;
+    ///   disk: skip it; if the meta counted unread records in it, they are
+    ///   counted as lost.
+    pub(super) fn recover(&mut self, meta: Option<&Meta>, files: Vec<u64>) -> io::Result<()> {
         let (read, synced, counts) = match meta {
             Some(m) => (m.read, m.write, m.segments.clone()),
             None => {
@@ -35,6 +35,17 @@ impl DiskQueue {
             }
         };
         let count_of = |f: u64| counts.iter().find(|&&(g, _)| g == f).map(|&(_, n)| n);
+        // A segment the synced meta counts unread records in, but that is
+        // gone (deleted by hand, lost by the filesystem): its records are
+        // lost, and counted as such.
+        for &(f, n) in &counts {
+            if f >= read.file && n > 0 && files.binary_search(&f).is_err() {
+                self.bad_segments += 1;
+                self.corrupt_records += n;
+                error!(queue = %self.name, segment = f, records = n,
+                    "disk queue segment is missing; its unread records are lost");
+            }
+        }
         let max = self.opts.max_msg_size;
         let mut write = synced;
         let mut write_seen = false;

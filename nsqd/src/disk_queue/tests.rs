@@ -90,9 +90,19 @@ fn files(dir: &Path) -> Vec<String> {
     v
 }
 
+/// The synced meta; none yet means nothing was ever synced: the empty state.
 fn read_meta(dir: &Path) -> Meta {
-    let data = fs::read(dir.join(format!("{NAME}.diskqueue.meta.json"))).unwrap();
-    serde_json::from_slice(&data).unwrap()
+    match fs::read(dir.join(format!("{NAME}.diskqueue.meta.json"))) {
+        Ok(data) => serde_json::from_slice(&data).unwrap(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Meta {
+            version: META_VERSION,
+            depth: 0,
+            read: Position { file: 0, pos: 0 },
+            write: Position { file: 0, pos: 0 },
+            segments: Vec::new(),
+        },
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// (offset, payload length) of every record in a segment written by us.
@@ -242,7 +252,9 @@ fn empty_drops_everything_and_continues_with_a_fresh_segment() {
 #[test]
 fn delete_removes_every_file_of_the_queue_and_no_other() {
     let dir = tempfile::tempdir().unwrap();
-    let other = DiskQueue::open(dir.path(), "topic", opts(100)).unwrap();
+    let mut other = DiskQueue::open(dir.path(), "topic", opts(100)).unwrap();
+    other.put(&payload(0, 40)).unwrap();
+    other.sync().unwrap();
     let mut q = open(dir.path(), 100);
     for i in 0..5 {
         q.put(&payload(i, 40)).unwrap();
@@ -250,7 +262,10 @@ fn delete_removes_every_file_of_the_queue_and_no_other() {
     q.sync().unwrap();
     fs::write(format!("{}.bad", seg(dir.path(), 0).display()), b"x").unwrap();
     q.delete().unwrap();
-    assert_eq!(files(dir.path()), ["topic.diskqueue.meta.json"]);
+    assert_eq!(
+        files(dir.path()),
+        ["topic.diskqueue.000000.dat", "topic.diskqueue.meta.json"]
+    );
     other.close().unwrap();
 }
 

@@ -10,6 +10,7 @@ use nsq_protocol::{ChannelName, TopicName};
 
 use super::{empty, json, read_body, Query, Reply};
 use crate::nsqd::Nsqd;
+use crate::replication::wire::MetaOp;
 use crate::topic::Topic;
 
 type HttpError = (StatusCode, &'static str);
@@ -62,6 +63,7 @@ pub(super) fn delete_topic(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply {
 pub(super) fn empty_topic(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply {
     let topic = Query::parse(req)?.topic()?;
     nsqd.topic(topic.as_str()).ok_or(TOPIC_NOT_FOUND)?.empty();
+    crate::replication::changed(nsqd, MetaOp::TopicEmpty, &topic, None);
     Ok(empty())
 }
 
@@ -73,6 +75,8 @@ pub(super) fn pause_topic(nsqd: &Arc<Nsqd>, req: &Request<Incoming>, pause: bool
     } else {
         topic.unpause();
     }
+    let op = [MetaOp::TopicUnpause, MetaOp::TopicPause][usize::from(pause)];
+    crate::replication::changed(nsqd, op, &topic.name, None);
     // Persist now, so a crash cannot silently (un)pause it on restart.
     nsqd.metadata_changed();
     Ok(empty())
@@ -140,6 +144,25 @@ pub(super) fn channel_max_attempts(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) ->
         return Err(bad("INVALID_ARG_DEAD_LETTER_TOPIC"));
     }
     let c = topic.channel(channel.as_str()).ok_or(CHANNEL_NOT_FOUND)?;
+    let _configuring = crate::channel::CONFIGURING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if max_attempts > 0 {
+        let to = dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| crate::channel::default_dead_letter_topic(&topic.name));
+        let targets = |t: &TopicName| -> Vec<TopicName> {
+            nsqd.topic(t.as_str()).map_or_else(Vec::new, |t| {
+                t.channels()
+                    .iter()
+                    .filter_map(|c| c.dead_letter_target())
+                    .collect()
+            })
+        };
+        if crate::channel::leads_back(&topic.name, &to, targets) {
+            return Err(bad("DEAD_LETTER_CYCLE"));
+        }
+    }
     c.set_options(crate::channel::ChannelOptions {
         max_attempts,
         dead_letter_topic,
@@ -178,4 +201,14 @@ pub(super) async fn config(nsqd: &Arc<Nsqd>, req: Request<Incoming>, opt: &str) 
     }
     let value = crate::config::option_value(nsqd, opt).ok_or(bad("INVALID_OPTION"))?;
     Ok(json(&value))
+}
+
+/// `POST /replica/takeover?peer=ADDR` (ours): deliver that replication
+/// peer's messages from here now (planned maintenance of the peer).
+pub(super) fn replica_takeover(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply {
+    let q = Query::parse(req)?;
+    let peer = q.get("peer").ok_or(bad("MISSING_ARG_PEER"))?;
+    let n = crate::replication::takeover_now(nsqd, peer)
+        .ok_or((StatusCode::NOT_FOUND, "PEER_NOT_FOUND"))?;
+    Ok(json(&serde_json::json!({ "taken_over": n })))
 }

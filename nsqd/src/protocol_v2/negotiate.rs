@@ -15,7 +15,10 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 use tracing::{info, warn};
 
-use super::{log_error, read_with_deadline, BoxRead, BoxWrite, Connection, Input, READ_CHUNK};
+use super::{
+    log_error, read_with_deadline, BoxRead, BoxWrite, CommandClock, Connection, Input, ReadFailed,
+    READ_CHUNK,
+};
 use crate::auth::{AuthQuery, AuthState};
 use crate::client::ClientState;
 use crate::compress::{Codec, Compressor, Decompressor};
@@ -68,6 +71,7 @@ impl Connection {
         input: &mut Input,
     ) -> Result<(Transport, Option<Command>), &'static str> {
         let stop = self.client.stop.clone();
+        let mut clock = CommandClock::default();
         loop {
             match input.decoder.decode(&mut input.buf) {
                 Ok(Some(Command::Identify(body))) => {
@@ -76,7 +80,15 @@ impl Connection {
                 Ok(Some(cmd)) => return Ok((Transport::Plain(stream), Some(cmd))),
                 Ok(None) => {}
                 Err(DecodeError::LineTooLong) => return Err("command line too long"),
-                Err(DecodeError::Protocol(e)) => {
+                Err(e) => {
+                    let e = match e {
+                        DecodeError::Params { verb, error } => self.refusal(verb, error),
+                        other => other.protocol_error().cloned(),
+                    };
+                    // Nothing is ignored in the first state (RDY is refused).
+                    let Some(e) = e else {
+                        return Err("fatal client error");
+                    };
                     log_error(self.client.remote_addr, &e);
                     write_frame(&mut stream, FrameType::Error, &e.to_wire()).await?;
                     return Err("fatal client error");
@@ -85,10 +97,21 @@ impl Connection {
             if input.buf.capacity() - input.buf.len() < READ_CHUNK / 4 {
                 input.buf.reserve(READ_CHUNK);
             }
-            let deadline = self.settings.heartbeat_interval.map(|h| h * 2);
+            let deadline = clock.deadline(&self.settings);
             let n = tokio::select! {
                 _ = stop.cancelled() => return Err("connection stopped"),
-                r = read_with_deadline(&mut stream, &mut input.buf, deadline) => r?,
+                r = read_with_deadline(&mut stream, &mut input.buf, deadline) => r,
+            };
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    if e == ReadFailed::TimedOut {
+                        if let Some(err) = input.decoder.eof_error() {
+                            write_frame(&mut stream, FrameType::Error, &err.to_wire()).await?;
+                        }
+                    }
+                    return Err(e.reason());
+                }
             };
             if n == 0 {
                 if let Some(e) = input.decoder.eof_error() {
@@ -146,6 +169,7 @@ impl Connection {
                 info.tls = true;
                 info.tls_info = crate::tls::TlsInfo::of(tls.get_ref().1);
             }
+            self.tls_common_name = crate::tls::peer_common_name(tls.get_ref().1);
             self.tls = true;
             self.needs_tls = false;
             write_frame(&mut tls, FrameType::Response, OK).await?;
@@ -312,7 +336,7 @@ impl Connection {
         let query = AuthQuery {
             remote_ip: self.client.remote_addr.ip().to_string(),
             tls: self.tls,
-            common_name: "",
+            common_name: &self.tls_common_name,
             secret: &self.auth_secret,
         };
         match crate::auth::query(&self.nsqd, &query).await {

@@ -18,7 +18,7 @@ fn decode_all(input: &[u8]) -> Result<Vec<Command>, DecodeError> {
 
 fn decode_err(input: &[u8]) -> String {
     match decode_all(input) {
-        Err(DecodeError::Protocol(e)) => e.to_string(),
+        Err(e) if e.protocol_error().is_some() => e.to_string(),
         other => panic!("expected an error for {input:?}, got {other:?}"),
     }
 }
@@ -271,13 +271,39 @@ fn eof_errors_name_the_missing_part() {
 }
 
 #[test]
-fn mpub_ignores_declared_size_like_upstream() {
-    // Declared body size 100, but the messages themselves take 9 bytes: the
-    // next command follows right after them.
-    let cmds =
-        decode_all(b"MPUB t\n\x00\x00\x00\x64\x00\x00\x00\x01\x00\x00\x00\x01aNOP\n").unwrap();
-    assert_eq!(cmds.len(), 2);
-    assert_eq!(cmds[1], Command::Nop);
+fn mpub_messages_must_fill_the_declared_body_exactly() {
+    // Declared 100 bytes, the messages take 9.
+    assert_eq!(
+        decode_err(b"MPUB t\n\x00\x00\x00\x64\x00\x00\x00\x01\x00\x00\x00\x01aNOP\n"),
+        "E_BAD_BODY MPUB body size 100 does not match its messages (9 bytes)"
+    );
+    // Declared 9 bytes, then a second message of 1 MiB: refused at its
+    // length prefix, before any of it is buffered.
+    let mut d = CommandDecoder::new(Limits::default());
+    let mut buf = BytesMut::from(
+        &b"MPUB t\n\x00\x00\x00\x09\x00\x00\x00\x02\x00\x00\x00\x01a\x00\x10\x00\x00"[..],
+    );
+    assert_eq!(
+        d.decode(&mut buf).unwrap_err().to_string(),
+        "E_BAD_BODY MPUB message(1) overruns the body size 9"
+    );
+}
+
+#[test]
+fn a_header_alone_reserves_no_more_than_a_read() {
+    // Largest count the limits allow, largest body: nothing of it has arrived.
+    let mut d = CommandDecoder::new(Limits::default());
+    let mut buf = BytesMut::from(&b"MPUB t\n\x00\x50\x00\x00\x00\x0f\xff\xff"[..]);
+    assert_eq!(d.decode(&mut buf), Ok(None));
+    assert!(buf.capacity() <= 128 * 1024, "reserved {}", buf.capacity());
+    let State::Mpub(_, scan) = &d.state else {
+        panic!("{:?}", d.state)
+    };
+    assert!(scan.spans.capacity() <= 1024);
+    let mut d = CommandDecoder::new(Limits::default());
+    let mut buf = BytesMut::from(&b"PUB t\n\x00\x10\x00\x00"[..]);
+    assert_eq!(d.decode(&mut buf), Ok(None));
+    assert!(buf.capacity() <= 128 * 1024, "reserved {}", buf.capacity());
 }
 
 #[test]

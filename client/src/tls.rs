@@ -1,0 +1,187 @@
+//! TLS for connections to nsqd: the rustls client configuration built from
+//! go-nsq's `tls_*` options (root CA file or the system's roots, a client
+//! certificate, verification on or off), and the server name to check.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::{Config, Error, Result};
+
+fn file_error(path: &Path, reason: impl ToString) -> Error {
+    Error::TlsFile {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let f = File::open(path).map_err(|e| file_error(path, e))?;
+    let certs = rustls_pemfile::certs(&mut BufReader::new(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "no PEM certificate found"));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    let f = File::open(path).map_err(|e| file_error(path, e))?;
+    rustls_pemfile::private_key(&mut BufReader::new(f))
+        .map_err(|e| file_error(path, e))?
+        .ok_or_else(|| file_error(path, "no PEM private key found"))
+}
+
+/// The client configuration `config` asks for. Files are read here, so a
+/// tool can call this at startup to report a bad path before connecting.
+pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = if config.tls_insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerCert { provider }))
+    } else {
+        let mut roots = RootCertStore::empty();
+        match &config.tls_root_ca_file {
+            Some(path) => {
+                for cert in read_certs(path)? {
+                    roots.add(cert)?;
+                }
+            }
+            None => {
+                // Like Go's crypto/tls: the system's roots. Unreadable
+                // ones are skipped; none at all fails the handshake later.
+                let found = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(found.certs);
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
+    let config = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?)?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(Error::TlsFile {
+                path: config
+                    .tls_cert
+                    .clone()
+                    .or_else(|| config.tls_key.clone())
+                    .unwrap_or_default(),
+                reason: "tls_cert and tls_key go together".into(),
+            })
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+/// The name the server certificate must carry: the host part of
+/// `host:port` (an IP address is checked as one).
+pub(crate) fn server_name(addr: &str) -> Result<ServerName<'static>> {
+    let host = match addr.rsplit_once(':') {
+        Some((host, _)) => host,
+        None => addr,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host.to_owned()).map_err(|e| Error::TlsFile {
+        path: Default::default(),
+        reason: format!("{host:?} is not a server name: {e}"),
+    })
+}
+
+/// `tls_insecure_skip_verify`: any certificate is accepted, though the
+/// handshake's signatures are still checked (Go's `InsecureSkipVerify`).
+#[derive(Debug)]
+struct AnyServerCert {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names_from_addresses() {
+        assert!(matches!(
+            server_name("127.0.0.1:4150").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("[::1]:4150").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("nsqd.example:4150").unwrap(),
+            ServerName::DnsName(_)
+        ));
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let config = Config {
+            tls_root_ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Config::default()
+        };
+        match client_config(&config) {
+            Err(Error::TlsFile { path, .. }) => assert_eq!(path, Path::new("/nonexistent/ca.pem")),
+            other => panic!("{other:?}"),
+        }
+    }
+}

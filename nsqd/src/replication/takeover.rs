@@ -1,0 +1,194 @@
+//! Takeover: turning a peer's shadow into this node's own messages when the
+//! peer is gone; and the other half, the filter a returning node applies so
+//! it does not deliver again what its peer took over.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nsq_protocol::TopicName;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::holder::OriginState;
+use super::Replication;
+use crate::channel::Channel;
+use crate::message::{unix_nanos, IdGenerator, Message};
+use crate::nsqd::Nsqd;
+
+/// How often the holder checks whether a silent origin is due for takeover.
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+/// Most taken-over ids a returning node remembers (a hostile peer cannot
+/// make it hold more).
+const MAX_FILTER_IDS: usize = 8 << 20;
+
+/// Take over every origin that has been silent for `--replica-takeover-after`.
+pub async fn timer(repl: Arc<Replication>, nsqd: Arc<Nsqd>) {
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    loop {
+        tokio::select! {
+            _ = nsqd.cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for o in &repl.origins {
+            let due = {
+                let i = o.lock();
+                !i.connected
+                    && !i.taken_over
+                    && i.incarnation != 0
+                    && i.last_seen.elapsed() >= repl.cfg.takeover_after
+            };
+            if due {
+                take_over(&nsqd, &repl, o, "unreachable");
+            }
+        }
+    }
+}
+
+/// Move every unfinished message of `origin`'s shadow into this node's
+/// topics and channels of the same names (created, so registered with
+/// lookupd) under fresh ids. Returns how many messages were taken over.
+pub fn take_over(nsqd: &Arc<Nsqd>, repl: &Replication, origin: &OriginState, why: &str) -> u64 {
+    let topics = {
+        let mut i = origin.lock();
+        let topics = i.shadow.take_all();
+        for (name, t) in &topics {
+            let ids = i.taken.entry(name.clone()).or_default();
+            ids.extend(t.held.keys());
+            for c in t.channels.values() {
+                ids.extend(c.msgs.keys());
+                // Finished lately: a durable origin whose commit point
+                // lagged would deliver these again after a crash.
+                ids.extend(c.recently_finished());
+            }
+        }
+        i.taken_messages += topics
+            .values()
+            .map(|t| t.held.len() + t.channels.values().map(|c| c.msgs.len()).sum::<usize>())
+            .sum::<usize>() as u64;
+        i.taken_over = true;
+        i.takeovers += 1;
+        i.journal_emptied();
+        topics
+    };
+    warn!(peer = %origin.addr, "REPLICA {}: taking over its messages ({why})", origin.addr);
+    // Fresh ids from a generator of their own (see `Replication::ids`).
+    let mut ids = repl.ids.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    let wall = unix_nanos();
+    let mut total = 0u64;
+    for (name, t) in topics {
+        let topic = nsqd.get_topic(&name);
+        if !t.held.is_empty() {
+            total += t.held.len() as u64;
+            for h in t.held.into_values() {
+                let defer = (h.due > wall).then(|| Duration::from_nanos((h.due - wall) as u64));
+                if let Err(e) = topic.put(vec![h.msg.body.clone()], defer) {
+                    error!(topic = %name, "REPLICA {}: taken-over message not stored - {e}", origin.addr);
+                }
+            }
+        }
+        for (cname, c) in t.channels {
+            let (_, channel) = nsqd.get_topic_channel(&name, &cname);
+            if c.paused && !channel.is_paused() {
+                channel.pause();
+                nsqd.metadata_changed();
+            }
+            total += c.msgs.len() as u64;
+            put(&channel, c.msgs.into_values(), &mut ids, now, wall);
+        }
+    }
+    info!(peer = %origin.addr, messages = total, "REPLICA {}: took over {total} messages", origin.addr);
+    total
+}
+
+fn put(
+    channel: &Channel,
+    held: impl Iterator<Item = super::shadow::Held>,
+    ids: &mut IdGenerator,
+    now: Instant,
+    wall: i64,
+) {
+    let mut ready = Vec::new();
+    for h in held {
+        let mut m: Message = h.msg.to_message();
+        m.id = ids.next_at(wall);
+        m.attempts = 0;
+        if h.due > wall {
+            let at = now + Duration::from_nanos((h.due - wall) as u64);
+            // Durable channels return a write; the takeover does not wait.
+            let _ = channel.put_deferred(std::slice::from_ref(&m), at);
+        } else {
+            ready.push(m);
+        }
+    }
+    if !ready.is_empty() {
+        let _ = channel.put(&ready);
+    }
+}
+
+/// Ids a peer took over while this node was away: their copies here are
+/// dropped (FINished) when they come up for delivery.
+#[derive(Default)]
+pub struct ReturnFilter {
+    /// Set once anything was added, so delivery skips the lock otherwise.
+    active: AtomicBool,
+    /// Locked by delivery (after a take, outside the channel's lock) and by
+    /// the link when a peer reports a takeover.
+    ids: Mutex<(HashMap<TopicName, HashSet<u64>>, usize)>,
+}
+
+impl ReturnFilter {
+    pub fn add(&self, topic: &TopicName, ids: &[u64]) {
+        let mut g = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, count) = &mut *g;
+        let room = MAX_FILTER_IDS.saturating_sub(*count);
+        if ids.len() > room {
+            warn!(topic = %topic, "REPLICATION: too many taken-over ids; {} not remembered", ids.len() - room);
+        }
+        let set = map.entry(topic.clone()).or_default();
+        for id in ids.iter().take(room) {
+            if set.insert(*id) {
+                *count += 1;
+            }
+        }
+        self.active.store(true, Ordering::Release);
+    }
+
+    pub fn contains(&self, topic: &TopicName, id: u64) -> bool {
+        if !self.active.load(Ordering::Acquire) {
+            return false;
+        }
+        let g = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.get(topic).is_some_and(|s| s.contains(&id))
+    }
+
+    /// Remove from `batch` (and FIN) what was taken over; returns those ids.
+    pub fn apply(&self, channel: &Channel, client_id: u64, batch: &mut Vec<Message>) -> Vec<u64> {
+        if !self.active.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut dropped = Vec::new();
+        {
+            let g = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(set) = g.0.get(&channel.topic_name) else {
+                return dropped;
+            };
+            batch.retain(|m| {
+                let taken = set.contains(&m.id);
+                if taken {
+                    dropped.push(m.id);
+                }
+                !taken
+            });
+        }
+        for id in &dropped {
+            let _ = channel.finish(client_id, *id);
+        }
+        if !dropped.is_empty() {
+            info!(topic = %channel.topic_name, channel = %channel.name, count = dropped.len(), "REPLICATION: dropped messages a peer took over");
+        }
+        dropped
+    }
+}

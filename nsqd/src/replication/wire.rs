@@ -1,0 +1,684 @@
+//! The peer link's wire format: length-prefixed frames, both directions,
+//! decoded with every size checked before anything is reserved. The peer
+//! on the other end is treated as hostile: a frame that lies about a size,
+//! names an invalid topic or exceeds a bound closes the link.
+//!
+//! ```text
+//! frame   = size:u32 kind:u8 payload        (size counts kind + payload)
+//! string  = len:u8 bytes                    (topic/channel names, ids)
+//! Hello     1  version:u16 origin:string incarnation:u64
+//! Welcome   2  taken_over:u64               (messages the holder took over)
+//! Reset     3  seq:u64
+//! Append    4  seq:u64 topic:string channel:string due:i64 count:u32
+//!              { id:u64 timestamp:i64 attempts:u16 len:u32 body }*
+//! Finish    5  seq:u64 topic:string channel:string count:u32 id:u64*
+//! Meta      6  seq:u64 op:u8 topic:string channel:string
+//! Ack       7  seq:u64
+//! Ping      8  seq:u64
+//! TakenOver 9  topic:string count:u32 id:u64*
+//! ```
+//!
+//! `channel` is empty for a topic-wide record. `due` is Unix nanoseconds,
+//! 0 for "now".
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use nsq_protocol::{ChannelName, TopicName};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::message::Message;
+
+/// The link's protocol version, sent in Hello.
+pub const VERSION: u16 = 1;
+/// Largest frame either side accepts. An Append batch of MPUB bodies is the
+/// largest frame; MPUB bodies are capped by `--max-body-size` (5 MiB by
+/// default), so this leaves room and still bounds a hostile peer.
+pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+/// Most messages or ids one frame may carry.
+pub const MAX_COUNT: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooBig(usize),
+    #[error("empty frame")]
+    Empty,
+    #[error("unknown frame kind {0}")]
+    Kind(u8),
+    #[error("truncated frame")]
+    Truncated,
+    #[error("{0} trailing bytes after frame")]
+    Trailing(usize),
+    #[error("count {0} exceeds the limit")]
+    Count(usize),
+    #[error("invalid name")]
+    Name,
+    #[error("unknown meta operation {0}")]
+    Op(u8),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A change to topics and channels the holder mirrors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaOp {
+    ChannelCreate = 1,
+    ChannelDelete = 2,
+    ChannelEmpty = 3,
+    ChannelPause = 4,
+    ChannelUnpause = 5,
+    TopicDelete = 6,
+    TopicEmpty = 7,
+    TopicPause = 8,
+    TopicUnpause = 9,
+}
+
+impl MetaOp {
+    fn from_u8(b: u8) -> Result<Self, WireError> {
+        use MetaOp::*;
+        Ok(match b {
+            1 => ChannelCreate,
+            2 => ChannelDelete,
+            3 => ChannelEmpty,
+            4 => ChannelPause,
+            5 => ChannelUnpause,
+            6 => TopicDelete,
+            7 => TopicEmpty,
+            8 => TopicPause,
+            9 => TopicUnpause,
+            _ => return Err(WireError::Op(b)),
+        })
+    }
+}
+
+/// One message as the link carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireMessage {
+    pub id: u64,
+    pub timestamp: i64,
+    pub attempts: u16,
+    pub body: Bytes,
+}
+
+impl From<&Message> for WireMessage {
+    fn from(m: &Message) -> Self {
+        WireMessage {
+            id: m.id,
+            timestamp: m.timestamp,
+            attempts: m.attempts,
+            body: m.body.clone(),
+        }
+    }
+}
+
+impl WireMessage {
+    pub fn to_message(&self) -> Message {
+        Message {
+            id: self.id,
+            timestamp: self.timestamp,
+            attempts: self.attempts,
+            body: self.body.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Hello {
+        version: u16,
+        origin: String,
+        incarnation: u64,
+    },
+    Welcome {
+        taken_over: u64,
+    },
+    Reset {
+        seq: u64,
+    },
+    Append {
+        seq: u64,
+        topic: TopicName,
+        channel: Option<ChannelName>,
+        due: i64,
+        msgs: Vec<WireMessage>,
+    },
+    Finish {
+        seq: u64,
+        topic: TopicName,
+        channel: ChannelName,
+        ids: Vec<u64>,
+    },
+    Meta {
+        seq: u64,
+        op: MetaOp,
+        topic: TopicName,
+        channel: Option<ChannelName>,
+    },
+    Ack {
+        seq: u64,
+    },
+    Ping {
+        seq: u64,
+    },
+    TakenOver {
+        topic: TopicName,
+        ids: Vec<u64>,
+    },
+}
+
+impl Frame {
+    /// The sequence number an origin's record carries, if it is one.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            Frame::Reset { seq }
+            | Frame::Append { seq, .. }
+            | Frame::Finish { seq, .. }
+            | Frame::Meta { seq, .. }
+            | Frame::Ping { seq } => Some(*seq),
+            _ => None,
+        }
+    }
+
+    pub fn encode(&self, out: &mut BytesMut) {
+        let start = out.len();
+        out.put_u32(0);
+        match self {
+            Frame::Hello {
+                version,
+                origin,
+                incarnation,
+            } => {
+                out.put_u8(1);
+                out.put_u16(*version);
+                put_str(out, origin);
+                out.put_u64(*incarnation);
+            }
+            Frame::Welcome { taken_over } => {
+                out.put_u8(2);
+                out.put_u64(*taken_over);
+            }
+            Frame::Reset { seq } => {
+                out.put_u8(3);
+                out.put_u64(*seq);
+            }
+            Frame::Append {
+                seq,
+                topic,
+                channel,
+                due,
+                msgs,
+            } => {
+                out.put_u8(4);
+                out.put_u64(*seq);
+                put_str(out, topic.as_str());
+                put_str(out, channel.as_ref().map_or("", |c| c.as_str()));
+                out.put_i64(*due);
+                out.put_u32(msgs.len() as u32);
+                for m in msgs {
+                    out.put_u64(m.id);
+                    out.put_i64(m.timestamp);
+                    out.put_u16(m.attempts);
+                    out.put_u32(m.body.len() as u32);
+                    out.put_slice(&m.body);
+                }
+            }
+            Frame::Finish {
+                seq,
+                topic,
+                channel,
+                ids,
+            } => {
+                out.put_u8(5);
+                out.put_u64(*seq);
+                put_str(out, topic.as_str());
+                put_str(out, channel.as_str());
+                put_ids(out, ids);
+            }
+            Frame::Meta {
+                seq,
+                op,
+                topic,
+                channel,
+            } => {
+                out.put_u8(6);
+                out.put_u64(*seq);
+                out.put_u8(*op as u8);
+                put_str(out, topic.as_str());
+                put_str(out, channel.as_ref().map_or("", |c| c.as_str()));
+            }
+            Frame::Ack { seq } => {
+                out.put_u8(7);
+                out.put_u64(*seq);
+            }
+            Frame::Ping { seq } => {
+                out.put_u8(8);
+                out.put_u64(*seq);
+            }
+            Frame::TakenOver { topic, ids } => {
+                out.put_u8(9);
+                put_str(out, topic.as_str());
+                put_ids(out, ids);
+            }
+        }
+        let size = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&size.to_be_bytes());
+    }
+
+    /// Decode one frame's kind and payload (the size prefix removed).
+    pub fn decode(mut b: Bytes) -> Result<Frame, WireError> {
+        if b.is_empty() {
+            return Err(WireError::Empty);
+        }
+        let kind = b.get_u8();
+        let frame = match kind {
+            1 => Frame::Hello {
+                version: get_u16(&mut b)?,
+                origin: String::from_utf8(get_str(&mut b)?.to_vec())
+                    .map_err(|_| WireError::Name)?,
+                incarnation: get_u64(&mut b)?,
+            },
+            2 => Frame::Welcome {
+                taken_over: get_u64(&mut b)?,
+            },
+            3 => Frame::Reset {
+                seq: get_u64(&mut b)?,
+            },
+            4 => {
+                let seq = get_u64(&mut b)?;
+                let topic = get_topic(&mut b)?;
+                let channel = get_channel(&mut b)?;
+                let due = get_u64(&mut b)? as i64;
+                let count = get_count(&mut b, 22)?;
+                let mut msgs = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let id = get_u64(&mut b)?;
+                    let timestamp = get_u64(&mut b)? as i64;
+                    let attempts = get_u16(&mut b)?;
+                    let len = get_u32(&mut b)? as usize;
+                    if b.remaining() < len {
+                        return Err(WireError::Truncated);
+                    }
+                    let body = b.split_to(len);
+                    msgs.push(WireMessage {
+                        id,
+                        timestamp,
+                        attempts,
+                        body,
+                    });
+                }
+                Frame::Append {
+                    seq,
+                    topic,
+                    channel,
+                    due,
+                    msgs,
+                }
+            }
+            5 => Frame::Finish {
+                seq: get_u64(&mut b)?,
+                topic: get_topic(&mut b)?,
+                channel: get_channel(&mut b)?.ok_or(WireError::Name)?,
+                ids: get_ids(&mut b)?,
+            },
+            6 => Frame::Meta {
+                seq: get_u64(&mut b)?,
+                op: MetaOp::from_u8(get_u8(&mut b)?)?,
+                topic: get_topic(&mut b)?,
+                channel: get_channel(&mut b)?,
+            },
+            7 => Frame::Ack {
+                seq: get_u64(&mut b)?,
+            },
+            8 => Frame::Ping {
+                seq: get_u64(&mut b)?,
+            },
+            9 => Frame::TakenOver {
+                topic: get_topic(&mut b)?,
+                ids: get_ids(&mut b)?,
+            },
+            k => return Err(WireError::Kind(k)),
+        };
+        if b.has_remaining() {
+            return Err(WireError::Trailing(b.remaining()));
+        }
+        Ok(frame)
+    }
+}
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    // Names are at most 64 bytes; origins are addresses. Longer is cut, and
+    // the other side then refuses it as invalid.
+    let b = &s.as_bytes()[..s.len().min(255)];
+    out.put_u8(b.len() as u8);
+    out.put_slice(b);
+}
+
+fn put_ids(out: &mut BytesMut, ids: &[u64]) {
+    out.put_u32(ids.len() as u32);
+    for id in ids {
+        out.put_u64(*id);
+    }
+}
+
+fn need(b: &Bytes, n: usize) -> Result<(), WireError> {
+    if b.remaining() < n {
+        Err(WireError::Truncated)
+    } else {
+        Ok(())
+    }
+}
+
+fn get_u8(b: &mut Bytes) -> Result<u8, WireError> {
+    need(b, 1)?;
+    Ok(b.get_u8())
+}
+
+fn get_u16(b: &mut Bytes) -> Result<u16, WireError> {
+    need(b, 2)?;
+    Ok(b.get_u16())
+}
+
+fn get_u32(b: &mut Bytes) -> Result<u32, WireError> {
+    need(b, 4)?;
+    Ok(b.get_u32())
+}
+
+fn get_u64(b: &mut Bytes) -> Result<u64, WireError> {
+    need(b, 8)?;
+    Ok(b.get_u64())
+}
+
+fn get_str(b: &mut Bytes) -> Result<Bytes, WireError> {
+    let len = get_u8(b)? as usize;
+    need(b, len)?;
+    Ok(b.split_to(len))
+}
+
+fn get_topic(b: &mut Bytes) -> Result<TopicName, WireError> {
+    TopicName::new(&get_str(b)?).ok_or(WireError::Name)
+}
+
+fn get_channel(b: &mut Bytes) -> Result<Option<ChannelName>, WireError> {
+    let s = get_str(b)?;
+    if s.is_empty() {
+        return Ok(None);
+    }
+    ChannelName::new(&s).map(Some).ok_or(WireError::Name)
+}
+
+/// A count of items at least `min_size` bytes each: bounded, and no larger
+/// than what the rest of the frame can hold, before anything is reserved.
+fn get_count(b: &mut Bytes, min_size: usize) -> Result<usize, WireError> {
+    let n = get_u32(b)? as usize;
+    if n > MAX_COUNT || n.saturating_mul(min_size) > b.remaining() {
+        return Err(WireError::Count(n));
+    }
+    Ok(n)
+}
+
+fn get_ids(b: &mut Bytes) -> Result<Vec<u64>, WireError> {
+    let n = get_count(b, 8)?;
+    Ok((0..n).map(|_| b.get_u64()).collect())
+}
+
+/// `tokio_util` codec over [`Frame`]s.
+#[derive(Debug, Default)]
+pub struct FrameCodec;
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = WireError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        if src.len() < 4 {
+            return Ok(None);
+        }
+        let size = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if size > MAX_FRAME {
+            return Err(WireError::TooBig(size));
+        }
+        if src.len() < 4 + size {
+            // Reserve only what a validated size says is coming.
+            src.reserve(4 + size - src.len());
+            return Ok(None);
+        }
+        src.advance(4);
+        Frame::decode(src.split_to(size).freeze()).map(Some)
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = WireError;
+
+    fn encode(&mut self, item: Frame, dst: &mut BytesMut) -> Result<(), WireError> {
+        item.encode(dst);
+        Ok(())
+    }
+}
+
+/// Reads frames from one side of a link into a buffer that grows only as
+/// far as a validated frame size says.
+pub struct FrameReader<R> {
+    r: R,
+    buf: BytesMut,
+    /// Largest frame accepted now (small until the peer said who it is).
+    limit: usize,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(r: R) -> Self {
+        FrameReader {
+            r,
+            buf: BytesMut::with_capacity(64 * 1024),
+            limit: MAX_FRAME,
+        }
+    }
+
+    /// Accept frames of at most `limit` bytes (never more than [`MAX_FRAME`]).
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.min(MAX_FRAME);
+    }
+
+    /// The next frame; `None` when the peer closed the link.
+    pub async fn next(&mut self) -> Option<Result<Frame, WireError>> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= 4 {
+                let size = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+                if size as usize > self.limit {
+                    return Some(Err(WireError::TooBig(size as usize)));
+                }
+            }
+            match FrameCodec.decode(&mut self.buf) {
+                Ok(Some(f)) => return Some(Ok(f)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(64 * 1024);
+            }
+            match self.r.read_buf(&mut self.buf).await {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+    }
+
+    /// Whether a whole frame is already buffered (so an ack can wait for it).
+    pub fn has_frame(&self) -> bool {
+        self.buf.len() >= 4
+            && self.buf.len()
+                >= 4 + u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(s: &str) -> TopicName {
+        s.parse().unwrap()
+    }
+
+    fn roundtrip(f: Frame) -> BytesMut {
+        let mut out = BytesMut::new();
+        f.encode(&mut out);
+        let bytes = out.clone();
+        let back = FrameCodec.decode(&mut out).unwrap().unwrap();
+        assert_eq!(back, f);
+        assert!(out.is_empty());
+        bytes
+    }
+
+    #[test]
+    fn golden_hello_and_ack() {
+        let b = roundtrip(Frame::Hello {
+            version: 1,
+            origin: "a:1".into(),
+            incarnation: 7,
+        });
+        assert_eq!(
+            &b[..],
+            b"\x00\x00\x00\x0f\x01\x00\x01\x03a:1\x00\x00\x00\x00\x00\x00\x00\x07"
+        );
+        let b = roundtrip(Frame::Ack { seq: 258 });
+        assert_eq!(
+            &b[..],
+            b"\x00\x00\x00\x09\x07\x00\x00\x00\x00\x00\x00\x01\x02"
+        );
+    }
+
+    #[test]
+    fn golden_append() {
+        let b = roundtrip(Frame::Append {
+            seq: 1,
+            topic: topic("t"),
+            channel: None,
+            due: 0,
+            msgs: vec![WireMessage {
+                id: 2,
+                timestamp: 3,
+                attempts: 4,
+                body: Bytes::from_static(b"hi"),
+            }],
+        });
+        let mut want = vec![0, 0, 0, 0, 4];
+        want.extend_from_slice(&1u64.to_be_bytes());
+        want.extend_from_slice(b"\x01t\x00");
+        want.extend_from_slice(&0i64.to_be_bytes());
+        want.extend_from_slice(&1u32.to_be_bytes());
+        want.extend_from_slice(&2u64.to_be_bytes());
+        want.extend_from_slice(&3i64.to_be_bytes());
+        want.extend_from_slice(&4u16.to_be_bytes());
+        want.extend_from_slice(&2u32.to_be_bytes());
+        want.extend_from_slice(b"hi");
+        let size = (want.len() - 4) as u32;
+        want[..4].copy_from_slice(&size.to_be_bytes());
+        assert_eq!(&b[..], &want[..]);
+    }
+
+    #[test]
+    fn every_kind_roundtrips() {
+        roundtrip(Frame::Welcome { taken_over: 3 });
+        roundtrip(Frame::Reset { seq: 9 });
+        roundtrip(Frame::Ping { seq: 9 });
+        roundtrip(Frame::Finish {
+            seq: 5,
+            topic: topic("t"),
+            channel: "c".parse().unwrap(),
+            ids: vec![1, 2, 3],
+        });
+        roundtrip(Frame::Meta {
+            seq: 6,
+            op: MetaOp::ChannelPause,
+            topic: topic("t"),
+            channel: Some("c".parse().unwrap()),
+        });
+        roundtrip(Frame::TakenOver {
+            topic: topic("t"),
+            ids: vec![u64::MAX],
+        });
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_before_reading_it() {
+        let mut b = BytesMut::from(&((MAX_FRAME + 1) as u32).to_be_bytes()[..]);
+        assert!(matches!(
+            FrameCodec.decode(&mut b),
+            Err(WireError::TooBig(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn reader_refuses_a_frame_past_its_limit_and_reads_the_rest() {
+        let mut bytes = BytesMut::new();
+        Frame::Ack { seq: 1 }.encode(&mut bytes);
+        Frame::Reset { seq: 2 }.encode(&mut bytes);
+        let mut r = FrameReader::new(&bytes[..]);
+        assert_eq!(r.next().await.unwrap().unwrap(), Frame::Ack { seq: 1 });
+        assert!(r.has_frame(), "the Reset is already buffered");
+        assert_eq!(r.next().await.unwrap().unwrap(), Frame::Reset { seq: 2 });
+        assert!(r.next().await.is_none());
+        let mut r = FrameReader::new(&bytes[..]);
+        r.set_limit(4);
+        assert!(matches!(r.next().await, Some(Err(WireError::TooBig(9)))));
+    }
+
+    #[test]
+    fn partial_frame_waits() {
+        let mut out = BytesMut::new();
+        Frame::Ack { seq: 1 }.encode(&mut out);
+        let mut part = BytesMut::from(&out[..6]);
+        assert!(FrameCodec.decode(&mut part).unwrap().is_none());
+    }
+
+    #[test]
+    fn lying_counts_and_names_are_refused() {
+        // Finish claiming a million ids in a 30-byte frame.
+        let mut p = vec![5u8];
+        p.extend_from_slice(&1u64.to_be_bytes());
+        p.extend_from_slice(b"\x01t\x01c");
+        p.extend_from_slice(&1_000_000u32.to_be_bytes());
+        assert!(matches!(
+            Frame::decode(Bytes::from(p)),
+            Err(WireError::Count(_))
+        ));
+        // A topic name with a space.
+        let mut p = vec![9u8, 3];
+        p.extend_from_slice(b"a b");
+        p.extend_from_slice(&0u32.to_be_bytes());
+        assert!(matches!(
+            Frame::decode(Bytes::from(p)),
+            Err(WireError::Name)
+        ));
+        // A body longer than the frame.
+        let mut f = BytesMut::new();
+        Frame::Append {
+            seq: 1,
+            topic: topic("t"),
+            channel: None,
+            due: 0,
+            msgs: vec![WireMessage {
+                id: 1,
+                timestamp: 1,
+                attempts: 0,
+                body: Bytes::from_static(b"abc"),
+            }],
+        }
+        .encode(&mut f);
+        let cut = f.len() - 1;
+        assert!(matches!(
+            Frame::decode(f.freeze().slice(4..cut)),
+            Err(WireError::Truncated)
+        ));
+        assert!(matches!(
+            Frame::decode(Bytes::from_static(b"\x63")),
+            Err(WireError::Kind(0x63))
+        ));
+        assert!(matches!(
+            Frame::decode(Bytes::from_static(b"\x07\0\0\0\0\0\0\0\x01\xff")),
+            Err(WireError::Trailing(1))
+        ));
+    }
+}

@@ -1,0 +1,347 @@
+//! `bench_writer`: pipelined MPUB batches over a few connections, counting acknowledged messages.
+//!
+//! Upstream's writer waits for each MPUB's `OK` before sending the next, so it
+//! measures round trips as much as nsqd. Here each connection keeps up to
+//! `--pipeline` MPUBs outstanding and matches every `OK` to the oldest one
+//! (nsqd answers publishes in order), which keeps nsqd busy all the time.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use clap::Parser;
+use nsq_app::GoDuration;
+use nsq_protocol::{Command, Frame, TopicName, HEARTBEAT, OK};
+use serde_json::json;
+
+use super::conn::{server_error, Conn};
+use super::{check_limits, cpu_since, parse_topic, process_cpu_time, BenchError, Report, Result};
+
+/// No reply at all for this long, with MPUBs outstanding, means nsqd is stuck;
+/// heartbeats alone arrive every 30 s by default.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(35);
+
+/// Publish benchmark: MPUB batches as fast as nsqd acknowledges them.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "bench_writer",
+    about = "Measure how fast nsqd accepts published messages."
+)]
+pub struct WriterOptions {
+    /// <addr>:<port> to connect to nsqd
+    #[arg(
+        long,
+        visible_alias = "nsqd-tcp-address",
+        default_value = "127.0.0.1:4150"
+    )]
+    pub tcp_address: String,
+    /// topic to publish to
+    #[arg(long, default_value = "sub_bench", value_parser = parse_topic)]
+    pub topic: TopicName,
+    /// size of messages (bytes)
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub size: u32,
+    /// messages per MPUB
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+    /// how long to publish (0 = until --count)
+    #[arg(long, default_value = "10s")]
+    pub runfor: GoDuration,
+    /// stop after exactly this many messages over all connections (0 = no limit)
+    #[arg(long, default_value_t = 0)]
+    pub count: u64,
+    /// publishing connections, one thread each
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub connections: u32,
+    /// MPUBs outstanding per connection
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pipeline: u32,
+}
+
+/// What every publishing thread shares.
+struct Plan {
+    topic: TopicName,
+    body: Bytes,
+    batch: u64,
+    /// `pipeline` copies of the full MPUB, encoded once: refilling k free
+    /// slots is one `write` of the first k copies.
+    burst: Bytes,
+    mpub_len: usize,
+    /// Messages handed out so far, when `--count` limits the run.
+    limit: Option<u64>,
+    claimed: AtomicU64,
+    end: Option<Instant>,
+    /// Set by the first connection that fails, so the others stop too.
+    abort: AtomicBool,
+}
+
+impl Plan {
+    /// How many messages the next MPUB carries; 0 once the run is over.
+    fn claim(&self) -> u64 {
+        if self.abort.load(Ordering::Relaxed) || self.end.is_some_and(|e| Instant::now() >= e) {
+            return 0;
+        }
+        match self.limit {
+            None => self.batch,
+            Some(limit) => {
+                // Overshooting the counter is harmless: later claims see it
+                // past the limit and get nothing.
+                let before = self.claimed.fetch_add(self.batch, Ordering::Relaxed);
+                limit.saturating_sub(before).min(self.batch)
+            }
+        }
+    }
+
+    /// The MPUB for a short final batch under `--count`; built once per run.
+    fn encode_tail(&self, n: u64) -> BytesMut {
+        let mut buf = BytesMut::new();
+        encode_mpub(&mut buf, &self.topic, &self.body, n);
+        buf
+    }
+}
+
+fn encode_mpub(buf: &mut BytesMut, topic: &TopicName, body: &Bytes, n: u64) {
+    // The bodies are clones of one `Bytes`: n reference counts, not n copies.
+    Command::Mpub {
+        topic: topic.clone(),
+        bodies: vec![body.clone(); n as usize],
+    }
+    .encode(buf);
+}
+
+/// Connect everything, publish until the limits, and report acknowledged messages.
+pub fn run(opts: &WriterOptions) -> Result<Report> {
+    check_limits(*opts.runfor, opts.count)?;
+    let pipeline = opts.pipeline as usize;
+    let body = Bytes::from(vec![b'x'; opts.size as usize]);
+    let mut one = BytesMut::new();
+    encode_mpub(&mut one, &opts.topic, &body, opts.batch_size.into());
+    let mpub_len = one.len();
+    let mut burst = BytesMut::with_capacity(mpub_len * pipeline);
+    for _ in 0..pipeline {
+        burst.extend_from_slice(&one);
+    }
+
+    // Connections are set up before the clock starts, as upstream does.
+    let mut conns = Vec::new();
+    for _ in 0..opts.connections {
+        let mut conn = Conn::connect(&opts.tcp_address, "bench_writer")?;
+        conn.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        conns.push(conn);
+    }
+    eprintln!(
+        "[bench_writer] {} connections to {}, MPUB {}x{} bytes, {} in flight each, {}",
+        opts.connections,
+        opts.tcp_address,
+        opts.batch_size,
+        opts.size,
+        opts.pipeline,
+        limits_text(*opts.runfor, opts.count)
+    );
+
+    let cpu_before = process_cpu_time();
+    let start = Instant::now();
+    let plan = Arc::new(Plan {
+        topic: opts.topic.clone(),
+        body,
+        batch: opts.batch_size.into(),
+        burst: burst.freeze(),
+        mpub_len,
+        limit: (opts.count > 0).then_some(opts.count),
+        claimed: AtomicU64::new(0),
+        end: (!opts.runfor.is_zero()).then(|| start + *opts.runfor),
+        abort: AtomicBool::new(false),
+    });
+    let workers: Vec<_> = conns
+        .into_iter()
+        .map(|conn| {
+            let plan = plan.clone();
+            thread::spawn(move || {
+                let res = publish(conn, &plan, pipeline);
+                if res.is_err() {
+                    plan.abort.store(true, Ordering::Relaxed);
+                }
+                res
+            })
+        })
+        .collect();
+    let mut msgs = 0;
+    let mut failure = None;
+    for w in workers {
+        match w.join().expect("publishing thread panicked") {
+            Ok(n) => msgs += n,
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    let elapsed = start.elapsed();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let extra = BTreeMap::from([
+        ("size", json!(opts.size)),
+        ("batch_size", json!(opts.batch_size)),
+        ("connections", json!(opts.connections)),
+        ("pipeline", json!(opts.pipeline)),
+    ]);
+    Ok(Report {
+        tool: "bench_writer",
+        msgs,
+        elapsed,
+        size: opts.size as usize,
+        cpu: cpu_since(cpu_before),
+        extra,
+    })
+}
+
+pub(super) fn limits_text(runfor: Duration, count: u64) -> String {
+    match (runfor.is_zero(), count) {
+        (false, 0) => format!("for {}", GoDuration(runfor)),
+        (true, n) => format!("for {n} messages"),
+        (false, n) => format!("for {} or {n} messages", GoDuration(runfor)),
+    }
+}
+
+/// One connection's loop: top up the pipeline, read whatever replies have
+/// come, repeat; once nothing more may be sent, wait for the outstanding ones.
+fn publish(mut conn: Conn, plan: &Plan, pipeline: usize) -> Result<u64> {
+    let mut outstanding: VecDeque<u64> = VecDeque::with_capacity(pipeline);
+    let mut acked = 0u64;
+    let mut sending = true;
+    loop {
+        if sending {
+            let mut full = 0;
+            let mut tail = None;
+            while outstanding.len() < pipeline {
+                let n = plan.claim();
+                if n == 0 {
+                    sending = false;
+                    break;
+                }
+                outstanding.push_back(n);
+                if n < plan.batch {
+                    // Only the last claim under --count is short.
+                    tail = Some(n);
+                    sending = false;
+                    break;
+                }
+                full += 1;
+            }
+            if full > 0 {
+                conn.write_all(&plan.burst[..full * plan.mpub_len])?;
+            }
+            if let Some(n) = tail {
+                conn.write_all(&plan.encode_tail(n))?;
+            }
+        }
+        if outstanding.is_empty() {
+            return Ok(acked);
+        }
+        if !conn.fill()? {
+            return Err(BenchError::Silent(REPLY_TIMEOUT));
+        }
+        while let Some(frame) = conn.next_frame()? {
+            match frame {
+                Frame::Response(data) if data == OK => {
+                    acked += outstanding.pop_front().ok_or_else(|| {
+                        BenchError::Unexpected("OK with no MPUB outstanding".into())
+                    })?;
+                }
+                Frame::Response(data) if data == HEARTBEAT => conn.send(&Command::Nop)?,
+                Frame::Response(data) => {
+                    return Err(BenchError::Unexpected(format!(
+                        "response {:?} to MPUB",
+                        String::from_utf8_lossy(&data)
+                    )))
+                }
+                Frame::Error(text) => return Err(server_error("MPUB", &text)),
+                Frame::Message(m) => {
+                    return Err(BenchError::Unexpected(format!(
+                        "message {} on a publishing connection",
+                        m.id
+                    )))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> WriterOptions {
+        nsq_app::try_parse_options("bench_writer", argv_os(args), &[]).unwrap()
+    }
+
+    fn argv_os(args: &[&str]) -> Vec<std::ffi::OsString> {
+        std::iter::once("bench_writer")
+            .chain(args.iter().copied())
+            .map(Into::into)
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_upstream_and_the_issue() {
+        let o = parse(&[]);
+        assert_eq!(o.tcp_address, "127.0.0.1:4150");
+        assert_eq!(o.topic.as_str(), "sub_bench");
+        assert_eq!(
+            (o.size, o.batch_size, o.connections, o.pipeline),
+            (200, 200, 2, 16)
+        );
+        assert_eq!(*o.runfor, Duration::from_secs(10));
+        assert_eq!(o.count, 0);
+    }
+
+    #[test]
+    fn go_style_flags_and_upstream_alias() {
+        let o = parse(&[
+            "-nsqd-tcp-address=127.0.0.1:5150",
+            "--runfor",
+            "1m30s",
+            "-count=1000000",
+            "--pipeline=4",
+        ]);
+        assert_eq!(o.tcp_address, "127.0.0.1:5150");
+        assert_eq!(*o.runfor, Duration::from_secs(90));
+        assert_eq!((o.count, o.pipeline), (1_000_000, 4));
+        let bad = |args: &[&str]| {
+            nsq_app::try_parse_options::<WriterOptions>("bench_writer", argv_os(args), &[]).is_err()
+        };
+        assert!(bad(&["--topic=no spaces"]));
+        assert!(bad(&["--batch-size=0"]));
+        assert!(bad(&["--pipeline=0"]));
+    }
+
+    #[test]
+    fn claims_stop_exactly_at_count() {
+        let plan = Plan {
+            topic: parse_topic("t").unwrap(),
+            body: Bytes::from_static(b"x"),
+            batch: 200,
+            burst: Bytes::new(),
+            mpub_len: 0,
+            limit: Some(450),
+            claimed: AtomicU64::new(0),
+            end: None,
+            abort: AtomicBool::new(false),
+        };
+        let claims: Vec<u64> = (0..5).map(|_| plan.claim()).collect();
+        assert_eq!(claims, [200, 200, 50, 0, 0]);
+        let tail = plan.encode_tail(50);
+        let mut want = BytesMut::new();
+        encode_mpub(&mut want, &plan.topic, &plan.body, 50);
+        assert_eq!(tail, want);
+    }
+
+    #[test]
+    fn limits_text_reads_well() {
+        assert_eq!(limits_text(Duration::from_secs(10), 0), "for 10s");
+        assert_eq!(limits_text(Duration::ZERO, 5), "for 5 messages");
+    }
+}

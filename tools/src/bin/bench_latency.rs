@@ -1,0 +1,15 @@
+//! `bench_latency`: PUB round-trip percentiles against nsqd, one message at a time (see `nsq_tools::bench::latency`).
+
+use nsq_tools::bench::{latency, LatencyOptions};
+
+fn main() {
+    let opts: LatencyOptions =
+        nsq_app::flags::parse_options("bench_latency", std::env::args_os(), &[]);
+    match latency::run(&opts) {
+        Ok(report) => report.print_with(&latency::human_line(&report)),
+        Err(e) => {
+            eprintln!("[bench_latency] {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! `bench_reader`: consume throughput of nsqd, FIN for every message; flags in, report out (see `nsq_tools::bench::reader`).
+
+use nsq_tools::bench::{reader, ReaderOptions};
+
+fn main() {
+    let opts: ReaderOptions =
+        nsq_app::flags::parse_options("bench_reader", std::env::args_os(), &[]);
+    match reader::run(&opts) {
+        Ok(report) => report.print(),
+        Err(e) => {
+            eprintln!("[bench_reader] {e}");
+            std::process::exit(1);
+        }
+    }
+}
