@@ -1,25 +1,38 @@
 #!/usr/bin/env bash
-# bench.sh: publish, consume and latency figures for nsqd, then its memory per
-# queued message. Everything runs on loopback ports picked at run time, with
-# temporary data directories, and is killed on exit.
+# bench.sh: publish, consume and latency figures for nsqd, its memory per
+# queued message and its CPU per message; optionally side by side with
+# another nsqd binary (upstream's), interleaved, with the same client tools.
+# Everything runs on loopback ports picked at run time, with temporary data
+# directories, and is killed on exit.
 #
-# Output: the tools' human lines on stderr as they finish, and at the end one
-# JSON object per line on stdout:
-#   bench_writer   MPUB throughput (2 connections, 16 MPUBs in flight each)
+# Usage: scripts/bench.sh [--against DIR] [--tools ours|upstream] [--table FILE]
+#   --against DIR   also measure DIR/nsqd; rounds alternate ours, theirs,
+#                   ours, theirs..., each run on a fresh nsqd and data path
+#   --tools ours    our Rust bench_writer/bench_reader (default)
+#   --tools upstream  DIR/bench_writer and DIR/bench_reader (upstream's Go
+#                   tools and flags; needs --against). They run for RUNFOR
+#                   whatever the queue holds, so their SUB figure is at most
+#                   what the writer left divided by RUNFOR; the CPU-second
+#                   figures do not have that limit. bench_latency and the
+#                   memory probe always use our tools (upstream has neither).
+#   --table FILE    also write the markdown summary table to FILE
+#
+# Output: the tools' human lines and the markdown summary (medians over
+# rounds, ratio ours/theirs) on stderr; one JSON object per line on stdout,
+# each tagged with "server" and "round", then one "summary" line per measure:
+#   bench_writer   MPUB throughput
 #   bench_reader   SUB/FIN throughput draining what the writer left
 #   bench_latency  sequential PUB round trips, percentiles in µs
-#   nsqd_cpu       CPU nsqd spent in each phase (to see who was the bottleneck)
-#   nsqd_memory    RSS growth per message with 1,000,000 messages queued
+#   nsqd_cpu       CPU nsqd spent in each phase, and messages per CPU-second
+#   nsqd_memory    RSS growth per message with MEM_MSGS messages queued
 #
 # Environment:
-#   NSQD_ARGS      extra nsqd flags (default --mem-queue-size=10000000)
+#   NSQD_ARGS      extra nsqd flags, for both servers (default --mem-queue-size=10000000)
 #   RUNFOR         time limit per throughput/latency run (default 10s)
-#   WRITER_COUNT   most messages the writer publishes (default 10000000). nsqd
-#                  keeps queues in memory only and answers E_MPUB_FAILED "queue
-#                  full" past --mem-queue-size, and a fast nsqd fills 10M in a
-#                  second or two, so the writer stops at whichever comes first.
-#   ROUNDS         writer+reader rounds on the same nsqd (default 1); round 1
-#                  is a cold server, later rounds publish into an existing channel
+#   WRITER_COUNT   most messages our writer publishes (default 10000000). A
+#                  fast nsqd fills 10M in a second or two, so the writer stops
+#                  at whichever comes first.
+#   ROUNDS         rounds per server, each on a fresh nsqd (default 1)
 #   MEM_MSGS       messages for the memory figure (default 1000000)
 #   SIZE           message body bytes (default 200)
 #
@@ -40,11 +53,40 @@ MEM_MSGS=${MEM_MSGS:-1000000}
 SIZE=${SIZE:-200}
 PAIR_COUNT=${PAIR_COUNT:-2000000}
 MODE=single
-[ "${1:-}" = "--replicated" ] && MODE=replicated
 # Hard bound on any single tool run, whatever RUNFOR says.
 TOOL_TIMEOUT=${TOOL_TIMEOUT:-120}
 
-cargo build --release -p nsqd -p nsq-tools >&2
+AGAINST=
+TOOLS=ours
+TABLE=
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit "${1:-2}"; }
+while [ $# -gt 0 ]; do
+    case $1 in
+        --against) AGAINST=${2:?--against needs a directory}; shift 2 ;;
+        --against=*) AGAINST=${1#*=}; shift ;;
+        --tools) TOOLS=${2:?--tools needs ours or upstream}; shift 2 ;;
+        --tools=*) TOOLS=${1#*=}; shift ;;
+        --table) TABLE=${2:?--table needs a file}; shift 2 ;;
+        --table=*) TABLE=${1#*=}; shift ;;
+        --replicated) MODE=replicated; shift ;;
+        -h|--help) usage 0 ;;
+        *) echo "bench.sh: unknown argument $1" >&2; usage ;;
+    esac
+done
+case $TOOLS in ours|upstream) ;; *) echo "bench.sh: --tools is ours or upstream" >&2; exit 2 ;; esac
+if [ -n "$AGAINST" ]; then
+    AGAINST=$(cd "$AGAINST" && pwd)
+    [ -x "$AGAINST/nsqd" ] || { echo "bench.sh: no executable $AGAINST/nsqd" >&2; exit 2; }
+fi
+if [ "$TOOLS" = upstream ]; then
+    [ -n "$AGAINST" ] || { echo "bench.sh: --tools upstream takes the tools from --against DIR" >&2; exit 2; }
+    for t in bench_writer bench_reader; do
+        [ -x "$AGAINST/$t" ] || { echo "bench.sh: no executable $AGAINST/$t" >&2; exit 2; }
+    done
+fi
+
+# Workspace level, so the tools build wherever their crate lives.
+cargo build --release --bins >&2
 BIN=./target/release
 
 WORK=$(mktemp -d -t nsq-bench.XXXXXX)
@@ -69,15 +111,25 @@ trap cleanup INT TERM EXIT
 
 log() { echo "[bench.sh] $*" >&2; }
 
+# Forget a process that has been reaped, so cleanup never signals a PID the
+# system may have handed to someone else since.
+forget_pid() {
+    local keep=() pid
+    for pid in "${pids[@]}"; do [ "$pid" = "$1" ] || keep+=("$pid"); done
+    pids=("${keep[@]}")
+}
+
 # Start nsqd on port 0 (of IP $2, default 127.0.0.1; more flags after it)
 # and read the bound addresses from its log, so no fixed port can collide
-# with anything else on the machine. Sets NSQD_PID, NSQD_TCP and NSQD_HTTP.
+# with anything else on the machine. The binary is $NSQD_BIN (default ours).
+# Each call gets its own data directory. Sets NSQD_PID, NSQD_TCP and NSQD_HTTP.
 start_nsqd() {
-    local name=$1 ip=${2:-127.0.0.1} dir="$WORK/$1"
+    local name=$1 ip=${2:-127.0.0.1} nsqd=${NSQD_BIN:-$BIN/nsqd} dir
+    dir=$(mktemp -d "$WORK/$1.XXXX")
     shift; [ $# -gt 0 ] && shift
     mkdir -p "$dir/data"
     # shellcheck disable=SC2086 # NSQD_ARGS is a list of flags
-    "$BIN/nsqd" --tcp-address="$ip:0" --http-address="$ip:0" \
+    "$nsqd" --tcp-address="$ip:0" --http-address="$ip:0" \
         --data-path="$dir/data" $NSQD_ARGS "$@" >"$dir/nsqd.log" 2>&1 &
     NSQD_PID=$!
     pids+=("$NSQD_PID")
@@ -99,7 +151,7 @@ start_nsqd() {
         sleep 0.1
     done
     curl -sf "http://$NSQD_HTTP/ping" >/dev/null || { log "nsqd ($name) never answered /ping"; exit 1; }
-    log "nsqd ($name) pid $NSQD_PID, TCP $NSQD_TCP, HTTP $NSQD_HTTP"
+    log "nsqd ($name, $nsqd) pid $NSQD_PID, TCP $NSQD_TCP, HTTP $NSQD_HTTP"
 }
 
 stop_nsqd() {
@@ -107,17 +159,22 @@ stop_nsqd() {
     for _ in $(seq 1 50); do kill -0 "$NSQD_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$NSQD_PID" 2>/dev/null || true
     wait "$NSQD_PID" 2>/dev/null || true
+    forget_pid "$NSQD_PID"
 }
 
 # nsqd's CPU ticks so far (user sys), USER_HZ = 100. Fields are counted after
 # the command name's closing parenthesis.
 nsqd_ticks() { sed 's/.*) //' "/proc/$NSQD_PID/stat" | awk '{print $12, $13}'; }
 
-# The JSON line for the CPU nsqd used between two nsqd_ticks readings.
+# The JSON line for the CPU nsqd used between two nsqd_ticks readings while
+# MSGS messages went through it.
 nsqd_cpu_json() {
-    local phase=$1 before=$2 after=$3
-    echo "$before $after" | awk -v phase="$phase" \
-        '{printf "{\"tool\":\"nsqd_cpu\",\"phase\":\"%s\",\"user_seconds\":%.2f,\"sys_seconds\":%.2f}\n", phase, ($3-$1)/100, ($4-$2)/100}'
+    local phase=$1 before=$2 after=$3 msgs=${4:-0}
+    echo "$before $after" | awk -v phase="$phase" -v msgs="$msgs" '{
+        u = ($3 - $1) / 100; s = ($4 - $2) / 100
+        per = (u + s > 0) ? msgs / (u + s) : 0
+        printf "{\"tool\":\"nsqd_cpu\",\"phase\":\"%s\",\"user_seconds\":%.2f,\"sys_seconds\":%.2f,\"msgs\":%d,\"msgs_per_cpu_sec\":%.1f}\n", phase, u, s, msgs, per
+    }'
 }
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$NSQD_PID/status"; }
@@ -135,6 +192,192 @@ run_tool() {
     echo "$out"
 }
 
+# Run one of upstream's Go tools (TOOL, then its flags) and turn its summary
+# line ("duration: 1.0016s - 14.053mb/s - 73680.040ops/s - 13.572us/op") into
+# the JSON line our tools print.
+run_go_tool() {
+    local tool=$1 err
+    shift
+    if ! err=$(timeout "$TOOL_TIMEOUT" "$AGAINST/$tool" "$@" 2>&1 >/dev/null); then
+        log "failed: $AGAINST/$tool $*"
+        echo "$err" >&2
+        exit 1
+    fi
+    echo "$err" >&2
+    awk -v tool="$tool" '
+        # Go duration text (1m2.5s, 950.1ms, 3s) in seconds.
+        function go_seconds(d,   total, n, unit) {
+            total = 0
+            while (match(d, /^[0-9.]+(h|ms|µs|us|ns|m|s)/)) {
+                n = substr(d, 1, RLENGTH)
+                d = substr(d, RLENGTH + 1)
+                unit = n; sub(/^[0-9.]+/, "", unit); sub(/[a-zµ]+$/, "", n)
+                total += n * (unit == "h" ? 3600 : unit == "m" ? 60 : unit == "s" ? 1 : unit == "ms" ? 1e-3 : unit == "ns" ? 1e-9 : 1e-6)
+            }
+            return total
+        }
+        /duration: / {
+            line = $0; sub(/.*duration: /, "", line)
+            split(line, f, / - /)
+            secs = go_seconds(f[1]); ops = f[3]; sub(/ops\/s/, "", ops)
+            printf "{\"tool\":\"%s\",\"tools\":\"upstream\",\"msgs\":%d,\"seconds\":%.6f,\"msgs_per_sec\":%.3f}\n", tool, ops * secs + 0.5, secs, ops
+            found = 1
+        }
+        END { if (!found) exit 1 }' <<<"$err" || { log "$tool printed no summary line"; exit 1; }
+}
+
+# The writer and reader of the chosen tool set against NSQD_TCP; each prints
+# one JSON line with at least msgs and msgs_per_sec. The reader drains COUNT
+# messages (our tool) or reads for RUNFOR (upstream's).
+bench_writer() {
+    if [ "$TOOLS" = upstream ]; then
+        run_go_tool bench_writer --nsqd-tcp-address="$NSQD_TCP" --runfor="$RUNFOR" --size="$SIZE"
+    else
+        run_tool "$BIN/bench_writer" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" \
+            --count="$WRITER_COUNT" --size="$SIZE"
+    fi
+}
+bench_reader() {
+    local count=$1
+    if [ "$TOOLS" = upstream ]; then
+        run_go_tool bench_reader --nsqd-tcp-address="$NSQD_TCP" --runfor="$RUNFOR" --size="$SIZE"
+    else
+        run_tool "$BIN/bench_reader" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" \
+            --count="$count" --size="$SIZE"
+    fi
+}
+
+# Tag a JSON line with the server and round it belongs to.
+tag() { sed "s/^{/{\"server\":\"$1\",\"round\":$2,/"; }
+
+# --- throughput and latency on the running nsqd -----------------------------
+phase_throughput() {
+    local server=$1 round=$2 t0 t1 t2 w r l written read_n
+    t0=$(nsqd_ticks)
+    w=$(bench_writer)
+    t1=$(nsqd_ticks)
+    written=$(json_field msgs "$w")
+    # Our reader stops when it has drained what the writer left, so its rate
+    # is measured over the drain, not padded with idle time.
+    r=$(bench_reader "$written")
+    t2=$(nsqd_ticks)
+    read_n=$(json_field msgs "$r")
+    results+=("$(tag "$server" "$round" <<<"$w")" "$(nsqd_cpu_json writer "$t0" "$t1" "$written" | tag "$server" "$round")")
+    results+=("$(tag "$server" "$round" <<<"$r")" "$(nsqd_cpu_json reader "$t1" "$t2" "$read_n" | tag "$server" "$round")")
+    [ "$read_n" -ge "$written" ] || log "$server round $round: reader finished $read_n of $written messages in $RUNFOR"
+    t0=$(nsqd_ticks)
+    l=$(run_tool "$BIN/bench_latency" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" --size="$SIZE")
+    t1=$(nsqd_ticks)
+    results+=("$(tag "$server" "$round" <<<"$l")" "$(nsqd_cpu_json latency "$t0" "$t1" "$(json_field msgs "$l")" | tag "$server" "$round")")
+}
+
+# --- memory per queued message on the running nsqd --------------------------
+# A consumer with RDY 0 creates the channel and keeps it, so the messages sit
+# in the channel's queue as they would in production. Our tools either way:
+# the writer must stop at exactly MEM_MSGS.
+phase_memory() {
+    local server=$1 round=$2 holder rss_before rss_after m queued
+    "$BIN/bench_reader" --tcp-address="$NSQD_TCP" --topic=mem_bench --channel=ch \
+        --rdy=0 --runfor=600s 2>"$WORK/holder.log" >/dev/null &
+    holder=$!
+    pids+=("$holder")
+    for _ in $(seq 1 100); do
+        grep -q subscribed "$WORK/holder.log" && break
+        kill -0 "$holder" 2>/dev/null || break
+        sleep 0.1
+    done
+    grep -q subscribed "$WORK/holder.log" || { log "holding consumer failed:"; cat "$WORK/holder.log" >&2; exit 1; }
+    rss_before=$(rss_kb)
+    # Every message is acknowledged, so when the writer returns nsqd holds them all.
+    m=$(run_tool "$BIN/bench_writer" --tcp-address="$NSQD_TCP" --topic=mem_bench \
+        --runfor=60s --count="$MEM_MSGS" --size="$SIZE")
+    rss_after=$(rss_kb)
+    queued=$(json_field msgs "$m")
+    [ "$queued" = "$MEM_MSGS" ] || { log "$server: memory run queued $queued of $MEM_MSGS messages"; exit 1; }
+    results+=("$(awk -v n="$MEM_MSGS" -v size="$SIZE" -v b="$rss_before" -v a="$rss_after" 'BEGIN {
+        per = (a - b) * 1024 / n
+        printf "{\"tool\":\"nsqd_memory\",\"msgs\":%d,\"size\":%d,\"rss_before_kb\":%d,\"rss_after_kb\":%d,\"bytes_per_msg\":%.1f,\"overhead_per_msg\":%.1f}\n", n, size, b, a, per, per - size
+    }' | tag "$server" "$round")")
+    kill -TERM "$holder" 2>/dev/null || true
+    wait "$holder" 2>/dev/null || true
+    forget_pid "$holder"
+}
+
+# One round on one server: each phase on a fresh nsqd and data path.
+bench_server() {
+    local server=$1 nsqd=$2 round=$3
+    NSQD_BIN=$nsqd start_nsqd "$server-throughput-$round"
+    phase_throughput "$server" "$round"
+    stop_nsqd
+    NSQD_BIN=$nsqd start_nsqd "$server-memory-$round"
+    phase_memory "$server" "$round"
+    stop_nsqd
+}
+
+# --- summary -----------------------------------------------------------------
+# "server measure value" rows from the JSON lines, for the medians.
+measures() {
+    local line server tool phase
+    for line in "${results[@]}"; do
+        server=$(sed -n 's/.*"server":"\([a-z]*\)".*/\1/p' <<<"$line")
+        tool=$(sed -n 's/.*"tool":"\([a-z_]*\)".*/\1/p' <<<"$line")
+        phase=$(sed -n 's/.*"phase":"\([a-z]*\)".*/\1/p' <<<"$line")
+        case $tool/$phase in
+            bench_writer/) echo "$server pub_msgs_per_sec $(json_field msgs_per_sec "$line")" ;;
+            bench_reader/) echo "$server sub_msgs_per_sec $(json_field msgs_per_sec "$line")" ;;
+            bench_latency/)
+                echo "$server latency_p50_us $(json_field p50_us "$line")"
+                echo "$server latency_p99_us $(json_field p99_us "$line")" ;;
+            nsqd_cpu/writer) echo "$server pub_msgs_per_cpu_sec $(json_field msgs_per_cpu_sec "$line")" ;;
+            nsqd_cpu/reader) echo "$server sub_msgs_per_cpu_sec $(json_field msgs_per_cpu_sec "$line")" ;;
+            nsqd_memory/) echo "$server rss_bytes_per_msg $(json_field bytes_per_msg "$line")" ;;
+        esac
+    done
+}
+
+# Medians per server and measure, as JSON lines and a markdown table.
+summarise() {
+    local tools_label=$1
+    measures | sort -k1,1 -k2,2 -k3,3g | awk -v tools="$tools_label" -v rounds="$ROUNDS" -v table="${TABLE:-/dev/null}" '
+        { v[$1, $2, ++n[$1, $2]] = $3; seen[$1] = 1 }
+        function median(s, m,   k) {
+            k = n[s, m]
+            if (k == 0) return ""
+            return (k % 2) ? v[s, m, (k + 1) / 2] : (v[s, m, k / 2] + v[s, m, k / 2 + 1]) / 2
+        }
+        function fmt(x, m) {
+            if (x == "") return "–"
+            if (m ~ /_us$/) return sprintf("%.0f µs", x)
+            if (m ~ /bytes/) return sprintf("%.0f B", x)
+            return (x >= 1e6) ? sprintf("%.2f M", x / 1e6) : sprintf("%.0f k", x / 1e3)
+        }
+        END {
+            split("pub_msgs_per_sec sub_msgs_per_sec pub_msgs_per_cpu_sec sub_msgs_per_cpu_sec latency_p50_us latency_p99_us rss_bytes_per_msg", order)
+            label["pub_msgs_per_sec"] = "PUB (MPUB) msgs/s, " tools " bench_writer"
+            label["sub_msgs_per_sec"] = "SUB msgs/s, " tools " bench_reader"
+            label["pub_msgs_per_cpu_sec"] = "PUB msgs per nsqd CPU-second"
+            label["sub_msgs_per_cpu_sec"] = "SUB msgs per nsqd CPU-second"
+            label["latency_p50_us"] = "single PUB round trip p50, our bench_latency"
+            label["latency_p99_us"] = "single PUB round trip p99, our bench_latency"
+            label["rss_bytes_per_msg"] = "RSS per queued message"
+            both = ("theirs" in seen)
+            hdr = both ? "| measure (median of " rounds ") | ours | theirs | ours/theirs |\n|---|---|---|---|" \
+                       : "| measure (median of " rounds ") | ours |\n|---|---|"
+            print hdr > "/dev/stderr"; print hdr > table
+            for (i = 1; i <= 7; i++) {
+                m = order[i]; o = median("ours", m); t = both ? median("theirs", m) : ""
+                ratio = (both && o != "" && t != "" && t > 0) ? sprintf("%.2f", o / t) : ""
+                row = "| " label[m] " | " fmt(o, m)
+                if (both) row = row " | " fmt(t, m) " | " (ratio == "" ? "–" : ratio "×")
+                row = row " |"
+                print row > "/dev/stderr"; print row > table
+                printf "{\"tool\":\"summary\",\"measure\":\"%s\",\"tools\":\"%s\",\"rounds\":%d,\"ours\":%s,\"theirs\":%s,\"ratio\":%s}\n", \
+                    m, tools, rounds, (o == "" ? "null" : o), (t == "" ? "null" : t), (ratio == "" ? "null" : ratio)
+            }
+        }'
+}
+
+# --- replicated pairs (--replicated) ------------------------------------------
 # A port free on IP $1 right now (the replication listener needs its port
 # before the peer starts).
 free_port() {
@@ -142,7 +385,7 @@ free_port() {
 }
 
 # Add "mode" and "durable" to a tool's JSON line.
-tag() { sed "s/^{/{\"mode\":\"$1\",\"durable\":$2,/" <<<"$3"; }
+tag_mode() { sed "s/^{/{\"mode\":\"$1\",\"durable\":$2,/" <<<"$3"; }
 
 if [ "$MODE" = replicated ]; then
     for durable in false true; do
@@ -152,7 +395,7 @@ if [ "$MODE" = replicated ]; then
         w=$(run_tool "$BIN/bench_writer" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" \
             --count="$PAIR_COUNT" --size="$SIZE")
         l=$(run_tool "$BIN/bench_latency" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" --size="$SIZE")
-        results+=("$(tag single "$durable" "$w")" "$(tag single "$durable" "$l")")
+        results+=("$(tag_mode single "$durable" "$w")" "$(tag_mode single "$durable" "$l")")
         stop_nsqd
         pa=$(free_port 127.0.0.2)
         pb=$(free_port 127.0.0.3)
@@ -170,7 +413,7 @@ if [ "$MODE" = replicated ]; then
         w=$(run_tool "$BIN/bench_writer" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" \
             --count="$PAIR_COUNT" --size="$SIZE")
         l=$(run_tool "$BIN/bench_latency" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" --size="$SIZE")
-        results+=("$(tag pair "$durable" "$w")" "$(tag pair "$durable" "$l")")
+        results+=("$(tag_mode pair "$durable" "$w")" "$(tag_mode pair "$durable" "$l")")
         stop_nsqd
         NSQD_PID=$b_pid
         stop_nsqd
@@ -179,56 +422,16 @@ if [ "$MODE" = replicated ]; then
     exit 0
 fi
 
-# --- throughput and latency -------------------------------------------------
-start_nsqd throughput
+# --- main ----------------------------------------------------------------------
+servers=(ours)
+[ -n "$AGAINST" ] && servers+=(theirs)
 for round in $(seq 1 "$ROUNDS"); do
-    t0=$(nsqd_ticks)
-    w=$(run_tool "$BIN/bench_writer" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" \
-        --count="$WRITER_COUNT" --size="$SIZE")
-    t1=$(nsqd_ticks)
-    written=$(json_field msgs "$w")
-    # The reader stops when it has drained what the writer left, so its rate
-    # is measured over the drain, not padded with idle time.
-    r=$(run_tool "$BIN/bench_reader" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" \
-        --count="$written" --size="$SIZE")
-    t2=$(nsqd_ticks)
-    results+=("$w" "$(nsqd_cpu_json "writer_round_$round" "$t0" "$t1")")
-    results+=("$r" "$(nsqd_cpu_json "reader_round_$round" "$t1" "$t2")")
-    read_n=$(json_field msgs "$r")
-    [ "$read_n" -ge "$written" ] || log "round $round: reader finished $read_n of $written messages in $RUNFOR"
+    for server in "${servers[@]}"; do
+        if [ "$server" = ours ]; then nsqd=$BIN/nsqd; else nsqd=$AGAINST/nsqd; fi
+        log "round $round of $ROUNDS: $server"
+        bench_server "$server" "$nsqd" "$round"
+    done
 done
-t0=$(nsqd_ticks)
-l=$(run_tool "$BIN/bench_latency" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" --size="$SIZE")
-t1=$(nsqd_ticks)
-results+=("$l" "$(nsqd_cpu_json latency "$t0" "$t1")")
-stop_nsqd
-
-# --- memory per queued message ----------------------------------------------
-# A fresh nsqd; a consumer with RDY 0 creates the channel and keeps it, so the
-# messages sit in the channel's queue as they would in production.
-start_nsqd memory
-"$BIN/bench_reader" --tcp-address="$NSQD_TCP" --topic=mem_bench --channel=ch \
-    --rdy=0 --runfor=600s 2>"$WORK/holder.log" >/dev/null &
-holder=$!
-pids+=("$holder")
-for _ in $(seq 1 100); do
-    grep -q subscribed "$WORK/holder.log" && break
-    kill -0 "$holder" 2>/dev/null || break
-    sleep 0.1
-done
-grep -q subscribed "$WORK/holder.log" || { log "holding consumer failed:"; cat "$WORK/holder.log" >&2; exit 1; }
-rss_before=$(rss_kb)
-# Every message is acknowledged, so when the writer returns nsqd holds them all.
-m=$(run_tool "$BIN/bench_writer" --tcp-address="$NSQD_TCP" --topic=mem_bench \
-    --runfor=60s --count="$MEM_MSGS" --size="$SIZE")
-rss_after=$(rss_kb)
-queued=$(json_field msgs "$m")
-[ "$queued" = "$MEM_MSGS" ] || { log "memory run queued $queued of $MEM_MSGS messages"; exit 1; }
-results+=("$(awk -v n="$MEM_MSGS" -v size="$SIZE" -v b="$rss_before" -v a="$rss_after" 'BEGIN {
-    per = (a - b) * 1024 / n
-    printf "{\"tool\":\"nsqd_memory\",\"msgs\":%d,\"size\":%d,\"rss_before_kb\":%d,\"rss_after_kb\":%d,\"bytes_per_msg\":%.1f,\"overhead_per_msg\":%.1f}\n", n, size, b, a, per, per - size
-}')")
-kill -TERM "$holder" 2>/dev/null || true
-stop_nsqd
 
 printf '%s\n' "${results[@]}"
+summarise "$TOOLS"
