@@ -168,7 +168,10 @@ mod tests {
         let err = nsq_app::try_parse_options::<Options>("nsqlookupd", argv, &[]).unwrap_err();
         assert_eq!(
             (err.code, err.message.as_str()),
-            (0, "nsqlookupd v1.3.0 (built w/rustc)\n")
+            (
+                0,
+                format!("{}\n", nsq_app::version_string("nsqlookupd")).as_str()
+            )
         );
     }
 }
