@@ -353,7 +353,7 @@ async fn bad_requests_get_upstreams_errors() {
         );
         assert_error(
             &c,
-            &req("GET", "/api/nodes/10.0.0.1:4151", ""),
+            &req("GET", "/api/nodes/127.0.0.9:4151", ""),
             404,
             "NODE_NOT_FOUND",
         );
