@@ -656,7 +656,7 @@ impl CommandDecoder {
 /// Make room for more of a body of `size` bytes, no more than has already
 /// arrived (and at least a read's worth): a header alone never reserves the
 /// size it claims, yet a large body still grows its buffer by doubling.
-fn reserve_as_it_arrives(buf: &mut BytesMut, size: usize) {
+pub(crate) fn reserve_as_it_arrives(buf: &mut BytesMut, size: usize) {
     const STEP: usize = 64 * 1024;
     let missing = size.saturating_sub(buf.len());
     let room = buf.capacity() - buf.len();

@@ -205,7 +205,8 @@ impl LookupDecoder {
                 }
                 State::Body(size) => {
                     if buf.len() < size {
-                        buf.reserve(size - buf.len());
+                        // The declared size is only a claim: room grows with what arrives.
+                        crate::command::reserve_as_it_arrives(buf, size);
                         return Ok(None);
                     }
                     self.state = State::Line;
@@ -527,7 +528,7 @@ impl ReplyDecoder {
         }
         let total = 4 + size as usize;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
+            crate::command::reserve_as_it_arrives(buf, total);
             return Ok(None);
         }
         buf.advance(4);

@@ -497,3 +497,27 @@ mod properties {
         }
     }
 }
+
+/// A hostile peer declares a large IDENTIFY body and sends nothing more:
+/// the decoder must not reserve the declared size up front (found by the
+/// hostile-input property test: 262,245 bytes reserved after 13 arrived).
+#[test]
+fn an_identify_header_alone_reserves_no_more_than_a_read() {
+    let mut d = LookupDecoder::new();
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(b"IDENTIFY\n");
+    buf.extend_from_slice(&(MAX_IDENTIFY_BODY as u32).to_be_bytes());
+    buf.extend_from_slice(b"e");
+    assert!(d.decode(&mut buf).unwrap().is_none());
+    assert!(buf.capacity() <= 128 * 1024, "{}", buf.capacity());
+}
+
+/// The same for a reply read by nsqd from nsqlookupd.
+#[test]
+fn a_reply_header_alone_reserves_no_more_than_a_read() {
+    let d = ReplyDecoder::new(u64::from(u32::MAX));
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&(u32::MAX - 1).to_be_bytes());
+    assert!(d.decode(&mut buf).unwrap().is_none());
+    assert!(buf.capacity() <= 128 * 1024, "{}", buf.capacity());
+}
