@@ -17,7 +17,7 @@ mod producer;
 pub mod rdy;
 pub mod tls;
 
-pub use config::Config;
+pub use config::{Config, OptionError};
 pub use consumer::{Consumer, ConsumerStats};
 pub use error::{Error, Result};
 pub use message::{
