@@ -43,7 +43,7 @@ pub const REQUEUE_CHANNEL: &str = "nsqadmin_requeue";
 const IDLE: Duration = Duration::from_secs(5);
 
 mod requeue;
-use requeue::requeue;
+use requeue::{requeue, Requeue};
 
 /// nsqd's default dead-letter topic for `topic` (`<topic>.dead`, cut to the
 /// name limit; an ephemeral topic's dead letters go to a durable topic).
@@ -370,7 +370,14 @@ pub(crate) async fn act(ctx: &Context, req: &Req, job: &str) -> Reply {
             error: String::new(),
         };
         if limit > 0 {
-            let (n, err) = requeue(client, node, &dead, &dead_channel, job, limit).await;
+            let what = Requeue {
+                node,
+                dead: &dead,
+                dead_channel: &dead_channel,
+                job,
+                limit,
+            };
+            let (n, err) = requeue(client, what).await;
             report.requeued = n;
             if let Some(e) = err {
                 tracing::warn!("requeue of {dead} on {}: {e}", node.fetch_addr);

@@ -144,7 +144,7 @@ mod decode;
 mod line;
 mod mpub;
 
-pub(crate) use decode::reserve_as_it_arrives;
+pub(crate) use decode::{next_line, reserve_as_it_arrives};
 pub use decode::{CommandDecoder, DecodeError, Limits};
 pub use line::parse_base10;
 pub use mpub::parse_mpub_body;

@@ -8,10 +8,9 @@ use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::SignatureScheme;
 
 /// A PEM file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -97,27 +96,13 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub struct SignatureCheck(pub Arc<CryptoProvider>);
 
 impl SignatureCheck {
-    pub fn tls12(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
-    }
-
-    pub fn tls13(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    /// The algorithms a handshake signature is checked with (pass them to
+    /// `rustls::crypto::verify_tls12_signature` and `..._tls13_...`).
+    pub fn algorithms(&self) -> &WebPkiSupportedAlgorithms {
+        &self.0.signature_verification_algorithms
     }
 
     pub fn schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.algorithms().supported_schemes()
     }
 }

@@ -67,28 +67,35 @@ fn tcp_addr(node: &Node) -> String {
 
 /// Move up to `limit` messages of `dead`/`dead_channel` to `job` on `node`:
 /// how many moved, and what stopped it early, if something went wrong.
-pub(super) async fn requeue(
-    c: &HttpClient,
-    node: &Node,
-    dead: &str,
-    dead_channel: &str,
-    job: &str,
-    limit: u64,
-) -> (u64, Option<RequeueError>) {
+pub(super) async fn requeue(c: &HttpClient, what: Requeue<'_>) -> (u64, Option<RequeueError>) {
     let mut moved = 0;
-    let r = requeue_inner(c, node, dead, dead_channel, job, limit, &mut moved).await;
+    let r = requeue_inner(c, what, &mut moved).await;
     (moved, r.err())
+}
+
+/// One node's requeue: its dead letters of `dead`/`dead_channel` go back
+/// to `job`, at most `limit` of them.
+#[derive(Clone, Copy)]
+pub(super) struct Requeue<'a> {
+    pub node: &'a Node,
+    pub dead: &'a str,
+    pub dead_channel: &'a str,
+    pub job: &'a str,
+    pub limit: u64,
 }
 
 async fn requeue_inner(
     c: &HttpClient,
-    node: &Node,
-    dead: &str,
-    dead_channel: &str,
-    job: &str,
-    limit: u64,
+    what: Requeue<'_>,
     moved: &mut u64,
 ) -> Result<(), RequeueError> {
+    let Requeue {
+        node,
+        dead,
+        dead_channel,
+        job,
+        limit,
+    } = what;
     let addr = tcp_addr(node);
     let mut conn = V2::connect(&addr).await?;
     let sub = Command::Sub {

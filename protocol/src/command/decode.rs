@@ -144,15 +144,10 @@ impl CommandDecoder {
         loop {
             match std::mem::replace(&mut self.state, State::Line) {
                 State::Line => {
-                    let search = &buf[..buf.len().min(MAX_LINE_LEN)];
-                    let Some(nl) = search.iter().position(|&b| b == b'\n') else {
-                        if buf.len() >= MAX_LINE_LEN {
-                            return Err(DecodeError::LineTooLong);
-                        }
+                    let Some(line) = next_line(buf).map_err(|_| DecodeError::LineTooLong)? else {
                         return Ok(None);
                     };
-                    let line = buf.split_to(nl + 1);
-                    let mut line = &line[..nl];
+                    let mut line = &line[..line.len() - 1];
                     if let Some(stripped) = line.strip_suffix(b"\r") {
                         line = stripped;
                     }
@@ -273,32 +268,21 @@ impl CommandDecoder {
         let l = &self.limits;
         match head {
             Head::Pub(_) | Head::Dpub(..) => {
-                if size <= 0 {
-                    return Err(err(
-                        ErrorCode::BadMessage,
-                        format!("{n} invalid message body size {size}"),
-                    ));
-                }
-                if size as u64 > l.max_msg_size {
-                    return Err(err(
-                        ErrorCode::BadMessage,
-                        format!("{n} message too big {size} > {}", l.max_msg_size),
-                    ));
-                }
+                let (invalid, big) = (
+                    format!("{n} invalid message body size"),
+                    format!("{n} message"),
+                );
+                return positive_within(
+                    size,
+                    l.max_msg_size,
+                    ErrorCode::BadMessage,
+                    &invalid,
+                    &big,
+                );
             }
             Head::Mpub(_) => {
-                if size <= 0 {
-                    return Err(err(
-                        ErrorCode::BadBody,
-                        format!("MPUB invalid body size {size}"),
-                    ));
-                }
-                if size as u64 > l.max_body_size {
-                    return Err(err(
-                        ErrorCode::BadBody,
-                        format!("MPUB body too big {size} > {}", l.max_body_size),
-                    ));
-                }
+                let (invalid, big) = ("MPUB invalid body size", "MPUB body");
+                return positive_within(size, l.max_body_size, ErrorCode::BadBody, invalid, big);
             }
             Head::Identify | Head::Auth => {
                 if i64::from(size) > l.max_body_size as i64 {
@@ -316,6 +300,39 @@ impl CommandDecoder {
             }
         }
         Ok(size as usize)
+    }
+}
+
+/// A size that must be positive and at most `max`, checked in upstream's
+/// order and words: `{invalid} {size}`, then `{big} too big {size} > {max}`
+/// (a message's `big` is its verb's: "PUB message", "MPUB message").
+pub(super) fn positive_within(
+    size: i32,
+    max: u64,
+    code: ErrorCode,
+    invalid: &str,
+    big: &str,
+) -> Result<usize, DecodeError> {
+    if size <= 0 {
+        return Err(err(code, format!("{invalid} {size}")));
+    }
+    if size as u64 > max {
+        return Err(err(code, format!("{big} too big {size} > {max}")));
+    }
+    Ok(size as usize)
+}
+
+/// A command line longer than upstream's read buffer.
+pub(crate) struct LineTooLong;
+
+/// The next line off the front of `buf`, its `\n` included, or `None`
+/// until a whole one has arrived.
+pub(crate) fn next_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, LineTooLong> {
+    let search = &buf[..buf.len().min(MAX_LINE_LEN)];
+    match search.iter().position(|&b| b == b'\n') {
+        Some(nl) => Ok(Some(buf.split_to(nl + 1))),
+        None if buf.len() >= MAX_LINE_LEN => Err(LineTooLong),
+        None => Ok(None),
     }
 }
 

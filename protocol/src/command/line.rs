@@ -50,6 +50,22 @@ impl<'a> Params<'a> {
     fn get(&self, i: usize) -> &'a [u8] {
         self.first[i]
     }
+
+    /// At least `n` parts (the verb counts), or `E_INVALID` with `text`.
+    fn require(&self, n: usize, text: &str) -> Result<(), DecodeError> {
+        if self.count < n {
+            return Err(err(ErrorCode::Invalid, text.to_owned()));
+        }
+        Ok(())
+    }
+}
+
+/// A topic parameter; `E_BAD_TOPIC` in upstream's words for `verb`.
+fn topic(raw: &[u8], verb: &str) -> Result<TopicName, DecodeError> {
+    TopicName::new(raw).ok_or_else(|| {
+        let text = format!("{verb} topic name {} is not valid", go_quote(raw));
+        err(ErrorCode::BadTopic, text)
+    })
 }
 
 pub(super) fn parse_line(limits: &Limits, line: &[u8]) -> Result<Parsed, DecodeError> {
@@ -71,21 +87,11 @@ pub(super) fn parse_line(limits: &Limits, line: &[u8]) -> Result<Parsed, DecodeE
             Command::Rdy(count)
         }
         b"FIN" => {
-            if p.count < 2 {
-                return Err(err(
-                    ErrorCode::Invalid,
-                    "FIN insufficient number of params".into(),
-                ));
-            }
+            p.require(2, "FIN insufficient number of params")?;
             Command::Fin(message_id(p.get(1))?)
         }
         b"REQ" => {
-            if p.count < 3 {
-                return Err(err(
-                    ErrorCode::Invalid,
-                    "REQ insufficient number of params".into(),
-                ));
-            }
+            p.require(3, "REQ insufficient number of params")?;
             let id = message_id(p.get(1))?;
             let timeout_ms = parse_base10(p.get(2)).ok_or_else(|| {
                 err(
@@ -96,28 +102,13 @@ pub(super) fn parse_line(limits: &Limits, line: &[u8]) -> Result<Parsed, DecodeE
             Command::Req { id, timeout_ms }
         }
         b"TOUCH" => {
-            if p.count < 2 {
-                return Err(err(
-                    ErrorCode::Invalid,
-                    "TOUCH insufficient number of params".into(),
-                ));
-            }
+            p.require(2, "TOUCH insufficient number of params")?;
             Command::Touch(message_id(p.get(1))?)
         }
         b"CLS" => Command::Cls,
         b"SUB" => {
-            if p.count < 3 {
-                return Err(err(
-                    ErrorCode::Invalid,
-                    "SUB insufficient number of parameters".into(),
-                ));
-            }
-            let topic = TopicName::new(p.get(1)).ok_or_else(|| {
-                err(
-                    ErrorCode::BadTopic,
-                    format!("SUB topic name {} is not valid", go_quote(p.get(1))),
-                )
-            })?;
+            p.require(3, "SUB insufficient number of parameters")?;
+            let topic = topic(p.get(1), "SUB")?;
             let channel = ChannelName::new(p.get(2)).ok_or_else(|| {
                 err(
                     ErrorCode::BadChannel,
@@ -128,23 +119,16 @@ pub(super) fn parse_line(limits: &Limits, line: &[u8]) -> Result<Parsed, DecodeE
         }
         b"PUB" | b"MPUB" => {
             let verb = if name == b"PUB" { "PUB" } else { "MPUB" };
-            if p.count < 2 {
-                return Err(err(
-                    ErrorCode::Invalid,
-                    format!("{verb} insufficient number of parameters"),
-                ));
-            }
-            let topic = TopicName::new(p.get(1)).ok_or_else(|| {
-                // Upstream's MPUB repeats the code inside the text.
-                let prefix = if verb == "MPUB" { "E_BAD_TOPIC " } else { "" };
-                err(
-                    ErrorCode::BadTopic,
-                    format!(
-                        "{prefix}{verb} topic name {} is not valid",
-                        go_quote(p.get(1))
-                    ),
-                )
-            })?;
+            p.require(2, &format!("{verb} insufficient number of parameters"))?;
+            // Upstream's MPUB repeats the code inside the text.
+            let topic = topic(
+                p.get(1),
+                if verb == "MPUB" {
+                    "E_BAD_TOPIC MPUB"
+                } else {
+                    verb
+                },
+            )?;
             return Ok(Parsed::NeedsBody(if verb == "PUB" {
                 Head::Pub(topic)
             } else {
@@ -152,18 +136,8 @@ pub(super) fn parse_line(limits: &Limits, line: &[u8]) -> Result<Parsed, DecodeE
             }));
         }
         b"DPUB" => {
-            if p.count < 3 {
-                return Err(err(
-                    ErrorCode::Invalid,
-                    "DPUB insufficient number of parameters".into(),
-                ));
-            }
-            let topic = TopicName::new(p.get(1)).ok_or_else(|| {
-                err(
-                    ErrorCode::BadTopic,
-                    format!("DPUB topic name {} is not valid", go_quote(p.get(1))),
-                )
-            })?;
+            p.require(3, "DPUB insufficient number of parameters")?;
+            let topic = topic(p.get(1), "DPUB")?;
             let defer_ms = parse_base10(p.get(2)).ok_or_else(|| {
                 err(
                     ErrorCode::Invalid,

@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::decode::{err, DecodeError, Limits};
+use super::decode::{err, positive_within, DecodeError, Limits};
 use crate::error::{ErrorCode, ProtocolError};
 
 /// Progress through an MPUB body, kept between calls so a large body arriving
@@ -59,19 +59,14 @@ pub(super) fn scan_mpub(l: &Limits, scan: &mut MpubScan, buf: &[u8]) -> Result<b
         }
         let size = i32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
         scan.in_body = true;
-        if size <= 0 {
-            return Err(err(
-                ErrorCode::BadMessage,
-                format!("MPUB invalid message({i}) body size {size}"),
-            ));
-        }
-        if size as u64 > l.max_msg_size {
-            return Err(err(
-                ErrorCode::BadMessage,
-                format!("MPUB message too big {size} > {}", l.max_msg_size),
-            ));
-        }
-        let size = size as usize;
+        let invalid = format!("MPUB invalid message({i}) body size");
+        let size = positive_within(
+            size,
+            l.max_msg_size,
+            ErrorCode::BadMessage,
+            &invalid,
+            "MPUB message",
+        )?;
         if (at + 4).saturating_add(size) > scan.declared {
             return Err(err(
                 ErrorCode::BadBody,
