@@ -1,7 +1,9 @@
 //! Criterion benches for nsqd's per-message hot paths, through the library
 //! API the protocol handler uses: a topic fanning one published message out
 //! to N channels, and a channel moving a message into flight and finishing
-//! it while many others are in flight.
+//! it while many others are in flight; and through a real loopback
+//! connection to an in-process nsqd: one PUB's round trip to its `OK`, and
+//! messages delivered and finished by a subscriber.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
@@ -114,5 +116,145 @@ fn take_fin(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fan_out, take_fin);
+/// An nsqd serving on loopback from its own two-worker runtime (the
+/// machine's shape), memory only, until the bench process ends.
+struct LiveNsqd {
+    addr: std::net::SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+fn live_nsqd() -> LiveNsqd {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let data = format!("--data-path={}", dir.path().display());
+    let argv = [
+        "nsqd",
+        "--tcp-address=127.0.0.1:0",
+        "--http-address=",
+        "--mem-queue-size=10000000",
+        data.as_str(),
+    ];
+    let opts = nsq_app::flags::try_parse_options("nsqd", argv.iter().map(Into::into), &[])
+        .expect("options");
+    let server = runtime
+        .block_on(nsqd::Server::bind(opts))
+        .expect("bind");
+    let addr = server.tcp_addr();
+    runtime.spawn(server.run(std::future::pending()));
+    LiveNsqd {
+        addr,
+        _runtime: runtime,
+        _dir: dir,
+    }
+}
+
+/// A blocking V2 connection.
+fn connect(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    s.write_all(b"  V2").expect("magic");
+    s
+}
+
+/// Read one frame; returns its type and data.
+fn read_frame(s: &mut std::net::TcpStream, data: &mut Vec<u8>) -> i32 {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    s.read_exact(&mut head).expect("frame head");
+    let size = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+    let kind = i32::from_be_bytes(head[4..].try_into().unwrap());
+    data.resize(size - 4, 0);
+    s.read_exact(data).expect("frame data");
+    kind
+}
+
+fn encode(cmd: nsq_protocol::Command) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::new();
+    cmd.encode(&mut buf);
+    buf.to_vec()
+}
+
+/// One PUB of 200 bytes to a topic without channels, waiting for its `OK`:
+/// what a request/response publisher feels, wake-ups between tasks and
+/// threads included.
+fn pub_round_trip(c: &mut Criterion) {
+    use std::io::Write;
+    let live = live_nsqd();
+    let mut s = connect(live.addr);
+    let cmd = encode(nsq_protocol::Command::Pub {
+        topic: "bench_rt".parse().unwrap(),
+        body: body(),
+    });
+    let mut data = Vec::new();
+    let mut g = c.benchmark_group("tcp");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("pub_round_trip", |b| {
+        b.iter(|| {
+            s.write_all(&cmd).expect("PUB");
+            assert_eq!(read_frame(&mut s, &mut data), 0, "OK");
+        })
+    });
+    g.finish();
+}
+
+/// Messages delivered to one subscriber (RDY 1000) and finished, one FIN
+/// write per message read, as a simple client does; the channel is refilled
+/// by MPUBs outside the timing.
+fn sub_fin(c: &mut Criterion) {
+    use std::io::Write;
+    const BATCH: usize = 1000;
+    let live = live_nsqd();
+    let topic: nsq_protocol::TopicName = "bench_sub".parse().unwrap();
+    let mut publisher = connect(live.addr);
+    let mpub = encode(nsq_protocol::Command::Mpub {
+        topic: topic.clone(),
+        bodies: vec![body(); BATCH],
+    });
+    let mut sub = connect(live.addr);
+    sub.write_all(&encode(nsq_protocol::Command::Sub {
+        topic,
+        channel: "ch".parse().unwrap(),
+    }))
+    .expect("SUB");
+    let mut data = Vec::new();
+    assert_eq!(read_frame(&mut sub, &mut data), 0, "SUB OK");
+    sub.write_all(&encode(nsq_protocol::Command::Rdy(BATCH as u64)))
+        .expect("RDY");
+    let mut g = c.benchmark_group("tcp");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.bench_function("sub_fin_1000", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            let mut fins = Vec::with_capacity(BATCH * 40);
+            for _ in 0..iters {
+                publisher.write_all(&mpub).expect("MPUB");
+                assert_eq!(read_frame(&mut publisher, &mut data), 0, "MPUB OK");
+                let start = StdInstant::now();
+                let mut left = BATCH;
+                while left > 0 {
+                    let kind = read_frame(&mut sub, &mut data);
+                    if kind != 2 {
+                        continue; // a heartbeat
+                    }
+                    let id = nsq_protocol::MessageId::from_slice(&data[10..26]).expect("id");
+                    fins.clear();
+                    fins.extend(encode(nsq_protocol::Command::Fin(id)));
+                    sub.write_all(&fins).expect("FIN");
+                    left -= 1;
+                }
+                spent += start.elapsed();
+            }
+            spent
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, fan_out, take_fin, pub_round_trip, sub_fin);
 criterion_main!(benches);

@@ -293,22 +293,49 @@ impl Channel {
     }
     /// FIN: the client is done with the message.
     pub fn finish(&self, client_id: u64, id: u64) -> Result<(), InFlightError> {
-        let msg = {
+        let mut result = Ok(());
+        self.finish_many(client_id, &[id], |_, e| result = Err(e));
+        result
+    }
+
+    /// FIN of several messages in one lock section (the FINs one read
+    /// brought in); `failed` hears, in order, of each one that could not be
+    /// finished, by its index in `ids`.
+    pub fn finish_many(
+        &self,
+        client_id: u64,
+        ids: &[u64],
+        mut failed: impl FnMut(usize, InFlightError),
+    ) {
+        let watched = self.observers.e2e.is_some() || self.observers.events.get().is_some();
+        let mut done = Vec::new();
+        {
             let mut guard = self.lock();
             let st = &mut *guard;
-            let msg = st.flights.settle(client_id, id)?;
-            st.counts.finish += 1;
-            if let Some(u) = st.unfinished.as_mut() {
-                u.finished(id);
+            for (i, &id) in ids.iter().enumerate() {
+                let msg = match st.flights.settle(client_id, id) {
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        failed(i, e);
+                        continue;
+                    }
+                };
+                st.counts.finish += 1;
+                if let Some(u) = st.unfinished.as_mut() {
+                    u.finished(id);
+                }
+                if let Some(job) = st.job.as_mut() {
+                    job.answered(client_id, id);
+                    job.done(&msg, st.flights.client(client_id));
+                }
+                if watched {
+                    done.push(msg);
+                }
             }
-            if let Some(job) = st.job.as_mut() {
-                job.answered(client_id, id);
-                job.done(&msg, st.flights.client(client_id));
-            }
-            msg
-        };
-        self.observers.finished(&self.topic_name, &self.name, &msg);
-        Ok(())
+        }
+        for msg in &done {
+            self.observers.finished(&self.topic_name, &self.name, msg);
+        }
     }
 
     /// Durable: messages that left this channel some other way (moved to

@@ -326,7 +326,7 @@ impl Connection {
         };
         let json = serde_json::to_vec(&resp)
             .map_err(|e| ProtocolError::new(ErrorCode::AuthError, format!("AUTH error {e}")))?;
-        self.send_response(Bytes::from(json)).await;
+        self.send_response(&json);
         Ok(())
     }
 
