@@ -141,9 +141,7 @@ fn live_nsqd() -> LiveNsqd {
     ];
     let opts = nsq_app::flags::try_parse_options("nsqd", argv.iter().map(Into::into), &[])
         .expect("options");
-    let server = runtime
-        .block_on(nsqd::Server::bind(opts))
-        .expect("bind");
+    let server = runtime.block_on(nsqd::Server::bind(opts)).expect("bind");
     let addr = server.tcp_addr();
     runtime.spawn(server.run(std::future::pending()));
     LiveNsqd {

@@ -38,8 +38,8 @@ mod reading;
 mod writer;
 use commands::log_error;
 use negotiate::Transport;
-use reading::{read_with_deadline, shrink_after_burst, CommandClock, ReadFailed};
 use output::Shared;
+use reading::{read_with_deadline, shrink_after_burst, CommandClock, ReadFailed};
 use writer::Writer;
 
 /// Bytes read from the socket at a time.
@@ -220,9 +220,15 @@ impl Connection {
             self.settings.clone(),
             write,
         );
-        let writer =
-            tokio::spawn(Writer::new(shared.clone(), stop.clone()).run().in_current_span());
-        if let Err(reason) = self.read_loop(&mut read, &shared, &stop, input, first).await {
+        let writer = tokio::spawn(
+            Writer::new(shared.clone(), stop.clone())
+                .run()
+                .in_current_span(),
+        );
+        if let Err(reason) = self
+            .read_loop(&mut read, &shared, &stop, input, first)
+            .await
+        {
             debug!(reason, "closing connection");
         }
         // FINs read before the end still count.

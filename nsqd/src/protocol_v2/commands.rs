@@ -107,7 +107,11 @@ impl Connection {
         Some(params_error)
     }
 
-    pub(super) fn require_state(&self, cmd: &str, allowed: &[ClientState]) -> Result<(), ProtocolError> {
+    pub(super) fn require_state(
+        &self,
+        cmd: &str,
+        allowed: &[ClientState],
+    ) -> Result<(), ProtocolError> {
         if allowed.contains(&self.client.state()) {
             Ok(())
         } else {

@@ -146,17 +146,16 @@ impl<W: AsyncWrite + Unpin> Shared<W> {
         frames.clear();
         loop {
             let more = deliver && guard.fill(self);
-            if !more || guard.out.len() >= guard.threshold() {
-                if !guard.write_now()? {
-                    if guard.out.len() > MAX_UNWRITTEN {
-                        // Backpressure: stop reading a client that does
-                        // not read.
-                        guard.flush().await?;
-                        continue;
-                    }
-                    self.client.wake.notify_one();
-                    return Ok(());
+            let write = !more || guard.out.len() >= guard.threshold();
+            if write && !guard.write_now()? {
+                if guard.out.len() > MAX_UNWRITTEN {
+                    // Backpressure: stop reading a client that does not
+                    // read.
+                    guard.flush().await?;
+                    continue;
                 }
+                self.client.wake.notify_one();
+                return Ok(());
             }
             if !more {
                 return Ok(());

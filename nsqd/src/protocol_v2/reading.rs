@@ -77,4 +77,3 @@ pub(super) async fn read_with_deadline<R: AsyncRead + Unpin>(
     };
     r.map_err(|_| ReadFailed::Io)
 }
-
