@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nsq::{handler_fn, Config, Consumer, HandlerError, Producer};
-use nsq_tests::{wait_until, within, NsqdProcess};
+use nsq_test_support::{wait_until, within, NsqdProcess};
 use tokio::sync::{mpsc, watch};
 
 /// The stats of `topic`/`channel` as nsqd reports them.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nsq::{handler_fn, Config, Consumer, Producer};
-use nsq_tests::{wait_until, within, NsqdProcess};
+use nsq_test_support::{wait_until, within, NsqdProcess};
 use tokio::sync::{mpsc, watch};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

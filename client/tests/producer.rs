@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use nsq::{Config, Error, Producer};
 use nsq_protocol::frame::FrameError;
-use nsq_tests::{within, NsqdProcess};
+use nsq_test_support::{within, NsqdProcess};
 
 /// The message count nsqd reports for `topic` (depth + in flight + done).
 fn message_count(nsqd: &NsqdProcess, topic: &str) -> u64 {

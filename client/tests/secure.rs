@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nsq::{handler_fn, Config, Consumer, Error, Message, Producer};
-use nsq_tests::{wait_until, within, AuthServer, Certs, NsqdProcess};
+use nsq_test_support::{wait_until, within, AuthServer, Certs, NsqdProcess};
 use tokio::sync::mpsc;
 
 /// Every client nsqd lists for `topic` (subscribers and publishers).

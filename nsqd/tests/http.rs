@@ -2,10 +2,10 @@
 //! every endpoint, each of its error paths with upstream's status and error
 //! name, methods and OPTIONS, and the golden upstream headers and bodies.
 
-mod support;
-
+use nsq_test_support::in_process::*;
+use nsq_test_support::samples::*;
+use nsq_test_support::{http_exchange, http_keepalive, poll, HttpResponse};
 use serde_json::{json, Value};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -158,7 +158,7 @@ async fn pub_and_its_errors() {
         // A chunked body over the limit is caught while reading.
         let req = "POST /pub?topic=X HTTP/1.1\r\nHost: n\r\nTransfer-Encoding: chunked\r\n\r\n\
                    11\r\naaaaaaaaaaaaaaaaa\r\n0\r\n\r\n";
-        raw_request(d.http, req.as_bytes(), false)
+        http_exchange(d.http, req.as_bytes(), false)
             .await
             .assert_error(413, "MSG_TOO_BIG");
         let big = format!(
@@ -166,7 +166,7 @@ async fn pub_and_its_errors() {
              64\r\n{}\r\n0\r\n\r\n",
             "a".repeat(100)
         );
-        raw_request(d.http, big.as_bytes(), false)
+        http_exchange(d.http, big.as_bytes(), false)
             .await
             .assert_error(413, "MSG_TOO_BIG");
         let stats = http(&d, "GET", "/stats?format=json&topic=X", b"")
@@ -571,7 +571,7 @@ async fn many_concurrent_bad_requests_do_not_stop_nsqd() {
                     3 => ("GET", "/stats?format=json&a=%".into(), vec![]),
                     _ => ("POST", "/channel/pause?topic=T&channel=".into(), vec![]),
                 };
-                http_with(addr, m, &t, &[], &b).await.status
+                http_keepalive(addr, m, &t, &[], &b).await.status
             }));
         }
         for t in tasks {

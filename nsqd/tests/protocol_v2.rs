@@ -8,9 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-mod support;
-
-use support::{start, Nsqd};
+use nsq_test_support::in_process::{start, Nsqd};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -598,9 +596,9 @@ async fn a_line_past_16k_closes_without_an_error_frame() {
     c.expect_closed().await;
 }
 
-/// Poll a condition on server state until it holds (see [`support::poll`]).
+/// Poll a condition on server state until it holds (see [`nsq_test_support::poll`]).
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    support::poll(what, || std::future::ready(cond().then_some(()))).await
+    nsq_test_support::poll(what, || std::future::ready(cond().then_some(()))).await
 }
 
 #[tokio::test]

@@ -2,8 +2,6 @@
 //! deflate upgrade sequences, `--tls-required` over TCP and HTTP, HTTPS, and
 //! AUTH against an auth server the test runs. Certificates are made here.
 
-mod support;
-
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -13,8 +11,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use nsq_test_support::http::parse_response;
+use nsq_test_support::in_process::{http, start, within, STEP};
+use nsq_test_support::HttpResponse;
 use serde_json::{json, Value};
-use support::{http, parse_response, start, within, STEP};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
@@ -141,7 +141,7 @@ impl Certs {
     }
 }
 
-async fn start_args(args: &[String]) -> support::Nsqd {
+async fn start_args(args: &[String]) -> nsq_test_support::in_process::Nsqd {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     start(&refs).await
 }
@@ -206,7 +206,7 @@ async fn expect_closed<S: AsyncRead + Unpin>(s: &mut S) {
     assert_eq!(n, 0, "unexpected bytes {:?}", &b[..n]);
 }
 
-async fn connect(nsqd: &support::Nsqd) -> TcpStream {
+async fn connect(nsqd: &nsq_test_support::in_process::Nsqd) -> TcpStream {
     let mut s = TcpStream::connect(nsqd.tcp).await.unwrap();
     s.write_all(b"  V2").await.unwrap();
     s
@@ -219,7 +219,7 @@ fn negotiated(tls: bool, deflate: bool, level: u8, snappy: bool, auth: bool) -> 
     )
 }
 
-async fn clients(nsqd: &support::Nsqd, topic: &str) -> Vec<Value> {
+async fn clients(nsqd: &nsq_test_support::in_process::Nsqd, topic: &str) -> Vec<Value> {
     let stats = http(
         nsqd,
         "GET",
@@ -456,7 +456,7 @@ async fn both_compressions_at_once_is_fatal() {
     .await
 }
 
-async fn https_get(certs: &Certs, addr: SocketAddr, target: &str) -> support::HttpResponse {
+async fn https_get(certs: &Certs, addr: SocketAddr, target: &str) -> HttpResponse {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let mut tls = certs.tls(tcp).await;
     let req = format!("GET {target} HTTP/1.1\r\nHost: nsqd\r\nConnection: close\r\n\r\n");
@@ -466,10 +466,7 @@ async fn https_get(certs: &Certs, addr: SocketAddr, target: &str) -> support::Ht
         .await
         .unwrap()
         .unwrap();
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let mut resp = parse_response(&raw[..end]);
-    resp.body = raw[end..].to_vec();
-    resp
+    parse_response(&raw).expect("an HTTP response")
 }
 
 #[tokio::test]
@@ -698,7 +695,10 @@ impl AuthServer {
 
 const GRANT: &str = r#"{"ttl":3600,"identity":"alice","identity_url":"https://id/alice","authorizations":[{"topic":"^ok","channels":[".*"],"permissions":["subscribe","publish"]}]}"#;
 
-async fn authed_conn(nsqd: &support::Nsqd, secret: &str) -> (TcpStream, (u32, String)) {
+async fn authed_conn(
+    nsqd: &nsq_test_support::in_process::Nsqd,
+    secret: &str,
+) -> (TcpStream, (u32, String)) {
     let mut tcp = connect(nsqd).await;
     tcp.write_all(&identify_cmd(&json!({"feature_negotiation": true})))
         .await
@@ -834,7 +834,7 @@ async fn an_auth_ttl_of_i64_max_saturates_instead_of_killing_the_connection() {
         assert_eq!(reply(&mut tcp).await, (0, "OK".into()));
         assert_eq!(nsqd.inner.clients_snapshot().len(), 1);
         drop(tcp);
-        support::poll("the client to be unregistered", || async {
+        nsq_test_support::poll("the client to be unregistered", || async {
             nsqd.inner.clients_snapshot().is_empty().then_some(())
         })
         .await;

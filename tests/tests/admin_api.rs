@@ -10,8 +10,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use nsq_tests::admin::{AdminCluster, SETTLE};
-use nsq_tests::{wait_until, within, NsqadminProcess, NsqdProcess};
+use nsq_test_support::admin::{AdminCluster, SETTLE};
+use nsq_test_support::{wait_until, within, NsqadminProcess, NsqdProcess};
 use serde_json::{json, Value};
 
 const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/spec/samples");
@@ -70,7 +70,12 @@ fn assert_shape(c: &AdminCluster, what: &str, ours: &Value, theirs: &Value) {
 }
 
 /// Check `resp` is a V1 JSON answer with `status` and `message`.
-fn assert_error(c: &AdminCluster, resp: &nsq_tests::HttpResponse, status: u16, message: &str) {
+fn assert_error(
+    c: &AdminCluster,
+    resp: &nsq_test_support::HttpResponse,
+    status: u16,
+    message: &str,
+) {
     if resp.status != status || resp.json()["message"] != message {
         c.fail(&format!(
             "expected {status} {message:?}, got {} {}",
@@ -732,7 +737,7 @@ async fn config_reads_and_changes_options() {
 
         // Point nsqadmin at an empty lookupd: the node is gone from its view;
         // and back.
-        let empty = nsq_tests::NsqlookupdProcess::start(&[]);
+        let empty = nsq_test_support::NsqlookupdProcess::start(&[]);
         let r = put(
             "nsqlookupd_http_addresses",
             &json!([empty.http_addr().to_string()]).to_string(),
@@ -842,7 +847,7 @@ async fn cross_site_actions_are_refused() {
         let admin = c.admin.http_addr();
         let pause = br#"{"action":"pause"}"#;
         let send = |method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]| {
-            nsq_tests::http_request_with_headers(admin, method, target, headers, body)
+            nsq_test_support::http_request_with_headers(admin, method, target, headers, body)
                 .unwrap_or_else(|e| c.fail(&format!("{method} {target}: {e}")))
         };
         // What a hostile page can send without a CORS preflight: a form-like

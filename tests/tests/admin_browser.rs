@@ -19,9 +19,9 @@ use std::time::Duration;
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
-use nsq_tests::admin::{AdminCluster, SETTLE};
-use nsq_tests::fake_node::{Answer, FakeNode};
-use nsq_tests::{target_dir, wait_until, within_for, NsqadminProcess, WAIT_POLL_INTERVAL};
+use nsq_test_support::admin::{AdminCluster, SETTLE};
+use nsq_test_support::fake_node::{Answer, FakeNode};
+use nsq_test_support::{target_dir, wait_until, within_for, NsqadminProcess, WAIT_POLL_INTERVAL};
 use serde_json::json;
 
 const INSTALL: &str = "scripts/test-deps/chromium.sh";

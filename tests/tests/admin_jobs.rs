@@ -9,8 +9,8 @@ use std::net::{SocketAddr, TcpListener};
 
 use bytes::Bytes;
 use nsq_protocol::job::Shard;
-use nsq_tests::admin::{AdminCluster, SETTLE};
-use nsq_tests::{wait_until, within, NsqadminProcess, NsqdProcess};
+use nsq_test_support::admin::{AdminCluster, SETTLE};
+use nsq_test_support::{wait_until, within, NsqadminProcess, NsqdProcess};
 use serde_json::{json, Value};
 
 fn shard(item: u32, load: u32) -> Shard {

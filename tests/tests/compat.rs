@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use nsq_protocol::Frame;
-use nsq_tests::{describe, within, NsqdProcess, RawConn};
+use nsq_test_support::{describe, within, NsqdProcess, RawConn};
 use serde_json::json;
 
 /// go-nsq's `TestProducerHeartbeat` asserts this exact string.

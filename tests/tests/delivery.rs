@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use nsq_tests::{within, NsqdProcess};
+use nsq_test_support::{within, NsqdProcess};
 use serde_json::json;
 
 /// Slack on top of a delay before "it never arrived" is declared: covers nsqd's 100 ms queue

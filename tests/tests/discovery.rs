@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use nsq_tests::{
+use nsq_test_support::{
     http_request, wait_until, within, within_for, Daemon, LookupRead, NsqdProcess,
     NsqlookupdProcess, RawLookupConn,
 };

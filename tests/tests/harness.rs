@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use nsq_tests::{wait_until, within, NsqdProcess, NsqlookupdProcess};
+use nsq_test_support::{wait_until, within, NsqdProcess, NsqlookupdProcess};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

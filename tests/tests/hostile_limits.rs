@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use nsq_tests::{wait_until, within, NsqdProcess, RawConn};
+use nsq_test_support::{wait_until, within, NsqdProcess, RawConn};
 use tokio::net::TcpStream;
 
 /// Tests here run nsqd through `prlimit` (scripts/test-deps/prlimit.sh).
@@ -96,7 +96,8 @@ async fn exhausted_descriptors_leave_connected_clients_served() {
 }
 
 fn ping_ok(nsqd: &NsqdProcess) -> bool {
-    nsq_tests::http_get(nsqd.http_addr(), "/ping").is_ok_and(|r| r.status == 200 && r.body == b"OK")
+    nsq_test_support::http_get(nsqd.http_addr(), "/ping")
+        .is_ok_and(|r| r.status == 200 && r.body == b"OK")
 }
 
 /// nsqlookupd shares the start-up step (nsqadmin too: one call in each
@@ -109,7 +110,7 @@ async fn nsqlookupd_raises_its_open_file_limit_too() {
             "--tcp-address=127.0.0.1:0".into(),
             "--http-address=127.0.0.1:0".into(),
         ];
-        let lookupd = nsq_tests::Daemon::spawn_wrapped(
+        let lookupd = nsq_test_support::Daemon::spawn_wrapped(
             "nsqlookupd",
             &["prlimit", "--nofile=64:1024", "--"],
             &args,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nsq_protocol::job::{peek_load, Shard};
-use nsq_tests::{wait_until, within, NsqdProcess};
+use nsq_test_support::{wait_until, within, NsqdProcess};
 use serde_json::json;
 
 /// Generous bound for state another process changes on its own.

@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use nsq_tests::{
+use nsq_test_support::{
     http_get, http_post, wait_until, within, NsqadminProcess, NsqdProcess, NsqlookupdProcess,
 };
 use prometheus_parse::{LineInfo, Scrape, Value};

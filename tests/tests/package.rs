@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use nsq_tests::all_binaries_dir;
+use nsq_test_support::all_binaries_dir;
 
 const PACKAGE: &str = "nsq-rs";
 const DAEMONS: [&str; 3] = ["nsqd", "nsqlookupd", "nsqadmin"];

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nsq_tests::NsqdProcess;
+use nsq_test_support::NsqdProcess;
 use serde_json::Value;
 
 /// Longest one Python client run may take (it also stops itself earlier).

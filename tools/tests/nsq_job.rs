@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nsq_tests::{wait_until, within, NsqdProcess};
+use nsq_test_support::{wait_until, within, NsqdProcess};
 use serde_json::Value;
 
 const JOB: &str = env!("CARGO_BIN_EXE_nsq-job");

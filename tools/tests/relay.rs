@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nsq_tests::{wait_until, within, NsqdProcess, NsqlookupdProcess};
+use nsq_test_support::{wait_until, within, NsqdProcess, NsqlookupdProcess};
 use support::{topic_stats, Tool};
 
 /// One request as the server saw it.
@@ -332,8 +332,8 @@ async fn nsq_tail_logs_each_lookupd_query_and_its_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consuming_tools_take_tls_compression_and_auth_options() {
     within(async {
-        let certs = nsq_tests::Certs::new();
-        let auth = nsq_tests::AuthServer::start(&[
+        let certs = nsq_test_support::Certs::new();
+        let auth = nsq_test_support::AuthServer::start(&[
             r#"{"ttl":3600,"identity":"tail","authorizations":[{"topic":".*","channels":[".*"],"permissions":["subscribe","publish"]}]}"#,
         ]);
         let mut args = certs.nsqd_args();

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use nsq_tests::{wait_until, within, NsqdProcess, NsqlookupdProcess};
+use nsq_test_support::{wait_until, within, NsqdProcess, NsqlookupdProcess};
 use support::Tool;
 
 /// The files in `dir` and their contents, by name.

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use nsq_tests::{wait_until, within, NsqdProcess, NsqlookupdProcess};
+use nsq_test_support::{wait_until, within, NsqdProcess, NsqlookupdProcess};
 use support::{args, topic_stats, Tool};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use nsq_tests::NsqdProcess;
+use nsq_test_support::NsqdProcess;
 
 /// A tool process whose stdout and stderr are read by threads, so a full
 /// pipe never blocks it, and which is killed if the test ends early.

@@ -7,11 +7,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::raw::READ_TIMEOUT;
+use serde_json::Value;
+
+use crate::raw::{connect_tcp, READ_TIMEOUT};
 
 /// The V1 protocol magic a client sends first.
 pub const MAGIC_V1: &[u8] = b"  V1";
@@ -45,13 +47,8 @@ impl RawLookupConn {
 
     /// Connect without sending anything (for bad-magic tests).
     pub async fn connect_without_magic(addr: SocketAddr) -> RawLookupConn {
-        let stream = tokio::time::timeout(READ_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .unwrap_or_else(|_| panic!("connect to {addr} timed out"))
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        stream.set_nodelay(true).expect("set TCP_NODELAY");
         RawLookupConn {
-            stream,
+            stream: connect_tcp(addr).await,
             buf: BytesMut::with_capacity(4096),
             peer: addr,
         }
@@ -68,11 +65,61 @@ impl RawLookupConn {
 
     /// `IDENTIFY\n` followed by the size-prefixed JSON body, as nsqd sends it.
     pub async fn send_identify(&mut self, body: &[u8]) {
-        let mut out = b"IDENTIFY\n".to_vec();
-        let size = u32::try_from(body.len()).expect("body fits in u32");
-        out.extend_from_slice(&size.to_be_bytes());
-        out.extend_from_slice(body);
-        self.write_raw(&out).await;
+        self.write_raw(&identify_cmd(body)).await;
+    }
+
+    /// IDENTIFY as an nsqd 1.3.0 on 127.0.0.1 with these ports; the reply as JSON.
+    pub async fn identify_as_nsqd(&mut self, tcp_port: u16, http_port: u16) -> Value {
+        self.send_identify(&identify_body(tcp_port, http_port))
+            .await;
+        let reply = self.read_reply().await;
+        serde_json::from_str(&reply).unwrap_or_else(|_| panic!("IDENTIFY reply {reply:?}"))
+    }
+
+    /// Send `cmd` as it is and return the reply as text.
+    pub async fn command(&mut self, cmd: &[u8]) -> String {
+        self.write_raw(cmd).await;
+        self.read_reply().await
+    }
+
+    /// This end's address, which lookupd names the peer by.
+    pub fn local_addr(&self) -> String {
+        self.stream
+            .local_addr()
+            .expect("a connected socket's address")
+            .to_string()
+    }
+
+    /// Close the sending half, as a client that is done talking does.
+    pub async fn shutdown_write(&mut self) {
+        self.stream.shutdown().await.expect("half-close");
+    }
+
+    /// The next reply's size field alone (for answers that are not V1 replies, such as an
+    /// HTTP server's), without consuming it.
+    pub async fn peek_reply_size(&mut self) -> u32 {
+        while self.buf.len() < 4 {
+            match tokio::time::timeout(READ_TIMEOUT, self.stream.read_buf(&mut self.buf)).await {
+                Err(_) => panic!("lookupd {}: no reply size in time", self.peer),
+                Ok(Ok(0)) | Ok(Err(_)) => panic!("lookupd {}: closed before a reply", self.peer),
+                Ok(Ok(_)) => {}
+            }
+        }
+        u32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes"))
+    }
+
+    /// Whatever bytes come next, undecoded (for tests that decode replies themselves); empty
+    /// once the server closed.
+    pub async fn read_chunk(&mut self) -> Bytes {
+        if self.buf.is_empty() {
+            match tokio::time::timeout(READ_TIMEOUT, self.stream.read_buf(&mut self.buf)).await {
+                Err(_) => panic!("lookupd {}: nothing to read in time", self.peer),
+                Ok(r) => {
+                    r.unwrap_or_else(|e| panic!("read from lookupd {}: {e}", self.peer));
+                }
+            }
+        }
+        self.buf.split().freeze()
     }
 
     /// Read the next reply, waiting at most `timeout`.
@@ -106,11 +153,32 @@ impl RawLookupConn {
     /// [`READ_TIMEOUT`]: every V1 error is fatal.
     pub async fn expect_closed(&mut self) {
         match self.try_read_reply(READ_TIMEOUT).await {
-            LookupRead::Closed => {}
+            LookupRead::Closed if self.buf.is_empty() => {}
+            LookupRead::Closed => panic!(
+                "lookupd {}: closed after a partial reply {:?}",
+                self.peer, self.buf
+            ),
             other => panic!(
                 "lookupd {}: expected the connection to close, got {other:?}",
                 self.peer
             ),
         }
     }
+}
+
+/// The IDENTIFY body nsqd 1.3.0 sends (as in the golden samples' setup).
+pub fn identify_body(tcp_port: u16, http_port: u16) -> Vec<u8> {
+    format!(
+        r#"{{"broadcast_address":"127.0.0.1","hostname":"vm","http_port":{http_port},"tcp_port":{tcp_port},"topology_region":"","topology_zone":"","version":"1.3.0"}}"#
+    )
+    .into_bytes()
+}
+
+/// `IDENTIFY\n`, the body's size and the body: the whole command as bytes.
+pub fn identify_cmd(body: &[u8]) -> Vec<u8> {
+    let mut out = b"IDENTIFY\n".to_vec();
+    let size = u32::try_from(body.len()).expect("body fits in u32");
+    out.extend_from_slice(&size.to_be_bytes());
+    out.extend_from_slice(body);
+    out
 }
