@@ -11,20 +11,6 @@ use nsq::{handler_fn, Config, Consumer, HandlerError, Producer};
 use nsq_test_support::{wait_until, within, NsqdProcess};
 use tokio::sync::{mpsc, watch};
 
-/// The stats of `topic`/`channel` as nsqd reports them.
-fn channel_stats(nsqd: &NsqdProcess, topic: &str, channel: &str) -> serde_json::Value {
-    let stats = nsqd
-        .http_get(&format!("/stats?format=json&topic={topic}"))
-        .json();
-    stats["topics"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["topic_name"] == topic))
-        .and_then(|t| t["channels"].as_array())
-        .and_then(|cs| cs.iter().find(|c| c["channel_name"] == channel))
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
-}
-
 /// A consumer whose handler reports every body it sees on the returned channel.
 fn recording_consumer(
     topic: &str,
@@ -91,7 +77,7 @@ async fn thousand_messages_exactly_once_across_two_consumers() {
             "a message was delivered twice"
         );
         eprintln!("split: {from_a} / {from_b}");
-        let ch = channel_stats(&nsqd, "thousand", "ch");
+        let ch = nsqd.channel_stats("thousand", "ch");
         assert_eq!(ch["depth"], 0, "{ch}");
         assert_eq!(ch["in_flight_count"], 0, "{ch}");
         assert_eq!(ch["requeue_count"], 0, "{ch}");
@@ -178,7 +164,7 @@ async fn failing_handler_is_retried_then_given_up() {
             "{stats:?}"
         );
         assert!(gave_up.try_recv().is_err());
-        let ch = channel_stats(&nsqd, "retry", "ch");
+        let ch = nsqd.channel_stats("retry", "ch");
         assert_eq!(ch["depth"], 0, "{ch}");
         assert_eq!(ch["in_flight_count"], 0, "{ch}");
     })
@@ -248,7 +234,7 @@ async fn graceful_stop_finishes_in_flight_and_loses_nothing() {
         stopping.await.unwrap();
         assert!(started.try_recv().is_err(), "a message arrived after CLS");
 
-        let ch = channel_stats(&nsqd, "graceful", "ch");
+        let ch = nsqd.channel_stats("graceful", "ch");
         assert_eq!(ch["depth"], 10, "{ch}");
         assert_eq!(ch["in_flight_count"], 0, "{ch}");
         assert_eq!(ch["requeue_count"], 0, "{ch}");
@@ -293,7 +279,7 @@ async fn rdy_never_exceeds_the_servers_max_rdy_count() {
             rx.recv().await.unwrap();
         }
         // RDY 100 would have been a fatal E_INVALID; the connection is still up at 5.
-        let ch = channel_stats(&nsqd, "capped", "ch");
+        let ch = nsqd.channel_stats("capped", "ch");
         assert_eq!(ch["clients"][0]["ready_count"], 5, "{ch}");
         consumer.stop().await;
     })
@@ -332,7 +318,7 @@ async fn touch_keeps_a_long_handler_s_message() {
         assert_eq!(rx.recv().await.unwrap(), 1);
         consumer.stop().await;
         assert!(rx.try_recv().is_err(), "redelivered despite TOUCH");
-        let ch = channel_stats(&nsqd, "touch", "ch");
+        let ch = nsqd.channel_stats("touch", "ch");
         assert_eq!(ch["timeout_count"], 0, "{ch}");
         assert_eq!(ch["depth"], 0, "{ch}");
         assert_eq!(ch["in_flight_count"], 0, "{ch}");
@@ -380,7 +366,7 @@ fn ready_counts(nsqds: &[NsqdProcess], topic: &str, channel: &str) -> Result<Vec
     nsqds
         .iter()
         .map(|n| {
-            let ch = channel_stats(n, topic, channel);
+            let ch = n.channel_stats(topic, channel);
             ch["clients"][0]["ready_count"]
                 .as_u64()
                 .ok_or_else(|| ch.to_string())
@@ -449,7 +435,7 @@ async fn max_in_flight_below_the_nsqd_count_still_drains_every_nsqd() {
         want.sort();
         assert_eq!(got, want);
         for nsqd in &nsqds {
-            let ch = channel_stats(nsqd, "scarce", "ch");
+            let ch = nsqd.channel_stats("scarce", "ch");
             assert_eq!(ch["depth"], 0, "{ch}");
             assert_eq!(ch["in_flight_count"], 0, "{ch}");
         }

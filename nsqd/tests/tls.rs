@@ -13,6 +13,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use nsq_test_support::http::parse_response;
 use nsq_test_support::in_process::{http, start, within, STEP};
+use nsq_test_support::nsqd_stats::{clients_in, topic_stats_target};
 use nsq_test_support::HttpResponse;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -220,22 +221,8 @@ fn negotiated(tls: bool, deflate: bool, level: u8, snappy: bool, auth: bool) -> 
 }
 
 async fn clients(nsqd: &nsq_test_support::in_process::Nsqd, topic: &str) -> Vec<Value> {
-    let stats = http(
-        nsqd,
-        "GET",
-        &format!("/stats?format=json&topic={topic}"),
-        b"",
-    )
-    .await;
-    let v = stats.json();
-    let mut out = Vec::new();
-    for t in v["topics"].as_array().cloned().unwrap_or_default() {
-        for c in t["channels"].as_array().cloned().unwrap_or_default() {
-            out.extend(c["clients"].as_array().cloned().unwrap_or_default());
-        }
-    }
-    out.extend(v["producers"].as_array().cloned().unwrap_or_default());
-    out
+    let stats = http(nsqd, "GET", &topic_stats_target(topic), b"").await;
+    clients_in(&stats.json())
 }
 
 #[tokio::test]

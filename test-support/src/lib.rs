@@ -46,9 +46,11 @@ pub mod daemon;
 pub mod fake_node;
 pub mod http;
 pub mod in_process;
+pub mod nsqd_stats;
 pub mod raw;
 pub mod raw_lookup;
 pub mod samples;
+pub mod tool;
 
 use std::fmt::Display;
 use std::future::Future;

@@ -2,16 +2,14 @@
 //! HTTP servers this test runs, `nsq_to_nsq` to other nsqds — and of
 //! `nsq_tail` logging its lookupd queries, run as real processes.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nsq_test_support::tool::Tool;
 use nsq_test_support::{wait_until, within, NsqdProcess, NsqlookupdProcess};
-use support::{topic_stats, Tool};
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
@@ -261,7 +259,7 @@ async fn nsq_to_nsq_copies_to_a_destination_topic_round_robin() {
             ],
             None,
         );
-        let count = |n: &NsqdProcess| topic_stats(n, "dst")["message_count"].as_u64().unwrap_or(0);
+        let count = |n: &NsqdProcess| n.topic_stats("dst")["message_count"].as_u64().unwrap_or(0);
         wait_until(Duration::from_secs(20), "20 messages copied", || {
             match count(&d1) + count(&d2) {
                 20 => Ok(()),
@@ -276,7 +274,7 @@ async fn nsq_to_nsq_copies_to_a_destination_topic_round_robin() {
             Duration::from_secs(10),
             "the source channel drained",
             || {
-                let ch = &topic_stats(&source, "src")["channels"][0];
+                let ch = &source.topic_stats("src")["channels"][0];
                 match (ch["depth"].as_u64(), ch["in_flight_count"].as_u64()) {
                     (Some(0), Some(0)) => Ok(()),
                     _ => Err(ch.to_string()),
@@ -354,7 +352,7 @@ async fn consuming_tools_take_tls_compression_and_auth_options() {
             None,
         );
         wait_until(Duration::from_secs(20), "nsq_tail subscribed over TLS", || {
-            let clients = topic_stats(&nsqd, "secure")["channels"][0]["clients"].clone();
+            let clients = nsqd.topic_stats("secure")["channels"][0]["clients"].clone();
             match clients.get(0) {
                 Some(c) if c["tls"] == true && c["snappy"] == true && c["authed"] == true => Ok(()),
                 _ => Err(format!("{clients}; {}", tool.stderr_so_far())),

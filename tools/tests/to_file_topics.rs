@@ -2,12 +2,10 @@
 //! lookupd) and `--work-dir` (files move to `--output-dir` once closed),
 //! run as a real process against real nsqd and nsqlookupd.
 
-mod support;
-
 use std::time::Duration;
 
+use nsq_test_support::tool::Tool;
 use nsq_test_support::{wait_until, within, NsqdProcess, NsqlookupdProcess};
-use support::Tool;
 
 /// The files in `dir` and their contents, by name.
 fn files(dir: &std::path::Path) -> Vec<(String, String)> {

@@ -1,13 +1,9 @@
-//! What the tools' end-to-end tests share: a tool run as a real process
-//! with its output collected, and nsqd stats lookups.
-#![allow(dead_code)]
+//! A command-line tool run as a real process, its output collected while it runs.
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-
-use nsq_test_support::NsqdProcess;
 
 /// A tool process whose stdout and stderr are read by threads, so a full
 /// pipe never blocks it, and which is killed if the test ends early.
@@ -122,18 +118,7 @@ impl Drop for Tool {
     }
 }
 
-/// The `topic` entry of nsqd's JSON stats, or Null.
-pub fn topic_stats(nsqd: &NsqdProcess, topic: &str) -> serde_json::Value {
-    let stats = nsqd
-        .http_get(&format!("/stats?format=json&topic={topic}"))
-        .json();
-    stats["topics"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["topic_name"] == topic))
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
-}
-
+/// Owned arguments from string literals.
 pub fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
