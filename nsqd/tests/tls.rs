@@ -14,133 +14,12 @@ use hyper_util::rt::TokioIo;
 use nsq_test_support::http::parse_response;
 use nsq_test_support::in_process::{http, start, within, STEP};
 use nsq_test_support::nsqd_stats::{clients_in, topic_stats_target};
-use nsq_test_support::HttpResponse;
+use nsq_test_support::{Certs, HttpResponse};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_rustls::rustls;
-
-/// A CA, and a server certificate for 127.0.0.1 signed by it, as PEM files.
-struct Certs {
-    dir: tempfile::TempDir,
-    ca_der: rustls::pki_types::CertificateDer<'static>,
-}
-
-impl Certs {
-    fn new() -> Certs {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        // Distinct names: a leaf whose issuer equals its subject looks
-        // self-signed to OpenSSL, which then never looks for the CA.
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "nsq test CA");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "127.0.0.1");
-        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        // A client certificate whose CN nsqd passes on to the auth server.
-        let client_key = rcgen::KeyPair::generate().unwrap();
-        let mut client_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        client_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "worker 7.example");
-        let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
-        std::fs::write(dir.path().join("client.der"), client.der()).unwrap();
-        std::fs::write(
-            dir.path().join("client.key.der"),
-            client_key.serialize_der(),
-        )
-        .unwrap();
-        Certs {
-            ca_der: ca.der().clone(),
-            dir,
-        }
-    }
-
-    fn args(&self) -> Vec<String> {
-        vec![
-            format!("--tls-cert={}", self.dir.path().join("cert.pem").display()),
-            format!("--tls-key={}", self.dir.path().join("key.pem").display()),
-            "--https-address=127.0.0.1:0".to_string(),
-        ]
-    }
-
-    fn connector(&self) -> tokio_rustls::TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_der.clone()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-    }
-
-    /// A client presenting the client certificate.
-    fn connector_with_cert(&self) -> tokio_rustls::TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_der.clone()).unwrap();
-        let read = |name: &str| std::fs::read(self.dir.path().join(name)).unwrap();
-        let cert = rustls::pki_types::CertificateDer::from(read("client.der"));
-        let key = rustls::pki_types::PrivateKeyDer::try_from(read("client.key.der")).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(vec![cert], key)
-        .unwrap();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-    }
-
-    /// Serve TLS with the 127.0.0.1 certificate (for the HTTPS auth server).
-    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        let certs = rustls_pemfile::certs(
-            &mut &std::fs::read(self.dir.path().join("cert.pem")).unwrap()[..],
-        )
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-        let key = rustls_pemfile::private_key(
-            &mut &std::fs::read(self.dir.path().join("key.pem")).unwrap()[..],
-        )
-        .unwrap()
-        .unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-        tokio_rustls::TlsAcceptor::from(Arc::new(config))
-    }
-
-    async fn tls(&self, tcp: TcpStream) -> tokio_rustls::client::TlsStream<TcpStream> {
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        timeout(STEP, self.connector().connect(name, tcp))
-            .await
-            .expect("TLS handshake timed out")
-            .expect("TLS handshake")
-    }
-}
 
 async fn start_args(args: &[String]) -> nsq_test_support::in_process::Nsqd {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -229,7 +108,7 @@ async fn clients(nsqd: &nsq_test_support::in_process::Nsqd, topic: &str) -> Vec<
 async fn tls_upgrade_answers_json_then_ok_inside_tls() {
     within(async {
         let certs = Certs::new();
-        let nsqd = start_args(&certs.args()).await;
+        let nsqd = start_args(&certs.nsqd_args()).await;
         let mut tcp = connect(&nsqd).await;
         tcp.write_all(&identify_cmd(
             &json!({"feature_negotiation": true, "tls_v1": true}),
@@ -375,7 +254,7 @@ async fn deflate_upgrade_is_raw_deflate_with_sync_flushes_and_level_capped() {
 async fn tls_then_snappy_each_answer_ok_in_order() {
     within(async {
         let certs = Certs::new();
-        let nsqd = start_args(&certs.args()).await;
+        let nsqd = start_args(&certs.nsqd_args()).await;
         let mut tcp = connect(&nsqd).await;
         tcp.write_all(&identify_cmd(
             &json!({"feature_negotiation": true, "tls_v1": true, "snappy": true}),
@@ -460,7 +339,7 @@ async fn https_get(certs: &Certs, addr: SocketAddr, target: &str) -> HttpRespons
 async fn tls_required_refuses_plaintext_and_https_serves_the_api() {
     within(async {
         let certs = Certs::new();
-        let mut args = certs.args();
+        let mut args = certs.nsqd_args();
         args.push("--tls-required".into());
         let nsqd = start_args(&args).await;
         let https = nsqd.inner.https_addr().expect("HTTPS listener");
@@ -529,7 +408,7 @@ async fn tls_required_refuses_plaintext_and_https_serves_the_api() {
 async fn tls_required_tcp_https_keeps_plain_http_open() {
     within(async {
         let certs = Certs::new();
-        let mut args = certs.args();
+        let mut args = certs.nsqd_args();
         args.push("--tls-required=tcp-https".into());
         let nsqd = start_args(&args).await;
         assert_eq!(http(&nsqd, "GET", "/ping", b"").await.text(), "OK");
@@ -836,7 +715,7 @@ async fn auth_over_https_carries_the_client_certificate_cn() {
     within(async {
         let certs = Certs::new();
         let auth = AuthServer::start_with(&[(200, GRANT)], Some(certs.acceptor())).await;
-        let mut args = certs.args();
+        let mut args = certs.nsqd_args();
         args.push(format!(
             "--auth-http-address=https://127.0.0.1:{}/auth",
             auth.addr.port()
@@ -844,7 +723,7 @@ async fn auth_over_https_carries_the_client_certificate_cn() {
         args.push("--tls-client-auth-policy=require-verify".into());
         args.push(format!(
             "--tls-root-ca-file={}",
-            certs.dir.path().join("ca.pem").display()
+            certs.path("ca.pem").display()
         ));
         let nsqd = start_args(&args).await;
         let mut tcp = connect(&nsqd).await;
