@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nsq::{handler_fn, Config, Consumer, HandlerError, Producer};
-use nsq_test_support::{wait_until, within, NsqdProcess};
+use nsq_test_support::{wait_for_value, wait_until, within, NsqdProcess};
 use tokio::sync::{mpsc, watch};
 
 /// A consumer whose handler reports every body it sees on the returned channel.
@@ -77,9 +77,8 @@ async fn thousand_messages_exactly_once_across_two_consumers() {
             "a message was delivered twice"
         );
         eprintln!("split: {from_a} / {from_b}");
+        nsqd.assert_channel_drained("thousand", "ch");
         let ch = nsqd.channel_stats("thousand", "ch");
-        assert_eq!(ch["depth"], 0, "{ch}");
-        assert_eq!(ch["in_flight_count"], 0, "{ch}");
         assert_eq!(ch["requeue_count"], 0, "{ch}");
         assert_eq!(ch["timeout_count"], 0, "{ch}");
     })
@@ -91,11 +90,7 @@ async fn failing_handler_is_retried_then_given_up() {
     within(async {
         let nsqd = NsqdProcess::start(&[]);
         let addr = nsqd.tcp_addr().to_string();
-        let producer = Producer::new(addr.clone(), Config::default());
-        producer
-            .multi_publish("retry", ["good1", "fail", "good2", "good3"])
-            .await
-            .unwrap();
+        nsqd.mpub("retry", ["good1", "fail", "good2", "good3"]);
 
         let config = Config {
             max_in_flight: 4,
@@ -164,9 +159,7 @@ async fn failing_handler_is_retried_then_given_up() {
             "{stats:?}"
         );
         assert!(gave_up.try_recv().is_err());
-        let ch = nsqd.channel_stats("retry", "ch");
-        assert_eq!(ch["depth"], 0, "{ch}");
-        assert_eq!(ch["in_flight_count"], 0, "{ch}");
+        nsqd.assert_channel_drained("retry", "ch");
     })
     .await;
 }
@@ -176,11 +169,7 @@ async fn graceful_stop_finishes_in_flight_and_loses_nothing() {
     within(async {
         let nsqd = NsqdProcess::start(&[]);
         let addr = nsqd.tcp_addr().to_string();
-        let producer = Producer::new(addr.clone(), Config::default());
-        producer
-            .multi_publish("graceful", (0..20).map(|i| i.to_string()))
-            .await
-            .unwrap();
+        nsqd.mpub("graceful", (0..20).map(|i| i.to_string()));
 
         // Handlers block on the gate, so ten messages are in flight when
         // stop begins.
@@ -270,11 +259,7 @@ async fn rdy_never_exceeds_the_servers_max_rdy_count() {
         };
         let (consumer, mut rx) = recording_consumer("capped", "ch", config);
         consumer.connect_to_nsqd(&addr).await.unwrap();
-        let producer = Producer::new(addr, Config::default());
-        producer
-            .multi_publish("capped", (0..20).map(|i| i.to_string()))
-            .await
-            .unwrap();
+        nsqd.mpub("capped", (0..20).map(|i| i.to_string()));
         for _ in 0..20 {
             rx.recv().await.unwrap();
         }
@@ -318,10 +303,9 @@ async fn touch_keeps_a_long_handler_s_message() {
         assert_eq!(rx.recv().await.unwrap(), 1);
         consumer.stop().await;
         assert!(rx.try_recv().is_err(), "redelivered despite TOUCH");
+        nsqd.assert_channel_drained("touch", "ch");
         let ch = nsqd.channel_stats("touch", "ch");
         assert_eq!(ch["timeout_count"], 0, "{ch}");
-        assert_eq!(ch["depth"], 0, "{ch}");
-        assert_eq!(ch["in_flight_count"], 0, "{ch}");
     })
     .await;
 }
@@ -435,9 +419,7 @@ async fn max_in_flight_below_the_nsqd_count_still_drains_every_nsqd() {
         want.sort();
         assert_eq!(got, want);
         for nsqd in &nsqds {
-            let ch = nsqd.channel_stats("scarce", "ch");
-            assert_eq!(ch["depth"], 0, "{ch}");
-            assert_eq!(ch["in_flight_count"], 0, "{ch}");
+            nsqd.assert_channel_drained("scarce", "ch");
         }
     })
     .await;
@@ -476,13 +458,11 @@ async fn backoff_sets_rdy_0_everywhere_then_probes_with_rdy_1() {
                 .await
                 .unwrap();
         }
-        wait_until(
+        wait_for_value(
             Duration::from_secs(10),
             "RDY 5 on both nsqds",
-            || match ready_counts(&nsqds, "backoff", "ch") {
-                Ok(r) if r == [5, 5] => Ok(()),
-                other => Err(format!("{other:?}")),
-            },
+            Ok(vec![5, 5]),
+            || ready_counts(&nsqds, "backoff", "ch"),
         )
         .await
         .unwrap();
@@ -494,13 +474,11 @@ async fn backoff_sets_rdy_0_everywhere_then_probes_with_rdy_1() {
         let (attempts, failed_at) = rx.recv().await.unwrap();
         assert_eq!(attempts, 1);
         // The failure stops the flow from every nsqd ...
-        wait_until(
+        wait_for_value(
             Duration::from_secs(10),
             "RDY 0 on both nsqds",
-            || match ready_counts(&nsqds, "backoff", "ch") {
-                Ok(r) if r == [0, 0] => Ok(()),
-                other => Err(format!("{other:?}")),
-            },
+            Ok(vec![0, 0]),
+            || ready_counts(&nsqds, "backoff", "ch"),
         )
         .await
         .unwrap();
@@ -513,13 +491,11 @@ async fn backoff_sets_rdy_0_everywhere_then_probes_with_rdy_1() {
             "retried after {:?}",
             retried_at - failed_at
         );
-        wait_until(
+        wait_for_value(
             Duration::from_secs(10),
             "RDY 5 on both nsqds again",
-            || match ready_counts(&nsqds, "backoff", "ch") {
-                Ok(r) if r == [5, 5] => Ok(()),
-                other => Err(format!("{other:?}")),
-            },
+            Ok(vec![5, 5]),
+            || ready_counts(&nsqds, "backoff", "ch"),
         )
         .await
         .unwrap();

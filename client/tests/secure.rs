@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nsq::{handler_fn, Config, Consumer, Error, Message, Producer};
-use nsq_test_support::{wait_until, within, AuthServer, Certs, NsqdProcess};
+use nsq_test_support::{wait_for_value, wait_until, within, AuthServer, Certs, NsqdProcess};
 use tokio::sync::mpsc;
 
 fn tls_config(certs: &Certs) -> Config {
@@ -334,14 +334,9 @@ async fn manual_responses_and_the_message_timeout() {
             },
         );
         answering.connect_to_nsqd(&addr).await.unwrap();
-        wait_until(
-            Duration::from_secs(10),
-            "three messages held",
-            || match held.lock().unwrap().len() {
-                3 => Ok(()),
-                n => Err(n),
-            },
-        )
+        wait_for_value(Duration::from_secs(10), "three messages held", 3, || {
+            held.lock().unwrap().len()
+        })
         .await
         .unwrap_or_else(|e| nsqd.fail(&e));
         let pick = |body: &[u8]| {

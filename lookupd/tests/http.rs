@@ -14,8 +14,7 @@ use serde_json::{json, Value};
 /// 127.0.0.1, hostname vm, ports 24150/24151) with topic X and channels c1
 /// and eph#ephemeral. Returns the connection (it must stay open) and its id.
 async fn sample_state(lookupd: &Lookupd) -> (RawLookupConn, String) {
-    let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
-    c.identify_as_nsqd(24150, 24151).await;
+    let mut c = RawLookupConn::identified(lookupd.tcp_addr(), 24150, 24151).await;
     assert_eq!(c.command(b"REGISTER X c1\n").await, "OK");
     assert_eq!(c.command(b"REGISTER X eph#ephemeral\n").await, "OK");
     let id = c.local_addr();
@@ -294,10 +293,8 @@ async fn tombstone_hides_a_producer_for_its_lifetime() {
             ..Options::for_tests()
         };
         let lookupd = start_lookupd(opts).await;
-        let mut a = RawLookupConn::connect(lookupd.tcp_addr()).await;
-        a.identify_as_nsqd(4150, 4151).await;
-        let mut b = RawLookupConn::connect(lookupd.tcp_addr()).await;
-        b.identify_as_nsqd(5150, 5151).await;
+        let mut a = RawLookupConn::identified(lookupd.tcp_addr(), 4150, 4151).await;
+        let mut b = RawLookupConn::identified(lookupd.tcp_addr(), 5150, 5151).await;
         for c in [&mut a, &mut b] {
             c.command(b"REGISTER t\n").await;
             c.command(b"REGISTER u\n").await;

@@ -47,8 +47,7 @@ async fn identify_reply_describes_this_lookupd() {
 async fn register_unregister_and_disconnect() {
     within(async {
         let lookupd = start_lookupd(Options::for_tests()).await;
-        let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
-        c.identify_as_nsqd(24150, 24151).await;
+        let mut c = RawLookupConn::identified(lookupd.tcp_addr(), 24150, 24151).await;
         let me = c.local_addr();
         assert_eq!(c.command(b"REGISTER X c1\n").await, "OK");
         assert_eq!(c.command(b"REGISTER X eph#ephemeral\n").await, "OK");
@@ -119,8 +118,7 @@ async fn pipelined_commands_are_answered_in_order() {
 async fn malformed_commands_get_upstream_errors() {
     within(async {
         let lookupd = start_lookupd(Options::for_tests()).await;
-        let mut good = RawLookupConn::connect(lookupd.tcp_addr()).await;
-        good.identify_as_nsqd(4150, 4151).await;
+        let mut good = RawLookupConn::identified(lookupd.tcp_addr(), 4150, 4151).await;
 
         let ident = identify_cmd(&identify_body(4150, 4151));
         let cases: Vec<(Vec<u8>, Vec<u8>, &str)> = vec![
@@ -239,8 +237,7 @@ async fn silent_producers_become_inactive_until_they_ping() {
             ..Options::for_tests()
         };
         let lookupd = start_lookupd(opts).await;
-        let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
-        c.identify_as_nsqd(4150, 4151).await;
+        let mut c = RawLookupConn::identified(lookupd.tcp_addr(), 4150, 4151).await;
         c.command(b"REGISTER t\n").await;
         poll("the silent producer to become inactive", || async {
             let lookup = http(&lookupd, "GET", "/lookup?topic=t", b"").await.json();
@@ -263,8 +260,7 @@ async fn silent_producers_become_inactive_until_they_ping() {
 async fn shutdown_closes_connections() {
     within(async {
         let lookupd = start_lookupd(Options::for_tests()).await;
-        let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
-        c.identify_as_nsqd(1, 2).await;
+        let mut c = RawLookupConn::identified(lookupd.tcp_addr(), 1, 2).await;
         lookupd.shutdown().await;
         c.expect_closed().await;
         // The connection's registrations went with it.

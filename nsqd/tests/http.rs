@@ -132,22 +132,18 @@ async fn pub_and_its_errors() {
             &http(&d, "POST", "/pub?topic=bad!", b"x").await,
             "nsqd_pub_badtopic",
         );
-        http(&d, "POST", "/pub?topic=X", b"")
-            .await
-            .assert_error(400, "MSG_EMPTY");
-        http(&d, "POST", "/pub", b"x")
-            .await
-            .assert_error(400, "MISSING_ARG_TOPIC");
-        http(&d, "POST", "/pub?topic=X", &[b'a'; 17])
-            .await
-            .assert_error(413, "MSG_TOO_BIG");
-        // The body is read before the query is looked at.
-        http(&d, "POST", "/pub", &[b'a'; 17])
-            .await
-            .assert_error(413, "MSG_TOO_BIG");
-        http(&d, "POST", "/pub?topic=X&a=%zz", b"x")
-            .await
-            .assert_error(400, "INVALID_REQUEST");
+        expect_errors(
+            &d,
+            &[
+                ("POST", "/pub?topic=X", b"", 400, "MSG_EMPTY"),
+                ("POST", "/pub", b"x", 400, "MISSING_ARG_TOPIC"),
+                ("POST", "/pub?topic=X", &[b'a'; 17], 413, "MSG_TOO_BIG"),
+                // The body is read before the query is looked at.
+                ("POST", "/pub", &[b'a'; 17], 413, "MSG_TOO_BIG"),
+                ("POST", "/pub?topic=X&a=%zz", b"x", 400, "INVALID_REQUEST"),
+            ],
+        )
+        .await;
         for bad in ["-1", "10001", "soon", ""] {
             http(&d, "POST", &format!("/pub?topic=D&defer={bad}"), b"x")
                 .await
@@ -212,31 +208,63 @@ async fn mpub_text_binary_and_errors() {
         // binary=false reads the same bytes as text lines.
         http(&d, "POST", "/mpub?topic=X&binary=0", b"x\ny").await;
         assert_eq!(count(&d).await, 11);
-        http(&d, "POST", "/mpub?topic=X", &[b'a'; 65])
-            .await
-            .assert_error(413, "BODY_TOO_BIG");
-        http(&d, "POST", "/mpub?topic=X", b"ok\n123456789\n")
-            .await
-            .assert_error(413, "MSG_TOO_BIG");
-        http(&d, "POST", "/mpub?topic=X&binary=true", &0i32.to_be_bytes())
-            .await
-            .assert_error(413, "BAD_BODY");
+        expect_errors(
+            &d,
+            &[
+                ("POST", "/mpub?topic=X", &[b'a'; 65], 413, "BODY_TOO_BIG"),
+                (
+                    "POST",
+                    "/mpub?topic=X",
+                    b"ok\n123456789\n",
+                    413,
+                    "MSG_TOO_BIG",
+                ),
+                (
+                    "POST",
+                    "/mpub?topic=X&binary=true",
+                    &0i32.to_be_bytes(),
+                    413,
+                    "BAD_BODY",
+                ),
+            ],
+        )
+        .await;
         let mut bad = 1i32.to_be_bytes().to_vec();
         bad.extend(100i32.to_be_bytes());
         bad.extend(b"short");
-        http(&d, "POST", "/mpub?topic=X&binary=true", &bad)
-            .await
-            .assert_error(413, "BAD_MESSAGE");
-        http(&d, "POST", "/mpub", b"a")
-            .await
-            .assert_error(400, "MISSING_ARG_TOPIC");
-        http(&d, "POST", "/mpub?topic=a*b", b"a")
-            .await
-            .assert_error(400, "INVALID_TOPIC");
+        expect_errors(
+            &d,
+            &[
+                (
+                    "POST",
+                    "/mpub?topic=X&binary=true",
+                    &bad,
+                    413,
+                    "BAD_MESSAGE",
+                ),
+                ("POST", "/mpub", b"a", 400, "MISSING_ARG_TOPIC"),
+                ("POST", "/mpub?topic=a*b", b"a", 400, "INVALID_TOPIC"),
+            ],
+        )
+        .await;
         // Nothing of a refused batch was queued.
         assert_eq!(count(&d).await, 11);
     })
     .await
+}
+
+/// Each request `(method, target, body)` is refused with `(status, message)`, in upstream's
+/// error format.
+async fn expect_errors(d: &Nsqd, cases: &[(&str, &str, &[u8], u16, &str)]) {
+    for &(method, target, body, status, message) in cases {
+        let r = http(d, method, target, body).await;
+        assert_eq!(
+            (r.status, r.json()),
+            (status, json!({ "message": message })),
+            "{method} {target}"
+        );
+        r.assert_error(status, message);
+    }
 }
 
 async fn get(d: &Nsqd, opt: &str) -> HttpResponse {
@@ -268,30 +296,36 @@ async fn topic_endpoints_and_their_errors() {
             "nsqd_topic_create",
         );
         assert!(d.inner.topic("X").is_some());
-        http(&d, "POST", "/topic/create", b"")
-            .await
-            .assert_error(400, "MISSING_ARG_TOPIC");
-        http(&d, "POST", "/topic/create?topic=", b"")
-            .await
-            .assert_error(400, "INVALID_TOPIC");
-        http(&d, "POST", "/topic/create?topic=a;b", b"")
-            .await
-            .assert_error(400, "INVALID_REQUEST");
+        expect_errors(
+            &d,
+            &[
+                ("POST", "/topic/create", b"", 400, "MISSING_ARG_TOPIC"),
+                ("POST", "/topic/create?topic=", b"", 400, "INVALID_TOPIC"),
+                (
+                    "POST",
+                    "/topic/create?topic=a;b",
+                    b"",
+                    400,
+                    "INVALID_REQUEST",
+                ),
+            ],
+        )
+        .await;
 
         http(&d, "POST", "/pub?topic=X", b"held").await;
         http(&d, "POST", "/topic/empty?topic=X", b"")
             .await
             .assert_empty_ok();
         assert_eq!(d.inner.topic("X").unwrap().stats().0.depth, 0);
-        http(&d, "POST", "/topic/empty", b"")
-            .await
-            .assert_error(400, "MISSING_ARG_TOPIC");
-        http(&d, "POST", "/topic/empty?topic=b@d", b"")
-            .await
-            .assert_error(400, "INVALID_TOPIC");
-        http(&d, "POST", "/topic/empty?topic=Y", b"")
-            .await
-            .assert_error(404, "TOPIC_NOT_FOUND");
+        expect_errors(
+            &d,
+            &[
+                ("POST", "/topic/empty", b"", 400, "MISSING_ARG_TOPIC"),
+                ("POST", "/topic/empty?topic=b@d", b"", 400, "INVALID_TOPIC"),
+                ("POST", "/topic/empty?topic=Y", b"", 404, "TOPIC_NOT_FOUND"),
+            ],
+        )
+        .await;
 
         http(&d, "POST", "/topic/pause?topic=X", b"")
             .await
@@ -310,21 +344,43 @@ async fn topic_endpoints_and_their_errors() {
         })
         .await;
         for p in ["pause", "unpause"] {
-            http(&d, "POST", &format!("/topic/{p}"), b"")
-                .await
-                .assert_error(400, "MISSING_ARG_TOPIC");
-            // Not validated, only looked up.
-            http(&d, "POST", &format!("/topic/{p}?topic=b@d"), b"")
-                .await
-                .assert_error(404, "TOPIC_NOT_FOUND");
+            expect_errors(
+                &d,
+                &[
+                    (
+                        "POST",
+                        &format!("/topic/{p}"),
+                        b"",
+                        400,
+                        "MISSING_ARG_TOPIC",
+                    ),
+                    // Not validated, only looked up.
+                    (
+                        "POST",
+                        &format!("/topic/{p}?topic=b@d"),
+                        b"",
+                        404,
+                        "TOPIC_NOT_FOUND",
+                    ),
+                ],
+            )
+            .await;
         }
 
-        http(&d, "POST", "/topic/delete", b"")
-            .await
-            .assert_error(400, "MISSING_ARG_TOPIC");
-        http(&d, "POST", "/topic/delete?topic=b@d", b"")
-            .await
-            .assert_error(404, "TOPIC_NOT_FOUND");
+        expect_errors(
+            &d,
+            &[
+                ("POST", "/topic/delete", b"", 400, "MISSING_ARG_TOPIC"),
+                (
+                    "POST",
+                    "/topic/delete?topic=b@d",
+                    b"",
+                    404,
+                    "TOPIC_NOT_FOUND",
+                ),
+            ],
+        )
+        .await;
         http(&d, "POST", "/topic/delete?topic=X", b"")
             .await
             .assert_empty_ok();
@@ -365,24 +421,42 @@ async fn channel_endpoints_and_their_errors() {
         assert_eq!(x.channel_count(), 2);
         for op in ["create", "delete", "empty", "pause", "unpause"] {
             let e = |q: &str| format!("/channel/{op}?{q}");
-            http(&d, "POST", &e("channel=c1"), b"")
-                .await
-                .assert_error(400, "MISSING_ARG_TOPIC");
-            http(&d, "POST", &e("topic=b@d&channel=c1"), b"")
-                .await
-                .assert_error(400, "INVALID_ARG_TOPIC");
-            http(&d, "POST", &e("topic=X"), b"")
-                .await
-                .assert_error(400, "MISSING_ARG_CHANNEL");
-            http(&d, "POST", &e("topic=X&channel=b@d"), b"")
-                .await
-                .assert_error(400, "INVALID_ARG_CHANNEL");
-            http(&d, "POST", &e("topic=Y&channel=c1"), b"")
-                .await
-                .assert_error(404, "TOPIC_NOT_FOUND");
-            http(&d, "POST", &e("topic=X&channel=c1&x=%"), b"")
-                .await
-                .assert_error(400, "INVALID_REQUEST");
+            expect_errors(
+                &d,
+                &[
+                    ("POST", &e("channel=c1"), b"", 400, "MISSING_ARG_TOPIC"),
+                    (
+                        "POST",
+                        &e("topic=b@d&channel=c1"),
+                        b"",
+                        400,
+                        "INVALID_ARG_TOPIC",
+                    ),
+                    ("POST", &e("topic=X"), b"", 400, "MISSING_ARG_CHANNEL"),
+                    (
+                        "POST",
+                        &e("topic=X&channel=b@d"),
+                        b"",
+                        400,
+                        "INVALID_ARG_CHANNEL",
+                    ),
+                    (
+                        "POST",
+                        &e("topic=Y&channel=c1"),
+                        b"",
+                        404,
+                        "TOPIC_NOT_FOUND",
+                    ),
+                    (
+                        "POST",
+                        &e("topic=X&channel=c1&x=%"),
+                        b"",
+                        400,
+                        "INVALID_REQUEST",
+                    ),
+                ],
+            )
+            .await;
             if op != "create" {
                 http(&d, "POST", &e("topic=X&channel=nope"), b"")
                     .await
@@ -516,18 +590,28 @@ async fn config_get_and_put() {
                 .await
                 .assert_error(400, "INVALID_VALUE");
         }
-        http(&d, "PUT", "/config/nsqlookupd_tcp_addresses", b"")
-            .await
-            .assert_error(413, "INVALID_VALUE");
-        http(&d, "PUT", "/config/log_level", &[b'a'; 65])
-            .await
-            .assert_error(413, "INVALID_VALUE");
-        http(&d, "PUT", "/config/msg_timeout", b"1")
-            .await
-            .assert_error(400, "INVALID_OPTION");
-        http(&d, "PUT", "/config/nope", b"1")
-            .await
-            .assert_error(400, "INVALID_OPTION");
+        expect_errors(
+            &d,
+            &[
+                (
+                    "PUT",
+                    "/config/nsqlookupd_tcp_addresses",
+                    b"",
+                    413,
+                    "INVALID_VALUE",
+                ),
+                (
+                    "PUT",
+                    "/config/log_level",
+                    &[b'a'; 65],
+                    413,
+                    "INVALID_VALUE",
+                ),
+                ("PUT", "/config/msg_timeout", b"1", 400, "INVALID_OPTION"),
+                ("PUT", "/config/nope", b"1", 400, "INVALID_OPTION"),
+            ],
+        )
+        .await;
 
         let r = http(&d, "PUT", "/config/log_level", b"DEBUG").await;
         assert_eq!((r.status, r.json()), (200, json!(1)));

@@ -4,33 +4,8 @@
 
 use nsq_protocol::Command;
 use nsq_test_support::in_process::*;
+use nsq_test_support::prometheus::{find, num, scrape, Scrape, Value as PValue};
 use nsq_test_support::{poll, RawConn};
-use prometheus_parse::{LineInfo, Scrape, Value as PValue};
-
-/// Parse with prometheus-parse, refusing any line it would skip.
-fn scrape(text: &str) -> Scrape {
-    for line in text.lines() {
-        assert!(
-            !matches!(LineInfo::parse(line), LineInfo::Ignored),
-            "unparsable line {line:?}"
-        );
-    }
-    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
-}
-
-fn find<'a>(s: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Option<&'a PValue> {
-    s.samples
-        .iter()
-        .find(|m| m.metric == name && labels.iter().all(|(k, v)| m.labels.get(k) == Some(*v)))
-        .map(|m| &m.value)
-}
-
-fn num(v: Option<&PValue>) -> f64 {
-    match v {
-        Some(PValue::Gauge(n) | PValue::Counter(n) | PValue::Untyped(n)) => *n,
-        other => panic!("not a number: {other:?}"),
-    }
-}
 
 async fn metrics(d: &Nsqd) -> Scrape {
     scrape(&http(d, "GET", "/metrics", b"").await.text())

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use nsq_protocol::Command;
 use nsq_test_support::in_process::*;
+use nsq_test_support::prometheus::{find, num, scrape, Value as PValue};
 use nsq_test_support::samples::*;
 use nsq_test_support::{http_keepalive, poll, RawConn};
-use prometheus_parse::{LineInfo, Scrape, Value as PValue};
 use serde_json::{json, Value};
 use tokio::net::UdpSocket;
 
@@ -354,31 +354,6 @@ async fn e2e_latency_percentiles_per_channel_and_merged_per_topic() {
     .await
 }
 
-/// Parse with prometheus-parse, refusing any line it would skip.
-fn scrape(text: &str) -> Scrape {
-    for line in text.lines() {
-        assert!(
-            !matches!(LineInfo::parse(line), LineInfo::Ignored),
-            "unparsable line {line:?}"
-        );
-    }
-    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
-}
-
-fn find<'a>(s: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Option<&'a PValue> {
-    s.samples
-        .iter()
-        .find(|m| m.metric == name && labels.iter().all(|(k, v)| m.labels.get(k) == Some(*v)))
-        .map(|m| &m.value)
-}
-
-fn num(v: Option<&PValue>) -> f64 {
-    match v {
-        Some(PValue::Gauge(n) | PValue::Counter(n) | PValue::Untyped(n)) => *n,
-        other => panic!("not a number: {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn metrics_in_prometheus_text_format() {
     within(async {
@@ -470,6 +445,13 @@ async fn metrics_without_latency_percentiles_has_no_summaries() {
 }
 
 /// Datagrams from nsqd's statsd pushes, until `done` says enough.
+/// A UDP socket on a free port standing in for statsd, and nsqd's flag naming it.
+async fn statsd_sink() -> (UdpSocket, String) {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let flag = format!("--statsd-address={}", sock.local_addr().unwrap());
+    (sock, flag)
+}
+
 async fn statsd_packets(sock: &UdpSocket, mut done: impl FnMut(&[String]) -> bool) -> Vec<Vec<u8>> {
     let mut packets = Vec::new();
     let mut lines: Vec<String> = Vec::new();
@@ -512,8 +494,7 @@ fn sum_counter(packets: &[Vec<u8>], key: &str) -> i64 {
 #[tokio::test]
 async fn statsd_pushes_upstreams_metrics_in_bounded_datagrams() {
     within(async {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = format!("--statsd-address={}", sock.local_addr().unwrap());
+        let (sock, addr) = statsd_sink().await;
         let d = start(&[
             &addr,
             "--statsd-interval=50ms",
@@ -585,8 +566,7 @@ async fn statsd_pushes_upstreams_metrics_in_bounded_datagrams() {
 #[tokio::test]
 async fn statsd_can_skip_ephemeral_names_and_memory() {
     within(async {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = format!("--statsd-address={}", sock.local_addr().unwrap());
+        let (sock, addr) = statsd_sink().await;
         let d = start(&[
             &addr,
             "--statsd-interval=50ms",
@@ -618,8 +598,7 @@ async fn statsd_can_skip_ephemeral_names_and_memory() {
 #[tokio::test]
 async fn backend_depth_counts_what_spilled_to_disk() {
     within(async {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = format!("--statsd-address={}", sock.local_addr().unwrap());
+        let (sock, addr) = statsd_sink().await;
         let d = start(&[
             "--mem-queue-size=2",
             &addr,

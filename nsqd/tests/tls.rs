@@ -298,14 +298,11 @@ async fn both_compressions_at_once_is_fatal() {
         ))
         .await
         .unwrap();
-        assert_eq!(
-            reply(&mut tcp).await,
-            (
-                1,
-                "E_IDENTIFY_FAILED cannot enable both deflate and snappy compression".into()
-            )
-        );
-        expect_closed(&mut tcp).await;
+        expect_fatal(
+            &mut tcp,
+            "E_IDENTIFY_FAILED cannot enable both deflate and snappy compression",
+        )
+        .await;
         // With snappy switched off, asking for both grants deflate only.
         let nsqd = start(&["--snappy=false"]).await;
         let mut tcp = connect(&nsqd).await;
@@ -346,14 +343,11 @@ async fn tls_required_refuses_plaintext_and_https_serves_the_api() {
         // TCP: anything but IDENTIFY before TLS is fatal.
         let mut tcp = connect(&nsqd).await;
         tcp.write_all(&pub_cmd("t", b"x")).await.unwrap();
-        assert_eq!(
-            reply(&mut tcp).await,
-            (
-                1,
-                "E_INVALID cannot PUB in current state (TLS required)".into()
-            )
-        );
-        expect_closed(&mut tcp).await;
+        expect_fatal(
+            &mut tcp,
+            "E_INVALID cannot PUB in current state (TLS required)",
+        )
+        .await;
         // IDENTIFY without TLS is answered, but the next command is refused.
         let mut tcp = connect(&nsqd).await;
         tcp.write_all(&identify_cmd(&json!({"feature_negotiation": true})))
@@ -557,9 +551,26 @@ impl AuthServer {
     fn queries(&self) -> Vec<String> {
         self.queries.lock().unwrap().clone()
     }
+
+    /// nsqd's flag pointing at this server.
+    fn nsqd_arg(&self) -> String {
+        format!("--auth-http-address={}", self.addr)
+    }
 }
 
 const GRANT: &str = r#"{"ttl":3600,"identity":"alice","identity_url":"https://id/alice","authorizations":[{"topic":"^ok","channels":[".*"],"permissions":["subscribe","publish"]}]}"#;
+
+/// The next reply on `tcp` is the fatal error `want`, and then nsqd closes it.
+async fn expect_fatal(tcp: &mut TcpStream, want: &str) {
+    let got = reply(tcp).await;
+    assert_fatal(tcp, got, want).await;
+}
+
+/// `got` is the fatal error `want`, and nsqd closes `tcp` after it.
+async fn assert_fatal(tcp: &mut TcpStream, got: (u32, String), want: &str) {
+    assert_eq!(got, (1, want.to_string()));
+    expect_closed(tcp).await;
+}
 
 async fn authed_conn(
     nsqd: &nsq_test_support::in_process::Nsqd,
@@ -582,16 +593,11 @@ async fn authed_conn(
 async fn auth_allows_what_is_granted_and_refuses_the_rest() {
     within(async {
         let auth = AuthServer::start(&[(200, GRANT)]).await;
-        let addr = format!("--auth-http-address={}", auth.addr);
-        let nsqd = start(&[&addr]).await;
+        let nsqd = start(&[&auth.nsqd_arg()]).await;
         // Nothing before AUTH.
         let mut tcp = connect(&nsqd).await;
         tcp.write_all(&pub_cmd("ok", b"x")).await.unwrap();
-        assert_eq!(
-            reply(&mut tcp).await,
-            (1, "E_AUTH_FIRST AUTH required before PUB".into())
-        );
-        expect_closed(&mut tcp).await;
+        expect_fatal(&mut tcp, "E_AUTH_FIRST AUTH required before PUB").await;
 
         let (mut tcp, r) = authed_conn(&nsqd, "s3cret &").await;
         assert_eq!(
@@ -613,22 +619,15 @@ async fn auth_allows_what_is_granted_and_refuses_the_rest() {
         assert_eq!(c[0]["auth_identity"], json!("alice"));
         assert_eq!(c[0]["auth_identity_url"], json!("https://id/alice"));
         tcp.write_all(b"AUTH\n\x00\x00\x00\x01x").await.unwrap();
-        assert_eq!(
-            reply(&mut tcp).await,
-            (1, "E_INVALID AUTH already set".into())
-        );
-        expect_closed(&mut tcp).await;
+        expect_fatal(&mut tcp, "E_INVALID AUTH already set").await;
 
         let (mut tcp, _) = authed_conn(&nsqd, "s").await;
         tcp.write_all(&pub_cmd("other", b"x")).await.unwrap();
-        assert_eq!(
-            reply(&mut tcp).await,
-            (
-                1,
-                r#"E_UNAUTHORIZED AUTH failed for PUB on "other" """#.into()
-            )
-        );
-        expect_closed(&mut tcp).await;
+        expect_fatal(
+            &mut tcp,
+            r#"E_UNAUTHORIZED AUTH failed for PUB on "other" """#,
+        )
+        .await;
 
         let (mut tcp, _) = authed_conn(&nsqd, "s").await;
         tcp.write_all(b"SUB ok c\n").await.unwrap();
@@ -637,12 +636,10 @@ async fn auth_allows_what_is_granted_and_refuses_the_rest() {
         // An empty grant and a refusal.
         auth.set(200, r#"{"ttl":60,"authorizations":[]}"#);
         let (mut tcp, r) = authed_conn(&nsqd, "s").await;
-        assert_eq!(r, (1, "E_UNAUTHORIZED AUTH no authorizations found".into()));
-        expect_closed(&mut tcp).await;
+        assert_fatal(&mut tcp, r, "E_UNAUTHORIZED AUTH no authorizations found").await;
         auth.set(403, r#"{"message":"no"}"#);
         let (mut tcp, r) = authed_conn(&nsqd, "s").await;
-        assert_eq!(r, (1, "E_AUTH_FAILED AUTH failed".into()));
-        expect_closed(&mut tcp).await;
+        assert_fatal(&mut tcp, r, "E_AUTH_FAILED AUTH failed").await;
     })
     .await
 }
@@ -655,8 +652,7 @@ async fn an_expired_grant_is_fetched_again_on_use() {
             r#"{"ttl":1,"identity":"bob","authorizations":[{"topic":".*","channels":[".*"],"permissions":["publish"]}]}"#,
         )])
         .await;
-        let addr = format!("--auth-http-address={}", auth.addr);
-        let nsqd = start(&[&addr]).await;
+        let nsqd = start(&[&auth.nsqd_arg()]).await;
         let (mut tcp, r) = authed_conn(&nsqd, "s").await;
         assert_eq!(r.0, 0, "{r:?}");
         // From now on the server refuses; the cached grant holds for its ttl.
@@ -692,8 +688,7 @@ async fn an_auth_ttl_of_i64_max_saturates_instead_of_killing_the_connection() {
     within(async {
         let grant = GRANT.replace(r#""ttl":3600"#, &format!(r#""ttl":{}"#, i64::MAX));
         let auth = AuthServer::start(&[(200, &grant)]).await;
-        let addr = format!("--auth-http-address={}", auth.addr);
-        let nsqd = start(&[&addr]).await;
+        let nsqd = start(&[&auth.nsqd_arg()]).await;
         let (mut tcp, r) = authed_conn(&nsqd, "s").await;
         assert_eq!(r.0, 0, "{r:?}");
         tcp.write_all(&pub_cmd("ok", b"x")).await.unwrap();
@@ -765,8 +760,7 @@ async fn an_unreachable_or_silent_auth_server_fails_fast() {
         let addr = format!("--auth-http-address={dead}");
         let nsqd = start(&[&addr]).await;
         let (mut tcp, r) = authed_conn(&nsqd, "s").await;
-        assert_eq!(r, (1, "E_AUTH_FAILED AUTH failed".into()));
-        expect_closed(&mut tcp).await;
+        assert_fatal(&mut tcp, r, "E_AUTH_FAILED AUTH failed").await;
 
         // One that accepts and never answers is cut off by the request timeout.
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -780,8 +774,7 @@ async fn an_unreachable_or_silent_auth_server_fails_fast() {
         let addr = format!("--auth-http-address={silent_addr}");
         let nsqd = start(&[&addr, "--http-client-request-timeout=300ms"]).await;
         let (mut tcp, r) = authed_conn(&nsqd, "s").await;
-        assert_eq!(r, (1, "E_AUTH_FAILED AUTH failed".into()));
-        expect_closed(&mut tcp).await;
+        assert_fatal(&mut tcp, r, "E_AUTH_FAILED AUTH failed").await;
     })
     .await
 }
@@ -792,11 +785,7 @@ async fn auth_without_auth_servers_is_disabled() {
         let nsqd = start(&[]).await;
         let mut tcp = connect(&nsqd).await;
         tcp.write_all(&auth_cmd("s")).await.unwrap();
-        assert_eq!(
-            reply(&mut tcp).await,
-            (1, "E_AUTH_DISABLED AUTH disabled".into())
-        );
-        expect_closed(&mut tcp).await;
+        expect_fatal(&mut tcp, "E_AUTH_DISABLED AUTH disabled").await;
     })
     .await
 }

@@ -460,6 +460,20 @@ impl NsqdProcess {
             .await
             .with_logs(self.log_handle())
     }
+
+    /// [`Self::connect`], then IDENTIFY with no options (feature negotiation on).
+    pub async fn connect_identified(&self) -> RawConn {
+        let mut c = self.connect().await;
+        c.identify_ok(serde_json::json!({})).await;
+        c
+    }
+
+    /// [`Self::connect_identified`], then `SUB topic channel` (answered `OK`); `RDY` is 0.
+    pub async fn subscriber(&self, topic: &str, channel: &str) -> RawConn {
+        let mut c = self.connect_identified().await;
+        c.sub(topic, channel).await;
+        c
+    }
 }
 
 impl std::ops::Deref for NsqdProcess {

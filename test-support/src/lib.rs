@@ -47,12 +47,13 @@ pub mod fake_node;
 pub mod http;
 pub mod in_process;
 pub mod nsqd_stats;
+pub mod prometheus;
 pub mod raw;
 pub mod raw_lookup;
 pub mod samples;
 pub mod tool;
 
-use std::fmt::Display;
+use std::fmt::{Debug, Display};
 use std::future::Future;
 use std::time::Duration;
 
@@ -117,6 +118,20 @@ pub async fn wait_until<T, E: Display>(
         }
         tokio::time::sleep(WAIT_POLL_INTERVAL).await;
     }
+}
+
+/// [`wait_until`] `probe` returns `want`; on timeout the error shows the last value seen.
+pub async fn wait_for_value<T: PartialEq + Debug>(
+    limit: Duration,
+    what: &str,
+    want: T,
+    mut probe: impl FnMut() -> T,
+) -> Result<(), String> {
+    wait_until(limit, what, || match probe() {
+        got if got == want => Ok(()),
+        got => Err(format!("{got:?}")),
+    })
+    .await
 }
 
 /// Longest [`poll`] waits.

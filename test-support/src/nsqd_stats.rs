@@ -1,5 +1,6 @@
 //! Reading nsqd's JSON stats (`/stats?format=json`): the entry of one topic, one channel, and
-//! every client, for tests that check what nsqd reports.
+//! every client, for tests that check what nsqd reports; and publishing over HTTP for tests
+//! that only need messages there.
 
 use serde_json::Value;
 
@@ -55,6 +56,32 @@ impl NsqdProcess {
     /// The `topic`/`channel` entry of this nsqd's stats, or Null.
     pub fn channel_stats(&self, topic: &str, channel: &str) -> Value {
         channel_in(&self.stats_of(topic), topic, channel)
+    }
+
+    /// Assert nothing of `topic`/`channel` is left queued or in flight.
+    pub fn assert_channel_drained(&self, topic: &str, channel: &str) {
+        let ch = self.channel_stats(topic, channel);
+        assert_eq!(ch["depth"], 0, "{ch}");
+        assert_eq!(ch["in_flight_count"], 0, "{ch}");
+    }
+
+    /// Publish `bodies` to `topic` with one HTTP `/mpub` (newline-separated, so no body may
+    /// hold a newline), for tests whose subject is not the publishing.
+    pub fn mpub<B: AsRef<[u8]>>(&self, topic: &str, bodies: impl IntoIterator<Item = B>) {
+        let mut joined = Vec::new();
+        for body in bodies {
+            let body = body.as_ref();
+            assert!(
+                !body.contains(&b'\n'),
+                "an /mpub body holds a newline: {body:?}"
+            );
+            joined.extend_from_slice(body);
+            joined.push(b'\n');
+        }
+        let r = self.http_post(&format!("/mpub?topic={topic}"), &joined);
+        if r.status != 200 {
+            self.fail(&format!("/mpub?topic={topic}: {} {}", r.status, r.text()));
+        }
     }
 
     /// Every client this nsqd lists for `topic` (subscribers and publishers).

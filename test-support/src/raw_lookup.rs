@@ -45,6 +45,13 @@ impl RawLookupConn {
         conn
     }
 
+    /// Connect and IDENTIFY as an nsqd with these ports (see [`Self::identify_as_nsqd`]).
+    pub async fn identified(addr: SocketAddr, tcp_port: u16, http_port: u16) -> RawLookupConn {
+        let mut conn = Self::connect(addr).await;
+        conn.identify_as_nsqd(tcp_port, http_port).await;
+        conn
+    }
+
     /// Connect without sending anything (for bad-magic tests).
     pub async fn connect_without_magic(addr: SocketAddr) -> RawLookupConn {
         RawLookupConn {

@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// A tool process whose stdout and stderr are read by threads, so a full
 /// pipe never blocks it, and which is killed if the test ends early.
@@ -109,6 +110,26 @@ impl Tool {
     }
 }
 
+impl Tool {
+    /// Sends SIGTERM and expects a clean exit (status 0), as upstream's tools give when asked
+    /// to stop; what the tool wrote is returned.
+    pub async fn stop_ok(self) -> Finished {
+        self.terminate();
+        let done = self.finish().await;
+        assert!(done.status.success(), "{}", done.stderr);
+        done
+    }
+
+    /// Runs `exe` with `args` (no stdin) and expects it to fail on its own, saying `needle` on
+    /// stderr.
+    pub async fn expect_failure(exe: &str, args: &[String], needle: &str) -> Finished {
+        let done = Tool::spawn(exe, args, None).finish().await;
+        assert!(!done.status.success(), "{exe} {args:?} succeeded");
+        assert!(done.stderr.contains(needle), "{}", done.stderr);
+        done
+    }
+}
+
 impl Drop for Tool {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
@@ -121,4 +142,21 @@ impl Drop for Tool {
 /// Owned arguments from string literals.
 pub fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Wait for `child` to exit, at most `limit`; past it the child is killed and reaped and
+/// `None` returned, so the caller can fail with whatever context it has.
+pub fn wait_with_deadline(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll the child process") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -289,81 +289,67 @@ async fn bad_requests_get_upstreams_errors() {
         c.nsqd_topic_channel("T", "c").await;
         let req = |m: &str, t: &str, body: &str| c.admin.request(m, t, &[], body.as_bytes());
 
-        assert_error(
-            &c,
-            &req("POST", "/api/topics", "{nope"),
-            400,
-            "INVALID_BODY",
-        );
-        assert_error(
-            &c,
-            &req("POST", "/api/topics", r#"{"topic":"a b"}"#),
-            400,
-            "INVALID_TOPIC",
-        );
-        assert_error(
-            &c,
-            &req("POST", "/api/topics", r#"{"topic":""}"#),
-            400,
-            "INVALID_TOPIC",
-        );
-        assert_error(
-            &c,
-            &req("POST", "/api/topics", r#"{"topic":"ok","channel":"x y"}"#),
-            400,
-            "INVALID_CHANNEL",
-        );
-        assert_error(
-            &c,
-            &req("POST", "/api/topics/T", r#"{"action":"burn"}"#),
-            400,
-            "INVALID_ACTION",
-        );
-        assert_error(
-            &c,
-            &req("POST", "/api/topics/T/c", "{}"),
-            400,
-            "INVALID_ACTION",
-        );
-        assert_error(&c, &req("POST", "/api/topics/T", "[1"), 400, "INVALID_BODY");
-        assert_error(
-            &c,
-            &req("DELETE", "/api/nodes/x:1", "nope"),
-            400,
-            "INVALID_BODY",
-        );
-        assert_error(
-            &c,
-            &req("DELETE", "/api/nodes/x:1", r#"{"topic":"!"}"#),
-            400,
-            "INVALID_TOPIC",
-        );
-        assert_error(
-            &c,
-            &req("GET", "/api/topics/nope", ""),
-            404,
-            "TOPIC_NOT_FOUND",
-        );
-        assert_error(
-            &c,
-            &req("GET", "/api/topics/T/nope", ""),
-            404,
-            "CHANNEL_NOT_FOUND",
-        );
-        assert_error(
-            &c,
-            &req("POST", "/api/topics/nope", r#"{"action":"pause"}"#),
-            404,
-            "TOPIC_NOT_FOUND",
-        );
-        assert_error(
-            &c,
-            &req("GET", "/api/nodes/127.0.0.9:4151", ""),
-            404,
-            "NODE_NOT_FOUND",
-        );
-        assert_error(&c, &req("GET", "/api/nope", ""), 404, "NOT_FOUND");
-        assert_error(&c, &req("GET", "/static/nope.js", ""), 404, "NOT_FOUND");
+        for (method, target, body, status, message) in [
+            ("POST", "/api/topics", "{nope", 400, "INVALID_BODY"),
+            (
+                "POST",
+                "/api/topics",
+                r#"{"topic":"a b"}"#,
+                400,
+                "INVALID_TOPIC",
+            ),
+            (
+                "POST",
+                "/api/topics",
+                r#"{"topic":""}"#,
+                400,
+                "INVALID_TOPIC",
+            ),
+            (
+                "POST",
+                "/api/topics",
+                r#"{"topic":"ok","channel":"x y"}"#,
+                400,
+                "INVALID_CHANNEL",
+            ),
+            (
+                "POST",
+                "/api/topics/T",
+                r#"{"action":"burn"}"#,
+                400,
+                "INVALID_ACTION",
+            ),
+            ("POST", "/api/topics/T/c", "{}", 400, "INVALID_ACTION"),
+            ("POST", "/api/topics/T", "[1", 400, "INVALID_BODY"),
+            ("DELETE", "/api/nodes/x:1", "nope", 400, "INVALID_BODY"),
+            (
+                "DELETE",
+                "/api/nodes/x:1",
+                r#"{"topic":"!"}"#,
+                400,
+                "INVALID_TOPIC",
+            ),
+            ("GET", "/api/topics/nope", "", 404, "TOPIC_NOT_FOUND"),
+            ("GET", "/api/topics/T/nope", "", 404, "CHANNEL_NOT_FOUND"),
+            (
+                "POST",
+                "/api/topics/nope",
+                r#"{"action":"pause"}"#,
+                404,
+                "TOPIC_NOT_FOUND",
+            ),
+            (
+                "GET",
+                "/api/nodes/127.0.0.9:4151",
+                "",
+                404,
+                "NODE_NOT_FOUND",
+            ),
+            ("GET", "/api/nope", "", 404, "NOT_FOUND"),
+            ("GET", "/static/nope.js", "", 404, "NOT_FOUND"),
+        ] {
+            assert_error(&c, &req(method, target, body), status, message);
+        }
         let r = req("PUT", "/api/topics", "");
         assert_error(&c, &r, 405, "METHOD_NOT_ALLOWED");
         assert_eq!(r.header("Allow"), Some("GET, OPTIONS, POST"));

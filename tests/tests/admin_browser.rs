@@ -233,12 +233,7 @@ async fn pause_a_channel_from_the_dashboard() {
 async fn requeue_a_dead_letter_from_the_jobs_page() {
     within_for(BROWSER_TEST_TIMEOUT, async {
         let c = AdminCluster::start(&[]);
-        c.nsqd_topic_channel("render", "workers").await;
-        let r = c.nsqd.http_post(
-            "/channel/max_attempts?topic=render&channel=workers&max_attempts=1",
-            b"",
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
+        c.nsqd_dead_letter_channel("render", "workers").await;
         let body = nsq_protocol::job::Shard {
             job: "render".into(),
             fire: "f1".into(),

@@ -34,8 +34,7 @@ async fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
         // Three times what the soft limit alone would allow, each served.
         let mut conns = Vec::new();
         for _ in 0..200 {
-            let mut c = nsqd.connect().await;
-            c.identify_ok(serde_json::json!({})).await;
+            let c = nsqd.connect_identified().await;
             conns.push(c);
         }
     })
@@ -78,8 +77,7 @@ async fn exhausted_descriptors_leave_connected_clients_served() {
         )
         .await
         .unwrap_or_else(|e| nsqd.fail(&e));
-        let mut late = nsqd.connect().await;
-        late.identify_ok(serde_json::json!({})).await;
+        let _late = nsqd.connect_identified().await;
         // Backing off, not spinning: a handful of lines, not thousands.
         let errors = nsqd
             .logs()

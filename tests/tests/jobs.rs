@@ -80,9 +80,7 @@ async fn exhausted_messages_go_to_the_dead_letter_topic() {
         .unwrap_or_else(|e| nsqd.fail(&e));
 
         // The dead letters carry the original bodies.
-        let mut d = nsqd.connect().await;
-        d.identify_ok(json!({})).await;
-        d.sub("orders.dead", "inspect").await;
+        let mut d = nsqd.subscriber("orders.dead", "inspect").await;
         d.rdy(2).await;
         let mut bodies: Vec<Vec<u8>> = d.read_messages(2).await.into_iter().map(|m| m.body.to_vec()).collect();
         bodies.sort();

@@ -8,8 +8,9 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use nsq_test_support::tool::wait_with_deadline;
 use nsq_test_support::{AuthServer, Certs, NsqdProcess};
 use serde_json::Value;
 
@@ -43,19 +44,10 @@ fn run_client(nsqd: &NsqdProcess, args: &[String]) -> Value {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start python");
-    let deadline = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            nsqd.fail(&format!(
-                "pynsq client {args:?} did not finish in {RUN_LIMIT:?}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = wait_with_deadline(&mut child, RUN_LIMIT) else {
+        nsqd.fail(&format!(
+            "pynsq client {args:?} did not finish in {RUN_LIMIT:?}"
+        ));
     };
     let mut out = String::new();
     let mut err = String::new();

@@ -113,8 +113,7 @@ async fn nsq_to_http_posts_round_robin_with_headers_and_survives_a_failing_endpo
     within(async {
         let nsqd = NsqdProcess::start(&[]);
         let (a, b) = (HttpSink::start(), HttpSink::start());
-        let mut raw = nsqd.connect().await;
-        raw.identify_ok(serde_json::json!({})).await;
+        let mut raw = nsqd.connect_identified().await;
         let bodies: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
         let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_bytes()).collect();
         raw.publish_multi("to_http", &refs).await;
@@ -179,9 +178,7 @@ async fn nsq_to_http_posts_round_robin_with_headers_and_survives_a_failing_endpo
         .await
         .unwrap();
         assert_eq!(b.seen().len(), 10);
-        tool.terminate();
-        let done = tool.finish().await;
-        assert!(done.status.success(), "{}", done.stderr);
+        tool.stop_ok().await;
     })
     .await;
 }
@@ -191,8 +188,7 @@ async fn nsq_to_http_gets_with_the_body_escaped_into_the_url() {
     within(async {
         let nsqd = NsqdProcess::start(&[]);
         let sink = HttpSink::start();
-        let mut raw = nsqd.connect().await;
-        raw.identify_ok(serde_json::json!({})).await;
+        let mut raw = nsqd.connect_identified().await;
         raw.publish("to_get", b"a b&c").await;
         let tool = Tool::spawn(
             env!("CARGO_BIN_EXE_nsq_to_http"),
@@ -213,23 +209,16 @@ async fn nsq_to_http_gets_with_the_body_escaped_into_the_url() {
         .map(|line| assert_eq!(line, "GET /hit?data=a+b%26c HTTP/1.1"))
         .unwrap();
 
-        let bad = Tool::spawn(
+        Tool::expect_failure(
             env!("CARGO_BIN_EXE_nsq_to_http"),
             &[
                 "--topic=t".to_string(),
                 "--nsqd-tcp-address=127.0.0.1:1".into(),
                 "--get=http://x/".into(),
             ],
-            None,
-        );
-        let done = bad.finish().await;
-        assert!(!done.status.success());
-        assert!(
-            done.stderr
-                .contains("invalid GET address - must be a printf string"),
-            "{}",
-            done.stderr
-        );
+            "invalid GET address - must be a printf string",
+        )
+        .await;
     })
     .await;
 }
@@ -239,8 +228,7 @@ async fn nsq_to_nsq_copies_to_a_destination_topic_round_robin() {
     within(async {
         let source = NsqdProcess::start(&[]);
         let (d1, d2) = (NsqdProcess::start(&[]), NsqdProcess::start(&[]));
-        let mut raw = source.connect().await;
-        raw.identify_ok(serde_json::json!({})).await;
+        let mut raw = source.connect_identified().await;
         let bodies: Vec<String> = (0..20)
             .map(|i| format!(r#"{{"i":{i},"keep":true}}"#))
             .collect();
@@ -283,9 +271,7 @@ async fn nsq_to_nsq_copies_to_a_destination_topic_round_robin() {
         )
         .await
         .unwrap();
-        tool.terminate();
-        let done = tool.finish().await;
-        assert!(done.status.success(), "{}", done.stderr);
+        tool.stop_ok().await;
     })
     .await;
 }

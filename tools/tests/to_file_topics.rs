@@ -90,26 +90,17 @@ async fn topic_pattern_finds_topics_through_lookupd_and_work_dir_holds_open_file
         assert!(files(work.path()).is_empty(), "{:?}", files(work.path()));
         let other = nsqd.http_get("/stats?format=json&topic=other").json();
         assert_eq!(other["topics"][0]["channels"][0]["depth"], 1, "{other}");
-        tool.terminate();
-        let done = tool.finish().await;
-        assert!(done.status.success(), "{}", done.stderr);
+        tool.stop_ok().await;
 
-        let bad = Tool::spawn(
+        Tool::expect_failure(
             env!("CARGO_BIN_EXE_nsq_to_file"),
             &[
                 "--topic-pattern=^x".to_string(),
                 "--nsqd-tcp-address=127.0.0.1:1".into(),
             ],
-            None,
-        );
-        let done = bad.finish().await;
-        assert!(!done.status.success());
-        assert!(
-            done.stderr
-                .contains("--lookupd-http-address must be specified when no --topic specified"),
-            "{}",
-            done.stderr
-        );
+            "--lookupd-http-address must be specified when no --topic specified",
+        )
+        .await;
     })
     .await;
 }

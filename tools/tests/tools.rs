@@ -164,7 +164,7 @@ async fn nsq_stat_prints_count_rows_under_upstreams_header() {
         }
 
         // A channel nsqd does not have is an error, as upstream.
-        let missing = Tool::spawn(
+        Tool::expect_failure(
             env!("CARGO_BIN_EXE_nsq_stat"),
             &[
                 "--topic=watched".to_string(),
@@ -172,15 +172,9 @@ async fn nsq_stat_prints_count_rows_under_upstreams_header() {
                 format!("--nsqd-http-address={}", nsqd.http_addr()),
                 "--count=1".into(),
             ],
-            None,
-        );
-        let done = missing.finish().await;
-        assert!(!done.status.success());
-        assert!(
-            done.stderr.contains("failed to find channel(nope)"),
-            "{}",
-            done.stderr
-        );
+            "failed to find channel(nope)",
+        )
+        .await;
     })
     .await;
 }
@@ -259,9 +253,7 @@ async fn to_file_round_trip(topic: &str, extra: &[&str]) -> Vec<(String, String)
     .await
     .unwrap_or_else(|e| nsqd.fail(&e));
 
-    tool.terminate();
-    let done = tool.finish().await;
-    assert!(done.status.success(), "nsq_to_file: {}", done.stderr);
+    tool.stop_ok().await;
 
     let files = output_files(dir.path());
     let mut want: Vec<&str> = bodies.lines().collect();
@@ -358,9 +350,7 @@ async fn nsq_to_file_rotates_by_interval_without_empty_files() {
         })
         .await
         .unwrap_or_else(|e| nsqd.fail(&e));
-        tool.terminate();
-        let done = tool.finish().await;
-        assert!(done.status.success(), "nsq_to_file: {}", done.stderr);
+        tool.stop_ok().await;
 
         let files = output_files(dir.path());
         assert!(files.len() >= 3);
@@ -491,9 +481,7 @@ async fn tools_find_a_topic_s_nsqds_through_lookupd() {
             rows[2]
         );
 
-        to_file.terminate();
-        let done = to_file.finish().await;
-        assert!(done.status.success(), "nsq_to_file: {}", done.stderr);
+        to_file.stop_ok().await;
         assert_eq!(all_lines(&output_files(dir.path())), want);
     })
     .await;

@@ -222,46 +222,54 @@ fn upstream_error_texts() {
         "E_INVALID client must IDENTIFY"
     );
     // The IDENTIFY check comes before name validation.
-    assert_eq!(
-        decode_err(&mut LookupDecoder::new(), b"UNREGISTER bad!name\n"),
-        "E_INVALID client must IDENTIFY"
-    );
-    assert_eq!(
-        decode_err(&mut LookupDecoder::new(), b"FOO bar\n"),
-        "E_INVALID invalid command FOO"
-    );
-    assert_eq!(
-        decode_err(&mut LookupDecoder::new(), b"\n"),
-        "E_INVALID invalid command "
-    );
-    assert_eq!(
-        decode_err(&mut identified(), b"IDENTIFY\n"),
-        "E_INVALID cannot IDENTIFY again"
-    );
-    assert_eq!(
-        decode_err(&mut identified(), b"REGISTER\n"),
-        "E_INVALID REGISTER insufficient number of params"
-    );
-    assert_eq!(
-        decode_err(&mut identified(), b"UNREGISTER \n"),
-        "E_INVALID UNREGISTER insufficient number of params"
-    );
-    assert_eq!(
-        decode_err(&mut identified(), b"REGISTER bad!topic c\n"),
-        "E_BAD_TOPIC REGISTER topic name 'bad!topic' is not valid"
-    );
-    assert_eq!(
-        decode_err(&mut identified(), b"UNREGISTER  c\n"),
-        "E_BAD_TOPIC UNREGISTER topic name '' is not valid"
-    );
-    assert_eq!(
-        decode_err(&mut identified(), b"REGISTER t bad/chan\n"),
-        "E_BAD_CHANNEL REGISTER channel name 'bad/chan' is not valid"
-    );
-    assert_eq!(
-        decode_err(&mut identified(), b"UNREGISTER t bad/chan\n"),
-        "E_BAD_CHANNEL UNREGISTER channel name 'bad/chan' is not valid"
-    );
+    // (identified first, input, the error)
+    for (identify, input, want) in [
+        (
+            false,
+            &b"UNREGISTER bad!name\n"[..],
+            "E_INVALID client must IDENTIFY",
+        ),
+        (false, &b"FOO bar\n"[..], "E_INVALID invalid command FOO"),
+        (false, &b"\n"[..], "E_INVALID invalid command "),
+        (true, &b"IDENTIFY\n"[..], "E_INVALID cannot IDENTIFY again"),
+        (
+            true,
+            &b"REGISTER\n"[..],
+            "E_INVALID REGISTER insufficient number of params",
+        ),
+        (
+            true,
+            &b"UNREGISTER \n"[..],
+            "E_INVALID UNREGISTER insufficient number of params",
+        ),
+        (
+            true,
+            &b"REGISTER bad!topic c\n"[..],
+            "E_BAD_TOPIC REGISTER topic name 'bad!topic' is not valid",
+        ),
+        (
+            true,
+            &b"UNREGISTER  c\n"[..],
+            "E_BAD_TOPIC UNREGISTER topic name '' is not valid",
+        ),
+        (
+            true,
+            &b"REGISTER t bad/chan\n"[..],
+            "E_BAD_CHANNEL REGISTER channel name 'bad/chan' is not valid",
+        ),
+        (
+            true,
+            &b"UNREGISTER t bad/chan\n"[..],
+            "E_BAD_CHANNEL UNREGISTER channel name 'bad/chan' is not valid",
+        ),
+    ] {
+        let mut d = if identify {
+            identified()
+        } else {
+            LookupDecoder::new()
+        };
+        assert_eq!(decode_err(&mut d, input), want, "{input:?}");
+    }
     // PING is allowed before IDENTIFY.
     assert_eq!(
         decode_one(&mut LookupDecoder::new(), b"PING\n").unwrap(),
