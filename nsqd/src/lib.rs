@@ -10,7 +10,8 @@ pub mod auth;
 pub mod backlog;
 pub mod channel;
 pub mod client;
-pub mod compress;
+/// Compressed streams, shared with the `nsq` client.
+pub use nsq_wire::compress;
 pub mod config;
 pub mod disk_io;
 pub mod disk_latency;
@@ -26,6 +27,7 @@ pub mod nsqd;
 pub mod options;
 pub mod process;
 pub mod protocol_v2;
+pub mod replica_hooks;
 pub mod replication;
 pub mod server;
 pub mod stats;
