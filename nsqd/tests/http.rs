@@ -102,16 +102,7 @@ async fn unknown_paths_methods_and_options() {
 async fn a_raw_tcp_client_on_the_http_port_gets_http() {
     within(async {
         let d = start(&[]).await;
-        let mut s = TcpStream::connect(d.http).await.unwrap();
-        s.write_all(b"  V2IDENTIFY\n\0\0\0\x02{}").await.unwrap();
-        let mut head = [0u8; 4];
-        tokio::time::timeout(STEP, s.read_exact(&mut head))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&head, b"HTTP");
-        // nsqd still serves.
-        assert_eq!(http(&d, "GET", "/ping", b"").await.status, 200);
+        answered_in_http(&d, b"  V2IDENTIFY\n\0\0\0\x02{}").await;
     })
     .await
 }
@@ -251,6 +242,20 @@ async fn mpub_text_binary_and_errors() {
         assert_eq!(count(&d).await, 11);
     })
     .await
+}
+
+/// `garbage` sent to the HTTP port gets an HTTP answer (what go-nsq looks for), and nsqd goes
+/// on serving.
+async fn answered_in_http(d: &Nsqd, garbage: &[u8]) {
+    let mut s = TcpStream::connect(d.http).await.unwrap();
+    s.write_all(garbage).await.unwrap();
+    let mut head = [0u8; 4];
+    tokio::time::timeout(STEP, s.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&head, b"HTTP");
+    assert_eq!(http(d, "GET", "/ping", b"").await.status, 200);
 }
 
 /// Each request `(method, target, body)` is refused with `(status, message)`, in upstream's
@@ -663,15 +668,7 @@ async fn many_concurrent_bad_requests_do_not_stop_nsqd() {
             assert!((400..500).contains(&status), "{status}");
         }
         // A garbage request line gets an HTTP error, and nsqd keeps serving.
-        let mut s = TcpStream::connect(d.http).await.unwrap();
-        s.write_all(b"\x00\x01\x02 nonsense\r\n\r\n").await.unwrap();
-        let mut head = [0u8; 4];
-        tokio::time::timeout(STEP, s.read_exact(&mut head))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&head, b"HTTP");
-        assert_eq!(http(&d, "GET", "/ping", b"").await.status, 200);
+        answered_in_http(&d, b"\x00\x01\x02 nonsense\r\n\r\n").await;
     })
     .await
 }

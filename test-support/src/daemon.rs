@@ -22,6 +22,25 @@ use crate::binary::binary;
 use crate::http::{http_get, http_post, HttpResponse};
 use crate::raw::RawConn;
 
+/// `Deref`/`DerefMut` to the [`Daemon`] a process type wraps (its `daemon` field), so every
+/// daemon's generic helpers (logs, signals, HTTP) work on each.
+macro_rules! derefs_to_daemon {
+    ($process:ty) => {
+        impl std::ops::Deref for $process {
+            type Target = Daemon;
+            fn deref(&self) -> &Daemon {
+                &self.daemon
+            }
+        }
+
+        impl std::ops::DerefMut for $process {
+            fn deref_mut(&mut self) -> &mut Daemon {
+                &mut self.daemon
+            }
+        }
+    };
+}
+
 /// How long a daemon may take to announce its listeners and answer `/ping`. Generous because a
 /// loaded 2-core CI machine may still be linking other test binaries while this one starts.
 pub const START_DEADLINE: Duration = Duration::from_secs(20);
@@ -476,18 +495,7 @@ impl NsqdProcess {
     }
 }
 
-impl std::ops::Deref for NsqdProcess {
-    type Target = Daemon;
-    fn deref(&self) -> &Daemon {
-        &self.daemon
-    }
-}
-
-impl std::ops::DerefMut for NsqdProcess {
-    fn deref_mut(&mut self) -> &mut Daemon {
-        &mut self.daemon
-    }
-}
+derefs_to_daemon!(NsqdProcess);
 
 /// A running `nsqlookupd` on loopback port 0. Derefs to [`Daemon`].
 pub struct NsqlookupdProcess {
@@ -526,18 +534,7 @@ impl NsqlookupdProcess {
     }
 }
 
-impl std::ops::Deref for NsqlookupdProcess {
-    type Target = Daemon;
-    fn deref(&self) -> &Daemon {
-        &self.daemon
-    }
-}
-
-impl std::ops::DerefMut for NsqlookupdProcess {
-    fn deref_mut(&mut self) -> &mut Daemon {
-        &mut self.daemon
-    }
-}
+derefs_to_daemon!(NsqlookupdProcess);
 
 /// A running `nsqadmin` on loopback port 0. Derefs to [`Daemon`] (HTTP only).
 pub struct NsqadminProcess {
@@ -603,18 +600,7 @@ impl NsqadminProcess {
     }
 }
 
-impl std::ops::Deref for NsqadminProcess {
-    type Target = Daemon;
-    fn deref(&self) -> &Daemon {
-        &self.daemon
-    }
-}
-
-impl std::ops::DerefMut for NsqadminProcess {
-    fn deref_mut(&mut self) -> &mut Daemon {
-        &mut self.daemon
-    }
-}
+derefs_to_daemon!(NsqadminProcess);
 
 #[cfg(test)]
 mod tests {

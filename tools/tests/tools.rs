@@ -203,6 +203,21 @@ fn output_files(dir: &Path) -> Vec<(String, String)> {
     files
 }
 
+/// Wait until nsq_to_file's channel of `topic` has finished all `n` messages. A message is
+/// finished only after nsq_to_file fsynced it, so this means on disk.
+async fn all_finished(nsqd: &NsqdProcess, topic: &str, n: usize) {
+    wait_until(Duration::from_secs(20), "every message finished", || {
+        let c = nsqd.channel_stats(topic, "nsq_to_file");
+        if c["message_count"] == n && c["depth"] == 0 && c["in_flight_count"] == 0 {
+            Ok(())
+        } else {
+            Err(c.to_string())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| nsqd.fail(&e));
+}
+
 /// Sorted lines of all `files`.
 fn all_lines(files: &[(String, String)]) -> Vec<String> {
     let mut lines: Vec<String> = files
@@ -241,17 +256,7 @@ async fn to_file_round_trip(topic: &str, extra: &[&str]) -> Vec<(String, String)
     let bodies: String = (0..1000).map(|i| format!("record number {i}\n")).collect();
     let published = nsqd.http_post(&format!("/mpub?topic={topic}"), bodies.as_bytes());
     assert_eq!(published.status, 200, "{}", published.text());
-    // A message is finished only after it is fsynced, so this means on disk.
-    wait_until(Duration::from_secs(20), "every message finished", || {
-        let c = nsqd.channel_stats(topic, "nsq_to_file");
-        if c["message_count"] == 1000 && c["depth"] == 0 && c["in_flight_count"] == 0 {
-            Ok(())
-        } else {
-            Err(c.to_string())
-        }
-    })
-    .await
-    .unwrap_or_else(|e| nsqd.fail(&e));
+    all_finished(&nsqd, topic, 1000).await;
 
     tool.stop_ok().await;
 
@@ -340,16 +345,7 @@ async fn nsq_to_file_rotates_by_interval_without_empty_files() {
         })
         .await
         .unwrap_or_else(|e| nsqd.fail(&e));
-        wait_until(Duration::from_secs(20), "every message finished", || {
-            let c = nsqd.channel_stats("ticks", "nsq_to_file");
-            if c["message_count"] == sent.len() && c["depth"] == 0 && c["in_flight_count"] == 0 {
-                Ok(())
-            } else {
-                Err(c.to_string())
-            }
-        })
-        .await
-        .unwrap_or_else(|e| nsqd.fail(&e));
+        all_finished(&nsqd, "ticks", sent.len()).await;
         tool.stop_ok().await;
 
         let files = output_files(dir.path());
