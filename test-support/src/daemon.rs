@@ -544,25 +544,18 @@ pub struct NsqadminProcess {
 impl NsqadminProcess {
     /// Start nsqadmin reading from these lookupds (HTTP addresses), plus `extra_args`.
     pub fn start_with_lookupds(lookupds: &[SocketAddr], extra_args: &[&str]) -> NsqadminProcess {
-        let sources: Vec<String> = lookupds
-            .iter()
-            .map(|a| format!("--lookupd-http-address={a}"))
-            .collect();
-        Self::start(&sources, extra_args)
+        Self::start("--lookupd-http-address", lookupds, extra_args)
     }
 
     /// Start nsqadmin reading these nsqds directly (HTTP addresses), plus `extra_args`.
     pub fn start_with_nsqds(nsqds: &[SocketAddr], extra_args: &[&str]) -> NsqadminProcess {
-        let sources: Vec<String> = nsqds
-            .iter()
-            .map(|a| format!("--nsqd-http-address={a}"))
-            .collect();
-        Self::start(&sources, extra_args)
+        Self::start("--nsqd-http-address", nsqds, extra_args)
     }
 
-    fn start(sources: &[String], extra_args: &[&str]) -> NsqadminProcess {
+    /// Start nsqadmin with `source_flag=ADDR` for each of `sources`, plus `extra_args`.
+    fn start(source_flag: &str, sources: &[SocketAddr], extra_args: &[&str]) -> NsqadminProcess {
         let mut args: Vec<OsString> = vec!["--http-address=127.0.0.1:0".into()];
-        args.extend(sources.iter().map(OsString::from));
+        args.extend(sources.iter().map(|a| format!("{source_flag}={a}").into()));
         args.extend(extra_args.iter().map(|a| OsStr::new(a).to_os_string()));
         // Every path, /ping included, lives under --base-path.
         let base = extra_args

@@ -38,13 +38,6 @@ pub struct RawLookupConn {
 }
 
 impl RawLookupConn {
-    /// Connect and send the V1 magic.
-    pub async fn connect(addr: SocketAddr) -> RawLookupConn {
-        let mut conn = Self::connect_without_magic(addr).await;
-        conn.write_raw(MAGIC_V1).await;
-        conn
-    }
-
     /// Connect and IDENTIFY as an nsqd with these ports (see [`Self::identify_as_nsqd`]).
     pub async fn identified(addr: SocketAddr, tcp_port: u16, http_port: u16) -> RawLookupConn {
         let mut conn = Self::connect(addr).await;
@@ -59,6 +52,13 @@ impl RawLookupConn {
             buf: BytesMut::with_capacity(4096),
             peer: addr,
         }
+    }
+
+    /// Connect and send the V1 magic.
+    pub async fn connect(addr: SocketAddr) -> RawLookupConn {
+        let mut conn = Self::connect_without_magic(addr).await;
+        conn.write_raw(MAGIC_V1).await;
+        conn
     }
 
     /// Write bytes as they are.
