@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -20,6 +19,7 @@ use tempfile::TempDir;
 
 use crate::binary::binary;
 use crate::http::{http_get, http_post, HttpResponse};
+pub use crate::logs::Logs;
 use crate::raw::RawConn;
 
 /// `Deref`/`DerefMut` to the [`Daemon`] a process type wraps (its `daemon` field), so every
@@ -48,49 +48,6 @@ pub const START_DEADLINE: Duration = Duration::from_secs(20);
 pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
 /// Interval between readiness probes. Short: it bounds latency, not correctness.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
-
-/// Everything a daemon wrote to stdout and stderr, line by line, for failure messages.
-///
-/// Cloned into each reader thread and into [`RawConn`]s; the mutex is held only to push or copy
-/// lines.
-#[derive(Clone, Default)]
-pub struct Logs {
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Logs {
-    fn push(&self, line: String) {
-        self.lines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(line);
-    }
-
-    /// All lines so far, joined with newlines.
-    pub fn snapshot(&self) -> String {
-        self.lines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .join("\n")
-    }
-
-    /// Whether any line so far contains `needle`.
-    pub fn contains(&self, needle: &str) -> bool {
-        self.lines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|l| l.contains(needle))
-    }
-
-    /// Panic with `msg` followed by the collected logs.
-    pub fn fail(&self, msg: &str) -> ! {
-        panic!(
-            "{msg}\n--- daemon logs ---\n{}\n--- end of logs ---",
-            self.snapshot()
-        )
-    }
-}
 
 /// A listener address announced in the logs.
 enum Announce {

@@ -46,6 +46,7 @@ pub mod daemon;
 pub mod fake_node;
 pub mod http;
 pub mod in_process;
+pub mod logs;
 pub mod nsqd_stats;
 pub mod prometheus;
 pub mod raw;

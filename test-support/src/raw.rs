@@ -16,7 +16,7 @@ use nsq_protocol::{ChannelName, Command, Frame, FrameDecoder, MessageId, TopicNa
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::daemon::Logs;
+use crate::logs::Logs;
 
 /// Default bound on a single read: far above any latency nsqd should show on loopback, yet
 /// short enough that a hung test says what it was waiting for.
