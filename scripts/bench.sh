@@ -46,6 +46,7 @@
 #   ROUNDS         rounds per server, each on a fresh nsqd (default 1)
 #   MEM_MSGS       messages for the memory figure (default 1000000)
 #   SIZE           message body bytes (default 200)
+#   NO_BUILD       set: measure target/release as it is, without cargo build
 #   PHASES         which of "throughput latency memory disk" to run (default all)
 #   DISK_ARGS      nsqd flags for the disk phase, instead of NSQD_ARGS
 #                  (default --mem-queue-size=0: every message goes to disk)
@@ -134,7 +135,7 @@ if [ "$TOOLS" = upstream ]; then
 fi
 
 # Workspace level, so the tools build wherever their crate lives.
-cargo build --release --bins >&2
+[ -n "${NO_BUILD:-}" ] || cargo build --release --bins >&2
 BIN=./target/release
 
 # The load before anything of ours runs, for the --table line.

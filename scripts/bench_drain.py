@@ -125,7 +125,7 @@ def drain(addr, topic, chan, expect, timeout, reader):
         "unfinished": in_flight,
         "seconds": round(seconds, 6),
         "msgs_per_sec": round(msgs / seconds, 3) if seconds > 0 else 0,
-    }))
+    }, separators=(",", ":")))
     return 0 if done else 1
 
 

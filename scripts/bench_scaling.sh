@@ -45,10 +45,10 @@ scale_point() {
     [ "$(json_field msgs "$r")" -ge $((msgs * c)) ] || { log "$server: the reader finished $(json_field msgs "$r") of $((msgs * c))"; exit 1; }
     results+=("$(tag "$server" "$round" <<<"$w")" "$(tag "$server" "$round" <<<"$r")")
     results+=("$(echo "$t0 $t1 $t2" | awk -v c="$c" -v n="$n" -v size="$size" -v msgs="$msgs" \
-        -v pub="$(json_field msgs_per_sec "$w")" -v sub="$(json_field msgs_per_sec "$r")" \
+        -v pub="$(json_field msgs_per_sec "$w")" -v subr="$(json_field msgs_per_sec "$r")" \
         -v rss0="$rss0" -v rss1="$rss1" '{
         pubcpu = ($3 + $4 - $1 - $2) / 100; subcpu = ($5 + $6 - $3 - $4) / 100
-        printf "{\"tool\":\"scale\",\"channels\":%d,\"connections\":%d,\"size\":%d,\"msgs\":%d,\"deliveries\":%d,\"pub_msgs_per_sec\":%.1f,\"sub_msgs_per_sec\":%.1f,\"pub_cpu_seconds\":%.2f,\"sub_cpu_seconds\":%.2f,\"cpu_seconds\":%.2f,\"rss_before_kb\":%d,\"rss_queued_kb\":%d}\n", c, n, size, msgs, msgs * c, pub, sub, pubcpu, subcpu, pubcpu + subcpu, rss0, rss1
+        printf "{\"tool\":\"scale\",\"channels\":%d,\"connections\":%d,\"size\":%d,\"msgs\":%d,\"deliveries\":%d,\"pub_msgs_per_sec\":%.1f,\"sub_msgs_per_sec\":%.1f,\"pub_cpu_seconds\":%.2f,\"sub_cpu_seconds\":%.2f,\"cpu_seconds\":%.2f,\"rss_before_kb\":%d,\"rss_queued_kb\":%d}\n", c, n, size, msgs, msgs * c, pub, subr, pubcpu, subcpu, pubcpu + subcpu, rss0, rss1
     }' | tag "$server" "$round")")
 }
 

@@ -20,9 +20,18 @@ async fn readme_commands_run() {
         link("nsq-job", Path::new(env!("CARGO_BIN_EXE_nsq-job")));
         link("nsq_tail", Path::new(env!("CARGO_BIN_EXE_nsq_tail")));
         link("to_nsq", Path::new(env!("CARGO_BIN_EXE_to_nsq")));
-        link("bench_writer", Path::new(env!("CARGO_BIN_EXE_bench_writer")));
-        link("bench_reader", Path::new(env!("CARGO_BIN_EXE_bench_reader")));
-        link("bench_latency", Path::new(env!("CARGO_BIN_EXE_bench_latency")));
+        link(
+            "bench_writer",
+            Path::new(env!("CARGO_BIN_EXE_bench_writer")),
+        );
+        link(
+            "bench_reader",
+            Path::new(env!("CARGO_BIN_EXE_bench_reader")),
+        );
+        link(
+            "bench_latency",
+            Path::new(env!("CARGO_BIN_EXE_bench_latency")),
+        );
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/readme-commands.sh");
         let bin_dir = bin.path().to_owned();
         let out = tokio::task::spawn_blocking(move || {

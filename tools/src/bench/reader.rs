@@ -14,7 +14,7 @@ use clap::Parser;
 use nsq_protocol::{ChannelName, Command, Frame, HEARTBEAT};
 use serde_json::json;
 
-use super::conn::{connect_all, server_error, Conn, Incoming, READ_CHUNK};
+use super::conn::{connect_all, server_error, Conn, Incoming, READ_CHUNK, REPLY_TIMEOUT};
 use super::{
     check_limits, cpu_since, limits_text, parse_channel, per_connection, process_cpu_time,
     BenchError, Report, Result, Target,
@@ -118,9 +118,12 @@ pub fn run(opts: &ReaderOptions) -> Result<Report> {
     let n = opts.total_connections();
     // One connection has a whole READ_CHUNK; many share about that much.
     let chunk = READ_CHUNK / n as usize;
-    let mut conns = connect_all(&t.tcp_address, "bench_reader", n, chunk, poll_interval(n))?;
+    let mut conns = connect_all(&t.tcp_address, "bench_reader", n, chunk, REPLY_TIMEOUT)?;
     for (conn, channel) in conns.iter_mut().zip(channels.iter().cycle()) {
+        // A loaded nsqd may take a while to answer SUB; only afterwards do
+        // reads time out often, to watch the clock.
         conn.subscribe(&t.topic, channel)?;
+        conn.set_read_timeout(Some(poll_interval(n)))?;
     }
     // scripts/bench.sh waits for this line before it publishes, so that the
     // channel exists and receives every message.
