@@ -533,6 +533,12 @@ impl Channel {
         out
     }
 
+    /// The channel's disk queue, if it has one (replication's full copy
+    /// peeks at what spilled there).
+    pub fn disk_queue(&self) -> Option<crate::disk_io::QueueHandle> {
+        self.lock().backlog.handle().cloned()
+    }
+
     fn tell(&self, event: impl FnOnce(&dyn ChannelEvents)) {
         if let Some(e) = self.observers.events.get() {
             event(e);

@@ -27,6 +27,7 @@ pub use segment::Position;
 use segment::{header, parse_segment, Meta, Window, HEADER, META_VERSION};
 
 mod listing;
+mod peek;
 mod recovery;
 mod segment;
 
