@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use nsq_protocol::names::is_valid_name;
 
-use crate::cluster::{enc, warning, Node, Sources, Warnings};
+use crate::cluster::{enc, warning, Node, NodeError, Sources, Warnings};
 use crate::context::Context;
 use crate::history::now_ms;
 use crate::routes::{Endpoint, Reply, Req};
@@ -121,7 +121,7 @@ async fn topics(ctx: &Context, inactive: bool) -> Reply {
                 let channels = match ctx.cluster.lookupd_channels(&t).await {
                     Ok((c, _)) => c,
                     Err(e) => {
-                        w.push(e);
+                        w.push(e.to_string());
                         Vec::new()
                     }
                 };
@@ -322,9 +322,11 @@ pub(crate) async fn act(ctx: &Context, endpoint: Endpoint, req: &Req) -> Reply {
 }
 
 /// The outcome of an action's requests: all failed is 502, some is a warning.
-fn outcome(results: Vec<Result<(), String>>, mut w: Warnings) -> Reply {
+fn outcome(results: Vec<Result<(), NodeError>>, mut w: Warnings) -> Reply {
     let asked = results.len();
-    let failed: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    let failed: Vec<String> = (results.into_iter())
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect();
     if asked > 0 && failed.len() == asked {
         let e = failed.join("; ");
         tracing::error!("admin action failed: {e}");
@@ -377,7 +379,7 @@ async fn create(ctx: &Context, req: &Req) -> Reply {
                                 .await,
                         );
                     }
-                    Err(e) => w.push(e),
+                    Err(e) => w.push(e.to_string()),
                 }
             }
         }
@@ -473,7 +475,7 @@ async fn delete(ctx: &Context, req: &Req, topic: &str, channel: Option<&str>) ->
     let results = results
         .into_iter()
         .map(|r| match r {
-            Err(e) if e.contains(": 404 ") => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
             other => other,
         })
         .collect();
@@ -517,7 +519,7 @@ async fn tombstone(ctx: &Context, req: &Req, node: &str) -> Reply {
                     .await,
             );
         }
-        Err(e) => w.push(e),
+        Err(e) => w.push(e.to_string()),
     }
     ctx.notifier
         .notify("tombstone_topic_producer", &body.topic, "", node, &req.who);

@@ -20,11 +20,14 @@ use nsq_app::http_client::HttpClient;
 use crate::daemon_json::{LookupdProducer, NsqdInfo, NsqdStats};
 use crate::stats::{join_host_port, mark_out_of_date, Producer, ProducerTopic};
 
+mod error;
+pub use error::NodeError;
+
 /// Failures of some requests of a question that still has an answer.
 pub type Warnings = Vec<String>;
 
 /// An answer built from the sources that answered, or the reason none did.
-pub type Answer<T> = Result<(T, Warnings), String>;
+pub type Answer<T> = Result<(T, Warnings), NodeError>;
 
 /// Where the cluster is read from: lookupds (the usual setup) or a fixed
 /// list of nsqds (`--nsqd-http-address`).
@@ -62,7 +65,7 @@ pub use nsq_app::url::query_escape as enc;
 
 /// Split results into answers and failures; all failed (and at least one
 /// asked) is a failure of the whole question.
-fn settle<T>(results: Vec<Result<T, String>>) -> Answer<Vec<T>> {
+fn settle<T>(results: Vec<Result<T, NodeError>>) -> Answer<Vec<T>> {
     let asked = results.len();
     let mut ok = Vec::new();
     let mut errs = Vec::new();
@@ -73,9 +76,9 @@ fn settle<T>(results: Vec<Result<T, String>>) -> Answer<Vec<T>> {
         }
     }
     if asked > 0 && ok.is_empty() {
-        return Err(errs.join("; "));
+        return Err(NodeError::AllFailed(errs));
     }
-    Ok((ok, errs))
+    Ok((ok, errs.iter().map(ToString::to_string).collect()))
 }
 
 #[derive(Deserialize)]
@@ -141,12 +144,16 @@ impl Cluster {
     }
 
     /// Run `f` for every item at once; results in the items' order.
-    pub(crate) async fn fan_out<I, T, F, Fut>(&self, items: Vec<I>, f: F) -> Vec<Result<T, String>>
+    pub(crate) async fn fan_out<I, T, F, Fut>(
+        &self,
+        items: Vec<I>,
+        f: F,
+    ) -> Vec<Result<T, NodeError>>
     where
         I: Send + 'static,
         T: Send + 'static,
         F: Fn(HttpClient, I) -> Fut,
-        Fut: std::future::Future<Output = Result<T, String>> + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, NodeError>> + Send + 'static,
     {
         let mut set = JoinSet::new();
         let n = items.len();
@@ -159,14 +166,14 @@ impl Cluster {
                 (i, r)
             });
         }
-        let mut out: Vec<Option<Result<T, String>>> = (0..n).map(|_| None).collect();
+        let mut out: Vec<Option<Result<T, NodeError>>> = (0..n).map(|_| None).collect();
         while let Some(joined) = set.join_next().await {
             if let Ok((i, r)) = joined {
                 out[i] = Some(r);
             }
         }
         out.into_iter()
-            .map(|r| r.unwrap_or_else(|| Err("request task failed".into())))
+            .map(|r| r.unwrap_or(Err(NodeError::TaskFailed)))
             .collect()
     }
 
@@ -302,7 +309,7 @@ impl Cluster {
         topic: Option<&str>,
         channel: Option<&str>,
         include_clients: bool,
-    ) -> Vec<Result<(Node, NsqdStats), String>> {
+    ) -> Vec<Result<(Node, NsqdStats), NodeError>> {
         let mut query = String::from("format=json");
         if let Some(t) = topic {
             query.push_str(&format!("&topic={}", enc(t)));
@@ -322,7 +329,7 @@ impl Cluster {
 
     /// POST `path` (with its query) to every lookupd; none configured is
     /// nothing to do.
-    pub async fn post_lookupds(&self, path: &str) -> Vec<Result<(), String>> {
+    pub async fn post_lookupds(&self, path: &str) -> Vec<Result<(), NodeError>> {
         let Sources::Lookupd(addrs) = self.sources() else {
             return Vec::new();
         };
@@ -331,7 +338,7 @@ impl Cluster {
     }
 
     /// POST `path` (with its query) to each of `nodes`.
-    pub async fn post_nodes(&self, nodes: &[Node], path: &str) -> Vec<Result<(), String>> {
+    pub async fn post_nodes(&self, nodes: &[Node], path: &str) -> Vec<Result<(), NodeError>> {
         let urls = nodes
             .iter()
             .map(|n| format!("http://{}{path}", n.fetch_addr))
@@ -339,16 +346,13 @@ impl Cluster {
         self.post_all(urls).await
     }
 
-    async fn post_all(&self, urls: Vec<String>) -> Vec<Result<(), String>> {
+    async fn post_all(&self, urls: Vec<String>) -> Vec<Result<(), NodeError>> {
         self.fan_out(urls, |c, url| async move {
             let (status, body) = c.request(Method::POST, &url, None, Bytes::new()).await?;
             if status == 200 {
                 Ok(())
             } else {
-                Err(format!(
-                    "POST {url}: {status} {}",
-                    String::from_utf8_lossy(&body).trim()
-                ))
+                Err(NodeError::status("POST", &url, status, &body))
             }
         })
         .await
@@ -408,7 +412,7 @@ fn merge_lookupd_producers(lists: Vec<(String, Vec<LookupdProducer>)>, topics: b
 }
 
 /// A configured nsqd as a node: its `/info`, and its topics from `/stats`.
-async fn nsqd_node(c: &HttpClient, addr: String) -> Result<Node, String> {
+async fn nsqd_node(c: &HttpClient, addr: String) -> Result<Node, NodeError> {
     let info: NsqdInfo = get_json(c, &format!("http://{addr}/info")).await?;
     let stats: NsqdStats = get_json(
         c,
@@ -440,27 +444,30 @@ async fn nsqd_node(c: &HttpClient, addr: String) -> Result<Node, String> {
     })
 }
 
-pub(crate) async fn get_json<T: DeserializeOwned>(c: &HttpClient, url: &str) -> Result<T, String> {
+pub(crate) async fn get_json<T: DeserializeOwned>(
+    c: &HttpClient,
+    url: &str,
+) -> Result<T, NodeError> {
     get_json_or_404(c, url)
         .await?
-        .ok_or_else(|| format!("GET {url}: 404"))
+        .ok_or_else(|| NodeError::status("GET", url, 404, b""))
 }
 
 /// GET `url` as JSON; `None` for a 404, an error for any other non-200.
 async fn get_json_or_404<T: DeserializeOwned>(
     c: &HttpClient,
     url: &str,
-) -> Result<Option<T>, String> {
+) -> Result<Option<T>, NodeError> {
     let (status, body) = c.get(url).await?;
     match status {
         200 => serde_json::from_slice(&body)
             .map(Some)
-            .map_err(|e| format!("GET {url}: bad JSON: {e}")),
+            .map_err(|source| NodeError::Json {
+                url: url.to_owned(),
+                source,
+            }),
         404 => Ok(None),
-        s => Err(format!(
-            "GET {url}: {s} {}",
-            String::from_utf8_lossy(&body).trim()
-        )),
+        s => Err(NodeError::status("GET", url, s, &body)),
     }
 }
 
@@ -479,12 +486,13 @@ mod tests {
 
     #[test]
     fn settle_keeps_partial_answers() {
-        let r: Answer<Vec<u8>> = settle(vec![Ok(1), Err("a down".into())]);
-        assert_eq!(r, Ok((vec![1], vec!["a down".to_string()])));
-        let r: Answer<Vec<u8>> = settle(vec![Err("a".into()), Err("b".into())]);
-        assert_eq!(r, Err("a; b".into()));
-        let r: Answer<Vec<u8>> = settle(vec![]);
-        assert_eq!(r, Ok((vec![], vec![])));
+        let down = |url: &str| NodeError::status("GET", url, 500, b"down ");
+        let r = settle(vec![Ok(1u8), Err(down("a"))]).unwrap();
+        assert_eq!(r, (vec![1], vec!["GET a: 500 down".to_string()]));
+        let r = settle::<u8>(vec![Err(down("a")), Err(down("b"))]).unwrap_err();
+        assert_eq!(r.to_string(), "GET a: 500 down; GET b: 500 down");
+        let r = settle::<u8>(vec![]).unwrap();
+        assert_eq!(r, (vec![], vec![]));
     }
 
     #[test]

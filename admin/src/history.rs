@@ -171,7 +171,7 @@ pub async fn sample_once(cluster: &Cluster, history: &History) {
     let sources = cluster.sources();
     let (nodes, warnings) = match cluster.nodes().await {
         Ok(answer) => answer,
-        Err(e) => (Vec::new(), vec![e]),
+        Err(e) => (Vec::new(), vec![e.to_string()]),
     };
     match &sources {
         Sources::Lookupd(addrs) => snapshot.lookupds = health_of(addrs.iter(), &warnings),
@@ -197,7 +197,7 @@ pub async fn sample_once(cluster: &Cluster, history: &History) {
             Ok((_, stats)) => stats,
             Err(e) => {
                 health.reachable = false;
-                health.error = e;
+                health.error = e.to_string();
                 snapshot.nodes.push(health);
                 continue;
             }

@@ -21,20 +21,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use hyper::{Method, StatusCode};
+use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
 
 use nsq_app::http_client::HttpClient;
-use nsq_protocol::command::Command;
-use nsq_protocol::frame::{Frame, FrameDecoder};
 use nsq_protocol::names::{is_valid_name, EPHEMERAL_SUFFIX, MAX_NAME_LEN};
 
-use crate::cluster::{enc, get_json, warning, Node, Sources};
+use crate::cluster::{enc, get_json, warning, Node, NodeError, Sources};
 use crate::context::Context;
 use crate::routes::{Reply, Req};
 
@@ -47,6 +41,9 @@ pub const REQUEUE_CHANNEL: &str = "nsqadmin_requeue";
 
 /// How long requeue waits for the next dead letter before it stops.
 const IDLE: Duration = Duration::from_secs(5);
+
+mod requeue;
+use requeue::{requeue, Requeue};
 
 /// nsqd's default dead-letter topic for `topic` (`<topic>.dead`, cut to the
 /// name limit; an ephemeral topic's dead letters go to a durable topic).
@@ -140,7 +137,7 @@ async fn node_answer(
     c: &HttpClient,
     node: &Node,
     job: Option<&str>,
-) -> Result<(Value, Value), String> {
+) -> Result<(Value, Value), NodeError> {
     let mut url = format!("http://{}/job/status", node.fetch_addr);
     if let Some(j) = job {
         url.push_str(&format!("?job={}", enc(j)));
@@ -182,12 +179,12 @@ pub(crate) async fn list(ctx: &Context, req: &Req) -> Reply {
         let (status, stats) = match answer {
             Ok(a) => a,
             Err(e) => {
-                warnings.push(e.clone());
+                warnings.push(e.to_string());
                 health.push(NodeHealth {
                     node: name,
                     hostname: node.producer.hostname.clone(),
                     reachable: false,
-                    error: e,
+                    error: e.to_string(),
                 });
                 continue;
             }
@@ -332,7 +329,7 @@ pub(crate) async fn act(ctx: &Context, req: &Req, job: &str) -> Reply {
         let stats = match get_json::<Value>(client, &url).await {
             Ok(s) => s,
             Err(e) => {
-                warnings.push(e);
+                warnings.push(e.to_string());
                 failures += 1;
                 continue;
             }
@@ -373,12 +370,19 @@ pub(crate) async fn act(ctx: &Context, req: &Req, job: &str) -> Reply {
             error: String::new(),
         };
         if limit > 0 {
-            let (n, err) = requeue(client, node, &dead, &dead_channel, job, limit).await;
+            let what = Requeue {
+                node,
+                dead: &dead,
+                dead_channel: &dead_channel,
+                job,
+                limit,
+            };
+            let (n, err) = requeue(client, what).await;
             report.requeued = n;
             if let Some(e) = err {
                 tracing::warn!("requeue of {dead} on {}: {e}", node.fetch_addr);
                 warnings.push(format!("{}: {e}", report.node));
-                report.error = e;
+                report.error = e.to_string();
                 failures += 1;
             }
         }
@@ -397,156 +401,6 @@ pub(crate) async fn act(ctx: &Context, req: &Req, job: &str) -> Reply {
         nodes: done,
         message: warning(&warnings),
     })
-}
-
-/// The node's TCP address: the host it is fetched at, its TCP port.
-fn tcp_addr(node: &Node) -> String {
-    let host = node
-        .fetch_addr
-        .rsplit_once(':')
-        .map_or(node.fetch_addr.as_str(), |(h, _)| h);
-    format!("{host}:{}", node.producer.tcp_port)
-}
-
-/// Move up to `limit` messages of `dead`/`dead_channel` to `job` on `node`:
-/// how many moved, and what stopped it early, if something went wrong.
-async fn requeue(
-    c: &HttpClient,
-    node: &Node,
-    dead: &str,
-    dead_channel: &str,
-    job: &str,
-    limit: u64,
-) -> (u64, Option<String>) {
-    let mut moved = 0;
-    let r = requeue_inner(c, node, dead, dead_channel, job, limit, &mut moved).await;
-    (moved, r.err())
-}
-
-async fn requeue_inner(
-    c: &HttpClient,
-    node: &Node,
-    dead: &str,
-    dead_channel: &str,
-    job: &str,
-    limit: u64,
-    moved: &mut u64,
-) -> Result<(), String> {
-    let addr = tcp_addr(node);
-    let mut conn = V2::connect(&addr).await?;
-    let sub = Command::Sub {
-        topic: (dead.parse()).map_err(|_| format!("invalid topic {dead:?}"))?,
-        channel: (dead_channel.parse()).map_err(|_| format!("invalid channel {dead_channel:?}"))?,
-    };
-    conn.send(&sub).await?;
-    match conn.next(IDLE).await? {
-        Some(Frame::Response(r)) if &r[..] == b"OK" => {}
-        other => return Err(format!("SUB {dead} {dead_channel}: {other:?}")),
-    }
-    conn.send(&Command::Rdy(1)).await?;
-    let pub_url = format!("http://{}/pub?topic={}", node.fetch_addr, enc(job));
-    while *moved < limit {
-        let Some(frame) = conn.next(IDLE).await? else {
-            break; // nothing more arrived: the rest is in flight elsewhere
-        };
-        match frame {
-            Frame::Response(r) if &r[..] == b"_heartbeat_" => conn.send(&Command::Nop).await?,
-            Frame::Response(_) => {}
-            Frame::Error(e) => return Err(String::from_utf8_lossy(&e).into_owned()),
-            Frame::Message(m) => {
-                let published = c
-                    .request(Method::POST, &pub_url, None, m.body.clone())
-                    .await
-                    .and_then(|(status, body)| match status {
-                        200 => Ok(()),
-                        s => Err(format!(
-                            "POST {pub_url}: {s} {}",
-                            String::from_utf8_lossy(&body).trim()
-                        )),
-                    });
-                if let Err(e) = published {
-                    let req = Command::Req {
-                        id: m.id,
-                        timeout_ms: 0,
-                    };
-                    // Closing gives it back too, should this fail.
-                    let _ = conn.send(&req).await;
-                    return Err(e);
-                }
-                conn.send(&Command::Fin(m.id)).await?;
-                *moved += 1;
-            }
-        }
-    }
-    conn.close().await
-}
-
-/// A bare V2 consumer connection.
-struct V2 {
-    stream: TcpStream,
-    buf: BytesMut,
-    decoder: FrameDecoder,
-}
-
-impl V2 {
-    async fn connect(addr: &str) -> Result<V2, String> {
-        let mut stream = timeout(IDLE, TcpStream::connect(addr))
-            .await
-            .map_err(|_| format!("connect to {addr}: timed out"))?
-            .map_err(|e| format!("connect to {addr}: {e}"))?;
-        stream
-            .write_all(b"  V2")
-            .await
-            .map_err(|e| format!("write to {addr}: {e}"))?;
-        Ok(V2 {
-            stream,
-            buf: BytesMut::with_capacity(4096),
-            decoder: FrameDecoder::default(),
-        })
-    }
-
-    async fn send(&mut self, cmd: &Command) -> Result<(), String> {
-        let mut out = BytesMut::new();
-        cmd.encode(&mut out);
-        self.stream
-            .write_all(&out)
-            .await
-            .map_err(|e| format!("write to nsqd: {e}"))
-    }
-
-    /// The next frame, or `None` when none came within `wait`.
-    async fn next(&mut self, wait: Duration) -> Result<Option<Frame>, String> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some(f) = self
-                .decoder
-                .decode(&mut self.buf)
-                .map_err(|e| e.to_string())?
-            {
-                return Ok(Some(f));
-            }
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
-                Err(_) => return Ok(None),
-                Ok(Ok(0)) => return Err("nsqd closed the connection".into()),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(format!("read from nsqd: {e}")),
-            }
-        }
-    }
-
-    /// CLS, then wait for CLOSE_WAIT: by then nsqd has carried out every
-    /// FIN sent before. Messages that still arrive go back when we hang up.
-    async fn close(mut self) -> Result<(), String> {
-        self.send(&Command::Cls).await?;
-        loop {
-            match self.next(IDLE).await? {
-                Some(Frame::Response(r)) if &r[..] == b"CLOSE_WAIT" => return Ok(()),
-                Some(Frame::Error(e)) => return Err(String::from_utf8_lossy(&e).into_owned()),
-                Some(_) => {}
-                None => return Err("no CLOSE_WAIT from nsqd".into()),
-            }
-        }
-    }
 }
 
 #[cfg(test)]

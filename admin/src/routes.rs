@@ -39,7 +39,7 @@ impl Reply {
     }
 
     /// 502, as upstream answers when no daemon could be asked.
-    pub(crate) fn upstream(err: String) -> Reply {
+    pub(crate) fn upstream(err: impl std::fmt::Display) -> Reply {
         Reply::Error(StatusCode::BAD_GATEWAY, format!("UPSTREAM_ERROR: {err}"))
     }
 

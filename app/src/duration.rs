@@ -28,13 +28,28 @@ const UNITS: &[(&str, u128)] = &[
 /// overflow error there, and rejecting them here keeps `as_nanos_i64` lossless.
 const MAX_NANOS: u128 = i64::MAX as u128;
 
+/// Why a Go duration did not parse; each names the text it was given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("invalid duration {0:?}")]
+    Invalid(String),
+    #[error("missing unit in duration {0:?}")]
+    MissingUnit(String),
+    #[error("unknown unit {unit:?} in duration {input:?}")]
+    UnknownUnit { unit: String, input: String },
+    #[error("duration {0:?} is too large")]
+    TooLarge(String),
+    #[error("negative duration {0:?} is not allowed")]
+    Negative(String),
+}
+
 /// Parses a Go duration such as `250ms`, `1.5s`, `2h45m` or `1h2m3.5s`.
 ///
 /// Every number needs a unit except a bare `0`. Negative durations are an
 /// error: no NSQ setting has a meaningful negative value, and rejecting them at
 /// the edge spares every caller a sign check.
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration {s:?}");
+pub fn parse_go_duration(s: &str) -> Result<Duration, DurationError> {
+    let invalid = || DurationError::Invalid(s.to_owned());
     let (negative, mut rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),
@@ -63,13 +78,16 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
             .unwrap_or(after.len());
         let (unit, after) = after.split_at(unit_len);
         if unit.is_empty() {
-            return Err(format!("missing unit in duration {s:?}"));
+            return Err(DurationError::MissingUnit(s.to_owned()));
         }
         let Some(&(_, per_unit)) = UNITS.iter().find(|(name, _)| *name == unit) else {
-            return Err(format!("unknown unit {unit:?} in duration {s:?}"));
+            return Err(DurationError::UnknownUnit {
+                unit: unit.to_owned(),
+                input: s.to_owned(),
+            });
         };
 
-        let overflow = || format!("duration {s:?} is too large");
+        let overflow = || DurationError::TooLarge(s.to_owned());
         // Anything longer than this overflows i64 nanoseconds whatever the unit.
         if int_digits.len() > 20 {
             return Err(overflow());
@@ -97,7 +115,7 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     }
 
     if negative && total != 0 {
-        return Err(format!("negative duration {s:?} is not allowed"));
+        return Err(DurationError::Negative(s.to_owned()));
     }
     // total <= i64::MAX, so it fits in u64.
     Ok(Duration::from_nanos(total as u64))
@@ -118,7 +136,7 @@ impl GoDuration {
 }
 
 impl FromStr for GoDuration {
-    type Err = String;
+    type Err = DurationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         parse_go_duration(s).map(GoDuration)
@@ -254,11 +272,18 @@ mod tests {
         ] {
             assert!(parse_go_duration(bad).is_err(), "{bad:?} should fail");
         }
-        assert!(parse_go_duration("5").unwrap_err().contains("missing unit"));
+        assert!(parse_go_duration("5")
+            .unwrap_err()
+            .to_string()
+            .contains("missing unit"));
         assert!(parse_go_duration("1x")
             .unwrap_err()
+            .to_string()
             .contains("unknown unit"));
-        assert!(parse_go_duration("-1s").unwrap_err().contains("negative"));
+        assert!(parse_go_duration("-1s")
+            .unwrap_err()
+            .to_string()
+            .contains("negative"));
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl HttpClient {
     }
 
     /// GET `url` and return the status and body.
-    pub async fn get(&self, url: &str) -> Result<(u16, Bytes), String> {
+    pub async fn get(&self, url: &str) -> Result<(u16, Bytes), HttpError> {
         self.request(Method::GET, url, None, Bytes::new()).await
     }
 
@@ -69,7 +69,7 @@ impl HttpClient {
         url: &str,
         content_type: Option<&str>,
         body: Bytes,
-    ) -> Result<(u16, Bytes), String> {
+    ) -> Result<(u16, Bytes), HttpError> {
         let mut req = Request::builder()
             .method(method.clone())
             .uri(url)
@@ -79,23 +79,33 @@ impl HttpClient {
         }
         let req = req
             .body(Full::new(body))
-            .map_err(|e| format!("bad request {method} {url}: {e}"))?;
+            .map_err(|source| HttpError::Request {
+                method: method.clone(),
+                url: url.to_owned(),
+                source,
+            })?;
         let fut = async {
             let resp = self
                 .client
                 .request(req)
                 .await
-                .map_err(|e| format!("{method} {url}: {}", error_chain(&e)))?;
+                .map_err(|e| HttpError::Failed {
+                    method: method.clone(),
+                    url: url.to_owned(),
+                    cause: error_chain(&e),
+                })?;
             let status = resp.status().as_u16();
             let max = self.max_body;
             let body = Limited::new(resp.into_body(), max)
                 .collect()
                 .await
                 .map_err(|e| {
+                    let (method, url) = (method.clone(), url.to_owned());
                     if e.is::<http_body_util::LengthLimitError>() {
-                        format!("{method} {url}: answer larger than {max} bytes, not read")
+                        HttpError::TooLarge { method, url, max }
                     } else {
-                        format!("{method} {url}: {e}")
+                        let cause = e.to_string();
+                        HttpError::Failed { method, url, cause }
                     }
                 })?
                 .to_bytes();
@@ -103,8 +113,38 @@ impl HttpClient {
         };
         tokio::time::timeout(self.request_timeout, fut)
             .await
-            .map_err(|_| format!("{method} {url}: timed out"))?
+            .map_err(|_| HttpError::TimedOut {
+                method,
+                url: url.to_owned(),
+            })?
     }
+}
+
+/// Why a request got no answer. Each names the method and URL, so callers
+/// can pass it on to a user as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("bad request {method} {url}: {source}")]
+    Request {
+        method: Method,
+        url: String,
+        source: hyper::http::Error,
+    },
+    /// Connecting, sending, or reading the answer failed; the cause chain.
+    #[error("{method} {url}: {cause}")]
+    Failed {
+        method: Method,
+        url: String,
+        cause: String,
+    },
+    #[error("{method} {url}: answer larger than {max} bytes, not read")]
+    TooLarge {
+        method: Method,
+        url: String,
+        max: usize,
+    },
+    #[error("{method} {url}: timed out")]
+    TimedOut { method: Method, url: String },
 }
 
 /// hyper-util's error says only "client error (Connect)"; the cause (e.g.
@@ -135,7 +175,8 @@ mod tests {
         let err = c
             .get(&format!("http://127.0.0.1:{port}/ping"))
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("GET http://127.0.0.1:"), "{err}");
         assert!(err.to_lowercase().contains("refused"), "{err}");
     }
@@ -159,6 +200,7 @@ mod tests {
         let c = HttpClient::new(Duration::from_secs(2), Duration::from_secs(30))
             .with_max_body(64 * 1024);
         let err = c.get(&format!("http://{addr}/stats")).await.unwrap_err();
+        let err = err.to_string();
         assert!(err.contains("larger than 65536 bytes"), "{err}");
     }
 }

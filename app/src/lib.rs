@@ -25,7 +25,7 @@ pub mod request_log;
 pub mod signal;
 pub mod url;
 
-pub use duration::{parse_go_duration, GoDuration};
+pub use duration::{parse_go_duration, DurationError, GoDuration};
 #[cfg(feature = "cli")]
 pub use flags::{parse_options, try_parse_options, FlagError};
 #[cfg(feature = "cli")]

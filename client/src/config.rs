@@ -137,43 +137,61 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
+/// Why [`Config::set`] refused an option, in go-nsq's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    #[error("failed to coerce option {option} ({value}) - {reason}")]
+    Coerce {
+        option: String,
+        value: String,
+        reason: String,
+    },
+    /// The value is out of the option's bounds.
+    #[error("invalid {option} ! {detail}")]
+    Invalid { option: String, detail: String },
+    #[error("option {0} is not supported by this client yet")]
+    NotYet(String),
+    #[error("invalid option {0}")]
+    Unknown(String),
+}
+
 impl Config {
     /// Set one option by its go-nsq name (`max_attempts`,
     /// `backoff_multiplier`, ...; `-` may stand for `_`) from text, within
     /// go-nsq's bounds: what upstream's tools take as `--consumer-opt` and
     /// `--producer-opt`. Durations are Go durations (`1.5s`, `250ms`).
-    pub fn set(&mut self, option: &str, value: &str) -> Result<(), String> {
+    pub fn set(&mut self, option: &str, value: &str) -> Result<(), OptionError> {
         let option = option.replace('-', "_");
         let secs = Duration::from_secs;
-        let bounded = |lo: Duration, hi: Duration| -> Result<Duration, String> {
-            let d = nsq_app::parse_go_duration(value)
-                .map_err(|e| format!("failed to coerce option {option} ({value}) - {e}"))?;
+        let coerce = |reason: &dyn std::fmt::Display| OptionError::Coerce {
+            option: option.clone(),
+            value: value.to_owned(),
+            reason: reason.to_string(),
+        };
+        let invalid = |detail: String| OptionError::Invalid {
+            option: option.clone(),
+            detail,
+        };
+        let bounded = |lo: Duration, hi: Duration| -> Result<Duration, OptionError> {
+            let d = nsq_app::parse_go_duration(value).map_err(|e| coerce(&e))?;
             if d < lo {
-                return Err(format!("invalid {option} ! {value} < {lo:?}"));
+                return Err(invalid(format!("{value} < {lo:?}")));
             }
             if d > hi {
-                return Err(format!("invalid {option} ! {value} > {hi:?}"));
+                return Err(invalid(format!("{value} > {hi:?}")));
             }
             Ok(d)
         };
         let positive = || bounded(Duration::from_nanos(1), Duration::MAX);
-        let number = || {
-            value
-                .parse::<u64>()
-                .map_err(|e| format!("failed to coerce option {option} ({value}) - {e}"))
-        };
-        let flag = || {
-            parse_bool(value).ok_or_else(|| {
-                format!("failed to coerce option {option} ({value}) - invalid syntax")
-            })
-        };
-        let in_range = |lo: u64, hi: u64| -> Result<u64, String> {
+        let number = || value.parse::<u64>().map_err(|e| coerce(&e));
+        let flag = || parse_bool(value).ok_or_else(|| coerce(&"invalid syntax"));
+        let in_range = |lo: u64, hi: u64| -> Result<u64, OptionError> {
             let n = number()?;
             if n < lo {
-                return Err(format!("invalid {option} ! {n} < {lo}"));
+                return Err(invalid(format!("{n} < {lo}")));
             }
             if n > hi {
-                return Err(format!("invalid {option} ! {n} > {hi}"));
+                return Err(invalid(format!("{n} > {hi}")));
             }
             Ok(n)
         };
@@ -190,8 +208,8 @@ impl Config {
             }
             "max_in_flight" => self.max_in_flight = number()?,
             "max_attempts" => {
-                self.max_attempts = u16::try_from(number()?)
-                    .map_err(|_| format!("invalid {option} ! {value} > 65535"))?
+                self.max_attempts =
+                    u16::try_from(number()?).map_err(|_| invalid(format!("{value} > 65535")))?
             }
             "default_requeue_delay" => {
                 self.default_requeue_delay = bounded(Duration::ZERO, secs(3600))?
@@ -203,11 +221,9 @@ impl Config {
             }
             "lookupd_poll_interval" => self.lookupd_poll_interval = bounded(secs(5), secs(300))?,
             "lookupd_poll_jitter" => {
-                let j: f64 = value
-                    .parse()
-                    .map_err(|e| format!("failed to coerce option {option} ({value}) - {e}"))?;
+                let j: f64 = value.parse().map_err(|e| coerce(&e))?;
                 if !(0.0..=1.0).contains(&j) {
-                    return Err(format!("invalid {option} ! {value} outside 0..1"));
+                    return Err(invalid(format!("{value} outside 0..1")));
                 }
                 self.lookupd_poll_jitter = j;
             }
@@ -229,18 +245,14 @@ impl Config {
                 self.auth_secret = (!value.is_empty()).then(|| value.to_owned());
             }
             "output_buffer_size" => {
-                let n: i64 = value
-                    .parse()
-                    .map_err(|e| format!("failed to coerce option {option} ({value}) - {e}"))?;
+                let n: i64 = value.parse().map_err(|e| coerce(&e))?;
                 self.output_buffer_size = Some(n);
             }
             "output_buffer_timeout" => {
                 self.output_buffer_timeout = Some(bounded(Duration::ZERO, Duration::MAX)?);
             }
-            o if NOT_YET.contains(&o) => {
-                return Err(format!("option {o} is not supported by this client yet"))
-            }
-            o => return Err(format!("invalid option {o}")),
+            o if NOT_YET.contains(&o) => return Err(OptionError::NotYet(o.to_owned())),
+            o => return Err(OptionError::Unknown(o.to_owned())),
         }
         Ok(())
     }
@@ -284,7 +296,7 @@ mod tests {
         c.set("msg_timeout", "90s").unwrap();
         assert_eq!(c.msg_timeout, Some(Duration::from_secs(90)));
 
-        let err = |o: &str, v: &str| Config::default().set(o, v).unwrap_err();
+        let err = |o: &str, v: &str| Config::default().set(o, v).unwrap_err().to_string();
         assert_eq!(err("nope", "1"), "invalid option nope");
         assert!(err("max_attempts", "70000").contains("invalid max_attempts"));
         assert!(err("max_attempts", "true").starts_with("failed to coerce option max_attempts"));

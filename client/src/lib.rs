@@ -3,12 +3,10 @@
 //! addresses or on the nsqds that lookupd knows.
 #![doc = include_str!("../README.md")]
 
-// One implementation of nsqd's compressed streams for both ends: the
-// adaptors are symmetric (a compressor for what we write, a decompressor
-// for what we read), so the client takes nsqd's file rather than a copy.
-#[path = "../../nsqd/src/compress.rs"]
-#[allow(dead_code)]
-mod compress;
+// One implementation of the compressed streams for both ends: the adaptors
+// are symmetric (a compressor for what we write, a decompressor for what we
+// read), and nsqd uses the same crate.
+use nsq_wire::compress;
 mod config;
 mod conn;
 mod consumer;
@@ -19,7 +17,7 @@ mod producer;
 pub mod rdy;
 pub mod tls;
 
-pub use config::Config;
+pub use config::{Config, OptionError};
 pub use consumer::{Consumer, ConsumerStats};
 pub use error::{Error, Result};
 pub use message::{

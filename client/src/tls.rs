@@ -2,58 +2,38 @@
 //! go-nsq's `tls_*` options (root CA file or the system's roots, a client
 //! certificate, verification on or off), and the server name to check.
 
-use std::fs::File;
-use std::io::BufReader;
-use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use nsq_wire::tls::{provider, read_certs, read_key, PemError, SignatureCheck};
 
 use crate::{Config, Error, Result};
 
-fn file_error(path: &Path, reason: impl ToString) -> Error {
+fn file_error(e: PemError) -> Error {
     Error::TlsFile {
-        path: path.to_owned(),
-        reason: reason.to_string(),
+        path: e.path().to_owned(),
+        reason: e.reason(),
     }
-}
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let f = File::open(path).map_err(|e| file_error(path, e))?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(f))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(path, e))?;
-    if certs.is_empty() {
-        return Err(file_error(path, "no PEM certificate found"));
-    }
-    Ok(certs)
-}
-
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
-    let f = File::open(path).map_err(|e| file_error(path, e))?;
-    rustls_pemfile::private_key(&mut BufReader::new(f))
-        .map_err(|e| file_error(path, e))?
-        .ok_or_else(|| file_error(path, "no PEM private key found"))
 }
 
 /// The client configuration `config` asks for. Files are read here, so a
 /// tool can call this at startup to report a bad path before connecting.
 pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let builder = if config.tls_insecure_skip_verify {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServerCert { provider }))
+            .with_custom_certificate_verifier(Arc::new(AnyServerCert(SignatureCheck(provider))))
     } else {
         let mut roots = RootCertStore::empty();
         match &config.tls_root_ca_file {
             Some(path) => {
-                for cert in read_certs(path)? {
+                for cert in read_certs(path).map_err(file_error)? {
                     roots.add(cert)?;
                 }
             }
@@ -68,7 +48,8 @@ pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>> {
     };
     let config = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
-            builder.with_client_auth_cert(read_certs(cert)?, read_key(key)?)?
+            let certs = read_certs(cert).map_err(file_error)?;
+            builder.with_client_auth_cert(certs, read_key(key).map_err(file_error)?)?
         }
         (None, None) => builder.with_no_client_auth(),
         (Some(_), None) | (None, Some(_)) => {
@@ -102,9 +83,7 @@ pub(crate) fn server_name(addr: &str) -> Result<ServerName<'static>> {
 /// `tls_insecure_skip_verify`: any certificate is accepted, though the
 /// handshake's signatures are still checked (Go's `InsecureSkipVerify`).
 #[derive(Debug)]
-struct AnyServerCert {
-    provider: Arc<CryptoProvider>,
-}
+struct AnyServerCert(SignatureCheck);
 
 impl ServerCertVerifier for AnyServerCert {
     fn verify_server_cert(
@@ -124,12 +103,7 @@ impl ServerCertVerifier for AnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, self.0.algorithms())
     }
 
     fn verify_tls13_signature(
@@ -138,24 +112,18 @@ impl ServerCertVerifier for AnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, self.0.algorithms())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.schemes()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn server_names_from_addresses() {

@@ -10,7 +10,9 @@ use tokio::time::Instant;
 
 use crate::nsqd::Nsqd;
 
+mod error;
 mod https;
+pub use error::AuthError;
 
 /// One entry of the auth server's `authorizations` list, compiled.
 #[derive(Debug, Clone)]
@@ -64,7 +66,7 @@ impl AuthState {
     }
 
     /// Parse and check an auth server's 200 reply.
-    pub fn parse(body: &[u8], now: Instant) -> Result<AuthState, String> {
+    pub fn parse(body: &[u8], now: Instant) -> Result<AuthState, AuthError> {
         #[derive(Deserialize)]
         struct Reply {
             #[serde(default)]
@@ -85,8 +87,7 @@ impl AuthState {
             #[serde(default)]
             permissions: Vec<String>,
         }
-        let reply: Reply =
-            serde_json::from_slice(body).map_err(|e| format!("invalid JSON reply: {e}"))?;
+        let reply: Reply = serde_json::from_slice(body)?;
         let mut authorizations = Vec::with_capacity(reply.authorizations.len());
         for e in reply.authorizations {
             let (mut subscribe, mut publish) = (false, false);
@@ -94,16 +95,21 @@ impl AuthState {
                 match p.as_str() {
                     "subscribe" => subscribe = true,
                     "publish" => publish = true,
-                    other => return Err(format!("unknown permission {other}")),
+                    other => return Err(AuthError::Permission(other.to_owned())),
                 }
             }
-            let topic = Regex::new(&e.topic)
-                .map_err(|err| format!("unable to compile topic {:?} {err}", e.topic))?;
+            let topic = Regex::new(&e.topic).map_err(|source| AuthError::TopicPattern {
+                pattern: e.topic.clone(),
+                source,
+            })?;
             let channels = e
                 .channels
                 .iter()
                 .map(|c| {
-                    Regex::new(c).map_err(|err| format!("unable to compile channel {c:?} {err}"))
+                    Regex::new(c).map_err(|source| AuthError::ChannelPattern {
+                        pattern: c.clone(),
+                        source,
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             authorizations.push(Authorization {
@@ -114,7 +120,7 @@ impl AuthState {
             });
         }
         if reply.ttl <= 0 {
-            return Err(format!("invalid TTL {} (must be >0)", reply.ttl));
+            return Err(AuthError::Ttl(reply.ttl));
         }
         Ok(AuthState {
             identity: reply.identity,
@@ -184,7 +190,7 @@ fn endpoint(addr: &str) -> String {
     }
 }
 
-async fn query_one(nsqd: &Nsqd, addr: &str, q: &AuthQuery<'_>) -> Result<AuthState, String> {
+async fn query_one(nsqd: &Nsqd, addr: &str, q: &AuthQuery<'_>) -> Result<AuthState, AuthError> {
     let url = endpoint(addr);
     let https = url.starts_with("https://");
     let (status, body) = if https {
@@ -213,10 +219,10 @@ async fn query_one(nsqd: &Nsqd, addr: &str, q: &AuthQuery<'_>) -> Result<AuthSta
             .await?
     };
     if status != 200 {
-        return Err(format!(
-            "got response {status} {}",
-            String::from_utf8_lossy(&body)
-        ));
+        return Err(AuthError::Status {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
     }
     AuthState::parse(&body, Instant::now())
 }
@@ -224,7 +230,7 @@ async fn query_one(nsqd: &Nsqd, addr: &str, q: &AuthQuery<'_>) -> Result<AuthSta
 /// Ask the auth servers, starting at a random one, until one answers.
 /// Every request is bounded by the HTTP client's timeouts, so an unreachable
 /// server is an error after `--http-client-request-timeout`, never a hang.
-pub async fn query(nsqd: &Nsqd, q: &AuthQuery<'_>) -> Result<AuthState, String> {
+pub async fn query(nsqd: &Nsqd, q: &AuthQuery<'_>) -> Result<AuthState, AuthError> {
     let addrs = &nsqd.opts.auth_http_address;
     let start = rand::random::<usize>() % addrs.len().max(1);
     let mut errors = Vec::new();
@@ -232,10 +238,10 @@ pub async fn query(nsqd: &Nsqd, q: &AuthQuery<'_>) -> Result<AuthState, String> 
         let addr = &addrs[(start + i) % addrs.len()];
         match query_one(nsqd, addr, q).await {
             Ok(state) => return Ok(state),
-            Err(e) => errors.push(format!("failed to auth against {addr} - {e}")),
+            Err(e) => errors.push((addr.clone(), e)),
         }
     }
-    Err(errors.join("; "))
+    Err(AuthError::AllFailed(errors))
 }
 
 #[cfg(test)]
@@ -274,7 +280,11 @@ mod tests {
 
     #[test]
     fn bad_replies_are_errors() {
-        let parse = |j: &str| AuthState::parse(j.as_bytes(), Instant::now()).map(|_| ());
+        let parse = |j: &str| {
+            AuthState::parse(j.as_bytes(), Instant::now())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
         assert_eq!(
             parse(r#"{"ttl":0,"authorizations":[]}"#),
             Err("invalid TTL 0 (must be >0)".into())

@@ -3,13 +3,17 @@
 //!
 //! This file is the plain NSQ channel. The optional behaviours plug in at
 //! marked seams, each in its own module that owns its state:
-//! - `jobs.rs`: load-aware job dispatch (`take` diverts to it; hooks on
-//!   join, leave, answer, timeout, done, dead, empty and the timer scan);
+//! - `jobs.rs`: load-aware job dispatch (`take` diverts to it through
+//!   `job_seam.rs`; hooks on join, leave, answer, timeout, done, dead, empty
+//!   and the timer scan);
 //! - `dead_letter.rs`: max attempts (`retry_or_bury`);
 //! - `durable.rs`: `--durable` commits of the disk records still needed;
 //! - `events.rs`: observers outside the lock (e2e latency, and the place
 //!   for replication): finished, paused, emptied; created and deleted come
 //!   from the topic.
+//!
+//! Around the core: `flight.rs` (in flight and deferred), `waiters.rs` (idle
+//! clients), `disk.rs` (its disk queue), `limits.rs`, `stats.rs`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,7 +25,7 @@ use tokio::time::Instant;
 use crate::backlog::Backlog;
 pub use crate::backlog::DiskWrite;
 use crate::client::Client;
-use crate::disk_io::{DiskDamage, DiskSink, QueueHandle};
+use crate::disk_io::{DiskSink, QueueHandle};
 pub use crate::id_map::{IdHasher, IdMap};
 use crate::message::{unix_nanos, Message};
 
@@ -30,73 +34,27 @@ mod disk;
 mod durable;
 mod events;
 mod flight;
+mod job_seam;
 mod jobs;
+mod limits;
+mod stats;
+mod waiters;
 pub use crate::client::JobWorker;
 pub(crate) use dead_letter::{default_topic as default_dead_letter_topic, leads_back, CONFIGURING};
 pub use dead_letter::{ChannelOptions, DeadLetterStats};
 pub use events::{ChannelEvents, Events};
 pub use flight::InFlightError;
 pub use jobs::{FireStatus, JobLimits, JobStatus, ShardStatus, WorkerStatus};
-
-/// Why a client could not join a channel.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JoinError {
-    #[error("consumers for {topic}:{channel} exceeds limit of {limit}")]
-    TooManyConsumers {
-        topic: String,
-        channel: String,
-        limit: usize,
-    },
-    #[error("channel is exiting")]
-    Exiting,
-}
-
-/// What a channel needs from the server options.
-#[derive(Debug, Clone, Default)]
-pub struct ChannelLimits {
-    pub mem_queue_size: usize,
-    pub max_msg_timeout: Duration,
-    pub max_channel_consumers: usize,
-    /// `--e2e-processing-latency-window-time`, when percentiles are
-    /// configured; `None` keeps no latency stream.
-    pub e2e_window: Option<Duration>,
-    /// `--durable`: every message goes through the disk queue and stays
-    /// there until it is finished.
-    pub durable: bool,
-    /// Settle window of job channels (see `jobs.rs`).
-    pub jobs: JobLimits,
-    /// Who hears about channel events (see `events.rs`).
-    pub events: Events,
-}
-
-/// Counters reported in `/stats`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChannelStats {
-    pub depth: u64,
-    pub backend_depth: u64,
-    pub in_flight_count: u64,
-    pub deferred_count: u64,
-    pub message_count: u64,
-    pub requeue_count: u64,
-    pub timeout_count: u64,
-    /// Messages finished (FIN) by clients; for `/metrics`.
-    pub finish_count: u64,
-    pub client_count: usize,
-    pub paused: bool,
-    /// What the disk queue had to skip (checksum failures, unreadable segments).
-    pub disk_damage: DiskDamage,
-}
+pub use limits::{ChannelLimits, JoinError};
+pub use stats::ChannelStats;
 
 struct ChannelState {
     backlog: Backlog,
     flights: flight::Flights,
     /// Clients whose writers found nothing to send and wait for a wake-up.
-    waiters: Vec<Arc<Client>>,
+    waiters: waiters::Waiters,
     paused: bool,
-    message_count: u64,
-    requeue_count: u64,
-    timeout_count: u64,
-    finish_count: u64,
+    counts: stats::Counters,
     /// Seam: max attempts and dead letters.
     dead: dead_letter::DeadLetters,
     /// Seam: `--durable` commits (`None` unless durable with a disk queue).
@@ -155,12 +113,9 @@ impl Channel {
                 unfinished: backlog.durable().then(Default::default),
                 backlog,
                 flights: Default::default(),
-                waiters: Vec::new(),
+                waiters: Default::default(),
                 paused: false,
-                message_count: 0,
-                requeue_count: 0,
-                timeout_count: 0,
-                finish_count: 0,
+                counts: Default::default(),
                 dead: Default::default(),
                 job: None,
             };
@@ -203,7 +158,7 @@ impl Channel {
     /// write to wait for, if any.
     pub fn put(&self, msgs: &[Message]) -> Option<DiskWrite> {
         let mut st = self.lock();
-        st.message_count += msgs.len() as u64;
+        st.counts.message += msgs.len() as u64;
         if st.job.is_none() {
             st.job = jobs::JobState::for_messages(self.limits.jobs, msgs);
         }
@@ -226,7 +181,7 @@ impl Channel {
     /// disk queue with their due time, and the write is returned.
     pub fn put_deferred(&self, msgs: &[Message], due: Instant) -> Option<DiskWrite> {
         let mut st = self.lock();
-        st.message_count += msgs.len() as u64;
+        st.counts.message += msgs.len() as u64;
         if st.backlog.durable() {
             let wall = crate::backlog::wall_due(due, Instant::now(), unix_nanos());
             return st.backlog.write(msgs, wall);
@@ -257,7 +212,7 @@ impl Channel {
                 .job
                 .get_or_insert_with(|| jobs::JobState::for_worker(self.limits.jobs));
             if job.join(&client, Instant::now()) {
-                wake_all(&mut st);
+                st.waiters.wake_all();
             }
         }
         Ok(())
@@ -276,7 +231,7 @@ impl Channel {
             if let Some(job) = st.job.as_mut() {
                 job.leave(client_id);
             }
-            st.waiters.retain(|w| w.id != client_id);
+            st.waiters.remove(client_id);
             wake_waiters(&mut st);
         }
         st.flights.client_count()
@@ -331,46 +286,18 @@ impl Channel {
         st.flights
             .start(client, sampled, now + msg_timeout, now, out);
         self.read_ahead(st);
-        if st.backlog.mem.is_empty() && !client.waiting.swap(true, Ordering::AcqRel) {
-            st.waiters.push(client.clone());
+        if st.backlog.mem.is_empty() {
+            st.waiters.park(client);
         }
         taken
     }
-
-    /// Seam: `take` for job channels. Job dispatch picks which messages;
-    /// the core moves them into flight.
-    fn take_job(
-        &self,
-        st: &mut ChannelState,
-        client: &Arc<Client>,
-        max: usize,
-        msg_timeout: Duration,
-        now: Instant,
-        out: &mut Vec<Message>,
-    ) -> usize {
-        let Some(job) = st.job.as_mut() else { return 0 };
-        let picks = match st.flights.client(client.id) {
-            Some(_) => job.pick(&st.backlog.mem, client, max, now),
-            None => Vec::new(),
-        };
-        let (msgs, loads) = jobs::remove_picked(&mut st.backlog.mem, picks);
-        let start = out.len();
-        let n = (st.flights).start(client, msgs.into_iter(), now + msg_timeout, now, out);
-        job.started(client, &out[start..], &loads);
-        self.read_ahead(st);
-        if n == 0 && !client.waiting.swap(true, Ordering::AcqRel) {
-            st.waiters.push(client.clone());
-        }
-        n
-    }
-
     /// FIN: the client is done with the message.
     pub fn finish(&self, client_id: u64, id: u64) -> Result<(), InFlightError> {
         let msg = {
             let mut guard = self.lock();
             let st = &mut *guard;
             let msg = st.flights.settle(client_id, id)?;
-            st.finish_count += 1;
+            st.counts.finish += 1;
             if let Some(u) = st.unfinished.as_mut() {
                 u.finished(id);
             }
@@ -406,7 +333,7 @@ impl Channel {
         if let Some(job) = st.job.as_mut() {
             job.answered(client_id, id);
         }
-        st.requeue_count += 1;
+        st.counts.requeue += 1;
         let Some(msg) = self.retry_or_bury(&mut st, msg) else {
             return Ok(());
         };
@@ -418,21 +345,6 @@ impl Channel {
         }
         Ok(())
     }
-
-    /// Seam: a failed message goes back (`Some`) unless it used up its
-    /// attempts; then it is set aside for the dead-letter topic.
-    fn retry_or_bury(&self, st: &mut ChannelState, msg: Message) -> Option<Message> {
-        if !st.dead.exhausted(&msg) {
-            return Some(msg);
-        }
-        if let Some(job) = st.job.as_mut() {
-            job.dead(&msg);
-        }
-        st.dead.bury(msg);
-        self.has_dead.store(true, Ordering::Release);
-        None
-    }
-
     /// TOUCH: restart the message's timeout, never past delivery + max.
     pub fn touch(
         &self,
@@ -455,7 +367,7 @@ impl Channel {
         let mut next: Option<Instant> = None;
         let timed_out = st.flights.expire(now, &mut next);
         let mut released = !timed_out.is_empty();
-        st.timeout_count += timed_out.len() as u64;
+        st.counts.timeout += timed_out.len() as u64;
         for e in timed_out {
             if let Some(job) = st.job.as_mut() {
                 job.timed_out(e.client_id, e.id, e.until);
@@ -473,7 +385,7 @@ impl Channel {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
             if settled {
-                wake_all(st);
+                st.waiters.wake_all();
             }
         }
         if released {
@@ -517,79 +429,16 @@ impl Channel {
         drop(st);
         self.tell(|e| e.emptied(&self.topic_name, &self.name));
     }
-
-    /// Every unfinished message in memory (queued, in flight, deferred with
-    /// its due time), for replication's full copy.
-    pub fn messages_in_memory(&self) -> Vec<(Message, Option<Instant>)> {
-        let st = self.lock();
-        let now = st.backlog.mem.iter();
-        let flying = st.flights.in_flight().map(|f| &f.msg);
-        let mut out: Vec<_> = now.chain(flying).map(|m| (m.clone(), None)).collect();
-        out.extend(
-            st.flights
-                .deferred_due()
-                .map(|(m, at)| (m.clone(), Some(at))),
-        );
-        out
-    }
-
-    /// The channel's disk queue, if it has one (replication's full copy
-    /// peeks at what spilled there).
-    pub fn disk_queue(&self) -> Option<crate::disk_io::QueueHandle> {
-        self.lock().backlog.handle().cloned()
-    }
-
     fn tell(&self, event: impl FnOnce(&dyn ChannelEvents)) {
         if let Some(e) = self.observers.events.get() {
             event(e);
-        }
-    }
-
-    /// The job status of this channel, or `None` for an ordinary channel.
-    pub fn job_status(&self, now: Instant) -> Option<JobStatus> {
-        let mut st = self.lock();
-        let st = &mut *st;
-        let view = jobs::View {
-            job: self.topic_name.to_string(),
-            channel: self.name.to_string(),
-            queued: &st.backlog.mem,
-            deferred: st.flights.deferred().collect(),
-            running: (st.flights.in_flight())
-                .map(|f| (&f.msg, st.flights.client(f.client_id)))
-                .collect(),
-            on_disk: st.backlog.on_disk(),
-        };
-        Some(st.job.as_mut()?.status(view, now))
-    }
-
-    pub fn stats(&self) -> ChannelStats {
-        let st = self.lock();
-        ChannelStats {
-            depth: st.backlog.depth(),
-            backend_depth: st.backlog.on_disk(),
-            in_flight_count: st.flights.in_flight_count() as u64,
-            deferred_count: st.flights.deferred_count() as u64,
-            message_count: st.message_count,
-            requeue_count: st.requeue_count,
-            timeout_count: st.timeout_count,
-            finish_count: st.finish_count,
-            client_count: st.flights.client_count(),
-            paused: st.paused,
-            disk_damage: st.backlog.damage(),
         }
     }
 }
 
 fn wake_waiters(st: &mut ChannelState) {
     if !st.backlog.mem.is_empty() {
-        wake_all(st);
-    }
-}
-
-fn wake_all(st: &mut ChannelState) {
-    for w in st.waiters.drain(..) {
-        w.waiting.store(false, Ordering::Release);
-        w.wake.notify_one();
+        st.waiters.wake_all();
     }
 }
 

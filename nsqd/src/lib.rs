@@ -10,7 +10,8 @@ pub mod auth;
 pub mod backlog;
 pub mod channel;
 pub mod client;
-pub mod compress;
+/// Compressed streams, shared with the `nsq` client.
+pub use nsq_wire::compress;
 pub mod config;
 pub mod disk_io;
 pub mod disk_latency;

@@ -2,13 +2,11 @@
 //! (rustls with the ring provider), the "require any client certificate"
 //! policy upstream offers, and the connection facts `/stats` reports.
 
-use std::fs::File;
-use std::io::BufReader;
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{
@@ -16,58 +14,54 @@ use rustls::{
     ServerConfig, SignatureScheme,
 };
 
+use nsq_wire::tls::{provider, read_certs, read_key, PemError, SignatureCheck};
+
 use crate::options::Options;
 
-fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let f = File::open(path).map_err(|e| format!("open {path}: {e}"))?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(f))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("read {path}: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("{path}: no PEM certificate found"));
-    }
-    Ok(certs)
-}
-
-fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
-    let f = File::open(path).map_err(|e| format!("open {path}: {e}"))?;
-    rustls_pemfile::private_key(&mut BufReader::new(f))
-        .map_err(|e| format!("read {path}: {e}"))?
-        .ok_or_else(|| format!("{path}: no PEM private key found"))
+/// Why the TLS configuration could not be built from the flags.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    #[error(transparent)]
+    File(#[from] PemError),
+    #[error("{0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("{0}")]
+    ClientVerifier(#[from] rustls::server::VerifierBuilderError),
 }
 
 /// The TLS configuration for the TCP upgrade and HTTPS, or `None` when
 /// `--tls-cert`/`--tls-key` are not set (TLS is then never granted).
-pub fn server_config(opts: &Options) -> Result<Option<Arc<ServerConfig>>, String> {
+pub fn server_config(opts: &Options) -> Result<Option<Arc<ServerConfig>>, TlsConfigError> {
     if opts.tls_cert.is_empty() && opts.tls_key.is_empty() {
         return Ok(None);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = provider();
     // rustls speaks TLS 1.2 and 1.3 only, so any older minimum means 1.2.
     let versions: &[&rustls::SupportedProtocolVersion] = match opts.tls_min_version.as_str() {
         "tls1.3" => &[&rustls::version::TLS13],
         _ => &[&rustls::version::TLS12, &rustls::version::TLS13],
     };
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
-        .map_err(|e| e.to_string())?;
+    let builder =
+        ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
     let builder = match opts.tls_client_auth_policy.as_str() {
-        "require" => builder.with_client_cert_verifier(Arc::new(AnyClientCert { provider })),
+        "require" => {
+            builder.with_client_cert_verifier(Arc::new(AnyClientCert(SignatureCheck(provider))))
+        }
         "require-verify" => {
             let mut roots = RootCertStore::empty();
-            for cert in read_certs(&opts.tls_root_ca_file)? {
-                roots.add(cert).map_err(|e| e.to_string())?;
+            for cert in read_certs(Path::new(&opts.tls_root_ca_file))? {
+                roots.add(cert)?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| e.to_string())?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build()?;
             builder.with_client_cert_verifier(verifier)
         }
         _ => builder.with_no_client_auth(),
     };
-    let config = builder
-        .with_single_cert(read_certs(&opts.tls_cert)?, read_key(&opts.tls_key)?)
-        .map_err(|e| e.to_string())?;
+    let config = builder.with_single_cert(
+        read_certs(Path::new(&opts.tls_cert))?,
+        read_key(Path::new(&opts.tls_key))?,
+    )?;
     Ok(Some(Arc::new(config)))
 }
 
@@ -75,9 +69,7 @@ pub fn server_config(opts: &Options) -> Result<Option<Arc<ServerConfig>>, String
 /// and prove it holds its key, but the certificate is not checked against
 /// any authority (Go's `tls.RequireAnyClientCert`).
 #[derive(Debug)]
-struct AnyClientCert {
-    provider: Arc<CryptoProvider>,
-}
+struct AnyClientCert(SignatureCheck);
 
 impl ClientCertVerifier for AnyClientCert {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -99,12 +91,7 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, self.0.algorithms())
     }
 
     fn verify_tls13_signature(
@@ -113,18 +100,11 @@ impl ClientCertVerifier for AnyClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, self.0.algorithms())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.schemes()
     }
 }
 

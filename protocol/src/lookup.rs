@@ -169,14 +169,10 @@ impl LookupDecoder {
         loop {
             match self.state {
                 State::Line => {
-                    let search = &buf[..buf.len().min(MAX_LINE_LEN)];
-                    let Some(nl) = search.iter().position(|&b| b == b'\n') else {
-                        if buf.len() >= MAX_LINE_LEN {
-                            return Err(LookupDecodeError::LineTooLong);
-                        }
+                    let next = crate::command::next_line(buf);
+                    let Some(line) = next.map_err(|_| LookupDecodeError::LineTooLong)? else {
                         return Ok(None);
                     };
-                    let line = buf.split_to(nl + 1);
                     match self.parse_line(&line)? {
                         Some(cmd) => return Ok(Some(cmd)),
                         None => self.state = State::Size,

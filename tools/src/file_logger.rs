@@ -27,6 +27,11 @@ pub struct FileSettings {
     pub rotate_interval: Duration,
 }
 
+/// A file name template that cannot tell rotated or gzipped files apart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("missing <REV> in --filename-format when gzip, rotation, or work dir enabled")]
+pub struct MissingRev;
+
 /// Upstream's rules for the name template: `<REV>` is needed (and kept)
 /// only when files can rotate or are gzipped, and gzipped names end `.gz`.
 pub fn filename_format(
@@ -35,14 +40,11 @@ pub fn filename_format(
     host: &str,
     gzip: bool,
     rotates: bool,
-) -> Result<String, String> {
+) -> Result<String, MissingRev> {
     let mut f = template.to_owned();
     if gzip || rotates {
         if !f.contains("<REV>") {
-            return Err(
-                "missing <REV> in --filename-format when gzip, rotation, or work dir enabled"
-                    .into(),
-            );
+            return Err(MissingRev);
         }
     } else {
         f = f.replace("<REV>", "");

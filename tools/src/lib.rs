@@ -26,6 +26,14 @@ pub enum ToolError {
     Config(String),
     #[error("{0}")]
     Nsq(#[from] nsq::Error),
+    #[error("{0}")]
+    Option(#[from] nsq::OptionError),
+    #[error("{0}")]
+    Mode(#[from] targets::BadMode),
+    #[error("{0}")]
+    FilenameFormat(#[from] file_logger::MissingRev),
+    #[error("{0}")]
+    Http(#[from] nsq_app::http_client::HttpError),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -44,7 +52,7 @@ pub fn apply_opts(config: &mut nsq::Config, opts: &[String]) -> Result<()> {
                 "{opt}: cannot have more than 2 parameters"
             )));
         }
-        config.set(key, value).map_err(ToolError::Config)?;
+        config.set(key, value)?;
     }
     Ok(())
 }

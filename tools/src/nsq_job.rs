@@ -230,10 +230,7 @@ pub async fn submit(o: &SubmitOptions) -> Result<String> {
 async fn http(addr: &str, method: hyper::Method, path: &str, body: Bytes) -> Result<Bytes> {
     let url = format!("http://{addr}{path}");
     let client = nsq_app::http_client::HttpClient::new(HTTP_TIMEOUT, HTTP_TIMEOUT);
-    let (status, body) = client
-        .request(method.clone(), &url, None, body)
-        .await
-        .map_err(ToolError::Config)?;
+    let (status, body) = client.request(method.clone(), &url, None, body).await?;
     if !(200..300).contains(&status) {
         return Err(ToolError::Config(format!(
             "{method} {url}: status {status}: {}",

@@ -131,8 +131,7 @@ impl ToFileOptions {
         };
         let rotates =
             self.rotate_size > 0 || !self.rotate_interval.0.is_zero() || self.work_dir.is_some();
-        let format = filename_format(&self.filename_format, topic, &host, self.gzip, rotates)
-            .map_err(ToolError::Config)?;
+        let format = filename_format(&self.filename_format, topic, &host, self.gzip, rotates)?;
         Ok(FileSettings {
             output_dir: self.output_dir.clone(),
             work_dir: self.work_dir.clone(),

@@ -113,7 +113,7 @@ impl ToHttpOptions {
         if self.get.iter().any(|g| g.matches("%s").count() != 1) {
             return fail("invalid GET address - must be a printf string");
         }
-        let mode = Mode::parse(&self.mode).map_err(ToolError::Config)?;
+        let mode = Mode::parse(&self.mode)?;
         if !(0.0..=1.0).contains(&self.sample) {
             return fail("--sample must be between 0.0 and 1.0");
         }

@@ -88,7 +88,7 @@ impl ToNsqdOptions {
         if !self.require_json_value.is_empty() && self.require_json_field.is_empty() {
             return fail("--require-json-value requires --require-json-field");
         }
-        Mode::parse(&self.mode).map_err(ToolError::Config)
+        Ok(Mode::parse(&self.mode)?)
     }
 }
 

@@ -20,14 +20,19 @@ pub enum Mode {
 impl Mode {
     /// Upstream's names; epsilon-greedy (a hostpool that also weighs
     /// response times) is taken as hostpool.
-    pub fn parse(mode: &str) -> Result<Mode, String> {
+    pub fn parse(mode: &str) -> Result<Mode, BadMode> {
         match mode {
             "round-robin" => Ok(Mode::RoundRobin),
             "hostpool" | "epsilon-greedy" => Ok(Mode::HostPool),
-            other => Err(format!("invalid --mode {other:?}: round-robin or hostpool")),
+            other => Err(BadMode(other.to_owned())),
         }
     }
 }
+
+/// A `--mode` this tool does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid --mode {0:?}: round-robin or hostpool")]
+pub struct BadMode(pub String);
 
 /// The endpoints and which of them are down. Locked briefly by handlers to
 /// pick an address and to record its result; never across an `.await`.

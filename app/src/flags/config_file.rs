@@ -72,8 +72,13 @@ fn is_list(arg: &Arg) -> bool {
     matches!(arg.get_action(), ArgAction::Append)
 }
 
+/// A TOML value no flag can take.
+#[derive(Debug, thiserror::Error)]
+#[error("nested arrays and tables are not supported")]
+struct NestedValue;
+
 /// The flag values one TOML value stands for.
-fn config_values(arg: &Arg, value: &toml::Value) -> Result<Vec<String>, String> {
+fn config_values(arg: &Arg, value: &toml::Value) -> Result<Vec<String>, NestedValue> {
     match value {
         toml::Value::Array(items) => items.iter().map(|item| scalar(arg, item)).collect(),
         // Upstream accepts `"a,b"` for a list option as well as an array.
@@ -82,7 +87,7 @@ fn config_values(arg: &Arg, value: &toml::Value) -> Result<Vec<String>, String> 
     }
 }
 
-fn scalar(arg: &Arg, value: &toml::Value) -> Result<String, String> {
+fn scalar(arg: &Arg, value: &toml::Value) -> Result<String, NestedValue> {
     Ok(match value {
         toml::Value::String(s) => s.clone(),
         // Upstream reads a bare integer for a duration option as milliseconds,
@@ -96,8 +101,6 @@ fn scalar(arg: &Arg, value: &toml::Value) -> Result<String, String> {
         toml::Value::Float(f) => f.to_string(),
         toml::Value::Boolean(b) => b.to_string(),
         toml::Value::Datetime(d) => d.to_string(),
-        toml::Value::Array(_) | toml::Value::Table(_) => {
-            return Err("nested arrays and tables are not supported".to_owned())
-        }
+        toml::Value::Array(_) | toml::Value::Table(_) => return Err(NestedValue),
     })
 }

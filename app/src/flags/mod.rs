@@ -282,13 +282,18 @@ fn empty_paths(arg: Arg) -> Arg {
 
 /// Go's `strconv.ParseBool`, so config files and scripts written for upstream
 /// (`-verbose=1`, `snappy = "F"`) keep their meaning.
-pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+pub fn parse_go_bool(s: &str) -> Result<bool, BoolError> {
     match s {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(format!("invalid boolean value {s:?}")),
+        _ => Err(BoolError(s.to_owned())),
     }
 }
+
+/// A boolean flag value Go's `strconv.ParseBool` would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid boolean value {0:?}")]
+pub struct BoolError(pub String);
 
 fn version_requested(cmd: &Command, matches: &ArgMatches) -> bool {
     let Some(arg) = cmd

@@ -14,6 +14,7 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use super::AuthError;
 use crate::options::Options;
 
 /// Largest auth server answer read: a grant is a few hundred bytes.
@@ -25,7 +26,7 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/pki/tls/certs/ca-bundle.crt",
 ];
 
-fn client_config(opts: &Options) -> Result<Arc<ClientConfig>, String> {
+fn client_config(opts: &Options) -> Result<Arc<ClientConfig>, AuthError> {
     let mut roots = RootCertStore::empty();
     let files: Vec<&str> = if opts.tls_root_ca_file.is_empty() {
         SYSTEM_BUNDLES.to_vec()
@@ -42,12 +43,10 @@ fn client_config(opts: &Options) -> Result<Arc<ClientConfig>, String> {
         }
     }
     if roots.is_empty() {
-        return Err("no CA certificates to trust (set --tls-root-ca-file)".into());
+        return Err(AuthError::NoRoots);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+    let config = ClientConfig::builder_with_provider(nsq_wire::tls::provider())
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
@@ -61,29 +60,38 @@ pub(super) async fn request(
     url: &str,
     content_type: Option<&str>,
     body: Bytes,
-) -> Result<(u16, Bytes), String> {
-    let uri: Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
-    let host = uri.host().ok_or_else(|| format!("no host in {url}"))?;
+) -> Result<(u16, Bytes), AuthError> {
+    let bad_url = |reason: String| AuthError::BadUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let uri: Uri = (url.parse::<Uri>()).map_err(|e| bad_url(e.to_string()))?;
+    let host = uri.host().ok_or_else(|| bad_url("no host".into()))?;
     let port = uri.port_u16().unwrap_or(443);
     let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
-        .map_err(|e| format!("bad host in {url}: {e}"))?;
+        .map_err(|e| bad_url(format!("bad host: {e}")))?;
+    let failed = |cause: String| AuthError::Https {
+        method: method.clone(),
+        url: url.to_owned(),
+        cause,
+    };
     let config = client_config(opts)?;
     let connect = async {
         let tcp = TcpStream::connect((host.trim_matches(['[', ']']), port))
             .await
-            .map_err(|e| format!("{method} {url}: {e}"))?;
+            .map_err(|e| failed(e.to_string()))?;
         tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("{method} {url}: TLS: {e}"))
+            .map_err(|e| failed(format!("TLS: {e}")))
     };
     let tls = timeout(*opts.http_client_connect_timeout, connect)
         .await
-        .map_err(|_| format!("{method} {url}: connect timed out"))??;
+        .map_err(|_| failed("connect timed out".into()))??;
     let exchange = async {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| format!("{method} {url}: {e}"))?;
+            .map_err(|e| failed(e.to_string()))?;
         let driver = tokio::spawn(conn);
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let mut req = Request::builder()
@@ -96,21 +104,21 @@ pub(super) async fn request(
         }
         let req = req
             .body(Full::new(body))
-            .map_err(|e| format!("bad request {method} {url}: {e}"))?;
+            .map_err(|e| failed(format!("bad request: {e}")))?;
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| format!("{method} {url}: {e}"))?;
+            .map_err(|e| failed(e.to_string()))?;
         let status = resp.status().as_u16();
         let body = Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .map_err(|e| format!("{method} {url}: {e}"))?
+            .map_err(|e| failed(e.to_string()))?
             .to_bytes();
         driver.abort();
         Ok((status, body))
     };
     timeout(*opts.http_client_request_timeout, exchange)
         .await
-        .map_err(|_| format!("{method} {url}: timed out"))?
+        .map_err(|_| failed("timed out".into()))?
 }

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use nsq_protocol::names::{EPHEMERAL_SUFFIX, MAX_NAME_LEN};
 use nsq_protocol::TopicName;
 
-use super::Channel;
+use super::{Channel, ChannelState};
 use crate::message::Message;
 
 /// `<topic>.dead`.
@@ -161,6 +161,20 @@ impl Channel {
         // Cleared under the lock that sets it, so no message is missed.
         self.has_dead.store(false, Ordering::Release);
         st.dead.take()
+    }
+
+    /// Seam: a failed message goes back (`Some`) unless it used up its
+    /// attempts; then it is set aside for the dead-letter topic.
+    pub(super) fn retry_or_bury(&self, st: &mut ChannelState, msg: Message) -> Option<Message> {
+        if !st.dead.exhausted(&msg) {
+            return Some(msg);
+        }
+        if let Some(job) = st.job.as_mut() {
+            job.dead(&msg);
+        }
+        st.dead.bury(msg);
+        self.has_dead.store(true, Ordering::Release);
+        None
     }
 }
 

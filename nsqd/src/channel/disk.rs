@@ -1,6 +1,6 @@
 //! The channel's side of its disk queue: read-ahead when memory runs low,
-//! the I/O thread's reports (writes done, records read), and the flush of
-//! everything in memory at shutdown.
+//! the I/O thread's reports (writes done, records read), and everything in
+//! memory: flushed at shutdown, copied for replication's full copy.
 
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use super::{wake_waiters, Channel, ChannelState};
 use crate::disk_io::{DiskDamage, DiskSink, QueueHandle};
 use crate::disk_queue::Position;
-use crate::message::unix_nanos;
+use crate::message::{unix_nanos, Message};
 
 /// Records read from disk at a time.
 const READ_AHEAD: usize = 1024;
@@ -57,6 +57,27 @@ impl Channel {
             }
             st.backlog.read(READ_AHEAD);
         }
+    }
+
+    /// Every unfinished message in memory (queued, in flight, deferred with
+    /// its due time), for replication's full copy.
+    pub fn messages_in_memory(&self) -> Vec<(Message, Option<Instant>)> {
+        let st = self.lock();
+        let now = st.backlog.mem.iter();
+        let flying = st.flights.in_flight().map(|f| &f.msg);
+        let mut out: Vec<_> = now.chain(flying).map(|m| (m.clone(), None)).collect();
+        out.extend(
+            st.flights
+                .deferred_due()
+                .map(|(m, at)| (m.clone(), Some(at))),
+        );
+        out
+    }
+
+    /// The channel's disk queue, if it has one (replication's full copy
+    /// peeks at what spilled there).
+    pub fn disk_queue(&self) -> Option<QueueHandle> {
+        self.lock().backlog.handle().cloned()
     }
 }
 
