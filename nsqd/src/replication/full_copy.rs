@@ -12,12 +12,15 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use nsq_protocol::{ChannelName, TopicName};
 use tokio::time::Instant;
 
 use super::link::{Outbox, PeerLink};
 use super::return_filter::ReturnFilter;
 use super::wire::{MetaOp, WireMessage};
+use crate::channel::Channel;
 use crate::disk_io::QueueHandle;
 use crate::disk_queue::Position;
 use crate::message::{unix_nanos, Message};
@@ -94,13 +97,16 @@ pub(super) async fn copy_disk(
         if topic.is_ephemeral() {
             continue;
         }
-        let mut queues: Vec<(Option<ChannelName>, QueueHandle)> = Vec::new();
+        let mut queues: Vec<(Option<Arc<Channel>>, QueueHandle)> = Vec::new();
         queues.extend(topic.disk_queue().map(|q| (None, q)));
         for c in topic.channels().into_iter().filter(|c| !c.is_ephemeral()) {
-            queues.extend(c.disk_queue().map(|q| (Some(c.name.clone()), q)));
+            queues.extend(c.disk_queue().map(|q| (Some(c.clone()), q)));
         }
         for (channel, queue) in queues {
-            copied += copy_queue(filter, link, conn, &topic.name, channel.as_ref(), &queue).await?;
+            // Peeking at a deleted queue would open (create) it again.
+            let gone = || topic.is_deleted() || channel.as_ref().is_some_and(|c| c.is_deleted());
+            let name = channel.as_ref().map(|c| &c.name);
+            copied += copy_queue(filter, link, conn, &topic.name, name, &queue, gone).await?;
         }
     }
     Ok(copied)
@@ -113,11 +119,15 @@ async fn copy_queue(
     topic: &TopicName,
     channel: Option<&ChannelName>,
     queue: &QueueHandle,
+    gone: impl Fn() -> bool,
 ) -> Result<u64, CopyError> {
     let mut from = Position::default();
     let mut copied = 0;
     let mut previous = None;
     loop {
+        if gone() {
+            return Ok(copied);
+        }
         let (records, next) =
             queue
                 .peek(from, PEEK_BYTES)
