@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nsq_tests::within_for;
+use nsq_test_support::within_for;
 use support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -338,7 +338,7 @@ async fn planned_takeover_over_http_then_the_node_returns_without_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_acks_refuses_publishes_while_the_peer_is_away() {
     within_for(LIMIT, async {
-        let lookupd = nsq_tests::NsqlookupdProcess::start(&[]);
+        let lookupd = nsq_test_support::NsqlookupdProcess::start(&[]);
         // A's peer never starts.
         let mut pair_a =
             support::lone_node("127.42.8.2", "127.42.8.3:9", &["--replica-min-acks=1"]);
@@ -348,9 +348,9 @@ async fn min_acks_refuses_publishes_while_the_peer_is_away() {
             (r.status, r.text().as_str()),
             (503, r#"{"message":"REPLICAS_UNAVAILABLE"}"#)
         );
-        let mut c = nsq_tests::RawConn::connect(pair_a.tcp_addr()).await;
+        let mut c = nsq_test_support::RawConn::connect(pair_a.tcp_addr()).await;
         c.send(&nsq_protocol::Command::Pub {
-            topic: nsq_tests::topic("t"),
+            topic: nsq_test_support::topic("t"),
             body: bytes::Bytes::from_static(b"x"),
         })
         .await;
@@ -358,7 +358,7 @@ async fn min_acks_refuses_publishes_while_the_peer_is_away() {
         assert!(e.starts_with("E_PUB_FAILED"), "{e}");
         pair_a.wait_state("down", Duration::from_secs(5)).await;
         // nsqadmin shows the node's peers and their state.
-        let admin = nsq_tests::NsqadminProcess::start_with_nsqds(&[pair_a.http_addr()], &[]);
+        let admin = nsq_test_support::NsqadminProcess::start_with_nsqds(&[pair_a.http_addr()], &[]);
         let r = admin.http_get(&format!("/api/nodes/{}", pair_a.http_addr()));
         assert_eq!(r.status, 200, "{}", r.text());
         let v = r.json();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use nsq_protocol::{Command, Frame};
-use nsq_tests::{channel, http_get, topic, wait_until, Daemon, NsqlookupdProcess, RawConn};
+use nsq_test_support::{channel, http_get, topic, wait_until, Daemon, NsqlookupdProcess, RawConn};
 
 pub const TOPIC: &str = "orders";
 pub const CHANNEL: &str = "c";
@@ -390,7 +390,7 @@ async fn consume(addr: SocketAddr, ledger: Shared, stop: Arc<AtomicBool>, slow: 
                 Command::Fin(m.id)
             }
             Ok(Frame::Response(r)) if &r[..] == b"_heartbeat_" => Command::Nop,
-            Err(nsq_tests::ReadError::Timeout) => continue,
+            Err(nsq_test_support::ReadError::Timeout) => continue,
             _ => return,
         };
         if c.try_write_raw(&encode(&reply)).await.is_err() {
