@@ -596,6 +596,16 @@ async fn history_records_rate_and_depth() {
     within(async {
         let c = AdminCluster::start(&["--history-interval=100ms"]);
         c.nsqd_topic_channel("H", "c").await;
+        // A rate needs a sample from before the publish: under load the first
+        // sample could otherwise already count all 50, and no rate would show.
+        wait(&c, "a sample of the empty channel", || {
+            let h = c.admin_json("/api/history/topics/H/c");
+            match h["points"].as_array() {
+                Some(p) if p.iter().any(|p| p["message_count"] == 0) => Ok(()),
+                _ => Err(h.to_string()),
+            }
+        })
+        .await;
         let mut conn = c.nsqd.connect().await;
         let bodies: Vec<Vec<u8>> = (0..50).map(|i| format!("m{i}").into_bytes()).collect();
         let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();

@@ -61,6 +61,11 @@ impl Node {
         }
     }
 
+    /// Flags for the next start (in place of those given at creation).
+    pub fn set_extra(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+    }
+
     pub fn repl_addr(&self) -> String {
         format!("{}:{}", self.ip, self.repl)
     }
@@ -148,6 +153,18 @@ impl Node {
         if let Err(e) = wait_until(limit, what, check).await {
             self.fail(&e);
         }
+    }
+
+    /// Wait until this node's log holds `text`.
+    pub async fn wait_log(&self, text: &str, limit: Duration) {
+        self.wait_for(limit, text, || {
+            if self.d().logs().contains(text) {
+                Ok(())
+            } else {
+                Err("not logged yet".into())
+            }
+        })
+        .await;
     }
 
     /// Wait until this node sees its peer in `state`.
