@@ -45,6 +45,8 @@ async fn writer_and_reader_cover_every_channel_and_connection() {
     within(async {
         let nsqd = NsqdProcess::start(&[]);
         let addr = format!("--nsqd-tcp-address={}", nsqd.tcp_addr());
+        let resp = nsqd.http_post("/topic/create?topic=fan", b"");
+        assert_eq!(resp.status, 200, "{}", resp.text());
         for ch in ["c0", "c1", "c2"] {
             let resp = nsqd.http_post(&format!("/channel/create?topic=fan&channel={ch}"), b"");
             assert_eq!(resp.status, 200, "{}", resp.text());
