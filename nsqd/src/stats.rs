@@ -56,6 +56,18 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// Topology-aware delivery counters (experimental upstream): each omitted
+/// while zero, which they always are until that experiment exists here.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Locality {
+    #[serde(skip_serializing_if = "is_zero")]
+    pub zone_local_msg_count: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub region_local_msg_count: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub global_msg_count: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ChannelReport {
     pub channel_name: String,
@@ -66,12 +78,8 @@ pub struct ChannelReport {
     pub message_count: u64,
     /// Topology-aware delivery counters (experimental upstream); omitted
     /// when zero, which they always are until that experiment exists here.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub zone_local_msg_count: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub region_local_msg_count: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub global_msg_count: u64,
+    #[serde(flatten)]
+    pub locality: Locality,
     pub requeue_count: u64,
     pub timeout_count: u64,
     pub client_count: u64,
@@ -110,12 +118,8 @@ pub struct ClientReport {
     pub ready_count: u64,
     pub in_flight_count: u64,
     pub message_count: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub zone_local_msg_count: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub region_local_msg_count: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub global_msg_count: u64,
+    #[serde(flatten)]
+    pub locality: Locality,
     pub finish_count: u64,
     pub requeue_count: u64,
     pub connect_ts: i64,
@@ -164,9 +168,7 @@ impl ClientReport {
             ready_count: c.ready_count(),
             in_flight_count: c.in_flight(),
             message_count: c.message_count.load(std::sync::atomic::Ordering::Relaxed),
-            zone_local_msg_count: 0,
-            region_local_msg_count: 0,
-            global_msg_count: 0,
+            locality: Locality::default(),
             finish_count: c.finish_count.load(std::sync::atomic::Ordering::Relaxed),
             requeue_count: c.requeue_count.load(std::sync::atomic::Ordering::Relaxed),
             connect_ts: c.connect_ts,
@@ -271,9 +273,7 @@ pub fn collect(nsqd: &Nsqd, filter: &StatsFilter) -> Snapshot {
                     in_flight_count: s.in_flight_count,
                     deferred_count: s.deferred_count,
                     message_count: s.message_count,
-                    zone_local_msg_count: 0,
-                    region_local_msg_count: 0,
-                    global_msg_count: 0,
+                    locality: Locality::default(),
                     requeue_count: s.requeue_count,
                     timeout_count: s.timeout_count,
                     client_count: s.client_count as u64,
@@ -521,9 +521,7 @@ mod tests {
             ready_count: 1,
             in_flight_count: 1,
             message_count: 2,
-            zone_local_msg_count: 0,
-            region_local_msg_count: 0,
-            global_msg_count: 0,
+            locality: Locality::default(),
             finish_count: 1,
             requeue_count: 0,
             connect_ts: 100,

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::backlog::{wall_due, Backlog, DiskWrite};
 use crate::channel::{Channel, ChannelLimits, ChannelStats};
-use crate::disk_io::{DiskDamage, DiskIo, DiskSink, QueueHandle};
+use crate::disk_io::{DiskDamage, DiskIo, DiskSink, QueueHandle, ReadAhead};
 use crate::disk_queue::Position;
 use crate::message::{unix_nanos, IdGenerator, Message};
 use crate::metadata::Progress;
@@ -512,13 +512,13 @@ impl DiskSink for Topic {
         self.pump(&mut st);
     }
 
-    fn refill(
-        &self,
-        records: Vec<(Position, Bytes)>,
-        end: Position,
-        depth: u64,
-        damage: DiskDamage,
-    ) {
+    fn refill(&self, read: ReadAhead) {
+        let ReadAhead {
+            records,
+            end,
+            depth,
+            damage,
+        } = read;
         let mut st = self.lock();
         let st = &mut *st;
         let mut now_msgs = Vec::with_capacity(records.len());
