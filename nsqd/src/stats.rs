@@ -42,10 +42,8 @@ pub struct TopicReport {
     pub e2e_processing_latency: E2eResult,
     /// Ours, not upstream's: what the disk queue had to skip. Omitted while
     /// zero, so a healthy nsqd's `/stats` has exactly upstream's keys.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub disk_corrupt_records: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub disk_bad_segments: u64,
+    #[serde(flatten)]
+    pub disk: DiskHealth,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -54,6 +52,25 @@ fn is_zero(n: &u64) -> bool {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// What the disk queue had to skip (ours, not upstream's): each omitted
+/// while zero, so a healthy nsqd's `/stats` has exactly upstream's keys.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DiskHealth {
+    #[serde(skip_serializing_if = "is_zero")]
+    pub disk_corrupt_records: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub disk_bad_segments: u64,
+}
+
+impl From<crate::disk_io::DiskDamage> for DiskHealth {
+    fn from(d: crate::disk_io::DiskDamage) -> Self {
+        DiskHealth {
+            disk_corrupt_records: d.corrupt_records,
+            disk_bad_segments: d.bad_segments,
+        }
+    }
 }
 
 /// Topology-aware delivery counters (experimental upstream): each omitted
@@ -87,10 +104,8 @@ pub struct ChannelReport {
     pub paused: bool,
     pub e2e_processing_latency: E2eResult,
     /// As on [`TopicReport`]: ours, omitted while zero.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub disk_corrupt_records: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub disk_bad_segments: u64,
+    #[serde(flatten)]
+    pub disk: DiskHealth,
     /// Ours: server-side max attempts, only when set (so a default
     /// `/stats` has exactly upstream's keys).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -280,8 +295,7 @@ pub fn collect(nsqd: &Nsqd, filter: &StatsFilter) -> Snapshot {
                     clients,
                     paused: s.paused,
                     e2e_processing_latency: e2e::channel_result(c.e2e(), &percentiles),
-                    disk_corrupt_records: s.disk_damage.corrupt_records,
-                    disk_bad_segments: s.disk_damage.bad_segments,
+                    disk: s.disk_damage.into(),
                     max_attempts: (dl.options.max_attempts > 0).then_some(dl.options.max_attempts),
                     dead_letter_topic: (dl.options.max_attempts > 0)
                         .then(|| c.dead_letter_topic().to_string()),
@@ -302,8 +316,7 @@ pub fn collect(nsqd: &Nsqd, filter: &StatsFilter) -> Snapshot {
                 all.iter().filter_map(|c| c.e2e()),
                 &percentiles,
             ),
-            disk_corrupt_records: ts.disk_damage.corrupt_records,
-            disk_bad_segments: ts.disk_damage.bad_segments,
+            disk: ts.disk_damage.into(),
         });
     }
     let producers = filter.include_clients.then(|| {

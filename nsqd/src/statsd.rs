@@ -327,8 +327,7 @@ mod tests {
                 count: 1,
                 percentiles: Some(vec![(0.99, 1234.9)]),
             },
-            disk_corrupt_records: 0,
-            disk_bad_segments: 0,
+            disk: Default::default(),
         }
     }
 
@@ -347,8 +346,7 @@ mod tests {
             clients: None,
             paused: false,
             e2e_processing_latency: E2eResult::default(),
-            disk_corrupt_records: 0,
-            disk_bad_segments: 0,
+            disk: Default::default(),
             max_attempts: None,
             dead_letter_topic: None,
             dead_count: 0,

@@ -513,17 +513,12 @@ impl DiskSink for Topic {
     }
 
     fn refill(&self, read: ReadAhead) {
-        let ReadAhead {
-            records,
-            end,
-            depth,
-            damage,
-        } = read;
         let mut st = self.lock();
         let st = &mut *st;
-        let mut now_msgs = Vec::with_capacity(records.len());
+        let (refilled, end) = st.held.refilled(read, &self.name);
+        let mut now_msgs = Vec::with_capacity(refilled.len());
         let mut writes = Vec::new();
-        for r in st.held.refilled(records, depth, damage, &self.name) {
+        for r in refilled {
             match r.due {
                 Some(at) if st.holding() => st.held_deferred.push((r.msg, at)),
                 Some(at) => fan_out(st, std::slice::from_ref(&r.msg), Some(at), &mut writes),

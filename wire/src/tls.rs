@@ -96,28 +96,36 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// with the provider's signature algorithms. One body for both verifiers.
 macro_rules! signature_checks {
     () => {
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            let algorithms = &self.0.signature_verification_algorithms;
-            rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            let algorithms = &self.0.signature_verification_algorithms;
-            rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
-        }
+        signature_check!(
+            verify_tls12_signature,
+            rustls::crypto::verify_tls12_signature
+        );
+        signature_check!(
+            verify_tls13_signature,
+            rustls::crypto::verify_tls13_signature
+        );
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
             self.0.signature_verification_algorithms.supported_schemes()
+        }
+    };
+}
+
+/// One of the two signature checks, by the rustls function that does it.
+macro_rules! signature_check {
+    ($method:ident, $verify:path) => {
+        fn $method(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            $verify(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
         }
     };
 }

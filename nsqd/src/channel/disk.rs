@@ -86,15 +86,9 @@ impl DiskSink for Channel {
     }
 
     fn refill(&self, read: ReadAhead) {
-        let ReadAhead {
-            records,
-            end,
-            depth,
-            damage,
-        } = read;
         let mut st = self.lock();
         let st = &mut *st;
-        let refilled = st.backlog.refilled(records, depth, damage, self);
+        let (refilled, end) = st.backlog.refilled(read, self);
         if let Some(u) = st.unfinished.as_mut() {
             u.read_to(end);
         }
