@@ -27,6 +27,7 @@ pub mod nsqd;
 pub mod options;
 pub mod process;
 pub mod protocol_v2;
+pub mod replica_hooks;
 pub mod replication;
 pub mod server;
 pub mod stats;

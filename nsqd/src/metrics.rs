@@ -267,7 +267,9 @@ pub fn render(nsqd: &Nsqd) -> String {
             f.write(&mut out);
         }
     }
-    crate::replication::render_metrics(nsqd, &mut out);
+    if let Some(r) = &nsqd.replicas {
+        r.render_metrics(&mut out);
+    }
     out
 }
 

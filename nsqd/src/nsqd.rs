@@ -23,7 +23,7 @@ use crate::id_map::IdMap;
 use crate::lookup::Lookup;
 use crate::metadata::{self, DirLock};
 use crate::options::{Options, OptionsError};
-use crate::replication::wire::MetaOp;
+use crate::replica_hooks::{MetaOp, ReplicaHooks, ReplicaRefused, ReplicationError};
 use crate::topic::{PumpContext, PutError, Topic};
 use nsq_app::http_client::HttpClient;
 
@@ -46,7 +46,7 @@ pub enum Error {
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(transparent)]
-    Replication(#[from] crate::replication::ReplicationError),
+    Replication(#[from] ReplicationError),
     /// The stop could not store what was held in memory (a full or failing
     /// disk): counted so it is never mistaken for a clean stop.
     #[error("shutdown: {messages} messages lost (the disk refused them), {queues} disk queues not synced")]
@@ -73,7 +73,7 @@ pub enum PublishError {
     Disk(String),
     /// Fewer peers in sync or acknowledging than `--replica-min-acks`.
     #[error("replication: {0}")]
-    Replica(String),
+    Replica(#[from] ReplicaRefused),
 }
 
 /// Why nsqd reports itself unhealthy (a failed disk write): what `/ping`
@@ -136,8 +136,9 @@ pub struct Nsqd {
     job_totals: Mutex<std::collections::HashMap<String, std::sync::Weak<AtomicU64>>>,
     /// Options `PUT /config/:opt` can change, and the log handle.
     pub live: crate::config::LiveOptions,
-    /// Replicated pairs (`--replication-address`); `None` when off.
-    pub replication: Option<Arc<crate::replication::Replication>>,
+    /// Replicated pairs (`--replication-address`), through their seam;
+    /// `None` when off.
+    pub replicas: Option<Arc<dyn ReplicaHooks>>,
 }
 
 impl Nsqd {
@@ -262,7 +263,7 @@ impl Nsqd {
 
     fn create_channel_inner(&self, topic: &Topic, channel: &ChannelName) -> Arc<Channel> {
         if topic.channel(channel.as_str()).is_none() {
-            crate::replication::changed(self, MetaOp::ChannelCreate, &topic.name, Some(channel));
+            self.replica_changed(MetaOp::ChannelCreate, &topic.name, Some(channel));
         }
         let (c, created) = topic.get_or_create_channel(channel);
         if created {
@@ -280,7 +281,7 @@ impl Nsqd {
         let c = topic.delete_channel(channel)?;
         info!("TOPIC({}): deleting channel {}", topic.name, c.name);
         info!("CHANNEL({}): deleting", c.name);
-        crate::replication::changed(self, MetaOp::ChannelDelete, &topic.name, Some(&c.name));
+        self.replica_changed(MetaOp::ChannelDelete, &topic.name, Some(&c.name));
         self.channel_gone(topic, &c);
         Some(c)
     }
@@ -294,6 +295,13 @@ impl Nsqd {
         self.lookup.unregister(&topic.name, Some(&c.name));
         if !topic.is_ephemeral() && !c.is_ephemeral() {
             self.metadata_changed();
+        }
+    }
+
+    /// Tell the replicas (if any) of a topic or channel change.
+    pub fn replica_changed(&self, op: MetaOp, topic: &TopicName, channel: Option<&ChannelName>) {
+        if let Some(r) = &self.replicas {
+            r.changed(op, topic, channel);
         }
     }
 }
@@ -314,7 +322,7 @@ impl Nsqd {
         let t = self.topics().remove(name)?;
         t.mark_deleted();
         info!("TOPIC({name}): deleting");
-        crate::replication::changed(self, MetaOp::TopicDelete, &t.name, None);
+        self.replica_changed(MetaOp::TopicDelete, &t.name, None);
         for c in t.channels() {
             if let Some(c) = t.delete_channel(c.name.as_str()) {
                 self.channel_gone(&t, &c);
@@ -372,12 +380,24 @@ impl Nsqd {
         bodies: Vec<bytes::Bytes>,
         defer: Option<Duration>,
     ) -> std::result::Result<(), PublishError> {
-        let keep = crate::replication::before_put(self, topic)?;
+        let replicas = self.replicas.as_ref().filter(|_| !topic.is_ephemeral());
+        let keep = match replicas {
+            Some(r) => r.before_put(topic)?,
+            None => false,
+        };
         let mut kept = Vec::new();
         let writes = topic.put_kept(bodies, defer, keep.then_some(&mut kept))?;
         // Sent to the peers at once, so their copies are stored while ours
         // are written.
-        let replicated = crate::replication::replicate(self, topic, &kept, defer);
+        let replicated = replicas
+            .filter(|_| !kept.is_empty())
+            .map(|r| r.replicate(topic, &kept, defer));
+        let replicated = async move {
+            match replicated {
+                Some(acked) => acked.await.map_err(PublishError::from),
+                None => Ok(()),
+            }
+        };
         if writes.is_empty() {
             return replicated.await;
         }
@@ -458,7 +478,9 @@ impl Nsqd {
                 // Durable: only now may the channel's records of them go.
                 Ok(()) => {
                     channel.forget(&ids);
-                    crate::replication::finished(&nsqd, &channel, &ids);
+                    if let Some(r) = &nsqd.replicas {
+                        r.finished_ids(&channel, &ids);
+                    }
                 }
                 // Durable: still the channel's, so delivered again after a
                 // restart; otherwise lost, as the log says.
@@ -472,7 +494,12 @@ impl Nsqd {
     /// Take the data path (locked for the life of the server), start the
     /// disk I/O threads, and restore the topics, channels and disk queues
     /// that `nsqd.dat` lists. The listeners are already bound.
-    pub(crate) async fn open(opts: Options, listeners: Listeners) -> Result<Arc<Nsqd>> {
+    /// `replicas`: replication's hooks, opened by the server beforehand.
+    pub(crate) async fn open(
+        opts: Options,
+        listeners: Listeners,
+        replicas: Option<Arc<dyn ReplicaHooks>>,
+    ) -> Result<Arc<Nsqd>> {
         let Listeners {
             tcp_addr,
             http_addr,
@@ -501,7 +528,6 @@ impl Nsqd {
             threads: opts.disk_io_threads(),
             durable: opts.durable,
         })?);
-        let replication = crate::replication::Replication::open(&opts).await?;
         let limits = ChannelLimits {
             mem_queue_size: opts.mem_queue_size as usize,
             max_msg_timeout: *opts.max_msg_timeout,
@@ -515,11 +541,7 @@ impl Nsqd {
                 min_workers: opts.job_min_workers as usize,
             },
             // Replication hears FINs and channel pauses and emptyings.
-            events: crate::channel::Events(
-                replication
-                    .clone()
-                    .map(|r| r as Arc<dyn crate::channel::ChannelEvents>),
-            ),
+            events: crate::channel::Events(replicas.clone().map(|r| r.channel_events())),
         };
         let live = crate::config::LiveOptions::new(&opts);
         let metadata_progress = Arc::new(metadata::Progress::default());
@@ -552,7 +574,7 @@ impl Nsqd {
             health: Mutex::new(None),
             job_totals: Mutex::new(std::collections::HashMap::new()),
             live,
-            replication,
+            replicas,
         });
         if let Some(meta) = &meta {
             nsqd.restore(meta);

@@ -219,7 +219,7 @@ impl Connection {
                 rx,
                 stop.clone(),
             )
-            .with_replication(self.nsqd.replication.clone())
+            .with_replicas(self.nsqd.replicas.clone())
             .run(write)
             .in_current_span(),
         );
@@ -652,7 +652,7 @@ struct Writer {
     out: BytesMut,
     batch: Vec<crate::message::Message>,
     /// Drops what a peer took over before it is delivered.
-    replication: Option<Arc<crate::replication::Replication>>,
+    replicas: Option<Arc<dyn crate::replica_hooks::ReplicaHooks>>,
 }
 
 impl Writer {
@@ -671,12 +671,12 @@ impl Writer {
             stop,
             out: BytesMut::with_capacity(MIN_WRITE_THRESHOLD * 2),
             batch: Vec::with_capacity(TAKE_BATCH),
-            replication: None,
+            replicas: None,
         }
     }
 
-    fn with_replication(mut self, r: Option<Arc<crate::replication::Replication>>) -> Self {
-        self.replication = r;
+    fn with_replicas(mut self, r: Option<Arc<dyn crate::replica_hooks::ReplicaHooks>>) -> Self {
+        self.replicas = r;
         self
     }
 
@@ -773,12 +773,9 @@ impl Writer {
                 Instant::now(),
                 &mut self.batch,
             );
-            crate::replication::filter_delivery(
-                self.replication.as_ref(),
-                &channel,
-                self.client.id,
-                &mut self.batch,
-            );
+            if let Some(r) = &self.replicas {
+                r.filter_delivery(&channel, self.client.id, &mut self.batch);
+            }
             if self.batch.is_empty() {
                 if consumed > 0 {
                     // Everything taken was sampled out: there may be more.

@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 
 use crate::nsqd::{Error, Listeners, Nsqd, Result};
 use crate::options::{Options, OptionsError};
+use crate::replication::Replication;
 
 /// How often in-flight timeouts and deferred messages are checked (upstream's
 /// queue scan interval).
@@ -24,6 +25,8 @@ const METADATA_RETRY: Duration = Duration::from_secs(1);
 /// asked for port 0 can read the real addresses before `run`.
 pub struct Server {
     nsqd: Arc<Nsqd>,
+    /// Replicated pairs (`--replication-address`): started by `run`.
+    replication: Option<Arc<Replication>>,
     tcp: TcpListener,
     http: Option<TcpListener>,
     https: Option<TcpListener>,
@@ -101,10 +104,16 @@ impl Server {
             https_addr: https.as_ref().map(|l| l.local_addr()).transpose()?,
             tls,
         };
-        let nsqd = Nsqd::open(opts, listeners).await?;
+        // Replication plugs into nsqd through its hooks.
+        let replication = Replication::open(&opts).await?;
+        let hooks = replication
+            .clone()
+            .map(|r| r as Arc<dyn crate::replica_hooks::ReplicaHooks>);
+        let nsqd = Nsqd::open(opts, listeners, hooks).await?;
         // Ready: only now do connections get in.
         Ok(Server {
             nsqd,
+            replication,
             tcp: tcp.listen()?,
             http: http.map(Bound::listen).transpose()?,
             https: https.map(Bound::listen).transpose()?,
@@ -139,15 +148,16 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let Server {
             nsqd,
+            replication,
             tcp,
             http,
             https,
         } = self;
         info!("{}", nsq_app::flags::version_string("nsqd"));
         info!("ID: {}", nsqd.node_id());
-        if let Some(r) = nsqd.replication.clone() {
+        if let Some(r) = replication {
             // Before consumers arrive: learn what peers took over.
-            r.start(&nsqd).await;
+            r.start(&nsqd).await?;
         }
         info!("TCP: listening on {}", nsqd.tcp_addr);
         nsqd.tracker.spawn(accept_tcp(nsqd.clone(), tcp));

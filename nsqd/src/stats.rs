@@ -393,7 +393,7 @@ pub struct StatsDoc {
     producers: Option<Vec<ClientReport>>,
     /// Ours, only with replication configured: each peer's state.
     #[serde(skip_serializing_if = "Option::is_none")]
-    replicas: Option<Vec<crate::replication::ReplicaReport>>,
+    replicas: Option<Vec<crate::replica_hooks::ReplicaReport>>,
 }
 
 /// `OK`, or upstream's `NOK - <error>`.
@@ -414,7 +414,7 @@ pub fn to_json(nsqd: &Nsqd, req: &StatsRequest) -> StatsDoc {
         topics: snap.topics,
         memory: req.include_mem.then(MemStats::read),
         producers: snap.producers,
-        replicas: nsqd.replication.as_ref().map(|r| r.report()),
+        replicas: nsqd.replicas.as_ref().map(|r| r.report()),
     }
 }
 

@@ -12,43 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nsq_tests::{wait_until, within_for};
+use nsq_tests::within_for;
 use support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn flag() -> Arc<AtomicBool> {
-    Arc::new(AtomicBool::new(false))
-}
-
-/// Wait until `acked` messages were acknowledged, or fail with the node's logs.
-async fn wait_acked(ledger: &Shared, n: usize, node: &Node) {
-    let r = wait_until(Duration::from_secs(30), "enough acknowledged", || {
-        let got = ledger.lock().unwrap().acked.len();
-        if got >= n {
-            Ok(())
-        } else {
-            Err(format!("{got} of {n}"))
-        }
-    })
-    .await;
-    if let Err(e) = r {
-        node.fail(&e);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_alive_every_message_is_delivered_exactly_once_and_shadows_drain() {
     within_for(LIMIT, async {
         let pair = Pair::start(1, &[]).await;
         let ledger = Shared::default();
-        let stop = flag();
-        consumers(
-            pair.lookupd.http_addr(),
-            ledger.clone(),
-            stop.clone(),
-            flag(),
-        );
+        let stop = pair.consume(&ledger);
         // 10,000 to each node: one PUB/MPUB publisher and one MPUB-100 one.
         let mut pubs = Vec::new();
         for (n, node) in [&pair.a, &pair.b].into_iter().enumerate() {
@@ -73,20 +47,17 @@ async fn both_alive_every_message_is_delivered_exactly_once_and_shadows_drain() 
             p.await.unwrap();
         }
         assert_eq!(ledger.lock().unwrap().acked.len(), 20_000);
-        if let Err(e) = wait_all_delivered(&ledger, Duration::from_secs(30)).await {
-            pair.a.fail(&e);
-        }
+        pair.a
+            .wait_delivered(&ledger, Duration::from_secs(30))
+            .await;
         for node in [&pair.a, &pair.b] {
-            let r = wait_until(Duration::from_secs(10), "shadow empty", || {
+            node.wait_for(Duration::from_secs(10), "shadow empty", || {
                 match node.replica() {
                     Ok((s, 0, 0)) if s == "in_sync" => Ok(()),
                     other => Err(format!("{other:?}")),
                 }
             })
             .await;
-            if let Err(e) = r {
-                node.fail(&e);
-            }
         }
         stop.store(true, Ordering::Relaxed);
         let l = ledger.lock().unwrap();
@@ -118,7 +89,7 @@ async fn kill_while_publishing(net: u8, wipe_disk: bool) {
             flag(),
         )));
     }
-    wait_acked(&ledger, 3_000, &pair.a).await;
+    pair.a.wait_acked(&ledger, 3_000).await;
     pair.a.kill();
     let killed = tokio::time::Instant::now();
     slow.store(false, Ordering::Relaxed);
@@ -133,9 +104,7 @@ async fn kill_while_publishing(net: u8, wipe_disk: bool) {
     let limit = TAKEOVER_AFTER + Duration::from_secs(5);
     pair.b.wait_state("taken_over", limit).await;
     let limit = limit.saturating_sub(killed.elapsed());
-    if let Err(e) = wait_all_delivered(&ledger, limit).await {
-        pair.b.fail(&e);
-    }
+    pair.b.wait_delivered(&ledger, limit).await;
     assert!(
         owed > 0,
         "A had no backlog when it died: the test proves nothing"
@@ -166,9 +135,9 @@ async fn kill_while_publishing(net: u8, wipe_disk: bool) {
     )
     .await;
     assert_eq!(more, 100);
-    if let Err(e) = wait_all_delivered(&ledger, Duration::from_secs(10)).await {
-        pair.a.fail(&e);
-    }
+    pair.a
+        .wait_delivered(&ledger, Duration::from_secs(10))
+        .await;
     stop.store(true, Ordering::Relaxed);
     assert_eq!(ledger.lock().unwrap().duplicates(), dups);
 }
@@ -189,43 +158,17 @@ async fn a_node_back_with_its_data_does_not_deliver_what_was_taken_over() {
         // A small memory queue: A's backlog is on its disk when it dies.
         let mut pair = Pair::start(4, &["--mem-queue-size=10"]).await;
         let ledger = Shared::default();
-        let sent = publisher(
-            pair.a.tcp_addr(),
-            "backlog".into(),
-            2_000,
-            true,
-            ledger.clone(),
-            flag(),
-        )
-        .await;
-        assert_eq!(sent, 2_000);
+        publish_n(pair.a.tcp_addr(), "backlog", 2_000, true, &ledger).await;
         pair.a.kill();
         // Nobody consumed yet: B delivers A's whole backlog after takeover.
-        let stop = flag();
-        consumers(
-            pair.lookupd.http_addr(),
-            ledger.clone(),
-            stop.clone(),
-            flag(),
-        );
-        if let Err(e) = wait_all_delivered(&ledger, Duration::from_secs(20)).await {
-            pair.b.fail(&e);
-        }
+        let stop = pair.consume(&ledger);
+        pair.b
+            .wait_delivered(&ledger, Duration::from_secs(20))
+            .await;
         // A returns with the same 2,000 on its disk and must drop them all.
         pair.a.start(pair.lookupd.tcp_addr());
         pair.a.wait_state("in_sync", Duration::from_secs(10)).await;
-        let drained = wait_until(
-            Duration::from_secs(20),
-            "A's backlog dropped",
-            || match pair.a.depth() {
-                Ok(0) => Ok(()),
-                other => Err(format!("depth {other:?}")),
-            },
-        )
-        .await;
-        if let Err(e) = drained {
-            pair.a.fail(&e);
-        }
+        pair.a.wait_drained(Duration::from_secs(20)).await;
         stop.store(true, Ordering::Relaxed);
         // Nothing was in flight at A when it died: no duplicate at all.
         assert_eq!(ledger.lock().unwrap().duplicates(), 0);
@@ -239,13 +182,7 @@ async fn a_partition_while_both_serve_loses_nothing_and_heals() {
     within_for(LIMIT, async {
         let pair = Pair::start(5, &[]).await;
         let ledger = Shared::default();
-        let stop = flag();
-        consumers(
-            pair.lookupd.http_addr(),
-            ledger.clone(),
-            stop.clone(),
-            flag(),
-        );
+        let stop = pair.consume(&ledger);
         let pub_stop = flag();
         let mut pubs = Vec::new();
         for (n, node) in [&pair.a, &pair.b].into_iter().enumerate() {
@@ -258,7 +195,7 @@ async fn a_partition_while_both_serve_loses_nothing_and_heals() {
                 pub_stop.clone(),
             )));
         }
-        wait_acked(&ledger, 1_000, &pair.a).await;
+        pair.a.wait_acked(&ledger, 1_000).await;
         {
             let _cut = Partition::cut(&pair.a.ip, &pair.b.ip, 5);
             // Both sides serve on; each takes the other over.
@@ -275,9 +212,9 @@ async fn a_partition_while_both_serve_loses_nothing_and_heals() {
         for p in pubs {
             p.await.unwrap();
         }
-        if let Err(e) = wait_all_delivered(&ledger, Duration::from_secs(15)).await {
-            pair.a.fail(&e);
-        }
+        pair.a
+            .wait_delivered(&ledger, Duration::from_secs(15))
+            .await;
         stop.store(true, Ordering::Relaxed);
         let l = ledger.lock().unwrap();
         eprintln!(
@@ -294,13 +231,7 @@ async fn durable_pair_each_killed_once_loses_nothing() {
     within_for(LIMIT, async {
         let mut pair = Pair::start(6, &["--durable"]).await;
         let ledger = Shared::default();
-        let stop = flag();
-        consumers(
-            pair.lookupd.http_addr(),
-            ledger.clone(),
-            stop.clone(),
-            flag(),
-        );
+        let stop = pair.consume(&ledger);
         for round in 0..2 {
             let pub_stop = flag();
             let mut pubs = Vec::new();
@@ -315,7 +246,7 @@ async fn durable_pair_each_killed_once_loses_nothing() {
                 )));
             }
             let target = ledger.lock().unwrap().acked.len() + 1_000;
-            wait_acked(&ledger, target, &pair.a).await;
+            pair.a.wait_acked(&ledger, target).await;
             let (victim, other) = if round == 0 {
                 (&mut pair.a, &pair.b)
             } else {
@@ -329,17 +260,15 @@ async fn durable_pair_each_killed_once_loses_nothing() {
             other
                 .wait_state("taken_over", Duration::from_secs(10))
                 .await;
-            if let Err(e) = wait_all_delivered(&ledger, Duration::from_secs(10)).await {
-                other.fail(&e);
-            }
+            other.wait_delivered(&ledger, Duration::from_secs(10)).await;
             victim.start(pair.lookupd.tcp_addr());
             let (a, b) = (&pair.a, &pair.b);
             a.wait_state("in_sync", Duration::from_secs(10)).await;
             b.wait_state("in_sync", Duration::from_secs(10)).await;
         }
-        if let Err(e) = wait_all_delivered(&ledger, Duration::from_secs(10)).await {
-            pair.a.fail(&e);
-        }
+        pair.a
+            .wait_delivered(&ledger, Duration::from_secs(10))
+            .await;
         stop.store(true, Ordering::Relaxed);
         let l = ledger.lock().unwrap();
         eprintln!(
@@ -359,26 +288,15 @@ async fn planned_takeover_over_http_then_the_node_returns_without_duplicates() {
     within_for(LIMIT, async {
         let mut pair = Pair::start(7, &[]).await;
         let ledger = Shared::default();
-        let sent = publisher(
-            pair.a.tcp_addr(),
-            "m".into(),
-            500,
-            true,
-            ledger.clone(),
-            flag(),
-        )
-        .await;
-        assert_eq!(sent, 500);
-        let r = wait_until(Duration::from_secs(5), "B holds A's 500", || {
-            match pair.b.replica() {
-                Ok((_, 500, _)) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await;
-        if let Err(e) = r {
-            pair.b.fail(&e);
-        }
+        publish_n(pair.a.tcp_addr(), "m", 500, true, &ledger).await;
+        pair.b
+            .wait_for(Duration::from_secs(5), "B holds A's 500", || {
+                match pair.b.replica() {
+                    Ok((_, 500, _)) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await;
         // /metrics shows the link while both are in sync.
         let m = pair.b.d().http_get("/metrics").text();
         let line = format!(
@@ -405,27 +323,12 @@ async fn planned_takeover_over_http_then_the_node_returns_without_duplicates() {
         pair.a.start(pair.lookupd.tcp_addr());
         pair.a.wait_state("in_sync", Duration::from_secs(10)).await;
         assert!(pair.a.d().logs().contains("took over 500 of our messages"));
-        let stop = flag();
-        consumers(
-            pair.lookupd.http_addr(),
-            ledger.clone(),
-            stop.clone(),
-            flag(),
-        );
-        if let Err(e) = wait_all_delivered(&ledger, Duration::from_secs(10)).await {
-            pair.b.fail(&e);
-        }
+        let stop = pair.consume(&ledger);
+        pair.b
+            .wait_delivered(&ledger, Duration::from_secs(10))
+            .await;
         // B delivered them; A drops its copies as they come up: none twice.
-        let r = wait_until(Duration::from_secs(10), "A drained", || {
-            match pair.a.depth() {
-                Ok(0) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await;
-        if let Err(e) = r {
-            pair.a.fail(&e);
-        }
+        pair.a.wait_drained(Duration::from_secs(10)).await;
         stop.store(true, Ordering::Relaxed);
         assert_eq!(ledger.lock().unwrap().duplicates(), 0);
     })
@@ -470,35 +373,20 @@ async fn a_durable_holder_keeps_its_copy_across_its_own_crash() {
     within_for(LIMIT, async {
         let mut pair = Pair::start(9, &["--durable"]).await;
         let ledger = Shared::default();
-        let sent = publisher(
-            pair.a.tcp_addr(),
-            "j".into(),
-            500,
-            true,
-            ledger.clone(),
-            flag(),
-        )
-        .await;
-        assert_eq!(sent, 500);
+        publish_n(pair.a.tcp_addr(), "j", 500, true, &ledger).await;
         // Acknowledged means B fsynced its copy: both machines now die.
         pair.b.kill();
         pair.a.kill();
         std::fs::remove_dir_all(&pair.a.dir).unwrap();
         // Only B comes back; its journal still holds A's 500.
         pair.b.start(pair.lookupd.tcp_addr());
-        let stop = flag();
-        consumers(
-            pair.lookupd.http_addr(),
-            ledger.clone(),
-            stop.clone(),
-            flag(),
-        );
+        let stop = pair.consume(&ledger);
         pair.b
             .wait_state("taken_over", Duration::from_secs(10))
             .await;
-        if let Err(e) = wait_all_delivered(&ledger, Duration::from_secs(10)).await {
-            pair.b.fail(&e);
-        }
+        pair.b
+            .wait_delivered(&ledger, Duration::from_secs(10))
+            .await;
         stop.store(true, Ordering::Relaxed);
         assert!(pair
             .b

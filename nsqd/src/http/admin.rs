@@ -9,7 +9,7 @@ use nsq_protocol::{ChannelName, TopicName};
 
 use super::{empty, json, Query, Reply};
 use crate::nsqd::Nsqd;
-use crate::replication::wire::MetaOp;
+use crate::replica_hooks::MetaOp;
 use crate::topic::Topic;
 
 type HttpError = (StatusCode, &'static str);
@@ -62,7 +62,7 @@ pub(super) fn delete_topic(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply {
 pub(super) fn empty_topic(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply {
     let topic = Query::parse(req)?.topic()?;
     nsqd.topic(topic.as_str()).ok_or(TOPIC_NOT_FOUND)?.empty();
-    crate::replication::changed(nsqd, MetaOp::TopicEmpty, &topic, None);
+    nsqd.replica_changed(MetaOp::TopicEmpty, &topic, None);
     Ok(empty())
 }
 
@@ -75,7 +75,7 @@ pub(super) fn pause_topic(nsqd: &Arc<Nsqd>, req: &Request<Incoming>, pause: bool
         topic.unpause();
     }
     let op = [MetaOp::TopicUnpause, MetaOp::TopicPause][usize::from(pause)];
-    crate::replication::changed(nsqd, op, &topic.name, None);
+    nsqd.replica_changed(op, &topic.name, None);
     // Persist now, so a crash cannot silently (un)pause it on restart.
     nsqd.metadata_changed();
     Ok(empty())
@@ -175,7 +175,10 @@ pub(super) fn channel_max_attempts(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) ->
 pub(super) fn replica_takeover(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply {
     let q = Query::parse(req)?;
     let peer = q.get("peer").ok_or(bad("MISSING_ARG_PEER"))?;
-    let n = crate::replication::takeover_now(nsqd, peer)
+    let n = nsqd
+        .replicas
+        .as_ref()
+        .and_then(|r| r.take_over(peer))
         .ok_or((StatusCode::NOT_FOUND, "PEER_NOT_FOUND"))?;
     Ok(json(&serde_json::json!({ "taken_over": n })))
 }

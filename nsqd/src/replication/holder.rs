@@ -2,123 +2,23 @@
 //! exchange (telling a returning origin what was taken over), applying the
 //! origin's records to its shadow, and acknowledging them.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use bytes::BytesMut;
-use nsq_protocol::TopicName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::shadow::Shadow;
-use super::wire::{Frame, FrameReader, WireError, MAX_COUNT, VERSION};
-use super::{Replication, SHADOW_MAX_BYTES};
+use super::codec::{FrameReader, ReadError};
+use super::origin_state::{apply, OriginState};
+use super::state::Replication;
+use super::wire::{Frame, WireError, MAX_COUNT, VERSION};
 use crate::nsqd::Nsqd;
 
 /// Largest frame accepted before the origin identified itself.
 const HELLO_MAX: usize = 1024;
-
-/// Per-origin state; locked by that origin's link task (to apply records),
-/// the takeover timer and `/stats`. Never held across an `.await`.
-pub(crate) struct Inner {
-    pub shadow: Shadow,
-    /// Connection generation, so a replaced connection stops applying.
-    pub conn: u64,
-    pub connected: bool,
-    /// When the origin was last heard from (or this node started).
-    pub last_seen: Instant,
-    /// The origin's process, from its Hello; 0 before the first.
-    pub incarnation: u64,
-    /// Taken over and not yet back.
-    pub taken_over: bool,
-    pub takeovers: u64,
-    /// Original ids of what was taken over (and of what the origin had
-    /// finished lately), to tell the origin on return.
-    pub taken: BTreeMap<TopicName, BTreeSet<u64>>,
-    /// Messages taken over since the origin was last told.
-    pub taken_messages: u64,
-    /// `--durable`: every record applied is journaled and fsynced first.
-    pub journal: Option<super::journal::Journal>,
-    /// The origin's last Hello (kept in the journal's snapshots).
-    pub hello: Option<Frame>,
-}
-
-impl Inner {
-    /// After a takeover emptied the shadow: the journal follows.
-    pub fn journal_emptied(&mut self) {
-        if let Some(j) = &mut self.journal {
-            if let Err(e) = j.compact(&self.shadow, self.hello.as_ref()) {
-                tracing::error!("replication journal: cannot rewrite - {e}");
-            }
-        }
-    }
-}
-
-pub struct OriginState {
-    pub addr: String,
-    inner: Mutex<Inner>,
-}
-
-impl OriginState {
-    /// The state of origin `addr`; with `journal_dir` (`--durable`) its
-    /// shadow is journaled there, and what the journal holds is replayed.
-    pub fn new(addr: String, journal_dir: Option<&std::path::Path>) -> std::io::Result<Self> {
-        let mut inner = Self::empty();
-        if let Some(dir) = journal_dir {
-            let (journal, frames) = super::journal::Journal::open(dir, &addr)?;
-            for f in frames {
-                match &f {
-                    Frame::Hello { incarnation, .. } => {
-                        inner.incarnation = *incarnation;
-                        inner.hello = Some(f.clone());
-                    }
-                    _ => {
-                        // Already acknowledged once; a shadow over its bound
-                        // keeps what it has.
-                        let _ = apply(&mut inner.shadow, &f);
-                    }
-                }
-            }
-            if inner.shadow.depth() > 0 {
-                info!(peer = %addr, messages = inner.shadow.depth(), "REPLICA {addr}: shadow replayed from the journal");
-            }
-            inner.journal = Some(journal);
-        }
-        Ok(OriginState {
-            addr,
-            inner: Mutex::new(inner),
-        })
-    }
-
-    fn empty() -> Inner {
-        Inner {
-            shadow: Shadow::default(),
-            conn: 0,
-            connected: false,
-            last_seen: Instant::now(),
-            incarnation: 0,
-            taken_over: false,
-            takeovers: 0,
-            taken: BTreeMap::new(),
-            taken_messages: 0,
-            journal: None,
-            hello: None,
-        }
-    }
-
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Taken over, shadow depth, takeovers.
-    pub fn status(&self) -> (bool, u64, u64) {
-        let i = self.lock();
-        (i.taken_over, i.shadow.depth(), i.takeovers)
-    }
-}
 
 pub async fn accept(repl: Arc<Replication>, nsqd: Arc<Nsqd>, listener: TcpListener) {
     nsq_app::net::accept_loop(&listener, &nsqd.cancel, "REPLICATION", |stream, addr| {
@@ -135,10 +35,8 @@ pub async fn accept(repl: Arc<Replication>, nsqd: Arc<Nsqd>, listener: TcpListen
 
 #[derive(Debug, thiserror::Error)]
 enum HolderError {
-    #[error("no frame within the replica timeout")]
-    Timeout,
-    #[error("closed by the origin")]
-    Closed,
+    #[error(transparent)]
+    Read(#[from] ReadError),
     #[error("expected Hello")]
     NoHello,
     #[error("unknown origin {0:?} (not a --replica of this node)")]
@@ -169,17 +67,11 @@ async fn serve(
     let mut frames = FrameReader::new(read);
     // Until the peer said who it is, nothing larger than a Hello.
     frames.set_limit(HELLO_MAX);
-    let next = |f: Option<Result<Frame, WireError>>| -> Result<Frame, HolderError> {
-        Ok(f.ok_or(HolderError::Closed)??)
-    };
-    let hello = tokio::time::timeout(timeout, frames.next())
-        .await
-        .map_err(|_| HolderError::Timeout)?;
     let Frame::Hello {
         version,
         origin,
         incarnation,
-    } = next(hello)?
+    } = frames.next_within(timeout).await?
     else {
         return Err(HolderError::NoHello);
     };
@@ -268,10 +160,7 @@ async fn apply_loop(
     let mut buf = BytesMut::new();
     let mut last = 0u64;
     loop {
-        let f = tokio::time::timeout(timeout, frames.next())
-            .await
-            .map_err(|_| HolderError::Timeout)?
-            .ok_or(HolderError::Closed)??;
+        let f = frames.next_within(timeout).await?;
         {
             let mut i = state.lock();
             if i.conn != conn {
@@ -313,29 +202,4 @@ async fn apply_loop(
             buf.clear();
         }
     }
-}
-
-/// Apply one of the origin's records to its shadow.
-fn apply(shadow: &mut Shadow, f: &Frame) -> Result<(), super::shadow::ShadowError> {
-    match f {
-        Frame::Reset { .. } => shadow.reset(),
-        Frame::Append {
-            topic,
-            channel,
-            due,
-            msgs,
-            ..
-        } => shadow.append(topic, channel.as_ref(), *due, msgs, SHADOW_MAX_BYTES)?,
-        Frame::Finish {
-            topic,
-            channel,
-            ids,
-            ..
-        } => shadow.finish(topic, channel, ids),
-        Frame::Meta {
-            op, topic, channel, ..
-        } => shadow.meta(*op, topic, channel.as_ref()),
-        _ => {}
-    }
-    Ok(())
 }

@@ -23,7 +23,6 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use nsq_protocol::{ChannelName, TopicName};
-use tokio_util::codec::{Decoder, Encoder};
 
 use crate::message::Message;
 
@@ -58,19 +57,7 @@ pub enum WireError {
     Io(#[from] std::io::Error),
 }
 
-/// A change to topics and channels the holder mirrors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetaOp {
-    ChannelCreate = 1,
-    ChannelDelete = 2,
-    ChannelEmpty = 3,
-    ChannelPause = 4,
-    ChannelUnpause = 5,
-    TopicDelete = 6,
-    TopicEmpty = 7,
-    TopicPause = 8,
-    TopicUnpause = 9,
-}
+pub use crate::replica_hooks::MetaOp;
 
 impl MetaOp {
     fn from_u8(b: u8) -> Result<Self, WireError> {
@@ -178,28 +165,39 @@ impl Frame {
         }
     }
 
+    /// The kind byte on the wire.
+    fn kind(&self) -> u8 {
+        match self {
+            Frame::Hello { .. } => 1,
+            Frame::Welcome { .. } => 2,
+            Frame::Reset { .. } => 3,
+            Frame::Append { .. } => 4,
+            Frame::Finish { .. } => 5,
+            Frame::Meta { .. } => 6,
+            Frame::Ack { .. } => 7,
+            Frame::Ping { .. } => 8,
+            Frame::TakenOver { .. } => 9,
+        }
+    }
+
     pub fn encode(&self, out: &mut BytesMut) {
         let start = out.len();
         out.put_u32(0);
+        out.put_u8(self.kind());
         match self {
             Frame::Hello {
                 version,
                 origin,
                 incarnation,
             } => {
-                out.put_u8(1);
                 out.put_u16(*version);
                 put_str(out, origin);
                 out.put_u64(*incarnation);
             }
-            Frame::Welcome { taken_over } => {
-                out.put_u8(2);
-                out.put_u64(*taken_over);
-            }
-            Frame::Reset { seq } => {
-                out.put_u8(3);
-                out.put_u64(*seq);
-            }
+            Frame::Welcome { taken_over: n }
+            | Frame::Reset { seq: n }
+            | Frame::Ack { seq: n }
+            | Frame::Ping { seq: n } => out.put_u64(*n),
             Frame::Append {
                 seq,
                 topic,
@@ -207,7 +205,6 @@ impl Frame {
                 due,
                 msgs,
             } => {
-                out.put_u8(4);
                 out.put_u64(*seq);
                 put_str(out, topic.as_str());
                 put_str(out, channel.as_ref().map_or("", |c| c.as_str()));
@@ -227,7 +224,6 @@ impl Frame {
                 channel,
                 ids,
             } => {
-                out.put_u8(5);
                 out.put_u64(*seq);
                 put_str(out, topic.as_str());
                 put_str(out, channel.as_str());
@@ -239,22 +235,12 @@ impl Frame {
                 topic,
                 channel,
             } => {
-                out.put_u8(6);
                 out.put_u64(*seq);
                 out.put_u8(*op as u8);
                 put_str(out, topic.as_str());
                 put_str(out, channel.as_ref().map_or("", |c| c.as_str()));
             }
-            Frame::Ack { seq } => {
-                out.put_u8(7);
-                out.put_u64(*seq);
-            }
-            Frame::Ping { seq } => {
-                out.put_u8(8);
-                out.put_u64(*seq);
-            }
             Frame::TakenOver { topic, ids } => {
-                out.put_u8(9);
                 put_str(out, topic.as_str());
                 put_ids(out, ids);
             }
@@ -359,37 +345,37 @@ fn put_ids(out: &mut BytesMut, ids: &[u64]) {
     }
 }
 
-fn need(b: &Bytes, n: usize) -> Result<(), WireError> {
-    if b.remaining() < n {
-        Err(WireError::Truncated)
-    } else {
-        Ok(())
+/// The next `N` bytes, or `Truncated`.
+fn take<const N: usize>(b: &mut Bytes) -> Result<[u8; N], WireError> {
+    if b.remaining() < N {
+        return Err(WireError::Truncated);
     }
+    let mut a = [0; N];
+    b.copy_to_slice(&mut a);
+    Ok(a)
 }
 
 fn get_u8(b: &mut Bytes) -> Result<u8, WireError> {
-    need(b, 1)?;
-    Ok(b.get_u8())
+    take(b).map(u8::from_be_bytes)
 }
 
 fn get_u16(b: &mut Bytes) -> Result<u16, WireError> {
-    need(b, 2)?;
-    Ok(b.get_u16())
+    take(b).map(u16::from_be_bytes)
 }
 
 fn get_u32(b: &mut Bytes) -> Result<u32, WireError> {
-    need(b, 4)?;
-    Ok(b.get_u32())
+    take(b).map(u32::from_be_bytes)
 }
 
 fn get_u64(b: &mut Bytes) -> Result<u64, WireError> {
-    need(b, 8)?;
-    Ok(b.get_u64())
+    take(b).map(u64::from_be_bytes)
 }
 
 fn get_str(b: &mut Bytes) -> Result<Bytes, WireError> {
     let len = get_u8(b)? as usize;
-    need(b, len)?;
+    if b.remaining() < len {
+        return Err(WireError::Truncated);
+    }
     Ok(b.split_to(len))
 }
 
@@ -420,99 +406,6 @@ fn get_ids(b: &mut Bytes) -> Result<Vec<u64>, WireError> {
     Ok((0..n).map(|_| b.get_u64()).collect())
 }
 
-/// `tokio_util` codec over [`Frame`]s.
-#[derive(Debug, Default)]
-pub struct FrameCodec;
-
-impl Decoder for FrameCodec {
-    type Item = Frame;
-    type Error = WireError;
-
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
-        if src.len() < 4 {
-            return Ok(None);
-        }
-        let size = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-        if size > MAX_FRAME {
-            return Err(WireError::TooBig(size));
-        }
-        if src.len() < 4 + size {
-            // Reserve only what a validated size says is coming.
-            src.reserve(4 + size - src.len());
-            return Ok(None);
-        }
-        src.advance(4);
-        Frame::decode(src.split_to(size).freeze()).map(Some)
-    }
-}
-
-impl Encoder<Frame> for FrameCodec {
-    type Error = WireError;
-
-    fn encode(&mut self, item: Frame, dst: &mut BytesMut) -> Result<(), WireError> {
-        item.encode(dst);
-        Ok(())
-    }
-}
-
-/// Reads frames from one side of a link into a buffer that grows only as
-/// far as a validated frame size says.
-pub struct FrameReader<R> {
-    r: R,
-    buf: BytesMut,
-    /// Largest frame accepted now (small until the peer said who it is).
-    limit: usize,
-}
-
-impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
-    pub fn new(r: R) -> Self {
-        FrameReader {
-            r,
-            buf: BytesMut::with_capacity(64 * 1024),
-            limit: MAX_FRAME,
-        }
-    }
-
-    /// Accept frames of at most `limit` bytes (never more than [`MAX_FRAME`]).
-    pub fn set_limit(&mut self, limit: usize) {
-        self.limit = limit.min(MAX_FRAME);
-    }
-
-    /// The next frame; `None` when the peer closed the link.
-    pub async fn next(&mut self) -> Option<Result<Frame, WireError>> {
-        use tokio::io::AsyncReadExt;
-        loop {
-            if self.buf.len() >= 4 {
-                let size = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-                if size as usize > self.limit {
-                    return Some(Err(WireError::TooBig(size as usize)));
-                }
-            }
-            match FrameCodec.decode(&mut self.buf) {
-                Ok(Some(f)) => return Some(Ok(f)),
-                Ok(None) => {}
-                Err(e) => return Some(Err(e)),
-            }
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(64 * 1024);
-            }
-            match self.r.read_buf(&mut self.buf).await {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(e) => return Some(Err(e.into())),
-            }
-        }
-    }
-
-    /// Whether a whole frame is already buffered (so an ack can wait for it).
-    pub fn has_frame(&self) -> bool {
-        self.buf.len() >= 4
-            && self.buf.len()
-                >= 4 + u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
-                    as usize
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,11 +417,10 @@ mod tests {
     fn roundtrip(f: Frame) -> BytesMut {
         let mut out = BytesMut::new();
         f.encode(&mut out);
-        let bytes = out.clone();
-        let back = FrameCodec.decode(&mut out).unwrap().unwrap();
-        assert_eq!(back, f);
-        assert!(out.is_empty());
-        bytes
+        let size = u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
+        assert_eq!(size, out.len() - 4);
+        assert_eq!(Frame::decode(out.clone().freeze().slice(4..)).unwrap(), f);
+        out
     }
 
     #[test]
@@ -599,38 +491,6 @@ mod tests {
             topic: topic("t"),
             ids: vec![u64::MAX],
         });
-    }
-
-    #[test]
-    fn oversized_frame_is_refused_before_reading_it() {
-        let mut b = BytesMut::from(&((MAX_FRAME + 1) as u32).to_be_bytes()[..]);
-        assert!(matches!(
-            FrameCodec.decode(&mut b),
-            Err(WireError::TooBig(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn reader_refuses_a_frame_past_its_limit_and_reads_the_rest() {
-        let mut bytes = BytesMut::new();
-        Frame::Ack { seq: 1 }.encode(&mut bytes);
-        Frame::Reset { seq: 2 }.encode(&mut bytes);
-        let mut r = FrameReader::new(&bytes[..]);
-        assert_eq!(r.next().await.unwrap().unwrap(), Frame::Ack { seq: 1 });
-        assert!(r.has_frame(), "the Reset is already buffered");
-        assert_eq!(r.next().await.unwrap().unwrap(), Frame::Reset { seq: 2 });
-        assert!(r.next().await.is_none());
-        let mut r = FrameReader::new(&bytes[..]);
-        r.set_limit(4);
-        assert!(matches!(r.next().await, Some(Err(WireError::TooBig(9)))));
-    }
-
-    #[test]
-    fn partial_frame_waits() {
-        let mut out = BytesMut::new();
-        Frame::Ack { seq: 1 }.encode(&mut out);
-        let mut part = BytesMut::from(&out[..6]);
-        assert!(FrameCodec.decode(&mut part).unwrap().is_none());
     }
 
     #[test]

@@ -138,22 +138,69 @@ impl Node {
         Ok(c["depth"].as_u64().unwrap_or(0) + c["in_flight_count"].as_u64().unwrap_or(0))
     }
 
-    /// Wait until this node sees its peer in `state`.
-    pub async fn wait_state(&self, state: &str, limit: Duration) {
-        let r = wait_until(
-            limit,
-            &format!("{} sees its peer {state}", self.ip),
-            || match self.replica() {
-                Ok((s, _, _)) if s == state => Ok(()),
-                Ok(other) => Err(format!("{other:?}")),
-                Err(e) => Err(e),
-            },
-        )
-        .await;
-        if let Err(e) = r {
+    /// Wait until `check` passes, or fail with this node's logs.
+    pub async fn wait_for(
+        &self,
+        limit: Duration,
+        what: &str,
+        check: impl FnMut() -> Result<(), String>,
+    ) {
+        if let Err(e) = wait_until(limit, what, check).await {
             self.fail(&e);
         }
     }
+
+    /// Wait until this node sees its peer in `state`.
+    pub async fn wait_state(&self, state: &str, limit: Duration) {
+        let what = format!("{} sees its peer {state}", self.ip);
+        self.wait_for(limit, &what, || match self.replica() {
+            Ok((s, _, _)) if s == state => Ok(()),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e),
+        })
+        .await;
+    }
+
+    /// Wait until the channel here is empty (memory, disk and in flight).
+    pub async fn wait_drained(&self, limit: Duration) {
+        self.wait_for(limit, "channel drained", || match self.depth() {
+            Ok(0) => Ok(()),
+            other => Err(format!("depth {other:?}")),
+        })
+        .await;
+    }
+
+    /// Wait until every acknowledged message was delivered, or fail with
+    /// this node's logs.
+    pub async fn wait_delivered(&self, ledger: &Shared, limit: Duration) {
+        if let Err(e) = wait_all_delivered(ledger, limit).await {
+            self.fail(&e);
+        }
+    }
+
+    /// Wait until `n` messages were acknowledged.
+    pub async fn wait_acked(&self, ledger: &Shared, n: usize) {
+        self.wait_for(Duration::from_secs(30), "enough acknowledged", || {
+            let got = ledger.lock().unwrap().acked.len();
+            if got >= n {
+                Ok(())
+            } else {
+                Err(format!("{got} of {n}"))
+            }
+        })
+        .await;
+    }
+}
+
+/// A fresh stop (or slow) flag.
+pub fn flag() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
+}
+
+/// Publish exactly `n` messages to `addr` (see [`publisher`]).
+pub async fn publish_n(addr: SocketAddr, name: &str, n: usize, mpub_only: bool, ledger: &Shared) {
+    let sent = publisher(addr, name.into(), n, mpub_only, ledger.clone(), flag()).await;
+    assert_eq!(sent, n, "{name}: published {sent} of {n}");
 }
 
 /// One node whose peer is `peer` (which the test may never start).
@@ -193,6 +240,18 @@ impl Pair {
             }
         }
         Pair { lookupd, a, b }
+    }
+
+    /// Start full-speed consumers (see [`consumers`]); returns their stop flag.
+    pub fn consume(&self, ledger: &Shared) -> Arc<AtomicBool> {
+        let stop = flag();
+        consumers(
+            self.lookupd.http_addr(),
+            ledger.clone(),
+            stop.clone(),
+            flag(),
+        );
+        stop
     }
 }
 
