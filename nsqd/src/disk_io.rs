@@ -103,6 +103,13 @@ enum Job {
         queue: Arc<str>,
         done: oneshot::Sender<io::Result<u64>>,
     },
+    /// Unread records, not consumed (see [`DiskQueue::peek`]).
+    Peek {
+        queue: Arc<str>,
+        from: Position,
+        max_bytes: u64,
+        done: oneshot::Sender<io::Result<Peeked>>,
+    },
     Empty {
         queue: Arc<str>,
         sink: Weak<dyn DiskSink>,
@@ -124,6 +131,9 @@ enum Job {
         done: crossbeam_channel::Sender<()>,
     },
 }
+
+/// What a peek found: the records, and where the next peek starts.
+pub type Peeked = (Vec<Bytes>, Option<Position>);
 
 /// A queue's address: its name and the thread that owns it. Cheap to clone.
 #[derive(Clone)]
@@ -171,11 +181,31 @@ impl QueueHandle {
 
     /// The queue's depth, opening (and recovering) it if needed.
     pub async fn depth(&self) -> io::Result<u64> {
-        let (done, rx) = oneshot::channel();
-        self.send(Job::Depth {
-            queue: self.name.clone(),
+        let queue = self.name.clone();
+        self.ask(|done| Job::Depth { queue, done }).await
+    }
+
+    /// Unread records from `from`, about `max_bytes` of them, without
+    /// consuming them, and where to go on (`None`: nothing further). In job
+    /// order: every write sent before is in it.
+    pub async fn peek(&self, from: Position, max_bytes: u64) -> io::Result<Peeked> {
+        let queue = self.name.clone();
+        self.ask(|done| Job::Peek {
+            queue,
+            from,
+            max_bytes,
             done,
-        });
+        })
+        .await
+    }
+
+    /// Send the job `job` builds around its reply channel; await the reply.
+    async fn ask<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<io::Result<T>>) -> Job,
+    ) -> io::Result<T> {
+        let (done, rx) = oneshot::channel();
+        self.send(job(done));
         rx.await
             .unwrap_or_else(|_| Err(io::Error::other("disk I/O thread gone")))
     }

@@ -95,6 +95,12 @@ impl From<&str> for Unhealthy {
     }
 }
 
+/// A publish already in its topic, waiting to be safe (see
+/// [`Nsqd::start_publish`]).
+pub type Published = std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::result::Result<(), PublishError>> + Send>,
+>;
+
 /// State shared by every task of one nsqd. The topic map and the client
 /// registry each sit behind their own short std Mutex, taken to look up or
 /// change membership only; message traffic locks topics and channels.
@@ -182,11 +188,28 @@ impl Nsqd {
     /// or written to the disk queue. A disk failure refuses the publish and
     /// marks nsqd unhealthy until a write succeeds again.
     pub async fn publish(
-        &self,
+        self: &Arc<Self>,
         topic: &Topic,
         bodies: Vec<bytes::Bytes>,
         defer: Option<Duration>,
     ) -> std::result::Result<(), PublishError> {
+        match self.start_publish(topic, bodies, defer)? {
+            Some(wait) => wait.await,
+            None => Ok(()),
+        }
+    }
+
+    /// Put the messages into `topic` now (so publishes keep their order) and
+    /// return the wait until they are safe (`None`: safe already): written
+    /// to the disk queue when they went there, and acknowledged by the
+    /// in-sync replicas. A connection may start its next publish before
+    /// this one's wait ends.
+    pub fn start_publish(
+        self: &Arc<Self>,
+        topic: &Topic,
+        bodies: Vec<bytes::Bytes>,
+        defer: Option<Duration>,
+    ) -> std::result::Result<Option<Published>, PublishError> {
         let replicas = self.replicas.as_ref().filter(|_| !topic.is_ephemeral());
         let keep = match replicas {
             Some(r) => r.before_put(topic)?,
@@ -199,25 +222,39 @@ impl Nsqd {
         let replicated = replicas
             .filter(|_| !kept.is_empty())
             .map(|r| r.replicate(topic, &kept, defer));
-        let replicated = async move {
-            match replicated {
-                Some(acked) => acked.await.map_err(PublishError::from),
-                None => Ok(()),
-            }
-        };
-        if writes.is_empty() {
-            return replicated.await;
+        if writes.is_empty() && replicated.is_none() {
+            return Ok(None);
         }
         // Durable: the topic and channels these messages went to must be in
         // nsqd.dat, or a restart would not find their disk queues.
         let changes = self.metadata_progress.current();
+        let nsqd = self.clone();
+        let name = topic.name.clone();
+        Ok(Some(Box::pin(async move {
+            if !writes.is_empty() {
+                nsqd.wait_written(&name, writes, changes).await?;
+            }
+            match replicated {
+                Some(acked) => acked.await.map_err(PublishError::from),
+                None => Ok(()),
+            }
+        })))
+    }
+
+    /// Wait for a publish's disk writes (and, durable, for `nsqd.dat`).
+    async fn wait_written(
+        &self,
+        topic: &TopicName,
+        writes: Vec<crate::backlog::DiskWrite>,
+        changes: u64,
+    ) -> std::result::Result<(), PublishError> {
         for w in writes {
             let result = w
                 .await
                 .unwrap_or_else(|_| Err(std::io::Error::other("disk I/O thread gone")));
             if let Err(e) = result {
                 let msg = format!("disk write failed - {e}");
-                error!(topic = %topic.name, "{msg}");
+                error!(topic = %topic, "{msg}");
                 self.set_health(Err(msg.clone().into()));
                 return Err(PublishError::Disk(msg));
             }
@@ -229,13 +266,13 @@ impl Nsqd {
                 .await
             {
                 let msg = format!("metadata not saved - {e}");
-                error!(topic = %topic.name, "{msg}");
+                error!(topic = %topic, "{msg}");
                 self.set_health(Err(msg.clone().into()));
                 return Err(PublishError::Disk(msg));
             }
         }
         self.set_health(Ok(()));
-        replicated.await
+        Ok(())
     }
 
     /// The job channels' status, optionally of one job.

@@ -227,6 +227,9 @@ pub struct Options {
     /// refuse publishes while fewer peers than this are in sync
     #[arg(long, default_value_t = 0)]
     pub replica_min_acks: i64,
+    /// file holding a secret (16 to 4096 bytes) that replication peers must prove they know, both ways ("" leaves the peer link unauthenticated)
+    #[arg(long, default_value = "")]
+    pub replication_secret_file: String,
     #[command(flatten)]
     pub standard: nsq_app::StandardFlags,
 }

@@ -30,6 +30,7 @@ use crate::channel::Channel;
 use crate::client::{Client, ClientSettings, ClientState};
 use crate::nsqd::Nsqd;
 use crate::options::TlsRequired;
+use crate::pending_publishes::PendingPublishes;
 use crate::topic::Topic;
 
 mod negotiate;
@@ -181,6 +182,8 @@ struct Connection {
     /// The secret AUTH presented, to refresh an expired grant.
     auth_secret: String,
     auth: Option<AuthState>,
+    /// Publishes started and not yet answered (replicas' acks, disk).
+    pending: PendingPublishes,
 }
 
 impl Connection {
@@ -199,6 +202,7 @@ impl Connection {
             auth_enabled: nsqd.opts.auth_enabled(),
             auth_secret: String::new(),
             auth: None,
+            pending: PendingPublishes::default(),
             nsqd,
         }
     }
@@ -259,12 +263,19 @@ impl Connection {
                 match next {
                     Ok(Some(cmd)) => {
                         clock.command_done();
-                        if let Err(e) = self.exec(cmd).await {
-                            let fatal = e.is_fatal();
-                            self.send_error(e).await;
-                            if fatal {
-                                return Err("fatal client error");
-                            }
+                        let publish = matches!(
+                            cmd,
+                            Command::Pub { .. } | Command::Mpub { .. } | Command::Dpub { .. }
+                        );
+                        if !publish {
+                            // Its answer follows those of the publishes before.
+                            self.settle_publishes().await?;
+                        }
+                        let r = self.exec(cmd).await;
+                        self.answered(r).await?;
+                        if self.pending.is_full() {
+                            let r = self.pending.next().await;
+                            self.answer_publish(r).await?;
                         }
                     }
                     Ok(None) => break,
@@ -296,6 +307,12 @@ impl Connection {
             let deadline = clock.deadline(&self.settings);
             let n = tokio::select! {
                 _ = stop.cancelled() => return Err("connection stopped"),
+                // A publish's answer is sent as soon as it is safe, also
+                // while the client sends nothing more.
+                r = self.pending.next() => {
+                    self.answer_publish(r).await?;
+                    continue;
+                }
                 r = read_with_deadline(read, &mut buf, deadline) => r,
             };
             let n = match n {
@@ -318,6 +335,49 @@ impl Connection {
         }
     }
 
+    /// Send a command's error, if any, after the answers of the publishes
+    /// before it; `Err` when it closes the connection.
+    async fn answered(&mut self, r: Result<(), ProtocolError>) -> Result<(), &'static str> {
+        if let Err(e) = r {
+            self.settle_publishes().await?;
+            let fatal = e.is_fatal();
+            self.send_error_now(e).await;
+            if fatal {
+                return Err("fatal client error");
+            }
+        }
+        Ok(())
+    }
+
+    /// Answer every started publish, in order.
+    async fn settle_publishes(&mut self) -> Result<(), &'static str> {
+        while !self.pending.is_empty() {
+            let r = self.pending.next().await;
+            self.answer_publish(r).await?;
+        }
+        Ok(())
+    }
+
+    /// `OK` for a publish that is safe, its error otherwise; `Err` when
+    /// that closes the connection.
+    async fn answer_publish(&mut self, r: Result<(), ProtocolError>) -> Result<(), &'static str> {
+        match r {
+            Ok(()) => {
+                self.send_response(Bytes::from_static(OK)).await;
+                Ok(())
+            }
+            Err(e) => {
+                let fatal = e.is_fatal();
+                self.send_error_now(e).await;
+                if fatal {
+                    Err("fatal client error")
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
     async fn send(&mut self, item: ToWriter) {
         if let Some(tx) = &self.to_writer {
             let _ = tx.send(item).await;
@@ -328,7 +388,14 @@ impl Connection {
         self.send(ToWriter::Frame(FrameType::Response, data)).await;
     }
 
+    /// Send an error that closes the connection, after the answers of the
+    /// publishes before it.
     async fn send_error(&mut self, e: ProtocolError) {
+        let _ = self.settle_publishes().await;
+        self.send_error_now(e).await;
+    }
+
+    async fn send_error_now(&mut self, e: ProtocolError) {
         log_error(self.client.remote_addr, &e);
         self.send(ToWriter::Frame(FrameType::Error, Bytes::from(e.to_wire())))
             .await;
@@ -541,7 +608,7 @@ impl Connection {
 
     async fn publish(
         &mut self,
-        verb: &str,
+        verb: &'static str,
         code: ErrorCode,
         topic: nsq_protocol::TopicName,
         bodies: Vec<Bytes>,
@@ -557,12 +624,27 @@ impl Connection {
             }
         };
         let n = bodies.len() as u64;
-        self.nsqd
-            .publish(&topic, bodies, defer)
-            .await
-            .map_err(|e| ProtocolError::new(code, format!("{verb} failed {e}")))?;
-        self.nsqd.count_publish(&self.client, &topic.name, n);
-        self.send_response(Bytes::from_static(OK)).await;
+        let failed = move |e| ProtocolError::new(code, format!("{verb} failed {e}"));
+        let wait = match self.nsqd.start_publish(&topic, bodies, defer) {
+            Ok(wait) => wait,
+            Err(e) => return Err(failed(e)),
+        };
+        let (nsqd, client) = (self.nsqd.clone(), self.client.clone());
+        match wait {
+            // Safe already, and nothing before it waits: answered at once.
+            None if self.pending.is_empty() => {
+                nsqd.count_publish(&client, &topic.name, n);
+                self.send_response(Bytes::from_static(OK)).await;
+                return Ok(());
+            }
+            wait => self.pending.push(Box::pin(async move {
+                if let Some(wait) = wait {
+                    wait.await.map_err(failed)?;
+                }
+                nsqd.count_publish(&client, &topic.name, n);
+                Ok(())
+            })),
+        }
         Ok(())
     }
 }

@@ -397,6 +397,12 @@ impl Topic {
         now.chain(later).collect()
     }
 
+    /// The topic's disk queue, if it has one (replication's full copy
+    /// peeks at what spilled there).
+    pub fn disk_queue(&self) -> Option<QueueHandle> {
+        self.disk.clone()
+    }
+
     /// Remove the disk files of the topic and its channels (it was deleted).
     pub(crate) fn delete_disk(&self) {
         if let Some(d) = &self.disk {

@@ -71,6 +71,12 @@ impl Channel {
         );
         out
     }
+
+    /// The channel's disk queue, if it has one (replication's full copy
+    /// peeks at what spilled there).
+    pub fn disk_queue(&self) -> Option<QueueHandle> {
+        self.lock().backlog.handle().cloned()
+    }
 }
 
 impl DiskSink for Channel {

@@ -285,6 +285,18 @@ impl IoThread {
             Job::Depth { queue, done } => {
                 let _ = done.send(self.queue(&queue).map(|q| q.depth()));
             }
+            Job::Peek {
+                queue,
+                from,
+                max_bytes,
+                done,
+            } => {
+                let mut out = Vec::new();
+                let next = self
+                    .queue(&queue)
+                    .and_then(|q| q.peek(from, max_bytes, &mut out));
+                let _ = done.send(next.map(|next| (out, next)));
+            }
             Job::Empty { queue, sink } => {
                 let result = self.queue(&queue).and_then(|q| q.empty());
                 if let Err(e) = &result {
