@@ -153,6 +153,21 @@ impl Nsqd {
         self.topics.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A topic of this nsqd (on its disk I/O threads); `starting` holds
+    /// delivery until its channels exist.
+    fn new_topic(&self, name: TopicName, starting: bool) -> Arc<Topic> {
+        let (disk, pumps) = (self.disk_io.clone(), self.pump_ctx.clone());
+        let limits = self.limits.clone();
+        Topic::new(
+            name,
+            self.node_id,
+            limits,
+            starting,
+            Some(disk),
+            Some(pumps),
+        )
+    }
+
     fn clients(&self) -> MutexGuard<'_, IdMap<Arc<Client>>> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -82,6 +82,7 @@ impl Nsqd {
     pub fn client_settings(&self, req: &IdentifyRequest) -> Result<ClientSettings, BadSetting> {
         let o = &self.opts;
         let mut s = self.default_client_settings();
+        let bad = |setting, value| BadSetting { setting, value };
         let ms = |d: Duration| d.as_millis() as i64;
         match req.heartbeat_interval.unwrap_or(0) {
             -1 => s.heartbeat_interval = None,
@@ -89,12 +90,7 @@ impl Nsqd {
             n if n >= 1000 && n <= ms(*o.max_heartbeat_interval) => {
                 s.heartbeat_interval = Some(Duration::from_millis(n as u64))
             }
-            n => {
-                return Err(BadSetting {
-                    setting: "heartbeat interval",
-                    value: n,
-                })
-            }
+            n => return Err(bad("heartbeat interval", n)),
         }
         match req.output_buffer_timeout.unwrap_or(0) {
             -1 => s.output_buffer_timeout = None,
@@ -102,12 +98,7 @@ impl Nsqd {
             n if n >= ms(*o.min_output_buffer_timeout) && n <= ms(*o.max_output_buffer_timeout) => {
                 s.output_buffer_timeout = Some(Duration::from_millis(n as u64))
             }
-            n => {
-                return Err(BadSetting {
-                    setting: "output buffer timeout",
-                    value: n,
-                })
-            }
+            n => return Err(bad("output buffer timeout", n)),
         }
         match req.output_buffer_size.unwrap_or(0) {
             -1 => {
@@ -116,33 +107,18 @@ impl Nsqd {
             }
             0 => {}
             n if n >= 64 && n <= o.max_output_buffer_size => s.output_buffer_size = n as usize,
-            n => {
-                return Err(BadSetting {
-                    setting: "output buffer size",
-                    value: n,
-                })
-            }
+            n => return Err(bad("output buffer size", n)),
         }
         match req.sample_rate.unwrap_or(0) {
             n @ 0..=99 => s.sample_rate = n as u8,
-            n => {
-                return Err(BadSetting {
-                    setting: "sample rate",
-                    value: n,
-                })
-            }
+            n => return Err(bad("sample rate", n)),
         }
         match req.msg_timeout.unwrap_or(0) {
             0 => {}
             n if n >= 1000 && n <= ms(*o.max_msg_timeout) => {
                 s.msg_timeout = Duration::from_millis(n as u64)
             }
-            n => {
-                return Err(BadSetting {
-                    setting: "msg timeout",
-                    value: n,
-                })
-            }
+            n => return Err(bad("msg timeout", n)),
         }
         Ok(s)
     }

@@ -10,7 +10,6 @@ use tracing::{error, info, warn};
 
 use super::{Error, Nsqd, Result};
 use crate::metadata::{self, ChannelMeta, Metadata, TopicMeta};
-use crate::topic::Topic;
 
 impl Nsqd {
     /// Record that a topic or channel was created, deleted, paused or
@@ -81,14 +80,7 @@ impl Nsqd {
                 warn!("skipping topic {:?} from metadata: invalid name", tm.name);
                 continue;
             };
-            let topic = Topic::new(
-                name.clone(),
-                self.node_id,
-                self.limits.clone(),
-                false,
-                Some(self.disk_io.clone()),
-                Some(self.pump_ctx.clone()),
-            );
+            let topic = self.new_topic(name.clone(), false);
             for cm in tm.channels.iter().flatten() {
                 let Ok(cname) = cm.name.parse::<ChannelName>() else {
                     warn!("skipping channel {:?} from metadata: invalid name", cm.name);

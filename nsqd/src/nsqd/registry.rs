@@ -24,14 +24,7 @@ impl Nsqd {
                 return t.clone();
             }
             let starting = !lookupds.is_empty();
-            let topic = Topic::new(
-                name.clone(),
-                self.node_id,
-                self.limits.clone(),
-                starting,
-                Some(self.disk_io.clone()),
-                Some(self.pump_ctx.clone()),
-            );
+            let topic = self.new_topic(name.clone(), starting);
             topics.insert(name.clone(), topic.clone());
             topic
         };
