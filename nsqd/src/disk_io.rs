@@ -39,16 +39,20 @@ pub struct DiskDamage {
 pub trait DiskSink: Send + Sync {
     /// A write of `count` records finished; `depth` is the queue's depth now.
     fn written(&self, count: u64, result: &io::Result<()>, depth: u64);
-    /// Records read ahead, each with its position; `end` is where reading
-    /// goes on (past them), `depth` what is left on disk, `damage` what the
-    /// queue had to skip so far.
-    fn refill(
-        &self,
-        records: Vec<(Position, Bytes)>,
-        end: Position,
-        depth: u64,
-        damage: DiskDamage,
-    );
+    /// Records read ahead.
+    fn refill(&self, read: ReadAhead);
+}
+
+/// What a read-ahead brought back from a disk queue.
+pub struct ReadAhead {
+    /// The records, each with the position it starts at.
+    pub records: Vec<(Position, Bytes)>,
+    /// Where reading goes on (past them).
+    pub end: Position,
+    /// What is left on disk.
+    pub depth: u64,
+    /// What the queue had to skip so far.
+    pub damage: DiskDamage,
 }
 
 /// Records to append, encoded back to back in one buffer.

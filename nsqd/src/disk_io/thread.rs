@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
-use super::{DiskDamage, DiskIoOptions, DiskSink, Job, Losses};
+use super::{DiskDamage, DiskIoOptions, DiskSink, Job, Losses, ReadAhead};
 use crate::disk_queue::{DiskQueue, Listing, Position};
 
 /// At most this many jobs join one group commit, so that acknowledgements
@@ -271,7 +271,14 @@ impl IoThread {
                         bad_segments: q.bad_segments(),
                     });
                 if let Some(s) = sink.upgrade() {
-                    s.refill(out, end, self.depth(&queue), damage);
+                    let depth = self.depth(&queue);
+                    let (records, end) = (out, end);
+                    s.refill(ReadAhead {
+                        records,
+                        end,
+                        depth,
+                        damage,
+                    });
                 }
                 self.maybe_sync(&queue);
             }
