@@ -26,18 +26,28 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=NSQ_RS_GIT_COMMIT={commit}");
     println!("cargo:rustc-env=NSQ_RS_RUSTC_VERSION={rustc_version}");
-    // A new commit changes the hash; HEAD moves on commit and checkout.
-    if let Ok(dir) = Command::new("git")
-        .args(["rev-parse", "--git-dir"])
-        .output()
-    {
-        if dir.status.success() {
-            let dir = String::from_utf8_lossy(&dir.stdout).trim().to_owned();
-            println!("cargo:rerun-if-changed={dir}/HEAD");
-            if let Ok(head) = std::fs::read_to_string(format!("{dir}/HEAD")) {
-                if let Some(r) = head.strip_prefix("ref: ") {
-                    println!("cargo:rerun-if-changed={dir}/{}", r.trim());
-                }
+    // A new commit changes the hash; HEAD moves on commit and checkout. Paths come from
+    // `git rev-parse --git-path`, which knows where a worktree keeps HEAD and where the refs
+    // are shared: a watched file that does not exist makes cargo rerun this script, and rebuild
+    // everything above it, on every build (every test process that builds the daemons).
+    let git_path = |name: &str| {
+        Command::new("git")
+            .args(["rev-parse", "--git-path", name])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    if let Some(head) = git_path("HEAD") {
+        println!("cargo:rerun-if-changed={head}");
+        if let Some(r) = std::fs::read_to_string(&head)
+            .ok()
+            .and_then(|h| h.strip_prefix("ref: ").map(|r| r.trim().to_owned()))
+        {
+            // A packed ref has no file of its own; packed-refs changes when it moves.
+            let loose = git_path(&r).filter(|p| std::path::Path::new(p).is_file());
+            if let Some(watched) = loose.or_else(|| git_path("packed-refs")) {
+                println!("cargo:rerun-if-changed={watched}");
             }
         }
     }

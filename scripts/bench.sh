@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
 # bench.sh: publish, consume and latency figures for nsqd, its memory per
 # queued message and its CPU per message; optionally side by side with
-# another nsqd binary (upstream's), interleaved, with the same client tools.
-# Everything runs on loopback ports picked at run time, with temporary data
-# directories, and is killed on exit.
+# another nsqd binary (upstream's), interleaved, with the same client tools;
+# or (--scaling) how those figures grow with channels, connections and
+# message size. Everything runs on loopback ports picked at run time, with
+# temporary data directories, and is killed on exit.
 #
-# Usage: scripts/bench.sh [--against DIR] [--tools ours|upstream] [--table FILE]
+# Usage: scripts/bench.sh [--against DIR] [--tools ours|upstream] [--scaling] [--table FILE]
 #   --against DIR   also measure DIR/nsqd; rounds alternate ours, theirs,
 #                   ours, theirs..., each run on a fresh nsqd and data path
 #   --tools ours    our Rust bench_writer/bench_reader (default)
 #   --tools upstream  DIR/bench_writer and DIR/bench_reader (upstream's Go
-#                   tools and flags; needs --against). They run for RUNFOR
-#                   whatever the queue holds, so their SUB figure is at most
-#                   what the writer left divided by RUNFOR; the CPU-second
-#                   figures do not have that limit. bench_latency and the
-#                   memory probe always use our tools (upstream has neither).
-#   --table FILE    also write the markdown summary table to FILE
+#                   tools and flags; needs --against). The Go writer runs for
+#                   RUNFOR. The Go reader reads for all of its --runfor and
+#                   divides by it, so its own figure is capped at what was
+#                   queued / --runfor; bench.sh instead starts it on the full
+#                   queue with a long --runfor and times it from its start to
+#                   the moment the channel is empty (scripts/bench_drain.py
+#                   polls nsqd's /stats every 10 ms), which is its true rate.
+#                   bench_latency and the memory probe always use our tools
+#                   (upstream has neither).
+#   --scaling       instead of the figures above: PUB and SUB msgs/s, nsqd
+#                   CPU-seconds and RSS at each point of SCALE_POINTS
+#                   (channels per topic, connections, message size), with
+#                   our tools only (upstream's have no such flags)
+#   --table FILE    also write the markdown summary table to FILE, after a
+#                   line with the command, the date, the machine and its load
 #
 # Output: the tools' human lines and the markdown summary (medians over
 # rounds, ratio ours/theirs) on stderr; one JSON object per line on stdout,
@@ -25,6 +35,7 @@
 #   bench_latency  sequential PUB round trips, percentiles in µs
 #   nsqd_cpu       CPU nsqd spent in each phase, and messages per CPU-second
 #   nsqd_memory    RSS growth per message with MEM_MSGS messages queued
+# Each line of a phase run on a disk-only nsqd (DISK_ARGS) has "disk":true.
 #
 # Environment:
 #   NSQD_ARGS      extra nsqd flags, for both servers (default --mem-queue-size=10000000)
@@ -35,6 +46,27 @@
 #   ROUNDS         rounds per server, each on a fresh nsqd (default 1)
 #   MEM_MSGS       messages for the memory figure (default 1000000)
 #   SIZE           message body bytes (default 200)
+#   NO_BUILD       set: measure target/release as it is, without cargo build
+#   PHASES         which of "throughput latency memory disk" to run (default all)
+#   DISK_ARGS      nsqd flags for the disk phase, instead of NSQD_ARGS
+#                  (default --mem-queue-size=0: every message goes to disk)
+#   DISK_COUNT     most messages our writer publishes in the disk phase
+#                  (default 1000000); upstream's writer runs DISK_RUNFOR (default 5s)
+#
+# --scaling: at each point, on a fresh nsqd with its channels created first,
+# our writer publishes the point's messages over N connections, nsqd hands
+# them to every channel, and our reader drains every channel over N
+# connections (at least one per channel). Points are CHANNELS:CONNECTIONS:SIZE:
+#   SCALE_POINTS   default "1:1:100 10:1:100 100:1:100 1:100:100 1:1000:100
+#                  1:1:1024 1:1:65536" (a baseline, then one dimension at a time)
+#   SCALE_MSGS     deliveries per point (default 2000000): a point publishes
+#                  SCALE_MSGS / CHANNELS messages ...
+#   SCALE_BYTES    ... and at most SCALE_BYTES / SIZE (default 268435456, so
+#                  64 KiB messages queue 256 MiB)
+#   ROUNDS         as above (default 3 with --scaling). The defaults take about
+#                  ten minutes with --against on a 2-core machine; for steadier
+#                  figures run longer, e.g. ROUNDS=5 SCALE_MSGS=10000000
+#                  SCALE_BYTES=1073741824 (about an hour).
 #
 # --replicated: instead of the figures above, bench_writer and bench_latency
 # against one nsqd, then against nsqd A of a replicated pair (A on 127.0.0.2,
@@ -45,12 +77,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+COMMAND_LINE="scripts/bench.sh $*"
 NSQD_ARGS=${NSQD_ARGS:---mem-queue-size=10000000}
 RUNFOR=${RUNFOR:-10s}
 WRITER_COUNT=${WRITER_COUNT:-10000000}
-ROUNDS=${ROUNDS:-1}
 MEM_MSGS=${MEM_MSGS:-1000000}
 SIZE=${SIZE:-200}
+PHASES=${PHASES:-throughput latency memory disk}
+DISK_ARGS=${DISK_ARGS:---mem-queue-size=0}
+DISK_COUNT=${DISK_COUNT:-1000000}
+DISK_RUNFOR=${DISK_RUNFOR:-5s}
+SCALE_POINTS=${SCALE_POINTS:-1:1:100 10:1:100 100:1:100 1:100:100 1:1000:100 1:1:1024 1:1:65536}
+SCALE_MSGS=${SCALE_MSGS:-2000000}
+SCALE_BYTES=${SCALE_BYTES:-268435456}
 PAIR_COUNT=${PAIR_COUNT:-2000000}
 MODE=single
 # Hard bound on any single tool run, whatever RUNFOR says.
@@ -69,11 +108,21 @@ while [ $# -gt 0 ]; do
         --table) TABLE=${2:?--table needs a file}; shift 2 ;;
         --table=*) TABLE=${1#*=}; shift ;;
         --replicated) MODE=replicated; shift ;;
+        --scaling) MODE=scaling; shift ;;
         -h|--help) usage 0 ;;
         *) echo "bench.sh: unknown argument $1" >&2; usage ;;
     esac
 done
 case $TOOLS in ours|upstream) ;; *) echo "bench.sh: --tools is ours or upstream" >&2; exit 2 ;; esac
+if [ "$MODE" = scaling ]; then
+    ROUNDS=${ROUNDS:-3}
+    [ "$TOOLS" = ours ] || { echo "bench.sh: --scaling uses our tools (upstream's have no --channels or --connections)" >&2; exit 2; }
+else
+    ROUNDS=${ROUNDS:-1}
+fi
+for phase in $PHASES; do
+    case $phase in throughput|latency|memory|disk) ;; *) echo "bench.sh: unknown phase $phase in PHASES" >&2; exit 2 ;; esac
+done
 if [ -n "$AGAINST" ]; then
     AGAINST=$(cd "$AGAINST" && pwd)
     [ -x "$AGAINST/nsqd" ] || { echo "bench.sh: no executable $AGAINST/nsqd" >&2; exit 2; }
@@ -86,9 +135,11 @@ if [ "$TOOLS" = upstream ]; then
 fi
 
 # Workspace level, so the tools build wherever their crate lives.
-cargo build --release --bins >&2
+[ -n "${NO_BUILD:-}" ] || cargo build --release --bins >&2
 BIN=./target/release
 
+# The load before anything of ours runs, for the --table line.
+LOAD_START=$(sed 's/^\([^ ]* [^ ]* [^ ]*\).*/\1/' /proc/loadavg)
 WORK=$(mktemp -d -t nsq-bench.XXXXXX)
 pids=()
 results=()
@@ -226,23 +277,37 @@ run_go_tool() {
         END { if (!found) exit 1 }' <<<"$err" || { log "$tool printed no summary line"; exit 1; }
 }
 
-# The writer and reader of the chosen tool set against NSQD_TCP; each prints
-# one JSON line with at least msgs and msgs_per_sec. The reader drains COUNT
-# messages (our tool) or reads for RUNFOR (upstream's).
+# The writer of the chosen tool set against NSQD_TCP: ours publishes at most
+# COUNT messages (or for RUNFOR), upstream's for RUNFOR_GO (it has no
+# count). Prints one JSON line with at least msgs and msgs_per_sec.
 bench_writer() {
+    local count=$1 runfor_go=$2
     if [ "$TOOLS" = upstream ]; then
-        run_go_tool bench_writer --nsqd-tcp-address="$NSQD_TCP" --runfor="$RUNFOR" --size="$SIZE"
+        run_go_tool bench_writer --nsqd-tcp-address="$NSQD_TCP" --runfor="$runfor_go" --size="$SIZE"
     else
         run_tool "$BIN/bench_writer" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" \
-            --count="$WRITER_COUNT" --size="$SIZE"
+            --count="$count" --size="$SIZE"
     fi
 }
+
+# The reader of the chosen tool set, draining the COUNT messages queued on
+# sub_bench/ch. Ours stops at COUNT and times itself; upstream's is timed
+# from its start to the empty channel by bench_drain.py (see the usage).
 bench_reader() {
     local count=$1
     if [ "$TOOLS" = upstream ]; then
-        run_go_tool bench_reader --nsqd-tcp-address="$NSQD_TCP" --runfor="$RUNFOR" --size="$SIZE"
+        local out
+        if ! out=$(timeout $((TOOL_TIMEOUT + 10)) python3 scripts/bench_drain.py drain \
+            "$NSQD_HTTP" sub_bench ch "$count" "$TOOL_TIMEOUT" -- \
+            "$AGAINST/bench_reader" --nsqd-tcp-address="$NSQD_TCP" \
+            --runfor="$((TOOL_TIMEOUT + 10))s" --size="$SIZE"); then
+            log "failed: upstream bench_reader draining $count messages"
+            exit 1
+        fi
+        log "upstream bench_reader, timed to the drain: $out"
+        echo "$out"
     else
-        run_tool "$BIN/bench_reader" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" \
+        run_tool "$BIN/bench_reader" --tcp-address="$NSQD_TCP" --runfor="$((TOOL_TIMEOUT - 10))s" \
             --count="$count" --size="$SIZE"
     fi
 }
@@ -250,21 +315,49 @@ bench_reader() {
 # Tag a JSON line with the server and round it belongs to.
 tag() { sed "s/^{/{\"server\":\"$1\",\"round\":$2,/"; }
 
-# --- throughput and latency on the running nsqd -----------------------------
+# Create topic sub_bench and the channels named after it on the running
+# nsqd, before anything is published, as a production consumer would have.
+create_channels() {
+    local ch
+    curl -sf -X POST "http://$NSQD_HTTP/topic/create?topic=sub_bench" >/dev/null \
+        || { log "could not create topic sub_bench"; exit 1; }
+    for ch in "$@"; do
+        curl -sf -X POST "http://$NSQD_HTTP/channel/create?topic=sub_bench&channel=$ch" >/dev/null \
+            || { log "could not create channel $ch"; exit 1; }
+    done
+}
+
+# Wait until the channels of sub_bench hold TOTAL messages: the topic has
+# handed every message on, so what is read next includes the fan-out.
+wait_fanned_out() {
+    timeout $((TOOL_TIMEOUT + 10)) python3 scripts/bench_drain.py wait "$NSQD_HTTP" sub_bench "$1" "$TOOL_TIMEOUT" \
+        || { log "the channels never held all $1 messages"; exit 1; }
+}
+
+# --- throughput (and its disk-only variant) on the running nsqd -------------
+# Channel ch exists first; the writer publishes; the CPU of the PUB phase is
+# read once the channel holds every message; the reader drains them.
+# DISK is "true" for the disk phase, which tags its lines.
 phase_throughput() {
-    local server=$1 round=$2 t0 t1 t2 w r l written read_n
+    local server=$1 round=$2 disk=$3 count=$4 runfor_go=$5 t0 t1 t2 w r written read_n d=""
+    [ "$disk" = true ] && d='"disk":true,'
+    create_channels ch
     t0=$(nsqd_ticks)
-    w=$(bench_writer)
-    t1=$(nsqd_ticks)
+    w=$(bench_writer "$count" "$runfor_go")
     written=$(json_field msgs "$w")
-    # Our reader stops when it has drained what the writer left, so its rate
-    # is measured over the drain, not padded with idle time.
+    wait_fanned_out "$written"
+    t1=$(nsqd_ticks)
     r=$(bench_reader "$written")
     t2=$(nsqd_ticks)
     read_n=$(json_field msgs "$r")
-    results+=("$(tag "$server" "$round" <<<"$w")" "$(nsqd_cpu_json writer "$t0" "$t1" "$written" | tag "$server" "$round")")
-    results+=("$(tag "$server" "$round" <<<"$r")" "$(nsqd_cpu_json reader "$t1" "$t2" "$read_n" | tag "$server" "$round")")
-    [ "$read_n" -ge "$written" ] || log "$server round $round: reader finished $read_n of $written messages in $RUNFOR"
+    results+=("$(sed "s/^{/{$d/" <<<"$w" | tag "$server" "$round")" "$(nsqd_cpu_json writer "$t0" "$t1" "$written" | sed "s/^{/{$d/" | tag "$server" "$round")")
+    results+=("$(sed "s/^{/{$d/" <<<"$r" | tag "$server" "$round")" "$(nsqd_cpu_json reader "$t1" "$t2" "$read_n" | sed "s/^{/{$d/" | tag "$server" "$round")")
+    [ "$read_n" -ge "$written" ] || log "$server round $round: reader finished $read_n of $written messages"
+}
+
+# --- latency on the running nsqd --------------------------------------------
+phase_latency() {
+    local server=$1 round=$2 t0 t1 l
     t0=$(nsqd_ticks)
     l=$(run_tool "$BIN/bench_latency" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" --size="$SIZE")
     t1=$(nsqd_ticks)
@@ -303,42 +396,88 @@ phase_memory() {
     forget_pid "$holder"
 }
 
-# One round on one server: each phase on a fresh nsqd and data path.
+has_phase() { [[ " $PHASES " == *" $1 "* ]]; }
+
+# One round on one server: throughput then latency on one nsqd, memory and
+# the disk phase each on a fresh nsqd and data path.
 bench_server() {
     local server=$1 nsqd=$2 round=$3
-    NSQD_BIN=$nsqd start_nsqd "$server-throughput-$round"
-    phase_throughput "$server" "$round"
-    stop_nsqd
-    NSQD_BIN=$nsqd start_nsqd "$server-memory-$round"
-    phase_memory "$server" "$round"
-    stop_nsqd
+    if has_phase throughput || has_phase latency; then
+        NSQD_BIN=$nsqd start_nsqd "$server-throughput-$round"
+        has_phase throughput && phase_throughput "$server" "$round" false "$WRITER_COUNT" "$RUNFOR"
+        has_phase latency && phase_latency "$server" "$round"
+        stop_nsqd
+    fi
+    if has_phase memory; then
+        NSQD_BIN=$nsqd start_nsqd "$server-memory-$round"
+        phase_memory "$server" "$round"
+        stop_nsqd
+    fi
+    if has_phase disk; then
+        NSQD_BIN=$nsqd NSQD_ARGS=$DISK_ARGS start_nsqd "$server-disk-$round"
+        phase_throughput "$server" "$round" true "$DISK_COUNT" "$DISK_RUNFOR"
+        stop_nsqd
+    fi
 }
 
 # --- summary -----------------------------------------------------------------
 # "server measure value" rows from the JSON lines, for the medians.
 measures() {
-    local line server tool phase
+    local line server tool phase d
     for line in "${results[@]}"; do
         server=$(sed -n 's/.*"server":"\([a-z]*\)".*/\1/p' <<<"$line")
         tool=$(sed -n 's/.*"tool":"\([a-z_]*\)".*/\1/p' <<<"$line")
         phase=$(sed -n 's/.*"phase":"\([a-z]*\)".*/\1/p' <<<"$line")
+        d=
+        [[ $line == *'"disk":true'* ]] && d=disk_
         case $tool/$phase in
-            bench_writer/) echo "$server pub_msgs_per_sec $(json_field msgs_per_sec "$line")" ;;
-            bench_reader/) echo "$server sub_msgs_per_sec $(json_field msgs_per_sec "$line")" ;;
+            bench_writer/) echo "$server ${d}pub_msgs_per_sec $(json_field msgs_per_sec "$line")" ;;
+            bench_reader/) echo "$server ${d}sub_msgs_per_sec $(json_field msgs_per_sec "$line")" ;;
             bench_latency/)
                 echo "$server latency_p50_us $(json_field p50_us "$line")"
                 echo "$server latency_p99_us $(json_field p99_us "$line")" ;;
-            nsqd_cpu/writer) echo "$server pub_msgs_per_cpu_sec $(json_field msgs_per_cpu_sec "$line")" ;;
-            nsqd_cpu/reader) echo "$server sub_msgs_per_cpu_sec $(json_field msgs_per_cpu_sec "$line")" ;;
+            nsqd_cpu/writer) echo "$server ${d}pub_msgs_per_cpu_sec $(json_field msgs_per_cpu_sec "$line")" ;;
+            nsqd_cpu/reader) echo "$server ${d}sub_msgs_per_cpu_sec $(json_field msgs_per_cpu_sec "$line")" ;;
             nsqd_memory/) echo "$server rss_bytes_per_msg $(json_field bytes_per_msg "$line")" ;;
         esac
     done
 }
 
+# The first line of a --table file: what ran, when, where, under what load.
+table_preamble() {
+    local cpu load
+    cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+    load=$(sed 's/^\([^ ]* [^ ]* [^ ]*\).*/\1/' /proc/loadavg)
+    echo "\`$(env_knobs)$COMMAND_LINE\`, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores (${cpu:-unknown CPU}), load average (1, 5, 15 min) at the start $LOAD_START, at the end $load."
+    echo
+}
+
+# The environment knobs set for this run, as they would be typed.
+env_knobs() {
+    local v
+    for v in NSQD_ARGS RUNFOR WRITER_COUNT ROUNDS MEM_MSGS SIZE PHASES DISK_ARGS DISK_COUNT DISK_RUNFOR \
+        SCALE_POINTS SCALE_MSGS SCALE_BYTES; do
+        if [ -n "${!v+set}" ] && [ "${!v}" != "$(default_of "$v")" ]; then
+            printf '%s=%q ' "$v" "${!v}"
+        fi
+    done
+}
+default_of() {
+    case $1 in
+        NSQD_ARGS) echo --mem-queue-size=10000000 ;; RUNFOR) echo 10s ;; WRITER_COUNT) echo 10000000 ;;
+        ROUNDS) [ "$MODE" = scaling ] && echo 3 || echo 1 ;; MEM_MSGS) echo 1000000 ;; SIZE) echo 200 ;;
+        PHASES) echo "throughput latency memory disk" ;; DISK_ARGS) echo --mem-queue-size=0 ;;
+        DISK_COUNT) echo 1000000 ;; DISK_RUNFOR) echo 5s ;;
+        SCALE_POINTS) echo "1:1:100 10:1:100 100:1:100 1:100:100 1:1000:100 1:1:1024 1:1:65536" ;;
+        SCALE_MSGS) echo 2000000 ;; SCALE_BYTES) echo 268435456 ;;
+    esac
+}
+
 # Medians per server and measure, as JSON lines and a markdown table.
 summarise() {
     local tools_label=$1
-    measures | sort -k1,1 -k2,2 -k3,3g | awk -v tools="$tools_label" -v rounds="$ROUNDS" -v table="${TABLE:-/dev/null}" '
+    [ -n "$TABLE" ] && table_preamble >"$TABLE"
+    measures | sort -k1,1 -k2,2 -k3,3g | awk -v tools="$tools_label" -v rounds="$ROUNDS" -v disk="$DISK_ARGS" -v table="${TABLE:-/dev/null}" '
         { v[$1, $2, ++n[$1, $2]] = $3; seen[$1] = 1 }
         function median(s, m,   k) {
             k = n[s, m]
@@ -352,7 +491,7 @@ summarise() {
             return (x >= 1e6) ? sprintf("%.2f M", x / 1e6) : sprintf("%.0f k", x / 1e3)
         }
         END {
-            split("pub_msgs_per_sec sub_msgs_per_sec pub_msgs_per_cpu_sec sub_msgs_per_cpu_sec latency_p50_us latency_p99_us rss_bytes_per_msg", order)
+            k = split("pub_msgs_per_sec sub_msgs_per_sec pub_msgs_per_cpu_sec sub_msgs_per_cpu_sec latency_p50_us latency_p99_us rss_bytes_per_msg disk_pub_msgs_per_sec disk_sub_msgs_per_sec disk_pub_msgs_per_cpu_sec disk_sub_msgs_per_cpu_sec", order)
             label["pub_msgs_per_sec"] = "PUB (MPUB) msgs/s, " tools " bench_writer"
             label["sub_msgs_per_sec"] = "SUB msgs/s, " tools " bench_reader"
             label["pub_msgs_per_cpu_sec"] = "PUB msgs per nsqd CPU-second"
@@ -360,17 +499,22 @@ summarise() {
             label["latency_p50_us"] = "single PUB round trip p50, our bench_latency"
             label["latency_p99_us"] = "single PUB round trip p99, our bench_latency"
             label["rss_bytes_per_msg"] = "RSS per queued message"
+            label["disk_pub_msgs_per_sec"] = "`" disk "`: PUB msgs/s, " tools " bench_writer"
+            label["disk_sub_msgs_per_sec"] = "`" disk "`: SUB msgs/s, " tools " bench_reader"
+            label["disk_pub_msgs_per_cpu_sec"] = "`" disk "`: PUB msgs per nsqd CPU-second"
+            label["disk_sub_msgs_per_cpu_sec"] = "`" disk "`: SUB msgs per nsqd CPU-second"
             both = ("theirs" in seen)
             hdr = both ? "| measure (median of " rounds ") | ours | theirs | ours/theirs |\n|---|---|---|---|" \
                        : "| measure (median of " rounds ") | ours |\n|---|---|"
-            print hdr > "/dev/stderr"; print hdr > table
-            for (i = 1; i <= 7; i++) {
+            print hdr > "/dev/stderr"; print hdr >> table
+            for (i = 1; i <= k; i++) {
                 m = order[i]; o = median("ours", m); t = both ? median("theirs", m) : ""
+                if (o == "" && t == "") continue
                 ratio = (both && o != "" && t != "" && t > 0) ? sprintf("%.2f", o / t) : ""
                 row = "| " label[m] " | " fmt(o, m)
                 if (both) row = row " | " fmt(t, m) " | " (ratio == "" ? "–" : ratio "×")
                 row = row " |"
-                print row > "/dev/stderr"; print row > table
+                print row > "/dev/stderr"; print row >> table
                 printf "{\"tool\":\"summary\",\"measure\":\"%s\",\"tools\":\"%s\",\"rounds\":%d,\"ours\":%s,\"theirs\":%s,\"ratio\":%s}\n", \
                     m, tools, rounds, (o == "" ? "null" : o), (t == "" ? "null" : t), (ratio == "" ? "null" : ratio)
             }
@@ -425,6 +569,14 @@ fi
 # --- main ----------------------------------------------------------------------
 servers=(ours)
 [ -n "$AGAINST" ] && servers+=(theirs)
+if [ "$MODE" = scaling ]; then
+    # shellcheck source=scripts/bench_scaling.sh
+    . scripts/bench_scaling.sh
+    run_scaling
+    printf '%s\n' "${results[@]}"
+    summarise_scaling
+    exit 0
+fi
 for round in $(seq 1 "$ROUNDS"); do
     for server in "${servers[@]}"; do
         if [ "$server" = ours ]; then nsqd=$BIN/nsqd; else nsqd=$AGAINST/nsqd; fi

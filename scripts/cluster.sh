@@ -4,7 +4,8 @@
 #
 # --replicated: a replicated pair instead of one nsqd — nsqd A on 127.0.0.2
 # and nsqd B on 127.0.0.3 (same ports, data under ./data/nsqd-a and -b),
-# each holding a copy of the other's messages (see README "Replication").
+# each holding a copy of the other's messages (see README "Replication"),
+# proving to each other the secret in $DATA/pair.secret (made if missing).
 # Other arguments go to every nsqd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,8 @@ trap cleanup INT TERM EXIT
 pids+=($!)
 nodes=()
 if [ "$replicated" = 1 ]; then
+    secret="$DATA/pair.secret"
+    [ -s "$secret" ] || (umask 077 && head -c 32 /dev/urandom | base64 >"$secret")
     for n in a:127.0.0.2:127.0.0.3 b:127.0.0.3:127.0.0.2; do
         IFS=: read -r name ip peer <<<"$n"
         mkdir -p "$DATA/nsqd-$name"
@@ -39,7 +42,8 @@ if [ "$replicated" = 1 ]; then
             --tcp-address="$ip:4150" --http-address="$ip:4151" \
             --broadcast-address="$ip" --data-path="$DATA/nsqd-$name" \
             --lookupd-tcp-address=127.0.0.1:4160 \
-            --replication-address="$ip:4153" --replica="$peer:4153" ${args[@]+"${args[@]}"} &
+            --replication-address="$ip:4153" --replica="$peer:4153" \
+            --replication-secret-file="$secret" ${args[@]+"${args[@]}"} &
         pids+=($!)
         nodes+=("$ip")
     done

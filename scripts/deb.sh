@@ -12,27 +12,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin_dir=""
+script=deb.sh
 out=target/debian
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --bin-dir) bin_dir=$2; shift 2 ;;
-        --bin-dir=*) bin_dir=${1#*=}; shift ;;
-        --out) out=$2; shift 2 ;;
-        --out=*) out=${1#*=}; shift ;;
-        *) echo "usage: scripts/deb.sh [--bin-dir DIR] [--out DIR]" >&2; exit 2 ;;
-    esac
-done
-
-daemons="nsqd nsqlookupd nsqadmin"
-tools="to_nsq nsq_tail nsq_stat nsq_to_file nsq_to_http nsq_to_nsq nsq-job"
-if [ -z "$bin_dir" ]; then
-    cargo build --release --bins -p nsqd -p nsqlookupd -p nsqadmin -p nsq-tools >&2
-    bin_dir=target/release
-fi
-for b in $daemons $tools; do
-    [ -x "$bin_dir/$b" ] || { echo "scripts/deb.sh: $bin_dir/$b missing (cargo build --bins first)" >&2; exit 1; }
-done
+# shellcheck source=scripts/package-common.sh
+. scripts/package-common.sh
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 arch=$(dpkg --print-architecture)

@@ -12,23 +12,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin_dir=""
+script=release.sh
 out=target/release-artifacts
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --bin-dir) bin_dir=$2; shift 2 ;;
-        --bin-dir=*) bin_dir=${1#*=}; shift ;;
-        --out) out=$2; shift 2 ;;
-        --out=*) out=${1#*=}; shift ;;
-        *) echo "usage: scripts/release.sh [--bin-dir DIR] [--out DIR]" >&2; exit 2 ;;
-    esac
-done
-
-bins="nsqd nsqlookupd nsqadmin to_nsq nsq_tail nsq_stat nsq_to_file nsq_to_http nsq_to_nsq nsq-job"
-if [ -z "$bin_dir" ]; then
-    cargo build --release --bins -p nsqd -p nsqlookupd -p nsqadmin -p nsq-tools >&2
-    bin_dir=target/release
-fi
+# shellcheck source=scripts/package-common.sh
+. scripts/package-common.sh
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 case "$(uname -m)" in
@@ -40,8 +27,7 @@ name="nsq-rs-$version.linux-$arch"
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 install -d "$stage/$name/bin"
-for b in $bins; do
-    [ -x "$bin_dir/$b" ] || { echo "scripts/release.sh: $bin_dir/$b missing" >&2; exit 1; }
+for b in $daemons $tools; do
     install -m 755 "$bin_dir/$b" "$stage/$name/bin/$b"
     strip --strip-all "$stage/$name/bin/$b"
 done

@@ -2,7 +2,6 @@
 //! defaults, plus `--history-interval` for the in-memory charts), parsed
 //! with Go `flag` syntax by `nsq_app::flags`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -38,16 +37,8 @@ pub struct Options {
     /// URL base path: every page and API path lives under it.
     #[arg(long, default_value = "/")]
     pub base_path: String,
-    /// Ours: time an HTTP client has to send a whole request header, counted
-    /// from when the server is ready for it (so also how long an idle
-    /// keep-alive connection stays open); 0 = no limit.
-    #[arg(long, default_value = "30s")]
-    pub http_header_timeout: GoDuration,
-    /// Ours: an HTTP connection on which no byte moves either way for this
-    /// long is closed (a stalled request body, a client that stops
-    /// reading); 0 = no limit.
-    #[arg(long, default_value = "1m0s")]
-    pub http_idle_timeout: GoDuration,
+    #[command(flatten)]
+    pub http_timeout_flags: nsq_app::http_timeouts::HttpTimeoutFlags,
 
     /// lookupd HTTP address (may be given multiple times).
     #[arg(long)]
@@ -123,12 +114,8 @@ pub struct Options {
     #[arg(long, default_value = "10s")]
     pub history_interval: GoDuration,
 
-    /// Path to a TOML config file.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Print version string and exit.
-    #[arg(long)]
-    pub version: bool,
+    #[command(flatten)]
+    pub standard: nsq_app::StandardFlags,
 }
 
 impl Default for Options {
@@ -154,10 +141,7 @@ pub enum OptionsError {
 impl Options {
     /// `--http-header-timeout` and `--http-idle-timeout` for the HTTP server.
     pub fn http_timeouts(&self) -> nsq_app::http_timeouts::HttpTimeouts {
-        nsq_app::http_timeouts::HttpTimeouts {
-            header: self.http_header_timeout.0,
-            idle: self.http_idle_timeout.0,
-        }
+        self.http_timeout_flags.timeouts()
     }
 
     /// Defaults for an in-process server on an ephemeral loopback port.

@@ -28,6 +28,31 @@ use tokio::time::Instant;
 pub const DEFAULT_HEADER: Duration = Duration::from_secs(30);
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 
+/// `--http-header-timeout` and `--http-idle-timeout`, flattened into every
+/// daemon's flags.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct HttpTimeoutFlags {
+    /// Ours: time an HTTP client has to send a whole request header, counted
+    /// from when the server is ready for it (so also how long an idle
+    /// keep-alive connection stays open); 0 = no limit.
+    #[arg(long, default_value = "30s")]
+    pub http_header_timeout: crate::GoDuration,
+    /// Ours: an HTTP connection on which no byte moves either way for this
+    /// long is closed (a stalled request body, a client that stops
+    /// reading); 0 = no limit.
+    #[arg(long, default_value = "1m0s")]
+    pub http_idle_timeout: crate::GoDuration,
+}
+
+impl HttpTimeoutFlags {
+    pub fn timeouts(&self) -> HttpTimeouts {
+        HttpTimeouts {
+            header: self.http_header_timeout.0,
+            idle: self.http_idle_timeout.0,
+        }
+    }
+}
+
 /// The two limits; zero turns one off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpTimeouts {

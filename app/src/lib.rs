@@ -27,7 +27,7 @@ pub mod url;
 
 pub use duration::{parse_go_duration, DurationError, GoDuration};
 #[cfg(feature = "cli")]
-pub use flags::{parse_options, try_parse_options, FlagError};
+pub use flags::{parse_options, try_parse_options, FlagError, StandardFlags};
 #[cfg(feature = "cli")]
 pub use logging::{LogFormat, LogHandle, LogLevel};
 

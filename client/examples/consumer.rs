@@ -16,16 +16,12 @@
 
 use nsq::{handler_fn, Config, Consumer};
 
+mod common;
+
 #[tokio::main]
 async fn main() -> Result<(), nsq::Error> {
-    // RUST_LOG overrides; info shows connections, discovery and stop.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
-    let mut args = std::env::args().skip(1);
-    let topic = args.next().unwrap_or_else(|| "test".into());
-    let channel = args.next().unwrap_or_else(|| "example".into());
-    let lookupd = args.next().unwrap_or_else(|| "127.0.0.1:4161".into());
+    common::init_logging();
+    let [topic, channel, lookupd] = common::args(["test", "example", "127.0.0.1:4161"]);
 
     let config = Config {
         max_in_flight: 100,

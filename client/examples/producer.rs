@@ -14,16 +14,13 @@ use std::time::Duration;
 
 use nsq::{Config, Producer};
 
+mod common;
+
 #[tokio::main]
 async fn main() -> Result<(), nsq::Error> {
-    // RUST_LOG overrides; info shows connections, discovery and stop.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
-    let mut args = std::env::args().skip(1);
-    let addr = args.next().unwrap_or_else(|| "127.0.0.1:4150".into());
-    let topic = args.next().unwrap_or_else(|| "test".into());
-    let count: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10);
+    common::init_logging();
+    let [addr, topic, count] = common::args(["127.0.0.1:4150", "test", "10"]);
+    let count: usize = count.parse().unwrap_or(10);
 
     let producer = Producer::new(addr, Config::default());
     for i in 0..count {

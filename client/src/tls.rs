@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
 
-use nsq_wire::tls::{provider, read_certs, read_key, PemError, SignatureCheck};
+use nsq_wire::tls::{provider, read_certs, read_key, AnyServerCert, PemError};
 
 use crate::{Config, Error, Result};
 
@@ -28,7 +27,7 @@ pub fn client_config(config: &Config) -> Result<Arc<ClientConfig>> {
     let builder = if config.tls_insecure_skip_verify {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServerCert(SignatureCheck(provider))))
+            .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
     } else {
         let mut roots = RootCertStore::empty();
         match &config.tls_root_ca_file {
@@ -78,46 +77,6 @@ pub(crate) fn server_name(addr: &str) -> Result<ServerName<'static>> {
         path: Default::default(),
         reason: format!("{host:?} is not a server name: {e}"),
     })
-}
-
-/// `tls_insecure_skip_verify`: any certificate is accepted, though the
-/// handshake's signatures are still checked (Go's `InsecureSkipVerify`).
-#[derive(Debug)]
-struct AnyServerCert(SignatureCheck);
-
-impl ServerCertVerifier for AnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, self.0.algorithms())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, self.0.algorithms())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.schemes()
-    }
 }
 
 #[cfg(test)]

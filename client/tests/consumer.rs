@@ -8,22 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nsq::{handler_fn, Config, Consumer, HandlerError, Producer};
-use nsq_tests::{wait_until, within, NsqdProcess};
+use nsq_test_support::{wait_for_value, wait_until, within, NsqdProcess};
 use tokio::sync::{mpsc, watch};
-
-/// The stats of `topic`/`channel` as nsqd reports them.
-fn channel_stats(nsqd: &NsqdProcess, topic: &str, channel: &str) -> serde_json::Value {
-    let stats = nsqd
-        .http_get(&format!("/stats?format=json&topic={topic}"))
-        .json();
-    stats["topics"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["topic_name"] == topic))
-        .and_then(|t| t["channels"].as_array())
-        .and_then(|cs| cs.iter().find(|c| c["channel_name"] == channel))
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
-}
 
 /// A consumer whose handler reports every body it sees on the returned channel.
 fn recording_consumer(
@@ -91,9 +77,8 @@ async fn thousand_messages_exactly_once_across_two_consumers() {
             "a message was delivered twice"
         );
         eprintln!("split: {from_a} / {from_b}");
-        let ch = channel_stats(&nsqd, "thousand", "ch");
-        assert_eq!(ch["depth"], 0, "{ch}");
-        assert_eq!(ch["in_flight_count"], 0, "{ch}");
+        nsqd.assert_channel_drained("thousand", "ch");
+        let ch = nsqd.channel_stats("thousand", "ch");
         assert_eq!(ch["requeue_count"], 0, "{ch}");
         assert_eq!(ch["timeout_count"], 0, "{ch}");
     })
@@ -105,11 +90,7 @@ async fn failing_handler_is_retried_then_given_up() {
     within(async {
         let nsqd = NsqdProcess::start(&[]);
         let addr = nsqd.tcp_addr().to_string();
-        let producer = Producer::new(addr.clone(), Config::default());
-        producer
-            .multi_publish("retry", ["good1", "fail", "good2", "good3"])
-            .await
-            .unwrap();
+        nsqd.mpub("retry", ["good1", "fail", "good2", "good3"]);
 
         let config = Config {
             max_in_flight: 4,
@@ -178,9 +159,7 @@ async fn failing_handler_is_retried_then_given_up() {
             "{stats:?}"
         );
         assert!(gave_up.try_recv().is_err());
-        let ch = channel_stats(&nsqd, "retry", "ch");
-        assert_eq!(ch["depth"], 0, "{ch}");
-        assert_eq!(ch["in_flight_count"], 0, "{ch}");
+        nsqd.assert_channel_drained("retry", "ch");
     })
     .await;
 }
@@ -190,11 +169,7 @@ async fn graceful_stop_finishes_in_flight_and_loses_nothing() {
     within(async {
         let nsqd = NsqdProcess::start(&[]);
         let addr = nsqd.tcp_addr().to_string();
-        let producer = Producer::new(addr.clone(), Config::default());
-        producer
-            .multi_publish("graceful", (0..20).map(|i| i.to_string()))
-            .await
-            .unwrap();
+        nsqd.mpub("graceful", (0..20).map(|i| i.to_string()));
 
         // Handlers block on the gate, so ten messages are in flight when
         // stop begins.
@@ -248,7 +223,7 @@ async fn graceful_stop_finishes_in_flight_and_loses_nothing() {
         stopping.await.unwrap();
         assert!(started.try_recv().is_err(), "a message arrived after CLS");
 
-        let ch = channel_stats(&nsqd, "graceful", "ch");
+        let ch = nsqd.channel_stats("graceful", "ch");
         assert_eq!(ch["depth"], 10, "{ch}");
         assert_eq!(ch["in_flight_count"], 0, "{ch}");
         assert_eq!(ch["requeue_count"], 0, "{ch}");
@@ -284,16 +259,12 @@ async fn rdy_never_exceeds_the_servers_max_rdy_count() {
         };
         let (consumer, mut rx) = recording_consumer("capped", "ch", config);
         consumer.connect_to_nsqd(&addr).await.unwrap();
-        let producer = Producer::new(addr, Config::default());
-        producer
-            .multi_publish("capped", (0..20).map(|i| i.to_string()))
-            .await
-            .unwrap();
+        nsqd.mpub("capped", (0..20).map(|i| i.to_string()));
         for _ in 0..20 {
             rx.recv().await.unwrap();
         }
         // RDY 100 would have been a fatal E_INVALID; the connection is still up at 5.
-        let ch = channel_stats(&nsqd, "capped", "ch");
+        let ch = nsqd.channel_stats("capped", "ch");
         assert_eq!(ch["clients"][0]["ready_count"], 5, "{ch}");
         consumer.stop().await;
     })
@@ -332,10 +303,9 @@ async fn touch_keeps_a_long_handler_s_message() {
         assert_eq!(rx.recv().await.unwrap(), 1);
         consumer.stop().await;
         assert!(rx.try_recv().is_err(), "redelivered despite TOUCH");
-        let ch = channel_stats(&nsqd, "touch", "ch");
+        nsqd.assert_channel_drained("touch", "ch");
+        let ch = nsqd.channel_stats("touch", "ch");
         assert_eq!(ch["timeout_count"], 0, "{ch}");
-        assert_eq!(ch["depth"], 0, "{ch}");
-        assert_eq!(ch["in_flight_count"], 0, "{ch}");
     })
     .await;
 }
@@ -380,7 +350,7 @@ fn ready_counts(nsqds: &[NsqdProcess], topic: &str, channel: &str) -> Result<Vec
     nsqds
         .iter()
         .map(|n| {
-            let ch = channel_stats(n, topic, channel);
+            let ch = n.channel_stats(topic, channel);
             ch["clients"][0]["ready_count"]
                 .as_u64()
                 .ok_or_else(|| ch.to_string())
@@ -449,9 +419,7 @@ async fn max_in_flight_below_the_nsqd_count_still_drains_every_nsqd() {
         want.sort();
         assert_eq!(got, want);
         for nsqd in &nsqds {
-            let ch = channel_stats(nsqd, "scarce", "ch");
-            assert_eq!(ch["depth"], 0, "{ch}");
-            assert_eq!(ch["in_flight_count"], 0, "{ch}");
+            nsqd.assert_channel_drained("scarce", "ch");
         }
     })
     .await;
@@ -490,13 +458,11 @@ async fn backoff_sets_rdy_0_everywhere_then_probes_with_rdy_1() {
                 .await
                 .unwrap();
         }
-        wait_until(
+        wait_for_value(
             Duration::from_secs(10),
             "RDY 5 on both nsqds",
-            || match ready_counts(&nsqds, "backoff", "ch") {
-                Ok(r) if r == [5, 5] => Ok(()),
-                other => Err(format!("{other:?}")),
-            },
+            Ok(vec![5, 5]),
+            || ready_counts(&nsqds, "backoff", "ch"),
         )
         .await
         .unwrap();
@@ -508,13 +474,11 @@ async fn backoff_sets_rdy_0_everywhere_then_probes_with_rdy_1() {
         let (attempts, failed_at) = rx.recv().await.unwrap();
         assert_eq!(attempts, 1);
         // The failure stops the flow from every nsqd ...
-        wait_until(
+        wait_for_value(
             Duration::from_secs(10),
             "RDY 0 on both nsqds",
-            || match ready_counts(&nsqds, "backoff", "ch") {
-                Ok(r) if r == [0, 0] => Ok(()),
-                other => Err(format!("{other:?}")),
-            },
+            Ok(vec![0, 0]),
+            || ready_counts(&nsqds, "backoff", "ch"),
         )
         .await
         .unwrap();
@@ -527,13 +491,11 @@ async fn backoff_sets_rdy_0_everywhere_then_probes_with_rdy_1() {
             "retried after {:?}",
             retried_at - failed_at
         );
-        wait_until(
+        wait_for_value(
             Duration::from_secs(10),
             "RDY 5 on both nsqds again",
-            || match ready_counts(&nsqds, "backoff", "ch") {
-                Ok(r) if r == [5, 5] => Ok(()),
-                other => Err(format!("{other:?}")),
-            },
+            Ok(vec![5, 5]),
+            || ready_counts(&nsqds, "backoff", "ch"),
         )
         .await
         .unwrap();

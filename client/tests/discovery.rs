@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use nsq::{handler_fn, Config, Consumer, Producer};
-use nsq_tests::{wait_until, within, NsqdProcess, NsqlookupdProcess};
+use nsq_test_support::{wait_until, within, NsqdProcess, NsqlookupdProcess};
 use tokio::sync::mpsc;
 
 fn nsqd_for(lookupd: &NsqlookupdProcess) -> NsqdProcess {

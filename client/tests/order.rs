@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nsq::{handler_fn, Config, Consumer, Producer};
-use nsq_tests::{wait_until, within, NsqdProcess};
+use nsq_test_support::{wait_for_value, within, NsqdProcess};
 use tokio::sync::{mpsc, watch};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -66,11 +66,7 @@ async fn concurrent_handlers_run_n_at_once_and_max_in_flight_changes_at_runtime(
     within(async {
         let nsqd = NsqdProcess::start(&[]);
         let addr = nsqd.tcp_addr().to_string();
-        let producer = Producer::new(addr.clone(), Config::default());
-        producer
-            .multi_publish("conc", (0..30).map(|i| format!("c{i}")))
-            .await
-            .unwrap();
+        nsqd.mpub("conc", (0..30).map(|i| format!("c{i}")));
         let consumer = Consumer::new(
             "conc",
             "ch",
@@ -102,24 +98,17 @@ async fn concurrent_handlers_run_n_at_once_and_max_in_flight_changes_at_runtime(
                 .as_u64()
                 .unwrap_or(0)
         };
-        wait_until(
+        wait_for_value(
             Duration::from_secs(10),
             "20 messages in flight",
-            || match in_flight() {
-                20 => Ok(()),
-                n => Err(n),
-            },
+            20,
+            in_flight,
         )
         .await
         .unwrap_or_else(|e| nsqd.fail(&e));
-        wait_until(
-            Duration::from_secs(10),
-            "4 handlers started",
-            || match started.lock().unwrap().len() {
-                4 => Ok(()),
-                n => Err(n),
-            },
-        )
+        wait_for_value(Duration::from_secs(10), "4 handlers started", 4, || {
+            started.lock().unwrap().len()
+        })
         .await
         .unwrap();
         assert_eq!(consumer.stats().received, 20);
@@ -129,14 +118,9 @@ async fn concurrent_handlers_run_n_at_once_and_max_in_flight_changes_at_runtime(
         consumer.change_max_in_flight(5);
         assert_eq!(consumer.max_in_flight(), 5);
         gate_tx.send(true).unwrap();
-        wait_until(
-            Duration::from_secs(10),
-            "all 30 finished",
-            || match consumer.stats().finished {
-                30 => Ok(()),
-                n => Err(n),
-            },
-        )
+        wait_for_value(Duration::from_secs(10), "all 30 finished", 30, || {
+            consumer.stats().finished
+        })
         .await
         .unwrap();
         let stats = consumer.stats();

@@ -4,17 +4,12 @@ use std::time::Duration;
 
 use nsq::{Config, Error, Producer};
 use nsq_protocol::frame::FrameError;
-use nsq_tests::{within, NsqdProcess};
+use nsq_test_support::{within, NsqdProcess};
 
 /// The message count nsqd reports for `topic` (depth + in flight + done).
 fn message_count(nsqd: &NsqdProcess, topic: &str) -> u64 {
-    let stats = nsqd
-        .http_get(&format!("/stats?format=json&topic={topic}"))
-        .json();
-    stats["topics"]
-        .as_array()
-        .and_then(|t| t.iter().find(|t| t["topic_name"] == topic))
-        .and_then(|t| t["message_count"].as_u64())
+    nsqd.topic_stats(topic)["message_count"]
+        .as_u64()
         .unwrap_or(0)
 }
 

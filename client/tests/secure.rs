@@ -7,23 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nsq::{handler_fn, Config, Consumer, Error, Message, Producer};
-use nsq_tests::{wait_until, within, AuthServer, Certs, NsqdProcess};
+use nsq_test_support::{wait_for_value, wait_until, within, AuthServer, Certs, NsqdProcess};
 use tokio::sync::mpsc;
-
-/// Every client nsqd lists for `topic` (subscribers and publishers).
-fn clients(nsqd: &NsqdProcess, topic: &str) -> Vec<serde_json::Value> {
-    let v = nsqd
-        .http_get(&format!("/stats?format=json&topic={topic}"))
-        .json();
-    let mut out = Vec::new();
-    for t in v["topics"].as_array().cloned().unwrap_or_default() {
-        for c in t["channels"].as_array().cloned().unwrap_or_default() {
-            out.extend(c["clients"].as_array().cloned().unwrap_or_default());
-        }
-    }
-    out.extend(v["producers"].as_array().cloned().unwrap_or_default());
-    out
-}
 
 fn tls_config(certs: &Certs) -> Config {
     Config {
@@ -71,7 +56,8 @@ async fn round_trip(
         got.push(rx.recv().await.unwrap());
     }
     assert_eq!(got, bodies);
-    let subscriber = clients(nsqd, topic)
+    let subscriber = nsqd
+        .clients(topic)
         .into_iter()
         .find(|c| c["finish_count"].as_u64().unwrap_or(0) > 0)
         .unwrap_or_else(|| nsqd.fail("no subscriber in /stats"));
@@ -90,7 +76,7 @@ async fn tls_with_a_ca_file_snappy_and_deflate() {
 
         let producer = Producer::new(addr.clone(), tls_config(&certs));
         producer.publish("tls_plain", "warm up").await.unwrap();
-        let pubber = clients(&nsqd, "tls_plain");
+        let pubber = nsqd.clients("tls_plain");
         assert_eq!(pubber[0]["tls"], true, "{pubber:?}");
 
         let snappy = round_trip(
@@ -277,7 +263,7 @@ async fn sample_rate_is_negotiated() {
         .unwrap();
         consumer.add_handler(handler_fn(|_| async { Ok(()) }));
         consumer.connect_to_nsqd(&addr).await.unwrap();
-        let c = &clients(&nsqd, "sampled")[0];
+        let c = &nsqd.clients("sampled")[0];
         assert_eq!(c["sample_rate"], 30, "{c}");
         consumer.stop().await;
     })
@@ -348,14 +334,9 @@ async fn manual_responses_and_the_message_timeout() {
             },
         );
         answering.connect_to_nsqd(&addr).await.unwrap();
-        wait_until(
-            Duration::from_secs(10),
-            "three messages held",
-            || match held.lock().unwrap().len() {
-                3 => Ok(()),
-                n => Err(n),
-            },
-        )
+        wait_for_value(Duration::from_secs(10), "three messages held", 3, || {
+            held.lock().unwrap().len()
+        })
         .await
         .unwrap_or_else(|e| nsqd.fail(&e));
         let pick = |body: &[u8]| {

@@ -1,7 +1,6 @@
 //! nsqlookupd's command-line flags and config-file keys (upstream's names
 //! and defaults), parsed with Go `flag` syntax by `nsq_app::flags`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -30,16 +29,8 @@ pub struct Options {
     /// <addr>:<port> to listen on for HTTP clients.
     #[arg(long, default_value = "0.0.0.0:4161")]
     pub http_address: String,
-    /// Ours: time an HTTP client has to send a whole request header, counted
-    /// from when the server is ready for it (so also how long an idle
-    /// keep-alive connection stays open); 0 = no limit.
-    #[arg(long, default_value = "30s")]
-    pub http_header_timeout: GoDuration,
-    /// Ours: an HTTP connection on which no byte moves either way for this
-    /// long is closed (a stalled request body, a client that stops
-    /// reading); 0 = no limit.
-    #[arg(long, default_value = "1m0s")]
-    pub http_idle_timeout: GoDuration,
+    #[command(flatten)]
+    pub http_timeout_flags: nsq_app::http_timeouts::HttpTimeoutFlags,
     /// Address of this lookupd node, returned to nsqd in IDENTIFY (default:
     /// the OS hostname).
     #[arg(long)]
@@ -52,12 +43,8 @@ pub struct Options {
     #[arg(long, default_value = "45s")]
     pub tombstone_lifetime: GoDuration,
 
-    /// Path to a TOML config file.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Print version string and exit.
-    #[arg(long)]
-    pub version: bool,
+    #[command(flatten)]
+    pub standard: nsq_app::StandardFlags,
 }
 
 impl Default for Options {
@@ -70,10 +57,7 @@ impl Default for Options {
 impl Options {
     /// `--http-header-timeout` and `--http-idle-timeout` for the HTTP server.
     pub fn http_timeouts(&self) -> nsq_app::http_timeouts::HttpTimeouts {
-        nsq_app::http_timeouts::HttpTimeouts {
-            header: self.http_header_timeout.0,
-            idle: self.http_idle_timeout.0,
-        }
+        self.http_timeout_flags.timeouts()
     }
 
     /// Defaults for an in-process server on ephemeral loopback ports.

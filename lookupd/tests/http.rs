@@ -1,20 +1,20 @@
 //! The HTTP API over real HTTP against an in-process nsqlookupd, compared
 //! with upstream 1.3.0's golden responses in shared/spec/samples.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use nsq_test_support::in_process::{http, start_lookupd, within};
+use nsq_test_support::raw_lookup::RawLookupConn;
+use nsq_test_support::samples::{assert_like_sample, sample};
+use nsq_test_support::{http_keepalive, poll, HttpResponse};
 use nsqlookupd::{Lookupd, Options};
 use serde_json::{json, Value};
 
 /// The state the golden samples were taken in: one nsqd (broadcast
 /// 127.0.0.1, hostname vm, ports 24150/24151) with topic X and channels c1
 /// and eph#ephemeral. Returns the connection (it must stay open) and its id.
-async fn sample_state(lookupd: &Lookupd) -> (V1, String) {
-    let mut c = V1::connect(lookupd).await;
-    c.identify(24150, 24151).await;
+async fn sample_state(lookupd: &Lookupd) -> (RawLookupConn, String) {
+    let mut c = RawLookupConn::identified(lookupd.tcp_addr(), 24150, 24151).await;
     assert_eq!(c.command(b"REGISTER X c1\n").await, "OK");
     assert_eq!(c.command(b"REGISTER X eph#ephemeral\n").await, "OK");
     let id = c.local_addr();
@@ -46,8 +46,8 @@ fn canonical(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn discovery_endpoints_match_golden_samples() {
-    with_timeout(async {
-        let lookupd = start_default().await;
+    within(async {
+        let lookupd = start_lookupd(Options::for_tests()).await;
         let (_conn, id) = sample_state(&lookupd).await;
         for (target, name, accept) in [
             ("/info", "lookupd_info", None),
@@ -63,7 +63,7 @@ async fn discovery_endpoints_match_golden_samples() {
             ("/debug", "lookupd_debug", None),
         ] {
             let headers: Vec<(&str, &str)> = accept.map(|a| ("Accept", a)).into_iter().collect();
-            let got = http_with(&lookupd, "GET", target, &headers).await;
+            let got = http_keepalive(lookupd.http_addr(), "GET", target, &headers, b"").await;
             assert_like_sample(&got, name);
             // Key order matters to nobody but costs nothing to keep: compare
             // the raw bytes too, for all but /debug (a sorted map either way).
@@ -84,24 +84,24 @@ async fn discovery_endpoints_match_golden_samples() {
 
 #[tokio::test]
 async fn ping_and_error_responses_match_golden_samples() {
-    with_timeout(async {
-        let lookupd = start_default().await;
-        assert_like_sample(&http(&lookupd, "GET", "/ping").await, "lookupd_ping");
-        let got = http(&lookupd, "GET", "/lookup").await;
+    within(async {
+        let lookupd = start_lookupd(Options::for_tests()).await;
+        assert_like_sample(&http(&lookupd, "GET", "/ping", b"").await, "lookupd_ping");
+        let got = http(&lookupd, "GET", "/lookup", b"").await;
         assert_like_sample(&got, "lookupd_lookup_noparam");
         assert_eq!(got.body, sample("lookupd_lookup_noparam").body);
-        let got = http(&lookupd, "GET", "/lookup?topic=missing").await;
+        let got = http(&lookupd, "GET", "/lookup?topic=missing", b"").await;
         assert_like_sample(&got, "lookupd_lookup_missing");
         assert_eq!(got.body, sample("lookupd_lookup_missing").body);
-        let got = http(&lookupd, "POST", "/topic/create?topic=X").await;
+        let got = http(&lookupd, "POST", "/topic/create?topic=X", b"").await;
         assert_like_sample(&got, "lookupd_topic_create");
         assert!(got.body.is_empty());
         // Unknown path and wrong method: the same V1 error conventions
         // (nsqd's samples, as upstream shares the code).
-        let got = http(&lookupd, "GET", "/nope").await;
+        let got = http(&lookupd, "GET", "/nope", b"").await;
         assert_like_sample(&got, "nsqd_404");
         assert_eq!(got.body, br#"{"message":"NOT_FOUND"}"#);
-        let got = http(&lookupd, "GET", "/topic/create?topic=X").await;
+        let got = http(&lookupd, "GET", "/topic/create?topic=X", b"").await;
         assert_like_sample(&got, "nsqd_pub_get");
         assert_eq!(got.body, br#"{"message":"METHOD_NOT_ALLOWED"}"#);
     })
@@ -117,25 +117,25 @@ fn message(r: &HttpResponse) -> (u16, String) {
 
 #[tokio::test]
 async fn routing_methods_and_redirects() {
-    with_timeout(async {
-        let lookupd = start_default().await;
-        let got = http(&lookupd, "POST", "/lookup?topic=X").await;
+    within(async {
+        let lookupd = start_lookupd(Options::for_tests()).await;
+        let got = http(&lookupd, "POST", "/lookup?topic=X", b"").await;
         assert_eq!(message(&got), (405, "METHOD_NOT_ALLOWED".into()));
         assert_eq!(got.header("Allow"), Some("GET, OPTIONS"));
         // HEAD is not GET for upstream's router.
-        let got = http(&lookupd, "HEAD", "/ping").await;
+        let got = http(&lookupd, "HEAD", "/ping", b"").await;
         assert_eq!(got.status, 405);
-        let got = http(&lookupd, "OPTIONS", "/topic/delete").await;
+        let got = http(&lookupd, "OPTIONS", "/topic/delete", b"").await;
         assert_eq!(got.status, 200);
         assert_eq!(got.header("Allow"), Some("OPTIONS, POST"));
         assert!(got.body.is_empty());
-        let got = http(&lookupd, "GET", "/ping/").await;
+        let got = http(&lookupd, "GET", "/ping/", b"").await;
         assert_eq!(got.status, 301);
         assert_eq!(got.header("Location"), Some("/ping"));
-        let got = http(&lookupd, "POST", "/Topic/Create?topic=a").await;
+        let got = http(&lookupd, "POST", "/Topic/Create?topic=a", b"").await;
         assert_eq!(got.status, 307);
         assert_eq!(got.header("Location"), Some("/topic/create?topic=a"));
-        let got = http(&lookupd, "GET", "/debug/pprof").await;
+        let got = http(&lookupd, "GET", "/debug/pprof", b"").await;
         assert_eq!(message(&got), (404, "NOT_FOUND".into()));
     })
     .await;
@@ -143,8 +143,8 @@ async fn routing_methods_and_redirects() {
 
 #[tokio::test]
 async fn parameter_errors() {
-    with_timeout(async {
-        let lookupd = start_default().await;
+    within(async {
+        let lookupd = start_lookupd(Options::for_tests()).await;
         let cases = [
             ("GET", "/channels", 400, "MISSING_ARG_TOPIC"),
             ("GET", "/lookup?topic=%zz", 400, "INVALID_REQUEST"),
@@ -190,7 +190,7 @@ async fn parameter_errors() {
             ("POST", "/topic/tombstone?topic=t", 400, "MISSING_ARG_NODE"),
         ];
         for (method, target, status, name) in cases {
-            let got = http(&lookupd, method, target).await;
+            let got = http(&lookupd, method, target, b"").await;
             assert_eq!(
                 message(&got),
                 (status, name.to_owned()),
@@ -203,18 +203,21 @@ async fn parameter_errors() {
             );
         }
         // Endpoints that take no parameters ignore a malformed query.
-        assert_eq!(http(&lookupd, "GET", "/topics?x=%zz").await.status, 200);
+        assert_eq!(
+            http(&lookupd, "GET", "/topics?x=%zz", b"").await.status,
+            200
+        );
     })
     .await;
 }
 
 #[tokio::test]
 async fn create_and_delete_topics_and_channels() {
-    with_timeout(async {
-        let lookupd = start_default().await;
+    within(async {
+        let lookupd = start_lookupd(Options::for_tests()).await;
         let get = |target: &'static str| {
             let lookupd = &lookupd;
-            async move { http(lookupd, "GET", target).await.json() }
+            async move { http(lookupd, "GET", target, b"").await.json() }
         };
         assert_eq!(get("/topics").await, json!({"topics": []}));
         assert_eq!(get("/channels?topic=t").await, json!({"channels": []}));
@@ -222,14 +225,17 @@ async fn create_and_delete_topics_and_channels() {
         assert_eq!(get("/nodes").await, json!({"producers": []}));
 
         assert_eq!(
-            http(&lookupd, "POST", "/topic/create?topic=t").await.status,
+            http(&lookupd, "POST", "/topic/create?topic=t", b"")
+                .await
+                .status,
             200
         );
         assert_eq!(
             http(
                 &lookupd,
                 "POST",
-                "/channel/create?topic=u&channel=c%23ephemeral"
+                "/channel/create?topic=u&channel=c%23ephemeral",
+                b""
             )
             .await
             .status,
@@ -251,24 +257,29 @@ async fn create_and_delete_topics_and_channels() {
             &lookupd,
             "POST",
             "/channel/delete?topic=u&channel=c%23ephemeral",
+            b"",
         )
         .await;
         assert_eq!((got.status, got.body.len()), (200, 0));
         assert_eq!(get("/channels?topic=u").await, json!({"channels": []}));
 
         // /topic/delete takes its channels along and never 404s.
-        http(&lookupd, "POST", "/channel/create?topic=t&channel=c").await;
+        http(&lookupd, "POST", "/channel/create?topic=t&channel=c", b"").await;
         assert_eq!(
-            http(&lookupd, "POST", "/topic/delete?topic=t").await.status,
+            http(&lookupd, "POST", "/topic/delete?topic=t", b"")
+                .await
+                .status,
             200
         );
         assert_eq!(
-            http(&lookupd, "POST", "/topic/delete?topic=t").await.status,
+            http(&lookupd, "POST", "/topic/delete?topic=t", b"")
+                .await
+                .status,
             200
         );
         assert_eq!(get("/topics").await, json!({"topics": ["u"]}));
         assert_eq!(get("/channels?topic=t").await, json!({"channels": []}));
-        let got = http(&lookupd, "GET", "/lookup?topic=t").await;
+        let got = http(&lookupd, "GET", "/lookup?topic=t", b"").await;
         assert_eq!(message(&got), (404, "TOPIC_NOT_FOUND".into()));
     })
     .await;
@@ -276,16 +287,14 @@ async fn create_and_delete_topics_and_channels() {
 
 #[tokio::test]
 async fn tombstone_hides_a_producer_for_its_lifetime() {
-    with_timeout(async {
+    within(async {
         let opts = Options {
             tombstone_lifetime: Duration::from_secs(2).into(),
             ..Options::for_tests()
         };
-        let lookupd = start(opts).await;
-        let mut a = V1::connect(&lookupd).await;
-        a.identify(4150, 4151).await;
-        let mut b = V1::connect(&lookupd).await;
-        b.identify(5150, 5151).await;
+        let lookupd = start_lookupd(opts).await;
+        let mut a = RawLookupConn::identified(lookupd.tcp_addr(), 4150, 4151).await;
+        let mut b = RawLookupConn::identified(lookupd.tcp_addr(), 5150, 5151).await;
         for c in [&mut a, &mut b] {
             c.command(b"REGISTER t\n").await;
             c.command(b"REGISTER u\n").await;
@@ -305,19 +314,26 @@ async fn tombstone_hides_a_producer_for_its_lifetime() {
             &lookupd,
             "POST",
             "/topic/tombstone?topic=t&node=127.0.0.1:4151",
+            b"",
         )
         .await;
         assert_eq!((got.status, got.body.len()), (200, 0));
         // Nothing matching is still 200.
-        let got = http(&lookupd, "POST", "/topic/tombstone?topic=t&node=nowhere:1").await;
+        let got = http(
+            &lookupd,
+            "POST",
+            "/topic/tombstone?topic=t&node=nowhere:1",
+            b"",
+        )
+        .await;
         assert_eq!(got.status, 200);
 
-        let lookup = http(&lookupd, "GET", "/lookup?topic=t").await.json();
+        let lookup = http(&lookupd, "GET", "/lookup?topic=t", b"").await.json();
         assert_eq!(http_ports(lookup), vec![5151]);
-        let lookup = http(&lookupd, "GET", "/lookup?topic=u").await.json();
+        let lookup = http(&lookupd, "GET", "/lookup?topic=u", b"").await.json();
         assert_eq!(http_ports(lookup), vec![4151, 5151]);
         // /nodes keeps the node and flags the topic, parallel to `topics`.
-        let nodes = http(&lookupd, "GET", "/nodes").await.json();
+        let nodes = http(&lookupd, "GET", "/nodes", b"").await.json();
         let node = nodes["producers"]
             .as_array()
             .unwrap()
@@ -328,8 +344,8 @@ async fn tombstone_hides_a_producer_for_its_lifetime() {
         assert_eq!(node["topics"], json!(["t", "u"]));
         assert_eq!(node["tombstones"], json!([true, false]));
 
-        eventually("the tombstone to expire", || async {
-            let lookup = http(&lookupd, "GET", "/lookup?topic=t").await.json();
+        poll("the tombstone to expire", || async {
+            let lookup = http(&lookupd, "GET", "/lookup?topic=t", b"").await.json();
             (http_ports(lookup) == vec![4151, 5151]).then_some(())
         })
         .await;
@@ -339,12 +355,12 @@ async fn tombstone_hides_a_producer_for_its_lifetime() {
 
 #[tokio::test]
 async fn raw_tcp_on_the_http_port_gets_an_http_answer() {
-    with_timeout(async {
-        let lookupd = start_default().await;
-        let mut c = V1::connect_raw(lookupd.http_addr()).await;
-        c.send(b"  V1PING\n").await;
+    within(async {
+        let lookupd = start_lookupd(Options::for_tests()).await;
+        let mut c = RawLookupConn::connect_without_magic(lookupd.http_addr()).await;
+        c.write_raw(b"  V1PING\n").await;
         // go-nsq recognises an HTTP server by a reply size that reads "HTTP".
-        let size = c.reply_size().await;
+        let size = c.peek_reply_size().await;
         assert_eq!(size, u32::from_be_bytes(*b"HTTP"));
     })
     .await;

@@ -2,22 +2,21 @@
 //! handshake, every command, upstream's error texts, and that one client's
 //! mistake never affects the others.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use nsq_test_support::in_process::{http, start_lookupd, within};
+use nsq_test_support::poll;
+use nsq_test_support::raw_lookup::{identify_body, identify_cmd, RawLookupConn};
 use nsqlookupd::Options;
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn bad_magic_gets_e_bad_protocol_and_close() {
-    with_timeout(async {
-        let lookupd = start_default().await;
-        let mut c = V1::connect_raw(lookupd.tcp_addr()).await;
-        c.send(b"  V2").await;
-        assert_eq!(c.reply_text().await, "E_BAD_PROTOCOL");
+    within(async {
+        let lookupd = start_lookupd(Options::for_tests()).await;
+        let mut c = RawLookupConn::connect_without_magic(lookupd.tcp_addr()).await;
+        c.write_raw(b"  V2").await;
+        assert_eq!(c.read_reply().await, "E_BAD_PROTOCOL");
         c.expect_closed().await;
     })
     .await;
@@ -25,12 +24,12 @@ async fn bad_magic_gets_e_bad_protocol_and_close() {
 
 #[tokio::test]
 async fn identify_reply_describes_this_lookupd() {
-    with_timeout(async {
-        let lookupd = start_default().await;
-        let mut c = V1::connect(&lookupd).await;
+    within(async {
+        let lookupd = start_lookupd(Options::for_tests()).await;
+        let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
         let body = identify_body(4150, 4151);
-        c.send(&identify_cmd(&body)).await;
-        let raw = c.reply_text().await;
+        c.write_raw(&identify_cmd(&body)).await;
+        let raw = c.read_reply().await;
         // Keys sorted as Go's map encoding does; the ports are the bound ones.
         let expected = format!(
             r#"{{"broadcast_address":"127.0.0.1","hostname":"{}","http_port":{},"tcp_port":{},"version":"1.3.0"}}"#,
@@ -46,16 +45,15 @@ async fn identify_reply_describes_this_lookupd() {
 
 #[tokio::test]
 async fn register_unregister_and_disconnect() {
-    with_timeout(async {
-        let lookupd = start_default().await;
-        let mut c = V1::connect(&lookupd).await;
-        c.identify(24150, 24151).await;
+    within(async {
+        let lookupd = start_lookupd(Options::for_tests()).await;
+        let mut c = RawLookupConn::identified(lookupd.tcp_addr(), 24150, 24151).await;
         let me = c.local_addr();
         assert_eq!(c.command(b"REGISTER X c1\n").await, "OK");
         assert_eq!(c.command(b"REGISTER X eph#ephemeral\n").await, "OK");
         assert_eq!(c.command(b"REGISTER Y\n").await, "OK");
 
-        let lookup = http(&lookupd, "GET", "/lookup?topic=X").await.json();
+        let lookup = http(&lookupd, "GET", "/lookup?topic=X", b"").await.json();
         assert_eq!(lookup["channels"], json!(["c1", "eph#ephemeral"]));
         assert_eq!(
             lookup["producers"],
@@ -68,29 +66,29 @@ async fn register_unregister_and_disconnect() {
                 "version": "1.3.0"
             }])
         );
-        let topics = http(&lookupd, "GET", "/topics").await.json();
+        let topics = http(&lookupd, "GET", "/topics", b"").await.json();
         assert_eq!(topics, json!({"topics": ["X", "Y"]}));
 
         // The ephemeral channel goes with its last producer; c1 stays.
         assert_eq!(c.command(b"UNREGISTER X eph#ephemeral\n").await, "OK");
         assert_eq!(c.command(b"UNREGISTER X c1\n").await, "OK");
-        let channels = http(&lookupd, "GET", "/channels?topic=X").await.json();
+        let channels = http(&lookupd, "GET", "/channels?topic=X", b"").await.json();
         assert_eq!(channels, json!({"channels": ["c1"]}));
         // Unregistering the topic drops this producer from it.
         assert_eq!(c.command(b"UNREGISTER X\n").await, "OK");
-        let lookup = http(&lookupd, "GET", "/lookup?topic=X").await.json();
+        let lookup = http(&lookupd, "GET", "/lookup?topic=X", b"").await.json();
         assert_eq!(lookup["producers"], json!([]));
 
         // Closing the connection removes the producer everywhere, keys stay.
         drop(c);
-        eventually("the producer to go with its connection", || async {
-            let nodes = http(&lookupd, "GET", "/nodes").await.json();
+        poll("the producer to go with its connection", || async {
+            let nodes = http(&lookupd, "GET", "/nodes", b"").await.json();
             (nodes["producers"] == json!([])).then_some(())
         })
         .await;
-        let lookup = http(&lookupd, "GET", "/lookup?topic=Y").await.json();
+        let lookup = http(&lookupd, "GET", "/lookup?topic=Y", b"").await.json();
         assert_eq!(lookup, json!({"channels": [], "producers": []}));
-        let topics = http(&lookupd, "GET", "/topics").await.json();
+        let topics = http(&lookupd, "GET", "/topics", b"").await.json();
         assert_eq!(topics, json!({"topics": ["X", "Y"]}));
     })
     .await;
@@ -98,17 +96,17 @@ async fn register_unregister_and_disconnect() {
 
 #[tokio::test]
 async fn pipelined_commands_are_answered_in_order() {
-    with_timeout(async {
-        let lookupd = start_default().await;
-        let mut c = V1::connect(&lookupd).await;
+    within(async {
+        let lookupd = start_lookupd(Options::for_tests()).await;
+        let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
         let mut batch = b"PING\n".to_vec();
         batch.extend_from_slice(&identify_cmd(&identify_body(1, 2)));
         batch.extend_from_slice(b"REGISTER a b\nUNREGISTER a b\r\nPING\n");
-        c.send(&batch).await;
-        assert_eq!(c.reply_text().await, "OK");
-        assert!(c.reply_text().await.starts_with("{\"broadcast_address\""));
+        c.write_raw(&batch).await;
+        assert_eq!(c.read_reply().await, "OK");
+        assert!(c.read_reply().await.starts_with("{\"broadcast_address\""));
         for _ in 0..3 {
-            assert_eq!(c.reply_text().await, "OK");
+            assert_eq!(c.read_reply().await, "OK");
         }
     })
     .await;
@@ -118,10 +116,9 @@ async fn pipelined_commands_are_answered_in_order() {
 /// closed, while a well-behaved client on the same lookupd keeps working.
 #[tokio::test]
 async fn malformed_commands_get_upstream_errors() {
-    with_timeout(async {
-        let lookupd = start_default().await;
-        let mut good = V1::connect(&lookupd).await;
-        good.identify(4150, 4151).await;
+    within(async {
+        let lookupd = start_lookupd(Options::for_tests()).await;
+        let mut good = RawLookupConn::identified(lookupd.tcp_addr(), 4150, 4151).await;
 
         let ident = identify_cmd(&identify_body(4150, 4151));
         let cases: Vec<(Vec<u8>, Vec<u8>, &str)> = vec![
@@ -189,13 +186,13 @@ async fn malformed_commands_get_upstream_errors() {
             ),
         ];
         for (setup, input, want) in cases {
-            let mut c = V1::connect(&lookupd).await;
+            let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
             if !setup.is_empty() {
-                c.send(&setup).await;
-                c.reply().await;
+                c.write_raw(&setup).await;
+                c.read_reply().await;
             }
-            c.send(&input).await;
-            assert_eq!(c.reply_text().await, want, "input {input:?}");
+            c.write_raw(&input).await;
+            assert_eq!(c.read_reply().await, want, "input {input:?}");
             c.expect_closed().await;
             // The other client is unaffected.
             assert_eq!(good.command(b"PING\n").await, "OK");
@@ -207,13 +204,13 @@ async fn malformed_commands_get_upstream_errors() {
 
 #[tokio::test]
 async fn eof_inside_identify_is_answered() {
-    with_timeout(async {
-        let lookupd = start_default().await;
-        let mut c = V1::connect(&lookupd).await;
-        c.send(b"IDENTIFY\n\x00\x00\x00\x10{\"ver").await;
-        c.stream.shutdown().await.expect("half-close");
+    within(async {
+        let lookupd = start_lookupd(Options::for_tests()).await;
+        let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
+        c.write_raw(b"IDENTIFY\n\x00\x00\x00\x10{\"ver").await;
+        c.shutdown_write().await;
         assert_eq!(
-            c.reply_text().await,
+            c.read_reply().await,
             "E_BAD_BODY IDENTIFY failed to read body"
         );
         c.expect_closed().await;
@@ -223,10 +220,10 @@ async fn eof_inside_identify_is_answered() {
 
 #[tokio::test]
 async fn over_long_line_closes_the_connection() {
-    with_timeout(async {
-        let lookupd = start_default().await;
-        let mut c = V1::connect(&lookupd).await;
-        c.send(&vec![b'A'; 20 * 1024]).await;
+    within(async {
+        let lookupd = start_lookupd(Options::for_tests()).await;
+        let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
+        c.write_raw(&vec![b'A'; 20 * 1024]).await;
         c.expect_closed().await;
     })
     .await;
@@ -234,27 +231,26 @@ async fn over_long_line_closes_the_connection() {
 
 #[tokio::test]
 async fn silent_producers_become_inactive_until_they_ping() {
-    with_timeout(async {
+    within(async {
         let opts = Options {
             inactive_producer_timeout: Duration::from_secs(1).into(),
             ..Options::for_tests()
         };
-        let lookupd = start(opts).await;
-        let mut c = V1::connect(&lookupd).await;
-        c.identify(4150, 4151).await;
+        let lookupd = start_lookupd(opts).await;
+        let mut c = RawLookupConn::identified(lookupd.tcp_addr(), 4150, 4151).await;
         c.command(b"REGISTER t\n").await;
-        eventually("the silent producer to become inactive", || async {
-            let lookup = http(&lookupd, "GET", "/lookup?topic=t").await.json();
+        poll("the silent producer to become inactive", || async {
+            let lookup = http(&lookupd, "GET", "/lookup?topic=t", b"").await.json();
             (lookup["producers"] == serde_json::json!([])).then_some(())
         })
         .await;
         // Inactive nodes are left out of /nodes too; the topic stays known.
         assert_eq!(
-            http(&lookupd, "GET", "/nodes").await.json()["producers"],
+            http(&lookupd, "GET", "/nodes", b"").await.json()["producers"],
             json!([])
         );
         assert_eq!(c.command(b"PING\n").await, "OK");
-        let lookup = http(&lookupd, "GET", "/lookup?topic=t").await.json();
+        let lookup = http(&lookupd, "GET", "/lookup?topic=t", b"").await.json();
         assert_eq!(lookup["producers"].as_array().map(Vec::len), Some(1));
     })
     .await;
@@ -262,10 +258,9 @@ async fn silent_producers_become_inactive_until_they_ping() {
 
 #[tokio::test]
 async fn shutdown_closes_connections() {
-    with_timeout(async {
-        let lookupd = start_default().await;
-        let mut c = V1::connect(&lookupd).await;
-        c.identify(1, 2).await;
+    within(async {
+        let lookupd = start_lookupd(Options::for_tests()).await;
+        let mut c = RawLookupConn::identified(lookupd.tcp_addr(), 1, 2).await;
         lookupd.shutdown().await;
         c.expect_closed().await;
         // The connection's registrations went with it.
@@ -287,28 +282,29 @@ async fn nsqd_side_types_round_trip_with_the_server() {
     use nsq_protocol::lookup::{
         LookupCommand, LookupReply, LookupdInfo, PeerIdentity, ReplyDecoder,
     };
-    use tokio::io::AsyncReadExt;
 
-    async fn roundtrip(c: &mut V1, cmd: &LookupCommand, rbuf: &mut BytesMut) -> LookupReply {
+    async fn roundtrip(
+        c: &mut RawLookupConn,
+        cmd: &LookupCommand,
+        rbuf: &mut BytesMut,
+    ) -> LookupReply {
         let mut out = BytesMut::new();
         cmd.encode(&mut out);
-        c.send(&out).await;
+        c.write_raw(&out).await;
         let decoder = ReplyDecoder::new(5 * 1024 * 1024);
         loop {
             if let Some(data) = decoder.decode(rbuf).expect("reply within bounds") {
                 return LookupReply::classify(data);
             }
-            let n = tokio::time::timeout(STEP, c.stream.read_buf(rbuf))
-                .await
-                .expect("read timed out")
-                .expect("read");
-            assert!(n > 0, "lookupd closed the connection");
+            let chunk = c.read_chunk().await;
+            assert!(!chunk.is_empty(), "lookupd closed the connection");
+            rbuf.extend_from_slice(&chunk);
         }
     }
 
-    with_timeout(async {
-        let lookupd = start_default().await;
-        let mut c = V1::connect(&lookupd).await;
+    within(async {
+        let lookupd = start_lookupd(Options::for_tests()).await;
+        let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
         let mut rbuf = BytesMut::new();
         let identity = PeerIdentity {
             broadcast_address: "nsqd.example".into(),
@@ -340,7 +336,9 @@ async fn nsqd_side_types_round_trip_with_the_server() {
             roundtrip(&mut c, &LookupCommand::Ping, &mut rbuf).await,
             LookupReply::Ok
         );
-        let lookup = http(&lookupd, "GET", "/lookup?topic=orders").await.json();
+        let lookup = http(&lookupd, "GET", "/lookup?topic=orders", b"")
+            .await
+            .json();
         assert_eq!(lookup["channels"], json!(["billing"]));
         assert_eq!(lookup["producers"][0]["broadcast_address"], "nsqd.example");
         assert_eq!(lookup["producers"][0]["hostname"], "nsqd-host");

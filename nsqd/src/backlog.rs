@@ -8,10 +8,9 @@ use std::io;
 use std::sync::Weak;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::disk_io::{DiskDamage, DiskSink, QueueHandle, WriteBatch};
+use crate::disk_io::{DiskDamage, DiskSink, QueueHandle, ReadAhead, WriteBatch};
 use crate::disk_queue::Position;
 use crate::message::{unix_nanos, Message};
 
@@ -186,14 +185,19 @@ impl Backlog {
     }
 
     /// Take what a read returned (see [`DiskSink::refill`]) and decode it;
-    /// undecodable records are logged and skipped.
+    /// undecodable records are logged and skipped. Also returns where
+    /// reading goes on.
     pub fn refilled(
         &mut self,
-        records: Vec<(Position, Bytes)>,
-        depth: u64,
-        damage: DiskDamage,
+        read: ReadAhead,
         owner: &dyn std::fmt::Display,
-    ) -> Vec<Refilled> {
+    ) -> (Vec<Refilled>, Position) {
+        let ReadAhead {
+            records,
+            end,
+            depth,
+            damage,
+        } = read;
         self.on_disk = depth;
         self.reading = false;
         self.damage = damage;
@@ -208,7 +212,7 @@ impl Backlog {
             let due = (due > wall).then(|| now + Duration::from_nanos((due - wall) as u64));
             out.push(Refilled { at: *at, msg, due });
         }
-        out
+        (out, end)
     }
 
     /// The records before `upto` are done with (durable commits).

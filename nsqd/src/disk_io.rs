@@ -39,16 +39,20 @@ pub struct DiskDamage {
 pub trait DiskSink: Send + Sync {
     /// A write of `count` records finished; `depth` is the queue's depth now.
     fn written(&self, count: u64, result: &io::Result<()>, depth: u64);
-    /// Records read ahead, each with its position; `end` is where reading
-    /// goes on (past them), `depth` what is left on disk, `damage` what the
-    /// queue had to skip so far.
-    fn refill(
-        &self,
-        records: Vec<(Position, Bytes)>,
-        end: Position,
-        depth: u64,
-        damage: DiskDamage,
-    );
+    /// Records read ahead.
+    fn refill(&self, read: ReadAhead);
+}
+
+/// What a read-ahead brought back from a disk queue.
+pub struct ReadAhead {
+    /// The records, each with the position it starts at.
+    pub records: Vec<(Position, Bytes)>,
+    /// Where reading goes on (past them).
+    pub end: Position,
+    /// What is left on disk.
+    pub depth: u64,
+    /// What the queue had to skip so far.
+    pub damage: DiskDamage,
 }
 
 /// Records to append, encoded back to back in one buffer.
@@ -99,6 +103,13 @@ enum Job {
         queue: Arc<str>,
         done: oneshot::Sender<io::Result<u64>>,
     },
+    /// Unread records, not consumed (see [`DiskQueue::peek`]).
+    Peek {
+        queue: Arc<str>,
+        from: Position,
+        max_bytes: u64,
+        done: oneshot::Sender<io::Result<Peeked>>,
+    },
     Empty {
         queue: Arc<str>,
         sink: Weak<dyn DiskSink>,
@@ -120,6 +131,9 @@ enum Job {
         done: crossbeam_channel::Sender<()>,
     },
 }
+
+/// What a peek found: the records, and where the next peek starts.
+pub type Peeked = (Vec<Bytes>, Option<Position>);
 
 /// A queue's address: its name and the thread that owns it. Cheap to clone.
 #[derive(Clone)]
@@ -167,11 +181,31 @@ impl QueueHandle {
 
     /// The queue's depth, opening (and recovering) it if needed.
     pub async fn depth(&self) -> io::Result<u64> {
-        let (done, rx) = oneshot::channel();
-        self.send(Job::Depth {
-            queue: self.name.clone(),
+        let queue = self.name.clone();
+        self.ask(|done| Job::Depth { queue, done }).await
+    }
+
+    /// Unread records from `from`, about `max_bytes` of them, without
+    /// consuming them, and where to go on (`None`: nothing further). In job
+    /// order: every write sent before is in it.
+    pub async fn peek(&self, from: Position, max_bytes: u64) -> io::Result<Peeked> {
+        let queue = self.name.clone();
+        self.ask(|done| Job::Peek {
+            queue,
+            from,
+            max_bytes,
             done,
-        });
+        })
+        .await
+    }
+
+    /// Send the job `job` builds around its reply channel; await the reply.
+    async fn ask<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<io::Result<T>>) -> Job,
+    ) -> io::Result<T> {
+        let (done, rx) = oneshot::channel();
+        self.send(job(done));
         rx.await
             .unwrap_or_else(|_| Err(io::Error::other("disk I/O thread gone")))
     }

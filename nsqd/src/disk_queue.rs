@@ -29,6 +29,7 @@ use segment::{parse_segment, HEADER};
 use segment::{Meta, META_VERSION};
 
 mod listing;
+mod peek;
 mod reader;
 mod recovery;
 mod segment;

@@ -25,6 +25,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod nsqd;
 pub mod options;
+pub mod pending_publishes;
 pub mod process;
 pub mod protocol_v2;
 pub mod replica_hooks;

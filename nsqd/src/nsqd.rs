@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use nsq_protocol::{ChannelName, IdentifyRequest, TopicName};
+use nsq_protocol::TopicName;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -16,16 +16,22 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::channel::{Channel, ChannelLimits};
-use crate::client::{Client, ClientSettings};
+use crate::client::Client;
 use crate::disk_io::{DiskIo, DiskIoOptions};
 use crate::disk_queue::DiskQueueOptions;
 use crate::id_map::IdMap;
-use crate::lookup::{self, Lookup};
-use crate::metadata::{self, ChannelMeta, DirLock, Metadata, TopicMeta};
+use crate::lookup::Lookup;
+use crate::metadata::{self, DirLock};
 use crate::options::{Options, OptionsError};
-use crate::replica_hooks::{MetaOp, ReplicaHooks, ReplicaRefused, ReplicationError};
+use crate::replica_hooks::{ReplicaHooks, ReplicaRefused, ReplicationError};
 use crate::topic::{PumpContext, PutError, Topic};
 use nsq_app::http_client::HttpClient;
+
+mod clients;
+mod lookup_view;
+mod persistence;
+mod registry;
+pub use clients::BadSetting;
 
 /// `--durable`: how long a publish waits for `nsqd.dat` to name a new topic
 /// or channel before it is refused.
@@ -70,6 +76,30 @@ pub enum PublishError {
     #[error("replication: {0}")]
     Replica(#[from] ReplicaRefused),
 }
+
+/// Why nsqd reports itself unhealthy (a failed disk write): what `/ping`
+/// and `/stats` show after `NOK - `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unhealthy(pub String);
+
+impl From<String> for Unhealthy {
+    fn from(why: String) -> Self {
+        Unhealthy(why)
+    }
+}
+
+impl From<&str> for Unhealthy {
+    fn from(why: &str) -> Self {
+        Unhealthy(why.to_owned())
+    }
+}
+
+/// A publish already in its topic, waiting to be safe (see
+/// [`Nsqd::start_publish`]).
+pub type Published = std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::result::Result<(), PublishError>> + Send>,
+>;
 
 /// State shared by every task of one nsqd. The topic map and the client
 /// registry each sit behind their own short std Mutex, taken to look up or
@@ -123,6 +153,21 @@ impl Nsqd {
         self.topics.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A topic of this nsqd (on its disk I/O threads); `starting` holds
+    /// delivery until its channels exist.
+    fn new_topic(&self, name: TopicName, starting: bool) -> Arc<Topic> {
+        let (disk, pumps) = (self.disk_io.clone(), self.pump_ctx.clone());
+        let limits = self.limits.clone();
+        Topic::new(
+            name,
+            self.node_id,
+            limits,
+            starting,
+            Some(disk),
+            Some(pumps),
+        )
+    }
+
     fn clients(&self) -> MutexGuard<'_, IdMap<Arc<Client>>> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -132,16 +177,16 @@ impl Nsqd {
     }
 
     /// `Ok` when healthy, else the error that made nsqd unhealthy.
-    pub fn health(&self) -> std::result::Result<(), String> {
+    pub fn health(&self) -> std::result::Result<(), Unhealthy> {
         match &*self.health.lock().unwrap_or_else(|e| e.into_inner()) {
             None => Ok(()),
-            Some(e) => Err(e.clone()),
+            Some(e) => Err(Unhealthy(e.clone())),
         }
     }
 
     /// Record the outcome of an operation that decides health (disk writes).
-    pub fn set_health(&self, result: std::result::Result<(), String>) {
-        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = result.err();
+    pub fn set_health(&self, result: std::result::Result<(), Unhealthy>) {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = result.err().map(|e| e.0);
     }
 
     pub fn http_addr(&self) -> Option<SocketAddr> {
@@ -151,378 +196,35 @@ impl Nsqd {
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.https_addr
     }
-
-    pub(crate) fn next_client_id(&self) -> u64 {
-        self.next_client_id.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    pub(crate) fn add_client(&self, client: Arc<Client>) {
-        self.clients().insert(client.id, client);
-    }
-
-    pub(crate) fn remove_client(&self, client: &Client) {
-        self.clients().remove(&client.id);
-    }
-
-    /// Every connected TCP client.
-    pub fn clients_snapshot(&self) -> Vec<Arc<Client>> {
-        let mut v: Vec<_> = self.clients().values().cloned().collect();
-        v.sort_by_key(|c| c.id);
-        v
-    }
-
-    /// The topic of that name, created if missing. A topic created while
-    /// lookupds are connected holds delivery until the channels they know for
-    /// it exist here, as upstream does, so no channel misses a message.
-    pub fn get_topic(self: &Arc<Self>, name: &TopicName) -> Arc<Topic> {
-        let lookupds = self.lookup.http_addresses();
-        let topic = {
-            let mut topics = self.topics();
-            if let Some(t) = topics.get(name) {
-                return t.clone();
-            }
-            let starting = !lookupds.is_empty();
-            let topic = Topic::new(
-                name.clone(),
-                self.node_id,
-                self.limits.clone(),
-                starting,
-                Some(self.disk_io.clone()),
-                Some(self.pump_ctx.clone()),
-            );
-            topics.insert(name.clone(), topic.clone());
-            topic
-        };
-        info!("TOPIC({name}): created");
-        self.lookup.register(name, None);
-        if !topic.is_ephemeral() {
-            self.metadata_changed();
-        }
-        if !lookupds.is_empty() {
-            let nsqd = self.clone();
-            let t = topic.clone();
-            self.tracker.spawn(async move {
-                nsqd.create_channels_known_to_lookupd(&t, &lookupds).await;
-                t.start();
-            });
-        }
-        topic
-    }
-
-    async fn create_channels_known_to_lookupd(
-        self: &Arc<Self>,
-        topic: &Arc<Topic>,
-        lookupds: &[String],
-    ) {
-        for addr in lookupds {
-            let url = format!("http://{addr}/channels?topic={}", topic.name);
-            info!("CI: querying nsqlookupd {url}");
-            let names = match self.http_client.get(&url).await {
-                Ok((200, body)) => serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v.get("channels").cloned())
-                    .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
-                    .unwrap_or_default(),
-                Ok((status, _)) => {
-                    warn!(topic = %topic.name, "lookupd {addr} answered {status} for channels");
-                    continue;
-                }
-                Err(e) => {
-                    warn!(topic = %topic.name, "cannot query lookupd for channels: {e}");
-                    continue;
-                }
-            };
-            for name in names {
-                match name.parse::<ChannelName>() {
-                    Ok(c) if !c.is_ephemeral() => self.create_channel(topic, &c),
-                    _ => {}
-                }
-            }
-        }
-    }
-
-    /// The topic and channel of those names, created if missing.
-    pub fn get_topic_channel(
-        self: &Arc<Self>,
-        topic: &TopicName,
-        channel: &ChannelName,
-    ) -> (Arc<Topic>, Arc<Channel>) {
-        let t = self.get_topic(topic);
-        let c = self.create_channel_inner(&t, channel);
-        (t, c)
-    }
-
-    /// Create a channel of an existing topic (no-op if it exists).
-    pub fn create_channel(&self, topic: &Topic, channel: &ChannelName) {
-        self.create_channel_inner(topic, channel);
-    }
-
-    fn create_channel_inner(&self, topic: &Topic, channel: &ChannelName) -> Arc<Channel> {
-        if topic.channel(channel.as_str()).is_none() {
-            self.replica_changed(MetaOp::ChannelCreate, &topic.name, Some(channel));
-        }
-        let (c, created) = topic.get_or_create_channel(channel);
-        if created {
-            info!("TOPIC({}): new channel({channel})", topic.name);
-            self.lookup.register(&topic.name, Some(channel));
-            if !topic.is_ephemeral() && !c.is_ephemeral() {
-                self.metadata_changed();
-            }
-        }
-        c
-    }
-
-    /// Delete a channel: its clients are disconnected, its messages dropped.
-    pub fn delete_channel(&self, topic: &Topic, channel: &str) -> Option<Arc<Channel>> {
-        let c = topic.delete_channel(channel)?;
-        info!("TOPIC({}): deleting channel {}", topic.name, c.name);
-        info!("CHANNEL({}): deleting", c.name);
-        self.replica_changed(MetaOp::ChannelDelete, &topic.name, Some(&c.name));
-        self.channel_gone(topic, &c);
-        Some(c)
-    }
-
-    fn channel_gone(&self, topic: &Topic, c: &Channel) {
-        for client in c.clients() {
-            client.close();
-        }
-        c.empty();
-        c.delete_disk();
-        self.lookup.unregister(&topic.name, Some(&c.name));
-        if !topic.is_ephemeral() && !c.is_ephemeral() {
-            self.metadata_changed();
-        }
-    }
-
-    /// Record that a topic or channel was created, deleted, paused or
-    /// unpaused: the metadata writer saves the new state shortly.
-    /// Tell the replicas (if any) of a topic or channel change.
-    pub fn replica_changed(&self, op: MetaOp, topic: &TopicName, channel: Option<&ChannelName>) {
-        if let Some(r) = &self.replicas {
-            r.changed(op, topic, channel);
-        }
-    }
-
-    pub fn metadata_changed(&self) {
-        self.metadata_progress.changed();
-        self.metadata_dirty.notify_one();
-    }
-
-    /// What `nsqd.dat` holds: durable topics and channels and their pause state.
-    pub fn metadata(&self) -> Metadata {
-        let topics = self
-            .topics_snapshot()
-            .into_iter()
-            .filter(|t| !t.is_ephemeral())
-            .map(|t| {
-                let channels: Vec<ChannelMeta> = t
-                    .channels()
-                    .into_iter()
-                    .filter(|c| !c.is_ephemeral())
-                    .map(|c| {
-                        let o = c.options();
-                        ChannelMeta {
-                            name: c.name.to_string(),
-                            paused: c.is_paused(),
-                            max_attempts: o.max_attempts,
-                            dead_letter_topic: o.dead_letter_topic.map(|t| t.to_string()),
-                        }
-                    })
-                    .collect();
-                TopicMeta {
-                    name: t.name.to_string(),
-                    paused: t.is_paused(),
-                    channels: (!channels.is_empty()).then_some(channels),
-                }
-            })
-            .collect();
-        Metadata {
-            topics,
-            version: nsq_protocol::VERSION.to_string(),
-        }
-    }
-
-    /// Save `nsqd.dat`; false (logged) when that failed.
-    pub(crate) fn write_metadata(&self) -> bool {
-        let changes = self.metadata_progress.current();
-        info!(
-            "NSQ: persisting topic/channel metadata to {}",
-            self.data_path.join(metadata::FILE_NAME).display()
-        );
-        match metadata::store(&self.data_path, &self.metadata()) {
-            Ok(()) => {
-                self.metadata_progress.saved(changes);
-                true
-            }
-            Err(e) => {
-                error!("failed to persist metadata - {e}");
-                false
-            }
-        }
-    }
-
-    /// Recreate what `nsqd.dat` lists.
-    fn restore(&self, meta: &Metadata) {
-        let mut topics = self.topics();
-        for tm in &meta.topics {
-            let Ok(name) = tm.name.parse::<TopicName>() else {
-                warn!("skipping topic {:?} from metadata: invalid name", tm.name);
-                continue;
-            };
-            let topic = Topic::new(
-                name.clone(),
-                self.node_id,
-                self.limits.clone(),
-                false,
-                Some(self.disk_io.clone()),
-                Some(self.pump_ctx.clone()),
-            );
-            for cm in tm.channels.iter().flatten() {
-                let Ok(cname) = cm.name.parse::<ChannelName>() else {
-                    warn!("skipping channel {:?} from metadata: invalid name", cm.name);
-                    continue;
-                };
-                let (c, _) = topic.get_or_create_channel(&cname);
-                if cm.paused {
-                    c.pause();
-                }
-                c.set_options(crate::channel::ChannelOptions {
-                    max_attempts: cm.max_attempts,
-                    dead_letter_topic: cm.dead_letter_topic.as_ref().and_then(|t| t.parse().ok()),
-                });
-            }
-            if tm.paused {
-                topic.pause();
-            }
-            topics.insert(name, topic);
-        }
-    }
-
-    /// What this nsqd tells lookupd about itself.
-    pub fn peer_identity(&self) -> nsq_protocol::lookup::PeerIdentity {
-        lookup::Registry::identity(self)
-    }
-}
-
-impl lookup::Registry for Nsqd {
-    fn registrations(&self) -> Vec<(TopicName, Vec<ChannelName>)> {
-        (self.topics_snapshot().iter())
-            .map(|t| {
-                (
-                    t.name.clone(),
-                    t.channels().iter().map(|c| c.name.clone()).collect(),
-                )
-            })
-            .collect()
-    }
-
-    fn max_body_size(&self) -> u64 {
-        self.opts.max_body_size as u64
-    }
-
-    fn cancel(&self) -> &CancellationToken {
-        &self.cancel
-    }
-
-    fn tracker(&self) -> &TaskTracker {
-        &self.tracker
-    }
-
-    fn identity(&self) -> nsq_protocol::lookup::PeerIdentity {
-        let o = &self.opts;
-        let port = |broadcast: u16, actual: Option<SocketAddr>| {
-            i64::from(if broadcast > 0 {
-                broadcast
-            } else {
-                actual.map_or(0, |a| a.port())
-            })
-        };
-        nsq_protocol::lookup::PeerIdentity {
-            broadcast_address: o.broadcast_address(),
-            hostname: nsq_app::os_hostname(),
-            http_port: port(o.broadcast_http_port, self.http_addr),
-            tcp_port: port(o.broadcast_tcp_port, Some(self.tcp_addr)),
-            topology_region: Some(o.topology_region.clone()),
-            topology_zone: Some(o.topology_zone.clone()),
-            version: nsq_protocol::VERSION.to_string(),
-        }
-    }
 }
 
 impl Nsqd {
-    /// The topic of that name, if it exists.
-    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics().get(name).cloned()
-    }
-
-    /// Every topic, sorted by name.
-    pub fn topics_snapshot(&self) -> Vec<Arc<Topic>> {
-        self.topics().values().cloned().collect()
-    }
-
-    /// Delete a topic and its channels; their clients are disconnected.
-    pub fn delete_topic(&self, name: &str) -> Option<Arc<Topic>> {
-        let t = self.topics().remove(name)?;
-        t.mark_deleted();
-        info!("TOPIC({name}): deleting");
-        self.replica_changed(MetaOp::TopicDelete, &t.name, None);
-        for c in t.channels() {
-            if let Some(c) = t.delete_channel(c.name.as_str()) {
-                self.channel_gone(&t, &c);
-            }
-        }
-        t.empty();
-        t.delete_disk();
-        self.lookup.unregister(&t.name, None);
-        if !t.is_ephemeral() {
-            self.metadata_changed();
-        }
-        Some(t)
-    }
-
-    /// A client left `channel`: its in-flight messages go back at once, and
-    /// an ephemeral channel (then an ephemeral topic) left without clients
-    /// goes away.
-    pub(crate) fn client_left_channel(&self, channel: &Arc<Channel>, client_id: u64) {
-        let left = channel.remove_client(client_id);
-        if left > 0 || !channel.is_ephemeral() {
-            return;
-        }
-        let Some(topic) = self.topic(channel.topic_name.as_str()) else {
-            return;
-        };
-        if topic.delete_channel_if_unused(channel) {
-            // Upstream's texts: the channel's delete callback deletes it as an
-            // API call would.
-            info!("TOPIC({}): deleting channel {}", topic.name, channel.name);
-            info!("CHANNEL({}): deleting", channel.name);
-            self.lookup.unregister(&topic.name, Some(&channel.name));
-        }
-        if topic.is_ephemeral() {
-            let removed = {
-                let mut topics = self.topics();
-                let same = topics
-                    .get(&topic.name)
-                    .is_some_and(|t| Arc::ptr_eq(t, &topic));
-                same && topic.channel_count() == 0 && topics.remove(&topic.name).is_some()
-            };
-            if removed {
-                topic.mark_deleted();
-                info!("TOPIC({}): deleting", topic.name);
-                self.lookup.unregister(&topic.name, None);
-            }
-        }
-    }
-
     /// Publish to `topic` and wait until the messages are safe: in memory,
     /// or written to the disk queue. A disk failure refuses the publish and
     /// marks nsqd unhealthy until a write succeeds again.
     pub async fn publish(
-        &self,
+        self: &Arc<Self>,
         topic: &Topic,
         bodies: Vec<bytes::Bytes>,
         defer: Option<Duration>,
     ) -> std::result::Result<(), PublishError> {
+        match self.start_publish(topic, bodies, defer)? {
+            Some(wait) => wait.await,
+            None => Ok(()),
+        }
+    }
+
+    /// Put the messages into `topic` now (so publishes keep their order) and
+    /// return the wait until they are safe (`None`: safe already): written
+    /// to the disk queue when they went there, and acknowledged by the
+    /// in-sync replicas. A connection may start its next publish before
+    /// this one's wait ends.
+    pub fn start_publish(
+        self: &Arc<Self>,
+        topic: &Topic,
+        bodies: Vec<bytes::Bytes>,
+        defer: Option<Duration>,
+    ) -> std::result::Result<Option<Published>, PublishError> {
         let replicas = self.replicas.as_ref().filter(|_| !topic.is_ephemeral());
         let keep = match replicas {
             Some(r) => r.before_put(topic)?,
@@ -535,26 +237,40 @@ impl Nsqd {
         let replicated = replicas
             .filter(|_| !kept.is_empty())
             .map(|r| r.replicate(topic, &kept, defer));
-        let replicated = async move {
-            match replicated {
-                Some(acked) => acked.await.map_err(PublishError::from),
-                None => Ok(()),
-            }
-        };
-        if writes.is_empty() {
-            return replicated.await;
+        if writes.is_empty() && replicated.is_none() {
+            return Ok(None);
         }
         // Durable: the topic and channels these messages went to must be in
         // nsqd.dat, or a restart would not find their disk queues.
         let changes = self.metadata_progress.current();
+        let nsqd = self.clone();
+        let name = topic.name.clone();
+        Ok(Some(Box::pin(async move {
+            if !writes.is_empty() {
+                nsqd.wait_written(&name, writes, changes).await?;
+            }
+            match replicated {
+                Some(acked) => acked.await.map_err(PublishError::from),
+                None => Ok(()),
+            }
+        })))
+    }
+
+    /// Wait for a publish's disk writes (and, durable, for `nsqd.dat`).
+    async fn wait_written(
+        &self,
+        topic: &TopicName,
+        writes: Vec<crate::backlog::DiskWrite>,
+        changes: u64,
+    ) -> std::result::Result<(), PublishError> {
         for w in writes {
             let result = w
                 .await
                 .unwrap_or_else(|_| Err(std::io::Error::other("disk I/O thread gone")));
             if let Err(e) = result {
                 let msg = format!("disk write failed - {e}");
-                error!(topic = %topic.name, "{msg}");
-                self.set_health(Err(msg.clone()));
+                error!(topic = %topic, "{msg}");
+                self.set_health(Err(msg.clone().into()));
                 return Err(PublishError::Disk(msg));
             }
         }
@@ -565,95 +281,13 @@ impl Nsqd {
                 .await
             {
                 let msg = format!("metadata not saved - {e}");
-                error!(topic = %topic.name, "{msg}");
-                self.set_health(Err(msg.clone()));
+                error!(topic = %topic, "{msg}");
+                self.set_health(Err(msg.clone().into()));
                 return Err(PublishError::Disk(msg));
             }
         }
         self.set_health(Ok(()));
-        replicated.await
-    }
-
-    /// Reopen the disk queues of restored topics and channels and learn
-    /// how much each holds.
-    async fn reopen_disk_queues(&self) -> Result<()> {
-        for topic in self.topics_snapshot() {
-            for (channel, handle) in topic.disk_queues() {
-                let depth = handle.depth().await?;
-                match channel {
-                    Some(c) => c.set_on_disk(depth),
-                    None => topic.set_on_disk(depth),
-                }
-                if depth > 0 {
-                    info!(queue = handle.name(), depth, "disk queue reopened");
-                }
-            }
-        }
         Ok(())
-    }
-
-    /// Write everything held in memory to disk and close the disk queues;
-    /// an error counts what could not be stored.
-    pub(crate) async fn flush_to_disk(self: &Arc<Self>) -> Result<()> {
-        let (lost_before, _) = self.disk_io.losses();
-        // A read under way could otherwise land in memory after it was
-        // written out, and its records' read position be synced: lost.
-        let nsqd = self.clone();
-        let _ = tokio::task::spawn_blocking(move || nsqd.disk_io.stop_reads()).await;
-        let now = Instant::now();
-        let mut flushed = 0;
-        for topic in self.topics_snapshot() {
-            flushed += topic.flush_to_disk();
-            for c in topic.channels() {
-                flushed += c.flush_to_disk(now);
-            }
-        }
-        let nsqd = self.clone();
-        let _ = tokio::task::spawn_blocking(move || nsqd.disk_io.shutdown()).await;
-        let (lost_after, queues) = self.disk_io.losses();
-        let messages = lost_after.saturating_sub(lost_before);
-        if messages > 0 || queues > 0 {
-            return Err(Error::LostAtShutdown { messages, queues });
-        }
-        info!(messages = flushed, "memory queues written to disk");
-        Ok(())
-    }
-
-    /// Account a publish to the publishing client, for `/stats` producers.
-    pub(crate) fn count_publish(&self, client: &Client, topic: &TopicName, n: u64) {
-        client.count_publish(topic.as_str(), n);
-    }
-
-    /// Settings for a client that has not sent IDENTIFY.
-    pub fn default_client_settings(&self) -> ClientSettings {
-        ClientSettings {
-            heartbeat_interval: Some(self.opts.default_heartbeat()),
-            output_buffer_size: 16 * 1024,
-            output_buffer_timeout: Some(*self.opts.output_buffer_timeout),
-            msg_timeout: *self.opts.msg_timeout,
-            sample_rate: 0,
-        }
-    }
-
-    /// A job worker for a client that declared a capacity at IDENTIFY.
-    /// Connections with the same `client_id` are one worker: they share the
-    /// in-flight load total that breaks ties between workers.
-    pub(crate) fn job_worker(&self, capacity: u64, name: String) -> crate::client::JobWorker {
-        let mut totals = self.job_totals.lock().unwrap_or_else(|e| e.into_inner());
-        totals.retain(|_, t| t.strong_count() > 0);
-        let total = match totals.get(&name).and_then(|t| t.upgrade()) {
-            Some(t) => t,
-            None => {
-                let t = Arc::new(AtomicU64::new(0));
-                totals.insert(name.clone(), Arc::downgrade(&t));
-                t
-            }
-        };
-        crate::client::JobWorker {
-            capacity,
-            name,
-            total,
-        }
     }
 
     /// The job channels' status, optionally of one job.
@@ -668,54 +302,6 @@ impl Nsqd {
             .flat_map(|t| t.channels())
             .filter_map(|c| c.job_status(now))
             .collect()
-    }
-
-    /// Validate IDENTIFY's numbers in upstream's order; the error text is what
-    /// follows `E_BAD_BODY IDENTIFY `.
-    pub fn client_settings(
-        &self,
-        req: &IdentifyRequest,
-    ) -> std::result::Result<ClientSettings, String> {
-        let o = &self.opts;
-        let mut s = self.default_client_settings();
-        let ms = |d: Duration| d.as_millis() as i64;
-        match req.heartbeat_interval.unwrap_or(0) {
-            -1 => s.heartbeat_interval = None,
-            0 => {}
-            n if n >= 1000 && n <= ms(*o.max_heartbeat_interval) => {
-                s.heartbeat_interval = Some(Duration::from_millis(n as u64))
-            }
-            n => return Err(format!("heartbeat interval ({n}) is invalid")),
-        }
-        match req.output_buffer_timeout.unwrap_or(0) {
-            -1 => s.output_buffer_timeout = None,
-            0 => {}
-            n if n >= ms(*o.min_output_buffer_timeout) && n <= ms(*o.max_output_buffer_timeout) => {
-                s.output_buffer_timeout = Some(Duration::from_millis(n as u64))
-            }
-            n => return Err(format!("output buffer timeout ({n}) is invalid")),
-        }
-        match req.output_buffer_size.unwrap_or(0) {
-            -1 => {
-                s.output_buffer_size = 1;
-                s.output_buffer_timeout = None;
-            }
-            0 => {}
-            n if n >= 64 && n <= o.max_output_buffer_size => s.output_buffer_size = n as usize,
-            n => return Err(format!("output buffer size ({n}) is invalid")),
-        }
-        match req.sample_rate.unwrap_or(0) {
-            n @ 0..=99 => s.sample_rate = n as u8,
-            n => return Err(format!("sample rate ({n}) is invalid")),
-        }
-        match req.msg_timeout.unwrap_or(0) {
-            0 => {}
-            n if n >= 1000 && n <= ms(*o.max_msg_timeout) => {
-                s.msg_timeout = Duration::from_millis(n as u64)
-            }
-            n => return Err(format!("msg timeout ({n}) is invalid")),
-        }
-        Ok(s)
     }
 
     /// Requeue timed-out messages and release due deferred ones, for every

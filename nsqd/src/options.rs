@@ -36,16 +36,8 @@ pub struct Options {
     /// <addr>:<port> to listen on for HTTPS clients
     #[arg(long, default_value = "0.0.0.0:4152")]
     pub https_address: String,
-    /// Ours: time an HTTP client has to send a whole request header, counted
-    /// from when the server is ready for it (so also how long an idle
-    /// keep-alive connection stays open); 0 = no limit.
-    #[arg(long, default_value = "30s")]
-    pub http_header_timeout: GoDuration,
-    /// Ours: an HTTP connection on which no byte moves either way for this
-    /// long is closed (a stalled request body, a client that stops
-    /// reading); 0 = no limit.
-    #[arg(long, default_value = "1m0s")]
-    pub http_idle_timeout: GoDuration,
+    #[command(flatten)]
+    pub http_timeout_flags: nsq_app::http_timeouts::HttpTimeoutFlags,
     /// address that will be registered with lookupd (defaults to the OS hostname)
     #[arg(long, default_value = "")]
     pub broadcast_address: String,
@@ -235,12 +227,11 @@ pub struct Options {
     /// refuse publishes while fewer peers than this are in sync
     #[arg(long, default_value_t = 0)]
     pub replica_min_acks: i64,
-    /// path to config file
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// print version string
-    #[arg(long)]
-    pub version: bool,
+    /// file holding a secret (16 to 4096 bytes) that replication peers must prove they know, both ways ("" leaves the peer link unauthenticated)
+    #[arg(long, default_value = "")]
+    pub replication_secret_file: String,
+    #[command(flatten)]
+    pub standard: nsq_app::StandardFlags,
 }
 
 impl Default for Options {
@@ -267,10 +258,7 @@ pub struct OptionsError(pub String);
 impl Options {
     /// `--http-header-timeout` and `--http-idle-timeout` for the HTTP server.
     pub fn http_timeouts(&self) -> nsq_app::http_timeouts::HttpTimeouts {
-        nsq_app::http_timeouts::HttpTimeouts {
-            header: self.http_header_timeout.0,
-            idle: self.http_idle_timeout.0,
-        }
+        self.http_timeout_flags.timeouts()
     }
 
     /// Check what clap's types cannot, with upstream's messages.

@@ -29,6 +29,7 @@ use crate::channel::Channel;
 use crate::client::{Client, ClientSettings};
 use crate::nsqd::Nsqd;
 use crate::options::TlsRequired;
+use crate::pending_publishes::PendingPublishes;
 use crate::topic::Topic;
 
 mod commands;
@@ -172,6 +173,8 @@ struct Connection {
     may_deliver: bool,
     /// FINs read and checked, to settle in one go (`settle_fins`).
     fins: Vec<MessageId>,
+    /// Publishes started and not yet answered (replicas' acks, disk).
+    pending: PendingPublishes,
     /// `--tls-required` applies and this connection has not upgraded yet.
     needs_tls: bool,
     /// The connection runs over TLS.
@@ -197,6 +200,7 @@ impl Connection {
             new_settings: None,
             may_deliver: false,
             fins: Vec::new(),
+            pending: PendingPublishes::default(),
             needs_tls: nsqd.opts.tls_required() != TlsRequired::No,
             tls: false,
             tls_common_name: String::new(),
@@ -267,25 +271,32 @@ impl Connection {
                 match next {
                     Ok(Some(cmd)) => {
                         clock.command_done();
-                        if let Err(e) = self.exec(cmd).await {
-                            let fatal = e.is_fatal();
-                            self.send_error(e);
-                            if fatal {
-                                return Err("fatal client error");
-                            }
+                        let publish = matches!(
+                            cmd,
+                            Command::Pub { .. } | Command::Mpub { .. } | Command::Dpub { .. }
+                        );
+                        if !publish {
+                            // Its answer follows those of the publishes before.
+                            self.settle_publishes().await?;
+                        }
+                        let r = self.exec(cmd).await;
+                        self.answered(r).await?;
+                        if self.pending.is_full() {
+                            let r = self.pending.next().await;
+                            self.answer_publish(r)?;
                         }
                     }
                     Ok(None) => break,
                     Err(DecodeError::LineTooLong) => return Err("command line too long"),
                     Err(DecodeError::Protocol(e)) => {
-                        self.send_error(e);
+                        self.send_error(e).await;
                         return Err("fatal client error");
                     }
                     Err(DecodeError::Params { verb, error }) => {
                         let Some(e) = self.refusal(verb, error) else {
                             continue;
                         };
-                        self.send_error(e);
+                        self.send_error(e).await;
                         return Err("fatal client error");
                     }
                 }
@@ -311,6 +322,12 @@ impl Connection {
             let deadline = clock.deadline(&self.settings);
             let n = tokio::select! {
                 _ = stop.cancelled() => return Err("connection stopped"),
+                // A publish's answer is sent as soon as it is safe, also
+                // while the client sends nothing more.
+                r = self.pending.next() => {
+                    self.answer_publish(r)?;
+                    continue;
+                }
                 r = read_with_deadline(read, &mut buf, deadline) => r,
             };
             let n = match n {
@@ -318,7 +335,7 @@ impl Connection {
                 Err(ReadFailed::TimedOut) => {
                     // Upstream's read fails mid-command and says so.
                     if let Some(e) = decoder.eof_error() {
-                        self.send_error(e);
+                        self.send_error(e).await;
                     }
                     return Err(ReadFailed::TimedOut.reason());
                 }
@@ -326,7 +343,7 @@ impl Connection {
             };
             if n == 0 {
                 if let Some(e) = decoder.eof_error() {
-                    self.send_error(e);
+                    self.send_error(e).await;
                 }
                 return Err("client closed the connection");
             }

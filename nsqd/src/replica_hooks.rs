@@ -46,6 +46,8 @@ pub enum ReplicationError {
     },
     #[error("replication journal - {0}")]
     Journal(std::io::Error),
+    #[error("replication secret - {0}")]
+    Secret(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// One peer in `/stats`.

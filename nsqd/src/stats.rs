@@ -42,10 +42,8 @@ pub struct TopicReport {
     pub e2e_processing_latency: E2eResult,
     /// Ours, not upstream's: what the disk queue had to skip. Omitted while
     /// zero, so a healthy nsqd's `/stats` has exactly upstream's keys.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub disk_corrupt_records: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub disk_bad_segments: u64,
+    #[serde(flatten)]
+    pub disk: DiskHealth,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -54,6 +52,37 @@ fn is_zero(n: &u64) -> bool {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// What the disk queue had to skip (ours, not upstream's): each omitted
+/// while zero, so a healthy nsqd's `/stats` has exactly upstream's keys.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DiskHealth {
+    #[serde(skip_serializing_if = "is_zero")]
+    pub disk_corrupt_records: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub disk_bad_segments: u64,
+}
+
+impl From<crate::disk_io::DiskDamage> for DiskHealth {
+    fn from(d: crate::disk_io::DiskDamage) -> Self {
+        DiskHealth {
+            disk_corrupt_records: d.corrupt_records,
+            disk_bad_segments: d.bad_segments,
+        }
+    }
+}
+
+/// Topology-aware delivery counters (experimental upstream): each omitted
+/// while zero, which they always are until that experiment exists here.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Locality {
+    #[serde(skip_serializing_if = "is_zero")]
+    pub zone_local_msg_count: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub region_local_msg_count: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub global_msg_count: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,12 +95,8 @@ pub struct ChannelReport {
     pub message_count: u64,
     /// Topology-aware delivery counters (experimental upstream); omitted
     /// when zero, which they always are until that experiment exists here.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub zone_local_msg_count: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub region_local_msg_count: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub global_msg_count: u64,
+    #[serde(flatten)]
+    pub locality: Locality,
     pub requeue_count: u64,
     pub timeout_count: u64,
     pub client_count: u64,
@@ -79,10 +104,8 @@ pub struct ChannelReport {
     pub paused: bool,
     pub e2e_processing_latency: E2eResult,
     /// As on [`TopicReport`]: ours, omitted while zero.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub disk_corrupt_records: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub disk_bad_segments: u64,
+    #[serde(flatten)]
+    pub disk: DiskHealth,
     /// Ours: server-side max attempts, only when set (so a default
     /// `/stats` has exactly upstream's keys).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -110,12 +133,8 @@ pub struct ClientReport {
     pub ready_count: u64,
     pub in_flight_count: u64,
     pub message_count: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub zone_local_msg_count: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub region_local_msg_count: u64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub global_msg_count: u64,
+    #[serde(flatten)]
+    pub locality: Locality,
     pub finish_count: u64,
     pub requeue_count: u64,
     pub connect_ts: i64,
@@ -164,9 +183,7 @@ impl ClientReport {
             ready_count: c.ready_count(),
             in_flight_count: c.in_flight(),
             message_count: c.message_count.load(std::sync::atomic::Ordering::Relaxed),
-            zone_local_msg_count: 0,
-            region_local_msg_count: 0,
-            global_msg_count: 0,
+            locality: Locality::default(),
             finish_count: c.finish_count.load(std::sync::atomic::Ordering::Relaxed),
             requeue_count: c.requeue_count.load(std::sync::atomic::Ordering::Relaxed),
             connect_ts: c.connect_ts,
@@ -271,17 +288,14 @@ pub fn collect(nsqd: &Nsqd, filter: &StatsFilter) -> Snapshot {
                     in_flight_count: s.in_flight_count,
                     deferred_count: s.deferred_count,
                     message_count: s.message_count,
-                    zone_local_msg_count: 0,
-                    region_local_msg_count: 0,
-                    global_msg_count: 0,
+                    locality: Locality::default(),
                     requeue_count: s.requeue_count,
                     timeout_count: s.timeout_count,
                     client_count: s.client_count as u64,
                     clients,
                     paused: s.paused,
                     e2e_processing_latency: e2e::channel_result(c.e2e(), &percentiles),
-                    disk_corrupt_records: s.disk_damage.corrupt_records,
-                    disk_bad_segments: s.disk_damage.bad_segments,
+                    disk: s.disk_damage.into(),
                     max_attempts: (dl.options.max_attempts > 0).then_some(dl.options.max_attempts),
                     dead_letter_topic: (dl.options.max_attempts > 0)
                         .then(|| c.dead_letter_topic().to_string()),
@@ -302,8 +316,7 @@ pub fn collect(nsqd: &Nsqd, filter: &StatsFilter) -> Snapshot {
                 all.iter().filter_map(|c| c.e2e()),
                 &percentiles,
             ),
-            disk_corrupt_records: ts.disk_damage.corrupt_records,
-            disk_bad_segments: ts.disk_damage.bad_segments,
+            disk: ts.disk_damage.into(),
         });
     }
     let producers = filter.include_clients.then(|| {
@@ -521,9 +534,7 @@ mod tests {
             ready_count: 1,
             in_flight_count: 1,
             message_count: 2,
-            zone_local_msg_count: 0,
-            region_local_msg_count: 0,
-            global_msg_count: 0,
+            locality: Locality::default(),
             finish_count: 1,
             requeue_count: 0,
             connect_ts: 100,

@@ -5,16 +5,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{
-    CommonState, DigitallySignedStruct, DistinguishedName, ProtocolVersion, RootCertStore,
-    ServerConfig, SignatureScheme,
-};
+use rustls::{CommonState, ProtocolVersion, RootCertStore, ServerConfig};
 
-use nsq_wire::tls::{provider, read_certs, read_key, PemError, SignatureCheck};
+use nsq_wire::tls::{provider, read_certs, read_key, AnyClientCert, PemError};
 
 use crate::options::Options;
 
@@ -44,9 +38,7 @@ pub fn server_config(opts: &Options) -> Result<Option<Arc<ServerConfig>>, TlsCon
     let builder =
         ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
     let builder = match opts.tls_client_auth_policy.as_str() {
-        "require" => {
-            builder.with_client_cert_verifier(Arc::new(AnyClientCert(SignatureCheck(provider))))
-        }
+        "require" => builder.with_client_cert_verifier(Arc::new(AnyClientCert(provider))),
         "require-verify" => {
             let mut roots = RootCertStore::empty();
             for cert in read_certs(Path::new(&opts.tls_root_ca_file))? {
@@ -63,49 +55,6 @@ pub fn server_config(opts: &Options) -> Result<Option<Arc<ServerConfig>>, TlsCon
         read_key(Path::new(&opts.tls_key))?,
     )?;
     Ok(Some(Arc::new(config)))
-}
-
-/// `--tls-client-auth-policy=require`: a client must present a certificate
-/// and prove it holds its key, but the certificate is not checked against
-/// any authority (Go's `tls.RequireAnyClientCert`).
-#[derive(Debug)]
-struct AnyClientCert(SignatureCheck);
-
-impl ClientCertVerifier for AnyClientCert {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, self.0.algorithms())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, self.0.algorithms())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.schemes()
-    }
 }
 
 /// What `/stats` shows about a client's TLS session, named as Go names them.

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::backlog::{wall_due, Backlog, DiskWrite};
 use crate::channel::{Channel, ChannelLimits, ChannelStats};
-use crate::disk_io::{DiskDamage, DiskIo, DiskSink, QueueHandle};
+use crate::disk_io::{DiskDamage, DiskIo, DiskSink, QueueHandle, ReadAhead};
 use crate::disk_queue::Position;
 use crate::message::{unix_nanos, IdGenerator, Message};
 use crate::metadata::Progress;
@@ -397,6 +397,12 @@ impl Topic {
         now.chain(later).collect()
     }
 
+    /// The topic's disk queue, if it has one (replication's full copy
+    /// peeks at what spilled there).
+    pub fn disk_queue(&self) -> Option<QueueHandle> {
+        self.disk.clone()
+    }
+
     /// Remove the disk files of the topic and its channels (it was deleted).
     pub(crate) fn delete_disk(&self) {
         if let Some(d) = &self.disk {
@@ -512,18 +518,13 @@ impl DiskSink for Topic {
         self.pump(&mut st);
     }
 
-    fn refill(
-        &self,
-        records: Vec<(Position, Bytes)>,
-        end: Position,
-        depth: u64,
-        damage: DiskDamage,
-    ) {
+    fn refill(&self, read: ReadAhead) {
         let mut st = self.lock();
         let st = &mut *st;
-        let mut now_msgs = Vec::with_capacity(records.len());
+        let (refilled, end) = st.held.refilled(read, &self.name);
+        let mut now_msgs = Vec::with_capacity(refilled.len());
         let mut writes = Vec::new();
-        for r in st.held.refilled(records, depth, damage, &self.name) {
+        for r in refilled {
             match r.due {
                 Some(at) if st.holding() => st.held_deferred.push((r.msg, at)),
                 Some(at) => fan_out(st, std::slice::from_ref(&r.msg), Some(at), &mut writes),

@@ -4,8 +4,6 @@
 //! must close every such connection (never hang or panic) and unregister
 //! each client.
 
-mod support;
-
 use std::io::Write;
 use std::time::Duration;
 
@@ -65,7 +63,7 @@ fn hostile_bytes_after_a_compression_upgrade_close_cleanly() {
         .enable_all()
         .build()
         .unwrap();
-    let nsqd = rt.block_on(support::start(&[]));
+    let nsqd = rt.block_on(nsq_test_support::in_process::start(&[]));
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
@@ -97,15 +95,17 @@ fn hostile_bytes_after_a_compression_upgrade_close_cleanly() {
                 let _ = s.write_all(&wire).await;
                 let _ = s.shutdown().await;
                 let mut sink = Vec::new();
-                let closed = timeout(support::STEP, s.read_to_end(&mut sink)).await;
+                let closed =
+                    timeout(nsq_test_support::in_process::STEP, s.read_to_end(&mut sink)).await;
                 prop_assert!(closed.is_ok(), "nsqd kept the connection open");
                 Ok(())
             })
         })
         .unwrap();
-    rt.block_on(support::poll("every client to be unregistered", || async {
-        nsqd.inner.clients_snapshot().is_empty().then_some(())
-    }));
+    rt.block_on(nsq_test_support::poll(
+        "every client to be unregistered",
+        || async { nsqd.inner.clients_snapshot().is_empty().then_some(()) },
+    ));
     drop(nsqd);
     rt.shutdown_timeout(Duration::from_secs(5));
 }

@@ -2,10 +2,10 @@
 //! every endpoint, each of its error paths with upstream's status and error
 //! name, methods and OPTIONS, and the golden upstream headers and bodies.
 
-mod support;
-
+use nsq_test_support::in_process::*;
+use nsq_test_support::samples::*;
+use nsq_test_support::{http_exchange, http_keepalive, poll, HttpResponse};
 use serde_json::{json, Value};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -102,16 +102,7 @@ async fn unknown_paths_methods_and_options() {
 async fn a_raw_tcp_client_on_the_http_port_gets_http() {
     within(async {
         let d = start(&[]).await;
-        let mut s = TcpStream::connect(d.http).await.unwrap();
-        s.write_all(b"  V2IDENTIFY\n\0\0\0\x02{}").await.unwrap();
-        let mut head = [0u8; 4];
-        tokio::time::timeout(STEP, s.read_exact(&mut head))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&head, b"HTTP");
-        // nsqd still serves.
-        assert_eq!(http(&d, "GET", "/ping", b"").await.status, 200);
+        answered_in_http(&d, b"  V2IDENTIFY\n\0\0\0\x02{}").await;
     })
     .await
 }
@@ -132,22 +123,18 @@ async fn pub_and_its_errors() {
             &http(&d, "POST", "/pub?topic=bad!", b"x").await,
             "nsqd_pub_badtopic",
         );
-        http(&d, "POST", "/pub?topic=X", b"")
-            .await
-            .assert_error(400, "MSG_EMPTY");
-        http(&d, "POST", "/pub", b"x")
-            .await
-            .assert_error(400, "MISSING_ARG_TOPIC");
-        http(&d, "POST", "/pub?topic=X", &[b'a'; 17])
-            .await
-            .assert_error(413, "MSG_TOO_BIG");
-        // The body is read before the query is looked at.
-        http(&d, "POST", "/pub", &[b'a'; 17])
-            .await
-            .assert_error(413, "MSG_TOO_BIG");
-        http(&d, "POST", "/pub?topic=X&a=%zz", b"x")
-            .await
-            .assert_error(400, "INVALID_REQUEST");
+        expect_errors(
+            &d,
+            &[
+                ("POST", "/pub?topic=X", b"", 400, "MSG_EMPTY"),
+                ("POST", "/pub", b"x", 400, "MISSING_ARG_TOPIC"),
+                ("POST", "/pub?topic=X", &[b'a'; 17], 413, "MSG_TOO_BIG"),
+                // The body is read before the query is looked at.
+                ("POST", "/pub", &[b'a'; 17], 413, "MSG_TOO_BIG"),
+                ("POST", "/pub?topic=X&a=%zz", b"x", 400, "INVALID_REQUEST"),
+            ],
+        )
+        .await;
         for bad in ["-1", "10001", "soon", ""] {
             http(&d, "POST", &format!("/pub?topic=D&defer={bad}"), b"x")
                 .await
@@ -158,7 +145,7 @@ async fn pub_and_its_errors() {
         // A chunked body over the limit is caught while reading.
         let req = "POST /pub?topic=X HTTP/1.1\r\nHost: n\r\nTransfer-Encoding: chunked\r\n\r\n\
                    11\r\naaaaaaaaaaaaaaaaa\r\n0\r\n\r\n";
-        raw_request(d.http, req.as_bytes(), false)
+        http_exchange(d.http, req.as_bytes(), false)
             .await
             .assert_error(413, "MSG_TOO_BIG");
         let big = format!(
@@ -166,7 +153,7 @@ async fn pub_and_its_errors() {
              64\r\n{}\r\n0\r\n\r\n",
             "a".repeat(100)
         );
-        raw_request(d.http, big.as_bytes(), false)
+        http_exchange(d.http, big.as_bytes(), false)
             .await
             .assert_error(413, "MSG_TOO_BIG");
         let stats = http(&d, "GET", "/stats?format=json&topic=X", b"")
@@ -212,31 +199,77 @@ async fn mpub_text_binary_and_errors() {
         // binary=false reads the same bytes as text lines.
         http(&d, "POST", "/mpub?topic=X&binary=0", b"x\ny").await;
         assert_eq!(count(&d).await, 11);
-        http(&d, "POST", "/mpub?topic=X", &[b'a'; 65])
-            .await
-            .assert_error(413, "BODY_TOO_BIG");
-        http(&d, "POST", "/mpub?topic=X", b"ok\n123456789\n")
-            .await
-            .assert_error(413, "MSG_TOO_BIG");
-        http(&d, "POST", "/mpub?topic=X&binary=true", &0i32.to_be_bytes())
-            .await
-            .assert_error(413, "BAD_BODY");
+        expect_errors(
+            &d,
+            &[
+                ("POST", "/mpub?topic=X", &[b'a'; 65], 413, "BODY_TOO_BIG"),
+                (
+                    "POST",
+                    "/mpub?topic=X",
+                    b"ok\n123456789\n",
+                    413,
+                    "MSG_TOO_BIG",
+                ),
+                (
+                    "POST",
+                    "/mpub?topic=X&binary=true",
+                    &0i32.to_be_bytes(),
+                    413,
+                    "BAD_BODY",
+                ),
+            ],
+        )
+        .await;
         let mut bad = 1i32.to_be_bytes().to_vec();
         bad.extend(100i32.to_be_bytes());
         bad.extend(b"short");
-        http(&d, "POST", "/mpub?topic=X&binary=true", &bad)
-            .await
-            .assert_error(413, "BAD_MESSAGE");
-        http(&d, "POST", "/mpub", b"a")
-            .await
-            .assert_error(400, "MISSING_ARG_TOPIC");
-        http(&d, "POST", "/mpub?topic=a*b", b"a")
-            .await
-            .assert_error(400, "INVALID_TOPIC");
+        expect_errors(
+            &d,
+            &[
+                (
+                    "POST",
+                    "/mpub?topic=X&binary=true",
+                    &bad,
+                    413,
+                    "BAD_MESSAGE",
+                ),
+                ("POST", "/mpub", b"a", 400, "MISSING_ARG_TOPIC"),
+                ("POST", "/mpub?topic=a*b", b"a", 400, "INVALID_TOPIC"),
+            ],
+        )
+        .await;
         // Nothing of a refused batch was queued.
         assert_eq!(count(&d).await, 11);
     })
     .await
+}
+
+/// `garbage` sent to the HTTP port gets an HTTP answer (what go-nsq looks for), and nsqd goes
+/// on serving.
+async fn answered_in_http(d: &Nsqd, garbage: &[u8]) {
+    let mut s = TcpStream::connect(d.http).await.unwrap();
+    s.write_all(garbage).await.unwrap();
+    let mut head = [0u8; 4];
+    tokio::time::timeout(STEP, s.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&head, b"HTTP");
+    assert_eq!(http(d, "GET", "/ping", b"").await.status, 200);
+}
+
+/// Each request `(method, target, body)` is refused with `(status, message)`, in upstream's
+/// error format.
+async fn expect_errors(d: &Nsqd, cases: &[(&str, &str, &[u8], u16, &str)]) {
+    for &(method, target, body, status, message) in cases {
+        let r = http(d, method, target, body).await;
+        assert_eq!(
+            (r.status, r.json()),
+            (status, json!({ "message": message })),
+            "{method} {target}"
+        );
+        r.assert_error(status, message);
+    }
 }
 
 async fn get(d: &Nsqd, opt: &str) -> HttpResponse {
@@ -268,30 +301,36 @@ async fn topic_endpoints_and_their_errors() {
             "nsqd_topic_create",
         );
         assert!(d.inner.topic("X").is_some());
-        http(&d, "POST", "/topic/create", b"")
-            .await
-            .assert_error(400, "MISSING_ARG_TOPIC");
-        http(&d, "POST", "/topic/create?topic=", b"")
-            .await
-            .assert_error(400, "INVALID_TOPIC");
-        http(&d, "POST", "/topic/create?topic=a;b", b"")
-            .await
-            .assert_error(400, "INVALID_REQUEST");
+        expect_errors(
+            &d,
+            &[
+                ("POST", "/topic/create", b"", 400, "MISSING_ARG_TOPIC"),
+                ("POST", "/topic/create?topic=", b"", 400, "INVALID_TOPIC"),
+                (
+                    "POST",
+                    "/topic/create?topic=a;b",
+                    b"",
+                    400,
+                    "INVALID_REQUEST",
+                ),
+            ],
+        )
+        .await;
 
         http(&d, "POST", "/pub?topic=X", b"held").await;
         http(&d, "POST", "/topic/empty?topic=X", b"")
             .await
             .assert_empty_ok();
         assert_eq!(d.inner.topic("X").unwrap().stats().0.depth, 0);
-        http(&d, "POST", "/topic/empty", b"")
-            .await
-            .assert_error(400, "MISSING_ARG_TOPIC");
-        http(&d, "POST", "/topic/empty?topic=b@d", b"")
-            .await
-            .assert_error(400, "INVALID_TOPIC");
-        http(&d, "POST", "/topic/empty?topic=Y", b"")
-            .await
-            .assert_error(404, "TOPIC_NOT_FOUND");
+        expect_errors(
+            &d,
+            &[
+                ("POST", "/topic/empty", b"", 400, "MISSING_ARG_TOPIC"),
+                ("POST", "/topic/empty?topic=b@d", b"", 400, "INVALID_TOPIC"),
+                ("POST", "/topic/empty?topic=Y", b"", 404, "TOPIC_NOT_FOUND"),
+            ],
+        )
+        .await;
 
         http(&d, "POST", "/topic/pause?topic=X", b"")
             .await
@@ -310,21 +349,43 @@ async fn topic_endpoints_and_their_errors() {
         })
         .await;
         for p in ["pause", "unpause"] {
-            http(&d, "POST", &format!("/topic/{p}"), b"")
-                .await
-                .assert_error(400, "MISSING_ARG_TOPIC");
-            // Not validated, only looked up.
-            http(&d, "POST", &format!("/topic/{p}?topic=b@d"), b"")
-                .await
-                .assert_error(404, "TOPIC_NOT_FOUND");
+            expect_errors(
+                &d,
+                &[
+                    (
+                        "POST",
+                        &format!("/topic/{p}"),
+                        b"",
+                        400,
+                        "MISSING_ARG_TOPIC",
+                    ),
+                    // Not validated, only looked up.
+                    (
+                        "POST",
+                        &format!("/topic/{p}?topic=b@d"),
+                        b"",
+                        404,
+                        "TOPIC_NOT_FOUND",
+                    ),
+                ],
+            )
+            .await;
         }
 
-        http(&d, "POST", "/topic/delete", b"")
-            .await
-            .assert_error(400, "MISSING_ARG_TOPIC");
-        http(&d, "POST", "/topic/delete?topic=b@d", b"")
-            .await
-            .assert_error(404, "TOPIC_NOT_FOUND");
+        expect_errors(
+            &d,
+            &[
+                ("POST", "/topic/delete", b"", 400, "MISSING_ARG_TOPIC"),
+                (
+                    "POST",
+                    "/topic/delete?topic=b@d",
+                    b"",
+                    404,
+                    "TOPIC_NOT_FOUND",
+                ),
+            ],
+        )
+        .await;
         http(&d, "POST", "/topic/delete?topic=X", b"")
             .await
             .assert_empty_ok();
@@ -365,24 +426,42 @@ async fn channel_endpoints_and_their_errors() {
         assert_eq!(x.channel_count(), 2);
         for op in ["create", "delete", "empty", "pause", "unpause"] {
             let e = |q: &str| format!("/channel/{op}?{q}");
-            http(&d, "POST", &e("channel=c1"), b"")
-                .await
-                .assert_error(400, "MISSING_ARG_TOPIC");
-            http(&d, "POST", &e("topic=b@d&channel=c1"), b"")
-                .await
-                .assert_error(400, "INVALID_ARG_TOPIC");
-            http(&d, "POST", &e("topic=X"), b"")
-                .await
-                .assert_error(400, "MISSING_ARG_CHANNEL");
-            http(&d, "POST", &e("topic=X&channel=b@d"), b"")
-                .await
-                .assert_error(400, "INVALID_ARG_CHANNEL");
-            http(&d, "POST", &e("topic=Y&channel=c1"), b"")
-                .await
-                .assert_error(404, "TOPIC_NOT_FOUND");
-            http(&d, "POST", &e("topic=X&channel=c1&x=%"), b"")
-                .await
-                .assert_error(400, "INVALID_REQUEST");
+            expect_errors(
+                &d,
+                &[
+                    ("POST", &e("channel=c1"), b"", 400, "MISSING_ARG_TOPIC"),
+                    (
+                        "POST",
+                        &e("topic=b@d&channel=c1"),
+                        b"",
+                        400,
+                        "INVALID_ARG_TOPIC",
+                    ),
+                    ("POST", &e("topic=X"), b"", 400, "MISSING_ARG_CHANNEL"),
+                    (
+                        "POST",
+                        &e("topic=X&channel=b@d"),
+                        b"",
+                        400,
+                        "INVALID_ARG_CHANNEL",
+                    ),
+                    (
+                        "POST",
+                        &e("topic=Y&channel=c1"),
+                        b"",
+                        404,
+                        "TOPIC_NOT_FOUND",
+                    ),
+                    (
+                        "POST",
+                        &e("topic=X&channel=c1&x=%"),
+                        b"",
+                        400,
+                        "INVALID_REQUEST",
+                    ),
+                ],
+            )
+            .await;
             if op != "create" {
                 http(&d, "POST", &e("topic=X&channel=nope"), b"")
                     .await
@@ -516,18 +595,28 @@ async fn config_get_and_put() {
                 .await
                 .assert_error(400, "INVALID_VALUE");
         }
-        http(&d, "PUT", "/config/nsqlookupd_tcp_addresses", b"")
-            .await
-            .assert_error(413, "INVALID_VALUE");
-        http(&d, "PUT", "/config/log_level", &[b'a'; 65])
-            .await
-            .assert_error(413, "INVALID_VALUE");
-        http(&d, "PUT", "/config/msg_timeout", b"1")
-            .await
-            .assert_error(400, "INVALID_OPTION");
-        http(&d, "PUT", "/config/nope", b"1")
-            .await
-            .assert_error(400, "INVALID_OPTION");
+        expect_errors(
+            &d,
+            &[
+                (
+                    "PUT",
+                    "/config/nsqlookupd_tcp_addresses",
+                    b"",
+                    413,
+                    "INVALID_VALUE",
+                ),
+                (
+                    "PUT",
+                    "/config/log_level",
+                    &[b'a'; 65],
+                    413,
+                    "INVALID_VALUE",
+                ),
+                ("PUT", "/config/msg_timeout", b"1", 400, "INVALID_OPTION"),
+                ("PUT", "/config/nope", b"1", 400, "INVALID_OPTION"),
+            ],
+        )
+        .await;
 
         let r = http(&d, "PUT", "/config/log_level", b"DEBUG").await;
         assert_eq!((r.status, r.json()), (200, json!(1)));
@@ -571,7 +660,7 @@ async fn many_concurrent_bad_requests_do_not_stop_nsqd() {
                     3 => ("GET", "/stats?format=json&a=%".into(), vec![]),
                     _ => ("POST", "/channel/pause?topic=T&channel=".into(), vec![]),
                 };
-                http_with(addr, m, &t, &[], &b).await.status
+                http_keepalive(addr, m, &t, &[], &b).await.status
             }));
         }
         for t in tasks {
@@ -579,15 +668,7 @@ async fn many_concurrent_bad_requests_do_not_stop_nsqd() {
             assert!((400..500).contains(&status), "{status}");
         }
         // A garbage request line gets an HTTP error, and nsqd keeps serving.
-        let mut s = TcpStream::connect(d.http).await.unwrap();
-        s.write_all(b"\x00\x01\x02 nonsense\r\n\r\n").await.unwrap();
-        let mut head = [0u8; 4];
-        tokio::time::timeout(STEP, s.read_exact(&mut head))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&head, b"HTTP");
-        assert_eq!(http(&d, "GET", "/ping", b"").await.status, 200);
+        answered_in_http(&d, b"\x00\x01\x02 nonsense\r\n\r\n").await;
     })
     .await
 }

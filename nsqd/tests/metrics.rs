@@ -2,36 +2,10 @@
 //! channel, per-client series behind `--metrics-per-client`, and the disk queue's write and
 //! fsync latency histograms. Parsed with prometheus-parse.
 
-mod support;
-
-use nsq_protocol::{Command, MessageId};
-use prometheus_parse::{LineInfo, Scrape, Value as PValue};
-use support::*;
-
-/// Parse with prometheus-parse, refusing any line it would skip.
-fn scrape(text: &str) -> Scrape {
-    for line in text.lines() {
-        assert!(
-            !matches!(LineInfo::parse(line), LineInfo::Ignored),
-            "unparsable line {line:?}"
-        );
-    }
-    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
-}
-
-fn find<'a>(s: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Option<&'a PValue> {
-    s.samples
-        .iter()
-        .find(|m| m.metric == name && labels.iter().all(|(k, v)| m.labels.get(k) == Some(*v)))
-        .map(|m| &m.value)
-}
-
-fn num(v: Option<&PValue>) -> f64 {
-    match v {
-        Some(PValue::Gauge(n) | PValue::Counter(n) | PValue::Untyped(n)) => *n,
-        other => panic!("not a number: {other:?}"),
-    }
-}
+use nsq_protocol::Command;
+use nsq_test_support::in_process::*;
+use nsq_test_support::prometheus::{find, num, scrape, Scrape, Value as PValue};
+use nsq_test_support::{poll, RawConn};
 
 async fn metrics(d: &Nsqd) -> Scrape {
     scrape(&http(d, "GET", "/metrics", b"").await.text())
@@ -58,22 +32,19 @@ async fn dead_letters_finished_and_per_client_series() {
         let r = http(&d, "POST", "/mpub?topic=jobs", b"ok\nfails").await;
         assert_eq!(r.text(), "OK");
 
-        let mut c = Conn::open(&d).await;
-        c.identify(r#"{"client_id":"worker-1","hostname":"h1"}"#)
+        let mut c = RawConn::connect(d.tcp).await;
+        c.identify_plain(r#"{"client_id":"worker-1","hostname":"h1"}"#)
             .await;
         c.sub("jobs", "w").await;
-        c.cmd(Command::Rdy(2)).await;
+        c.send(&Command::Rdy(2)).await;
         for _ in 0..2 {
-            let (id, body) = c.message().await;
-            if body == b"ok" {
-                c.cmd(Command::Fin(MessageId(id))).await;
+            let m = c.read_message().await;
+            let (id, body) = (m.id, m.body);
+            if body[..] == b"ok"[..] {
+                c.send(&Command::Fin(id)).await;
             } else {
                 // Its one attempt is used up: REQ sends it to jobs.dead.
-                c.cmd(Command::Req {
-                    id: MessageId(id),
-                    timeout_ms: 0,
-                })
-                .await;
+                c.send(&Command::Req { id, timeout_ms: 0 }).await;
             }
         }
         let w = [("topic", "jobs"), ("channel", "w")];
@@ -105,8 +76,8 @@ async fn dead_letters_finished_and_per_client_series() {
 async fn per_client_series_are_off_by_default() {
     within(async {
         let d = start(&[]).await;
-        let mut c = Conn::open(&d).await;
-        c.identify(r#"{"client_id":"x"}"#).await;
+        let mut c = RawConn::connect(d.tcp).await;
+        c.identify_plain(r#"{"client_id":"x"}"#).await;
         c.sub("t", "c").await;
         let text = http(&d, "GET", "/metrics", b"").await.text();
         assert!(!text.contains("nsq_client_"), "{text}");

@@ -8,9 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-mod support;
-
-use support::{start, Nsqd};
+use nsq_test_support::in_process::{start, Nsqd};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -25,6 +23,12 @@ impl Conn {
 
     async fn send(&mut self, bytes: &[u8]) {
         self.0.write_all(bytes).await.unwrap();
+    }
+
+    /// Send `bytes` and expect `OK` back.
+    async fn send_ok(&mut self, bytes: &[u8]) {
+        self.send(bytes).await;
+        self.expect_ok().await;
     }
 
     async fn cmd(&mut self, c: Command) {
@@ -207,8 +211,7 @@ async fn identify_errors_are_upstreams() {
 async fn subscribe_deliver_finish() {
     let n = start(&[]).await;
     let mut p = Conn::open(&n).await;
-    p.send(b"PUB t\n\x00\x00\x00\x05hello").await;
-    p.expect_ok().await;
+    p.send_ok(b"PUB t\n\x00\x00\x00\x05hello").await;
 
     let mut c = Conn::open(&n).await;
     c.send(b"SUB t c\n").await;
@@ -249,8 +252,7 @@ async fn subscribe_deliver_finish() {
     )
     .await;
     c.send(b"NOP\n").await;
-    c.send(b"PUB t\n\x00\x00\x00\x01x").await;
-    c.expect_ok().await;
+    c.send_ok(b"PUB t\n\x00\x00\x00\x01x").await;
     // Subscribed connections may publish; the new message comes back to us.
     let (t, data) = c.frame().await;
     assert_eq!((t, &data[26..]), (2, &b"x"[..]));
@@ -260,10 +262,8 @@ async fn subscribe_deliver_finish() {
 async fn req_and_touch_replies() {
     let n = start(&[]).await;
     let mut c = Conn::open(&n).await;
-    c.send(b"SUB t c\n").await;
-    c.expect_ok().await;
-    c.send(b"PUB t\n\x00\x00\x00\x01a").await;
-    c.expect_ok().await;
+    c.send_ok(b"SUB t c\n").await;
+    c.send_ok(b"PUB t\n\x00\x00\x00\x01a").await;
     c.send(b"RDY 1\n").await;
     let (_, data) = c.frame().await;
     let id = MessageId::from_slice(&data[10..26]).unwrap();
@@ -311,13 +311,10 @@ async fn req_and_touch_replies() {
 async fn another_clients_message_is_not_ours() {
     let n = start(&[]).await;
     let mut a = Conn::open(&n).await;
-    a.send(b"SUB t c\nRDY 1\n").await;
-    a.expect_ok().await;
+    a.send_ok(b"SUB t c\nRDY 1\n").await;
     let mut b = Conn::open(&n).await;
-    b.send(b"SUB t c\n").await;
-    b.expect_ok().await;
-    b.send(b"PUB t\n\x00\x00\x00\x01a").await;
-    b.expect_ok().await;
+    b.send_ok(b"SUB t c\n").await;
+    b.send_ok(b"PUB t\n\x00\x00\x00\x01a").await;
     let (_, data) = a.frame().await;
     let id = String::from_utf8_lossy(&data[10..26]).to_string();
     b.send(format!("FIN {id}\n").as_bytes()).await;
@@ -440,8 +437,7 @@ async fn upstream_order_and_texts_for_odd_commands() {
     .await;
     // After CLS, upstream ignores RDY, even one it could not parse.
     let mut c = Conn::open(&n).await;
-    c.send(b"SUB t c\nCLS\nRDY x\nNOP\nFIN\n").await;
-    c.expect_ok().await;
+    c.send_ok(b"SUB t c\nCLS\nRDY x\nNOP\nFIN\n").await;
     assert_eq!(c.raw_frame().await, frame_bytes(0, b"CLOSE_WAIT"));
     c.expect(1, "E_INVALID FIN insufficient number of params")
         .await;
@@ -495,12 +491,10 @@ async fn upstream_order_and_texts_for_odd_commands() {
 async fn cls_replies_close_wait_and_ignores_later_rdy() {
     let n = start(&[]).await;
     let mut c = Conn::open(&n).await;
-    c.send(b"SUB t c\n").await;
-    c.expect_ok().await;
+    c.send_ok(b"SUB t c\n").await;
     c.send(b"CLS\n").await;
     assert_eq!(c.raw_frame().await, frame_bytes(0, b"CLOSE_WAIT"));
-    c.send(b"RDY 5\nPUB t\n\x00\x00\x00\x01z").await;
-    c.expect_ok().await;
+    c.send_ok(b"RDY 5\nPUB t\n\x00\x00\x00\x01z").await;
     // RDY after CLS was ignored: the message is not delivered to us.
     c.expect_silence().await;
 }
@@ -527,8 +521,7 @@ async fn publishes_are_answered_in_order() {
     }
     .encode(&mut b);
     b.extend_from_slice(b"DPUB t 3600001\n");
-    c.send(&b).await;
-    c.expect_ok().await;
+    c.send_ok(&b).await;
     c.expect_ok().await;
     c.expect_ok().await;
     c.expect(1, "E_INVALID DPUB timeout 3600001 out of range 0-3600000")
@@ -598,9 +591,9 @@ async fn a_line_past_16k_closes_without_an_error_frame() {
     c.expect_closed().await;
 }
 
-/// Poll a condition on server state until it holds (see [`support::poll`]).
+/// Poll a condition on server state until it holds (see [`nsq_test_support::poll`]).
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    support::poll(what, || std::future::ready(cond().then_some(()))).await
+    nsq_test_support::poll(what, || std::future::ready(cond().then_some(()))).await
 }
 
 #[tokio::test]
@@ -609,8 +602,7 @@ async fn a_consumer_that_stops_reading_is_cut_off() {
     let mut c = Conn::open(&n).await;
     c.identify(r#"{"heartbeat_interval":1000}"#).await;
     c.expect_ok().await;
-    c.send(b"SUB t c\nRDY 2500\n").await;
-    c.expect_ok().await;
+    c.send_ok(b"SUB t c\nRDY 2500\n").await;
     // 2500 messages of 64 KiB are far more than the socket buffers hold, so
     // the writer blocks; it must give up within a heartbeat interval.
     let mut p = Conn::open(&n).await;
@@ -644,11 +636,9 @@ async fn a_consumer_that_stops_reading_is_cut_off() {
 async fn ephemeral_channel_and_topic_go_with_their_last_client() {
     let n = start(&[]).await;
     let mut c = Conn::open(&n).await;
-    c.send(b"SUB t#ephemeral c#ephemeral\n").await;
-    c.expect_ok().await;
+    c.send_ok(b"SUB t#ephemeral c#ephemeral\n").await;
     let mut d = Conn::open(&n).await;
-    d.send(b"SUB durable c#ephemeral\n").await;
-    d.expect_ok().await;
+    d.send_ok(b"SUB durable c#ephemeral\n").await;
     assert!(n.inner.topic("t#ephemeral").is_some());
     drop(c);
     eventually("the ephemeral topic to go", || {
@@ -669,8 +659,7 @@ async fn ephemeral_channel_and_topic_go_with_their_last_client() {
 async fn batched_fins_answer_in_command_order() {
     let n = start(&[]).await;
     let mut c = Conn::open(&n).await;
-    c.send(b"SUB t c\n").await;
-    c.expect_ok().await;
+    c.send_ok(b"SUB t c\n").await;
     let mut p = Conn::open(&n).await;
     p.cmd(Command::Mpub {
         topic: "t".parse().unwrap(),

@@ -2,14 +2,14 @@
 //! latency percentiles, `/metrics` through a real Prometheus text-format
 //! parser, and statsd datagrams received on a UDP socket.
 
-mod support;
-
 use std::collections::BTreeMap;
 
-use nsq_protocol::{Command, MessageId};
-use prometheus_parse::{LineInfo, Scrape, Value as PValue};
+use nsq_protocol::Command;
+use nsq_test_support::in_process::*;
+use nsq_test_support::prometheus::{find, num, scrape, Value as PValue};
+use nsq_test_support::samples::*;
+use nsq_test_support::{http_keepalive, poll, RawConn};
 use serde_json::{json, Value};
-use support::*;
 use tokio::net::UdpSocket;
 
 /// Upstream's sample state: topic X with five 5-byte messages, channel c1
@@ -94,7 +94,7 @@ async fn stats_json_matches_upstreams_samples() {
         assert!(v["memory"]["heap_in_use_bytes"].as_u64().unwrap() > 0);
 
         let accept = [("Accept", "application/vnd.nsq; version=1.0")];
-        let r = http_with(d.http, "GET", "/stats?format=json", &accept, b"").await;
+        let r = http_keepalive(d.http, "GET", "/stats?format=json", &accept, b"").await;
         assert_like_sample(&r, "nsqd_stats_v1_accept");
         let r = http(&d, "GET", "/stats?format=json&topic=X&channel=c1", b"").await;
         assert_like_sample(&r, "nsqd_stats_topic_channel");
@@ -113,17 +113,19 @@ async fn stats_json_matches_upstreams_samples() {
 
         // A consumer with a message in flight and one deferred, as in
         // upstream's sample with a client.
-        let mut c = Conn::open(&d).await;
-        c.identify(r#"{"client_id":"sampler","hostname":"sampler","user_agent":"sampler/1.0"}"#)
-            .await;
+        let mut c = RawConn::connect(d.tcp).await;
+        c.identify_plain(
+            r#"{"client_id":"sampler","hostname":"sampler","user_agent":"sampler/1.0"}"#,
+        )
+        .await;
         c.sub("X", "c1").await;
-        c.cmd(Command::Rdy(2)).await;
-        let (id, _) = c.message().await;
-        c.message().await;
+        c.send(&Command::Rdy(2)).await;
+        let id = c.read_message().await.id;
+        c.read_message().await;
         // No refill once one goes back.
-        c.cmd(Command::Rdy(0)).await;
-        c.cmd(Command::Req {
-            id: MessageId(id),
+        c.send(&Command::Rdy(0)).await;
+        c.send(&Command::Req {
+            id,
             timeout_ms: 60_000,
         })
         .await;
@@ -181,8 +183,8 @@ async fn stats_json_matches_upstreams_samples() {
 async fn producers_are_tcp_publishers_with_one_pub_count() {
     within(async {
         let d = start(&[]).await;
-        let mut p = Conn::open(&d).await;
-        p.identify(r#"{"client_id":"pub","hostname":"pubhost","user_agent":"p/1"}"#)
+        let mut p = RawConn::connect(d.tcp).await;
+        p.identify_plain(r#"{"client_id":"pub","hostname":"pubhost","user_agent":"p/1"}"#)
             .await;
         p.publish("A", b"1").await;
         p.publish("A", b"2").await;
@@ -249,8 +251,8 @@ async fn stats_text_lays_out_like_upstream() {
         http(&d, "POST", "/channel/pause?topic=X&channel=c1", b"")
             .await
             .assert_empty_ok();
-        let mut c = Conn::open(&d).await;
-        c.identify(r#"{"client_id":"c","hostname":"h","user_agent":"ua"}"#)
+        let mut c = RawConn::connect(d.tcp).await;
+        c.identify_plain(r#"{"client_id":"c","hostname":"h","user_agent":"ua"}"#)
             .await;
         c.sub("X", "c1").await;
         let text = http(&d, "GET", "/stats", b"").await.text();
@@ -274,15 +276,15 @@ async fn stats_text_lays_out_like_upstream() {
 
 /// Consume and FIN `n` messages on `channel`.
 async fn consume(d: &Nsqd, topic: &str, channel: &str, n: usize) {
-    let mut c = Conn::open(d).await;
-    c.identify("{}").await;
+    let mut c = RawConn::connect(d.tcp).await;
+    c.identify_plain("{}").await;
     c.sub(topic, channel).await;
-    c.cmd(Command::Rdy(n as u64)).await;
+    c.send(&Command::Rdy(n as u64)).await;
     for _ in 0..n {
-        let (id, _) = c.message().await;
-        c.cmd(Command::Fin(MessageId(id))).await;
+        let id = c.read_message().await.id;
+        c.send(&Command::Fin(id)).await;
     }
-    c.cmd(Command::Nop).await;
+    c.send(&Command::Nop).await;
 }
 
 #[tokio::test]
@@ -352,31 +354,6 @@ async fn e2e_latency_percentiles_per_channel_and_merged_per_topic() {
     .await
 }
 
-/// Parse with prometheus-parse, refusing any line it would skip.
-fn scrape(text: &str) -> Scrape {
-    for line in text.lines() {
-        assert!(
-            !matches!(LineInfo::parse(line), LineInfo::Ignored),
-            "unparsable line {line:?}"
-        );
-    }
-    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
-}
-
-fn find<'a>(s: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Option<&'a PValue> {
-    s.samples
-        .iter()
-        .find(|m| m.metric == name && labels.iter().all(|(k, v)| m.labels.get(k) == Some(*v)))
-        .map(|m| &m.value)
-}
-
-fn num(v: Option<&PValue>) -> f64 {
-    match v {
-        Some(PValue::Gauge(n) | PValue::Counter(n) | PValue::Untyped(n)) => *n,
-        other => panic!("not a number: {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn metrics_in_prometheus_text_format() {
     within(async {
@@ -387,11 +364,11 @@ async fn metrics_in_prometheus_text_format() {
         .await;
         sample_state(&d).await;
         consume(&d, "X", "c1", 2).await;
-        let mut c = Conn::open(&d).await;
-        c.identify("{}").await;
+        let mut c = RawConn::connect(d.tcp).await;
+        c.identify_plain("{}").await;
         c.sub("X", "c1").await;
-        c.cmd(Command::Rdy(1)).await;
-        c.message().await;
+        c.send(&Command::Rdy(1)).await;
+        c.read_message().await;
         let s = poll("one in flight", || async {
             let r = http(&d, "GET", "/metrics", b"").await;
             assert_eq!(
@@ -468,6 +445,13 @@ async fn metrics_without_latency_percentiles_has_no_summaries() {
 }
 
 /// Datagrams from nsqd's statsd pushes, until `done` says enough.
+/// A UDP socket on a free port standing in for statsd, and nsqd's flag naming it.
+async fn statsd_sink() -> (UdpSocket, String) {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let flag = format!("--statsd-address={}", sock.local_addr().unwrap());
+    (sock, flag)
+}
+
 async fn statsd_packets(sock: &UdpSocket, mut done: impl FnMut(&[String]) -> bool) -> Vec<Vec<u8>> {
     let mut packets = Vec::new();
     let mut lines: Vec<String> = Vec::new();
@@ -510,8 +494,7 @@ fn sum_counter(packets: &[Vec<u8>], key: &str) -> i64 {
 #[tokio::test]
 async fn statsd_pushes_upstreams_metrics_in_bounded_datagrams() {
     within(async {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = format!("--statsd-address={}", sock.local_addr().unwrap());
+        let (sock, addr) = statsd_sink().await;
         let d = start(&[
             &addr,
             "--statsd-interval=50ms",
@@ -583,8 +566,7 @@ async fn statsd_pushes_upstreams_metrics_in_bounded_datagrams() {
 #[tokio::test]
 async fn statsd_can_skip_ephemeral_names_and_memory() {
     within(async {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = format!("--statsd-address={}", sock.local_addr().unwrap());
+        let (sock, addr) = statsd_sink().await;
         let d = start(&[
             &addr,
             "--statsd-interval=50ms",
@@ -616,8 +598,7 @@ async fn statsd_can_skip_ephemeral_names_and_memory() {
 #[tokio::test]
 async fn backend_depth_counts_what_spilled_to_disk() {
     within(async {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = format!("--statsd-address={}", sock.local_addr().unwrap());
+        let (sock, addr) = statsd_sink().await;
         let d = start(&[
             "--mem-queue-size=2",
             &addr,

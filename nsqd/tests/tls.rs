@@ -2,8 +2,6 @@
 //! deflate upgrade sequences, `--tls-required` over TCP and HTTP, HTTPS, and
 //! AUTH against an auth server the test runs. Certificates are made here.
 
-mod support;
-
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -13,135 +11,17 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use nsq_test_support::http::parse_response;
+use nsq_test_support::in_process::{http, start, within, STEP};
+use nsq_test_support::nsqd_stats::{clients_in, topic_stats_target};
+use nsq_test_support::{Certs, HttpResponse};
 use serde_json::{json, Value};
-use support::{http, parse_response, start, within, STEP};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_rustls::rustls;
 
-/// A CA, and a server certificate for 127.0.0.1 signed by it, as PEM files.
-struct Certs {
-    dir: tempfile::TempDir,
-    ca_der: rustls::pki_types::CertificateDer<'static>,
-}
-
-impl Certs {
-    fn new() -> Certs {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        // Distinct names: a leaf whose issuer equals its subject looks
-        // self-signed to OpenSSL, which then never looks for the CA.
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "nsq test CA");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "127.0.0.1");
-        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        // A client certificate whose CN nsqd passes on to the auth server.
-        let client_key = rcgen::KeyPair::generate().unwrap();
-        let mut client_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        client_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "worker 7.example");
-        let client = client_params.signed_by(&client_key, &ca, &ca_key).unwrap();
-        std::fs::write(dir.path().join("client.der"), client.der()).unwrap();
-        std::fs::write(
-            dir.path().join("client.key.der"),
-            client_key.serialize_der(),
-        )
-        .unwrap();
-        Certs {
-            ca_der: ca.der().clone(),
-            dir,
-        }
-    }
-
-    fn args(&self) -> Vec<String> {
-        vec![
-            format!("--tls-cert={}", self.dir.path().join("cert.pem").display()),
-            format!("--tls-key={}", self.dir.path().join("key.pem").display()),
-            "--https-address=127.0.0.1:0".to_string(),
-        ]
-    }
-
-    fn connector(&self) -> tokio_rustls::TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_der.clone()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-    }
-
-    /// A client presenting the client certificate.
-    fn connector_with_cert(&self) -> tokio_rustls::TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_der.clone()).unwrap();
-        let read = |name: &str| std::fs::read(self.dir.path().join(name)).unwrap();
-        let cert = rustls::pki_types::CertificateDer::from(read("client.der"));
-        let key = rustls::pki_types::PrivateKeyDer::try_from(read("client.key.der")).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(vec![cert], key)
-        .unwrap();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-    }
-
-    /// Serve TLS with the 127.0.0.1 certificate (for the HTTPS auth server).
-    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        let certs = rustls_pemfile::certs(
-            &mut &std::fs::read(self.dir.path().join("cert.pem")).unwrap()[..],
-        )
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-        let key = rustls_pemfile::private_key(
-            &mut &std::fs::read(self.dir.path().join("key.pem")).unwrap()[..],
-        )
-        .unwrap()
-        .unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-        tokio_rustls::TlsAcceptor::from(Arc::new(config))
-    }
-
-    async fn tls(&self, tcp: TcpStream) -> tokio_rustls::client::TlsStream<TcpStream> {
-        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        timeout(STEP, self.connector().connect(name, tcp))
-            .await
-            .expect("TLS handshake timed out")
-            .expect("TLS handshake")
-    }
-}
-
-async fn start_args(args: &[String]) -> support::Nsqd {
+async fn start_args(args: &[String]) -> nsq_test_support::in_process::Nsqd {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     start(&refs).await
 }
@@ -206,7 +86,7 @@ async fn expect_closed<S: AsyncRead + Unpin>(s: &mut S) {
     assert_eq!(n, 0, "unexpected bytes {:?}", &b[..n]);
 }
 
-async fn connect(nsqd: &support::Nsqd) -> TcpStream {
+async fn connect(nsqd: &nsq_test_support::in_process::Nsqd) -> TcpStream {
     let mut s = TcpStream::connect(nsqd.tcp).await.unwrap();
     s.write_all(b"  V2").await.unwrap();
     s
@@ -219,30 +99,16 @@ fn negotiated(tls: bool, deflate: bool, level: u8, snappy: bool, auth: bool) -> 
     )
 }
 
-async fn clients(nsqd: &support::Nsqd, topic: &str) -> Vec<Value> {
-    let stats = http(
-        nsqd,
-        "GET",
-        &format!("/stats?format=json&topic={topic}"),
-        b"",
-    )
-    .await;
-    let v = stats.json();
-    let mut out = Vec::new();
-    for t in v["topics"].as_array().cloned().unwrap_or_default() {
-        for c in t["channels"].as_array().cloned().unwrap_or_default() {
-            out.extend(c["clients"].as_array().cloned().unwrap_or_default());
-        }
-    }
-    out.extend(v["producers"].as_array().cloned().unwrap_or_default());
-    out
+async fn clients(nsqd: &nsq_test_support::in_process::Nsqd, topic: &str) -> Vec<Value> {
+    let stats = http(nsqd, "GET", &topic_stats_target(topic), b"").await;
+    clients_in(&stats.json())
 }
 
 #[tokio::test]
 async fn tls_upgrade_answers_json_then_ok_inside_tls() {
     within(async {
         let certs = Certs::new();
-        let nsqd = start_args(&certs.args()).await;
+        let nsqd = start_args(&certs.nsqd_args()).await;
         let mut tcp = connect(&nsqd).await;
         tcp.write_all(&identify_cmd(
             &json!({"feature_negotiation": true, "tls_v1": true}),
@@ -388,7 +254,7 @@ async fn deflate_upgrade_is_raw_deflate_with_sync_flushes_and_level_capped() {
 async fn tls_then_snappy_each_answer_ok_in_order() {
     within(async {
         let certs = Certs::new();
-        let nsqd = start_args(&certs.args()).await;
+        let nsqd = start_args(&certs.nsqd_args()).await;
         let mut tcp = connect(&nsqd).await;
         tcp.write_all(&identify_cmd(
             &json!({"feature_negotiation": true, "tls_v1": true, "snappy": true}),
@@ -432,14 +298,11 @@ async fn both_compressions_at_once_is_fatal() {
         ))
         .await
         .unwrap();
-        assert_eq!(
-            reply(&mut tcp).await,
-            (
-                1,
-                "E_IDENTIFY_FAILED cannot enable both deflate and snappy compression".into()
-            )
-        );
-        expect_closed(&mut tcp).await;
+        expect_fatal(
+            &mut tcp,
+            "E_IDENTIFY_FAILED cannot enable both deflate and snappy compression",
+        )
+        .await;
         // With snappy switched off, asking for both grants deflate only.
         let nsqd = start(&["--snappy=false"]).await;
         let mut tcp = connect(&nsqd).await;
@@ -456,7 +319,7 @@ async fn both_compressions_at_once_is_fatal() {
     .await
 }
 
-async fn https_get(certs: &Certs, addr: SocketAddr, target: &str) -> support::HttpResponse {
+async fn https_get(certs: &Certs, addr: SocketAddr, target: &str) -> HttpResponse {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let mut tls = certs.tls(tcp).await;
     let req = format!("GET {target} HTTP/1.1\r\nHost: nsqd\r\nConnection: close\r\n\r\n");
@@ -466,31 +329,25 @@ async fn https_get(certs: &Certs, addr: SocketAddr, target: &str) -> support::Ht
         .await
         .unwrap()
         .unwrap();
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let mut resp = parse_response(&raw[..end]);
-    resp.body = raw[end..].to_vec();
-    resp
+    parse_response(&raw).expect("an HTTP response")
 }
 
 #[tokio::test]
 async fn tls_required_refuses_plaintext_and_https_serves_the_api() {
     within(async {
         let certs = Certs::new();
-        let mut args = certs.args();
+        let mut args = certs.nsqd_args();
         args.push("--tls-required".into());
         let nsqd = start_args(&args).await;
         let https = nsqd.inner.https_addr().expect("HTTPS listener");
         // TCP: anything but IDENTIFY before TLS is fatal.
         let mut tcp = connect(&nsqd).await;
         tcp.write_all(&pub_cmd("t", b"x")).await.unwrap();
-        assert_eq!(
-            reply(&mut tcp).await,
-            (
-                1,
-                "E_INVALID cannot PUB in current state (TLS required)".into()
-            )
-        );
-        expect_closed(&mut tcp).await;
+        expect_fatal(
+            &mut tcp,
+            "E_INVALID cannot PUB in current state (TLS required)",
+        )
+        .await;
         // IDENTIFY without TLS is answered, but the next command is refused.
         let mut tcp = connect(&nsqd).await;
         tcp.write_all(&identify_cmd(&json!({"feature_negotiation": true})))
@@ -545,7 +402,7 @@ async fn tls_required_refuses_plaintext_and_https_serves_the_api() {
 async fn tls_required_tcp_https_keeps_plain_http_open() {
     within(async {
         let certs = Certs::new();
-        let mut args = certs.args();
+        let mut args = certs.nsqd_args();
         args.push("--tls-required=tcp-https".into());
         let nsqd = start_args(&args).await;
         assert_eq!(http(&nsqd, "GET", "/ping", b"").await.text(), "OK");
@@ -694,11 +551,31 @@ impl AuthServer {
     fn queries(&self) -> Vec<String> {
         self.queries.lock().unwrap().clone()
     }
+
+    /// nsqd's flag pointing at this server.
+    fn nsqd_arg(&self) -> String {
+        format!("--auth-http-address={}", self.addr)
+    }
 }
 
 const GRANT: &str = r#"{"ttl":3600,"identity":"alice","identity_url":"https://id/alice","authorizations":[{"topic":"^ok","channels":[".*"],"permissions":["subscribe","publish"]}]}"#;
 
-async fn authed_conn(nsqd: &support::Nsqd, secret: &str) -> (TcpStream, (u32, String)) {
+/// The next reply on `tcp` is the fatal error `want`, and then nsqd closes it.
+async fn expect_fatal(tcp: &mut TcpStream, want: &str) {
+    let got = reply(tcp).await;
+    assert_fatal(tcp, got, want).await;
+}
+
+/// `got` is the fatal error `want`, and nsqd closes `tcp` after it.
+async fn assert_fatal(tcp: &mut TcpStream, got: (u32, String), want: &str) {
+    assert_eq!(got, (1, want.to_string()));
+    expect_closed(tcp).await;
+}
+
+async fn authed_conn(
+    nsqd: &nsq_test_support::in_process::Nsqd,
+    secret: &str,
+) -> (TcpStream, (u32, String)) {
     let mut tcp = connect(nsqd).await;
     tcp.write_all(&identify_cmd(&json!({"feature_negotiation": true})))
         .await
@@ -716,16 +593,11 @@ async fn authed_conn(nsqd: &support::Nsqd, secret: &str) -> (TcpStream, (u32, St
 async fn auth_allows_what_is_granted_and_refuses_the_rest() {
     within(async {
         let auth = AuthServer::start(&[(200, GRANT)]).await;
-        let addr = format!("--auth-http-address={}", auth.addr);
-        let nsqd = start(&[&addr]).await;
+        let nsqd = start(&[&auth.nsqd_arg()]).await;
         // Nothing before AUTH.
         let mut tcp = connect(&nsqd).await;
         tcp.write_all(&pub_cmd("ok", b"x")).await.unwrap();
-        assert_eq!(
-            reply(&mut tcp).await,
-            (1, "E_AUTH_FIRST AUTH required before PUB".into())
-        );
-        expect_closed(&mut tcp).await;
+        expect_fatal(&mut tcp, "E_AUTH_FIRST AUTH required before PUB").await;
 
         let (mut tcp, r) = authed_conn(&nsqd, "s3cret &").await;
         assert_eq!(
@@ -747,22 +619,15 @@ async fn auth_allows_what_is_granted_and_refuses_the_rest() {
         assert_eq!(c[0]["auth_identity"], json!("alice"));
         assert_eq!(c[0]["auth_identity_url"], json!("https://id/alice"));
         tcp.write_all(b"AUTH\n\x00\x00\x00\x01x").await.unwrap();
-        assert_eq!(
-            reply(&mut tcp).await,
-            (1, "E_INVALID AUTH already set".into())
-        );
-        expect_closed(&mut tcp).await;
+        expect_fatal(&mut tcp, "E_INVALID AUTH already set").await;
 
         let (mut tcp, _) = authed_conn(&nsqd, "s").await;
         tcp.write_all(&pub_cmd("other", b"x")).await.unwrap();
-        assert_eq!(
-            reply(&mut tcp).await,
-            (
-                1,
-                r#"E_UNAUTHORIZED AUTH failed for PUB on "other" """#.into()
-            )
-        );
-        expect_closed(&mut tcp).await;
+        expect_fatal(
+            &mut tcp,
+            r#"E_UNAUTHORIZED AUTH failed for PUB on "other" """#,
+        )
+        .await;
 
         let (mut tcp, _) = authed_conn(&nsqd, "s").await;
         tcp.write_all(b"SUB ok c\n").await.unwrap();
@@ -771,12 +636,10 @@ async fn auth_allows_what_is_granted_and_refuses_the_rest() {
         // An empty grant and a refusal.
         auth.set(200, r#"{"ttl":60,"authorizations":[]}"#);
         let (mut tcp, r) = authed_conn(&nsqd, "s").await;
-        assert_eq!(r, (1, "E_UNAUTHORIZED AUTH no authorizations found".into()));
-        expect_closed(&mut tcp).await;
+        assert_fatal(&mut tcp, r, "E_UNAUTHORIZED AUTH no authorizations found").await;
         auth.set(403, r#"{"message":"no"}"#);
         let (mut tcp, r) = authed_conn(&nsqd, "s").await;
-        assert_eq!(r, (1, "E_AUTH_FAILED AUTH failed".into()));
-        expect_closed(&mut tcp).await;
+        assert_fatal(&mut tcp, r, "E_AUTH_FAILED AUTH failed").await;
     })
     .await
 }
@@ -789,8 +652,7 @@ async fn an_expired_grant_is_fetched_again_on_use() {
             r#"{"ttl":1,"identity":"bob","authorizations":[{"topic":".*","channels":[".*"],"permissions":["publish"]}]}"#,
         )])
         .await;
-        let addr = format!("--auth-http-address={}", auth.addr);
-        let nsqd = start(&[&addr]).await;
+        let nsqd = start(&[&auth.nsqd_arg()]).await;
         let (mut tcp, r) = authed_conn(&nsqd, "s").await;
         assert_eq!(r.0, 0, "{r:?}");
         // From now on the server refuses; the cached grant holds for its ttl.
@@ -826,15 +688,14 @@ async fn an_auth_ttl_of_i64_max_saturates_instead_of_killing_the_connection() {
     within(async {
         let grant = GRANT.replace(r#""ttl":3600"#, &format!(r#""ttl":{}"#, i64::MAX));
         let auth = AuthServer::start(&[(200, &grant)]).await;
-        let addr = format!("--auth-http-address={}", auth.addr);
-        let nsqd = start(&[&addr]).await;
+        let nsqd = start(&[&auth.nsqd_arg()]).await;
         let (mut tcp, r) = authed_conn(&nsqd, "s").await;
         assert_eq!(r.0, 0, "{r:?}");
         tcp.write_all(&pub_cmd("ok", b"x")).await.unwrap();
         assert_eq!(reply(&mut tcp).await, (0, "OK".into()));
         assert_eq!(nsqd.inner.clients_snapshot().len(), 1);
         drop(tcp);
-        support::poll("the client to be unregistered", || async {
+        nsq_test_support::poll("the client to be unregistered", || async {
             nsqd.inner.clients_snapshot().is_empty().then_some(())
         })
         .await;
@@ -849,7 +710,7 @@ async fn auth_over_https_carries_the_client_certificate_cn() {
     within(async {
         let certs = Certs::new();
         let auth = AuthServer::start_with(&[(200, GRANT)], Some(certs.acceptor())).await;
-        let mut args = certs.args();
+        let mut args = certs.nsqd_args();
         args.push(format!(
             "--auth-http-address=https://127.0.0.1:{}/auth",
             auth.addr.port()
@@ -857,7 +718,7 @@ async fn auth_over_https_carries_the_client_certificate_cn() {
         args.push("--tls-client-auth-policy=require-verify".into());
         args.push(format!(
             "--tls-root-ca-file={}",
-            certs.dir.path().join("ca.pem").display()
+            certs.path("ca.pem").display()
         ));
         let nsqd = start_args(&args).await;
         let mut tcp = connect(&nsqd).await;
@@ -899,8 +760,7 @@ async fn an_unreachable_or_silent_auth_server_fails_fast() {
         let addr = format!("--auth-http-address={dead}");
         let nsqd = start(&[&addr]).await;
         let (mut tcp, r) = authed_conn(&nsqd, "s").await;
-        assert_eq!(r, (1, "E_AUTH_FAILED AUTH failed".into()));
-        expect_closed(&mut tcp).await;
+        assert_fatal(&mut tcp, r, "E_AUTH_FAILED AUTH failed").await;
 
         // One that accepts and never answers is cut off by the request timeout.
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -914,8 +774,7 @@ async fn an_unreachable_or_silent_auth_server_fails_fast() {
         let addr = format!("--auth-http-address={silent_addr}");
         let nsqd = start(&[&addr, "--http-client-request-timeout=300ms"]).await;
         let (mut tcp, r) = authed_conn(&nsqd, "s").await;
-        assert_eq!(r, (1, "E_AUTH_FAILED AUTH failed".into()));
-        expect_closed(&mut tcp).await;
+        assert_fatal(&mut tcp, r, "E_AUTH_FAILED AUTH failed").await;
     })
     .await
 }
@@ -926,11 +785,7 @@ async fn auth_without_auth_servers_is_disabled() {
         let nsqd = start(&[]).await;
         let mut tcp = connect(&nsqd).await;
         tcp.write_all(&auth_cmd("s")).await.unwrap();
-        assert_eq!(
-            reply(&mut tcp).await,
-            (1, "E_AUTH_DISABLED AUTH disabled".into())
-        );
-        expect_closed(&mut tcp).await;
+        expect_fatal(&mut tcp, "E_AUTH_DISABLED AUTH disabled").await;
     })
     .await
 }

@@ -141,11 +141,15 @@ impl Command {
 }
 
 mod decode;
+mod error;
+mod limits;
 mod line;
 mod mpub;
 
+pub use decode::CommandDecoder;
 pub(crate) use decode::{next_line, reserve_as_it_arrives};
-pub use decode::{CommandDecoder, DecodeError, Limits};
+pub use error::DecodeError;
+pub use limits::Limits;
 pub use line::parse_base10;
 pub use mpub::parse_mpub_body;
 #[cfg(test)]

@@ -10,8 +10,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use nsq_tests::admin::{AdminCluster, SETTLE};
-use nsq_tests::{wait_until, within, NsqadminProcess, NsqdProcess};
+use nsq_test_support::admin::{AdminCluster, SETTLE};
+use nsq_test_support::{wait_until, within, NsqadminProcess, NsqdProcess};
 use serde_json::{json, Value};
 
 const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/spec/samples");
@@ -70,7 +70,12 @@ fn assert_shape(c: &AdminCluster, what: &str, ours: &Value, theirs: &Value) {
 }
 
 /// Check `resp` is a V1 JSON answer with `status` and `message`.
-fn assert_error(c: &AdminCluster, resp: &nsq_tests::HttpResponse, status: u16, message: &str) {
+fn assert_error(
+    c: &AdminCluster,
+    resp: &nsq_test_support::HttpResponse,
+    status: u16,
+    message: &str,
+) {
     if resp.status != status || resp.json()["message"] != message {
         c.fail(&format!(
             "expected {status} {message:?}, got {} {}",
@@ -284,81 +289,67 @@ async fn bad_requests_get_upstreams_errors() {
         c.nsqd_topic_channel("T", "c").await;
         let req = |m: &str, t: &str, body: &str| c.admin.request(m, t, &[], body.as_bytes());
 
-        assert_error(
-            &c,
-            &req("POST", "/api/topics", "{nope"),
-            400,
-            "INVALID_BODY",
-        );
-        assert_error(
-            &c,
-            &req("POST", "/api/topics", r#"{"topic":"a b"}"#),
-            400,
-            "INVALID_TOPIC",
-        );
-        assert_error(
-            &c,
-            &req("POST", "/api/topics", r#"{"topic":""}"#),
-            400,
-            "INVALID_TOPIC",
-        );
-        assert_error(
-            &c,
-            &req("POST", "/api/topics", r#"{"topic":"ok","channel":"x y"}"#),
-            400,
-            "INVALID_CHANNEL",
-        );
-        assert_error(
-            &c,
-            &req("POST", "/api/topics/T", r#"{"action":"burn"}"#),
-            400,
-            "INVALID_ACTION",
-        );
-        assert_error(
-            &c,
-            &req("POST", "/api/topics/T/c", "{}"),
-            400,
-            "INVALID_ACTION",
-        );
-        assert_error(&c, &req("POST", "/api/topics/T", "[1"), 400, "INVALID_BODY");
-        assert_error(
-            &c,
-            &req("DELETE", "/api/nodes/x:1", "nope"),
-            400,
-            "INVALID_BODY",
-        );
-        assert_error(
-            &c,
-            &req("DELETE", "/api/nodes/x:1", r#"{"topic":"!"}"#),
-            400,
-            "INVALID_TOPIC",
-        );
-        assert_error(
-            &c,
-            &req("GET", "/api/topics/nope", ""),
-            404,
-            "TOPIC_NOT_FOUND",
-        );
-        assert_error(
-            &c,
-            &req("GET", "/api/topics/T/nope", ""),
-            404,
-            "CHANNEL_NOT_FOUND",
-        );
-        assert_error(
-            &c,
-            &req("POST", "/api/topics/nope", r#"{"action":"pause"}"#),
-            404,
-            "TOPIC_NOT_FOUND",
-        );
-        assert_error(
-            &c,
-            &req("GET", "/api/nodes/127.0.0.9:4151", ""),
-            404,
-            "NODE_NOT_FOUND",
-        );
-        assert_error(&c, &req("GET", "/api/nope", ""), 404, "NOT_FOUND");
-        assert_error(&c, &req("GET", "/static/nope.js", ""), 404, "NOT_FOUND");
+        for (method, target, body, status, message) in [
+            ("POST", "/api/topics", "{nope", 400, "INVALID_BODY"),
+            (
+                "POST",
+                "/api/topics",
+                r#"{"topic":"a b"}"#,
+                400,
+                "INVALID_TOPIC",
+            ),
+            (
+                "POST",
+                "/api/topics",
+                r#"{"topic":""}"#,
+                400,
+                "INVALID_TOPIC",
+            ),
+            (
+                "POST",
+                "/api/topics",
+                r#"{"topic":"ok","channel":"x y"}"#,
+                400,
+                "INVALID_CHANNEL",
+            ),
+            (
+                "POST",
+                "/api/topics/T",
+                r#"{"action":"burn"}"#,
+                400,
+                "INVALID_ACTION",
+            ),
+            ("POST", "/api/topics/T/c", "{}", 400, "INVALID_ACTION"),
+            ("POST", "/api/topics/T", "[1", 400, "INVALID_BODY"),
+            ("DELETE", "/api/nodes/x:1", "nope", 400, "INVALID_BODY"),
+            (
+                "DELETE",
+                "/api/nodes/x:1",
+                r#"{"topic":"!"}"#,
+                400,
+                "INVALID_TOPIC",
+            ),
+            ("GET", "/api/topics/nope", "", 404, "TOPIC_NOT_FOUND"),
+            ("GET", "/api/topics/T/nope", "", 404, "CHANNEL_NOT_FOUND"),
+            (
+                "POST",
+                "/api/topics/nope",
+                r#"{"action":"pause"}"#,
+                404,
+                "TOPIC_NOT_FOUND",
+            ),
+            (
+                "GET",
+                "/api/nodes/127.0.0.9:4151",
+                "",
+                404,
+                "NODE_NOT_FOUND",
+            ),
+            ("GET", "/api/nope", "", 404, "NOT_FOUND"),
+            ("GET", "/static/nope.js", "", 404, "NOT_FOUND"),
+        ] {
+            assert_error(&c, &req(method, target, body), status, message);
+        }
         let r = req("PUT", "/api/topics", "");
         assert_error(&c, &r, 405, "METHOD_NOT_ALLOWED");
         assert_eq!(r.header("Allow"), Some("GET, OPTIONS, POST"));
@@ -605,6 +596,16 @@ async fn history_records_rate_and_depth() {
     within(async {
         let c = AdminCluster::start(&["--history-interval=100ms"]);
         c.nsqd_topic_channel("H", "c").await;
+        // A rate needs a sample from before the publish: under load the first
+        // sample could otherwise already count all 50, and no rate would show.
+        wait(&c, "a sample of the empty channel", || {
+            let h = c.admin_json("/api/history/topics/H/c");
+            match h["points"].as_array() {
+                Some(p) if p.iter().any(|p| p["message_count"] == 0) => Ok(()),
+                _ => Err(h.to_string()),
+            }
+        })
+        .await;
         let mut conn = c.nsqd.connect().await;
         let bodies: Vec<Vec<u8>> = (0..50).map(|i| format!("m{i}").into_bytes()).collect();
         let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
@@ -732,7 +733,7 @@ async fn config_reads_and_changes_options() {
 
         // Point nsqadmin at an empty lookupd: the node is gone from its view;
         // and back.
-        let empty = nsq_tests::NsqlookupdProcess::start(&[]);
+        let empty = nsq_test_support::NsqlookupdProcess::start(&[]);
         let r = put(
             "nsqlookupd_http_addresses",
             &json!([empty.http_addr().to_string()]).to_string(),
@@ -842,7 +843,7 @@ async fn cross_site_actions_are_refused() {
         let admin = c.admin.http_addr();
         let pause = br#"{"action":"pause"}"#;
         let send = |method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]| {
-            nsq_tests::http_request_with_headers(admin, method, target, headers, body)
+            nsq_test_support::http_request_with_headers(admin, method, target, headers, body)
                 .unwrap_or_else(|e| c.fail(&format!("{method} {target}: {e}")))
         };
         // What a hostile page can send without a CORS preflight: a form-like

@@ -19,9 +19,9 @@ use std::time::Duration;
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
-use nsq_tests::admin::{AdminCluster, SETTLE};
-use nsq_tests::fake_node::{Answer, FakeNode};
-use nsq_tests::{target_dir, wait_until, within_for, NsqadminProcess, WAIT_POLL_INTERVAL};
+use nsq_test_support::admin::{AdminCluster, SETTLE};
+use nsq_test_support::fake_node::{Answer, FakeNode};
+use nsq_test_support::{target_dir, wait_until, within_for, NsqadminProcess, WAIT_POLL_INTERVAL};
 use serde_json::json;
 
 const INSTALL: &str = "scripts/test-deps/chromium.sh";
@@ -88,6 +88,18 @@ impl Drop for Chromedriver {
 }
 
 /// A headless Chromium session with a fresh profile and no outside network.
+/// A chromedriver, a fresh browser profile and a browser session on them; the first two
+/// must outlive the session (dropping them stops the driver and removes the profile).
+async fn open_browser() -> (Chromedriver, tempfile::TempDir, Client) {
+    let driver = Chromedriver::start();
+    let profile = tempfile::Builder::new()
+        .prefix("nsqadmin-chromium-")
+        .tempdir()
+        .expect("profile dir");
+    let b = browser(&driver, profile.path()).await;
+    (driver, profile, b)
+}
+
 async fn browser(driver: &Chromedriver, profile: &Path) -> Client {
     let chromium = find_tool("chromium");
     let caps = json!({
@@ -148,12 +160,7 @@ async fn pause_a_channel_from_the_dashboard() {
         consumer.rdy(1).await;
         consumer.read_message().await;
 
-        let driver = Chromedriver::start();
-        let profile = tempfile::Builder::new()
-            .prefix("nsqadmin-chromium-")
-            .tempdir()
-            .expect("profile dir");
-        let b = browser(&driver, profile.path()).await;
+        let (_driver, _profile, b) = open_browser().await;
         let base = format!("http://{}", c.admin.http_addr());
         let css = |s: &'static str| Locator::Css(s);
         // The overview lists the topic, with figures from the sampler.
@@ -233,12 +240,7 @@ async fn pause_a_channel_from_the_dashboard() {
 async fn requeue_a_dead_letter_from_the_jobs_page() {
     within_for(BROWSER_TEST_TIMEOUT, async {
         let c = AdminCluster::start(&[]);
-        c.nsqd_topic_channel("render", "workers").await;
-        let r = c.nsqd.http_post(
-            "/channel/max_attempts?topic=render&channel=workers&max_attempts=1",
-            b"",
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
+        c.nsqd_dead_letter_channel("render", "workers").await;
         let body = nsq_protocol::job::Shard {
             job: "render".into(),
             fire: "f1".into(),
@@ -260,12 +262,7 @@ async fn requeue_a_dead_letter_from_the_jobs_page() {
         let m = worker.read_message().await;
         worker.req(m.id, 0).await; // one attempt allowed: now a dead letter
 
-        let driver = Chromedriver::start();
-        let profile = tempfile::Builder::new()
-            .prefix("nsqadmin-chromium-")
-            .tempdir()
-            .expect("profile dir");
-        let b = browser(&driver, profile.path()).await;
+        let (_driver, _profile, b) = open_browser().await;
         let css = |s: &'static str| Locator::Css(s);
         b.goto(&format!("http://{}/", c.admin.http_addr()))
             .await
@@ -383,12 +380,7 @@ async fn a_hostile_node_cannot_run_script_in_any_page() {
     within_for(BROWSER_TEST_TIMEOUT, async {
         let node = hostile_node();
         let admin = NsqadminProcess::start_with_nsqds(&[node.addr()], &["--history-interval=200ms"]);
-        let driver = Chromedriver::start();
-        let profile = tempfile::Builder::new()
-            .prefix("nsqadmin-chromium-")
-            .tempdir()
-            .expect("profile dir");
-        let b = browser(&driver, profile.path()).await;
+        let (_driver, _profile, b) = open_browser().await;
         let base = format!("http://{}", admin.http_addr());
         let node_key = format!("127.0.0.1:{}", node.addr().port());
         let pages = [

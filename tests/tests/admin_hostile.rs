@@ -3,9 +3,9 @@
 //! failing, while nsqadmin's memory stays bounded and the healthy node is
 //! still shown.
 
-use nsq_tests::admin::SETTLE;
-use nsq_tests::fake_node::{Answer, FakeNode};
-use nsq_tests::{wait_until, within, NsqadminProcess, NsqdProcess};
+use nsq_test_support::admin::SETTLE;
+use nsq_test_support::fake_node::{Answer, FakeNode};
+use nsq_test_support::{wait_until, within, NsqadminProcess, NsqdProcess};
 
 /// The most this process has ever had resident (`VmHWM`), in bytes.
 fn peak_rss(pid: u32) -> u64 {

@@ -9,8 +9,8 @@ use std::net::{SocketAddr, TcpListener};
 
 use bytes::Bytes;
 use nsq_protocol::job::Shard;
-use nsq_tests::admin::{AdminCluster, SETTLE};
-use nsq_tests::{wait_until, within, NsqadminProcess, NsqdProcess};
+use nsq_test_support::admin::{AdminCluster, SETTLE};
+use nsq_test_support::{wait_until, within, NsqadminProcess, NsqdProcess};
 use serde_json::{json, Value};
 
 fn shard(item: u32, load: u32) -> Shard {
@@ -48,12 +48,7 @@ fn shard_of(job: &Value, item: u32) -> Value {
 async fn jobs_page_shows_status_and_requeues_dead_letters() {
     within(async {
         let c = AdminCluster::start(&[]);
-        c.nsqd_topic_channel("render", "workers").await;
-        let r = c.nsqd.http_post(
-            "/channel/max_attempts?topic=render&channel=workers&max_attempts=1",
-            b"",
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
+        c.nsqd_dead_letter_channel("render", "workers").await;
 
         // The fire is queued before the worker joins, so dispatch sees it whole.
         let bodies: Vec<Bytes> = [(0, 2), (1, 1), (2, 3)]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use nsq_protocol::Frame;
-use nsq_tests::{describe, within, NsqdProcess, RawConn};
+use nsq_test_support::{describe, within, NsqdProcess, RawConn};
 use serde_json::json;
 
 /// go-nsq's `TestProducerHeartbeat` asserts this exact string.
@@ -68,9 +68,7 @@ async fn http_pub_and_mpub_are_consumable() {
         let r = nsqd.http_post(&format!("/mpub?topic={topic}"), b"m1\nm2\nm3\n");
         assert_eq!((r.status, r.text().as_str()), (200, "OK"), "{r:?}");
 
-        let mut c = nsqd.connect().await;
-        c.identify_ok(json!({})).await;
-        c.sub(topic, "ch").await;
+        let mut c = nsqd.subscriber(topic, "ch").await;
         c.rdy(10).await;
         let msgs = c.read_messages(4).await;
         let bodies: Vec<&[u8]> = msgs.iter().map(|m| &m.body[..]).collect();

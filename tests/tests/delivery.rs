@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use nsq_tests::{within, NsqdProcess};
+use nsq_test_support::{within, NsqdProcess};
 use serde_json::json;
 
 /// Slack on top of a delay before "it never arrived" is declared: covers nsqd's 100 ms queue
@@ -74,8 +74,7 @@ async fn req_with_delay_is_redelivered_no_earlier_than_the_delay() {
     within(async {
         let nsqd = NsqdProcess::start(&[]);
         let delay = Duration::from_millis(1500);
-        let mut c = nsqd.connect().await;
-        c.identify_ok(json!({})).await;
+        let mut c = nsqd.connect_identified().await;
         c.publish("req", b"again").await;
         c.sub("req", "ch").await;
         c.rdy(1).await;
@@ -108,14 +107,12 @@ async fn dpub_is_delivered_no_earlier_than_the_delay() {
     within(async {
         let nsqd = NsqdProcess::start(&[]);
         let delay = Duration::from_millis(1500);
-        let mut consumer = nsqd.connect().await;
-        consumer.identify_ok(json!({})).await;
+        let mut consumer = nsqd.connect_identified().await;
         // Subscribe first so the channel exists when the deferred message reaches the topic.
         consumer.sub("dpub", "ch").await;
         consumer.rdy(5).await;
 
-        let mut producer = nsqd.connect().await;
-        producer.identify_ok(json!({})).await;
+        let mut producer = nsqd.connect_identified().await;
         let start = Instant::now();
         producer
             .publish_deferred("dpub", delay.as_millis() as u64, b"later")
@@ -145,14 +142,11 @@ async fn messages_held_by_a_dead_consumer_reach_another_consumer_quickly() {
     within(async {
         let nsqd = NsqdProcess::start(&["--msg-timeout=60s"]);
         let bodies: BTreeSet<Vec<u8>> = (0..10).map(|i| format!("held-{i}").into_bytes()).collect();
-        let mut producer = nsqd.connect().await;
-        producer.identify_ok(json!({})).await;
+        let mut producer = nsqd.connect_identified().await;
         let refs: Vec<&[u8]> = bodies.iter().map(|b| &b[..]).collect();
         producer.publish_multi("held", &refs).await;
 
-        let mut doomed = nsqd.connect().await;
-        doomed.identify_ok(json!({})).await;
-        doomed.sub("held", "ch").await;
+        let mut doomed = nsqd.subscriber("held", "ch").await;
         doomed.rdy(10).await;
         let held = doomed.read_messages(10).await;
         let got: BTreeSet<Vec<u8>> = held.iter().map(|m| m.body.to_vec()).collect();
@@ -160,9 +154,7 @@ async fn messages_held_by_a_dead_consumer_reach_another_consumer_quickly() {
 
         // Subscribed while the messages are in flight elsewhere: gets nothing until they
         // come back.
-        let mut survivor = nsqd.connect().await;
-        survivor.identify_ok(json!({})).await;
-        survivor.sub("held", "ch").await;
+        let mut survivor = nsqd.subscriber("held", "ch").await;
         survivor.rdy(10).await;
 
         let start = Instant::now();

@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use nsq_tests::{
+use nsq_test_support::{
     http_request, wait_until, within, within_for, Daemon, LookupRead, NsqdProcess,
     NsqlookupdProcess, RawLookupConn,
 };
@@ -138,8 +138,7 @@ async fn wait_unlisted(lookupd: &Daemon, topic: &str, nsqd: &Daemon, limit: Dura
 /// Create `topic` on nsqd (which registers it) by publishing one message over a fresh
 /// connection.
 async fn publish_one(nsqd: &NsqdProcess, topic: &str, body: &[u8]) {
-    let mut c = nsqd.connect().await;
-    c.identify_ok(json!({})).await;
+    let mut c = nsqd.connect_identified().await;
     c.publish(topic, body).await;
 }
 
@@ -173,9 +172,7 @@ async fn registration_shows_in_lookup_topics_channels_and_nodes() {
         let logs: &[&Daemon] = &[&lookupd, &nsqd];
         // PUB creates the topic (REGISTER t), SUB the channel (REGISTER t c).
         publish_one(&nsqd, "disc_reg", b"x").await;
-        let mut sub = nsqd.connect().await;
-        sub.identify_ok(json!({})).await;
-        sub.sub("disc_reg", "disc_reg_c").await;
+        let _sub = nsqd.subscriber("disc_reg", "disc_reg_c").await;
 
         let lookup = wait_lookup(
             &lookupd,
@@ -199,15 +196,10 @@ async fn registration_shows_in_lookup_topics_channels_and_nodes() {
             .map(String::as_str)
             .filter(|k| !k.starts_with("topology_"))
             .collect();
-        let expected: HashSet<&str> = [
-            "remote_address",
-            "hostname",
-            "broadcast_address",
-            "tcp_port",
-            "http_port",
-            "version",
-        ]
-        .into();
+        let expected: HashSet<&str> =
+            "remote_address hostname broadcast_address tcp_port http_port version"
+                .split(' ')
+                .collect();
         assert_eq!(keys, expected, "{p}");
         assert_eq!(p["broadcast_address"], "127.0.0.1", "{p}");
         assert_eq!(p["tcp_port"], nsqd.tcp_addr().port(), "{p}");
@@ -285,9 +277,7 @@ async fn restarted_lookupd_gets_everything_registered_again_within_seconds() {
         let nsqd = start_nsqd(&[&lookupd]);
         publish_one(&nsqd, "disc_restart", b"x").await;
         publish_one(&nsqd, "disc_restart_bare", b"x").await;
-        let mut sub = nsqd.connect().await;
-        sub.identify_ok(json!({})).await;
-        sub.sub("disc_restart", "c1").await;
+        let _sub = nsqd.subscriber("disc_restart", "c1").await;
         wait_lookup(
             &lookupd,
             "disc_restart",
@@ -371,13 +361,9 @@ async fn new_topic_on_another_nsqd_gets_the_channels_lookupd_knows() {
         let a = start_nsqd(&[&lookupd]);
         let b = start_nsqd(&[&lookupd]);
         let logs: &[&Daemon] = &[&lookupd, &a, &b];
-        let mut durable = a.connect().await;
-        durable.identify_ok(json!({})).await;
-        durable.sub("disc_pre", "c").await;
+        let _durable = a.subscriber("disc_pre", "c").await;
         // Kept connected so the ephemeral channel exists while b creates the topic.
-        let mut ephemeral = a.connect().await;
-        ephemeral.identify_ok(json!({})).await;
-        ephemeral.sub("disc_pre", "e#ephemeral").await;
+        let _ephemeral = a.subscriber("disc_pre", "e#ephemeral").await;
         wait_lookup(
             &lookupd,
             "disc_pre",
@@ -416,9 +402,7 @@ async fn new_topic_on_another_nsqd_gets_the_channels_lookupd_knows() {
         );
 
         // The message published before any consumer of b went to the pre-created channel.
-        let mut consumer = b.connect().await;
-        consumer.identify_ok(json!({})).await;
-        consumer.sub("disc_pre", "c").await;
+        let mut consumer = b.subscriber("disc_pre", "c").await;
         consumer.rdy(1).await;
         let m = consumer.read_message().await;
         assert_eq!(&m.body[..], b"held for c");
@@ -599,15 +583,9 @@ async fn ephemeral_channel_and_topic_leave_lookupd_with_their_last_consumer() {
         let lookupd = NsqlookupdProcess::start(&[]);
         let nsqd = start_nsqd(&[&lookupd]);
         let logs: &[&Daemon] = &[&lookupd, &nsqd];
-        let mut durable = nsqd.connect().await;
-        durable.identify_ok(json!({})).await;
-        durable.sub("disc_eph", "kept").await;
-        let mut eph = nsqd.connect().await;
-        eph.identify_ok(json!({})).await;
-        eph.sub("disc_eph", "gone#ephemeral").await;
-        let mut eph_topic = nsqd.connect().await;
-        eph_topic.identify_ok(json!({})).await;
-        eph_topic.sub("disc_eph_t#ephemeral", "c#ephemeral").await;
+        let durable = nsqd.subscriber("disc_eph", "kept").await;
+        let eph = nsqd.subscriber("disc_eph", "gone#ephemeral").await;
+        let eph_topic = nsqd.subscriber("disc_eph_t#ephemeral", "c#ephemeral").await;
         wait_lookup(
             &lookupd,
             "disc_eph",
@@ -665,9 +643,7 @@ async fn deleting_channel_and_topic_on_nsqd_unregisters_them() {
         publish_one(&nsqd, "disc_del_kept", b"x").await;
         // SUB creates the channels; they outlive the connections (durable).
         for c in ["c1", "c2"] {
-            let mut sub = nsqd.connect().await;
-            sub.identify_ok(json!({})).await;
-            sub.sub("disc_del", c).await;
+            let _sub = nsqd.subscriber("disc_del", c).await;
         }
         wait_lookup(
             &lookupd,
@@ -743,8 +719,7 @@ async fn consumer_with_one_dead_lookupd_still_discovers_and_consumes() {
         let lookupd = NsqlookupdProcess::start(&[]);
         let nsqd = start_nsqd(&[&lookupd]);
         let logs: &[&Daemon] = &[&lookupd, &nsqd];
-        let mut publisher = nsqd.connect().await;
-        publisher.identify_ok(json!({})).await;
+        let mut publisher = nsqd.connect_identified().await;
         // Published before any channel exists: the topic holds it for the first channel.
         publisher.publish("disc_consume", b"before").await;
         wait_listed(&lookupd, "disc_consume", &nsqd).await;
@@ -934,9 +909,7 @@ async fn config_put_moves_nsqd_to_another_lookupd_at_runtime() {
         let nsqd = start_nsqd(&[&old]);
         let logs: &[&Daemon] = &[&old, &new, &nsqd];
         publish_one(&nsqd, "disc_config", b"x").await;
-        let mut sub = nsqd.connect().await;
-        sub.identify_ok(json!({})).await;
-        sub.sub("disc_config", "c").await;
+        let _sub = nsqd.subscriber("disc_config", "c").await;
         wait_listed(&old, "disc_config", &nsqd).await;
 
         let wanted = json!([new.tcp_addr().to_string()]);

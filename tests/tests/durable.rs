@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use nsq_protocol::{Command, Frame, MessageId};
-use nsq_tests::{channel, topic, within_for, NsqdProcess, RawConn, ReadError};
+use nsq_test_support::{channel, topic, within_for, NsqdProcess, RawConn, ReadError};
 use rand::Rng;
 
 const TOPIC: &str = "durable";
@@ -177,15 +177,16 @@ async fn acknowledged_messages_survive_kill_9_at_random_moments() {
             }
             // A random moment, measured in acknowledged messages.
             let target = ledger.lock().unwrap().acked + rng.gen_range(50..3000);
-            let reached = nsq_tests::wait_until(Duration::from_secs(60), "enough acks", || {
-                let acked = ledger.lock().unwrap().acked;
-                if acked >= target {
-                    Ok(())
-                } else {
-                    Err(format!("{acked} of {target}"))
-                }
-            })
-            .await;
+            let reached =
+                nsq_test_support::wait_until(Duration::from_secs(60), "enough acks", || {
+                    let acked = ledger.lock().unwrap().acked;
+                    if acked >= target {
+                        Ok(())
+                    } else {
+                        Err(format!("{acked} of {target}"))
+                    }
+                })
+                .await;
             if let Err(e) = reached {
                 nsqd.fail(&e);
             }
@@ -201,7 +202,7 @@ async fn acknowledged_messages_survive_kill_9_at_random_moments() {
         // Drain: everything owed comes back (deferred ones within a second).
         let sub = subscribe(&nsqd).await;
         let consumer = tokio::spawn(consumer(sub, false, ledger.clone()));
-        let drained = nsq_tests::wait_until(
+        let drained = nsq_test_support::wait_until(
             Duration::from_secs(60),
             "every owed message delivered",
             || {
@@ -314,14 +315,15 @@ async fn a_full_disk_refuses_publishes_keeps_what_was_acknowledged_and_recovers(
         };
         assert!(refusal.starts_with("E_MPUB_FAILED"), "{refusal}");
         // The log line comes through a pipe: wait for it rather than race it.
-        let logged = nsq_tests::wait_until(Duration::from_secs(5), "a clear log line", || {
-            if nsqd.logs().contains("disk write failed") {
-                Ok(())
-            } else {
-                Err("no \"disk write failed\" in the log")
-            }
-        })
-        .await;
+        let logged =
+            nsq_test_support::wait_until(Duration::from_secs(5), "a clear log line", || {
+                if nsqd.logs().contains("disk write failed") {
+                    Ok(())
+                } else {
+                    Err("no \"disk write failed\" in the log")
+                }
+            })
+            .await;
         if let Err(e) = logged {
             nsqd.fail(&e);
         }
@@ -333,7 +335,7 @@ async fn a_full_disk_refuses_publishes_keeps_what_was_acknowledged_and_recovers(
         // Space comes back: nsqd recovers by itself.
         std::fs::remove_file(&filler).unwrap();
         let recovered =
-            nsq_tests::wait_until(Duration::from_secs(10), "a publish succeeds", || {
+            nsq_test_support::wait_until(Duration::from_secs(10), "a publish succeeds", || {
                 let r = nsqd.http_post("/pub?topic=full", &body(acked));
                 if r.status == 200 {
                     Ok(())

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nsq_tests::{within, NsqdProcess};
+use nsq_test_support::{within, NsqdProcess};
 
 /// A tmpfs of `size` mounted on a fresh directory; unmounted on drop.
 struct Tmpfs {
@@ -67,8 +67,8 @@ async fn a_shutdown_that_cannot_save_messages_fails_and_counts_them() {
         // Everything is in memory (default --mem-queue-size); nsqd.dat names
         // the topic and channel. Now take the disk away.
         let meta = disk.path().join("nsqd.dat");
-        nsq_tests::wait_until(
-            nsq_tests::admin::SETTLE,
+        nsq_test_support::wait_until(
+            nsq_test_support::admin::SETTLE,
             "nsqd.dat names the channel",
             || {
                 let text = std::fs::read_to_string(&meta).unwrap_or_default();

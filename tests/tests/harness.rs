@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use nsq_tests::{wait_until, within, NsqdProcess, NsqlookupdProcess};
-use serde_json::json;
+use nsq_test_support::{wait_until, within, NsqdProcess, NsqlookupdProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nsqd_starts_ready_stops_and_restarts_on_its_data_dir() {
@@ -16,8 +15,7 @@ async fn nsqd_starts_ready_stops_and_restarts_on_its_data_dir() {
         assert!(nsqd.logs().contains("TCP: listening on"), "{}", nsqd.logs());
         let info = nsqd.http_get("/info").json();
         assert_eq!(info["version"], "1.3.0", "{info}");
-        let mut c = nsqd.connect().await;
-        c.identify_ok(json!({})).await;
+        let mut c = nsqd.connect_identified().await;
         c.publish("harness", b"x").await;
 
         // SIGTERM ends the process; a restart reuses the same data directory on new ports.

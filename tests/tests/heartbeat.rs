@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use nsq_protocol::Frame;
-use nsq_tests::{describe, within, NsqdProcess};
+use nsq_test_support::{describe, within, NsqdProcess};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

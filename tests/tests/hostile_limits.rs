@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use nsq_tests::{wait_until, within, NsqdProcess, RawConn};
+use nsq_test_support::{wait_until, within, NsqdProcess, RawConn};
 use tokio::net::TcpStream;
 
 /// Tests here run nsqd through `prlimit` (scripts/test-deps/prlimit.sh).
@@ -34,8 +34,7 @@ async fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
         // Three times what the soft limit alone would allow, each served.
         let mut conns = Vec::new();
         for _ in 0..200 {
-            let mut c = nsqd.connect().await;
-            c.identify_ok(serde_json::json!({})).await;
+            let c = nsqd.connect_identified().await;
             conns.push(c);
         }
     })
@@ -78,8 +77,7 @@ async fn exhausted_descriptors_leave_connected_clients_served() {
         )
         .await
         .unwrap_or_else(|e| nsqd.fail(&e));
-        let mut late = nsqd.connect().await;
-        late.identify_ok(serde_json::json!({})).await;
+        let _late = nsqd.connect_identified().await;
         // Backing off, not spinning: a handful of lines, not thousands.
         let errors = nsqd
             .logs()
@@ -96,7 +94,8 @@ async fn exhausted_descriptors_leave_connected_clients_served() {
 }
 
 fn ping_ok(nsqd: &NsqdProcess) -> bool {
-    nsq_tests::http_get(nsqd.http_addr(), "/ping").is_ok_and(|r| r.status == 200 && r.body == b"OK")
+    nsq_test_support::http_get(nsqd.http_addr(), "/ping")
+        .is_ok_and(|r| r.status == 200 && r.body == b"OK")
 }
 
 /// nsqlookupd shares the start-up step (nsqadmin too: one call in each
@@ -109,7 +108,7 @@ async fn nsqlookupd_raises_its_open_file_limit_too() {
             "--tcp-address=127.0.0.1:0".into(),
             "--http-address=127.0.0.1:0".into(),
         ];
-        let lookupd = nsq_tests::Daemon::spawn_wrapped(
+        let lookupd = nsq_test_support::Daemon::spawn_wrapped(
             "nsqlookupd",
             &["prlimit", "--nofile=64:1024", "--"],
             &args,

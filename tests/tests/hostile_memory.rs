@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use flate2::write::DeflateEncoder;
 use flate2::Compression;
-use nsq_tests::{topic, wait_until, within, NsqdProcess, RawConn};
+use nsq_test_support::{topic, wait_until, within, NsqdProcess, RawConn};
 use std::io::Write;
 
 const MIB: u64 = 1024 * 1024;

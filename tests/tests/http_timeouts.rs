@@ -7,7 +7,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use nsq_tests::{within, NsqadminProcess, NsqdProcess, NsqlookupdProcess};
+use nsq_test_support::{within, NsqadminProcess, NsqdProcess, NsqlookupdProcess};
 
 const FLAGS: [&str; 2] = ["--http-header-timeout=1s", "--http-idle-timeout=2s"];
 /// Far beyond both timeouts: a client still connected then was never cut off.

@@ -6,24 +6,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nsq_protocol::job::{peek_load, Shard};
-use nsq_tests::{wait_until, within, NsqdProcess};
+use nsq_test_support::{wait_until, within, NsqdProcess};
 use serde_json::json;
 
 /// Generous bound for state another process changes on its own.
 const SETTLE: Duration = Duration::from_secs(10);
-
-fn channel_stats(nsqd: &NsqdProcess, topic: &str, channel: &str) -> serde_json::Value {
-    let stats = nsqd
-        .http_get(&format!("/stats?format=json&topic={topic}"))
-        .json();
-    stats["topics"]
-        .as_array()
-        .and_then(|ts| ts.first())
-        .and_then(|t| t["channels"].as_array())
-        .and_then(|cs| cs.iter().find(|c| c["channel_name"] == channel))
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_messages_go_to_the_dead_letter_topic() {
@@ -35,7 +22,7 @@ async fn exhausted_messages_go_to_the_dead_letter_topic() {
             200
         );
         // Unset: /stats keeps upstream's keys exactly.
-        let plain = channel_stats(&nsqd, "orders", "billing");
+        let plain = nsqd.channel_stats("orders", "billing");
         assert!(plain.get("max_attempts").is_none(), "{plain}");
         assert!(plain.get("dead_letter_topic").is_none(), "{plain}");
 
@@ -54,7 +41,7 @@ async fn exhausted_messages_go_to_the_dead_letter_topic() {
 
         let r = nsqd.http_post("/channel/max_attempts?topic=orders&channel=billing&max_attempts=2", b"");
         assert_eq!(r.status, 200, "{}", r.text());
-        let s = channel_stats(&nsqd, "orders", "billing");
+        let s = nsqd.channel_stats("orders", "billing");
         assert_eq!((s["max_attempts"].clone(), s["dead_letter_topic"].clone()), (json!(2), json!("orders.dead")));
 
         let mut c = nsqd.connect().await;
@@ -80,7 +67,7 @@ async fn exhausted_messages_go_to_the_dead_letter_topic() {
         assert_eq!((s2.id, s2.attempts), (s1.id, 2));
 
         wait_until(SETTLE, "both messages are in orders.dead", || {
-            let s = channel_stats(&nsqd, "orders", "billing");
+            let s = nsqd.channel_stats("orders", "billing");
             let dead = nsqd.http_get("/stats?format=json&topic=orders.dead").json();
             let depth = dead["topics"][0]["depth"].as_u64().unwrap_or(0);
             if s["dead_count"] == 2 && depth == 2 && s["depth"] == 0 && s["in_flight_count"] == 0 {
@@ -93,9 +80,7 @@ async fn exhausted_messages_go_to_the_dead_letter_topic() {
         .unwrap_or_else(|e| nsqd.fail(&e));
 
         // The dead letters carry the original bodies.
-        let mut d = nsqd.connect().await;
-        d.identify_ok(json!({})).await;
-        d.sub("orders.dead", "inspect").await;
+        let mut d = nsqd.subscriber("orders.dead", "inspect").await;
         d.rdy(2).await;
         let mut bodies: Vec<Vec<u8>> = d.read_messages(2).await.into_iter().map(|m| m.body.to_vec()).collect();
         bodies.sort();
@@ -104,14 +89,14 @@ async fn exhausted_messages_go_to_the_dead_letter_topic() {
         // The option survives a restart, through nsqd.dat.
         drop((c, p, d));
         let nsqd = nsqd.restart(&[]);
-        let s = channel_stats(&nsqd, "orders", "billing");
+        let s = nsqd.channel_stats("orders", "billing");
         assert_eq!(s["max_attempts"], 2, "{s}");
         let r = nsqd.http_post(
             "/channel/max_attempts?topic=orders&channel=billing&max_attempts=0",
             b"",
         );
         assert_eq!(r.status, 200);
-        let s = channel_stats(&nsqd, "orders", "billing");
+        let s = nsqd.channel_stats("orders", "billing");
         assert!(s.get("max_attempts").is_none(), "{s}");
     })
     .await;

@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use nsq_tests::{http_get, http_post, wait_until, within, NsqdProcess, NsqlookupdProcess, RawConn};
+use nsq_test_support::{
+    http_get, http_post, wait_until, within, NsqdProcess, NsqlookupdProcess, RawConn,
+};
 use regex::Regex;
 use serde_json::json;
 

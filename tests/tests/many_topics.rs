@@ -3,7 +3,7 @@
 //! writing (and fsyncing) a disk-queue file for any of them. (Its time is
 //! measured by hand, never asserted: see the README.)
 
-use nsq_tests::{within_for, NsqdProcess};
+use nsq_test_support::{within_for, NsqdProcess};
 
 const TOPICS: usize = 5_000;
 

@@ -5,10 +5,10 @@
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use nsq_tests::{
+use nsq_test_support::prometheus::{find, number, parse_strict, Scrape};
+use nsq_test_support::{
     http_get, http_post, wait_until, within, NsqadminProcess, NsqdProcess, NsqlookupdProcess,
 };
-use prometheus_parse::{LineInfo, Scrape, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -22,24 +22,11 @@ fn scrape(addr: SocketAddr) -> Result<Scrape, String> {
         r.header("Content-Type"),
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
-    let text = r.text();
-    for line in text.lines() {
-        assert!(
-            !matches!(LineInfo::parse(line), LineInfo::Ignored),
-            "unparsable line {line:?}"
-        );
-    }
-    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).map_err(|e| e.to_string())
+    parse_strict(&r.text())
 }
 
 fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    s.samples
-        .iter()
-        .find(|m| m.metric == name && labels.iter().all(|(k, v)| m.labels.get(k) == Some(*v)))
-        .and_then(|m| match m.value {
-            Value::Gauge(n) | Value::Counter(n) | Value::Untyped(n) => Some(n),
-            _ => None,
-        })
+    number(find(s, name, labels))
 }
 
 /// Wait until `check` holds on a scrape of `addr`; the last scrape's text on failure.

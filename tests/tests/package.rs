@@ -14,7 +14,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use nsq_tests::all_binaries_dir;
+use nsq_test_support::all_binaries_dir;
+use nsq_test_support::tool::wait_with_deadline;
 
 const PACKAGE: &str = "nsq-rs";
 const DAEMONS: [&str; 3] = ["nsqd", "nsqlookupd", "nsqadmin"];
@@ -41,7 +42,6 @@ fn run(mut cmd: Command, limit: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let deadline = Instant::now() + limit;
     // Drain the pipes on threads so a chatty child cannot block on a full pipe.
     let out = child.stdout.take().unwrap();
     let err = child.stderr.take().unwrap();
@@ -53,16 +53,8 @@ fn run(mut cmd: Command, limit: Duration) -> Output {
         })
     };
     let (out, err) = (read(Box::new(out)), read(Box::new(err)));
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = wait_with_deadline(&mut child, limit) else {
+        panic!("{what} did not finish within {limit:?}");
     };
     Output {
         status,

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use nsq_tests::{binary, within, NsqdProcess, RawConn};
+use nsq_test_support::{binary, within, NsqdProcess, RawConn};
 
 const BATCH: usize = 500;
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use nsq_tests::{http_get, http_post, wait_until, within_for, NsqadminProcess, NsqdProcess};
-use nsq_tests::{NsqlookupdProcess, RawConn};
+use nsq_test_support::{http_get, http_post, wait_until, within_for, NsqadminProcess, NsqdProcess};
+use nsq_test_support::{NsqlookupdProcess, RawConn};
 use regex::Regex;
 use serde_json::{json, Value};
 

@@ -5,14 +5,13 @@
 //! it asserts that each client connected exactly once, so a silent reconnect
 //! cannot hide a server fault. Needs `scripts/test-deps/python.sh`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nsq_tests::NsqdProcess;
+use nsq_test_support::tool::wait_with_deadline;
+use nsq_test_support::{AuthServer, Certs, NsqdProcess};
 use serde_json::Value;
 
 /// Longest one Python client run may take (it also stops itself earlier).
@@ -33,52 +32,6 @@ fn python() -> PathBuf {
     py
 }
 
-/// A CA and a certificate for 127.0.0.1 it signed, written as PEM files.
-struct Certs {
-    dir: tempfile::TempDir,
-}
-
-impl Certs {
-    fn new() -> Certs {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        // Distinct names: a leaf whose issuer equals its subject looks
-        // self-signed to OpenSSL, which then never looks for the CA.
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "nsq test CA");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "127.0.0.1");
-        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
-        Certs { dir }
-    }
-
-    fn path(&self, f: &str) -> String {
-        self.dir.path().join(f).display().to_string()
-    }
-
-    fn nsqd_args(&self) -> Vec<String> {
-        vec![
-            format!("--tls-cert={}", self.path("cert.pem")),
-            format!("--tls-key={}", self.path("key.pem")),
-            "--https-address=127.0.0.1:0".into(),
-        ]
-    }
-}
-
 /// Run the Python client to completion (bounded) and return its JSON report.
 fn run_client(nsqd: &NsqdProcess, args: &[String]) -> Value {
     let script = repo_root().join("tests/py/pynsq_client.py");
@@ -91,19 +44,10 @@ fn run_client(nsqd: &NsqdProcess, args: &[String]) -> Value {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start python");
-    let deadline = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            nsqd.fail(&format!(
-                "pynsq client {args:?} did not finish in {RUN_LIMIT:?}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = wait_with_deadline(&mut child, RUN_LIMIT) else {
+        nsqd.fail(&format!(
+            "pynsq client {args:?} did not finish in {RUN_LIMIT:?}"
+        ));
     };
     let mut out = String::new();
     let mut err = String::new();
@@ -145,7 +89,7 @@ fn roundtrip(features: &str) {
             format!("--topic={topic}"),
             format!("--count={MESSAGES}"),
             format!("--features={features}"),
-            format!("--ca={}", certs.path("ca.pem")),
+            format!("--ca={}", certs.path("ca.pem").display()),
         ],
     );
     assert_eq!(report["received"], MESSAGES, "{report}");
@@ -205,60 +149,10 @@ fn pynsq_over_tls_and_deflate() {
     roundtrip("tls,deflate");
 }
 
-/// A tiny auth server: answers each request with the next reply in the
-/// list (the last one repeats) and counts requests.
-struct AuthServer {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<String>>>,
-}
-
-impl AuthServer {
-    fn start(replies: &[&str]) -> AuthServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let replies: Vec<String> = replies.iter().map(|s| s.to_string()).collect();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let seen = requests.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    continue;
-                }
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                }
-                let n = {
-                    let mut s = seen.lock().unwrap();
-                    s.push(line.trim().to_string());
-                    s.len()
-                };
-                let body = &replies[(n - 1).min(replies.len() - 1)];
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        AuthServer { addr, requests }
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
 const GRANT_ALL: &str = r#"{"ttl":3600,"identity":"py","authorizations":[{"topic":"^py_","channels":[".*"],"permissions":["subscribe","publish"]}]}"#;
 
 fn auth_nsqd(auth: &AuthServer) -> NsqdProcess {
-    let arg = format!("--auth-http-address={}", auth.addr);
-    NsqdProcess::start(&[&arg])
+    NsqdProcess::start(&[&auth.nsqd_arg()])
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nsq_tests::within_for;
+use nsq_test_support::within_for;
 use support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -338,7 +338,7 @@ async fn planned_takeover_over_http_then_the_node_returns_without_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_acks_refuses_publishes_while_the_peer_is_away() {
     within_for(LIMIT, async {
-        let lookupd = nsq_tests::NsqlookupdProcess::start(&[]);
+        let lookupd = nsq_test_support::NsqlookupdProcess::start(&[]);
         // A's peer never starts.
         let mut pair_a =
             support::lone_node("127.42.8.2", "127.42.8.3:9", &["--replica-min-acks=1"]);
@@ -348,9 +348,9 @@ async fn min_acks_refuses_publishes_while_the_peer_is_away() {
             (r.status, r.text().as_str()),
             (503, r#"{"message":"REPLICAS_UNAVAILABLE"}"#)
         );
-        let mut c = nsq_tests::RawConn::connect(pair_a.tcp_addr()).await;
+        let mut c = nsq_test_support::RawConn::connect(pair_a.tcp_addr()).await;
         c.send(&nsq_protocol::Command::Pub {
-            topic: nsq_tests::topic("t"),
+            topic: nsq_test_support::topic("t"),
             body: bytes::Bytes::from_static(b"x"),
         })
         .await;
@@ -358,7 +358,7 @@ async fn min_acks_refuses_publishes_while_the_peer_is_away() {
         assert!(e.starts_with("E_PUB_FAILED"), "{e}");
         pair_a.wait_state("down", Duration::from_secs(5)).await;
         // nsqadmin shows the node's peers and their state.
-        let admin = nsq_tests::NsqadminProcess::start_with_nsqds(&[pair_a.http_addr()], &[]);
+        let admin = nsq_test_support::NsqadminProcess::start_with_nsqds(&[pair_a.http_addr()], &[]);
         let r = admin.http_get(&format!("/api/nodes/{}", pair_a.http_addr()));
         assert_eq!(r.status, 200, "{}", r.text());
         let v = r.json();
@@ -394,6 +394,79 @@ async fn a_durable_holder_keeps_its_copy_across_its_own_crash() {
             .logs()
             .contains("shadow replayed from the journal"));
         assert_eq!(ledger.lock().unwrap().duplicates(), 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_back_from_down_gets_what_spilled_to_disk_in_its_copy() {
+    within_for(LIMIT, async {
+        // A small memory queue: what A accepts while B is down goes to disk.
+        let mut pair = Pair::start(10, &["--mem-queue-size=10"]).await;
+        let ledger = Shared::default();
+        pair.b.kill();
+        pair.a.wait_state("down", Duration::from_secs(10)).await;
+        publish_n(pair.a.tcp_addr(), "spilled", 2_000, true, &ledger).await;
+        // B returns empty: A's full copy must include its disk backlog.
+        pair.b.start(pair.lookupd.tcp_addr());
+        pair.a.wait_state("in_sync", Duration::from_secs(20)).await;
+        pair.b
+            .wait_for(Duration::from_secs(10), "B holds A's 2000", || {
+                match pair.b.replica() {
+                    Ok((_, 2_000, _)) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await;
+        // A dies; B alone must deliver all 2,000.
+        pair.a.kill();
+        let stop = pair.consume(&ledger);
+        pair.b
+            .wait_state("taken_over", TAKEOVER_AFTER + Duration::from_secs(10))
+            .await;
+        pair.b
+            .wait_delivered(&ledger, Duration::from_secs(20))
+            .await;
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(ledger.lock().unwrap().duplicates(), 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_the_secret_is_refused_both_ways() {
+    within_for(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good");
+        let bad = dir.path().join("bad");
+        std::fs::write(&good, "a shared secret of the pair\n").unwrap();
+        std::fs::write(&bad, "not the secret of this pair\n").unwrap();
+        let flag_for = |p: &std::path::Path| format!("--replication-secret-file={}", p.display());
+        let (good_flag, bad_flag) = (flag_for(&good), flag_for(&bad));
+        // With the same secret the pair gets in sync (Pair::start waits).
+        let mut pair = Pair::start(11, &[&good_flag]).await;
+        // B comes back with another secret: neither side accepts the other.
+        pair.b.kill();
+        pair.b.set_extra(&[&bad_flag]);
+        pair.b.start(pair.lookupd.tcp_addr());
+        for (node, other) in [(&pair.a, &pair.b), (&pair.b, &pair.a)] {
+            let refusal = format!("origin \"{}\" failed authentication", other.repl_addr());
+            node.wait_log(&refusal, Duration::from_secs(10)).await;
+        }
+        // Nothing of either reaches the other: neither shows its peer in sync.
+        for node in [&pair.a, &pair.b] {
+            assert_eq!(node.replica().unwrap().0, "down");
+        }
+        // B without any secret accepts A's link, but A (which has one)
+        // refuses B as a holder that cannot prove it.
+        pair.b.kill();
+        pair.b.set_extra(&[]);
+        pair.b.start(pair.lookupd.tcp_addr());
+        pair.a
+            .wait_log("the peer failed authentication", Duration::from_secs(10))
+            .await;
+        assert_eq!(pair.a.replica().unwrap().0, "down");
+        assert_eq!(pair.b.replica().unwrap().0, "down");
     })
     .await;
 }

@@ -1,7 +1,7 @@
 //! Signal handling of the real binaries: SIGTERM is a graceful shutdown (exit 0) from the
 //! moment a daemon reports ready, as upstream's (go-svc installs its handlers before Start).
 
-use nsq_tests::{within, NsqdProcess, NsqlookupdProcess};
+use nsq_test_support::{within, NsqdProcess, NsqlookupdProcess};
 
 /// How many start/SIGTERM rounds: the race below has a window of microseconds to
 /// milliseconds, so one round rarely hits it.

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nsq_tests::{within_for, NsqdProcess};
+use nsq_test_support::{within_for, NsqdProcess};
 use tokio::sync::mpsc;
 use tokio_nsq::{
     NSQChannel, NSQConfigShared, NSQConsumer, NSQConsumerConfig, NSQConsumerConfigSources,

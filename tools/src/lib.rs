@@ -15,6 +15,7 @@ pub mod nsq_tail;
 pub mod nsq_to_file;
 pub mod nsq_to_http;
 pub mod nsq_to_nsq;
+pub mod source;
 pub mod targets;
 pub mod to_nsq;
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::sync::Notify;
 
+use crate::source::SourceOptions;
 use crate::{Result, ToolError};
-use nsq::{handler_fn, Config, Consumer, HandlerError};
+use nsq::{handler_fn, Consumer, HandlerError};
 
 /// Upstream's `nsq_tail` flags.
 #[derive(Parser, Debug, Clone)]
@@ -24,24 +25,15 @@ pub struct TailOptions {
     /// NSQ channel (default: tail<random>#ephemeral)
     #[arg(long, default_value = "")]
     pub channel: String,
-    /// max number of messages to allow in flight
-    #[arg(long, default_value_t = 200)]
-    pub max_in_flight: u64,
+    /// Where messages are read from.
+    #[command(flatten)]
+    pub source: SourceOptions,
     /// total messages to show (will wait if starved)
     #[arg(long = "n", default_value_t = 0)]
     pub n: u64,
     /// print topic name where message was received
     #[arg(long)]
     pub print_topic: bool,
-    /// nsqd TCP address (may be given multiple times)
-    #[arg(long)]
-    pub nsqd_tcp_address: Vec<String>,
-    /// lookupd HTTP address (may be given multiple times)
-    #[arg(long)]
-    pub lookupd_http_address: Vec<String>,
-    /// option to pass through to the consumer: `option,value` with go-nsq's option names (may be given multiple times)
-    #[arg(long)]
-    pub consumer_opt: Vec<String>,
 }
 
 impl TailOptions {
@@ -53,24 +45,12 @@ impl TailOptions {
         if self.topic.is_empty() {
             return Err(ToolError::Config("--topic is required".into()));
         }
-        match (
-            self.nsqd_tcp_address.is_empty(),
-            self.lookupd_http_address.is_empty(),
-        ) {
-            (true, true) => Err(ToolError::Config(
-                "--nsqd-tcp-address or --lookupd-http-address required".into(),
-            )),
-            (false, false) => Err(ToolError::Config(
-                "use --nsqd-tcp-address or --lookupd-http-address not both".into(),
-            )),
-            _ => {
-                // Don't ask for more messages than we want.
-                if self.n > 0 && self.n < self.max_in_flight {
-                    self.max_in_flight = self.n;
-                }
-                Ok(())
-            }
+        self.source.check()?;
+        // Don't ask for more messages than we want.
+        if self.n > 0 && self.n < self.source.max_in_flight {
+            self.source.max_in_flight = self.n;
         }
+        Ok(())
     }
 }
 
@@ -138,13 +118,7 @@ pub async fn run<W: Write + Send + 'static>(
         error: None,
     }));
     let finished = Arc::new(Notify::new());
-    let mut config = Config {
-        user_agent: format!("nsq_tail/{} nsq-rs", nsq_app::VERSION),
-        ..Config::default()
-    };
-    crate::apply_opts(&mut config, &opts.consumer_opt)?;
-    // As upstream: --max-in-flight wins over a consumer option.
-    config.max_in_flight = opts.max_in_flight;
+    let config = opts.source.consumer_config("nsq_tail")?;
     let mut consumers = Vec::new();
     for topic in &opts.topic {
         let consumer = Consumer::new(topic, &opts.channel, config.clone())?;
@@ -171,19 +145,7 @@ pub async fn run<W: Write + Send + 'static>(
         }));
         consumers.push(consumer);
     }
-    let connected = async {
-        for consumer in &consumers {
-            for addr in &opts.nsqd_tcp_address {
-                consumer.connect_to_nsqd(addr).await?;
-            }
-            if !opts.lookupd_http_address.is_empty() {
-                consumer
-                    .connect_to_lookupds(&opts.lookupd_http_address)
-                    .await?;
-            }
-        }
-        Ok::<(), nsq::Error>(())
-    };
+    let connected = async { opts.source.connect_all(&consumers).await };
     tokio::pin!(shutdown);
     let outcome: std::result::Result<(), nsq::Error> = tokio::select! {
         r = async { connected.await?; finished.notified().await; Ok(()) } => r,
@@ -209,12 +171,14 @@ mod tests {
         TailOptions {
             topic: vec!["t".into()],
             channel: String::new(),
-            max_in_flight: 200,
+            source: SourceOptions {
+                max_in_flight: 200,
+                nsqd_tcp_address: vec!["127.0.0.1:4150".into()],
+                lookupd_http_address: vec![],
+                consumer_opt: vec![],
+            },
             n: 0,
             print_topic: false,
-            nsqd_tcp_address: vec!["127.0.0.1:4150".into()],
-            lookupd_http_address: vec![],
-            consumer_opt: vec![],
         }
     }
 
@@ -225,9 +189,9 @@ mod tests {
         o.validate().unwrap();
         assert!(o.channel.starts_with("tail") && o.channel.ends_with("#ephemeral"));
         assert_eq!(o.channel.len(), "tail000000#ephemeral".len());
-        assert_eq!(o.max_in_flight, 5);
+        assert_eq!(o.source.max_in_flight, 5);
         let mut o = opts();
-        o.lookupd_http_address.push("127.0.0.1:4161".into());
+        o.source.lookupd_http_address.push("127.0.0.1:4161".into());
         assert!(o.validate().is_err());
         let mut o = opts();
         o.topic.clear();

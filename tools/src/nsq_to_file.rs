@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
 use crate::file_logger::{filename_format, FileLogger, FileSettings};
+use crate::source::SourceOptions;
 use crate::{Result, ToolError};
 use nsq::{handler_fn, Config, Consumer, HandlerError};
 
@@ -32,18 +33,9 @@ pub struct ToFileOptions {
     /// nsq channel
     #[arg(long, default_value = "nsq_to_file")]
     pub channel: String,
-    /// nsqd TCP address (may be given multiple times)
-    #[arg(long)]
-    pub nsqd_tcp_address: Vec<String>,
-    /// lookupd HTTP address (may be given multiple times)
-    #[arg(long)]
-    pub lookupd_http_address: Vec<String>,
-    /// option to pass through to the consumer: `option,value` with go-nsq's option names (may be given multiple times)
-    #[arg(long)]
-    pub consumer_opt: Vec<String>,
-    /// max number of messages to allow in flight
-    #[arg(long, default_value_t = 200)]
-    pub max_in_flight: u64,
+    /// Where messages are read from.
+    #[command(flatten)]
+    pub source: SourceOptions,
     /// only log topics matching this regular expression; without --topic, topics are found through lookupd
     #[arg(long, default_value = "")]
     pub topic_pattern: String,
@@ -98,17 +90,8 @@ impl ToFileOptions {
         if self.topic.is_empty() && self.topic_pattern.is_empty() {
             return bad("--topic or --topic-pattern required");
         }
-        match (
-            self.nsqd_tcp_address.is_empty(),
-            self.lookupd_http_address.is_empty(),
-        ) {
-            (true, true) => return bad("--nsqd-tcp-address or --lookupd-http-address required"),
-            (false, false) => {
-                return bad("use --nsqd-tcp-address or --lookupd-http-address not both")
-            }
-            _ => {}
-        }
-        if self.topic.is_empty() && self.lookupd_http_address.is_empty() {
+        self.source.check()?;
+        if self.topic.is_empty() && self.source.lookupd_http_address.is_empty() {
             return bad("--lookupd-http-address must be specified when no --topic specified");
         }
         if self.topic_pattern.is_empty() {
@@ -240,7 +223,10 @@ impl Topics<'_> {
         let opts = self.opts;
         let logger = FileLogger::new(opts.settings(topic)?);
         let (tx, rx) = std_mpsc::channel::<Record>();
-        let (batch, every) = (opts.max_in_flight.max(1) as usize, opts.sync_interval.0);
+        let (batch, every) = (
+            opts.source.max_in_flight.max(1) as usize,
+            opts.sync_interval.0,
+        );
         let failed = self.failed.clone();
         self.writers.push(std::thread::spawn(move || {
             let r = writer_loop(logger, rx, batch, every);
@@ -268,14 +254,7 @@ impl Topics<'_> {
                 }
             }
         }));
-        for addr in &opts.nsqd_tcp_address {
-            consumer.connect_to_nsqd(addr).await?;
-        }
-        if !opts.lookupd_http_address.is_empty() {
-            consumer
-                .connect_to_lookupds(&opts.lookupd_http_address)
-                .await?;
-        }
+        opts.source.connect(&consumer).await?;
         info!(topic, "writing topic");
         self.consumers.push(consumer);
         Ok(())
@@ -339,13 +318,7 @@ async fn lookupd_topics(client: &HttpClient, lookupds: &[String]) -> BTreeSet<St
 /// that match, asked again every `--topic-refresh`.
 pub async fn run(opts: ToFileOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
     let pattern = opts.validate()?;
-    let mut config = Config {
-        user_agent: format!("nsq_to_file/{} nsq-rs", nsq_app::VERSION),
-        ..Config::default()
-    };
-    crate::apply_opts(&mut config, &opts.consumer_opt)?;
-    // As upstream: --max-in-flight wins over a consumer option.
-    config.max_in_flight = opts.max_in_flight;
+    let config = opts.source.consumer_config("nsq_to_file")?;
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<std::io::Error>();
     let mut topics = Topics {
         opts: &opts,
@@ -377,7 +350,7 @@ pub async fn run(opts: ToFileOptions, shutdown: impl Future<Output = ()>) -> Res
         loop {
             tokio::select! {
                 _ = refresh.tick(), if discover => {
-                    for topic in lookupd_topics(&client, &opts.lookupd_http_address).await {
+                    for topic in lookupd_topics(&client, &opts.source.lookupd_http_address).await {
                         if matches(&topic) {
                             topics.add(&topic).await?;
                         }

@@ -15,11 +15,12 @@ use hyper::{Method, Request};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use nsq::{handler_fn, Config, Consumer, HandlerError, Message};
+use nsq::{handler_fn, Consumer, HandlerError, Message};
 use nsq_app::GoDuration;
 use tokio::time::Instant;
 use tracing::info;
 
+use crate::source::SourceOptions;
 use crate::targets::{Mode, Targets};
 use crate::{Result, ToolError};
 
@@ -36,18 +37,9 @@ pub struct ToHttpOptions {
     /// nsq channel
     #[arg(long, default_value = "nsq_to_http")]
     pub channel: String,
-    /// max number of messages to allow in flight
-    #[arg(long, default_value_t = 200)]
-    pub max_in_flight: u64,
-    /// nsqd TCP address (may be given multiple times)
-    #[arg(long)]
-    pub nsqd_tcp_address: Vec<String>,
-    /// lookupd HTTP address (may be given multiple times)
-    #[arg(long)]
-    pub lookupd_http_address: Vec<String>,
-    /// option to pass through to the consumer: `option,value` with go-nsq's option names (may be given multiple times)
-    #[arg(long)]
-    pub consumer_opt: Vec<String>,
+    /// Where messages are read from.
+    #[command(flatten)]
+    pub source: SourceOptions,
     /// HTTP address to make a GET request to; '%s' in it is replaced by the URL-escaped message body (may be given multiple times)
     #[arg(long)]
     pub get: Vec<String>,
@@ -95,16 +87,7 @@ impl ToHttpOptions {
                 return fail("--content-type requires a value when used");
             }
         }
-        match (
-            self.nsqd_tcp_address.is_empty(),
-            self.lookupd_http_address.is_empty(),
-        ) {
-            (true, true) => return fail("--nsqd-tcp-address or --lookupd-http-address required"),
-            (false, false) => {
-                return fail("use --nsqd-tcp-address or --lookupd-http-address not both")
-            }
-            _ => {}
-        }
+        self.source.check()?;
         match (self.get.is_empty(), self.post.is_empty()) {
             (true, true) => return fail("--get or --post required"),
             (false, false) => return fail("use --get or --post not both"),
@@ -262,12 +245,7 @@ impl Sender {
 /// Consumes the topic until `shutdown` resolves, then stops gracefully.
 pub async fn run(opts: ToHttpOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
     let (mode, headers) = opts.validate()?;
-    let mut config = Config {
-        user_agent: format!("nsq_to_http/{} nsq-rs", nsq_app::VERSION),
-        ..Config::default()
-    };
-    crate::apply_opts(&mut config, &opts.consumer_opt)?;
-    config.max_in_flight = opts.max_in_flight;
+    let config = opts.source.consumer_config("nsq_to_http")?;
     let post = !opts.post.is_empty();
     let addrs = if post {
         opts.post.clone()
@@ -297,18 +275,7 @@ pub async fn run(opts: ToHttpOptions, shutdown: impl Future<Output = ()>) -> Res
         }),
         opts.n.max(1),
     );
-    let connect = async {
-        for addr in &opts.nsqd_tcp_address {
-            consumer.connect_to_nsqd(addr).await?;
-        }
-        if !opts.lookupd_http_address.is_empty() {
-            consumer
-                .connect_to_lookupds(&opts.lookupd_http_address)
-                .await?;
-        }
-        Ok::<(), nsq::Error>(())
-    };
-    let connected = connect.await;
+    let connected = opts.source.connect(&consumer).await;
     if connected.is_ok() {
         shutdown.await;
     }

@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use clap::Parser;
-use nsq::{handler_fn, Config, Consumer, HandlerError, Message, Producer};
+use nsq::{handler_fn, Consumer, HandlerError, Message, Producer};
 use tracing::info;
 
+use crate::source::SourceOptions;
 use crate::targets::{Mode, Targets};
 use crate::{Result, ToolError};
 
@@ -31,21 +32,12 @@ pub struct ToNsqdOptions {
     /// use this destination topic for all consumed topics (default is the consumed topic's name)
     #[arg(long, default_value = "")]
     pub destination_topic: String,
-    /// max number of messages to allow in flight
-    #[arg(long, default_value_t = 200)]
-    pub max_in_flight: u64,
-    /// nsqd TCP address (may be given multiple times)
-    #[arg(long)]
-    pub nsqd_tcp_address: Vec<String>,
-    /// lookupd HTTP address (may be given multiple times)
-    #[arg(long)]
-    pub lookupd_http_address: Vec<String>,
+    /// Where messages are read from.
+    #[command(flatten)]
+    pub source: SourceOptions,
     /// destination nsqd TCP address (may be given multiple times)
     #[arg(long)]
     pub destination_nsqd_tcp_address: Vec<String>,
-    /// option to pass through to the consumer: `option,value` with go-nsq's option names (may be given multiple times)
-    #[arg(long)]
-    pub consumer_opt: Vec<String>,
     /// option to pass through to the producers: `option,value` with go-nsq's option names (may be given multiple times)
     #[arg(long)]
     pub producer_opt: Vec<String>,
@@ -72,16 +64,7 @@ impl ToNsqdOptions {
         if self.topic.is_empty() || self.channel.is_empty() {
             return fail("--topic and --channel are required");
         }
-        match (
-            self.nsqd_tcp_address.is_empty(),
-            self.lookupd_http_address.is_empty(),
-        ) {
-            (true, true) => return fail("--nsqd-tcp-address or --lookupd-http-address required"),
-            (false, false) => {
-                return fail("use --nsqd-tcp-address or --lookupd-http-address not both")
-            }
-            _ => {}
-        }
+        self.source.check()?;
         if self.destination_nsqd_tcp_address.is_empty() {
             return fail("--destination-nsqd-tcp-address required");
         }
@@ -169,18 +152,9 @@ impl Copier {
 /// (every message handed to a handler is published or requeued).
 pub async fn run(opts: ToNsqdOptions, shutdown: impl Future<Output = ()>) -> Result<()> {
     let mode = opts.validate()?;
-    let user_agent = format!("nsq_to_nsq/{} nsq-rs", nsq_app::VERSION);
-    let mut pconfig = Config {
-        user_agent: user_agent.clone(),
-        ..Config::default()
-    };
+    let mut pconfig = crate::source::user_agent_config("nsq_to_nsq");
     crate::apply_opts(&mut pconfig, &opts.producer_opt)?;
-    let mut cconfig = Config {
-        user_agent,
-        ..Config::default()
-    };
-    crate::apply_opts(&mut cconfig, &opts.consumer_opt)?;
-    cconfig.max_in_flight = opts.max_in_flight;
+    let cconfig = opts.source.consumer_config("nsq_to_nsq")?;
 
     let producers = opts
         .destination_nsqd_tcp_address
@@ -205,7 +179,7 @@ pub async fn run(opts: ToNsqdOptions, shutdown: impl Future<Output = ()>) -> Res
         let (copier, topic) = (copier.clone(), topic.clone());
         // Publishes are pipelined, so several handlers keep the
         // destinations busy; max-in-flight bounds them.
-        let concurrency = usize::try_from(opts.max_in_flight.clamp(1, 1000)).unwrap_or(1);
+        let concurrency = usize::try_from(opts.source.max_in_flight.clamp(1, 1000)).unwrap_or(1);
         consumer.add_concurrent_handlers(
             handler_fn(move |msg: Message| {
                 let (copier, topic) = (copier.clone(), topic.clone());
@@ -215,19 +189,7 @@ pub async fn run(opts: ToNsqdOptions, shutdown: impl Future<Output = ()>) -> Res
         );
         consumers.push(consumer);
     }
-    let connect = async {
-        for consumer in &consumers {
-            for addr in &opts.nsqd_tcp_address {
-                consumer.connect_to_nsqd(addr).await?;
-            }
-            if !opts.lookupd_http_address.is_empty() {
-                consumer
-                    .connect_to_lookupds(&opts.lookupd_http_address)
-                    .await?;
-            }
-        }
-        Ok::<(), nsq::Error>(())
-    };
+    let connect = async { opts.source.connect_all(&consumers).await };
     let connected = connect.await;
     if connected.is_ok() {
         shutdown.await;

@@ -7,7 +7,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::time::Instant;
 
 use crate::{Result, ToolError};
-use nsq::{Config, Producer};
+use nsq::Producer;
 
 /// Upstream's `to_nsq` flags.
 #[derive(Parser, Debug, Clone)]
@@ -91,10 +91,7 @@ impl Throttle {
 /// on, so messages keep their input order. Returns the records published.
 pub async fn run(opts: &ToNsqOptions, mut input: impl AsyncBufRead + Unpin) -> Result<u64> {
     let delim = opts.delimiter_byte()?;
-    let mut config = Config {
-        user_agent: format!("to_nsq/{} nsq-rs", nsq_app::VERSION),
-        ..Config::default()
-    };
+    let mut config = crate::source::user_agent_config("to_nsq");
     crate::apply_opts(&mut config, &opts.producer_opt)?;
     let producers: Vec<Producer> = opts
         .nsqd_tcp_address

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nsq_tests::{wait_until, within, NsqdProcess};
+use nsq_test_support::{wait_for_value, wait_until, within, NsqdProcess};
 use serde_json::Value;
 
 const JOB: &str = env!("CARGO_BIN_EXE_nsq-job");
@@ -87,6 +87,17 @@ fn status(nsqd: &NsqdProcess, job: &str) -> Value {
     s["jobs"][0].clone()
 }
 
+/// Wait until `n` workers have joined `job`.
+async fn wait_workers(nsqd: &NsqdProcess, job: &str, n: usize) {
+    wait_for_value(PATIENCE, &format!("{n} workers joined {job}"), n, || {
+        status(nsqd, job)["workers"]
+            .as_array()
+            .map_or(0, |w| w.len())
+    })
+    .await
+    .unwrap_or_else(|e| nsqd.fail(&e));
+}
+
 fn fire<'a>(job: &'a Value, fire: &str) -> Option<&'a Value> {
     job["fires"].as_array()?.iter().find(|f| f["fire"] == fire)
 }
@@ -133,18 +144,7 @@ async fn shards_spread_by_load_and_no_worker_exceeds_its_capacity() {
             .iter()
             .map(|(id, c)| Worker::start(&nsqd, "render", id, *c, &cmd, &[]))
             .collect();
-        wait_until(PATIENCE, "four workers joined", || {
-            let n = status(&nsqd, "render")["workers"]
-                .as_array()
-                .map_or(0, |w| w.len());
-            if n == 4 {
-                Ok(())
-            } else {
-                Err(format!("{n} workers"))
-            }
-        })
-        .await
-        .unwrap_or_else(|e| nsqd.fail(&e));
+        wait_workers(&nsqd, "render", 4).await;
 
         let load = |i: usize| (i % 4) as u64 + 1;
         let loads: Vec<String> = (0..64).map(|i| load(i).to_string()).collect();
@@ -224,18 +224,7 @@ async fn a_killed_workers_shards_finish_elsewhere_within_two_seconds() {
         let cmd = script(logs.path(), "1");
         let mut doomed = Worker::start(&nsqd, "crawl", "doomed", 2, &cmd, &[]);
         let _survivor = Worker::start(&nsqd, "crawl", "survivor", 4, &cmd, &[]);
-        wait_until(PATIENCE, "two workers joined", || {
-            let n = status(&nsqd, "crawl")["workers"]
-                .as_array()
-                .map_or(0, |w| w.len());
-            if n == 2 {
-                Ok(())
-            } else {
-                Err(format!("{n} workers"))
-            }
-        })
-        .await
-        .unwrap_or_else(|e| nsqd.fail(&e));
+        wait_workers(&nsqd, "crawl", 2).await;
         let fire_id = submit(&nsqd, &["--job", "crawl", "--shards", "4", "--load", "1"]);
         let held: Vec<u64> = wait_until(PATIENCE, "the doomed worker runs two shards", || {
             let s = status(&nsqd, "crawl");

@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nsq_tests::{within, NsqdProcess, NsqlookupdProcess};
+use nsq_test_support::{within, NsqdProcess, NsqlookupdProcess};
 
 const JOB: &str = env!("CARGO_BIN_EXE_nsq-job");
 
@@ -52,7 +52,7 @@ async fn status_after_submit_shows_waiting_fires_and_finds_nsqds_through_lookupd
         // Through lookupd: the nsqd registers the topic, then is listed.
         let lookupd_http = lookupd.http_addr().to_string();
         let listed =
-            nsq_tests::wait_until(Duration::from_secs(20), "nsqd listed by lookupd", || {
+            nsq_test_support::wait_until(Duration::from_secs(20), "nsqd listed by lookupd", || {
                 let (ok, out, err) = run(&[
                     "status",
                     "--lookupd-http-address",

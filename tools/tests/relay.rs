@@ -2,16 +2,14 @@
 //! HTTP servers this test runs, `nsq_to_nsq` to other nsqds — and of
 //! `nsq_tail` logging its lookupd queries, run as real processes.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nsq_tests::{wait_until, within, NsqdProcess, NsqlookupdProcess};
-use support::{topic_stats, Tool};
+use nsq_test_support::tool::Tool;
+use nsq_test_support::{wait_until, within, NsqdProcess, NsqlookupdProcess};
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
@@ -115,8 +113,7 @@ async fn nsq_to_http_posts_round_robin_with_headers_and_survives_a_failing_endpo
     within(async {
         let nsqd = NsqdProcess::start(&[]);
         let (a, b) = (HttpSink::start(), HttpSink::start());
-        let mut raw = nsqd.connect().await;
-        raw.identify_ok(serde_json::json!({})).await;
+        let mut raw = nsqd.connect_identified().await;
         let bodies: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
         let refs: Vec<&[u8]> = bodies.iter().map(|b| b.as_bytes()).collect();
         raw.publish_multi("to_http", &refs).await;
@@ -181,9 +178,7 @@ async fn nsq_to_http_posts_round_robin_with_headers_and_survives_a_failing_endpo
         .await
         .unwrap();
         assert_eq!(b.seen().len(), 10);
-        tool.terminate();
-        let done = tool.finish().await;
-        assert!(done.status.success(), "{}", done.stderr);
+        tool.stop_ok().await;
     })
     .await;
 }
@@ -193,8 +188,7 @@ async fn nsq_to_http_gets_with_the_body_escaped_into_the_url() {
     within(async {
         let nsqd = NsqdProcess::start(&[]);
         let sink = HttpSink::start();
-        let mut raw = nsqd.connect().await;
-        raw.identify_ok(serde_json::json!({})).await;
+        let mut raw = nsqd.connect_identified().await;
         raw.publish("to_get", b"a b&c").await;
         let tool = Tool::spawn(
             env!("CARGO_BIN_EXE_nsq_to_http"),
@@ -215,23 +209,16 @@ async fn nsq_to_http_gets_with_the_body_escaped_into_the_url() {
         .map(|line| assert_eq!(line, "GET /hit?data=a+b%26c HTTP/1.1"))
         .unwrap();
 
-        let bad = Tool::spawn(
+        Tool::expect_failure(
             env!("CARGO_BIN_EXE_nsq_to_http"),
             &[
                 "--topic=t".to_string(),
                 "--nsqd-tcp-address=127.0.0.1:1".into(),
                 "--get=http://x/".into(),
             ],
-            None,
-        );
-        let done = bad.finish().await;
-        assert!(!done.status.success());
-        assert!(
-            done.stderr
-                .contains("invalid GET address - must be a printf string"),
-            "{}",
-            done.stderr
-        );
+            "invalid GET address - must be a printf string",
+        )
+        .await;
     })
     .await;
 }
@@ -241,8 +228,7 @@ async fn nsq_to_nsq_copies_to_a_destination_topic_round_robin() {
     within(async {
         let source = NsqdProcess::start(&[]);
         let (d1, d2) = (NsqdProcess::start(&[]), NsqdProcess::start(&[]));
-        let mut raw = source.connect().await;
-        raw.identify_ok(serde_json::json!({})).await;
+        let mut raw = source.connect_identified().await;
         let bodies: Vec<String> = (0..20)
             .map(|i| format!(r#"{{"i":{i},"keep":true}}"#))
             .collect();
@@ -261,7 +247,7 @@ async fn nsq_to_nsq_copies_to_a_destination_topic_round_robin() {
             ],
             None,
         );
-        let count = |n: &NsqdProcess| topic_stats(n, "dst")["message_count"].as_u64().unwrap_or(0);
+        let count = |n: &NsqdProcess| n.topic_stats("dst")["message_count"].as_u64().unwrap_or(0);
         wait_until(Duration::from_secs(20), "20 messages copied", || {
             match count(&d1) + count(&d2) {
                 20 => Ok(()),
@@ -276,7 +262,7 @@ async fn nsq_to_nsq_copies_to_a_destination_topic_round_robin() {
             Duration::from_secs(10),
             "the source channel drained",
             || {
-                let ch = &topic_stats(&source, "src")["channels"][0];
+                let ch = &source.topic_stats("src")["channels"][0];
                 match (ch["depth"].as_u64(), ch["in_flight_count"].as_u64()) {
                     (Some(0), Some(0)) => Ok(()),
                     _ => Err(ch.to_string()),
@@ -285,9 +271,7 @@ async fn nsq_to_nsq_copies_to_a_destination_topic_round_robin() {
         )
         .await
         .unwrap();
-        tool.terminate();
-        let done = tool.finish().await;
-        assert!(done.status.success(), "{}", done.stderr);
+        tool.stop_ok().await;
     })
     .await;
 }
@@ -332,8 +316,8 @@ async fn nsq_tail_logs_each_lookupd_query_and_its_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consuming_tools_take_tls_compression_and_auth_options() {
     within(async {
-        let certs = nsq_tests::Certs::new();
-        let auth = nsq_tests::AuthServer::start(&[
+        let certs = nsq_test_support::Certs::new();
+        let auth = nsq_test_support::AuthServer::start(&[
             r#"{"ttl":3600,"identity":"tail","authorizations":[{"topic":".*","channels":[".*"],"permissions":["subscribe","publish"]}]}"#,
         ]);
         let mut args = certs.nsqd_args();
@@ -354,7 +338,7 @@ async fn consuming_tools_take_tls_compression_and_auth_options() {
             None,
         );
         wait_until(Duration::from_secs(20), "nsq_tail subscribed over TLS", || {
-            let clients = topic_stats(&nsqd, "secure")["channels"][0]["clients"].clone();
+            let clients = nsqd.topic_stats("secure")["channels"][0]["clients"].clone();
             match clients.get(0) {
                 Some(c) if c["tls"] == true && c["snappy"] == true && c["authed"] == true => Ok(()),
                 _ => Err(format!("{clients}; {}", tool.stderr_so_far())),

@@ -2,12 +2,10 @@
 //! lookupd) and `--work-dir` (files move to `--output-dir` once closed),
 //! run as a real process against real nsqd and nsqlookupd.
 
-mod support;
-
 use std::time::Duration;
 
-use nsq_tests::{wait_until, within, NsqdProcess, NsqlookupdProcess};
-use support::Tool;
+use nsq_test_support::tool::Tool;
+use nsq_test_support::{wait_until, within, NsqdProcess, NsqlookupdProcess};
 
 /// The files in `dir` and their contents, by name.
 fn files(dir: &std::path::Path) -> Vec<(String, String)> {
@@ -92,26 +90,17 @@ async fn topic_pattern_finds_topics_through_lookupd_and_work_dir_holds_open_file
         assert!(files(work.path()).is_empty(), "{:?}", files(work.path()));
         let other = nsqd.http_get("/stats?format=json&topic=other").json();
         assert_eq!(other["topics"][0]["channels"][0]["depth"], 1, "{other}");
-        tool.terminate();
-        let done = tool.finish().await;
-        assert!(done.status.success(), "{}", done.stderr);
+        tool.stop_ok().await;
 
-        let bad = Tool::spawn(
+        Tool::expect_failure(
             env!("CARGO_BIN_EXE_nsq_to_file"),
             &[
                 "--topic-pattern=^x".to_string(),
                 "--nsqd-tcp-address=127.0.0.1:1".into(),
             ],
-            None,
-        );
-        let done = bad.finish().await;
-        assert!(!done.status.success());
-        assert!(
-            done.stderr
-                .contains("--lookupd-http-address must be specified when no --topic specified"),
-            "{}",
-            done.stderr
-        );
+            "--lookupd-http-address must be specified when no --topic specified",
+        )
+        .await;
     })
     .await;
 }

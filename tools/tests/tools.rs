@@ -1,13 +1,11 @@
 //! End-to-end tests of the command-line tools (`to_nsq`, `nsq_tail`, ...) run as real processes against a real nsqd on port 0.
 
-mod support;
-
 use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use nsq_tests::{wait_until, within, NsqdProcess, NsqlookupdProcess};
-use support::{args, topic_stats, Tool};
+use nsq_test_support::tool::{args, Tool};
+use nsq_test_support::{wait_until, within, NsqdProcess, NsqlookupdProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn to_nsq_publishes_every_record_to_every_nsqd() {
@@ -30,7 +28,7 @@ async fn to_nsq_publishes_every_record_to_every_nsqd() {
         assert!(done.status.success(), "to_nsq failed: {}", done.stderr);
         assert_eq!(done.stdout, "", "to_nsq writes nothing to stdout");
         for nsqd in [&a, &b] {
-            let t = topic_stats(nsqd, "records");
+            let t = nsqd.topic_stats("records");
             assert_eq!(t["message_count"], 3, "{t}");
         }
 
@@ -78,7 +76,7 @@ async fn to_nsq_piped_into_nsq_tail_round_trips_ten_thousand_lines() {
         // nsq_tail's ephemeral channel must exist before anything is
         // published, or the first messages would go to no channel.
         wait_until(Duration::from_secs(10), "nsq_tail subscribed", || {
-            let t = topic_stats(&nsqd, "roundtrip");
+            let t = nsqd.topic_stats("roundtrip");
             match t["channels"].as_array() {
                 Some(cs) if !cs.is_empty() => Ok(()),
                 _ => Err(t.to_string()),
@@ -166,7 +164,7 @@ async fn nsq_stat_prints_count_rows_under_upstreams_header() {
         }
 
         // A channel nsqd does not have is an error, as upstream.
-        let missing = Tool::spawn(
+        Tool::expect_failure(
             env!("CARGO_BIN_EXE_nsq_stat"),
             &[
                 "--topic=watched".to_string(),
@@ -174,26 +172,11 @@ async fn nsq_stat_prints_count_rows_under_upstreams_header() {
                 format!("--nsqd-http-address={}", nsqd.http_addr()),
                 "--count=1".into(),
             ],
-            None,
-        );
-        let done = missing.finish().await;
-        assert!(!done.status.success());
-        assert!(
-            done.stderr.contains("failed to find channel(nope)"),
-            "{}",
-            done.stderr
-        );
+            "failed to find channel(nope)",
+        )
+        .await;
     })
     .await;
-}
-
-/// The `channel` entry of `topic` in nsqd's JSON stats, or Null.
-fn channel_stats(nsqd: &NsqdProcess, topic: &str, channel: &str) -> serde_json::Value {
-    topic_stats(nsqd, topic)["channels"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["channel_name"] == channel))
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
 }
 
 /// The files in `dir` by name, each with its text (gunzipped if `.gz`).
@@ -218,6 +201,21 @@ fn output_files(dir: &Path) -> Vec<(String, String)> {
         .collect();
     files.sort();
     files
+}
+
+/// Wait until nsq_to_file's channel of `topic` has finished all `n` messages. A message is
+/// finished only after nsq_to_file fsynced it, so this means on disk.
+async fn all_finished(nsqd: &NsqdProcess, topic: &str, n: usize) {
+    wait_until(Duration::from_secs(20), "every message finished", || {
+        let c = nsqd.channel_stats(topic, "nsq_to_file");
+        if c["message_count"] == n && c["depth"] == 0 && c["in_flight_count"] == 0 {
+            Ok(())
+        } else {
+            Err(c.to_string())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| nsqd.fail(&e));
 }
 
 /// Sorted lines of all `files`.
@@ -247,9 +245,9 @@ async fn to_file_round_trip(topic: &str, extra: &[&str]) -> Vec<(String, String)
     wait_until(
         Duration::from_secs(10),
         "nsq_to_file subscribed",
-        || match channel_stats(&nsqd, topic, "nsq_to_file")["client_count"].as_u64() {
+        || match nsqd.channel_stats(topic, "nsq_to_file")["client_count"].as_u64() {
             Some(1) => Ok(()),
-            _ => Err(topic_stats(&nsqd, topic).to_string()),
+            _ => Err(nsqd.topic_stats(topic).to_string()),
         },
     )
     .await
@@ -258,21 +256,9 @@ async fn to_file_round_trip(topic: &str, extra: &[&str]) -> Vec<(String, String)
     let bodies: String = (0..1000).map(|i| format!("record number {i}\n")).collect();
     let published = nsqd.http_post(&format!("/mpub?topic={topic}"), bodies.as_bytes());
     assert_eq!(published.status, 200, "{}", published.text());
-    // A message is finished only after it is fsynced, so this means on disk.
-    wait_until(Duration::from_secs(20), "every message finished", || {
-        let c = channel_stats(&nsqd, topic, "nsq_to_file");
-        if c["message_count"] == 1000 && c["depth"] == 0 && c["in_flight_count"] == 0 {
-            Ok(())
-        } else {
-            Err(c.to_string())
-        }
-    })
-    .await
-    .unwrap_or_else(|e| nsqd.fail(&e));
+    all_finished(&nsqd, topic, 1000).await;
 
-    tool.terminate();
-    let done = tool.finish().await;
-    assert!(done.status.success(), "nsq_to_file: {}", done.stderr);
+    tool.stop_ok().await;
 
     let files = output_files(dir.path());
     let mut want: Vec<&str> = bodies.lines().collect();
@@ -335,9 +321,9 @@ async fn nsq_to_file_rotates_by_interval_without_empty_files() {
         wait_until(
             Duration::from_secs(10),
             "nsq_to_file subscribed",
-            || match channel_stats(&nsqd, "ticks", "nsq_to_file")["client_count"].as_u64() {
+            || match nsqd.channel_stats("ticks", "nsq_to_file")["client_count"].as_u64() {
                 Some(1) => Ok(()),
-                _ => Err(topic_stats(&nsqd, "ticks").to_string()),
+                _ => Err(nsqd.topic_stats("ticks").to_string()),
             },
         )
         .await
@@ -359,19 +345,8 @@ async fn nsq_to_file_rotates_by_interval_without_empty_files() {
         })
         .await
         .unwrap_or_else(|e| nsqd.fail(&e));
-        wait_until(Duration::from_secs(20), "every message finished", || {
-            let c = channel_stats(&nsqd, "ticks", "nsq_to_file");
-            if c["message_count"] == sent.len() && c["depth"] == 0 && c["in_flight_count"] == 0 {
-                Ok(())
-            } else {
-                Err(c.to_string())
-            }
-        })
-        .await
-        .unwrap_or_else(|e| nsqd.fail(&e));
-        tool.terminate();
-        let done = tool.finish().await;
-        assert!(done.status.success(), "nsq_to_file: {}", done.stderr);
+        all_finished(&nsqd, "ticks", sent.len()).await;
+        tool.stop_ok().await;
 
         let files = output_files(dir.path());
         assert!(files.len() >= 3);
@@ -432,7 +407,7 @@ async fn tools_find_a_topic_s_nsqds_through_lookupd() {
         // Both tools are subscribed on both nsqds before anything is published.
         wait_until(Duration::from_secs(10), "both tools on both nsqds", || {
             for nsqd in &nsqds {
-                let t = topic_stats(nsqd, "found");
+                let t = nsqd.topic_stats("found");
                 let subscribed = t["channels"]
                     .as_array()
                     .map_or(0, |cs| cs.iter().filter(|c| c["client_count"] == 1).count());
@@ -447,7 +422,7 @@ async fn tools_find_a_topic_s_nsqds_through_lookupd() {
 
         // --consumer-opt reached IDENTIFY.
         for nsqd in &nsqds {
-            let c = channel_stats(nsqd, "found", "nsq_to_file");
+            let c = nsqd.channel_stats("found", "nsq_to_file");
             assert_eq!(c["clients"][0]["client_id"], "file-writer", "{c}");
         }
 
@@ -468,7 +443,7 @@ async fn tools_find_a_topic_s_nsqds_through_lookupd() {
 
         wait_until(Duration::from_secs(20), "nsq_to_file finished all", || {
             for nsqd in &nsqds {
-                let c = channel_stats(nsqd, "found", "nsq_to_file");
+                let c = nsqd.channel_stats("found", "nsq_to_file");
                 if !(c["message_count"] == 20 && c["depth"] == 0 && c["in_flight_count"] == 0) {
                     return Err(c.to_string());
                 }
@@ -502,9 +477,7 @@ async fn tools_find_a_topic_s_nsqds_through_lookupd() {
             rows[2]
         );
 
-        to_file.terminate();
-        let done = to_file.finish().await;
-        assert!(done.status.success(), "nsq_to_file: {}", done.stderr);
+        to_file.stop_ok().await;
         assert_eq!(all_lines(&output_files(dir.path())), want);
     })
     .await;

@@ -1,16 +1,18 @@
 //! TLS pieces both ends of a connection share: reading PEM certificates and
-//! keys, the ring crypto provider, and the handshake-signature checks that a
-//! verifier accepting any certificate (Go's `InsecureSkipVerify`,
-//! `RequireAnyClientCert`) still makes.
+//! keys, the ring crypto provider, and the verifiers that accept any
+//! certificate yet still check the handshake's signatures (Go's
+//! `InsecureSkipVerify` for the client, `RequireAnyClientCert` for nsqd).
 
 use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::SignatureScheme;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 /// A PEM file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -89,20 +91,85 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The checks a verifier that accepts any certificate still makes: the
-/// peer proves it holds the certificate's key, with the provider's
-/// signature algorithms.
-#[derive(Debug, Clone)]
-pub struct SignatureCheck(pub Arc<CryptoProvider>);
+/// The handshake-signature checks that a verifier accepting any
+/// certificate still makes: the peer proves it holds the certificate's key,
+/// with the provider's signature algorithms. One body for both verifiers.
+macro_rules! signature_checks {
+    () => {
+        signature_check!(
+            verify_tls12_signature,
+            rustls::crypto::verify_tls12_signature
+        );
+        signature_check!(
+            verify_tls13_signature,
+            rustls::crypto::verify_tls13_signature
+        );
 
-impl SignatureCheck {
-    /// The algorithms a handshake signature is checked with (pass them to
-    /// `rustls::crypto::verify_tls12_signature` and `..._tls13_...`).
-    pub fn algorithms(&self) -> &WebPkiSupportedAlgorithms {
-        &self.0.signature_verification_algorithms
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    };
+}
+
+/// One of the two signature checks, by the rustls function that does it.
+macro_rules! signature_check {
+    ($method:ident, $verify:path) => {
+        fn $method(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            $verify(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+    };
+}
+
+/// A client's `tls_insecure_skip_verify`: any server certificate is
+/// accepted, though the handshake's signatures are still checked (Go's
+/// `InsecureSkipVerify`).
+#[derive(Debug)]
+pub struct AnyServerCert(pub Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
     }
 
-    pub fn schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms().supported_schemes()
+    signature_checks!();
+}
+
+/// nsqd's `--tls-client-auth-policy=require`: a client must present a
+/// certificate and prove it holds its key, but the certificate is not
+/// checked against any authority (Go's `tls.RequireAnyClientCert`).
+#[derive(Debug)]
+pub struct AnyClientCert(pub Arc<CryptoProvider>);
+
+impl ClientCertVerifier for AnyClientCert {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
     }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    signature_checks!();
 }

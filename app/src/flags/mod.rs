@@ -280,6 +280,18 @@ fn empty_paths(arg: Arg) -> Arg {
     arg.value_parser(OsStringValueParser::new().map(PathBuf::from))
 }
 
+/// The flags every daemon has besides its own: a config file and
+/// `--version` (both read by name by [`parse_options`]).
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct StandardFlags {
+    /// Path to a TOML config file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print version string and exit.
+    #[arg(long)]
+    pub version: bool,
+}
+
 /// Go's `strconv.ParseBool`, so config files and scripts written for upstream
 /// (`-verbose=1`, `snappy = "F"`) keep their meaning.
 pub fn parse_go_bool(s: &str) -> Result<bool, BoolError> {

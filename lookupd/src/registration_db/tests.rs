@@ -27,6 +27,14 @@ fn peer(id: &str, http_port: i64) -> PeerInfo {
     }
 }
 
+/// A DB where peer `a` (connection 1) has identified, and the time it did.
+fn db_with_peer_a() -> (RegistrationDb, Stamp) {
+    let db = db();
+    let now = t0();
+    db.identify(1, peer("a", 1), now);
+    (db, now)
+}
+
 fn producer_ids(db: &RegistrationDb, topic: &str, now: Stamp) -> Vec<String> {
     db.lookup(topic, now)
         .expect("topic exists")
@@ -65,9 +73,7 @@ fn register_lookup_and_listing() {
 
 #[test]
 fn unregister_channel_keeps_key_unless_ephemeral() {
-    let db = db();
-    let now = t0();
-    db.identify(1, peer("a", 1), now);
+    let (db, now) = db_with_peer_a();
     db.identify(2, peer("b", 2), now);
     db.register("a", "t", Some("c"));
     db.register("a", "t", Some("e#ephemeral"));
@@ -92,9 +98,7 @@ fn unregister_channel_keeps_key_unless_ephemeral() {
 
 #[test]
 fn unregister_topic_drops_its_channels() {
-    let db = db();
-    let now = t0();
-    db.identify(1, peer("a", 1), now);
+    let (db, now) = db_with_peer_a();
     db.register("a", "t", Some("c"));
     db.register("a", "t", Some("d"));
     db.register("a", "x#ephemeral", None);
@@ -259,9 +263,7 @@ fn http_side_create_and_delete() {
 
 #[test]
 fn wildcards_as_upstream() {
-    let db = db();
-    let now = t0();
-    db.identify(1, peer("a", 1), now);
+    let (db, now) = db_with_peer_a();
     db.register("a", "t", Some("c"));
     db.register("a", "u", Some("c"));
     assert_eq!(db.channels("*"), vec!["c", "c"]);
@@ -276,9 +278,7 @@ fn wildcards_as_upstream() {
 
 #[test]
 fn debug_shape() {
-    let db = db();
-    let now = t0();
-    db.identify(1, peer("a", 1), now);
+    let (db, now) = db_with_peer_a();
     db.register("a", "X", Some("c1"));
     let debug = db.debug();
     let keys: Vec<_> = debug.keys().cloned().collect();

@@ -2,12 +2,10 @@
 //! the I/O thread's reports (writes done, records read), and everything in
 //! memory: flushed at shutdown, copied for replication's full copy.
 
-use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::{wake_waiters, Channel, ChannelState};
-use crate::disk_io::{DiskDamage, DiskSink, QueueHandle};
-use crate::disk_queue::Position;
+use crate::disk_io::{DiskSink, QueueHandle, ReadAhead};
 use crate::message::{unix_nanos, Message};
 
 /// Records read from disk at a time.
@@ -73,6 +71,12 @@ impl Channel {
         );
         out
     }
+
+    /// The channel's disk queue, if it has one (replication's full copy
+    /// peeks at what spilled there).
+    pub fn disk_queue(&self) -> Option<QueueHandle> {
+        self.lock().backlog.handle().cloned()
+    }
 }
 
 impl DiskSink for Channel {
@@ -87,16 +91,10 @@ impl DiskSink for Channel {
         }
     }
 
-    fn refill(
-        &self,
-        records: Vec<(Position, Bytes)>,
-        end: Position,
-        depth: u64,
-        damage: DiskDamage,
-    ) {
+    fn refill(&self, read: ReadAhead) {
         let mut st = self.lock();
         let st = &mut *st;
-        let refilled = st.backlog.refilled(records, depth, damage, self);
+        let (refilled, end) = st.backlog.refilled(read, self);
         if let Some(u) = st.unfinished.as_mut() {
             u.read_to(end);
         }

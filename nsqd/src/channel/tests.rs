@@ -10,6 +10,11 @@ use crate::client::Client;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn channel(mem: usize) -> Arc<Channel> {
+    new_channel(mem, None)
+}
+
+/// Channel `t:c` holding `mem` messages in memory, the rest in `backend` if given.
+fn new_channel(mem: usize, backend: Option<crate::disk_io::QueueHandle>) -> Arc<Channel> {
     Channel::new(
         "t".parse().unwrap(),
         "c".parse().unwrap(),
@@ -22,12 +27,19 @@ fn channel(mem: usize) -> Arc<Channel> {
             durable: false,
             ..Default::default()
         },
-        None,
+        backend,
     )
 }
 
 fn client(id: u64) -> Arc<Client> {
     Arc::new(Client::new(id, "127.0.0.1:1".parse().unwrap(), 0))
+}
+
+/// A client `id`, subscribed to `ch`.
+fn subscribed(ch: &Channel, id: u64) -> Arc<Client> {
+    let c = client(id);
+    ch.add_client(c.clone()).unwrap();
+    c
 }
 
 fn msgs(ids: std::ops::Range<u64>) -> Vec<Message> {
@@ -44,8 +56,7 @@ fn take(ch: &Channel, c: &Arc<Client>, max: usize, now: Instant) -> Vec<Message>
 #[test]
 fn delivers_in_order_and_counts_attempts() {
     let ch = channel(100);
-    let c = client(1);
-    ch.add_client(c.clone()).unwrap();
+    let c = subscribed(&ch, 1);
     ch.put(&msgs(0..5));
     let now = Instant::now();
     let got = take(&ch, &c, 3, now);
@@ -68,8 +79,7 @@ fn delivers_in_order_and_counts_attempts() {
 #[test]
 fn requeue_now_goes_to_the_back_and_later_goes_deferred() {
     let ch = channel(100);
-    let c = client(1);
-    ch.add_client(c.clone()).unwrap();
+    let c = subscribed(&ch, 1);
     ch.put(&msgs(0..3));
     let now = Instant::now();
     take(&ch, &c, 2, now);
@@ -97,8 +107,7 @@ fn requeue_now_goes_to_the_back_and_later_goes_deferred() {
 #[test]
 fn timeouts_requeue_and_touch_extends_up_to_the_max() {
     let ch = channel(100);
-    let c = client(1);
-    ch.add_client(c.clone()).unwrap();
+    let c = subscribed(&ch, 1);
     ch.put(&msgs(0..2));
     let t0 = Instant::now();
     take(&ch, &c, 2, t0);
@@ -156,8 +165,7 @@ fn a_leaving_client_gives_its_messages_back_first_in_line() {
 #[tokio::test]
 async fn an_idle_client_is_woken_by_the_next_put() {
     let ch = channel(100);
-    let c = client(1);
-    ch.add_client(c.clone()).unwrap();
+    let c = subscribed(&ch, 1);
     assert!(take(&ch, &c, 10, Instant::now()).is_empty());
     ch.put(&msgs(0..1));
     // The permit stored by notify_one makes this return at once.
@@ -170,8 +178,7 @@ async fn an_idle_client_is_woken_by_the_next_put() {
 #[test]
 fn paused_channels_deliver_nothing_until_unpaused() {
     let ch = channel(100);
-    let c = client(1);
-    ch.add_client(c.clone()).unwrap();
+    let c = subscribed(&ch, 1);
     ch.put(&msgs(0..2));
     ch.pause();
     assert!(take(&ch, &c, 10, Instant::now()).is_empty());
@@ -182,8 +189,7 @@ fn paused_channels_deliver_nothing_until_unpaused() {
 #[test]
 fn deadline_order_stays_bounded_when_one_message_is_held() {
     let ch = channel(10_000);
-    let c = client(1);
-    ch.add_client(c.clone()).unwrap();
+    let c = subscribed(&ch, 1);
     let now = Instant::now();
     ch.put(&msgs(0..1));
     take(&ch, &c, 1, now); // held, never finished
@@ -202,8 +208,7 @@ fn deadline_order_stays_bounded_when_one_message_is_held() {
 #[test]
 fn empty_drops_everything_and_resets_clients() {
     let ch = channel(100);
-    let c = client(1);
-    ch.add_client(c.clone()).unwrap();
+    let c = subscribed(&ch, 1);
     ch.put(&msgs(0..5));
     let now = Instant::now();
     take(&ch, &c, 2, now);
@@ -255,20 +260,14 @@ fn disk(dir: &std::path::Path) -> Arc<crate::disk_io::DiskIo> {
 }
 
 fn spilling_channel(io: &crate::disk_io::DiskIo, mem: usize) -> Arc<Channel> {
-    Channel::new(
-        "t".parse().unwrap(),
-        "c".parse().unwrap(),
-        ChannelLimits {
-            jobs: Default::default(),
-            mem_queue_size: mem,
-            max_msg_timeout: Duration::from_secs(900),
-            max_channel_consumers: 0,
-            e2e_window: None,
-            durable: false,
-            ..Default::default()
-        },
-        Some(io.queue("t:c")),
-    )
+    new_channel(mem, Some(io.queue("t:c")))
+}
+
+/// Stop the disk I/O threads (they block, so off the runtime).
+async fn shutdown(io: Arc<crate::disk_io::DiskIo>) {
+    tokio::task::spawn_blocking(move || io.shutdown())
+        .await
+        .unwrap();
 }
 
 /// Take until `n` messages arrived, waiting for read-ahead refills.
@@ -294,8 +293,7 @@ async fn spills_past_memory_and_reads_back_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let io = disk(dir.path());
     let ch = spilling_channel(&io, 3);
-    let c = client(1);
-    ch.add_client(c.clone()).unwrap();
+    let c = subscribed(&ch, 1);
     // Two publishes: the second goes to disk entirely, behind the first's
     // spill, even though memory has room again by then.
     ch.put(&msgs(0..50))
@@ -324,9 +322,7 @@ async fn spills_past_memory_and_reads_back_in_order() {
         .iter()
         .all(|m| m.attempts == 1 && m.body == format!("m{}", m.id)));
     assert_eq!(ch.stats().depth, 0);
-    tokio::task::spawn_blocking(move || io.shutdown())
-        .await
-        .unwrap();
+    shutdown(io).await;
 }
 
 #[tokio::test]
@@ -334,33 +330,27 @@ async fn flush_to_disk_keeps_in_flight_and_deferred_with_due_times() {
     let dir = tempfile::tempdir().unwrap();
     let io = disk(dir.path());
     let ch = spilling_channel(&io, 100);
-    let c = client(1);
-    ch.add_client(c.clone()).unwrap();
+    let c = subscribed(&ch, 1);
     ch.put(&msgs(0..4));
     let now = Instant::now();
     take(&ch, &c, 2, now);
     ch.requeue(1, 1, Duration::from_secs(3600), now).unwrap();
     assert_eq!(ch.flush_to_disk(now), 4);
-    tokio::task::spawn_blocking(move || io.shutdown())
-        .await
-        .unwrap();
+    shutdown(io).await;
 
     // A new channel on the same files finds all four; the deferred one
     // is held back, not delivered at once.
     let io = disk(dir.path());
     let ch = spilling_channel(&io, 100);
     ch.set_on_disk(4);
-    let c = client(2);
-    ch.add_client(c.clone()).unwrap();
+    let c = subscribed(&ch, 2);
     let got = take_all(&ch, &c, 3).await;
     let mut ids: Vec<u64> = got.iter().map(|m| m.id).collect();
     ids.sort_unstable();
     assert_eq!(ids, vec![0, 2, 3]);
     let s = ch.stats();
     assert_eq!((s.deferred_count, s.depth), (1, 0));
-    tokio::task::spawn_blocking(move || io.shutdown())
-        .await
-        .unwrap();
+    shutdown(io).await;
 }
 
 #[tokio::test]
@@ -368,8 +358,7 @@ async fn a_read_ahead_under_way_at_shutdown_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let io = disk(dir.path());
     let ch = spilling_channel(&io, 3);
-    let c = client(1);
-    ch.add_client(c.clone()).unwrap();
+    let c = subscribed(&ch, 1);
     ch.put(&msgs(0..50)).unwrap().await.unwrap().unwrap();
     // Two in flight, and a read-ahead of the 47 on disk under way.
     assert_eq!(take(&ch, &c, 2, Instant::now()).len(), 2);
@@ -380,23 +369,18 @@ async fn a_read_ahead_under_way_at_shutdown_loses_nothing() {
     // Memory now holds everything that left the disk: write it all back.
     let still_on_disk = ch.stats().backend_depth as usize;
     assert_eq!(ch.flush_to_disk(Instant::now()), 50 - still_on_disk);
-    tokio::task::spawn_blocking(move || io.shutdown())
-        .await
-        .unwrap();
+    shutdown(io).await;
 
     let io = disk(dir.path());
     let depth = io.queue("t:c").depth().await.unwrap();
     assert_eq!(depth, 50, "every message is on disk after the flush");
-    tokio::task::spawn_blocking(move || io.shutdown())
-        .await
-        .unwrap();
+    shutdown(io).await;
 }
 
 #[test]
 fn sampling_delivers_about_the_rate_and_drops_the_rest() {
     let ch = channel(10_000);
-    let c = client(1);
-    ch.add_client(c.clone()).unwrap();
+    let c = subscribed(&ch, 1);
     ch.put(&msgs(0..10_000));
     let mut out = Vec::new();
     let consumed = ch.take(&c, 10_000, TIMEOUT, 30, Instant::now(), &mut out);

@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use tokio::sync::oneshot;
 use tracing::{error, warn};
 
-use super::{DiskDamage, DiskIoOptions, DiskSink, Job, Losses};
+use super::{DiskDamage, DiskIoOptions, DiskSink, Job, Losses, ReadAhead};
 use crate::disk_queue::{DiskQueue, Listing, Position};
 
 /// At most this many jobs join one group commit, so that acknowledgements
@@ -271,12 +271,31 @@ impl IoThread {
                         bad_segments: q.bad_segments(),
                     });
                 if let Some(s) = sink.upgrade() {
-                    s.refill(out, end, self.depth(&queue), damage);
+                    let depth = self.depth(&queue);
+                    let (records, end) = (out, end);
+                    s.refill(ReadAhead {
+                        records,
+                        end,
+                        depth,
+                        damage,
+                    });
                 }
                 self.maybe_sync(&queue);
             }
             Job::Depth { queue, done } => {
                 let _ = done.send(self.queue(&queue).map(|q| q.depth()));
+            }
+            Job::Peek {
+                queue,
+                from,
+                max_bytes,
+                done,
+            } => {
+                let mut out = Vec::new();
+                let next = self
+                    .queue(&queue)
+                    .and_then(|q| q.peek(from, max_bytes, &mut out));
+                let _ = done.send(next.map(|next| (out, next)));
             }
             Job::Empty { queue, sink } => {
                 let result = self.queue(&queue).and_then(|q| q.empty());

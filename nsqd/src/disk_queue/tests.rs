@@ -40,6 +40,20 @@ fn payload(id: u64, len: usize) -> Vec<u8> {
     v
 }
 
+/// A new queue in a new temporary directory (kept alive by the returned guard).
+fn fresh(max_bytes_per_file: u64) -> (tempfile::TempDir, DiskQueue) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = open(dir.path(), max_bytes_per_file);
+    (dir, q)
+}
+
+/// Put a `len`-byte payload for every id in `ids`.
+fn put_ids(q: &mut DiskQueue, ids: std::ops::Range<u64>, len: usize) {
+    for i in ids {
+        q.put(&payload(i, len)).unwrap();
+    }
+}
+
 /// The id of a record, after checking that it is exactly what was put.
 fn id_of(b: &[u8]) -> u64 {
     let id = u64::from_be_bytes(b[..8].try_into().unwrap());
@@ -144,8 +158,7 @@ fn one_record_golden_bytes() {
 
 #[test]
 fn rolls_segments_and_gives_a_large_record_its_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = open(dir.path(), 100);
+    let (dir, mut q) = fresh(100);
     // 48 bytes a record: two fit in 100, the third rolls.
     let small: Vec<Vec<u8>> = (0..5).map(|i| payload(i, 40)).collect();
     q.put_many(small.iter().map(|p| &p[..])).unwrap();
@@ -171,11 +184,8 @@ fn rolls_segments_and_gives_a_large_record_its_own() {
 
 #[test]
 fn records_read_but_not_synced_come_back_after_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = open(dir.path(), 100);
-    for i in 0..6 {
-        q.put(&payload(i, 40)).unwrap();
-    }
+    let (dir, mut q) = fresh(100);
+    put_ids(&mut q, 0..6, 40);
     q.sync().unwrap();
     assert_eq!(drain(&mut q), [0, 1, 2, 3, 4, 5]);
     drop(q); // crash: the reads were never synced
@@ -186,8 +196,7 @@ fn records_read_but_not_synced_come_back_after_a_crash() {
 
 #[test]
 fn get_many_takes_up_to_max() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = open(dir.path(), 150);
+    let (_dir, mut q) = fresh(150);
     let ps: Vec<Vec<u8>> = (0..10).map(|i| payload(i, 30)).collect();
     q.put_many(ps.iter().map(|p| &p[..])).unwrap();
     let mut out = Vec::new();
@@ -205,8 +214,7 @@ fn get_many_takes_up_to_max() {
 
 #[test]
 fn sync_accounting() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = open(dir.path(), 1000);
+    let (_dir, mut q) = fresh(1000);
     assert!(!q.is_dirty() && !q.needs_sync());
     let ps: Vec<Vec<u8>> = (0..9).map(|i| payload(i, 10)).collect();
     q.put_many(ps.iter().map(|p| &p[..])).unwrap();
@@ -219,8 +227,7 @@ fn sync_accounting() {
 
 #[test]
 fn invalid_sizes_are_refused_and_earlier_payloads_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = open(dir.path(), 1000);
+    let (_dir, mut q) = fresh(1000);
     let too_big = vec![1u8; MAX_MSG as usize + 1];
     let ok = payload(0, 20);
     let err = q.put_many([&ok[..], &too_big[..], &ok[..]]).unwrap_err();
@@ -232,11 +239,8 @@ fn invalid_sizes_are_refused_and_earlier_payloads_kept() {
 
 #[test]
 fn empty_drops_everything_and_continues_with_a_fresh_segment() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = open(dir.path(), 100);
-    for i in 0..5 {
-        q.put(&payload(i, 40)).unwrap();
-    }
+    let (dir, mut q) = fresh(100);
+    put_ids(&mut q, 0..5, 40);
     q.get().unwrap().unwrap();
     q.empty().unwrap();
     assert_eq!(q.depth(), 0);
@@ -256,9 +260,7 @@ fn delete_removes_every_file_of_the_queue_and_no_other() {
     other.put(&payload(0, 40)).unwrap();
     other.sync().unwrap();
     let mut q = open(dir.path(), 100);
-    for i in 0..5 {
-        q.put(&payload(i, 40)).unwrap();
-    }
+    put_ids(&mut q, 0..5, 40);
     q.sync().unwrap();
     fs::write(format!("{}.bad", seg(dir.path(), 0).display()), b"x").unwrap();
     q.delete().unwrap();
@@ -271,11 +273,8 @@ fn delete_removes_every_file_of_the_queue_and_no_other() {
 
 #[test]
 fn a_record_failing_its_crc_is_skipped_and_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = open(dir.path(), 1000);
-    for i in 0..3 {
-        q.put(&payload(i, 20)).unwrap();
-    }
+    let (dir, mut q) = fresh(1000);
+    put_ids(&mut q, 0..3, 20);
     q.close().unwrap();
     let path = seg(dir.path(), 0);
     let mut data = fs::read(&path).unwrap();
@@ -292,11 +291,8 @@ fn a_record_failing_its_crc_is_skipped_and_counted() {
 
 #[test]
 fn an_unreadable_segment_is_renamed_bad_and_reading_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = open(dir.path(), 100);
-    for i in 0..6 {
-        q.put(&payload(i, 40)).unwrap();
-    }
+    let (dir, mut q) = fresh(100);
+    put_ids(&mut q, 0..6, 40);
     q.close().unwrap();
     // Segment 1 holds records 2 and 3; make the second length impossible.
     let path = seg(dir.path(), 1);
@@ -322,11 +318,8 @@ fn an_unreadable_segment_is_renamed_bad_and_reading_goes_on() {
 
 #[test]
 fn a_bad_write_segment_moves_the_writer_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = open(dir.path(), 1000);
-    for i in 0..3 {
-        q.put(&payload(i, 40)).unwrap();
-    }
+    let (dir, mut q) = fresh(1000);
+    put_ids(&mut q, 0..3, 40);
     q.close().unwrap();
     let path = seg(dir.path(), 0);
     let mut data = fs::read(&path).unwrap();
@@ -342,15 +335,10 @@ fn a_bad_write_segment_moves_the_writer_on() {
 
 #[test]
 fn a_torn_tail_is_cut_and_valid_unsynced_records_adopted() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = open(dir.path(), 1000);
-    for i in 0..3 {
-        q.put(&payload(i, 40)).unwrap();
-    }
+    let (dir, mut q) = fresh(1000);
+    put_ids(&mut q, 0..3, 40);
     q.sync().unwrap();
-    for i in 3..6 {
-        q.put(&payload(i, 40)).unwrap();
-    }
+    put_ids(&mut q, 3..6, 40);
     drop(q);
     let path = seg(dir.path(), 0);
     let len = fs::metadata(&path).unwrap().len();
@@ -369,8 +357,7 @@ fn a_torn_tail_is_cut_and_valid_unsynced_records_adopted() {
 
 #[test]
 fn a_zero_filled_tail_is_not_records() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = open(dir.path(), 1000);
+    let (dir, mut q) = fresh(1000);
     q.put(&payload(0, 40)).unwrap();
     drop(q); // never synced: no meta at all
     let path = seg(dir.path(), 0);
@@ -385,13 +372,10 @@ fn a_zero_filled_tail_is_not_records() {
 
 #[test]
 fn segments_written_after_the_last_sync_are_adopted() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = open(dir.path(), 100);
+    let (dir, mut q) = fresh(100);
     q.put(&payload(0, 40)).unwrap();
     q.sync().unwrap();
-    for i in 1..7 {
-        q.put(&payload(i, 40)).unwrap();
-    }
+    put_ids(&mut q, 1..7, 40);
     drop(q);
     assert_eq!(read_meta(dir.path()).write, Position { file: 0, pos: 48 });
     assert_eq!(segments(dir.path()), [0, 1, 2, 3]);
@@ -402,11 +386,8 @@ fn segments_written_after_the_last_sync_are_adopted() {
 
 #[test]
 fn a_lost_meta_is_rebuilt_from_the_segments() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = open(dir.path(), 100);
-    for i in 0..5 {
-        q.put(&payload(i, 40)).unwrap();
-    }
+    let (dir, mut q) = fresh(100);
+    put_ids(&mut q, 0..5, 40);
     q.close().unwrap();
     fs::remove_file(dir.path().join(format!("{NAME}.diskqueue.meta.json"))).unwrap();
     fs::write(
@@ -425,11 +406,8 @@ fn a_lost_meta_is_rebuilt_from_the_segments() {
 
 #[test]
 fn segments_left_by_a_crash_inside_sync_are_deleted_on_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = open(dir.path(), 100);
-    for i in 0..5 {
-        q.put(&payload(i, 40)).unwrap();
-    }
+    let (dir, mut q) = fresh(100);
+    put_ids(&mut q, 0..5, 40);
     assert_eq!(drain(&mut q), [0, 1, 2, 3, 4]);
     q.sync().unwrap();
     assert_eq!(segments(dir.path()), [2]);
@@ -443,11 +421,8 @@ fn segments_left_by_a_crash_inside_sync_are_deleted_on_open() {
 
 #[test]
 fn a_segment_that_lost_synced_bytes_keeps_what_is_intact() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut q = open(dir.path(), 1000);
-    for i in 0..3 {
-        q.put(&payload(i, 40)).unwrap();
-    }
+    let (dir, mut q) = fresh(1000);
+    put_ids(&mut q, 0..3, 40);
     q.close().unwrap();
     let path = seg(dir.path(), 0);
     fs::OpenOptions::new()
@@ -490,8 +465,7 @@ proptest! {
         at in any::<prop::sample::Index>(),
         bit in 0u8..8,
     ) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut q = open(dir.path(), 400);
+        let (dir, mut q) = fresh(400);
         let ps: Vec<Vec<u8>> = lens.iter().enumerate().map(|(i, &n)| payload(i as u64, n)).collect();
         q.put_many(ps.iter().map(|p| &p[..])).unwrap();
         q.close().unwrap();

@@ -19,11 +19,68 @@ use crate::channel::InFlightError;
 use crate::client::ClientState;
 
 impl Connection {
+    /// Send a command's error, if any, after the answers of the publishes
+    /// before it; `Err` when it closes the connection.
+    pub(super) async fn answered(
+        &mut self,
+        r: Result<(), ProtocolError>,
+    ) -> Result<(), &'static str> {
+        if let Err(e) = r {
+            self.settle_publishes().await?;
+            let fatal = e.is_fatal();
+            self.send_error_now(e);
+            if fatal {
+                return Err("fatal client error");
+            }
+        }
+        Ok(())
+    }
+
+    /// Answer every started publish, in order.
+    pub(super) async fn settle_publishes(&mut self) -> Result<(), &'static str> {
+        while !self.pending.is_empty() {
+            let r = self.pending.next().await;
+            self.answer_publish(r)?;
+        }
+        Ok(())
+    }
+
+    /// `OK` for a publish that is safe, its error otherwise; `Err` when
+    /// that closes the connection.
+    pub(super) fn answer_publish(
+        &mut self,
+        r: Result<(), ProtocolError>,
+    ) -> Result<(), &'static str> {
+        match r {
+            Ok(()) => {
+                self.send_response(OK);
+                Ok(())
+            }
+            Err(e) => {
+                let fatal = e.is_fatal();
+                self.send_error_now(e);
+                if fatal {
+                    Err("fatal client error")
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
     pub(super) fn send_response(&mut self, data: &[u8]) {
         encode_frame(&mut self.replies, FrameType::Response, data);
     }
 
-    pub(super) fn send_error(&mut self, e: ProtocolError) {
+    /// Send an error that closes the connection, after the answers of the
+    /// publishes and FINs before it.
+    pub(super) async fn send_error(&mut self, e: ProtocolError) {
+        let _ = self.settle_publishes().await;
+        self.send_error_now(e);
+    }
+
+    /// Send an error after the FINs before it.
+    pub(super) fn send_error_now(&mut self, e: ProtocolError) {
         // Earlier FINs first, so every error goes out in command order.
         self.settle_fins();
         log_error(self.client.remote_addr, &e);
@@ -229,7 +286,7 @@ impl Connection {
         self.may_deliver |= finished > 0;
         for (i, e) in failed {
             let id = fins[i];
-            self.send_error(ProtocolError::new(
+            self.send_error_now(ProtocolError::new(
                 ErrorCode::FinFailed,
                 format!("FIN {id} failed {e}"),
             ));
@@ -278,7 +335,7 @@ impl Connection {
 
     async fn publish(
         &mut self,
-        verb: &str,
+        verb: &'static str,
         code: ErrorCode,
         topic: nsq_protocol::TopicName,
         bodies: Vec<Bytes>,
@@ -294,12 +351,27 @@ impl Connection {
             }
         };
         let n = bodies.len() as u64;
-        self.nsqd
-            .publish(&topic, bodies, defer)
-            .await
-            .map_err(|e| ProtocolError::new(code, format!("{verb} failed {e}")))?;
-        self.nsqd.count_publish(&self.client, &topic.name, n);
-        self.send_response(OK);
+        let failed = move |e| ProtocolError::new(code, format!("{verb} failed {e}"));
+        let wait = match self.nsqd.start_publish(&topic, bodies, defer) {
+            Ok(wait) => wait,
+            Err(e) => return Err(failed(e)),
+        };
+        let (nsqd, client) = (self.nsqd.clone(), self.client.clone());
+        match wait {
+            // Safe already, and nothing before it waits: answered at once.
+            None if self.pending.is_empty() => {
+                nsqd.count_publish(&client, &topic.name, n);
+                self.send_response(OK);
+                return Ok(());
+            }
+            wait => self.pending.push(Box::pin(async move {
+                if let Some(wait) = wait {
+                    wait.await.map_err(failed)?;
+                }
+                nsqd.count_publish(&client, &topic.name, n);
+                Ok(())
+            })),
+        }
         Ok(())
     }
 }

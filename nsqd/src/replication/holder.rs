@@ -13,12 +13,10 @@ use tracing::{info, warn};
 
 use super::codec::{FrameReader, ReadError};
 use super::origin_state::{apply, OriginState};
+use super::peer_auth::{self, Claim, Role};
 use super::state::Replication;
-use super::wire::{Frame, WireError, MAX_COUNT, VERSION};
+use super::wire::{Frame, WireError, HELLO_MAX, MAX_COUNT, VERSION};
 use crate::nsqd::Nsqd;
-
-/// Largest frame accepted before the origin identified itself.
-const HELLO_MAX: usize = 1024;
 
 pub async fn accept(repl: Arc<Replication>, nsqd: Arc<Nsqd>, listener: TcpListener) {
     nsq_app::net::accept_loop(&listener, &nsqd.cancel, "REPLICATION", |stream, addr| {
@@ -41,6 +39,8 @@ enum HolderError {
     NoHello,
     #[error("unknown origin {0:?} (not a --replica of this node)")]
     Unknown(String),
+    #[error("origin {0:?} failed authentication (--replication-secret-file)")]
+    Unauthenticated(String),
     #[error("protocol version {0} not supported")]
     Version(u16),
     #[error("unexpected frame")]
@@ -65,8 +65,17 @@ async fn serve(
     stream.set_nodelay(true)?;
     let (read, mut write) = stream.into_split();
     let mut frames = FrameReader::new(read);
-    // Until the peer said who it is, nothing larger than a Hello.
+    // Until the peer proved who it is, nothing larger than a Hello.
     frames.set_limit(HELLO_MAX);
+    let mut buf = BytesMut::new();
+    let challenge = peer_auth::nonce();
+    Frame::Auth {
+        nonce: challenge,
+        proof: [0; 32],
+    }
+    .encode(&mut buf);
+    write.write_all(&buf).await?;
+    buf.clear();
     let Frame::Hello {
         version,
         origin,
@@ -81,6 +90,26 @@ async fn serve(
     let Some(state) = repl.origins.iter().find(|o| o.addr == origin).cloned() else {
         return Err(HolderError::Unknown(origin));
     };
+    let Frame::Auth { nonce, proof } = frames.next_within(timeout).await? else {
+        return Err(HolderError::Unexpected);
+    };
+    let secret = repl.secret.as_ref();
+    let claim = |role, nonce| Claim {
+        role,
+        nonce,
+        origin: &origin,
+        incarnation,
+    };
+    if !peer_auth::accepted(secret, &claim(Role::Origin, &challenge), &proof) {
+        return Err(HolderError::Unauthenticated(origin));
+    }
+    Frame::Auth {
+        nonce: [0; 32],
+        proof: peer_auth::answer(secret, &claim(Role::Holder, &nonce)),
+    }
+    .encode(&mut buf);
+    write.write_all(&buf).await?;
+    buf.clear();
     let hello = Frame::Hello {
         version,
         origin: origin.clone(),
@@ -118,7 +147,6 @@ async fn serve(
         )
     };
     let (taken, taken_messages) = taken;
-    let mut buf = BytesMut::new();
     for (topic, ids) in taken {
         let ids: Vec<u64> = ids.into_iter().collect();
         for chunk in ids.chunks(MAX_COUNT / 16) {

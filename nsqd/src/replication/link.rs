@@ -78,6 +78,69 @@ pub struct PeerLink {
     pub(super) first: watch::Sender<bool>,
 }
 
+/// Most message bytes one Append of a copy carries (well under the
+/// holder's frame limit whatever the message size).
+const COPY_FRAME_BYTES: usize = super::wire::MAX_FRAME / 4;
+/// Most messages one Append of a copy carries.
+const COPY_BATCH: usize = 1024;
+
+impl Outbox {
+    /// Queue a record of the stream under the next sequence number.
+    fn push_record(&mut self, record: impl FnOnce(u64) -> Frame) -> u64 {
+        self.seq += 1;
+        let f = record(self.seq);
+        self.frames.push_back(f);
+        self.seq
+    }
+
+    pub(super) fn push_meta(
+        &mut self,
+        op: MetaOp,
+        topic: &TopicName,
+        channel: Option<&ChannelName>,
+    ) {
+        self.push_record(|seq| Frame::Meta {
+            seq,
+            op,
+            topic: topic.clone(),
+            channel: channel.cloned(),
+        });
+    }
+
+    /// Queue copied messages of one due time as Appends bounded in count
+    /// and bytes.
+    pub(super) fn push_copy(
+        &mut self,
+        topic: &TopicName,
+        channel: Option<&ChannelName>,
+        due: i64,
+        msgs: Vec<WireMessage>,
+    ) {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut msgs = msgs.into_iter().peekable();
+        while let Some(m) = msgs.next() {
+            bytes += m.body.len();
+            batch.push(m);
+            let full = batch.len() >= COPY_BATCH
+                || msgs
+                    .peek()
+                    .is_some_and(|n| bytes + n.body.len() > COPY_FRAME_BYTES);
+            if full || msgs.peek().is_none() {
+                let msgs = std::mem::take(&mut batch);
+                bytes = 0;
+                self.push_record(|seq| Frame::Append {
+                    seq,
+                    topic: topic.clone(),
+                    channel: channel.cloned(),
+                    due,
+                    msgs,
+                });
+            }
+        }
+    }
+}
+
 impl PeerLink {
     pub fn new(addr: String) -> Self {
         PeerLink {
@@ -113,6 +176,14 @@ impl PeerLink {
         (o.status, o.lag_messages, o.lag_bytes)
     }
 
+    /// Wait until the peer acknowledged `seq` on connection `conn`; false
+    /// when that connection is gone.
+    pub(super) async fn acked_through(&self, conn: u64, seq: u64) -> bool {
+        let mut rx = self.acked.subscribe();
+        let got = rx.wait_for(|(c, s)| *c != conn || *s >= seq).await;
+        got.is_ok_and(|v| v.0 == conn)
+    }
+
     pub async fn first_exchange(&self) {
         let mut rx = self.first.subscribe();
         let _ = rx.wait_for(|done| *done).await;
@@ -125,9 +196,7 @@ impl PeerLink {
             return None;
         }
         let bytes: u64 = msgs.iter().map(|m| m.body.len() as u64).sum();
-        o.seq += 1;
-        let seq = o.seq;
-        o.frames.push_back(Frame::Append {
+        let seq = o.push_record(|seq| Frame::Append {
             seq,
             topic: topic.clone(),
             channel: None,
@@ -174,14 +243,7 @@ impl PeerLink {
         }
         // Channel creations go out before the channel exists, so no record
         // of a message it received can precede it on the link.
-        o.seq += 1;
-        let seq = o.seq;
-        o.frames.push_back(Frame::Meta {
-            seq,
-            op,
-            topic: topic.clone(),
-            channel: channel.cloned(),
-        });
+        o.push_meta(op, topic, channel);
         drop(o);
         self.wake.notify_one();
     }
@@ -228,9 +290,7 @@ impl PeerLink {
         }
         for ((topic, channel), ids) in std::mem::take(&mut o.finishes) {
             for chunk in ids.chunks(super::wire::MAX_COUNT) {
-                o.seq += 1;
-                let seq = o.seq;
-                o.frames.push_back(Frame::Finish {
+                o.push_record(|seq| Frame::Finish {
                     seq,
                     topic: topic.clone(),
                     channel: channel.clone(),

@@ -9,13 +9,19 @@
 //! to the holder's `--replication-address`. Only the origin delivers.
 //!
 //! # The link (see `wire.rs` for the bytes)
-//! The origin sends `Hello` (its replication address as identity, and an
-//! incarnation drawn at process start). The holder refuses origins it does
-//! not list in `--replica`, then tells the origin which of its messages it
+//! The holder sends a challenge (`Auth`); the origin sends `Hello` (its
+//! replication address as identity, and an incarnation drawn at process
+//! start) and its answer and own challenge (`Auth`); the holder refuses
+//! origins it does not list in `--replica` or that fail the challenge, and
+//! answers the origin's, which refuses a holder that fails it
+//! (`--replication-secret-file`, `peer_auth.rs`; without it the proofs are
+//! zeros and not checked). Until then neither side accepts a frame larger
+//! than a Hello. The holder then tells the origin which of its messages it
 //! *took over* (`TakenOver` frames) and sends `Welcome`. The origin then
-//! sends `Reset` and a full copy of what it holds in memory (channels
-//! created, paused; each channel's queued, in-flight and deferred messages),
-//! followed by the live stream of records, each with a sequence number:
+//! sends `Reset` and a full copy (`full_copy.rs`: channels created, paused;
+//! each topic's and channel's queued, in-flight and deferred messages, from
+//! memory and from the disk queues they spilled to), interleaved with the
+//! live stream of records, each with a sequence number:
 //! `Append` (a publish), `Finish` (ids FINished on a channel, batched every
 //! 25 ms), `Meta` (channel created/deleted/emptied/paused, topic
 //! deleted/emptied/paused). The holder applies each record to its shadow of
@@ -29,6 +35,11 @@
 //!   up to the point where it fell behind (the end of the full copy, or the
 //!   last record sent when an ack took longer than `--replica-timeout`). It
 //!   receives every record but publishes do not wait for it.
+//!
+//! A publish waits for its acknowledgement without holding up the next one:
+//! a TCP connection starts up to 64 publishes (`pending_publishes.rs`) and
+//! answers them in order, so the records of many publishes travel in one
+//! write and one `Ack` covers them all.
 //! * `in_sync`: a publish (PUB, MPUB, DPUB, HTTP /pub, /mpub) is answered
 //!   only once every in-sync peer acknowledged it; one that does not within
 //!   `--replica-timeout` becomes `catching_up`. With `--replica-min-acks=N`
@@ -73,26 +84,26 @@
 //!
 //! # Limits of this version
 //! * Shadows live in memory (a durable holder's also on disk, but in memory
-//!   too), bounded by [`origin_state::SHADOW_MAX_BYTES`] per origin: a holder past it
-//!   drops the link and the origin sees the peer `down`. A non-durable
-//!   holder's shadow does not survive its restart (the origin sends a full
-//!   copy again when it reconnects).
-//! * The full copy covers what the origin holds in memory; messages that
-//!   spilled to the origin's disk queue while the peer was out of sync are
-//!   not copied.
-//! * The link is plain TCP without authentication beyond the `--replica`
-//!   list: run it on a trusted network.
-
+//!   too), bounded by [`origin_state::SHADOW_MAX_BYTES`] per origin: a
+//!   holder past it drops the link and the origin sees the peer `down`. A
+//!   non-durable holder's shadow does not survive its restart (the origin
+//!   sends a full copy again when it reconnects).
+//! * The link is authenticated (with a secret) but not encrypted: message
+//!   bodies cross it in the clear.
+//!
 //! # Files
 //! The core knows replication only through `replica_hooks.rs` (the seam:
 //! `ReplicaHooks`, implemented in `hooks.rs`) and the channel seam; the
 //! server opens `Replication` (`state.rs`), hands its hooks to nsqd and
-//! starts it. `link.rs` is an origin's queue towards one peer and
-//! `origin.rs` the task that sends it; `holder.rs` serves incoming links
-//! into `origin_state.rs` (`shadow.rs`, `journal.rs`); `takeover.rs` and
-//! `return_filter.rs` are the two halves of a takeover; `wire.rs` the bytes.
+//! starts it. `link.rs` is an origin's queue towards one peer,
+//! `origin.rs` the task that sends it and `full_copy.rs` what a peer gets
+//! on (re)connecting; `holder.rs` serves incoming links into
+//! `origin_state.rs` (`shadow.rs`, `journal.rs`); `takeover.rs` and
+//! `return_filter.rs` are the two halves of a takeover; `peer_auth.rs` the
+//! shared-secret challenge; `wire.rs` the bytes and `codec.rs` reading them.
 
 pub mod codec;
+pub mod full_copy;
 pub mod holder;
 pub mod hooks;
 pub mod journal;
@@ -100,6 +111,7 @@ pub mod link;
 pub mod metrics;
 pub mod origin;
 pub mod origin_state;
+pub mod peer_auth;
 pub mod return_filter;
 pub mod shadow;
 pub mod state;

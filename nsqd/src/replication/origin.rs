@@ -6,26 +6,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use nsq_protocol::ChannelName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::codec::{FrameReader, ReadError};
-use super::link::{LinkStatus, Outbox, PeerLink, FINISH_FLUSH};
+use super::full_copy::{copy_disk, copy_memory, CopyError};
+use super::link::{LinkStatus, PeerLink, FINISH_FLUSH};
+use super::peer_auth::{self, Claim, Role};
 use super::state::Replication;
-use super::wire::{Frame, MetaOp, WireError, WireMessage, VERSION};
-use crate::message::unix_nanos;
+use super::wire::{Frame, WireError, HELLO_MAX, MAX_FRAME, VERSION};
 use crate::nsqd::Nsqd;
 
-/// Messages per Append of a full copy.
-const COPY_BATCH: usize = 1024;
 /// Wait between connection attempts.
 const RECONNECT: Duration = Duration::from_millis(250);
 
-/// A new connection: Reset and a full copy of what this node holds,
-/// queued ahead of anything published from now on.
+/// A new connection: Reset and a copy of what this node holds in memory,
+/// queued ahead of anything published from now on. The peer is not in
+/// sync before the rest of the copy (`finish_copy`) is acknowledged.
 fn connected(link: &PeerLink, nsqd: &Nsqd, repl: &Replication) -> u64 {
     let mut o = link.lock();
     o.conn += 1;
@@ -36,8 +35,8 @@ fn connected(link: &PeerLink, nsqd: &Nsqd, repl: &Replication) -> u64 {
     o.seq += 1;
     let seq = o.seq;
     o.frames.push_back(Frame::Reset { seq });
-    let copied = full_copy(nsqd, repl, &mut o);
-    o.catch_target = o.seq;
+    let copied = copy_memory(nsqd, &repl.filter, &mut o);
+    o.catch_target = u64::MAX;
     let conn = o.conn;
     drop(o);
     info!(peer = %link.addr, messages = copied, "REPLICA {}: connected, catching up", link.addr);
@@ -45,113 +44,32 @@ fn connected(link: &PeerLink, nsqd: &Nsqd, repl: &Replication) -> u64 {
     conn
 }
 
-/// A message with its due time (`None`: now).
-type Timed = (crate::message::Message, Option<Instant>);
-
-/// Queue the records that rebuild this node's state on a peer: topics'
-/// pause state, channels, and every message held in memory.
-fn full_copy(nsqd: &Nsqd, repl: &Replication, o: &mut Outbox) -> u64 {
-    let now = Instant::now();
-    let wall = unix_nanos();
-    let due_of = |at: Option<Instant>| {
-        at.map_or(0, |at| {
-            wall.saturating_add(at.saturating_duration_since(now).as_nanos() as i64)
-        })
-    };
-    let mut copied = 0u64;
-    let push = |o: &mut Outbox, f: Frame| {
-        o.seq += 1;
-        let f = match f {
-            Frame::Append {
-                topic,
-                channel,
-                due,
-                msgs,
-                ..
-            } => Frame::Append {
-                seq: o.seq,
-                topic,
-                channel,
-                due,
-                msgs,
-            },
-            Frame::Meta {
-                op, topic, channel, ..
-            } => Frame::Meta {
-                seq: o.seq,
-                op,
-                topic,
-                channel,
-            },
-            other => other,
-        };
-        o.frames.push_back(f);
-    };
-    for topic in nsqd.topics_snapshot() {
-        if topic.is_ephemeral() {
-            continue;
-        }
-        let name = topic.name.clone();
-        let meta = |op, channel: Option<ChannelName>| Frame::Meta {
-            seq: 0,
-            op,
-            topic: name.clone(),
-            channel,
-        };
-        if topic.is_paused() {
-            push(o, meta(MetaOp::TopicPause, None));
-        }
-        let channels: Vec<_> = topic
-            .channels()
-            .into_iter()
-            .filter(|c| !c.is_ephemeral())
-            .collect();
-        for c in &channels {
-            push(o, meta(MetaOp::ChannelCreate, Some(c.name.clone())));
-            if c.is_paused() {
-                push(o, meta(MetaOp::ChannelPause, Some(c.name.clone())));
-            }
-        }
-        let mut groups: Vec<(Option<ChannelName>, Vec<Timed>)> =
-            vec![(None, topic.held_in_memory())];
-        for c in &channels {
-            groups.push((Some(c.name.clone()), c.messages_in_memory()));
-        }
-        for (channel, msgs) in groups {
-            let msgs: Vec<_> = msgs
-                .into_iter()
-                .filter(|(m, _)| !repl.filter.contains(&name, m.id))
-                .collect();
-            copied += msgs.len() as u64;
-            // One Append per due time, in batches.
-            let mut by_due: std::collections::BTreeMap<i64, Vec<WireMessage>> = Default::default();
-            for (m, at) in &msgs {
-                by_due
-                    .entry(due_of(*at))
-                    .or_default()
-                    .push(WireMessage::from(m));
-            }
-            for (due, ms) in by_due {
-                for chunk in ms.chunks(COPY_BATCH) {
-                    push(
-                        o,
-                        Frame::Append {
-                            seq: 0,
-                            topic: name.clone(),
-                            channel: channel.clone(),
-                            due,
-                            msgs: chunk.to_vec(),
-                        },
-                    );
-                }
-            }
-        }
+/// The rest of a full copy: the disk queues, then memory again (what was
+/// read from disk meanwhile); the peer is in sync once it acknowledged it.
+async fn finish_copy(
+    link: &PeerLink,
+    nsqd: &Nsqd,
+    repl: &Replication,
+    conn: u64,
+) -> Result<(), SessionError> {
+    let from_disk = copy_disk(nsqd, &repl.filter, link, conn).await?;
+    let mut o = link.lock();
+    if o.conn != conn {
+        return Err(CopyError::Replaced.into());
     }
-    copied
+    copy_memory(nsqd, &repl.filter, &mut o);
+    o.catch_target = o.seq;
+    drop(o);
+    if from_disk > 0 {
+        info!(peer = %link.addr, messages = from_disk, "REPLICA {}: copied what spilled to disk", link.addr);
+    }
+    link.wake.notify_one();
+    Ok(())
 }
 
 /// Keep a link to `link`'s peer up for the life of the server.
 pub async fn run(repl: Arc<Replication>, nsqd: Arc<Nsqd>, link: Arc<PeerLink>) {
+    let mut last = String::new();
     loop {
         let why = tokio::select! {
             _ = nsqd.cancel.cancelled() => return,
@@ -161,7 +79,13 @@ pub async fn run(repl: Arc<Replication>, nsqd: Arc<Nsqd>, link: Arc<PeerLink>) {
             },
         };
         link.first.send_replace(true);
-        tracing::debug!(peer = %link.addr, "replication link: {why}");
+        // Each new reason once at warn (a refused secret, say), then quietly.
+        if why != last {
+            warn!(peer = %link.addr, "REPLICA {}: link not up - {why}", link.addr);
+            last = why;
+        } else {
+            tracing::debug!(peer = %link.addr, "replication link: {why}");
+        }
         tokio::select! {
             _ = nsqd.cancel.cancelled() => return,
             _ = tokio::time::sleep(RECONNECT) => {}
@@ -177,8 +101,12 @@ enum SessionError {
     Timeout,
     #[error(transparent)]
     Read(#[from] ReadError),
+    #[error(transparent)]
+    Copy(#[from] CopyError),
     #[error("unexpected frame from the peer")]
     Unexpected,
+    #[error("the peer failed authentication (--replication-secret-file)")]
+    Unauthenticated,
     #[error("{0}")]
     Backlog(&'static str),
     #[error(transparent)]
@@ -222,15 +150,44 @@ async fn session(
     stream.set_nodelay(true)?;
     let (read, mut write) = stream.into_split();
     let mut frames = FrameReader::new(read);
+    // Until the peer proved who it is, nothing larger than an Auth.
+    frames.set_limit(HELLO_MAX);
+    let Frame::Auth {
+        nonce: challenge, ..
+    } = frames.next_within(timeout).await?
+    else {
+        return Err(SessionError::Unexpected);
+    };
+    let (identity, incarnation) = (&repl.cfg.identity, repl.incarnation);
+    let secret = repl.secret.as_ref();
+    let mine = peer_auth::nonce();
+    let claim = |role, nonce| Claim {
+        role,
+        nonce,
+        origin: identity,
+        incarnation,
+    };
     let mut buf = BytesMut::new();
     Frame::Hello {
         version: VERSION,
-        origin: repl.cfg.identity.clone(),
-        incarnation: repl.incarnation,
+        origin: identity.clone(),
+        incarnation,
+    }
+    .encode(&mut buf);
+    Frame::Auth {
+        nonce: mine,
+        proof: peer_auth::answer(secret, &claim(Role::Origin, &challenge)),
     }
     .encode(&mut buf);
     write.write_all(&buf).await?;
     buf.clear();
+    let Frame::Auth { proof, .. } = frames.next_within(timeout).await? else {
+        return Err(SessionError::Unexpected);
+    };
+    if !peer_auth::accepted(secret, &claim(Role::Holder, &mine), &proof) {
+        return Err(SessionError::Unauthenticated);
+    }
+    frames.set_limit(MAX_FRAME);
     // What the peer took over comes first: it must not be delivered here.
     loop {
         let f = frames.next_within(timeout).await?;
@@ -275,9 +232,14 @@ async fn session(
             }
         }
     };
+    let copy = async {
+        finish_copy(link, nsqd, repl, conn).await?;
+        std::future::pending::<Result<(), SessionError>>().await
+    };
     let r: Result<(), SessionError> = tokio::select! {
         r = writer => r,
         r = reader => r,
+        r = copy => r,
     };
     link.down(
         conn,

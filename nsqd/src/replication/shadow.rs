@@ -92,11 +92,6 @@ impl Shadow {
         *self = Shadow::default();
     }
 
-    fn added(&mut self, h: &Held) {
-        self.messages += 1;
-        self.bytes += h.msg.body.len() as u64;
-    }
-
     fn removed(&mut self, h: &Held) {
         self.messages = self.messages.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(h.msg.body.len() as u64);
@@ -124,41 +119,44 @@ impl Shadow {
         if self.bytes > max_bytes {
             return Err(ShadowError::Full(self.bytes));
         }
-        let mut added = Vec::new();
-        let t = self.topics.entry(topic.clone()).or_default();
-        let held = |m: &WireMessage| Held {
-            msg: m.clone(),
-            due,
+        // Counted as they go in: (messages, bytes) newly held.
+        let mut added = (0u64, 0u64);
+        let t = match self.topics.get_mut(topic) {
+            Some(t) => t,
+            None => self.topics.entry(topic.clone()).or_default(),
+        };
+        let mut hold = |into: &mut BTreeMap<u64, Held>, m: &WireMessage| {
+            if let std::collections::btree_map::Entry::Vacant(v) = into.entry(m.id) {
+                v.insert(Held {
+                    msg: m.clone(),
+                    due,
+                });
+                added.0 += 1;
+                added.1 += m.body.len() as u64;
+            }
         };
         match channel {
             Some(c) => {
                 let ch = t.channels.entry(c.clone()).or_default();
-                for m in msgs {
-                    if !ch.recent.contains(&m.id) && ch.msgs.insert(m.id, held(m)).is_none() {
-                        added.push(held(m));
-                    }
+                for m in msgs.iter().filter(|m| !ch.recent.contains(&m.id)) {
+                    hold(&mut ch.msgs, m);
                 }
             }
             None if t.holding() => {
                 for m in msgs {
-                    if t.held.insert(m.id, held(m)).is_none() {
-                        added.push(held(m));
-                    }
+                    hold(&mut t.held, m);
                 }
             }
             None => {
                 for ch in t.channels.values_mut() {
-                    for m in msgs {
-                        if !ch.recent.contains(&m.id) && ch.msgs.insert(m.id, held(m)).is_none() {
-                            added.push(held(m));
-                        }
+                    for m in msgs.iter().filter(|m| !ch.recent.contains(&m.id)) {
+                        hold(&mut ch.msgs, m);
                     }
                 }
             }
         }
-        for h in &added {
-            self.added(h);
-        }
+        self.messages += added.0;
+        self.bytes += added.1;
         Ok(())
     }
 

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use super::link::PeerLink;
 use super::origin_state::OriginState;
+use super::peer_auth::PeerSecret;
 use super::return_filter::ReturnFilter;
 use super::wire::{MetaOp, WireMessage};
 use crate::message::{IdGenerator, Message};
@@ -46,6 +47,8 @@ pub struct Replication {
     pub(crate) ids: Mutex<IdGenerator>,
     /// The node, once started (weak: the node holds this).
     pub(super) node: OnceLock<Weak<Nsqd>>,
+    /// `--replication-secret-file`: peers must prove they know it.
+    pub(super) secret: Option<PeerSecret>,
 }
 
 impl Replication {
@@ -55,6 +58,16 @@ impl Replication {
     pub async fn open(opts: &crate::Options) -> Result<Option<Arc<Self>>, ReplicationError> {
         if opts.replication_address.is_empty() {
             return Ok(None);
+        }
+        let secret = match opts.replication_secret_file.as_str() {
+            "" => None,
+            path => Some(
+                PeerSecret::load(std::path::Path::new(path))
+                    .map_err(|e| ReplicationError::Secret(e.into()))?,
+            ),
+        };
+        if secret.is_none() {
+            tracing::warn!("REPLICATION: no --replication-secret-file; anyone who reaches {} and names a --replica can act as that peer", opts.replication_address);
         }
         let listener = TcpListener::bind(&opts.replication_address)
             .await
@@ -87,6 +100,7 @@ impl Replication {
             incarnation: rand::random::<u64>() | 1,
             ids: Mutex::new(IdGenerator::new(opts.effective_node_id() ^ 0x200)),
             node: OnceLock::new(),
+            secret,
         })))
     }
 

@@ -16,6 +16,7 @@
 //! Ack       7  seq:u64
 //! Ping      8  seq:u64
 //! TakenOver 9  topic:string count:u32 id:u64*
+//! Auth     10  nonce:[32] proof:[32]        (see `peer_auth.rs`)
 //! ```
 //!
 //! `channel` is empty for a topic-wide record. `due` is Unix nanoseconds,
@@ -27,11 +28,14 @@ use nsq_protocol::{ChannelName, TopicName};
 use crate::message::Message;
 
 /// The link's protocol version, sent in Hello.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Largest frame either side accepts. An Append batch of MPUB bodies is the
 /// largest frame; MPUB bodies are capped by `--max-body-size` (5 MiB by
 /// default), so this leaves room and still bounds a hostile peer.
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+/// Largest frame either side accepts before the other proved who it is
+/// (Hello, Auth).
+pub const HELLO_MAX: usize = 1024;
 /// Most messages or ids one frame may carry.
 pub const MAX_COUNT: usize = 1 << 20;
 
@@ -150,6 +154,12 @@ pub enum Frame {
         topic: TopicName,
         ids: Vec<u64>,
     },
+    /// A challenge (`nonce`) and/or the answer to the other side's
+    /// (`proof`); zeros where there is none.
+    Auth {
+        nonce: [u8; 32],
+        proof: [u8; 32],
+    },
 }
 
 impl Frame {
@@ -177,6 +187,7 @@ impl Frame {
             Frame::Ack { .. } => 7,
             Frame::Ping { .. } => 8,
             Frame::TakenOver { .. } => 9,
+            Frame::Auth { .. } => 10,
         }
     }
 
@@ -243,6 +254,10 @@ impl Frame {
             Frame::TakenOver { topic, ids } => {
                 put_str(out, topic.as_str());
                 put_ids(out, ids);
+            }
+            Frame::Auth { nonce, proof } => {
+                out.put_slice(nonce);
+                out.put_slice(proof);
             }
         }
         let size = (out.len() - start - 4) as u32;
@@ -320,6 +335,10 @@ impl Frame {
             9 => Frame::TakenOver {
                 topic: get_topic(&mut b)?,
                 ids: get_ids(&mut b)?,
+            },
+            10 => Frame::Auth {
+                nonce: take(&mut b)?,
+                proof: take(&mut b)?,
             },
             k => return Err(WireError::Kind(k)),
         };
@@ -490,6 +509,10 @@ mod tests {
         roundtrip(Frame::TakenOver {
             topic: topic("t"),
             ids: vec![u64::MAX],
+        });
+        roundtrip(Frame::Auth {
+            nonce: [1; 32],
+            proof: [2; 32],
         });
     }
 

@@ -4,60 +4,14 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::line::parse_line;
+use super::error::{err, positive_within, DecodeError};
+use super::limits::Limits;
+use super::line::{parse_line, Head, Parsed};
 use super::mpub::{pack_bodies, scan_mpub, MpubScan};
 use super::Command;
 use crate::error::{ErrorCode, ProtocolError};
 use crate::names::TopicName;
 use crate::MAX_LINE_LEN;
-
-/// Size limits the decoder enforces (nsqd's `--max-msg-size`,
-/// `--max-body-size`, `--max-req-timeout`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub max_msg_size: u64,
-    pub max_body_size: u64,
-    pub max_req_timeout_ms: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_msg_size: 1024 * 1024,
-            max_body_size: 5 * 1024 * 1024,
-            max_req_timeout_ms: 3_600_000,
-        }
-    }
-}
-
-/// Why decoding stopped.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    /// Send this error frame; close the connection if it is fatal.
-    #[error("{0}")]
-    Protocol(#[from] ProtocolError),
-    /// A known command's line or body size was refused. Upstream checks the
-    /// client's state (and `--tls-required`) before it looks at parameters,
-    /// so the server decides: its own state error, or this one.
-    #[error("{error}")]
-    Params {
-        verb: &'static str,
-        error: ProtocolError,
-    },
-    /// A line longer than upstream's read buffer: close without an error frame.
-    #[error("command line longer than {MAX_LINE_LEN} bytes")]
-    LineTooLong,
-}
-
-impl DecodeError {
-    /// The error frame to send, if any.
-    pub fn protocol_error(&self) -> Option<&ProtocolError> {
-        match self {
-            DecodeError::Protocol(e) | DecodeError::Params { error: e, .. } => Some(e),
-            DecodeError::LineTooLong => None,
-        }
-    }
-}
 
 /// The verbs the decoder knows, as `'static` names for [`DecodeError::Params`].
 fn known_verb(name: &[u8]) -> Option<&'static str> {
@@ -75,33 +29,6 @@ fn with_verb(verb: Option<&'static str>, e: DecodeError) -> DecodeError {
     }
 }
 
-/// A command whose line has been read and which waits for its body.
-#[derive(Debug, Clone)]
-pub(super) enum Head {
-    Identify,
-    Auth,
-    Pub(TopicName),
-    Dpub(TopicName, u64),
-    Mpub(TopicName),
-}
-
-impl Head {
-    pub(super) fn name(&self) -> &'static str {
-        match self {
-            Head::Identify => "IDENTIFY",
-            Head::Auth => "AUTH",
-            Head::Pub(_) => "PUB",
-            Head::Dpub(..) => "DPUB",
-            Head::Mpub(_) => "MPUB",
-        }
-    }
-}
-
-pub(super) enum Parsed {
-    Done(Command),
-    NeedsBody(Head),
-}
-
 #[derive(Debug, Clone)]
 pub(super) enum State {
     Line,
@@ -115,10 +42,6 @@ pub(super) enum State {
 pub struct CommandDecoder {
     limits: Limits,
     pub(super) state: State,
-}
-
-pub(super) fn err(code: ErrorCode, text: String) -> DecodeError {
-    DecodeError::Protocol(ProtocolError::new(code, text))
 }
 
 impl CommandDecoder {
@@ -301,25 +224,6 @@ impl CommandDecoder {
         }
         Ok(size as usize)
     }
-}
-
-/// A size that must be positive and at most `max`, checked in upstream's
-/// order and words: `{invalid} {size}`, then `{big} too big {size} > {max}`
-/// (a message's `big` is its verb's: "PUB message", "MPUB message").
-pub(super) fn positive_within(
-    size: i32,
-    max: u64,
-    code: ErrorCode,
-    invalid: &str,
-    big: &str,
-) -> Result<usize, DecodeError> {
-    if size <= 0 {
-        return Err(err(code, format!("{invalid} {size}")));
-    }
-    if size as u64 > max {
-        return Err(err(code, format!("{big} too big {size} > {max}")));
-    }
-    Ok(size as usize)
 }
 
 /// A command line longer than upstream's read buffer.

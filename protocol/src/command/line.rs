@@ -1,7 +1,8 @@
 //! One command line, `NAME[ SP param]*`: which command it is, its
 //! parameters validated, or which body it waits for.
 
-use super::decode::{err, DecodeError, Head, Limits, Parsed};
+use super::error::{err, DecodeError};
+use super::limits::Limits;
 use super::Command;
 use crate::error::ErrorCode;
 use crate::message::MessageId;
@@ -173,4 +174,31 @@ pub(super) fn parse_line(limits: &Limits, line: &[u8]) -> Result<Parsed, DecodeE
         }
     };
     Ok(Parsed::Done(cmd))
+}
+
+/// A command whose line has been read and which waits for its body.
+#[derive(Debug, Clone)]
+pub(super) enum Head {
+    Identify,
+    Auth,
+    Pub(TopicName),
+    Dpub(TopicName, u64),
+    Mpub(TopicName),
+}
+
+impl Head {
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Head::Identify => "IDENTIFY",
+            Head::Auth => "AUTH",
+            Head::Pub(_) => "PUB",
+            Head::Dpub(..) => "DPUB",
+            Head::Mpub(_) => "MPUB",
+        }
+    }
+}
+
+pub(super) enum Parsed {
+    Done(Command),
+    NeedsBody(Head),
 }

@@ -3,7 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::decode::{err, positive_within, DecodeError, Limits};
+use super::error::{err, positive_within, DecodeError};
+use super::limits::Limits;
 use crate::error::{ErrorCode, ProtocolError};
 
 /// Progress through an MPUB body, kept between calls so a large body arriving

@@ -214,6 +214,43 @@ fn lines_are_trimmed_like_go() {
     assert_eq!(trim_go_space(b" \n"), b"");
 }
 
+/// Upstream's error for each command sent before IDENTIFY; the IDENTIFY check comes before
+/// name validation.
+const BEFORE_IDENTIFY: &[(&str, &str)] = &[
+    ("UNREGISTER bad!name\n", "E_INVALID client must IDENTIFY"),
+    ("FOO bar\n", "E_INVALID invalid command FOO"),
+    ("\n", "E_INVALID invalid command "),
+];
+
+/// Upstream's error for each command sent after IDENTIFY.
+const AFTER_IDENTIFY: &[(&str, &str)] = &[
+    ("IDENTIFY\n", "E_INVALID cannot IDENTIFY again"),
+    (
+        "REGISTER\n",
+        "E_INVALID REGISTER insufficient number of params",
+    ),
+    (
+        "UNREGISTER \n",
+        "E_INVALID UNREGISTER insufficient number of params",
+    ),
+    (
+        "REGISTER bad!topic c\n",
+        "E_BAD_TOPIC REGISTER topic name 'bad!topic' is not valid",
+    ),
+    (
+        "UNREGISTER  c\n",
+        "E_BAD_TOPIC UNREGISTER topic name '' is not valid",
+    ),
+    (
+        "REGISTER t bad/chan\n",
+        "E_BAD_CHANNEL REGISTER channel name 'bad/chan' is not valid",
+    ),
+    (
+        "UNREGISTER t bad/chan\n",
+        "E_BAD_CHANNEL UNREGISTER channel name 'bad/chan' is not valid",
+    ),
+];
+
 #[test]
 fn upstream_error_texts() {
     let mut fresh = LookupDecoder::new();
@@ -221,47 +258,17 @@ fn upstream_error_texts() {
         decode_err(&mut fresh, b"REGISTER t c\n"),
         "E_INVALID client must IDENTIFY"
     );
-    // The IDENTIFY check comes before name validation.
-    assert_eq!(
-        decode_err(&mut LookupDecoder::new(), b"UNREGISTER bad!name\n"),
-        "E_INVALID client must IDENTIFY"
-    );
-    assert_eq!(
-        decode_err(&mut LookupDecoder::new(), b"FOO bar\n"),
-        "E_INVALID invalid command FOO"
-    );
-    assert_eq!(
-        decode_err(&mut LookupDecoder::new(), b"\n"),
-        "E_INVALID invalid command "
-    );
-    assert_eq!(
-        decode_err(&mut identified(), b"IDENTIFY\n"),
-        "E_INVALID cannot IDENTIFY again"
-    );
-    assert_eq!(
-        decode_err(&mut identified(), b"REGISTER\n"),
-        "E_INVALID REGISTER insufficient number of params"
-    );
-    assert_eq!(
-        decode_err(&mut identified(), b"UNREGISTER \n"),
-        "E_INVALID UNREGISTER insufficient number of params"
-    );
-    assert_eq!(
-        decode_err(&mut identified(), b"REGISTER bad!topic c\n"),
-        "E_BAD_TOPIC REGISTER topic name 'bad!topic' is not valid"
-    );
-    assert_eq!(
-        decode_err(&mut identified(), b"UNREGISTER  c\n"),
-        "E_BAD_TOPIC UNREGISTER topic name '' is not valid"
-    );
-    assert_eq!(
-        decode_err(&mut identified(), b"REGISTER t bad/chan\n"),
-        "E_BAD_CHANNEL REGISTER channel name 'bad/chan' is not valid"
-    );
-    assert_eq!(
-        decode_err(&mut identified(), b"UNREGISTER t bad/chan\n"),
-        "E_BAD_CHANNEL UNREGISTER channel name 'bad/chan' is not valid"
-    );
+    for (input, want) in BEFORE_IDENTIFY {
+        let got = decode_err(&mut LookupDecoder::new(), input.as_bytes());
+        assert_eq!(got, *want, "{input:?}");
+    }
+    for (input, want) in AFTER_IDENTIFY {
+        assert_eq!(
+            decode_err(&mut identified(), input.as_bytes()),
+            *want,
+            "{input:?}"
+        );
+    }
     // PING is allowed before IDENTIFY.
     assert_eq!(
         decode_one(&mut LookupDecoder::new(), b"PING\n").unwrap(),

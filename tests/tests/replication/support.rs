@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use nsq_protocol::{Command, Frame};
-use nsq_tests::{channel, http_get, topic, wait_until, Daemon, NsqlookupdProcess, RawConn};
+use nsq_test_support::{channel, http_get, topic, wait_until, Daemon, NsqlookupdProcess, RawConn};
 
 pub const TOPIC: &str = "orders";
 pub const CHANNEL: &str = "c";
@@ -59,6 +59,11 @@ impl Node {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             daemon: None,
         }
+    }
+
+    /// Flags for the next start (in place of those given at creation).
+    pub fn set_extra(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
     }
 
     pub fn repl_addr(&self) -> String {
@@ -148,6 +153,18 @@ impl Node {
         if let Err(e) = wait_until(limit, what, check).await {
             self.fail(&e);
         }
+    }
+
+    /// Wait until this node's log holds `text`.
+    pub async fn wait_log(&self, text: &str, limit: Duration) {
+        self.wait_for(limit, text, || {
+            if self.d().logs().contains(text) {
+                Ok(())
+            } else {
+                Err("not logged yet".into())
+            }
+        })
+        .await;
     }
 
     /// Wait until this node sees its peer in `state`.
@@ -373,7 +390,7 @@ async fn consume(addr: SocketAddr, ledger: Shared, stop: Arc<AtomicBool>, slow: 
                 Command::Fin(m.id)
             }
             Ok(Frame::Response(r)) if &r[..] == b"_heartbeat_" => Command::Nop,
-            Err(nsq_tests::ReadError::Timeout) => continue,
+            Err(nsq_test_support::ReadError::Timeout) => continue,
             _ => return,
         };
         if c.try_write_raw(&encode(&reply)).await.is_err() {

@@ -11,16 +11,22 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use nsq_protocol::{
     Command, Frame, FrameDecoder, FrameType, IdentifyRequest, MessageId, HEARTBEAT, MAGIC_V2,
-    MESSAGE_HEADER_LEN,
+    MESSAGE_HEADER_LEN, OK,
 };
 
 use super::{BenchError, Result};
 #[cfg(test)]
 use nsq_protocol::frame::FrameError;
 
-/// Bytes asked of the kernel per `read`: enough for over a thousand 200-byte
-/// message frames, so a busy consumer wakes once per socket buffer, not per frame.
+/// Bytes asked of the kernel per `read` by a consumer with the box to itself:
+/// enough for over a thousand 200-byte message frames, so a busy consumer
+/// wakes once per socket buffer, not per frame.
 pub const READ_CHUNK: usize = 256 * 1024;
+
+/// The smallest read chunk: what a publisher needs for its `OK`s, and the
+/// floor for consumers sharing [`READ_CHUNK`]s' worth of memory among many
+/// connections (a thousand connections must not cost a gigabyte of buffers).
+pub const SMALL_READ: usize = 16 * 1024;
 
 /// Largest frame accepted. nsqd's own limits keep frames near `--max-msg-size`
 /// (1 MiB); this only stops a corrupt size from growing the buffer without end.
@@ -29,6 +35,10 @@ const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Where the message ID sits in a message frame's data: after the
 /// timestamp and attempts, at the end of the header.
 const ID_OFFSET: usize = MESSAGE_HEADER_LEN - 16;
+
+/// No reply at all for this long, with publishes outstanding, means nsqd is
+/// stuck; heartbeats alone arrive every 30 s by default.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(35);
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -42,6 +52,8 @@ pub enum Incoming {
 
 pub struct Conn {
     stream: TcpStream,
+    /// Bytes asked of the kernel per `read`.
+    chunk: usize,
     /// Received bytes live in `buf[start..end]`. The buffer is zeroed once
     /// and reused, so a read costs no zeroing and no copy (std has no stable
     /// safe read into uninitialised memory); only a frame cut by the end of
@@ -57,8 +69,10 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connect, send the magic and IDENTIFY, and wait for nsqd's answer.
-    pub fn connect(addr: &str, tool: &str) -> Result<Conn> {
+    /// Connect, send the magic and IDENTIFY, and wait for nsqd's answer;
+    /// reads ask for `chunk` bytes at a time (at least [`SMALL_READ`]).
+    pub fn connect(addr: &str, tool: &str, chunk: usize) -> Result<Conn> {
+        let chunk = chunk.max(SMALL_READ);
         let connect_err = |source| BenchError::Connect {
             addr: addr.to_owned(),
             source,
@@ -81,7 +95,8 @@ impl Conn {
         stream.set_nodelay(true)?;
         let mut conn = Conn {
             stream,
-            buf: vec![0u8; 2 * READ_CHUNK],
+            chunk,
+            buf: vec![0u8; 2 * chunk],
             start: 0,
             end: 0,
             want: 0,
@@ -175,14 +190,14 @@ impl Conn {
             self.end = 0;
         }
         let pending = self.end - self.start;
-        if self.buf.len() - self.end >= READ_CHUNK && self.start + self.want <= self.buf.len() {
+        if self.buf.len() - self.end >= self.chunk && self.start + self.want <= self.buf.len() {
             return;
         }
         // What moves is normally the head of one frame cut by the last read.
         self.buf.copy_within(self.start..self.end, 0);
         self.start = 0;
         self.end = pending;
-        let needed = self.want.max(pending) + READ_CHUNK;
+        let needed = self.want.max(pending) + self.chunk;
         if self.buf.len() < needed {
             // Only a frame larger than the buffer gets here; growing zeroes
             // just the new part, once.
@@ -281,6 +296,46 @@ impl Conn {
     }
 }
 
+/// What a publishing connection makes of a frame: `true` for the `OK` to a
+/// publish, `false` for a heartbeat (answered here); anything else ends the
+/// run, since a publisher's count would no longer be true.
+pub fn publish_reply(conn: &mut Conn, frame: Frame, after: &'static str) -> Result<bool> {
+    match frame {
+        Frame::Response(data) if data == OK => Ok(true),
+        Frame::Response(data) if data == HEARTBEAT => {
+            conn.send(&Command::Nop)?;
+            Ok(false)
+        }
+        Frame::Response(data) => Err(BenchError::Unexpected(format!(
+            "response {:?} to {after}",
+            String::from_utf8_lossy(&data)
+        ))),
+        Frame::Error(text) => Err(server_error(after, &text)),
+        Frame::Message(m) => Err(BenchError::Unexpected(format!(
+            "message {} on a publishing connection",
+            m.id
+        ))),
+    }
+}
+
+/// Open `n` connections to `addr` before any clock starts, as upstream's
+/// tools do, each with `chunk`-byte reads and a read timeout.
+pub fn connect_all(
+    addr: &str,
+    tool: &str,
+    n: u32,
+    chunk: usize,
+    read_timeout: Duration,
+) -> Result<Vec<Conn>> {
+    (0..n)
+        .map(|_| {
+            let mut conn = Conn::connect(addr, tool, chunk)?;
+            conn.set_read_timeout(Some(read_timeout))?;
+            Ok(conn)
+        })
+        .collect()
+}
+
 /// The error for an error frame that arrived after `after`.
 pub fn server_error(after: &'static str, text: &[u8]) -> BenchError {
     BenchError::Server {
@@ -295,7 +350,6 @@ mod tests {
     use std::thread;
 
     use nsq_protocol::frame::{encode_message_frame, encode_response};
-    use nsq_protocol::OK;
 
     use super::*;
 
@@ -339,9 +393,9 @@ mod tests {
             want.push(MessageId::from_u64(i));
         }
         encode_response(&mut wire, OK);
-        for chunk in [7, 4096, 100_000] {
+        for (read, chunk) in [(READ_CHUNK, 7), (READ_CHUNK, 4096), (SMALL_READ, 100_000)] {
             let addr = serve(wire.to_vec(), chunk);
-            let mut conn = Conn::connect(&addr, "test").unwrap();
+            let mut conn = Conn::connect(&addr, "test", read).unwrap();
             let mut got = Vec::new();
             loop {
                 match conn.next_incoming().unwrap() {
@@ -361,14 +415,14 @@ mod tests {
     #[test]
     fn bad_frames_are_errors() {
         let addr = serve(b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec(), 64);
-        let mut conn = Conn::connect(&addr, "test").unwrap();
+        let mut conn = Conn::connect(&addr, "test", READ_CHUNK).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         assert!(matches!(
             conn.read_frame(),
             Err(BenchError::Frame(FrameError::UnexpectedHttp))
         ));
         let addr = serve(b"\x00\x00\x00\x06\x00\x00\x00\x09xx".to_vec(), 64);
-        let mut conn = Conn::connect(&addr, "test").unwrap();
+        let mut conn = Conn::connect(&addr, "test", READ_CHUNK).unwrap();
         conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         assert!(matches!(
             conn.read_frame(),

@@ -9,47 +9,30 @@
 //! two would make either figure harder to read.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
-use nsq_app::GoDuration;
-use nsq_protocol::{Command, Frame, TopicName, HEARTBEAT, OK};
+use nsq_protocol::Command;
 use serde_json::json;
 
-use super::conn::{server_error, Conn};
-use super::writer::limits_text;
+use super::conn::{connect_all, publish_reply, Conn, REPLY_TIMEOUT, SMALL_READ};
 use super::{
-    check_limits, cpu_since, parse_topic, percentile, process_cpu_time, round, BenchError, Report,
-    Result,
+    check_limits, cpu_since, limits_text, per_connection, percentile, process_cpu_time, round,
+    Report, Result, Target,
 };
-
-/// A PUB unanswered for this long means nsqd is stuck.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// Latency benchmark: sequential PUB round trips.
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "bench_latency",
-    about = "Measure nsqd's publish round-trip latency, one message at a time."
+    about = "Measure nsqd's publish round-trip latency, one message at a time.",
+    mut_arg("topic", |a| a.default_value("bench_latency"))
 )]
 pub struct LatencyOptions {
-    /// <addr>:<port> to connect to nsqd
-    #[arg(
-        long,
-        visible_alias = "nsqd-tcp-address",
-        default_value = "127.0.0.1:4150"
-    )]
-    pub tcp_address: String,
-    /// topic to publish to
-    #[arg(long, default_value = "bench_latency", value_parser = parse_topic)]
-    pub topic: TopicName,
-    /// size of messages (bytes)
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
-    pub size: u32,
-    /// how long to publish (0 = until --count)
-    #[arg(long, default_value = "10s")]
-    pub runfor: GoDuration,
+    #[command(flatten)]
+    pub target: Target,
     /// stop after this many round trips per publisher (0 = no limit)
     #[arg(long, default_value_t = 0)]
     pub count: u64,
@@ -73,66 +56,55 @@ const PERCENTILES: [(&str, f64); 5] = [
 /// Publish one command at a time per publisher and report the round-trip
 /// distribution over all of them.
 pub fn run(opts: &LatencyOptions) -> Result<Report> {
-    check_limits(*opts.runfor, opts.count)?;
-    let body = Bytes::from(vec![b'x'; opts.size as usize]);
+    let t = &opts.target;
+    check_limits(*t.runfor, opts.count)?;
+    let body = Bytes::from(vec![b'x'; t.size as usize]);
     let cmd = if opts.batch == 1 {
         Command::Pub {
-            topic: opts.topic.clone(),
+            topic: t.topic.clone(),
             body,
         }
     } else {
         Command::Mpub {
-            topic: opts.topic.clone(),
+            topic: t.topic.clone(),
             bodies: vec![body; opts.batch as usize],
         }
     };
     let mut encoded = BytesMut::new();
     cmd.encode(&mut encoded);
     let encoded = encoded.freeze();
-    let conns = (0..opts.publishers)
-        .map(|_| {
-            let mut conn = Conn::connect(&opts.tcp_address, "bench_latency")?;
-            conn.set_read_timeout(Some(REPLY_TIMEOUT))?;
-            Ok(conn)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let conns = connect_all(
+        &t.tcp_address,
+        "bench_latency",
+        opts.publishers,
+        SMALL_READ,
+        REPLY_TIMEOUT,
+    )?;
     eprintln!(
         "[bench_latency] {} of {} x {} bytes to {} at {}, {} publisher(s) one at a time, {}",
         cmd.name(),
         opts.batch,
-        opts.size,
-        opts.topic,
-        opts.tcp_address,
+        t.size,
+        t.topic,
+        t.tcp_address,
         opts.publishers,
-        limits_text(*opts.runfor, opts.count)
+        limits_text(*t.runfor, opts.count)
     );
 
     let cpu_before = process_cpu_time();
     let start = Instant::now();
-    let end = (!opts.runfor.is_zero()).then(|| start + *opts.runfor);
-    let runs = std::thread::scope(|scope| {
-        let handles: Vec<_> = conns
-            .into_iter()
-            .map(|conn| {
-                let cmd = &encoded;
-                scope.spawn(move || round_trips(conn, cmd, opts.count, end))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("publisher thread panicked"))
-            .collect::<Vec<_>>()
+    let end = (!t.runfor.is_zero()).then(|| start + *t.runfor);
+    let abort = AtomicBool::new(false);
+    let runs = per_connection(conns, &abort, |conn| {
+        round_trips(conn, &encoded, opts.count, end, &abort)
     });
     let elapsed = start.elapsed();
     let cpu = cpu_since(cpu_before);
-    let mut samples = Vec::new();
-    for run in runs {
-        samples.extend(run?);
-    }
+    let mut samples: Vec<u64> = runs?.into_iter().flatten().collect();
     samples.sort_unstable();
 
     let mut extra = BTreeMap::from([
-        ("size", json!(opts.size)),
+        ("size", json!(t.size)),
         ("publishers", json!(opts.publishers)),
         ("batch", json!(opts.batch)),
     ]);
@@ -149,7 +121,7 @@ pub fn run(opts: &LatencyOptions) -> Result<Report> {
         tool: "bench_latency",
         msgs: samples.len() as u64 * u64::from(opts.batch),
         elapsed,
-        size: opts.size as usize,
+        size: t.size as usize,
         cpu,
         extra,
     })
@@ -171,9 +143,15 @@ fn micros(nanos: u64) -> f64 {
     round(nanos as f64 / 1000.0, 1)
 }
 
-/// One publisher: send `cmd`, wait for its `OK`, repeat; the round trips in
-/// nanoseconds.
-fn round_trips(mut conn: Conn, cmd: &[u8], count: u64, end: Option<Instant>) -> Result<Vec<u64>> {
+/// One publisher: send `cmd`, wait for its `OK`, repeat until a limit or
+/// another publisher's failure; the round trips in nanoseconds.
+fn round_trips(
+    mut conn: Conn,
+    cmd: &[u8],
+    count: u64,
+    end: Option<Instant>,
+    abort: &AtomicBool,
+) -> Result<Vec<u64>> {
     // Sized for a fast loopback run so the vector rarely grows mid-measurement.
     let mut samples = Vec::with_capacity(if count > 0 { count as usize } else { 1 << 16 });
     loop {
@@ -181,7 +159,7 @@ fn round_trips(mut conn: Conn, cmd: &[u8], count: u64, end: Option<Instant>) -> 
             return Ok(samples);
         }
         let sent = Instant::now();
-        if end.is_some_and(|e| sent >= e) {
+        if end.is_some_and(|e| sent >= e) || abort.load(Ordering::Relaxed) {
             return Ok(samples);
         }
         conn.write_all(cmd)?;
@@ -193,28 +171,17 @@ fn round_trips(mut conn: Conn, cmd: &[u8], count: u64, end: Option<Instant>) -> 
 /// Read until the PUB's `OK`, answering heartbeats that come first.
 fn wait_ok(conn: &mut Conn) -> Result<()> {
     loop {
-        match conn.read_frame()? {
-            Frame::Response(data) if data == OK => return Ok(()),
-            Frame::Response(data) if data == HEARTBEAT => conn.send(&Command::Nop)?,
-            Frame::Response(data) => {
-                return Err(BenchError::Unexpected(format!(
-                    "response {:?} to PUB",
-                    String::from_utf8_lossy(&data)
-                )))
-            }
-            Frame::Error(text) => return Err(server_error("PUB", &text)),
-            Frame::Message(m) => {
-                return Err(BenchError::Unexpected(format!(
-                    "message {} on a publishing connection",
-                    m.id
-                )))
-            }
+        let frame = conn.read_frame()?;
+        if publish_reply(conn, frame, "PUB")? {
+            return Ok(());
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -222,7 +189,13 @@ mod tests {
         let argv: Vec<std::ffi::OsString> = vec!["bench_latency".into(), "-count=5".into()];
         let o: LatencyOptions = nsq_app::try_parse_options("bench_latency", argv, &[]).unwrap();
         assert_eq!(
-            (o.topic.as_str(), o.size, o.count, o.publishers, o.batch),
+            (
+                o.target.topic.as_str(),
+                o.target.size,
+                o.count,
+                o.publishers,
+                o.batch
+            ),
             ("bench_latency", 200, 5, 1, 1)
         );
         let mut extra = BTreeMap::new();

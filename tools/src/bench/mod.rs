@@ -12,11 +12,13 @@
 //! calls for (FINs, NOPs) written back in one `write`.
 
 pub mod conn;
+pub mod flags;
 pub mod latency;
 pub mod reader;
 pub mod writer;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nsq_app::GoDuration;
@@ -24,6 +26,8 @@ use nsq_protocol::frame::FrameError;
 use nsq_protocol::{ChannelName, TopicName};
 use serde::Serialize;
 
+pub use conn::Conn;
+pub use flags::Target;
 pub use latency::LatencyOptions;
 pub use reader::ReaderOptions;
 pub use writer::WriterOptions;
@@ -74,6 +78,52 @@ pub fn check_limits(runfor: Duration, count: u64) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// How a run's limits read in a tool's start line.
+pub fn limits_text(runfor: Duration, count: u64) -> String {
+    match (runfor.is_zero(), count) {
+        (false, 0) => format!("for {}", GoDuration(runfor)),
+        (true, n) => format!("for {n} messages"),
+        (false, n) => format!("for {} or {n} messages", GoDuration(runfor)),
+    }
+}
+
+/// Run `work` on a thread of its own for each connection and collect what
+/// each returns, in connection order. The first to fail raises `abort`, which
+/// the others watch, so a run never waits on survivors; its error is the
+/// result.
+pub fn per_connection<T: Send>(
+    conns: Vec<Conn>,
+    abort: &AtomicBool,
+    work: impl Fn(Conn) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let work = &work;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = conns
+            .into_iter()
+            .map(|conn| {
+                scope.spawn(move || {
+                    let res = work(conn);
+                    if res.is_err() {
+                        abort.store(true, Ordering::Relaxed);
+                    }
+                    res
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(handles.len());
+        let mut failure = None;
+        for h in handles {
+            match h.join().expect("bench connection thread panicked") {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        failure.map_or(Ok(out), Err)
+    })
 }
 
 /// What a tool measured, printed as upstream's summary line and as JSON.
@@ -280,6 +330,12 @@ mod tests {
             ..r
         };
         assert!(empty.json_line().contains(r#""msgs_per_sec":0.0,"#));
+    }
+
+    #[test]
+    fn limits_text_reads_well() {
+        assert_eq!(limits_text(Duration::from_secs(10), 0), "for 10s");
+        assert_eq!(limits_text(Duration::ZERO, 5), "for 5 messages");
     }
 
     #[test]

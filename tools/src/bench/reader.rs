@@ -6,25 +6,23 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::thread;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use clap::Parser;
-use nsq_app::GoDuration;
-use nsq_protocol::{ChannelName, Command, Frame, TopicName, HEARTBEAT};
+use nsq_protocol::{ChannelName, Command, Frame, HEARTBEAT};
 use serde_json::json;
 
-use super::conn::{server_error, Conn, Incoming};
-use super::writer::limits_text;
+use super::conn::{connect_all, server_error, Conn, Incoming, READ_CHUNK, REPLY_TIMEOUT};
 use super::{
-    check_limits, cpu_since, parse_channel, parse_topic, process_cpu_time, BenchError, Report,
-    Result,
+    check_limits, cpu_since, limits_text, parse_channel, per_connection, process_cpu_time,
+    BenchError, Report, Result, Target,
 };
 
 /// How often an idle connection looks at the clock and the shared count, so
-/// a run ends on time even when no messages are left.
+/// a run ends on time even when no messages are left; with many connections
+/// each looks less often ([`poll_interval`]), so idle ones cost no more in all.
 const POLL: Duration = Duration::from_millis(20);
 
 /// Consume benchmark: SUB, RDY, FIN every message as it arrives.
@@ -34,34 +32,53 @@ const POLL: Duration = Duration::from_millis(20);
     about = "Measure how fast nsqd delivers messages to consumers."
 )]
 pub struct ReaderOptions {
-    /// <addr>:<port> to connect to nsqd
-    #[arg(
-        long,
-        visible_alias = "nsqd-tcp-address",
-        default_value = "127.0.0.1:4150"
-    )]
-    pub tcp_address: String,
-    /// topic to receive messages on
-    #[arg(long, default_value = "sub_bench", value_parser = parse_topic)]
-    pub topic: TopicName,
-    /// channel to receive messages on
+    #[command(flatten)]
+    pub target: Target,
+    /// channel to receive messages on (with --channels=N above 1, channels
+    /// <channel>0 to <channel>N-1)
     #[arg(long, default_value = "ch", value_parser = parse_channel)]
     pub channel: ChannelName,
-    /// size of messages (bytes), for the MB/s figure only
-    #[arg(long, default_value_t = 200)]
-    pub size: u32,
-    /// how long to consume (0 = until --count)
-    #[arg(long, default_value = "10s")]
-    pub runfor: GoDuration,
+    /// channels of the topic to consume, connections spread over them in turn
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub channels: u32,
     /// RDY count per connection (0 subscribes and holds the channel open)
     #[arg(long, default_value_t = 2500)]
     pub rdy: u64,
     /// stop once this many messages have been finished over all connections (0 = no limit)
     #[arg(long, default_value_t = 0)]
     pub count: u64,
-    /// consuming connections, one thread each
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    /// consuming connections, one thread each (at least one per channel)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub connections: u32,
+}
+
+impl ReaderOptions {
+    /// The channel names consumed: `--channel` itself, or numbered after it.
+    pub fn channel_names(&self) -> Result<Vec<ChannelName>> {
+        if self.channels == 1 {
+            return Ok(vec![self.channel.clone()]);
+        }
+        (0..self.channels)
+            .map(|i| {
+                let name = format!("{}{i}", self.channel);
+                ChannelName::new(name.as_bytes()).ok_or_else(|| {
+                    BenchError::Config(format!("channel name {name:?} is not valid"))
+                })
+            })
+            .collect()
+    }
+
+    /// Connections in all: `--connections`, and never fewer than channels.
+    pub fn total_connections(&self) -> u32 {
+        self.connections.max(self.channels)
+    }
+}
+
+/// How long an idle connection's read waits: [`POLL`], or a millisecond per
+/// connection when there are many, so a thousand idle threads wake a
+/// thousand times a second in all rather than fifty thousand.
+fn poll_interval(connections: u32) -> Duration {
+    POLL.max(Duration::from_millis(connections.into()))
 }
 
 /// What every consuming thread shares.
@@ -95,73 +112,62 @@ impl Shared {
 
 /// Subscribe everything, consume until the limits, and report finished messages.
 pub fn run(opts: &ReaderOptions) -> Result<Report> {
-    check_limits(*opts.runfor, opts.count)?;
-    let mut conns = Vec::new();
-    for _ in 0..opts.connections {
-        let mut conn = Conn::connect(&opts.tcp_address, "bench_reader")?;
-        conn.subscribe(&opts.topic, &opts.channel)?;
-        conn.set_read_timeout(Some(POLL))?;
-        conns.push(conn);
+    let t = &opts.target;
+    check_limits(*t.runfor, opts.count)?;
+    let channels = opts.channel_names()?;
+    let n = opts.total_connections();
+    // One connection has a whole READ_CHUNK; many share about that much.
+    let chunk = READ_CHUNK / n as usize;
+    let mut conns = connect_all(&t.tcp_address, "bench_reader", n, chunk, REPLY_TIMEOUT)?;
+    for (conn, channel) in conns.iter_mut().zip(channels.iter().cycle()) {
+        // A loaded nsqd may take a while to answer SUB; only afterwards do
+        // reads time out often, to watch the clock.
+        conn.subscribe(&t.topic, channel)?;
+        conn.set_read_timeout(Some(poll_interval(n)))?;
     }
     // scripts/bench.sh waits for this line before it publishes, so that the
     // channel exists and receives every message.
     eprintln!(
-        "[bench_reader] subscribed {} connections to {}/{} at {}, RDY {}, {}",
-        opts.connections,
-        opts.topic,
+        "[bench_reader] subscribed {n} connections to {}/{}{} at {}, RDY {}, {}",
+        t.topic,
         opts.channel,
-        opts.tcp_address,
+        if opts.channels > 1 {
+            format!("0..{}", opts.channels - 1)
+        } else {
+            String::new()
+        },
+        t.tcp_address,
         opts.rdy,
-        limits_text(*opts.runfor, opts.count)
+        limits_text(*t.runfor, opts.count)
     );
 
     let cpu_before = process_cpu_time();
     let start = Instant::now();
-    let shared = Arc::new(Shared {
+    let shared = Shared {
         rdy: opts.rdy,
         limit: (opts.count > 0).then_some(opts.count),
-        end: (!opts.runfor.is_zero()).then(|| start + *opts.runfor),
+        end: (!t.runfor.is_zero()).then(|| start + *t.runfor),
         finished: AtomicU64::new(0),
         reached: OnceLock::new(),
         stop: AtomicBool::new(false),
-    });
-    let workers: Vec<_> = conns
-        .into_iter()
-        .map(|conn| {
-            let shared = shared.clone();
-            thread::spawn(move || {
-                let res = consume(conn, &shared);
-                if res.is_err() {
-                    shared.stop.store(true, Ordering::Relaxed);
-                }
-                res
-            })
-        })
-        .collect();
-    let mut failure = None;
-    for w in workers {
-        if let Err(e) = w.join().expect("consuming thread panicked") {
-            failure.get_or_insert(e);
-        }
-    }
+    };
+    per_connection(conns, &shared.stop, |conn| consume(conn, &shared))?;
     let elapsed = shared
         .reached
         .get()
         .map_or_else(|| start.elapsed(), |t| *t - start);
-    if let Some(e) = failure {
-        return Err(e);
-    }
     let extra = BTreeMap::from([
-        ("size", json!(opts.size)),
+        ("size", json!(t.size)),
         ("rdy", json!(opts.rdy)),
-        ("connections", json!(opts.connections)),
+        ("channels", json!(opts.channels)),
+        ("connections", json!(n)),
         ("count_reached", json!(shared.reached.get().is_some())),
     ]);
     Ok(Report {
         tool: "bench_reader",
         msgs: shared.finished.load(Ordering::Relaxed),
         elapsed,
-        size: opts.size as usize,
+        size: t.size as usize,
         cpu: cpu_since(cpu_before),
         extra,
     })
@@ -223,10 +229,13 @@ mod tests {
     #[test]
     fn defaults_and_flags() {
         let o: ReaderOptions = nsq_app::try_parse_options("bench_reader", argv(&[]), &[]).unwrap();
-        assert_eq!(o.topic.as_str(), "sub_bench");
+        assert_eq!(o.target.topic.as_str(), "sub_bench");
         assert_eq!(o.channel.as_str(), "ch");
-        assert_eq!((o.size, o.rdy, o.connections, o.count), (200, 2500, 1, 0));
-        assert_eq!(*o.runfor, Duration::from_secs(10));
+        assert_eq!(
+            (o.target.size, o.rdy, o.connections, o.count, o.channels),
+            (200, 2500, 1, 0, 1)
+        );
+        assert_eq!(*o.target.runfor, Duration::from_secs(10));
         let o: ReaderOptions = nsq_app::try_parse_options(
             "bench_reader",
             argv(&["-channel=c2", "-rdy", "0", "--runfor=0", "--count=7"]),
@@ -234,13 +243,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!((o.channel.as_str(), o.rdy, o.count), ("c2", 0, 7));
-        assert!(o.runfor.is_zero());
+        assert!(o.target.runfor.is_zero());
         assert!(nsq_app::try_parse_options::<ReaderOptions>(
             "bench_reader",
             argv(&["--channel=a/b"]),
             &[]
         )
         .is_err());
+    }
+
+    #[test]
+    fn channels_are_numbered_and_each_gets_a_connection() {
+        let parse = |args: &[&str]| -> ReaderOptions {
+            nsq_app::try_parse_options("bench_reader", argv(args), &[]).unwrap()
+        };
+        let one = parse(&["--connections=3"]);
+        let names: Vec<String> = one
+            .channel_names()
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(
+            (names, one.total_connections()),
+            (vec!["ch".to_string()], 3)
+        );
+        let many = parse(&["--channels=3", "--channel=c", "--connections=2"]);
+        let names: Vec<String> = many
+            .channel_names()
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(names, ["c0", "c1", "c2"]);
+        assert_eq!(many.total_connections(), 3);
+        // A name at the length limit has no room for a number.
+        let long = "c".repeat(64);
+        let too_long = parse(&["--channels=2", &format!("--channel={long}")]);
+        assert!(too_long.channel_names().is_err());
+        assert_eq!(poll_interval(1), POLL);
+        assert_eq!(poll_interval(1000), Duration::from_secs(1));
     }
 
     #[test]

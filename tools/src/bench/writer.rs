@@ -7,22 +7,18 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
-use nsq_app::GoDuration;
-use nsq_protocol::{Command, Frame, TopicName, HEARTBEAT, OK};
+use nsq_protocol::{Command, TopicName};
 use serde_json::json;
 
-use super::conn::{server_error, Conn};
-use super::{check_limits, cpu_since, parse_topic, process_cpu_time, BenchError, Report, Result};
-
-/// No reply at all for this long, with MPUBs outstanding, means nsqd is stuck;
-/// heartbeats alone arrive every 30 s by default.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(35);
+use super::conn::{connect_all, publish_reply, Conn, REPLY_TIMEOUT, SMALL_READ};
+use super::{
+    check_limits, cpu_since, limits_text, per_connection, process_cpu_time, BenchError, Report,
+    Result, Target,
+};
 
 /// Publish benchmark: MPUB batches as fast as nsqd acknowledges them.
 #[derive(Parser, Debug, Clone)]
@@ -31,30 +27,16 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(35);
     about = "Measure how fast nsqd accepts published messages."
 )]
 pub struct WriterOptions {
-    /// <addr>:<port> to connect to nsqd
-    #[arg(
-        long,
-        visible_alias = "nsqd-tcp-address",
-        default_value = "127.0.0.1:4150"
-    )]
-    pub tcp_address: String,
-    /// topic to publish to
-    #[arg(long, default_value = "sub_bench", value_parser = parse_topic)]
-    pub topic: TopicName,
-    /// size of messages (bytes)
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
-    pub size: u32,
+    #[command(flatten)]
+    pub target: Target,
     /// messages per MPUB
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_size: u32,
-    /// how long to publish (0 = until --count)
-    #[arg(long, default_value = "10s")]
-    pub runfor: GoDuration,
     /// stop after exactly this many messages over all connections (0 = no limit)
     #[arg(long, default_value_t = 0)]
     pub count: u64,
     /// publishing connections, one thread each
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub connections: u32,
     /// MPUBs outstanding per connection
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
@@ -114,96 +96,65 @@ fn encode_mpub(buf: &mut BytesMut, topic: &TopicName, body: &Bytes, n: u64) {
 
 /// Connect everything, publish until the limits, and report acknowledged messages.
 pub fn run(opts: &WriterOptions) -> Result<Report> {
-    check_limits(*opts.runfor, opts.count)?;
+    let t = &opts.target;
+    check_limits(*t.runfor, opts.count)?;
     let pipeline = opts.pipeline as usize;
-    let body = Bytes::from(vec![b'x'; opts.size as usize]);
+    let body = Bytes::from(vec![b'x'; t.size as usize]);
     let mut one = BytesMut::new();
-    encode_mpub(&mut one, &opts.topic, &body, opts.batch_size.into());
+    encode_mpub(&mut one, &t.topic, &body, opts.batch_size.into());
     let mpub_len = one.len();
     let mut burst = BytesMut::with_capacity(mpub_len * pipeline);
     for _ in 0..pipeline {
         burst.extend_from_slice(&one);
     }
 
-    // Connections are set up before the clock starts, as upstream does.
-    let mut conns = Vec::new();
-    for _ in 0..opts.connections {
-        let mut conn = Conn::connect(&opts.tcp_address, "bench_writer")?;
-        conn.set_read_timeout(Some(REPLY_TIMEOUT))?;
-        conns.push(conn);
-    }
+    // Replies are 10-byte OKs: the smallest reads will do.
+    let conns = connect_all(
+        &t.tcp_address,
+        "bench_writer",
+        opts.connections,
+        SMALL_READ,
+        REPLY_TIMEOUT,
+    )?;
     eprintln!(
         "[bench_writer] {} connections to {}, MPUB {}x{} bytes, {} in flight each, {}",
         opts.connections,
-        opts.tcp_address,
+        t.tcp_address,
         opts.batch_size,
-        opts.size,
+        t.size,
         opts.pipeline,
-        limits_text(*opts.runfor, opts.count)
+        limits_text(*t.runfor, opts.count)
     );
 
     let cpu_before = process_cpu_time();
     let start = Instant::now();
-    let plan = Arc::new(Plan {
-        topic: opts.topic.clone(),
+    let plan = Plan {
+        topic: t.topic.clone(),
         body,
         batch: opts.batch_size.into(),
         burst: burst.freeze(),
         mpub_len,
         limit: (opts.count > 0).then_some(opts.count),
         claimed: AtomicU64::new(0),
-        end: (!opts.runfor.is_zero()).then(|| start + *opts.runfor),
+        end: (!t.runfor.is_zero()).then(|| start + *t.runfor),
         abort: AtomicBool::new(false),
-    });
-    let workers: Vec<_> = conns
-        .into_iter()
-        .map(|conn| {
-            let plan = plan.clone();
-            thread::spawn(move || {
-                let res = publish(conn, &plan, pipeline);
-                if res.is_err() {
-                    plan.abort.store(true, Ordering::Relaxed);
-                }
-                res
-            })
-        })
-        .collect();
-    let mut msgs = 0;
-    let mut failure = None;
-    for w in workers {
-        match w.join().expect("publishing thread panicked") {
-            Ok(n) => msgs += n,
-            Err(e) => {
-                failure.get_or_insert(e);
-            }
-        }
-    }
+    };
+    let acked = per_connection(conns, &plan.abort, |conn| publish(conn, &plan, pipeline))?;
     let elapsed = start.elapsed();
-    if let Some(e) = failure {
-        return Err(e);
-    }
     let extra = BTreeMap::from([
-        ("size", json!(opts.size)),
+        ("size", json!(t.size)),
         ("batch_size", json!(opts.batch_size)),
         ("connections", json!(opts.connections)),
         ("pipeline", json!(opts.pipeline)),
     ]);
     Ok(Report {
         tool: "bench_writer",
-        msgs,
+        msgs: acked.iter().sum(),
         elapsed,
-        size: opts.size as usize,
+        size: t.size as usize,
         cpu: cpu_since(cpu_before),
         extra,
     })
-}
-
-pub(super) fn limits_text(runfor: Duration, count: u64) -> String {
-    match (runfor.is_zero(), count) {
-        (false, 0) => format!("for {}", GoDuration(runfor)),
-        (true, n) => format!("for {n} messages"),
-        (false, n) => format!("for {} or {n} messages", GoDuration(runfor)),
-    }
 }
 
 /// One connection's loop: top up the pipeline, read whatever replies have
@@ -245,26 +196,10 @@ fn publish(mut conn: Conn, plan: &Plan, pipeline: usize) -> Result<u64> {
             return Err(BenchError::Silent(REPLY_TIMEOUT));
         }
         while let Some(frame) = conn.next_frame()? {
-            match frame {
-                Frame::Response(data) if data == OK => {
-                    acked += outstanding.pop_front().ok_or_else(|| {
-                        BenchError::Unexpected("OK with no MPUB outstanding".into())
-                    })?;
-                }
-                Frame::Response(data) if data == HEARTBEAT => conn.send(&Command::Nop)?,
-                Frame::Response(data) => {
-                    return Err(BenchError::Unexpected(format!(
-                        "response {:?} to MPUB",
-                        String::from_utf8_lossy(&data)
-                    )))
-                }
-                Frame::Error(text) => return Err(server_error("MPUB", &text)),
-                Frame::Message(m) => {
-                    return Err(BenchError::Unexpected(format!(
-                        "message {} on a publishing connection",
-                        m.id
-                    )))
-                }
+            if publish_reply(&mut conn, frame, "MPUB")? {
+                acked += outstanding
+                    .pop_front()
+                    .ok_or_else(|| BenchError::Unexpected("OK with no MPUB outstanding".into()))?;
             }
         }
     }
@@ -272,6 +207,8 @@ fn publish(mut conn: Conn, plan: &Plan, pipeline: usize) -> Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn parse(args: &[&str]) -> WriterOptions {
@@ -288,13 +225,13 @@ mod tests {
     #[test]
     fn defaults_match_upstream_and_the_issue() {
         let o = parse(&[]);
-        assert_eq!(o.tcp_address, "127.0.0.1:4150");
-        assert_eq!(o.topic.as_str(), "sub_bench");
+        assert_eq!(o.target.tcp_address, "127.0.0.1:4150");
+        assert_eq!(o.target.topic.as_str(), "sub_bench");
         assert_eq!(
-            (o.size, o.batch_size, o.connections, o.pipeline),
+            (o.target.size, o.batch_size, o.connections, o.pipeline),
             (200, 200, 2, 16)
         );
-        assert_eq!(*o.runfor, Duration::from_secs(10));
+        assert_eq!(*o.target.runfor, Duration::from_secs(10));
         assert_eq!(o.count, 0);
     }
 
@@ -307,8 +244,8 @@ mod tests {
             "-count=1000000",
             "--pipeline=4",
         ]);
-        assert_eq!(o.tcp_address, "127.0.0.1:5150");
-        assert_eq!(*o.runfor, Duration::from_secs(90));
+        assert_eq!(o.target.tcp_address, "127.0.0.1:5150");
+        assert_eq!(*o.target.runfor, Duration::from_secs(90));
         assert_eq!((o.count, o.pipeline), (1_000_000, 4));
         let bad = |args: &[&str]| {
             nsq_app::try_parse_options::<WriterOptions>("bench_writer", argv_os(args), &[]).is_err()
@@ -316,12 +253,14 @@ mod tests {
         assert!(bad(&["--topic=no spaces"]));
         assert!(bad(&["--batch-size=0"]));
         assert!(bad(&["--pipeline=0"]));
+        assert!(bad(&["--size=0"]));
+        assert!(bad(&["--connections=10001"]));
     }
 
     #[test]
     fn claims_stop_exactly_at_count() {
         let plan = Plan {
-            topic: parse_topic("t").unwrap(),
+            topic: crate::bench::parse_topic("t").unwrap(),
             body: Bytes::from_static(b"x"),
             batch: 200,
             burst: Bytes::new(),
@@ -337,11 +276,5 @@ mod tests {
         let mut want = BytesMut::new();
         encode_mpub(&mut want, &plan.topic, &plan.body, 50);
         assert_eq!(tail, want);
-    }
-
-    #[test]
-    fn limits_text_reads_well() {
-        assert_eq!(limits_text(Duration::from_secs(10), 0), "for 10s");
-        assert_eq!(limits_text(Duration::ZERO, 5), "for 5 messages");
     }
 }

@@ -16,7 +16,7 @@ use nsq_protocol::{ChannelName, Command, Frame, FrameDecoder, MessageId, TopicNa
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::daemon::Logs;
+use crate::logs::Logs;
 
 /// Default bound on a single read: far above any latency nsqd should show on loopback, yet
 /// short enough that a hung test says what it was waiting for.
@@ -44,6 +44,17 @@ pub fn channel(name: &str) -> ChannelName {
     ChannelName::new(name.as_bytes()).unwrap_or_else(|| panic!("invalid channel name {name:?}"))
 }
 
+/// A TCP connection to `addr` with Nagle off (commands are small and tests measure latency);
+/// panics after [`READ_TIMEOUT`].
+pub(crate) async fn connect_tcp(addr: SocketAddr) -> TcpStream {
+    let stream = tokio::time::timeout(READ_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .unwrap_or_else(|_| panic!("connect to {addr} timed out"))
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream.set_nodelay(true).expect("set TCP_NODELAY");
+    stream
+}
+
 /// One raw TCP connection to nsqd.
 pub struct RawConn {
     stream: TcpStream,
@@ -64,14 +75,8 @@ impl RawConn {
 
     /// Connect without sending anything (for bad-magic and wrong-port tests).
     pub async fn connect_without_magic(addr: SocketAddr) -> RawConn {
-        let stream = tokio::time::timeout(READ_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .unwrap_or_else(|_| panic!("connect to {addr} timed out"))
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        // Commands are small and tests measure latency; do not let Nagle batch them.
-        stream.set_nodelay(true).expect("set TCP_NODELAY");
         RawConn {
-            stream,
+            stream: connect_tcp(addr).await,
             buf: BytesMut::with_capacity(64 * 1024),
             decoder: FrameDecoder::default(),
             logs: None,
@@ -221,6 +226,13 @@ impl RawConn {
         let body = serde_json::to_vec(&json).expect("serialise IDENTIFY body");
         self.send(&Command::Identify(Bytes::from(body))).await;
         self.read_frame().await
+    }
+
+    /// IDENTIFY with `json` sent as it is (no feature negotiation) and expect `OK`.
+    pub async fn identify_plain(&mut self, json: &str) {
+        self.send(&Command::Identify(Bytes::copy_from_slice(json.as_bytes())))
+            .await;
+        self.expect_ok().await;
     }
 
     /// IDENTIFY with feature negotiation and return the parsed JSON reply.

@@ -82,6 +82,18 @@ impl AdminCluster {
 
     /// Create `topic` (and `channel`) on nsqd directly and wait until
     /// nsqadmin sees nsqd as its producer.
+    /// [`Self::nsqd_topic_channel`], and the channel gives a message up after one attempt
+    /// (`max_attempts=1`), so a requeue sends it to the dead letters.
+    pub async fn nsqd_dead_letter_channel(&self, topic: &str, channel: &str) {
+        self.nsqd_topic_channel(topic, channel).await;
+        let target =
+            format!("/channel/max_attempts?topic={topic}&channel={channel}&max_attempts=1");
+        let r = self.nsqd.http_post(&target, b"");
+        if r.status != 200 {
+            self.fail(&format!("nsqd {target}: {} {}", r.status, r.text()));
+        }
+    }
+
     pub async fn nsqd_topic_channel(&self, topic: &str, channel: &str) {
         for target in [
             format!("/topic/create?topic={topic}"),

@@ -1,6 +1,6 @@
 //! Finding the real `nsqd` / `nsqlookupd` executables, building them first if needed.
 //!
-//! `cargo test --workspace` (or `-p nsq-tests`) compiles this package's tests but not other
+//! `cargo test --workspace` (or `-p nsq-tests`) compiles the tests but not other
 //! packages' binaries, and `CARGO_BIN_EXE_*` only exists for a package's *own* binaries. So the
 //! first test in each test process that needs a binary runs `cargo build` once (a `OnceLock`),
 //! into the same target directory and profile the test executable itself was built in, so a

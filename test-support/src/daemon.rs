@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -20,7 +19,27 @@ use tempfile::TempDir;
 
 use crate::binary::binary;
 use crate::http::{http_get, http_post, HttpResponse};
+pub use crate::logs::Logs;
 use crate::raw::RawConn;
+
+/// `Deref`/`DerefMut` to the [`Daemon`] a process type wraps (its `daemon` field), so every
+/// daemon's generic helpers (logs, signals, HTTP) work on each.
+macro_rules! derefs_to_daemon {
+    ($process:ty) => {
+        impl std::ops::Deref for $process {
+            type Target = Daemon;
+            fn deref(&self) -> &Daemon {
+                &self.daemon
+            }
+        }
+
+        impl std::ops::DerefMut for $process {
+            fn deref_mut(&mut self) -> &mut Daemon {
+                &mut self.daemon
+            }
+        }
+    };
+}
 
 /// How long a daemon may take to announce its listeners and answer `/ping`. Generous because a
 /// loaded 2-core CI machine may still be linking other test binaries while this one starts.
@@ -29,49 +48,6 @@ pub const START_DEADLINE: Duration = Duration::from_secs(20);
 pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
 /// Interval between readiness probes. Short: it bounds latency, not correctness.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
-
-/// Everything a daemon wrote to stdout and stderr, line by line, for failure messages.
-///
-/// Cloned into each reader thread and into [`RawConn`]s; the mutex is held only to push or copy
-/// lines.
-#[derive(Clone, Default)]
-pub struct Logs {
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Logs {
-    fn push(&self, line: String) {
-        self.lines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(line);
-    }
-
-    /// All lines so far, joined with newlines.
-    pub fn snapshot(&self) -> String {
-        self.lines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .join("\n")
-    }
-
-    /// Whether any line so far contains `needle`.
-    pub fn contains(&self, needle: &str) -> bool {
-        self.lines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .any(|l| l.contains(needle))
-    }
-
-    /// Panic with `msg` followed by the collected logs.
-    pub fn fail(&self, msg: &str) -> ! {
-        panic!(
-            "{msg}\n--- daemon logs ---\n{}\n--- end of logs ---",
-            self.snapshot()
-        )
-    }
-}
 
 /// A listener address announced in the logs.
 enum Announce {
@@ -460,20 +436,23 @@ impl NsqdProcess {
             .await
             .with_logs(self.log_handle())
     }
-}
 
-impl std::ops::Deref for NsqdProcess {
-    type Target = Daemon;
-    fn deref(&self) -> &Daemon {
-        &self.daemon
+    /// [`Self::connect`], then IDENTIFY with no options (feature negotiation on).
+    pub async fn connect_identified(&self) -> RawConn {
+        let mut c = self.connect().await;
+        c.identify_ok(serde_json::json!({})).await;
+        c
+    }
+
+    /// [`Self::connect_identified`], then `SUB topic channel` (answered `OK`); `RDY` is 0.
+    pub async fn subscriber(&self, topic: &str, channel: &str) -> RawConn {
+        let mut c = self.connect_identified().await;
+        c.sub(topic, channel).await;
+        c
     }
 }
 
-impl std::ops::DerefMut for NsqdProcess {
-    fn deref_mut(&mut self) -> &mut Daemon {
-        &mut self.daemon
-    }
-}
+derefs_to_daemon!(NsqdProcess);
 
 /// A running `nsqlookupd` on loopback port 0. Derefs to [`Daemon`].
 pub struct NsqlookupdProcess {
@@ -512,18 +491,7 @@ impl NsqlookupdProcess {
     }
 }
 
-impl std::ops::Deref for NsqlookupdProcess {
-    type Target = Daemon;
-    fn deref(&self) -> &Daemon {
-        &self.daemon
-    }
-}
-
-impl std::ops::DerefMut for NsqlookupdProcess {
-    fn deref_mut(&mut self) -> &mut Daemon {
-        &mut self.daemon
-    }
-}
+derefs_to_daemon!(NsqlookupdProcess);
 
 /// A running `nsqadmin` on loopback port 0. Derefs to [`Daemon`] (HTTP only).
 pub struct NsqadminProcess {
@@ -533,25 +501,18 @@ pub struct NsqadminProcess {
 impl NsqadminProcess {
     /// Start nsqadmin reading from these lookupds (HTTP addresses), plus `extra_args`.
     pub fn start_with_lookupds(lookupds: &[SocketAddr], extra_args: &[&str]) -> NsqadminProcess {
-        let sources: Vec<String> = lookupds
-            .iter()
-            .map(|a| format!("--lookupd-http-address={a}"))
-            .collect();
-        Self::start(&sources, extra_args)
+        Self::start("--lookupd-http-address", lookupds, extra_args)
     }
 
     /// Start nsqadmin reading these nsqds directly (HTTP addresses), plus `extra_args`.
     pub fn start_with_nsqds(nsqds: &[SocketAddr], extra_args: &[&str]) -> NsqadminProcess {
-        let sources: Vec<String> = nsqds
-            .iter()
-            .map(|a| format!("--nsqd-http-address={a}"))
-            .collect();
-        Self::start(&sources, extra_args)
+        Self::start("--nsqd-http-address", nsqds, extra_args)
     }
 
-    fn start(sources: &[String], extra_args: &[&str]) -> NsqadminProcess {
+    /// Start nsqadmin with `source_flag=ADDR` for each of `sources`, plus `extra_args`.
+    fn start(source_flag: &str, sources: &[SocketAddr], extra_args: &[&str]) -> NsqadminProcess {
         let mut args: Vec<OsString> = vec!["--http-address=127.0.0.1:0".into()];
-        args.extend(sources.iter().map(OsString::from));
+        args.extend(sources.iter().map(|a| format!("{source_flag}={a}").into()));
         args.extend(extra_args.iter().map(|a| OsStr::new(a).to_os_string()));
         // Every path, /ping included, lives under --base-path.
         let base = extra_args
@@ -589,18 +550,7 @@ impl NsqadminProcess {
     }
 }
 
-impl std::ops::Deref for NsqadminProcess {
-    type Target = Daemon;
-    fn deref(&self) -> &Daemon {
-        &self.daemon
-    }
-}
-
-impl std::ops::DerefMut for NsqadminProcess {
-    fn deref_mut(&mut self) -> &mut Daemon {
-        &mut self.daemon
-    }
-}
+derefs_to_daemon!(NsqadminProcess);
 
 #[cfg(test)]
 mod tests {

@@ -1,10 +1,15 @@
-//! A tiny blocking HTTP/1.1 client for the daemons' HTTP APIs.
+//! Tiny HTTP/1.1 clients for the daemons' HTTP APIs, and the one response type they share.
 //!
-//! Written on `std::net::TcpStream` with `Connection: close` so that "the response ends at EOF"
-//! and no HTTP library stands between the test and the bytes nsqd actually sends (a test can
+//! - [`http_request`] and friends: blocking, on `std::net::TcpStream` with `Connection: close`
+//!   so that "the response ends at EOF". Blocking is fine from async tests on the
+//!   multi-threaded runtime: calls are short and loopback-only.
+//! - [`http_keepalive`] / [`http_exchange`]: async, sending a request the way curl does
+//!   (keep-alive, so the daemon answers with the headers the golden samples show) and reading
+//!   one response by its `Content-Length`.
+//!
+//! No HTTP library stands between the test and the bytes the daemon actually sends (a test can
 //! check exact status lines and headers). Every socket operation has a timeout, so a call can
-//! never hang a test. Blocking is fine from async tests on the multi-threaded runtime: calls
-//! are short and loopback-only.
+//! never hang a test.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,6 +21,8 @@ pub const HTTP_IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A parsed HTTP response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpResponse {
+    /// The status line as sent, e.g. `HTTP/1.1 200 OK`.
+    pub status_line: String,
     pub status: u16,
     /// Header names and values as sent (names keep their case; look up with [`Self::header`]).
     pub headers: Vec<(String, String)>,
@@ -41,6 +48,29 @@ impl HttpResponse {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("response body is not JSON ({e}): {:?}", self.text()))
+    }
+
+    /// `{"message":"NAME"}` with that status and upstream's error headers, as nsqd answers
+    /// errors.
+    pub fn assert_error(&self, status: u16, name: &str) {
+        assert_eq!(
+            (self.status, self.json()),
+            (status, serde_json::json!({ "message": name })),
+            "{}",
+            self.text()
+        );
+        assert_eq!(
+            self.header("Content-Type"),
+            Some("application/json; charset=utf-8")
+        );
+        assert_eq!(self.header("X-NSQ-Content-Type"), Some("nsq; version=1.0"));
+    }
+
+    /// 200 with an empty body, as upstream's admin endpoints answer.
+    pub fn assert_empty_ok(&self) {
+        assert_eq!((self.status, self.text()), (200, String::new()));
+        assert_eq!(self.header("X-NSQ-Content-Type"), Some("nsq; version=1.0"));
+        assert_eq!(self.header("Content-Type"), None);
     }
 }
 
@@ -102,41 +132,20 @@ fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
+/// Where the head of `raw` ends (the index of its blank line), if it is all there.
+fn head_end(raw: &[u8]) -> Option<usize> {
+    raw.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
 /// Parse a complete response read up to EOF.
 pub fn parse_response(raw: &[u8]) -> io::Result<HttpResponse> {
-    let head_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| {
-            bad(format!(
-                "no end of headers in {:?}",
-                String::from_utf8_lossy(raw)
-            ))
-        })?;
-    let head = std::str::from_utf8(&raw[..head_end]).map_err(|_| bad("headers are not UTF-8"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        return Err(bad(format!("bad status line {status_line:?}")));
-    }
-    let status = parts
-        .next()
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
-    let mut headers = Vec::new();
-    for line in lines {
-        let (k, v) = line
-            .split_once(':')
-            .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
-        headers.push((k.trim().to_owned(), v.trim().to_owned()));
-    }
-    let mut resp = HttpResponse {
-        status,
-        headers,
-        body: Vec::new(),
-    };
+    let head_end = head_end(raw).ok_or_else(|| {
+        bad(format!(
+            "no end of headers in {:?}",
+            String::from_utf8_lossy(raw)
+        ))
+    })?;
+    let mut resp = parse_head(&raw[..head_end])?;
     let rest = &raw[head_end + 4..];
     resp.body = if resp
         .header("Transfer-Encoding")
@@ -156,6 +165,92 @@ pub fn parse_response(raw: &[u8]) -> io::Result<HttpResponse> {
         rest.to_vec()
     };
     Ok(resp)
+}
+
+/// Parse a status line and headers (without the blank line that ends them); the body is left
+/// empty.
+pub fn parse_head(head: &[u8]) -> io::Result<HttpResponse> {
+    let head = std::str::from_utf8(head).map_err(|_| bad("headers are not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        return Err(bad(format!("bad status line {status_line:?}")));
+    }
+    let status = parts
+        .next()
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| bad(format!("bad status line {status_line:?}")))?;
+    let mut headers = Vec::new();
+    for line in lines {
+        let (k, v) = line
+            .split_once(':')
+            .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
+        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    Ok(HttpResponse {
+        status_line: status_line.to_owned(),
+        status,
+        headers,
+        body: Vec::new(),
+    })
+}
+
+/// One request sent the way curl sends it (keep-alive; POST and PUT always carry a
+/// `Content-Length`), its response read by [`http_exchange`].
+pub async fn http_keepalive(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if matches!(method, "POST" | "PUT") || !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut raw = req.into_bytes();
+    raw.extend_from_slice(body);
+    http_exchange(addr, &raw, method == "HEAD").await
+}
+
+/// Send `request` as it is over a fresh connection and read one response, its body by its
+/// `Content-Length` (none after a `HEAD`); panics after [`HTTP_IO_TIMEOUT`].
+pub async fn http_exchange(addr: SocketAddr, request: &[u8], head: bool) -> HttpResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request).await.expect("write request");
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(end) = head_end(&raw) {
+                let mut resp = parse_head(&raw[..end]).expect("a valid response head");
+                let len: usize = match resp.header("Content-Length") {
+                    Some(n) if !head => n.parse().expect("Content-Length"),
+                    _ => 0,
+                };
+                while raw.len() < end + 4 + len {
+                    let n = stream.read(&mut chunk).await.expect("read body");
+                    assert!(n > 0, "connection closed inside the body");
+                    raw.extend_from_slice(&chunk[..n]);
+                }
+                resp.body = raw[end + 4..end + 4 + len].to_vec();
+                return resp;
+            }
+            let n = stream.read(&mut chunk).await.expect("read response");
+            assert!(n > 0, "connection closed inside the headers: {raw:?}");
+            raw.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(HTTP_IO_TIMEOUT, fut)
+        .await
+        .expect("HTTP request timed out")
 }
 
 fn dechunk(mut rest: &[u8]) -> io::Result<Vec<u8>> {

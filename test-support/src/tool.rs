@@ -1,13 +1,10 @@
-//! What the tools' end-to-end tests share: a tool run as a real process
-//! with its output collected, and nsqd stats lookups.
-#![allow(dead_code)]
+//! A command-line tool run as a real process, its output collected while it runs.
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-
-use nsq_tests::NsqdProcess;
+use std::time::{Duration, Instant};
 
 /// A tool process whose stdout and stderr are read by threads, so a full
 /// pipe never blocks it, and which is killed if the test ends early.
@@ -113,6 +110,26 @@ impl Tool {
     }
 }
 
+impl Tool {
+    /// Sends SIGTERM and expects a clean exit (status 0), as upstream's tools give when asked
+    /// to stop; what the tool wrote is returned.
+    pub async fn stop_ok(self) -> Finished {
+        self.terminate();
+        let done = self.finish().await;
+        assert!(done.status.success(), "{}", done.stderr);
+        done
+    }
+
+    /// Runs `exe` with `args` (no stdin) and expects it to fail on its own, saying `needle` on
+    /// stderr.
+    pub async fn expect_failure(exe: &str, args: &[String], needle: &str) -> Finished {
+        let done = Tool::spawn(exe, args, None).finish().await;
+        assert!(!done.status.success(), "{exe} {args:?} succeeded");
+        assert!(done.stderr.contains(needle), "{}", done.stderr);
+        done
+    }
+}
+
 impl Drop for Tool {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
@@ -122,18 +139,24 @@ impl Drop for Tool {
     }
 }
 
-/// The `topic` entry of nsqd's JSON stats, or Null.
-pub fn topic_stats(nsqd: &NsqdProcess, topic: &str) -> serde_json::Value {
-    let stats = nsqd
-        .http_get(&format!("/stats?format=json&topic={topic}"))
-        .json();
-    stats["topics"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["topic_name"] == topic))
-        .cloned()
-        .unwrap_or(serde_json::Value::Null)
-}
-
+/// Owned arguments from string literals.
 pub fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Wait for `child` to exit, at most `limit`; past it the child is killed and reaped and
+/// `None` returned, so the caller can fail with whatever context it has.
+pub fn wait_with_deadline(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll the child process") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
