@@ -200,6 +200,12 @@ async fn parameter_errors() {
     );
 }
 
+/// POST `target` with no body: the answer's status and body length.
+async fn post(lookupd: &Lookupd, target: &str) -> (u16, usize) {
+    let got = http(lookupd, "POST", target, b"").await;
+    (got.status, got.body.len())
+}
+
 #[in_process::test]
 async fn create_and_delete_topics_and_channels() {
     let lookupd = start_lookupd(Options::for_tests()).await;
@@ -207,19 +213,15 @@ async fn create_and_delete_topics_and_channels() {
         let lookupd = &lookupd;
         async move { http(lookupd, "GET", target, b"").await.json() }
     };
-    let post_status = |target: &'static str| {
-        let lookupd = &lookupd;
-        async move { http(lookupd, "POST", target, b"").await.status }
-    };
     assert_eq!(get("/topics").await, json!({"topics": []}));
     assert_eq!(get("/channels?topic=t").await, json!({"channels": []}));
     assert_eq!(get("/debug").await, json!({}));
     assert_eq!(get("/nodes").await, json!({"producers": []}));
 
-    assert_eq!(post_status("/topic/create?topic=t").await, 200);
+    assert_eq!(post(&lookupd, "/topic/create?topic=t").await, (200, 0));
     assert_eq!(
-        post_status("/channel/create?topic=u&channel=c%23ephemeral").await,
-        200
+        post(&lookupd, "/channel/create?topic=u&channel=c%23ephemeral").await,
+        (200, 0)
     );
     assert_eq!(get("/topics").await, json!({"topics": ["t", "u"]}));
     assert_eq!(
@@ -233,20 +235,19 @@ async fn create_and_delete_topics_and_channels() {
     // Keys without producers do not appear in /debug.
     assert_eq!(get("/debug").await, json!({}));
 
-    let got = http(
-        &lookupd,
-        "POST",
-        "/channel/delete?topic=u&channel=c%23ephemeral",
-        b"",
-    )
-    .await;
-    assert_eq!((got.status, got.body.len()), (200, 0));
+    assert_eq!(
+        post(&lookupd, "/channel/delete?topic=u&channel=c%23ephemeral").await,
+        (200, 0)
+    );
     assert_eq!(get("/channels?topic=u").await, json!({"channels": []}));
 
     // /topic/delete takes its channels along and never 404s.
-    assert_eq!(post_status("/channel/create?topic=t&channel=c").await, 200);
-    assert_eq!(post_status("/topic/delete?topic=t").await, 200);
-    assert_eq!(post_status("/topic/delete?topic=t").await, 200);
+    assert_eq!(
+        post(&lookupd, "/channel/create?topic=t&channel=c").await,
+        (200, 0)
+    );
+    assert_eq!(post(&lookupd, "/topic/delete?topic=t").await, (200, 0));
+    assert_eq!(post(&lookupd, "/topic/delete?topic=t").await, (200, 0));
     assert_eq!(get("/topics").await, json!({"topics": ["u"]}));
     assert_eq!(get("/channels?topic=t").await, json!({"channels": []}));
     let got = http(&lookupd, "GET", "/lookup?topic=t", b"").await;
@@ -277,14 +278,10 @@ async fn tombstone_hides_a_producer_for_its_lifetime() {
         ports
     };
 
-    let got = http(
-        &lookupd,
-        "POST",
-        "/topic/tombstone?topic=t&node=127.0.0.1:4151",
-        b"",
-    )
-    .await;
-    assert_eq!((got.status, got.body.len()), (200, 0));
+    assert_eq!(
+        post(&lookupd, "/topic/tombstone?topic=t&node=127.0.0.1:4151").await,
+        (200, 0)
+    );
     // Nothing matching is still 200.
     let got = http(
         &lookupd,

@@ -84,9 +84,7 @@ async fn unknown_paths_methods_and_options() {
             .await
             .assert_error(404, "NOT_FOUND");
     }
-    http(&d, "OPTIONS", "/nope", b"")
-        .await
-        .assert_error(404, "NOT_FOUND");
+    http_error(&d, "OPTIONS", "/nope", 404, "NOT_FOUND").await;
 }
 
 #[in_process::test]
@@ -367,17 +365,20 @@ async fn topic_endpoints_and_their_errors() {
     post_ok(&d, "/topic/delete?topic=X").await;
     assert!(d.inner.topic("X").is_none());
     metadata_until(&d, "topic gone from nsqd.dat", |m| m["topics"] == json!([])).await;
-    http(&d, "POST", "/topic/delete?topic=X", b"")
-        .await
-        .assert_error(404, "TOPIC_NOT_FOUND");
+    http_error(&d, "POST", "/topic/delete?topic=X", 404, "TOPIC_NOT_FOUND").await;
 }
 
 #[in_process::test]
 async fn channel_endpoints_and_their_errors() {
     let d = start(&[]).await;
-    http(&d, "POST", "/channel/create?topic=X&channel=c1", b"")
-        .await
-        .assert_error(404, "TOPIC_NOT_FOUND");
+    http_error(
+        &d,
+        "POST",
+        "/channel/create?topic=X&channel=c1",
+        404,
+        "TOPIC_NOT_FOUND",
+    )
+    .await;
     post_ok(&d, "/topic/create?topic=X").await;
     assert_like_sample(
         &http(&d, "POST", "/channel/create?topic=X&channel=c1", b"").await,

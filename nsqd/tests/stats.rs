@@ -158,9 +158,7 @@ async fn stats_json_matches_upstreams_samples() {
         v["topics"][0]["channels"][0]["channel_name"],
         "eph#ephemeral"
     );
-    http(&d, "GET", "/stats?format=json&x=%", b"")
-        .await
-        .assert_error(400, "INVALID_REQUEST");
+    http_error(&d, "GET", "/stats?format=json&x=%", 400, "INVALID_REQUEST").await;
 }
 
 #[in_process::test]
@@ -410,10 +408,12 @@ async fn metrics_without_latency_percentiles_has_no_summaries() {
 
 /// Datagrams from nsqd's statsd pushes, until `done` says enough.
 /// A UDP socket on a free port standing in for statsd, and nsqd's flag naming it.
-async fn statsd_sink() -> (UdpSocket, String) {
+/// A UDP socket standing for statsd, and an nsqd started with `args` pushing to it every 50 ms.
+async fn statsd_nsqd(args: &[&str]) -> (UdpSocket, Nsqd) {
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let flag = format!("--statsd-address={}", sock.local_addr().unwrap());
-    (sock, flag)
+    let d = start(&[&[flag.as_str(), "--statsd-interval=50ms"][..], args].concat()).await;
+    (sock, d)
 }
 
 async fn statsd_packets(sock: &UdpSocket, mut done: impl FnMut(&[String]) -> bool) -> Vec<Vec<u8>> {
@@ -457,10 +457,7 @@ fn sum_counter(packets: &[Vec<u8>], key: &str) -> i64 {
 
 #[in_process::test]
 async fn statsd_pushes_upstreams_metrics_in_bounded_datagrams() {
-    let (sock, addr) = statsd_sink().await;
-    let d = start(&[
-        &addr,
-        "--statsd-interval=50ms",
+    let (sock, d) = statsd_nsqd(&[
         "--statsd-udp-packet-size=200",
         "--broadcast-address=127.0.0.1",
         "--e2e-processing-latency-percentile=0.99",
@@ -526,10 +523,7 @@ async fn statsd_pushes_upstreams_metrics_in_bounded_datagrams() {
 
 #[in_process::test]
 async fn statsd_can_skip_ephemeral_names_and_memory() {
-    let (sock, addr) = statsd_sink().await;
-    let d = start(&[
-        &addr,
-        "--statsd-interval=50ms",
+    let (sock, d) = statsd_nsqd(&[
         "--statsd-exclude-ephemeral",
         "--statsd-mem-stats=false",
         "--statsd-prefix=custom",
@@ -555,14 +549,7 @@ async fn statsd_can_skip_ephemeral_names_and_memory() {
 
 #[in_process::test]
 async fn backend_depth_counts_what_spilled_to_disk() {
-    let (sock, addr) = statsd_sink().await;
-    let d = start(&[
-        "--mem-queue-size=2",
-        &addr,
-        "--statsd-interval=50ms",
-        "--statsd-prefix=",
-    ])
-    .await;
+    let (sock, d) = statsd_nsqd(&["--mem-queue-size=2", "--statsd-prefix="]).await;
     http(&d, "POST", "/topic/create?topic=S", b"").await;
     http(&d, "POST", "/channel/create?topic=S&channel=c", b"").await;
     http(&d, "POST", "/mpub?topic=S", b"1\n2\n3\n4\n5").await;

@@ -118,6 +118,14 @@ pub async fn post_ok(to: &impl HttpAddr, target: &str) {
     http(to, "POST", target, b"").await.assert_empty_ok();
 }
 
+/// `method target` with no body, asserting nsqd's error answer: `status` and
+/// `{"message": name}` ([`HttpResponse::assert_error`]).
+pub async fn http_error(to: &impl HttpAddr, method: &str, target: &str, status: u16, name: &str) {
+    http(to, method, target, b"")
+        .await
+        .assert_error(status, name);
+}
+
 /// One request as curl sends it (see [`http_keepalive`]), without extra headers.
 pub async fn http(to: &impl HttpAddr, method: &str, target: &str, body: &[u8]) -> HttpResponse {
     http_keepalive(to.http_addr(), method, target, &[], body).await

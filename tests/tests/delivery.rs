@@ -8,7 +8,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use nsq_test_support::NsqdProcess;
+use nsq_protocol::message::MessageFrame;
+use nsq_test_support::{NsqdProcess, RawConn};
 use serde_json::json;
 
 /// Slack on top of a delay before "it never arrived" is declared: covers nsqd's 100 ms queue
@@ -63,6 +64,23 @@ async fn unfinished_message_is_redelivered_after_msg_timeout_flag() {
     assert_redelivered_after_timeout(&nsqd, json!({})).await;
 }
 
+/// The next message on `c`, which must come no earlier than `delay` after `start` (nor later
+/// than [`ARRIVAL_SLACK`] after that); `what` deferred it.
+async fn read_deferred(
+    c: &mut RawConn,
+    start: Instant,
+    delay: Duration,
+    what: &str,
+) -> MessageFrame {
+    let m = c.read_message_within(delay + ARRIVAL_SLACK).await;
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= delay,
+        "{what} {delay:?} delivered after {elapsed:?}"
+    );
+    m
+}
+
 #[nsq_test_support::test(flavor = "multi_thread", worker_threads = 2)]
 async fn req_with_delay_is_redelivered_no_earlier_than_the_delay() {
     let nsqd = NsqdProcess::start(&[]);
@@ -82,14 +100,9 @@ async fn req_with_delay_is_redelivered_no_earlier_than_the_delay() {
     assert_eq!((&other.body[..], other.attempts), (&b"meanwhile"[..], 1));
     c.fin(other.id).await;
 
-    let again = c.read_message_within(delay + ARRIVAL_SLACK).await;
-    let elapsed = start.elapsed();
+    let again = read_deferred(&mut c, start, delay, "REQ").await;
     assert_eq!(again.id, first.id);
     assert_eq!((&again.body[..], again.attempts), (&b"again"[..], 2));
-    assert!(
-        elapsed >= delay,
-        "REQ {delay:?} redelivered after {elapsed:?}"
-    );
     c.fin(again.id).await;
 }
 
@@ -113,13 +126,8 @@ async fn dpub_is_delivered_no_earlier_than_the_delay() {
     let now = consumer.read_message().await;
     assert_eq!((&now.body[..], now.attempts), (&b"now"[..], 1));
     consumer.fin(now.id).await;
-    let later = consumer.read_message_within(delay + ARRIVAL_SLACK).await;
-    let elapsed = start.elapsed();
+    let later = read_deferred(&mut consumer, start, delay, "DPUB").await;
     assert_eq!((&later.body[..], later.attempts), (&b"later"[..], 1));
-    assert!(
-        elapsed >= delay,
-        "DPUB {delay:?} delivered after {elapsed:?}"
-    );
     consumer.fin(later.id).await;
 }
 

@@ -107,6 +107,15 @@ async fn to_nsq_piped_into_nsq_tail_round_trips_ten_thousand_lines() {
     }
 }
 
+/// The lines nsq_stat run with `args` prints before it exits, which it must do successfully.
+async fn nsq_stat_lines(args: &[String]) -> Vec<String> {
+    let done = Tool::spawn(env!("CARGO_BIN_EXE_nsq_stat"), args, None)
+        .finish()
+        .await;
+    assert!(done.status.success(), "nsq_stat: {}", done.stderr);
+    done.stdout.lines().map(str::to_owned).collect()
+}
+
 #[nsq_test_support::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nsq_stat_prints_count_rows_under_upstreams_header() {
     let nsqd = NsqdProcess::start(&[]);
@@ -114,21 +123,15 @@ async fn nsq_stat_prints_count_rows_under_upstreams_header() {
     for body in ["a", "b", "c"] {
         nsqd.post_ok("/pub?topic=watched", body.as_bytes());
     }
-    let stat = Tool::spawn(
-        env!("CARGO_BIN_EXE_nsq_stat"),
-        &[
-            "--topic=watched".to_string(),
-            "--channel=ch".into(),
-            format!("--nsqd-http-address={}", nsqd.http_addr()),
-            "--count-of=2".into(),
-            "--status-every=200ms".into(),
-        ],
-        None,
-    );
-    let done = stat.finish().await;
-    assert!(done.status.success(), "nsq_stat: {}", done.stderr);
-    let lines: Vec<&str> = done.stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{}", done.stdout);
+    let lines = nsq_stat_lines(&[
+        "--topic=watched".to_string(),
+        "--channel=ch".into(),
+        format!("--nsqd-http-address={}", nsqd.http_addr()),
+        "--count-of=2".into(),
+        "--status-every=200ms".into(),
+    ])
+    .await;
+    assert_eq!(lines.len(), 4, "{lines:#?}");
     assert!(lines[0].starts_with("------rate------+"), "{}", lines[0]);
     let columns: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(
@@ -427,21 +430,15 @@ async fn tools_find_a_topic_s_nsqds_through_lookupd() {
     .unwrap_or_else(|e| lookupd.fail(&e));
 
     // nsq_stat sums the channel over the nsqds lookupd names.
-    let stat = Tool::spawn(
-        env!("CARGO_BIN_EXE_nsq_stat"),
-        &[
-            "--topic=found".to_string(),
-            "--channel=nsq_to_file".into(),
-            lookupd_flag,
-            "--count=1".into(),
-            "--interval=100ms".into(),
-        ],
-        None,
-    );
-    let stated = stat.finish().await;
-    assert!(stated.status.success(), "nsq_stat: {}", stated.stderr);
-    let rows: Vec<&str> = stated.stdout.lines().collect();
-    assert_eq!(rows.len(), 3, "{}", stated.stdout);
+    let rows = nsq_stat_lines(&[
+        "--topic=found".to_string(),
+        "--channel=nsq_to_file".into(),
+        lookupd_flag,
+        "--count=1".into(),
+        "--interval=100ms".into(),
+    ])
+    .await;
+    assert_eq!(rows.len(), 3, "{rows:#?}");
     let values: Vec<&str> = rows[2].split_whitespace().collect();
     assert_eq!(
         values,
