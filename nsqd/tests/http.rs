@@ -32,11 +32,7 @@ async fn ping_reports_health() {
 async fn info_has_upstreams_fields_and_the_real_ports() {
     let d = start(&["--broadcast-address=127.0.0.1"]).await;
     let r = http(&d, "GET", "/info", b"").await;
-    assert_like_sample(&r, "nsqd_info");
-    assert_eq!(
-        key_order(&r.body),
-        key_order(&sample_body("nsqd_info.json"))
-    );
+    assert_like_sample_in_order(&r, "nsqd_info");
     let v = r.json();
     assert_eq!(v["http_port"], d.http.port());
     assert_eq!(v["tcp_port"], d.tcp.port());

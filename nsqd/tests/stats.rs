@@ -60,11 +60,7 @@ async fn stats_json_matches_upstreams_samples() {
     let d = start(&[]).await;
     sample_state(&d).await;
     let r = http(&d, "GET", "/stats?format=json", b"").await;
-    assert_like_sample(&r, "nsqd_stats");
-    assert_eq!(
-        key_order(&r.body),
-        key_order(&sample_body("nsqd_stats.json"))
-    );
+    assert_like_sample_in_order(&r, "nsqd_stats");
     let v = r.json();
     assert_eq!(v["version"], "1.3.0");
     assert_eq!(v["health"], "OK");

@@ -93,6 +93,20 @@ async fn connect(nsqd: &nsq_test_support::in_process::Nsqd) -> TcpStream {
     s
 }
 
+/// [`connect`], then IDENTIFY with `body`; the reply is left to read.
+async fn connect_and_identify(nsqd: &nsq_test_support::in_process::Nsqd, body: Value) -> TcpStream {
+    let mut tcp = connect(nsqd).await;
+    tcp.write_all(&identify_cmd(&body)).await.unwrap();
+    tcp
+}
+
+/// Read the next 10 bytes of `s`: they must be the `OK` response frame, byte for byte.
+async fn expect_ok_frame(s: &mut (impl AsyncRead + Unpin)) {
+    let mut ok = [0u8; 10];
+    s.read_exact(&mut ok).await.unwrap();
+    assert_eq!(ok, *b"\x00\x00\x00\x06\x00\x00\x00\x00OK");
+}
+
 /// The IDENTIFY reply nsqd sends with these grants, byte for byte.
 fn negotiated(tls: bool, deflate: bool, level: u8, snappy: bool, auth: bool) -> String {
     format!(
@@ -109,12 +123,8 @@ async fn clients(nsqd: &nsq_test_support::in_process::Nsqd, topic: &str) -> Vec<
 async fn tls_upgrade_answers_json_then_ok_inside_tls() {
     let certs = Certs::new();
     let nsqd = start_args(&certs.nsqd_args()).await;
-    let mut tcp = connect(&nsqd).await;
-    tcp.write_all(&identify_cmd(
-        &json!({"feature_negotiation": true, "tls_v1": true}),
-    ))
-    .await
-    .unwrap();
+    let mut tcp =
+        connect_and_identify(&nsqd, json!({"feature_negotiation": true, "tls_v1": true})).await;
     // The JSON reply comes in the clear, and nothing after it.
     let want = frame(0, negotiated(true, false, 6, false, false).as_bytes());
     let mut got = vec![0u8; want.len()];
@@ -124,9 +134,7 @@ async fn tls_upgrade_answers_json_then_ok_inside_tls() {
         String::from_utf8_lossy(&want)
     );
     let mut tls = certs.tls(tcp).await;
-    let mut ok = [0u8; 10];
-    tls.read_exact(&mut ok).await.unwrap();
-    assert_eq!(ok, *b"\x00\x00\x00\x06\x00\x00\x00\x00OK");
+    expect_ok_frame(&mut tls).await;
     tls.write_all(&pub_cmd("t", b"over tls")).await.unwrap();
     assert_eq!(reply(&mut tls).await, (0, "OK".into()));
     tls.write_all(b"SUB t c\nRDY 1\n").await.unwrap();
@@ -152,12 +160,8 @@ async fn tls_upgrade_answers_json_then_ok_inside_tls() {
 #[in_process::test]
 async fn snappy_upgrade_sends_a_framed_ok_and_reads_framed_commands() {
     let nsqd = start(&[]).await;
-    let mut tcp = connect(&nsqd).await;
-    tcp.write_all(&identify_cmd(
-        &json!({"feature_negotiation": true, "snappy": true}),
-    ))
-    .await
-    .unwrap();
+    let mut tcp =
+        connect_and_identify(&nsqd, json!({"feature_negotiation": true, "snappy": true})).await;
     assert_eq!(
         reply(&mut tcp).await,
         (0, negotiated(false, false, 6, true, false))
@@ -199,12 +203,11 @@ async fn snappy_upgrade_sends_a_framed_ok_and_reads_framed_commands() {
 #[in_process::test]
 async fn deflate_upgrade_is_raw_deflate_with_sync_flushes_and_level_capped() {
     let nsqd = start(&["--max-deflate-level=3"]).await;
-    let mut tcp = connect(&nsqd).await;
-    tcp.write_all(&identify_cmd(
-        &json!({"feature_negotiation": true, "deflate": true, "deflate_level": 9}),
-    ))
-    .await
-    .unwrap();
+    let mut tcp = connect_and_identify(
+        &nsqd,
+        json!({"feature_negotiation": true, "deflate": true, "deflate_level": 9}),
+    )
+    .await;
     let want = negotiated(false, true, 3, false, false)
         .replace(r#""max_deflate_level":6"#, r#""max_deflate_level":3"#);
     assert_eq!(reply(&mut tcp).await, (0, want));
@@ -246,20 +249,17 @@ async fn deflate_upgrade_is_raw_deflate_with_sync_flushes_and_level_capped() {
 async fn tls_then_snappy_each_answer_ok_in_order() {
     let certs = Certs::new();
     let nsqd = start_args(&certs.nsqd_args()).await;
-    let mut tcp = connect(&nsqd).await;
-    tcp.write_all(&identify_cmd(
-        &json!({"feature_negotiation": true, "tls_v1": true, "snappy": true}),
-    ))
-    .await
-    .unwrap();
+    let mut tcp = connect_and_identify(
+        &nsqd,
+        json!({"feature_negotiation": true, "tls_v1": true, "snappy": true}),
+    )
+    .await;
     assert_eq!(
         reply(&mut tcp).await,
         (0, negotiated(true, false, 6, true, false))
     );
     let mut tls = certs.tls(tcp).await;
-    let mut ok = [0u8; 10];
-    tls.read_exact(&mut ok).await.unwrap();
-    assert_eq!(ok, *b"\x00\x00\x00\x06\x00\x00\x00\x00OK");
+    expect_ok_frame(&mut tls).await;
     let mut id = [0u8; 10];
     tls.read_exact(&mut id).await.unwrap();
     assert_eq!(&id, b"\xff\x06\x00\x00sNaPpY");
@@ -280,12 +280,11 @@ async fn tls_then_snappy_each_answer_ok_in_order() {
 #[in_process::test]
 async fn both_compressions_at_once_is_fatal() {
     let nsqd = start(&[]).await;
-    let mut tcp = connect(&nsqd).await;
-    tcp.write_all(&identify_cmd(
-        &json!({"feature_negotiation": true, "snappy": true, "deflate": true}),
-    ))
-    .await
-    .unwrap();
+    let mut tcp = connect_and_identify(
+        &nsqd,
+        json!({"feature_negotiation": true, "snappy": true, "deflate": true}),
+    )
+    .await;
     expect_fatal(
         &mut tcp,
         "E_IDENTIFY_FAILED cannot enable both deflate and snappy compression",
@@ -293,12 +292,11 @@ async fn both_compressions_at_once_is_fatal() {
     .await;
     // With snappy switched off, asking for both grants deflate only.
     let nsqd = start(&["--snappy=false"]).await;
-    let mut tcp = connect(&nsqd).await;
-    tcp.write_all(&identify_cmd(
-        &json!({"feature_negotiation": true, "snappy": true, "deflate": true}),
-    ))
-    .await
-    .unwrap();
+    let mut tcp = connect_and_identify(
+        &nsqd,
+        json!({"feature_negotiation": true, "snappy": true, "deflate": true}),
+    )
+    .await;
     assert_eq!(
         reply(&mut tcp).await,
         (0, negotiated(false, true, 6, false, false))
@@ -334,10 +332,7 @@ async fn tls_required_refuses_plaintext_and_https_serves_the_api() {
     )
     .await;
     // IDENTIFY without TLS is answered, but the next command is refused.
-    let mut tcp = connect(&nsqd).await;
-    tcp.write_all(&identify_cmd(&json!({"feature_negotiation": true})))
-        .await
-        .unwrap();
+    let mut tcp = connect_and_identify(&nsqd, json!({"feature_negotiation": true})).await;
     assert_eq!(
         reply(&mut tcp).await,
         (0, negotiated(false, false, 6, false, false))
@@ -351,12 +346,8 @@ async fn tls_required_refuses_plaintext_and_https_serves_the_api() {
         )
     );
     // After the upgrade everything works.
-    let mut tcp = connect(&nsqd).await;
-    tcp.write_all(&identify_cmd(
-        &json!({"feature_negotiation": true, "tls_v1": true}),
-    ))
-    .await
-    .unwrap();
+    let mut tcp =
+        connect_and_identify(&nsqd, json!({"feature_negotiation": true, "tls_v1": true})).await;
     reply(&mut tcp).await;
     let mut tls = certs.tls(tcp).await;
     assert_eq!(reply(&mut tls).await, (0, "OK".into()));
@@ -556,10 +547,7 @@ async fn authed_conn(
     nsqd: &nsq_test_support::in_process::Nsqd,
     secret: &str,
 ) -> (TcpStream, (u32, String)) {
-    let mut tcp = connect(nsqd).await;
-    tcp.write_all(&identify_cmd(&json!({"feature_negotiation": true})))
-        .await
-        .unwrap();
+    let mut tcp = connect_and_identify(nsqd, json!({"feature_negotiation": true})).await;
     assert_eq!(
         reply(&mut tcp).await,
         (0, negotiated(false, false, 6, false, true))
@@ -688,12 +676,8 @@ async fn auth_over_https_carries_the_client_certificate_cn() {
         certs.path("ca.pem").display()
     ));
     let nsqd = start_args(&args).await;
-    let mut tcp = connect(&nsqd).await;
-    tcp.write_all(&identify_cmd(
-        &json!({"feature_negotiation": true, "tls_v1": true}),
-    ))
-    .await
-    .unwrap();
+    let mut tcp =
+        connect_and_identify(&nsqd, json!({"feature_negotiation": true, "tls_v1": true})).await;
     assert_eq!(read_frame(&mut tcp).await.0, 0);
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let mut tls = timeout(STEP, certs.connector_with_cert().connect(name, tcp))

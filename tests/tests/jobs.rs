@@ -22,41 +22,32 @@ async fn exhausted_messages_go_to_the_dead_letter_topic() {
     assert!(plain.get("dead_letter_topic").is_none(), "{plain}");
 
     // Bad input is refused with upstream-style names.
-    let r = nsqd.http_post("/channel/max_attempts?topic=orders&channel=billing", b"");
-    assert_eq!(
-        (r.status, r.json()["message"].clone()),
-        (400, json!("MISSING_ARG_MAX_ATTEMPTS"))
-    );
-    let r = nsqd.http_post(
-        "/channel/max_attempts?topic=orders&channel=billing&max_attempts=x",
-        b"",
-    );
-    assert_eq!(
-        (r.status, r.json()["message"].clone()),
-        (400, json!("INVALID_ARG_MAX_ATTEMPTS"))
-    );
-    let r = nsqd.http_post(
-        "/channel/max_attempts?topic=orders&channel=billing&max_attempts=2&dead_letter_topic=orders",
-        b"",
-    );
-    assert_eq!(
-        (r.status, r.json()["message"].clone()),
-        (400, json!("INVALID_ARG_DEAD_LETTER_TOPIC"))
-    );
-    let r = nsqd.http_post(
-        "/channel/max_attempts?topic=orders&channel=nope&max_attempts=2",
-        b"",
-    );
-    assert_eq!(
-        (r.status, r.json()["message"].clone()),
-        (404, json!("CHANNEL_NOT_FOUND"))
-    );
+    for (query, status, name) in [
+        ("channel=billing", 400, "MISSING_ARG_MAX_ATTEMPTS"),
+        (
+            "channel=billing&max_attempts=x",
+            400,
+            "INVALID_ARG_MAX_ATTEMPTS",
+        ),
+        (
+            "channel=billing&max_attempts=2&dead_letter_topic=orders",
+            400,
+            "INVALID_ARG_DEAD_LETTER_TOPIC",
+        ),
+        ("channel=nope&max_attempts=2", 404, "CHANNEL_NOT_FOUND"),
+    ] {
+        let r = nsqd.http_post(&format!("/channel/max_attempts?topic=orders&{query}"), b"");
+        assert_eq!(
+            (r.status, r.json()["message"].clone()),
+            (status, json!(name)),
+            "{query}"
+        );
+    }
 
-    let r = nsqd.http_post(
+    nsqd.post_ok(
         "/channel/max_attempts?topic=orders&channel=billing&max_attempts=2",
         b"",
     );
-    assert_eq!(r.status, 200, "{}", r.text());
     let s = nsqd.channel_stats("orders", "billing");
     assert_eq!(
         (s["max_attempts"].clone(), s["dead_letter_topic"].clone()),
@@ -64,7 +55,6 @@ async fn exhausted_messages_go_to_the_dead_letter_topic() {
     );
 
     let identify = json!({"msg_timeout": 1000});
-
     let mut c = nsqd.consumer(identify, "orders", "billing", 1).await;
     let mut p = nsqd.connect().await;
     p.publish("orders", b"poison").await;
