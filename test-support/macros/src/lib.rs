@@ -1,7 +1,8 @@
 //! The `#[nsq_test_support::test]` attribute: an async test bounded in time.
 //!
-//! Every end-to-end test used to open with `within(async {` and close with `}).await`, one
-//! indentation level deep; the attribute says the same once, above the test:
+//! Every end-to-end test runs its body under a time bound; instead of each opening with
+//! `within(async {` and closing with `}).await`, one indentation level deep, the attribute says
+//! it once, above the test:
 //!
 //! ```ignore
 //! #[nsq_test_support::test(flavor = "multi_thread", worker_threads = 2)]
