@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nsq::{handler_fn, Config, Consumer, HandlerError, Producer};
-use nsq_test_support::consumer::{connect_to, max_in_flight, receive, recording_consumer};
+use nsq_test_support::consumer::{
+    connect_to, max_in_flight, receive, recording_consumer, reporting_consumer,
+};
 use nsq_test_support::{wait_for_value, NsqdProcess};
 use tokio::sync::{mpsc, watch};
 
@@ -222,20 +224,15 @@ async fn touch_keeps_a_long_handler_s_message() {
         msg_timeout: Some(Duration::from_secs(1)),
         ..Config::default()
     };
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let consumer = Consumer::new("touch", "ch", config).unwrap();
-    consumer.add_handler(handler_fn(move |msg| {
-        let tx = tx.clone();
-        async move {
-            // The work itself: 1.8 s, checking in every 300 ms.
-            for _ in 0..6 {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                msg.touch()?;
-            }
-            let _ = tx.send(msg.attempts);
-            Ok(())
+    let (consumer, mut rx) = reporting_consumer("touch", "ch", config, |msg, tx| async move {
+        // The work itself: 1.8 s, checking in every 300 ms.
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            msg.touch()?;
         }
-    }));
+        let _ = tx.send(msg.attempts);
+        Ok(())
+    });
     consumer.connect_to_nsqd(&addr).await.unwrap();
     Producer::new(addr, Config::default())
         .publish("touch", "slow")
@@ -328,11 +325,9 @@ async fn max_in_flight_below_the_nsqd_count_still_drains_every_nsqd() {
     };
     // How many handlers run at once, and the most there ever were.
     let running = Arc::new(Mutex::new((0u32, 0u32)));
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let consumer = Consumer::new("scarce", "ch", config).unwrap();
     let counts = running.clone();
-    consumer.add_handler(handler_fn(move |msg| {
-        let (tx, counts) = (tx.clone(), counts.clone());
+    let (consumer, mut rx) = reporting_consumer("scarce", "ch", config, move |msg, tx| {
+        let counts = counts.clone();
         async move {
             {
                 let mut c = counts.lock().unwrap();
@@ -345,7 +340,7 @@ async fn max_in_flight_below_the_nsqd_count_still_drains_every_nsqd() {
             let _ = tx.send(String::from_utf8_lossy(&msg.body).into_owned());
             Ok(())
         }
-    }));
+    });
     connect_to(&consumer, &nsqds).await;
     let mut got = receive(&mut rx, want.len()).await;
     consumer.stop().await;
@@ -374,18 +369,13 @@ async fn backoff_sets_rdy_0_everywhere_then_probes_with_rdy_1() {
         ..Config::default()
     };
     // The first delivery fails (and is requeued at once), the second succeeds.
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let consumer = Consumer::new("backoff", "ch", config).unwrap();
-    consumer.add_handler(handler_fn(move |msg| {
-        let tx = tx.clone();
-        async move {
-            let _ = tx.send((msg.attempts, tokio::time::Instant::now()));
-            if msg.attempts == 1 {
-                return Err(HandlerError::new("first try fails").requeue_after(Duration::ZERO));
-            }
-            Ok(())
+    let (consumer, mut rx) = reporting_consumer("backoff", "ch", config, |msg, tx| async move {
+        let _ = tx.send((msg.attempts, tokio::time::Instant::now()));
+        if msg.attempts == 1 {
+            return Err(HandlerError::new("first try fails").requeue_after(Duration::ZERO));
         }
-    }));
+        Ok(())
+    });
     connect_to(&consumer, &nsqds).await;
     wait_for_rdy(&nsqds, "backoff", 5, "RDY 5 on both nsqds").await;
 

@@ -1,10 +1,31 @@
 //! The `nsq` crate's `Consumer` as the client tests drive it: one that reports every body it
 //! handles, connected to daemons started here, and the receiving end that collects them.
 
-use nsq::{handler_fn, Config, Consumer};
-use tokio::sync::mpsc::{self, UnboundedReceiver};
+use std::future::Future;
+
+use nsq::{handler_fn, Config, Consumer, HandlerResult, Message};
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
 use crate::NsqdProcess;
+
+/// A consumer of `topic`/`channel` whose handler is `handle`, called with each message and a
+/// sender for what the test should see, which arrives on the returned receiver.
+pub fn reporting_consumer<T, F, Fut>(
+    topic: &str,
+    channel: &str,
+    config: Config,
+    handle: F,
+) -> (Consumer, UnboundedReceiver<T>)
+where
+    T: Send + 'static,
+    F: Fn(Message, UnboundedSender<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let consumer = Consumer::new(topic, channel, config).expect("valid topic and channel");
+    consumer.add_handler(handler_fn(move |msg| handle(msg, tx.clone())));
+    (consumer, rx)
+}
 
 /// A consumer of `topic`/`channel` whose handler reports every body it sees (as text) on the
 /// returned channel and answers FIN.
@@ -13,16 +34,10 @@ pub fn recording_consumer(
     channel: &str,
     config: Config,
 ) -> (Consumer, UnboundedReceiver<String>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let consumer = Consumer::new(topic, channel, config).expect("valid topic and channel");
-    consumer.add_handler(handler_fn(move |msg| {
-        let tx = tx.clone();
-        async move {
-            let _ = tx.send(String::from_utf8_lossy(&msg.body).into_owned());
-            Ok(())
-        }
-    }));
-    (consumer, rx)
+    reporting_consumer(topic, channel, config, |msg, tx| async move {
+        let _ = tx.send(String::from_utf8_lossy(&msg.body).into_owned());
+        Ok(())
+    })
 }
 
 /// Connect `consumer` straight to each of `nsqds` (no lookupd), failing on any error.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use nsq_protocol::job::{peek_load, Shard};
+use nsq_protocol::message::MessageFrame;
 use nsq_test_support::{wait_until, NsqdProcess};
 use serde_json::json;
 
@@ -113,6 +114,16 @@ async fn exhausted_messages_go_to_the_dead_letter_topic() {
     assert!(s.get("max_attempts").is_none(), "{s}");
 }
 
+/// The shard items `messages` carry, sorted.
+fn sorted_items(messages: &[MessageFrame]) -> Vec<u32> {
+    let mut items: Vec<u32> = messages
+        .iter()
+        .map(|m| peek_load(&m.body).unwrap().item)
+        .collect();
+    items.sort();
+    items
+}
+
 fn shard(item: u32, load: u32) -> Vec<u8> {
     Shard {
         job: "jobs".into(),
@@ -150,12 +161,7 @@ async fn capacity_bounds_load_and_a_hung_worker_loses_its_shards_at_its_timeout(
     // Heaviest first within capacity 3: one load-2 shard, then the
     // load-1 one; the other load-2 shard does not fit.
     let got = hung.read_messages(2).await;
-    let mut items: Vec<u32> = got
-        .iter()
-        .map(|m| peek_load(&m.body).unwrap().item)
-        .collect();
-    items.sort();
-    assert_eq!(items, vec![0, 2]);
+    assert_eq!(sorted_items(&got), [0, 2]);
     let s = nsqd.http_get("/job/status?job=jobs").json();
     assert_eq!(s["jobs"][0]["workers"][0]["load"], 3, "{s}");
     assert_eq!(s["jobs"][0]["fires"][0]["pending"], 1, "{s}");
@@ -167,12 +173,7 @@ async fn capacity_bounds_load_and_a_hung_worker_loses_its_shards_at_its_timeout(
     let first = good.read_message().await;
     assert_eq!(peek_load(&first.body).unwrap().item, 1);
     let again = good.read_messages(2).await;
-    let mut items: Vec<u32> = again
-        .iter()
-        .map(|m| peek_load(&m.body).unwrap().item)
-        .collect();
-    items.sort();
-    assert_eq!(items, vec![0, 2]);
+    assert_eq!(sorted_items(&again), [0, 2]);
     assert!(again.iter().all(|m| m.attempts == 2));
     for m in std::iter::once(&first).chain(&again) {
         good.fin(m.id).await;
