@@ -59,14 +59,29 @@ pub enum BenchError {
 
 pub type Result<T, E = BenchError> = std::result::Result<T, E>;
 
+/// A `--topic` or `--channel` value that is not a valid NSQ name.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} name {name:?} is not valid")]
+pub struct BadName {
+    /// `topic` or `channel`.
+    pub kind: &'static str,
+    pub name: String,
+}
+
 /// clap value parser: a topic name is checked once, at the edge.
-pub fn parse_topic(s: &str) -> Result<TopicName, String> {
-    TopicName::new(s.as_bytes()).ok_or_else(|| format!("topic name {s:?} is not valid"))
+pub fn parse_topic(s: &str) -> Result<TopicName, BadName> {
+    TopicName::new(s.as_bytes()).ok_or_else(|| BadName {
+        kind: "topic",
+        name: s.to_owned(),
+    })
 }
 
 /// clap value parser for channel names.
-pub fn parse_channel(s: &str) -> Result<ChannelName, String> {
-    ChannelName::new(s.as_bytes()).ok_or_else(|| format!("channel name {s:?} is not valid"))
+pub fn parse_channel(s: &str) -> Result<ChannelName, BadName> {
+    ChannelName::new(s.as_bytes()).ok_or_else(|| BadName {
+        kind: "channel",
+        name: s.to_owned(),
+    })
 }
 
 /// Stop conditions shared by the tools: a run ends at `runfor` or after
@@ -341,7 +356,10 @@ mod tests {
     #[test]
     fn names_and_limits() {
         assert!(parse_topic("sub_bench").is_ok());
-        assert!(parse_topic("bad topic").is_err());
+        assert_eq!(
+            parse_topic("bad topic").unwrap_err().to_string(),
+            r#"topic name "bad topic" is not valid"#
+        );
         assert!(parse_channel("ch#ephemeral").is_ok());
         assert!(check_limits(Duration::ZERO, 0).is_err());
         assert!(check_limits(Duration::ZERO, 5).is_ok());
