@@ -104,22 +104,22 @@ pub fn lines(
         }
         let lt = last.topics.get(&t.topic_name).cloned().unwrap_or_default();
         let n = &t.topic_name;
-        ordered.push((
-            true,
-            format!("topic.{n}.message_count"),
-            delta(t.message_count, lt.message_count),
-        ));
-        ordered.push((
-            true,
-            format!("topic.{n}.message_bytes"),
-            delta(t.message_bytes, lt.message_bytes),
-        ));
-        ordered.push((false, format!("topic.{n}.depth"), t.depth as i64));
-        ordered.push((
-            false,
-            format!("topic.{n}.backend_depth"),
-            t.backend_depth as i64,
-        ));
+        for (counter, key, value) in [
+            (
+                true,
+                "message_count",
+                delta(t.message_count, lt.message_count),
+            ),
+            (
+                true,
+                "message_bytes",
+                delta(t.message_bytes, lt.message_bytes),
+            ),
+            (false, "depth", t.depth as i64),
+            (false, "backend_depth", t.backend_depth as i64),
+        ] {
+            ordered.push((counter, format!("topic.{n}.{key}"), value));
+        }
         for &(q, v) in t.e2e_processing_latency.percentiles.iter().flatten() {
             ordered.push((
                 false,
@@ -137,34 +137,30 @@ pub fn lines(
                 .cloned()
                 .unwrap_or_default();
             let p = format!("topic.{n}.channel.{}", c.channel_name);
-            ordered.push((
-                true,
-                format!("{p}.message_count"),
-                delta(c.message_count, lc.message_count),
-            ));
-            ordered.push((false, format!("{p}.depth"), c.depth as i64));
-            ordered.push((false, format!("{p}.backend_depth"), c.backend_depth as i64));
-            ordered.push((
-                false,
-                format!("{p}.in_flight_count"),
-                c.in_flight_count as i64,
-            ));
-            ordered.push((
-                false,
-                format!("{p}.deferred_count"),
-                c.deferred_count as i64,
-            ));
-            ordered.push((
-                true,
-                format!("{p}.requeue_count"),
-                delta(c.requeue_count, lc.requeue_count),
-            ));
-            ordered.push((
-                true,
-                format!("{p}.timeout_count"),
-                delta(c.timeout_count, lc.timeout_count),
-            ));
-            ordered.push((false, format!("{p}.clients"), c.client_count as i64));
+            for (counter, key, value) in [
+                (
+                    true,
+                    "message_count",
+                    delta(c.message_count, lc.message_count),
+                ),
+                (false, "depth", c.depth as i64),
+                (false, "backend_depth", c.backend_depth as i64),
+                (false, "in_flight_count", c.in_flight_count as i64),
+                (false, "deferred_count", c.deferred_count as i64),
+                (
+                    true,
+                    "requeue_count",
+                    delta(c.requeue_count, lc.requeue_count),
+                ),
+                (
+                    true,
+                    "timeout_count",
+                    delta(c.timeout_count, lc.timeout_count),
+                ),
+                (false, "clients", c.client_count as i64),
+            ] {
+                ordered.push((counter, format!("{p}.{key}"), value));
+            }
             for &(q, v) in c.e2e_processing_latency.percentiles.iter().flatten() {
                 ordered.push((
                     false,
