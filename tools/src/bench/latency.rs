@@ -186,8 +186,7 @@ mod tests {
 
     #[test]
     fn defaults_and_human_line() {
-        let argv: Vec<std::ffi::OsString> = vec!["bench_latency".into(), "-count=5".into()];
-        let o: LatencyOptions = nsq_app::try_parse_options("bench_latency", argv, &[]).unwrap();
+        let o: LatencyOptions = crate::bench::try_parse("bench_latency", &["-count=5"]).unwrap();
         assert_eq!(
             (
                 o.target.topic.as_str(),

@@ -286,6 +286,17 @@ pub fn cpu_since(before: Option<(Duration, Duration)>) -> Option<(Duration, Dura
     Some((u1.saturating_sub(u0), s1.saturating_sub(s0)))
 }
 
+/// `tool`'s options from `args` (what follows the program name), parsed as
+/// its `main` parses them.
+#[cfg(test)]
+pub(crate) fn try_parse<O: clap::Parser>(
+    tool: &str,
+    args: &[&str],
+) -> Result<O, nsq_app::FlagError> {
+    let argv = std::iter::once(tool).chain(args.iter().copied());
+    nsq_app::try_parse_options(tool, argv.map(Into::into), &[])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

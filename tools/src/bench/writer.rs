@@ -212,14 +212,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> WriterOptions {
-        nsq_app::try_parse_options("bench_writer", argv_os(args), &[]).unwrap()
-    }
-
-    fn argv_os(args: &[&str]) -> Vec<std::ffi::OsString> {
-        std::iter::once("bench_writer")
-            .chain(args.iter().copied())
-            .map(Into::into)
-            .collect()
+        crate::bench::try_parse("bench_writer", args).unwrap()
     }
 
     #[test]
@@ -247,9 +240,8 @@ mod tests {
         assert_eq!(o.target.tcp_address, "127.0.0.1:5150");
         assert_eq!(*o.target.runfor, Duration::from_secs(90));
         assert_eq!((o.count, o.pipeline), (1_000_000, 4));
-        let bad = |args: &[&str]| {
-            nsq_app::try_parse_options::<WriterOptions>("bench_writer", argv_os(args), &[]).is_err()
-        };
+        let bad =
+            |args: &[&str]| crate::bench::try_parse::<WriterOptions>("bench_writer", args).is_err();
         assert!(bad(&["--topic=no spaces"]));
         assert!(bad(&["--batch-size=0"]));
         assert!(bad(&["--pipeline=0"]));
