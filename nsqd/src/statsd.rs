@@ -13,6 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
+use crate::e2e::E2eResult;
 use crate::nsqd::Nsqd;
 use crate::stats::{self, MemStats, StatsFilter, TopicReport};
 
@@ -67,6 +68,26 @@ pub struct LastPush {
     gc_runs: u64,
 }
 
+/// `rows` (is a counter, key, value) under `prefix`, then the e2e
+/// percentiles: what upstream sends for a topic and for a channel.
+fn push_group(
+    out: &mut Vec<(bool, String, i64)>,
+    prefix: &str,
+    rows: &[(bool, &str, i64)],
+    e2e: &E2eResult,
+) {
+    for &(counter, key, value) in rows {
+        out.push((counter, format!("{prefix}.{key}"), value));
+    }
+    for &(q, v) in e2e.percentiles.iter().flatten() {
+        out.push((
+            false,
+            format!("{prefix}.e2e_processing_latency_{:.0}", q * 100.0),
+            v as i64,
+        ));
+    }
+}
+
 /// What one push sends, and the counters to diff against next time.
 pub fn lines(
     prefix: &str,
@@ -104,7 +125,7 @@ pub fn lines(
         }
         let lt = last.topics.get(&t.topic_name).cloned().unwrap_or_default();
         let n = &t.topic_name;
-        for (counter, key, value) in [
+        let topic_rows = [
             (
                 true,
                 "message_count",
@@ -117,16 +138,13 @@ pub fn lines(
             ),
             (false, "depth", t.depth as i64),
             (false, "backend_depth", t.backend_depth as i64),
-        ] {
-            ordered.push((counter, format!("topic.{n}.{key}"), value));
-        }
-        for &(q, v) in t.e2e_processing_latency.percentiles.iter().flatten() {
-            ordered.push((
-                false,
-                format!("topic.{n}.e2e_processing_latency_{:.0}", q * 100.0),
-                v as i64,
-            ));
-        }
+        ];
+        push_group(
+            &mut ordered,
+            &format!("topic.{n}"),
+            &topic_rows,
+            &t.e2e_processing_latency,
+        );
         for c in &t.channels {
             if ephemeral(&c.channel_name) {
                 continue;
@@ -137,7 +155,7 @@ pub fn lines(
                 .cloned()
                 .unwrap_or_default();
             let p = format!("topic.{n}.channel.{}", c.channel_name);
-            for (counter, key, value) in [
+            let channel_rows = [
                 (
                     true,
                     "message_count",
@@ -158,16 +176,8 @@ pub fn lines(
                     delta(c.timeout_count, lc.timeout_count),
                 ),
                 (false, "clients", c.client_count as i64),
-            ] {
-                ordered.push((counter, format!("{p}.{key}"), value));
-            }
-            for &(q, v) in c.e2e_processing_latency.percentiles.iter().flatten() {
-                ordered.push((
-                    false,
-                    format!("{p}.e2e_processing_latency_{:.0}", q * 100.0),
-                    v as i64,
-                ));
-            }
+            ];
+            push_group(&mut ordered, &p, &channel_rows, &c.e2e_processing_latency);
         }
         next.topics.insert(t.topic_name.clone(), counts);
     }
