@@ -59,7 +59,6 @@ impl NsqAdmin {
             opts.nsqd_http_address.clone(),
         );
         let tasks = Tasks::default();
-        let (cancel, tracker) = (&tasks.cancel, &tasks.tracker);
         let history = Arc::new(History::new(opts.history_interval.0));
         let ctx = Arc::new(Context {
             cluster: cluster.clone(),
@@ -67,20 +66,15 @@ impl NsqAdmin {
             notifier: Notifier::new(
                 opts.notification_http_endpoint.clone(),
                 client,
-                tracker.clone(),
+                tasks.tracker.clone(),
             ),
             base: opts.base_prefix(),
             log_level: nsq_app::logging::LiveLogLevel::new(opts.log_level),
             opts,
         });
         tracing::info!("HTTP: listening on {http_addr}");
-        tracker.spawn(http::serve(
-            listener,
-            Arc::clone(&ctx),
-            cancel.clone(),
-            tracker.clone(),
-        ));
-        tracker.spawn(history::run_sampler(cluster, history, cancel.clone()));
+        tasks.spawn(|cancel, tracker| http::serve(listener, Arc::clone(&ctx), cancel, tracker));
+        tasks.spawn(|cancel, _| history::run_sampler(cluster, history, cancel));
         Ok(NsqAdmin {
             ctx,
             http_addr,

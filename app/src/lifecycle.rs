@@ -63,6 +63,16 @@ pub struct Tasks {
 }
 
 impl Tasks {
+    /// Spawn, under this tree, the task `start` makes from its token and
+    /// tracker (a server loop that spawns tasks of its own takes both).
+    pub fn spawn<F>(&self, start: impl FnOnce(CancellationToken, TaskTracker) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tracker
+            .spawn(start(self.cancel.clone(), self.tracker.clone()));
+    }
+
     /// [`stop`] these tasks.
     pub async fn stop(&self, grace: Duration, open: &str) -> bool {
         stop(&self.cancel, &self.tracker, grace, open).await

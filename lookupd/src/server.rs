@@ -47,22 +47,13 @@ impl Lookupd {
             metrics: Default::default(),
         });
         let tasks = Tasks::default();
-        let (cancel, tracker) = (&tasks.cancel, &tasks.tracker);
         tracing::info!("TCP: listening on {tcp_addr}");
-        tracker.spawn(protocol_v1::serve(
-            tcp,
-            Arc::clone(&ctx),
-            cancel.clone(),
-            tracker.clone(),
-        ));
+        tasks.spawn(|cancel, tracker| protocol_v1::serve(tcp, Arc::clone(&ctx), cancel, tracker));
         tracing::info!("HTTP: listening on {http_addr}");
-        tracker.spawn(http::serve(
-            http,
-            Arc::clone(&ctx),
-            cancel.clone(),
-            tracker.clone(),
-            opts.http_timeouts(),
-        ));
+        let timeouts = opts.http_timeouts();
+        tasks.spawn(|cancel, tracker| {
+            http::serve(http, Arc::clone(&ctx), cancel, tracker, timeouts)
+        });
         Ok(Lookupd {
             ctx,
             tcp_addr,
