@@ -2,6 +2,8 @@
 
 pub mod calendar;
 #[cfg(feature = "cli")]
+pub mod config_value;
+#[cfg(feature = "cli")]
 pub mod docs;
 pub mod duration;
 #[cfg(feature = "cli")]
