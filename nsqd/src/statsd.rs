@@ -68,6 +68,18 @@ pub struct LastPush {
     gc_runs: u64,
 }
 
+/// A counter's row: what it grew by since the last push. Upstream's
+/// counters are uint64 differences sent as int64: a topic recreated with
+/// lower counts yields a negative delta, as there.
+fn counter(key: &str, now: u64, then: u64) -> (bool, &str, i64) {
+    (true, key, now.wrapping_sub(then) as i64)
+}
+
+/// A gauge's row: its value now.
+fn gauge(key: &str, value: u64) -> (bool, &str, i64) {
+    (false, key, value as i64)
+}
+
 /// `rows` (is a counter, key, value) under `prefix`, then the e2e
 /// percentiles: what upstream sends for a topic and for a channel.
 fn push_group(
@@ -96,9 +108,6 @@ pub fn lines(
     mem: Option<&MemStats>,
     exclude_ephemeral: bool,
 ) -> (Vec<String>, LastPush) {
-    // Upstream's counters are uint64 differences sent as int64: a topic
-    // recreated with lower counts yields a negative delta, as there.
-    let delta = |now: u64, then: u64| now.wrapping_sub(then) as i64;
     let mut next = LastPush::default();
     // (is a counter, key, value), in upstream's order.
     let mut ordered: Vec<(bool, String, i64)> = Vec::new();
@@ -126,18 +135,10 @@ pub fn lines(
         let lt = last.topics.get(&t.topic_name).cloned().unwrap_or_default();
         let n = &t.topic_name;
         let topic_rows = [
-            (
-                true,
-                "message_count",
-                delta(t.message_count, lt.message_count),
-            ),
-            (
-                true,
-                "message_bytes",
-                delta(t.message_bytes, lt.message_bytes),
-            ),
-            (false, "depth", t.depth as i64),
-            (false, "backend_depth", t.backend_depth as i64),
+            counter("message_count", t.message_count, lt.message_count),
+            counter("message_bytes", t.message_bytes, lt.message_bytes),
+            gauge("depth", t.depth),
+            gauge("backend_depth", t.backend_depth),
         ];
         push_group(
             &mut ordered,
@@ -156,26 +157,14 @@ pub fn lines(
                 .unwrap_or_default();
             let p = format!("topic.{n}.channel.{}", c.channel_name);
             let channel_rows = [
-                (
-                    true,
-                    "message_count",
-                    delta(c.message_count, lc.message_count),
-                ),
-                (false, "depth", c.depth as i64),
-                (false, "backend_depth", c.backend_depth as i64),
-                (false, "in_flight_count", c.in_flight_count as i64),
-                (false, "deferred_count", c.deferred_count as i64),
-                (
-                    true,
-                    "requeue_count",
-                    delta(c.requeue_count, lc.requeue_count),
-                ),
-                (
-                    true,
-                    "timeout_count",
-                    delta(c.timeout_count, lc.timeout_count),
-                ),
-                (false, "clients", c.client_count as i64),
+                counter("message_count", c.message_count, lc.message_count),
+                gauge("depth", c.depth),
+                gauge("backend_depth", c.backend_depth),
+                gauge("in_flight_count", c.in_flight_count),
+                gauge("deferred_count", c.deferred_count),
+                counter("requeue_count", c.requeue_count, lc.requeue_count),
+                counter("timeout_count", c.timeout_count, lc.timeout_count),
+                gauge("clients", c.client_count),
             ];
             push_group(&mut ordered, &p, &channel_rows, &c.e2e_processing_latency);
         }
@@ -194,11 +183,8 @@ pub fn lines(
         ] {
             ordered.push((false, k.to_string(), v as i64));
         }
-        ordered.push((
-            true,
-            "mem.gc_runs".to_string(),
-            delta(m.gc_total_runs, last.gc_runs),
-        ));
+        let (is_counter, key, runs) = counter("mem.gc_runs", m.gc_total_runs, last.gc_runs);
+        ordered.push((is_counter, key.to_string(), runs));
         next.gc_runs = m.gc_total_runs;
     } else {
         next.gc_runs = last.gc_runs;
