@@ -26,10 +26,7 @@ use crate::{Result, ToolError};
 
 /// Upstream's `nsq_to_http` flags.
 #[derive(Parser, Debug, Clone)]
-#[command(
-    name = "nsq_to_http",
-    about = "Send the messages of an NSQ topic to HTTP endpoints."
-)]
+#[command(about = "Send the messages of an NSQ topic to HTTP endpoints.")]
 pub struct ToHttpOptions {
     /// nsq topic
     #[arg(long, default_value = "")]

@@ -26,7 +26,6 @@ use super::{
 /// Latency benchmark: sequential PUB round trips.
 #[derive(Parser, Debug, Clone)]
 #[command(
-    name = "bench_latency",
     about = "Measure nsqd's publish round-trip latency, one message at a time.",
     mut_arg("topic", |a| a.default_value("bench_latency"))
 )]

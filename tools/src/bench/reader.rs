@@ -27,10 +27,7 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Consume benchmark: SUB, RDY, FIN every message as it arrives.
 #[derive(Parser, Debug, Clone)]
-#[command(
-    name = "bench_reader",
-    about = "Measure how fast nsqd delivers messages to consumers."
-)]
+#[command(about = "Measure how fast nsqd delivers messages to consumers.")]
 pub struct ReaderOptions {
     #[command(flatten)]
     pub target: Target,

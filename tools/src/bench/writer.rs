@@ -22,10 +22,7 @@ use super::{
 
 /// Publish benchmark: MPUB batches as fast as nsqd acknowledges them.
 #[derive(Parser, Debug, Clone)]
-#[command(
-    name = "bench_writer",
-    about = "Measure how fast nsqd accepts published messages."
-)]
+#[command(about = "Measure how fast nsqd accepts published messages.")]
 pub struct WriterOptions {
     #[command(flatten)]
     pub target: Target,
