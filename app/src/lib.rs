@@ -2,8 +2,6 @@
 
 pub mod calendar;
 #[cfg(feature = "cli")]
-pub mod config_value;
-#[cfg(feature = "cli")]
 pub mod docs;
 pub mod duration;
 #[cfg(feature = "cli")]

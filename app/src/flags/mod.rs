@@ -33,6 +33,7 @@
 //!   stderr; `-h`, `-help`, `--help` print usage on stdout and exit 0.
 
 mod config_file;
+pub mod config_value;
 mod go_syntax;
 
 use std::any::TypeId;
