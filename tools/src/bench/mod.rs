@@ -19,7 +19,7 @@ pub mod writer;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nsq_app::GoDuration;
 use nsq_protocol::frame::FrameError;
@@ -284,6 +284,31 @@ pub fn cpu_since(before: Option<(Duration, Duration)>) -> Option<(Duration, Dura
     let (u0, s0) = before?;
     let (u1, s1) = process_cpu_time()?;
     Some((u1.saturating_sub(u0), s1.saturating_sub(s0)))
+}
+
+/// A run's start, by the wall clock and in this process's CPU time.
+pub struct RunClock {
+    pub start: Instant,
+    cpu: Option<(Duration, Duration)>,
+}
+
+impl RunClock {
+    pub fn start() -> RunClock {
+        RunClock {
+            cpu: process_cpu_time(),
+            start: Instant::now(),
+        }
+    }
+
+    /// When `--runfor` ends the run; `None` when it is 0 (off).
+    pub fn end(&self, runfor: Duration) -> Option<Instant> {
+        (!runfor.is_zero()).then(|| self.start + runfor)
+    }
+
+    /// CPU (user, system) used since the start.
+    pub fn cpu(&self) -> Option<(Duration, Duration)> {
+        cpu_since(self.cpu)
+    }
 }
 
 /// `tool`'s options from `args` (what follows the program name), parsed as

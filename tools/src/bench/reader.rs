@@ -16,8 +16,8 @@ use serde_json::json;
 
 use super::conn::{connect_all, server_error, Conn, Incoming, READ_CHUNK, REPLY_TIMEOUT};
 use super::{
-    check_limits, cpu_since, limits_text, parse_channel, per_connection, process_cpu_time,
-    BenchError, Report, Result, Target,
+    check_limits, limits_text, parse_channel, per_connection, BenchError, Report, Result, RunClock,
+    Target,
 };
 
 /// How often an idle connection looks at the clock and the shared count, so
@@ -138,12 +138,11 @@ pub fn run(opts: &ReaderOptions) -> Result<Report> {
         limits_text(*t.runfor, opts.count)
     );
 
-    let cpu_before = process_cpu_time();
-    let start = Instant::now();
+    let clock = RunClock::start();
     let shared = Shared {
         rdy: opts.rdy,
         limit: (opts.count > 0).then_some(opts.count),
-        end: (!t.runfor.is_zero()).then(|| start + *t.runfor),
+        end: clock.end(*t.runfor),
         finished: AtomicU64::new(0),
         reached: OnceLock::new(),
         stop: AtomicBool::new(false),
@@ -152,7 +151,7 @@ pub fn run(opts: &ReaderOptions) -> Result<Report> {
     let elapsed = shared
         .reached
         .get()
-        .map_or_else(|| start.elapsed(), |t| *t - start);
+        .map_or_else(|| clock.start.elapsed(), |t| *t - clock.start);
     let extra = BTreeMap::from([
         ("size", json!(t.size)),
         ("rdy", json!(opts.rdy)),
@@ -165,7 +164,7 @@ pub fn run(opts: &ReaderOptions) -> Result<Report> {
         msgs: shared.finished.load(Ordering::Relaxed),
         elapsed,
         size: t.size as usize,
-        cpu: cpu_since(cpu_before),
+        cpu: clock.cpu(),
         extra,
     })
 }

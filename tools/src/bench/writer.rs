@@ -16,8 +16,7 @@ use serde_json::json;
 
 use super::conn::{connect_all, publish_reply, Conn, REPLY_TIMEOUT, SMALL_READ};
 use super::{
-    check_limits, cpu_since, limits_text, per_connection, process_cpu_time, BenchError, Report,
-    Result, Target,
+    check_limits, limits_text, per_connection, BenchError, Report, Result, RunClock, Target,
 };
 
 /// Publish benchmark: MPUB batches as fast as nsqd acknowledges them.
@@ -123,8 +122,7 @@ pub fn run(opts: &WriterOptions) -> Result<Report> {
         limits_text(*t.runfor, opts.count)
     );
 
-    let cpu_before = process_cpu_time();
-    let start = Instant::now();
+    let clock = RunClock::start();
     let plan = Plan {
         topic: t.topic.clone(),
         body,
@@ -133,11 +131,11 @@ pub fn run(opts: &WriterOptions) -> Result<Report> {
         mpub_len,
         limit: (opts.count > 0).then_some(opts.count),
         claimed: AtomicU64::new(0),
-        end: (!t.runfor.is_zero()).then(|| start + *t.runfor),
+        end: clock.end(*t.runfor),
         abort: AtomicBool::new(false),
     };
     let acked = per_connection(conns, &plan.abort, |conn| publish(conn, &plan, pipeline))?;
-    let elapsed = start.elapsed();
+    let elapsed = clock.start.elapsed();
     let extra = BTreeMap::from([
         ("size", json!(t.size)),
         ("batch_size", json!(opts.batch_size)),
@@ -149,7 +147,7 @@ pub fn run(opts: &WriterOptions) -> Result<Report> {
         msgs: acked.iter().sum(),
         elapsed,
         size: t.size as usize,
-        cpu: cpu_since(cpu_before),
+        cpu: clock.cpu(),
         extra,
     })
 }
