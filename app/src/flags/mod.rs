@@ -293,6 +293,19 @@ pub struct StandardFlags {
     pub version: bool,
 }
 
+/// `impl Default` for a daemon's options: upstream's defaults, that is the
+/// options parsed from a command line that gives no flag.
+#[macro_export]
+macro_rules! defaults_from_flags {
+    ($options:ty, $prog:literal) => {
+        impl Default for $options {
+            fn default() -> Self {
+                <$options as ::clap::Parser>::parse_from([$prog])
+            }
+        }
+    };
+}
+
 /// Go's `strconv.ParseBool`, so config files and scripts written for upstream
 /// (`-verbose=1`, `snappy = "F"`) keep their meaning.
 pub fn parse_go_bool(s: &str) -> Result<bool, BoolError> {
