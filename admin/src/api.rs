@@ -154,15 +154,7 @@ async fn topic(ctx: &Context, name: &str) -> Reply {
         Err(reply) => return reply,
     };
     let answers = upstream!(
-        ctx.cluster
-            .stats(
-                &producers,
-                StatsQuery {
-                    topic: Some(name),
-                    ..StatsQuery::default()
-                }
-            )
-            .await,
+        ctx.cluster.stats(&producers, StatsQuery::topic(name)).await,
         w
     );
     let now = now_ms() / 1000;
@@ -196,14 +188,7 @@ async fn channel(ctx: &Context, topic: &str, name: &str) -> Reply {
     };
     let answers = upstream!(
         ctx.cluster
-            .stats(
-                &producers,
-                StatsQuery {
-                    topic: Some(topic),
-                    channel: Some(name),
-                    include_clients: true,
-                },
-            )
+            .stats(&producers, StatsQuery::channel(topic, name))
             .await,
         w
     );
@@ -236,13 +221,7 @@ async fn node(ctx: &Context, name: &str) -> Reply {
     };
     let mut answers = match ctx
         .cluster
-        .stats(
-            std::slice::from_ref(&node),
-            StatsQuery {
-                include_clients: true,
-                ..StatsQuery::default()
-            },
-        )
+        .stats(std::slice::from_ref(&node), StatsQuery::with_clients())
         .await
     {
         Ok((a, _)) => a,

@@ -108,6 +108,33 @@ pub struct StatsQuery<'a> {
     pub include_clients: bool,
 }
 
+impl<'a> StatsQuery<'a> {
+    /// One topic, without clients.
+    pub fn topic(topic: &'a str) -> Self {
+        StatsQuery {
+            topic: Some(topic),
+            ..StatsQuery::default()
+        }
+    }
+
+    /// One channel of a topic, with its clients.
+    pub fn channel(topic: &'a str, channel: &'a str) -> Self {
+        StatsQuery {
+            topic: Some(topic),
+            channel: Some(channel),
+            include_clients: true,
+        }
+    }
+
+    /// Everything, with every channel's clients.
+    pub fn with_clients() -> Self {
+        StatsQuery {
+            include_clients: true,
+            ..StatsQuery::default()
+        }
+    }
+}
+
 impl Cluster {
     pub fn new(client: HttpClient, lookupds: Vec<String>, nsqds: Vec<String>) -> Self {
         Cluster {
