@@ -43,6 +43,8 @@ use writer::Writer;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
+/// Input one connection's reader decodes before it yields to the others.
+const TURN_BYTES: usize = 4 * READ_CHUNK;
 /// Output is written once this much is buffered, whatever the client asked:
 /// the writer flushes whenever it runs out of work anyway, so a larger
 /// threshold costs no latency and saves syscalls under load.
@@ -260,6 +262,7 @@ impl Connection {
             mut decoder,
         } = input;
         let mut clock = CommandClock::default();
+        let mut read_this_turn = 0usize;
         loop {
             loop {
                 // FINs, the bulk of a consumer's commands, skip the decoder
@@ -317,10 +320,17 @@ impl Connection {
                     .await?;
             }
             // A decompressing reader can hand out data for a long time
-            // without ever waiting on the socket (a deflate bomb of NOPs):
-            // let other connections have their turn once this task used up
-            // its budget (socket reads count against it too).
-            tokio::task::consume_budget().await;
+            // without ever waiting on the socket (a deflate bomb of NOPs),
+            // and the coop budget alone lets one turn decode 128 reads:
+            // give other connections their turn after a bounded amount of
+            // input, else only when the budget (socket reads count against
+            // it too) is used up.
+            if read_this_turn >= TURN_BYTES {
+                read_this_turn = 0;
+                tokio::task::yield_now().await;
+            } else {
+                tokio::task::consume_budget().await;
+            }
             shrink_after_burst(&mut buf);
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
@@ -337,7 +347,10 @@ impl Connection {
                 r = read_with_deadline(read, &mut buf, deadline) => r,
             };
             let n = match n {
-                Ok(n) => n,
+                Ok(n) => {
+                    read_this_turn += n;
+                    n
+                }
                 Err(ReadFailed::TimedOut) => {
                     // Upstream's read fails mid-command and says so.
                     if let Some(e) = decoder.eof_error() {
