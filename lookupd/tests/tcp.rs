@@ -4,273 +4,247 @@
 
 use std::time::Duration;
 
-use nsq_test_support::in_process::{http, start_lookupd, within};
+use nsq_test_support::in_process;
+use nsq_test_support::in_process::{http, start_lookupd};
 use nsq_test_support::poll;
 use nsq_test_support::raw_lookup::{identify_body, identify_cmd, RawLookupConn};
 use nsqlookupd::Options;
 use serde_json::json;
 
-#[tokio::test]
+#[in_process::test]
 async fn bad_magic_gets_e_bad_protocol_and_close() {
-    within(async {
-        let lookupd = start_lookupd(Options::for_tests()).await;
-        let mut c = RawLookupConn::connect_without_magic(lookupd.tcp_addr()).await;
-        c.write_raw(b"  V2").await;
-        assert_eq!(c.read_reply().await, "E_BAD_PROTOCOL");
-        c.expect_closed().await;
-    })
-    .await;
+    let lookupd = start_lookupd(Options::for_tests()).await;
+    let mut c = RawLookupConn::connect_without_magic(lookupd.tcp_addr()).await;
+    c.write_raw(b"  V2").await;
+    assert_eq!(c.read_reply().await, "E_BAD_PROTOCOL");
+    c.expect_closed().await;
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn identify_reply_describes_this_lookupd() {
-    within(async {
-        let lookupd = start_lookupd(Options::for_tests()).await;
-        let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
-        let body = identify_body(4150, 4151);
-        c.write_raw(&identify_cmd(&body)).await;
-        let raw = c.read_reply().await;
-        // Keys sorted as Go's map encoding does; the ports are the bound ones.
-        let expected = format!(
-            r#"{{"broadcast_address":"127.0.0.1","hostname":"{}","http_port":{},"tcp_port":{},"version":"1.3.0"}}"#,
-            nsq_app::os_hostname(),
-            lookupd.http_addr().port(),
-            lookupd.tcp_addr().port()
-        );
-        assert_eq!(raw, expected);
-        assert_eq!(c.command(b"PING\n").await, "OK");
-    })
-    .await;
+    let lookupd = start_lookupd(Options::for_tests()).await;
+    let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
+    let body = identify_body(4150, 4151);
+    c.write_raw(&identify_cmd(&body)).await;
+    let raw = c.read_reply().await;
+    // Keys sorted as Go's map encoding does; the ports are the bound ones.
+    let expected = format!(
+        r#"{{"broadcast_address":"127.0.0.1","hostname":"{}","http_port":{},"tcp_port":{},"version":"1.3.0"}}"#,
+        nsq_app::os_hostname(),
+        lookupd.http_addr().port(),
+        lookupd.tcp_addr().port()
+    );
+    assert_eq!(raw, expected);
+    assert_eq!(c.command(b"PING\n").await, "OK");
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn register_unregister_and_disconnect() {
-    within(async {
-        let lookupd = start_lookupd(Options::for_tests()).await;
-        let mut c = RawLookupConn::identified(lookupd.tcp_addr(), 24150, 24151).await;
-        let me = c.local_addr();
-        assert_eq!(c.command(b"REGISTER X c1\n").await, "OK");
-        assert_eq!(c.command(b"REGISTER X eph#ephemeral\n").await, "OK");
-        assert_eq!(c.command(b"REGISTER Y\n").await, "OK");
+    let lookupd = start_lookupd(Options::for_tests()).await;
+    let mut c = RawLookupConn::identified(lookupd.tcp_addr(), 24150, 24151).await;
+    let me = c.local_addr();
+    assert_eq!(c.command(b"REGISTER X c1\n").await, "OK");
+    assert_eq!(c.command(b"REGISTER X eph#ephemeral\n").await, "OK");
+    assert_eq!(c.command(b"REGISTER Y\n").await, "OK");
 
-        let lookup = http(&lookupd, "GET", "/lookup?topic=X", b"").await.json();
-        assert_eq!(lookup["channels"], json!(["c1", "eph#ephemeral"]));
-        assert_eq!(
-            lookup["producers"],
-            json!([{
-                "remote_address": me,
-                "hostname": "vm",
-                "broadcast_address": "127.0.0.1",
-                "tcp_port": 24150,
-                "http_port": 24151,
-                "version": "1.3.0"
-            }])
-        );
-        let topics = http(&lookupd, "GET", "/topics", b"").await.json();
-        assert_eq!(topics, json!({"topics": ["X", "Y"]}));
+    let lookup = http(&lookupd, "GET", "/lookup?topic=X", b"").await.json();
+    assert_eq!(lookup["channels"], json!(["c1", "eph#ephemeral"]));
+    assert_eq!(
+        lookup["producers"],
+        json!([{
+            "remote_address": me,
+            "hostname": "vm",
+            "broadcast_address": "127.0.0.1",
+            "tcp_port": 24150,
+            "http_port": 24151,
+            "version": "1.3.0"
+        }])
+    );
+    let topics = http(&lookupd, "GET", "/topics", b"").await.json();
+    assert_eq!(topics, json!({"topics": ["X", "Y"]}));
 
-        // The ephemeral channel goes with its last producer; c1 stays.
-        assert_eq!(c.command(b"UNREGISTER X eph#ephemeral\n").await, "OK");
-        assert_eq!(c.command(b"UNREGISTER X c1\n").await, "OK");
-        let channels = http(&lookupd, "GET", "/channels?topic=X", b"").await.json();
-        assert_eq!(channels, json!({"channels": ["c1"]}));
-        // Unregistering the topic drops this producer from it.
-        assert_eq!(c.command(b"UNREGISTER X\n").await, "OK");
-        let lookup = http(&lookupd, "GET", "/lookup?topic=X", b"").await.json();
-        assert_eq!(lookup["producers"], json!([]));
+    // The ephemeral channel goes with its last producer; c1 stays.
+    assert_eq!(c.command(b"UNREGISTER X eph#ephemeral\n").await, "OK");
+    assert_eq!(c.command(b"UNREGISTER X c1\n").await, "OK");
+    let channels = http(&lookupd, "GET", "/channels?topic=X", b"").await.json();
+    assert_eq!(channels, json!({"channels": ["c1"]}));
+    // Unregistering the topic drops this producer from it.
+    assert_eq!(c.command(b"UNREGISTER X\n").await, "OK");
+    let lookup = http(&lookupd, "GET", "/lookup?topic=X", b"").await.json();
+    assert_eq!(lookup["producers"], json!([]));
 
-        // Closing the connection removes the producer everywhere, keys stay.
-        drop(c);
-        poll("the producer to go with its connection", || async {
-            let nodes = http(&lookupd, "GET", "/nodes", b"").await.json();
-            (nodes["producers"] == json!([])).then_some(())
-        })
-        .await;
-        let lookup = http(&lookupd, "GET", "/lookup?topic=Y", b"").await.json();
-        assert_eq!(lookup, json!({"channels": [], "producers": []}));
-        let topics = http(&lookupd, "GET", "/topics", b"").await.json();
-        assert_eq!(topics, json!({"topics": ["X", "Y"]}));
+    // Closing the connection removes the producer everywhere, keys stay.
+    drop(c);
+    poll("the producer to go with its connection", || async {
+        let nodes = http(&lookupd, "GET", "/nodes", b"").await.json();
+        (nodes["producers"] == json!([])).then_some(())
     })
     .await;
+    let lookup = http(&lookupd, "GET", "/lookup?topic=Y", b"").await.json();
+    assert_eq!(lookup, json!({"channels": [], "producers": []}));
+    let topics = http(&lookupd, "GET", "/topics", b"").await.json();
+    assert_eq!(topics, json!({"topics": ["X", "Y"]}));
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn pipelined_commands_are_answered_in_order() {
-    within(async {
-        let lookupd = start_lookupd(Options::for_tests()).await;
-        let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
-        let mut batch = b"PING\n".to_vec();
-        batch.extend_from_slice(&identify_cmd(&identify_body(1, 2)));
-        batch.extend_from_slice(b"REGISTER a b\nUNREGISTER a b\r\nPING\n");
-        c.write_raw(&batch).await;
+    let lookupd = start_lookupd(Options::for_tests()).await;
+    let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
+    let mut batch = b"PING\n".to_vec();
+    batch.extend_from_slice(&identify_cmd(&identify_body(1, 2)));
+    batch.extend_from_slice(b"REGISTER a b\nUNREGISTER a b\r\nPING\n");
+    c.write_raw(&batch).await;
+    assert_eq!(c.read_reply().await, "OK");
+    assert!(c.read_reply().await.starts_with("{\"broadcast_address\""));
+    for _ in 0..3 {
         assert_eq!(c.read_reply().await, "OK");
-        assert!(c.read_reply().await.starts_with("{\"broadcast_address\""));
-        for _ in 0..3 {
-            assert_eq!(c.read_reply().await, "OK");
-        }
-    })
-    .await;
+    }
 }
 
 /// Each malformed input gets upstream's exact error and the connection is
 /// closed, while a well-behaved client on the same lookupd keeps working.
-#[tokio::test]
+#[in_process::test]
 async fn malformed_commands_get_upstream_errors() {
-    within(async {
-        let lookupd = start_lookupd(Options::for_tests()).await;
-        let mut good = RawLookupConn::identified(lookupd.tcp_addr(), 4150, 4151).await;
+    let lookupd = start_lookupd(Options::for_tests()).await;
+    let mut good = RawLookupConn::identified(lookupd.tcp_addr(), 4150, 4151).await;
 
-        let ident = identify_cmd(&identify_body(4150, 4151));
-        let cases: Vec<(Vec<u8>, Vec<u8>, &str)> = vec![
-            (vec![], b"FOO\n".to_vec(), "E_INVALID invalid command FOO"),
-            (vec![], b"\n".to_vec(), "E_INVALID invalid command "),
-            (
-                vec![],
-                b"register t\n".to_vec(),
-                "E_INVALID invalid command register",
-            ),
-            (
-                vec![],
-                b"REGISTER t\n".to_vec(),
-                "E_INVALID client must IDENTIFY",
-            ),
-            (
-                vec![],
-                b"UNREGISTER t c\n".to_vec(),
-                "E_INVALID client must IDENTIFY",
-            ),
-            (
-                ident.clone(),
-                ident.clone(),
-                "E_INVALID cannot IDENTIFY again",
-            ),
-            (
-                ident.clone(),
-                b"REGISTER\n".to_vec(),
-                "E_INVALID REGISTER insufficient number of params",
-            ),
-            (
-                ident.clone(),
-                b"UNREGISTER\n".to_vec(),
-                "E_INVALID UNREGISTER insufficient number of params",
-            ),
-            (
-                ident.clone(),
-                b"REGISTER bad*topic\n".to_vec(),
-                "E_BAD_TOPIC REGISTER topic name 'bad*topic' is not valid",
-            ),
-            (
-                ident.clone(),
-                b"UNREGISTER t bad*chan\n".to_vec(),
-                "E_BAD_CHANNEL UNREGISTER channel name 'bad*chan' is not valid",
-            ),
-            (
-                vec![],
-                identify_cmd(b"{not json"),
-                "E_BAD_BODY IDENTIFY failed to decode JSON body",
-            ),
-            (
-                vec![],
-                identify_cmd(br#"{"tcp_port":"4150"}"#),
-                "E_BAD_BODY IDENTIFY failed to decode JSON body",
-            ),
-            (
-                vec![],
-                identify_cmd(br#"{"version":"1.3.0","tcp_port":1,"http_port":2}"#),
-                "E_BAD_BODY IDENTIFY missing fields",
-            ),
-            (
-                vec![],
-                b"IDENTIFY\n\xff\xff\xff\xff".to_vec(),
-                "E_BAD_BODY IDENTIFY invalid body size -1",
-            ),
-        ];
-        for (setup, input, want) in cases {
-            let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
-            if !setup.is_empty() {
-                c.write_raw(&setup).await;
-                c.read_reply().await;
-            }
-            c.write_raw(&input).await;
-            assert_eq!(c.read_reply().await, want, "input {input:?}");
-            c.expect_closed().await;
-            // The other client is unaffected.
-            assert_eq!(good.command(b"PING\n").await, "OK");
+    let ident = identify_cmd(&identify_body(4150, 4151));
+    let cases: Vec<(Vec<u8>, Vec<u8>, &str)> = vec![
+        (vec![], b"FOO\n".to_vec(), "E_INVALID invalid command FOO"),
+        (vec![], b"\n".to_vec(), "E_INVALID invalid command "),
+        (
+            vec![],
+            b"register t\n".to_vec(),
+            "E_INVALID invalid command register",
+        ),
+        (
+            vec![],
+            b"REGISTER t\n".to_vec(),
+            "E_INVALID client must IDENTIFY",
+        ),
+        (
+            vec![],
+            b"UNREGISTER t c\n".to_vec(),
+            "E_INVALID client must IDENTIFY",
+        ),
+        (
+            ident.clone(),
+            ident.clone(),
+            "E_INVALID cannot IDENTIFY again",
+        ),
+        (
+            ident.clone(),
+            b"REGISTER\n".to_vec(),
+            "E_INVALID REGISTER insufficient number of params",
+        ),
+        (
+            ident.clone(),
+            b"UNREGISTER\n".to_vec(),
+            "E_INVALID UNREGISTER insufficient number of params",
+        ),
+        (
+            ident.clone(),
+            b"REGISTER bad*topic\n".to_vec(),
+            "E_BAD_TOPIC REGISTER topic name 'bad*topic' is not valid",
+        ),
+        (
+            ident.clone(),
+            b"UNREGISTER t bad*chan\n".to_vec(),
+            "E_BAD_CHANNEL UNREGISTER channel name 'bad*chan' is not valid",
+        ),
+        (
+            vec![],
+            identify_cmd(b"{not json"),
+            "E_BAD_BODY IDENTIFY failed to decode JSON body",
+        ),
+        (
+            vec![],
+            identify_cmd(br#"{"tcp_port":"4150"}"#),
+            "E_BAD_BODY IDENTIFY failed to decode JSON body",
+        ),
+        (
+            vec![],
+            identify_cmd(br#"{"version":"1.3.0","tcp_port":1,"http_port":2}"#),
+            "E_BAD_BODY IDENTIFY missing fields",
+        ),
+        (
+            vec![],
+            b"IDENTIFY\n\xff\xff\xff\xff".to_vec(),
+            "E_BAD_BODY IDENTIFY invalid body size -1",
+        ),
+    ];
+    for (setup, input, want) in cases {
+        let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
+        if !setup.is_empty() {
+            c.write_raw(&setup).await;
+            c.read_reply().await;
         }
-        assert_eq!(good.command(b"REGISTER still.here\n").await, "OK");
-    })
-    .await;
+        c.write_raw(&input).await;
+        assert_eq!(c.read_reply().await, want, "input {input:?}");
+        c.expect_closed().await;
+        // The other client is unaffected.
+        assert_eq!(good.command(b"PING\n").await, "OK");
+    }
+    assert_eq!(good.command(b"REGISTER still.here\n").await, "OK");
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn eof_inside_identify_is_answered() {
-    within(async {
-        let lookupd = start_lookupd(Options::for_tests()).await;
-        let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
-        c.write_raw(b"IDENTIFY\n\x00\x00\x00\x10{\"ver").await;
-        c.shutdown_write().await;
-        assert_eq!(
-            c.read_reply().await,
-            "E_BAD_BODY IDENTIFY failed to read body"
-        );
-        c.expect_closed().await;
-    })
-    .await;
+    let lookupd = start_lookupd(Options::for_tests()).await;
+    let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
+    c.write_raw(b"IDENTIFY\n\x00\x00\x00\x10{\"ver").await;
+    c.shutdown_write().await;
+    assert_eq!(
+        c.read_reply().await,
+        "E_BAD_BODY IDENTIFY failed to read body"
+    );
+    c.expect_closed().await;
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn over_long_line_closes_the_connection() {
-    within(async {
-        let lookupd = start_lookupd(Options::for_tests()).await;
-        let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
-        c.write_raw(&vec![b'A'; 20 * 1024]).await;
-        c.expect_closed().await;
-    })
-    .await;
+    let lookupd = start_lookupd(Options::for_tests()).await;
+    let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
+    c.write_raw(&vec![b'A'; 20 * 1024]).await;
+    c.expect_closed().await;
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn silent_producers_become_inactive_until_they_ping() {
-    within(async {
-        let opts = Options {
-            inactive_producer_timeout: Duration::from_secs(1).into(),
-            ..Options::for_tests()
-        };
-        let lookupd = start_lookupd(opts).await;
-        let mut c = RawLookupConn::identified(lookupd.tcp_addr(), 4150, 4151).await;
-        c.command(b"REGISTER t\n").await;
-        poll("the silent producer to become inactive", || async {
-            let lookup = http(&lookupd, "GET", "/lookup?topic=t", b"").await.json();
-            (lookup["producers"] == serde_json::json!([])).then_some(())
-        })
-        .await;
-        // Inactive nodes are left out of /nodes too; the topic stays known.
-        assert_eq!(
-            http(&lookupd, "GET", "/nodes", b"").await.json()["producers"],
-            json!([])
-        );
-        assert_eq!(c.command(b"PING\n").await, "OK");
+    let opts = Options {
+        inactive_producer_timeout: Duration::from_secs(1).into(),
+        ..Options::for_tests()
+    };
+    let lookupd = start_lookupd(opts).await;
+    let mut c = RawLookupConn::identified(lookupd.tcp_addr(), 4150, 4151).await;
+    c.command(b"REGISTER t\n").await;
+    poll("the silent producer to become inactive", || async {
         let lookup = http(&lookupd, "GET", "/lookup?topic=t", b"").await.json();
-        assert_eq!(lookup["producers"].as_array().map(Vec::len), Some(1));
+        (lookup["producers"] == serde_json::json!([])).then_some(())
     })
     .await;
+    // Inactive nodes are left out of /nodes too; the topic stays known.
+    assert_eq!(
+        http(&lookupd, "GET", "/nodes", b"").await.json()["producers"],
+        json!([])
+    );
+    assert_eq!(c.command(b"PING\n").await, "OK");
+    let lookup = http(&lookupd, "GET", "/lookup?topic=t", b"").await.json();
+    assert_eq!(lookup["producers"].as_array().map(Vec::len), Some(1));
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn shutdown_closes_connections() {
-    within(async {
-        let lookupd = start_lookupd(Options::for_tests()).await;
-        let mut c = RawLookupConn::identified(lookupd.tcp_addr(), 1, 2).await;
-        lookupd.shutdown().await;
-        c.expect_closed().await;
-        // The connection's registrations went with it.
-        assert!(lookupd.db().debug().is_empty());
-        // Nothing listens any more.
-        assert!(tokio::net::TcpStream::connect(lookupd.tcp_addr())
-            .await
-            .is_err());
-    })
-    .await;
+    let lookupd = start_lookupd(Options::for_tests()).await;
+    let mut c = RawLookupConn::identified(lookupd.tcp_addr(), 1, 2).await;
+    lookupd.shutdown().await;
+    c.expect_closed().await;
+    // The connection's registrations went with it.
+    assert!(lookupd.db().debug().is_empty());
+    // Nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(lookupd.tcp_addr())
+        .await
+        .is_err());
 }
 
 /// What nsqd does, built only from `nsq_protocol::lookup`: encode the
@@ -302,7 +276,7 @@ async fn nsqd_side_types_round_trip_with_the_server() {
         }
     }
 
-    within(async {
+    in_process::within(async {
         let lookupd = start_lookupd(Options::for_tests()).await;
         let mut c = RawLookupConn::connect(lookupd.tcp_addr()).await;
         let mut rbuf = BytesMut::new();

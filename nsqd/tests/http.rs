@@ -2,109 +2,91 @@
 //! every endpoint, each of its error paths with upstream's status and error
 //! name, methods and OPTIONS, and the golden upstream headers and bodies.
 
-use nsq_test_support::in_process::*;
+use nsq_test_support::in_process::{self, *};
 use nsq_test_support::samples::*;
 use nsq_test_support::{http_exchange, http_keepalive, poll, HttpResponse};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-#[tokio::test]
+#[in_process::test]
 async fn ping_reports_health() {
-    within(async {
-        let d = start(&[]).await;
-        let r = http(&d, "GET", "/ping", b"").await;
-        assert_like_sample(&r, "nsqd_ping");
-        d.inner.set_health(Err("failed to write to disk".into()));
-        let r = http(&d, "GET", "/ping", b"").await;
-        assert_eq!(
-            (r.status, r.text()),
-            (500, "NOK - failed to write to disk".into())
-        );
-        assert_eq!(r.header("Content-Type"), Some("text/plain; charset=utf-8"));
-        assert_eq!(r.header("X-NSQ-Content-Type"), None);
-        let stats = http(&d, "GET", "/stats?format=json", b"").await.json();
-        assert_eq!(stats["health"], "NOK - failed to write to disk");
-        d.inner.set_health(Ok(()));
-        assert_eq!(http(&d, "GET", "/ping", b"").await.text(), "OK");
-    })
-    .await
+    let d = start(&[]).await;
+    let r = http(&d, "GET", "/ping", b"").await;
+    assert_like_sample(&r, "nsqd_ping");
+    d.inner.set_health(Err("failed to write to disk".into()));
+    let r = http(&d, "GET", "/ping", b"").await;
+    assert_eq!(
+        (r.status, r.text()),
+        (500, "NOK - failed to write to disk".into())
+    );
+    assert_eq!(r.header("Content-Type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(r.header("X-NSQ-Content-Type"), None);
+    let stats = http(&d, "GET", "/stats?format=json", b"").await.json();
+    assert_eq!(stats["health"], "NOK - failed to write to disk");
+    d.inner.set_health(Ok(()));
+    assert_eq!(http(&d, "GET", "/ping", b"").await.text(), "OK");
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn info_has_upstreams_fields_and_the_real_ports() {
-    within(async {
-        let d = start(&["--broadcast-address=127.0.0.1"]).await;
-        let r = http(&d, "GET", "/info", b"").await;
-        assert_like_sample(&r, "nsqd_info");
-        assert_eq!(
-            key_order(&r.body),
-            key_order(&sample_body("nsqd_info.json"))
-        );
-        let v = r.json();
-        assert_eq!(v["http_port"], d.http.port());
-        assert_eq!(v["tcp_port"], d.tcp.port());
-        assert_eq!(v["broadcast_address"], "127.0.0.1");
-        assert_eq!(v["max_heartbeat_interval"], 60_000_000_000i64);
-    })
-    .await
+    let d = start(&["--broadcast-address=127.0.0.1"]).await;
+    let r = http(&d, "GET", "/info", b"").await;
+    assert_like_sample_in_order(&r, "nsqd_info");
+    let v = r.json();
+    assert_eq!(v["http_port"], d.http.port());
+    assert_eq!(v["tcp_port"], d.tcp.port());
+    assert_eq!(v["broadcast_address"], "127.0.0.1");
+    assert_eq!(v["max_heartbeat_interval"], 60_000_000_000i64);
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn unknown_paths_methods_and_options() {
-    within(async {
-        let d = start(&[]).await;
-        assert_like_sample(&http(&d, "GET", "/nope", b"").await, "nsqd_404");
-        assert_like_sample(&http(&d, "GET", "/pub?topic=X", b"").await, "nsqd_pub_get");
-        // Every route: its methods answer, others get 405 with Allow.
-        let routes: &[(&str, &str)] = &[
-            ("/ping", "GET, OPTIONS"),
-            ("/info", "GET, OPTIONS"),
-            ("/stats", "GET, OPTIONS"),
-            ("/metrics", "GET, OPTIONS"),
-            ("/pub", "OPTIONS, POST"),
-            ("/mpub", "OPTIONS, POST"),
-            ("/topic/create", "OPTIONS, POST"),
-            ("/topic/delete", "OPTIONS, POST"),
-            ("/topic/empty", "OPTIONS, POST"),
-            ("/topic/pause", "OPTIONS, POST"),
-            ("/topic/unpause", "OPTIONS, POST"),
-            ("/channel/create", "OPTIONS, POST"),
-            ("/channel/delete", "OPTIONS, POST"),
-            ("/channel/empty", "OPTIONS, POST"),
-            ("/channel/pause", "OPTIONS, POST"),
-            ("/channel/unpause", "OPTIONS, POST"),
-            ("/config/msg_timeout", "GET, OPTIONS, PUT"),
-        ];
-        for (path, allow) in routes {
-            let r = http(&d, "DELETE", path, b"").await;
-            r.assert_error(405, "METHOD_NOT_ALLOWED");
-            assert_eq!(r.header("Allow"), Some(*allow), "{path}");
-            // httprouter answers OPTIONS itself: 200, Allow, nothing else.
-            let r = http(&d, "OPTIONS", path, b"").await;
-            assert_eq!((r.status, r.text()), (200, String::new()), "{path}");
-            assert_eq!(r.header("Allow"), Some(*allow), "{path}");
-            assert_eq!(r.header("X-NSQ-Content-Type"), None, "{path}");
-        }
-        for path in ["/config/", "/config/a/b", "/debug/pprof/", "/topic", "/put"] {
-            http(&d, "GET", path, b"")
-                .await
-                .assert_error(404, "NOT_FOUND");
-        }
-        http(&d, "OPTIONS", "/nope", b"")
+    let d = start(&[]).await;
+    assert_like_sample(&http(&d, "GET", "/nope", b"").await, "nsqd_404");
+    assert_like_sample(&http(&d, "GET", "/pub?topic=X", b"").await, "nsqd_pub_get");
+    // Every route: its methods answer, others get 405 with Allow.
+    let routes: &[(&str, &str)] = &[
+        ("/ping", "GET, OPTIONS"),
+        ("/info", "GET, OPTIONS"),
+        ("/stats", "GET, OPTIONS"),
+        ("/metrics", "GET, OPTIONS"),
+        ("/pub", "OPTIONS, POST"),
+        ("/mpub", "OPTIONS, POST"),
+        ("/topic/create", "OPTIONS, POST"),
+        ("/topic/delete", "OPTIONS, POST"),
+        ("/topic/empty", "OPTIONS, POST"),
+        ("/topic/pause", "OPTIONS, POST"),
+        ("/topic/unpause", "OPTIONS, POST"),
+        ("/channel/create", "OPTIONS, POST"),
+        ("/channel/delete", "OPTIONS, POST"),
+        ("/channel/empty", "OPTIONS, POST"),
+        ("/channel/pause", "OPTIONS, POST"),
+        ("/channel/unpause", "OPTIONS, POST"),
+        ("/config/msg_timeout", "GET, OPTIONS, PUT"),
+    ];
+    for (path, allow) in routes {
+        let r = http(&d, "DELETE", path, b"").await;
+        r.assert_error(405, "METHOD_NOT_ALLOWED");
+        assert_eq!(r.header("Allow"), Some(*allow), "{path}");
+        // httprouter answers OPTIONS itself: 200, Allow, nothing else.
+        let r = http(&d, "OPTIONS", path, b"").await;
+        assert_eq!((r.status, r.text()), (200, String::new()), "{path}");
+        assert_eq!(r.header("Allow"), Some(*allow), "{path}");
+        assert_eq!(r.header("X-NSQ-Content-Type"), None, "{path}");
+    }
+    for path in ["/config/", "/config/a/b", "/debug/pprof/", "/topic", "/put"] {
+        http(&d, "GET", path, b"")
             .await
             .assert_error(404, "NOT_FOUND");
-    })
-    .await
+    }
+    http_error(&d, "OPTIONS", "/nope", 404, "NOT_FOUND").await;
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn a_raw_tcp_client_on_the_http_port_gets_http() {
-    within(async {
-        let d = start(&[]).await;
-        answered_in_http(&d, b"  V2IDENTIFY\n\0\0\0\x02{}").await;
-    })
-    .await
+    let d = start(&[]).await;
+    answered_in_http(&d, b"  V2IDENTIFY\n\0\0\0\x02{}").await;
 }
 
 #[tokio::test]
@@ -165,83 +147,80 @@ async fn pub_and_its_errors() {
     .await
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn mpub_text_binary_and_errors() {
-    within(async {
-        let d = start(&["--max-msg-size=8", "--max-body-size=64"]).await;
-        assert_like_sample(
-            &http(&d, "POST", "/mpub?topic=X", b"one\ntwo\n\nthree\r").await,
-            "nsqd_mpub",
-        );
-        let count = |d: &Nsqd| {
-            let nsqd = d.inner.clone();
-            async move {
-                let (s, _) = nsqd.topic("X").unwrap().stats();
-                s.message_count
-            }
-        };
-        assert_eq!(count(&d).await, 3);
-        // Zero messages is still OK.
-        assert_eq!(
-            http(&d, "POST", "/mpub?topic=X", b"\n\n").await.text(),
-            "OK"
-        );
-        let mut bin = 2i32.to_be_bytes().to_vec();
-        for m in [&b"ab"[..], b"cde"] {
-            bin.extend((m.len() as i32).to_be_bytes());
-            bin.extend(m);
+    let d = start(&["--max-msg-size=8", "--max-body-size=64"]).await;
+    assert_like_sample(
+        &http(&d, "POST", "/mpub?topic=X", b"one\ntwo\n\nthree\r").await,
+        "nsqd_mpub",
+    );
+    let count = |d: &Nsqd| {
+        let nsqd = d.inner.clone();
+        async move {
+            let (s, _) = nsqd.topic("X").unwrap().stats();
+            s.message_count
         }
-        for flag in ["binary=true", "binary=1", "binary=yes"] {
-            let r = http(&d, "POST", &format!("/mpub?topic=X&{flag}"), &bin).await;
-            assert_eq!((r.status, r.text()), (200, "OK".into()), "{flag}");
-        }
-        assert_eq!(count(&d).await, 9);
-        // binary=false reads the same bytes as text lines.
-        http(&d, "POST", "/mpub?topic=X&binary=0", b"x\ny").await;
-        assert_eq!(count(&d).await, 11);
-        expect_errors(
-            &d,
-            &[
-                ("POST", "/mpub?topic=X", &[b'a'; 65], 413, "BODY_TOO_BIG"),
-                (
-                    "POST",
-                    "/mpub?topic=X",
-                    b"ok\n123456789\n",
-                    413,
-                    "MSG_TOO_BIG",
-                ),
-                (
-                    "POST",
-                    "/mpub?topic=X&binary=true",
-                    &0i32.to_be_bytes(),
-                    413,
-                    "BAD_BODY",
-                ),
-            ],
-        )
-        .await;
-        let mut bad = 1i32.to_be_bytes().to_vec();
-        bad.extend(100i32.to_be_bytes());
-        bad.extend(b"short");
-        expect_errors(
-            &d,
-            &[
-                (
-                    "POST",
-                    "/mpub?topic=X&binary=true",
-                    &bad,
-                    413,
-                    "BAD_MESSAGE",
-                ),
-                ("POST", "/mpub", b"a", 400, "MISSING_ARG_TOPIC"),
-                ("POST", "/mpub?topic=a*b", b"a", 400, "INVALID_TOPIC"),
-            ],
-        )
-        .await;
-        // Nothing of a refused batch was queued.
-        assert_eq!(count(&d).await, 11);
-    })
-    .await
+    };
+    assert_eq!(count(&d).await, 3);
+    // Zero messages is still OK.
+    assert_eq!(
+        http(&d, "POST", "/mpub?topic=X", b"\n\n").await.text(),
+        "OK"
+    );
+    let mut bin = 2i32.to_be_bytes().to_vec();
+    for m in [&b"ab"[..], b"cde"] {
+        bin.extend((m.len() as i32).to_be_bytes());
+        bin.extend(m);
+    }
+    for flag in ["binary=true", "binary=1", "binary=yes"] {
+        let r = http(&d, "POST", &format!("/mpub?topic=X&{flag}"), &bin).await;
+        assert_eq!((r.status, r.text()), (200, "OK".into()), "{flag}");
+    }
+    assert_eq!(count(&d).await, 9);
+    // binary=false reads the same bytes as text lines.
+    http(&d, "POST", "/mpub?topic=X&binary=0", b"x\ny").await;
+    assert_eq!(count(&d).await, 11);
+    expect_errors(
+        &d,
+        &[
+            ("POST", "/mpub?topic=X", &[b'a'; 65], 413, "BODY_TOO_BIG"),
+            (
+                "POST",
+                "/mpub?topic=X",
+                b"ok\n123456789\n",
+                413,
+                "MSG_TOO_BIG",
+            ),
+            (
+                "POST",
+                "/mpub?topic=X&binary=true",
+                &0i32.to_be_bytes(),
+                413,
+                "BAD_BODY",
+            ),
+        ],
+    )
+    .await;
+    let mut bad = 1i32.to_be_bytes().to_vec();
+    bad.extend(100i32.to_be_bytes());
+    bad.extend(b"short");
+    expect_errors(
+        &d,
+        &[
+            (
+                "POST",
+                "/mpub?topic=X&binary=true",
+                &bad,
+                413,
+                "BAD_MESSAGE",
+            ),
+            ("POST", "/mpub", b"a", 400, "MISSING_ARG_TOPIC"),
+            ("POST", "/mpub?topic=a*b", b"a", 400, "INVALID_TOPIC"),
+        ],
+    )
+    .await;
+    // Nothing of a refused batch was queued.
+    assert_eq!(count(&d).await, 11);
 }
 
 /// `garbage` sent to the HTTP port gets an HTTP answer (what go-nsq looks for), and nsqd goes
@@ -292,93 +271,70 @@ async fn metadata_until(d: &Nsqd, what: &str, check: impl Fn(&Value) -> bool) {
     .await
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn topic_endpoints_and_their_errors() {
-    within(async {
-        let d = start(&[]).await;
-        assert_like_sample(
-            &http(&d, "POST", "/topic/create?topic=X", b"").await,
-            "nsqd_topic_create",
-        );
-        assert!(d.inner.topic("X").is_some());
+    let d = start(&[]).await;
+    assert_like_sample(
+        &http(&d, "POST", "/topic/create?topic=X", b"").await,
+        "nsqd_topic_create",
+    );
+    assert!(d.inner.topic("X").is_some());
+    expect_errors(
+        &d,
+        &[
+            ("POST", "/topic/create", b"", 400, "MISSING_ARG_TOPIC"),
+            ("POST", "/topic/create?topic=", b"", 400, "INVALID_TOPIC"),
+            (
+                "POST",
+                "/topic/create?topic=a;b",
+                b"",
+                400,
+                "INVALID_REQUEST",
+            ),
+        ],
+    )
+    .await;
+
+    http(&d, "POST", "/pub?topic=X", b"held").await;
+    post_ok(&d, "/topic/empty?topic=X").await;
+    assert_eq!(d.inner.topic("X").unwrap().stats().0.depth, 0);
+    expect_errors(
+        &d,
+        &[
+            ("POST", "/topic/empty", b"", 400, "MISSING_ARG_TOPIC"),
+            ("POST", "/topic/empty?topic=b@d", b"", 400, "INVALID_TOPIC"),
+            ("POST", "/topic/empty?topic=Y", b"", 404, "TOPIC_NOT_FOUND"),
+        ],
+    )
+    .await;
+
+    post_ok(&d, "/topic/pause?topic=X").await;
+    assert!(d.inner.topic("X").unwrap().is_paused());
+    metadata_until(&d, "paused topic in nsqd.dat", |m| {
+        m["topics"][0]["paused"] == true
+    })
+    .await;
+    post_ok(&d, "/topic/unpause?topic=X").await;
+    assert!(!d.inner.topic("X").unwrap().is_paused());
+    metadata_until(&d, "unpaused topic in nsqd.dat", |m| {
+        m["topics"][0]["paused"] == false
+    })
+    .await;
+    for p in ["pause", "unpause"] {
         expect_errors(
             &d,
             &[
-                ("POST", "/topic/create", b"", 400, "MISSING_ARG_TOPIC"),
-                ("POST", "/topic/create?topic=", b"", 400, "INVALID_TOPIC"),
                 (
                     "POST",
-                    "/topic/create?topic=a;b",
+                    &format!("/topic/{p}"),
                     b"",
                     400,
-                    "INVALID_REQUEST",
+                    "MISSING_ARG_TOPIC",
                 ),
-            ],
-        )
-        .await;
-
-        http(&d, "POST", "/pub?topic=X", b"held").await;
-        http(&d, "POST", "/topic/empty?topic=X", b"")
-            .await
-            .assert_empty_ok();
-        assert_eq!(d.inner.topic("X").unwrap().stats().0.depth, 0);
-        expect_errors(
-            &d,
-            &[
-                ("POST", "/topic/empty", b"", 400, "MISSING_ARG_TOPIC"),
-                ("POST", "/topic/empty?topic=b@d", b"", 400, "INVALID_TOPIC"),
-                ("POST", "/topic/empty?topic=Y", b"", 404, "TOPIC_NOT_FOUND"),
-            ],
-        )
-        .await;
-
-        http(&d, "POST", "/topic/pause?topic=X", b"")
-            .await
-            .assert_empty_ok();
-        assert!(d.inner.topic("X").unwrap().is_paused());
-        metadata_until(&d, "paused topic in nsqd.dat", |m| {
-            m["topics"][0]["paused"] == true
-        })
-        .await;
-        http(&d, "POST", "/topic/unpause?topic=X", b"")
-            .await
-            .assert_empty_ok();
-        assert!(!d.inner.topic("X").unwrap().is_paused());
-        metadata_until(&d, "unpaused topic in nsqd.dat", |m| {
-            m["topics"][0]["paused"] == false
-        })
-        .await;
-        for p in ["pause", "unpause"] {
-            expect_errors(
-                &d,
-                &[
-                    (
-                        "POST",
-                        &format!("/topic/{p}"),
-                        b"",
-                        400,
-                        "MISSING_ARG_TOPIC",
-                    ),
-                    // Not validated, only looked up.
-                    (
-                        "POST",
-                        &format!("/topic/{p}?topic=b@d"),
-                        b"",
-                        404,
-                        "TOPIC_NOT_FOUND",
-                    ),
-                ],
-            )
-            .await;
-        }
-
-        expect_errors(
-            &d,
-            &[
-                ("POST", "/topic/delete", b"", 400, "MISSING_ARG_TOPIC"),
+                // Not validated, only looked up.
                 (
                     "POST",
-                    "/topic/delete?topic=b@d",
+                    &format!("/topic/{p}?topic=b@d"),
                     b"",
                     404,
                     "TOPIC_NOT_FOUND",
@@ -386,289 +342,270 @@ async fn topic_endpoints_and_their_errors() {
             ],
         )
         .await;
-        http(&d, "POST", "/topic/delete?topic=X", b"")
-            .await
-            .assert_empty_ok();
-        assert!(d.inner.topic("X").is_none());
-        metadata_until(&d, "topic gone from nsqd.dat", |m| m["topics"] == json!([])).await;
-        http(&d, "POST", "/topic/delete?topic=X", b"")
-            .await
-            .assert_error(404, "TOPIC_NOT_FOUND");
-    })
-    .await
-}
+    }
 
-#[tokio::test]
-async fn channel_endpoints_and_their_errors() {
-    within(async {
-        let d = start(&[]).await;
-        http(&d, "POST", "/channel/create?topic=X&channel=c1", b"")
-            .await
-            .assert_error(404, "TOPIC_NOT_FOUND");
-        http(&d, "POST", "/topic/create?topic=X", b"")
-            .await
-            .assert_empty_ok();
-        assert_like_sample(
-            &http(&d, "POST", "/channel/create?topic=X&channel=c1", b"").await,
-            "nsqd_channel_create",
-        );
-        assert_like_sample(
-            &http(
-                &d,
+    expect_errors(
+        &d,
+        &[
+            ("POST", "/topic/delete", b"", 400, "MISSING_ARG_TOPIC"),
+            (
                 "POST",
-                "/channel/create?topic=X&channel=eph%23ephemeral",
+                "/topic/delete?topic=b@d",
                 b"",
-            )
-            .await,
-            "nsqd_ephemeral_create",
-        );
-        let x = d.inner.topic("X").unwrap();
-        assert_eq!(x.channel_count(), 2);
-        for op in ["create", "delete", "empty", "pause", "unpause"] {
-            let e = |q: &str| format!("/channel/{op}?{q}");
-            expect_errors(
-                &d,
-                &[
-                    ("POST", &e("channel=c1"), b"", 400, "MISSING_ARG_TOPIC"),
-                    (
-                        "POST",
-                        &e("topic=b@d&channel=c1"),
-                        b"",
-                        400,
-                        "INVALID_ARG_TOPIC",
-                    ),
-                    ("POST", &e("topic=X"), b"", 400, "MISSING_ARG_CHANNEL"),
-                    (
-                        "POST",
-                        &e("topic=X&channel=b@d"),
-                        b"",
-                        400,
-                        "INVALID_ARG_CHANNEL",
-                    ),
-                    (
-                        "POST",
-                        &e("topic=Y&channel=c1"),
-                        b"",
-                        404,
-                        "TOPIC_NOT_FOUND",
-                    ),
-                    (
-                        "POST",
-                        &e("topic=X&channel=c1&x=%"),
-                        b"",
-                        400,
-                        "INVALID_REQUEST",
-                    ),
-                ],
-            )
-            .await;
-            if op != "create" {
-                http(&d, "POST", &e("topic=X&channel=nope"), b"")
-                    .await
-                    .assert_error(404, "CHANNEL_NOT_FOUND");
-            }
-        }
-
-        http(&d, "POST", "/pub?topic=X", b"m").await;
-        let c1 = x.channel("c1").unwrap();
-        assert_eq!(c1.stats().depth, 1);
-        http(&d, "POST", "/channel/empty?topic=X&channel=c1", b"")
-            .await
-            .assert_empty_ok();
-        assert_eq!(c1.stats().depth, 0);
-
-        assert_like_sample(
-            &http(&d, "POST", "/channel/pause?topic=X&channel=c1", b"").await,
-            "nsqd_channel_pause",
-        );
-        assert!(c1.is_paused());
-        metadata_until(&d, "paused channel in nsqd.dat", |m| {
-            m["topics"][0]["channels"] == json!([{"name": "c1", "paused": true}])
-        })
-        .await;
-        assert_like_sample(
-            &http(&d, "POST", "/channel/unpause?topic=X&channel=c1", b"").await,
-            "nsqd_channel_unpause",
-        );
-        assert!(!c1.is_paused());
-        metadata_until(&d, "unpaused channel in nsqd.dat", |m| {
-            m["topics"][0]["channels"] == json!([{"name": "c1", "paused": false}])
-        })
-        .await;
-
-        http(&d, "POST", "/channel/delete?topic=X&channel=c1", b"")
-            .await
-            .assert_empty_ok();
-        assert!(x.channel("c1").is_none());
-        metadata_until(&d, "channel gone from nsqd.dat", |m| {
-            m["topics"][0]["channels"].is_null()
-        })
-        .await;
-
-        // An ephemeral topic goes with its last channel.
-        http(&d, "POST", "/topic/create?topic=e%23ephemeral", b"")
-            .await
-            .assert_empty_ok();
-        http(
-            &d,
-            "POST",
-            "/channel/create?topic=e%23ephemeral&channel=c",
-            b"",
-        )
-        .await
-        .assert_empty_ok();
-        http(
-            &d,
-            "POST",
-            "/channel/delete?topic=e%23ephemeral&channel=c",
-            b"",
-        )
-        .await
-        .assert_empty_ok();
-        assert!(d.inner.topic("e#ephemeral").is_none());
-    })
-    .await
+                404,
+                "TOPIC_NOT_FOUND",
+            ),
+        ],
+    )
+    .await;
+    post_ok(&d, "/topic/delete?topic=X").await;
+    assert!(d.inner.topic("X").is_none());
+    metadata_until(&d, "topic gone from nsqd.dat", |m| m["topics"] == json!([])).await;
+    http_error(&d, "POST", "/topic/delete?topic=X", 404, "TOPIC_NOT_FOUND").await;
 }
 
-#[tokio::test]
-async fn config_get_and_put() {
-    within(async {
-        let log = nsq_app::logging::init(nsq_app::LogLevel::Info, "[nsqd] ");
-        let d = start_with(&["--max-msg-size=64"], |s| s.set_log_handle(log.clone())).await;
-        assert_eq!(
-            get(&d, "msg_timeout").await.json(),
-            json!(60_000_000_000i64)
-        );
-        assert_eq!(get(&d, "mem_queue_size").await.json(), json!(10000));
-        assert_eq!(get(&d, "tcp_address").await.json(), json!("127.0.0.1:0"));
-        assert_eq!(get(&d, "id").await.json(), json!(1));
-        assert_eq!(get(&d, "statsd_mem_stats").await.json(), json!(true));
-        assert_eq!(
-            get(&d, "e2e_processing_latency_percentiles").await.json(),
-            Value::Null
-        );
-        assert_eq!(
-            get(&d, "broadcast_http_port").await.json(),
-            json!(d.http.port())
-        );
-        assert_eq!(get(&d, "log_level").await.json(), json!(2));
-        assert_eq!(get(&d, "nsqlookupd_tcp_addresses").await.json(), json!([]));
-        get(&d, "nope").await.assert_error(400, "INVALID_OPTION");
-        get(&d, "verbose").await.assert_error(400, "INVALID_OPTION");
-
-        // A lookupd that nsqd must connect to after the PUT.
-        let lookupd = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = lookupd.local_addr().unwrap().to_string();
-        let body = serde_json::to_vec(&json!([addr])).unwrap();
-        let r = http(&d, "PUT", "/config/nsqlookupd_tcp_addresses", &body).await;
-        assert_eq!(r.json(), json!([addr]));
-        assert_like_sample(
-            &get(&d, "nsqlookupd_tcp_addresses").await,
-            "nsqd_config_lookupd",
-        );
-        let (mut peer, _) = tokio::time::timeout(STEP, lookupd.accept())
-            .await
-            .expect("nsqd dials the new lookupd")
-            .unwrap();
-        let mut magic = [0u8; 4];
-        peer.read_exact(&mut magic).await.unwrap();
-        assert_eq!(&magic, b"  V1");
-        // Removing it drops the connection.
-        let r = http(&d, "PUT", "/config/nsqlookupd_tcp_addresses", b"[]").await;
-        assert_eq!(r.json(), json!([]));
-        assert!(d.inner.lookup.addresses().is_empty());
-        let mut buf = [0u8; 1024];
-        let closed = async {
-            loop {
-                match peer.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-            }
-        };
-        tokio::time::timeout(STEP, closed)
-            .await
-            .expect("peer dropped");
-
-        for bad in [&b"not json"[..], b"[1]", b"{\"a\":1}", b"\"x\""] {
-            http(&d, "PUT", "/config/nsqlookupd_tcp_addresses", bad)
-                .await
-                .assert_error(400, "INVALID_VALUE");
-        }
+#[in_process::test]
+async fn channel_endpoints_and_their_errors() {
+    let d = start(&[]).await;
+    http_error(
+        &d,
+        "POST",
+        "/channel/create?topic=X&channel=c1",
+        404,
+        "TOPIC_NOT_FOUND",
+    )
+    .await;
+    post_ok(&d, "/topic/create?topic=X").await;
+    assert_like_sample(
+        &http(&d, "POST", "/channel/create?topic=X&channel=c1", b"").await,
+        "nsqd_channel_create",
+    );
+    assert_like_sample(
+        &http(
+            &d,
+            "POST",
+            "/channel/create?topic=X&channel=eph%23ephemeral",
+            b"",
+        )
+        .await,
+        "nsqd_ephemeral_create",
+    );
+    let x = d.inner.topic("X").unwrap();
+    assert_eq!(x.channel_count(), 2);
+    for op in ["create", "delete", "empty", "pause", "unpause"] {
+        let e = |q: &str| format!("/channel/{op}?{q}");
         expect_errors(
             &d,
             &[
+                ("POST", &e("channel=c1"), b"", 400, "MISSING_ARG_TOPIC"),
                 (
-                    "PUT",
-                    "/config/nsqlookupd_tcp_addresses",
+                    "POST",
+                    &e("topic=b@d&channel=c1"),
                     b"",
-                    413,
-                    "INVALID_VALUE",
+                    400,
+                    "INVALID_ARG_TOPIC",
+                ),
+                ("POST", &e("topic=X"), b"", 400, "MISSING_ARG_CHANNEL"),
+                (
+                    "POST",
+                    &e("topic=X&channel=b@d"),
+                    b"",
+                    400,
+                    "INVALID_ARG_CHANNEL",
                 ),
                 (
-                    "PUT",
-                    "/config/log_level",
-                    &[b'a'; 65],
-                    413,
-                    "INVALID_VALUE",
+                    "POST",
+                    &e("topic=Y&channel=c1"),
+                    b"",
+                    404,
+                    "TOPIC_NOT_FOUND",
                 ),
-                ("PUT", "/config/msg_timeout", b"1", 400, "INVALID_OPTION"),
-                ("PUT", "/config/nope", b"1", 400, "INVALID_OPTION"),
+                (
+                    "POST",
+                    &e("topic=X&channel=c1&x=%"),
+                    b"",
+                    400,
+                    "INVALID_REQUEST",
+                ),
             ],
         )
         .await;
+        if op != "create" {
+            http(&d, "POST", &e("topic=X&channel=nope"), b"")
+                .await
+                .assert_error(404, "CHANNEL_NOT_FOUND");
+        }
+    }
 
-        let r = http(&d, "PUT", "/config/log_level", b"DEBUG").await;
-        assert_eq!((r.status, r.json()), (200, json!(1)));
-        assert_eq!(log.level(), nsq_app::LogLevel::Debug);
-        assert_eq!(get(&d, "log_level").await.json(), json!(1));
-        http(&d, "PUT", "/config/log_level", b"loud")
+    http(&d, "POST", "/pub?topic=X", b"m").await;
+    let c1 = x.channel("c1").unwrap();
+    assert_eq!(c1.stats().depth, 1);
+    post_ok(&d, "/channel/empty?topic=X&channel=c1").await;
+    assert_eq!(c1.stats().depth, 0);
+
+    assert_like_sample(
+        &http(&d, "POST", "/channel/pause?topic=X&channel=c1", b"").await,
+        "nsqd_channel_pause",
+    );
+    assert!(c1.is_paused());
+    metadata_until(&d, "paused channel in nsqd.dat", |m| {
+        m["topics"][0]["channels"] == json!([{"name": "c1", "paused": true}])
+    })
+    .await;
+    assert_like_sample(
+        &http(&d, "POST", "/channel/unpause?topic=X&channel=c1", b"").await,
+        "nsqd_channel_unpause",
+    );
+    assert!(!c1.is_paused());
+    metadata_until(&d, "unpaused channel in nsqd.dat", |m| {
+        m["topics"][0]["channels"] == json!([{"name": "c1", "paused": false}])
+    })
+    .await;
+
+    post_ok(&d, "/channel/delete?topic=X&channel=c1").await;
+    assert!(x.channel("c1").is_none());
+    metadata_until(&d, "channel gone from nsqd.dat", |m| {
+        m["topics"][0]["channels"].is_null()
+    })
+    .await;
+
+    // An ephemeral topic goes with its last channel.
+    post_ok(&d, "/topic/create?topic=e%23ephemeral").await;
+    post_ok(&d, "/channel/create?topic=e%23ephemeral&channel=c").await;
+    post_ok(&d, "/channel/delete?topic=e%23ephemeral&channel=c").await;
+    assert!(d.inner.topic("e#ephemeral").is_none());
+}
+
+#[in_process::test]
+async fn config_get_and_put() {
+    let log = nsq_app::logging::init(nsq_app::LogLevel::Info, "[nsqd] ");
+    let d = start_with(&["--max-msg-size=64"], |s| s.set_log_handle(log.clone())).await;
+    assert_eq!(
+        get(&d, "msg_timeout").await.json(),
+        json!(60_000_000_000i64)
+    );
+    assert_eq!(get(&d, "mem_queue_size").await.json(), json!(10000));
+    assert_eq!(get(&d, "tcp_address").await.json(), json!("127.0.0.1:0"));
+    assert_eq!(get(&d, "id").await.json(), json!(1));
+    assert_eq!(get(&d, "statsd_mem_stats").await.json(), json!(true));
+    assert_eq!(
+        get(&d, "e2e_processing_latency_percentiles").await.json(),
+        Value::Null
+    );
+    assert_eq!(
+        get(&d, "broadcast_http_port").await.json(),
+        json!(d.http.port())
+    );
+    assert_eq!(get(&d, "log_level").await.json(), json!(2));
+    assert_eq!(get(&d, "nsqlookupd_tcp_addresses").await.json(), json!([]));
+    get(&d, "nope").await.assert_error(400, "INVALID_OPTION");
+    get(&d, "verbose").await.assert_error(400, "INVALID_OPTION");
+
+    // A lookupd that nsqd must connect to after the PUT.
+    let lookupd = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = lookupd.local_addr().unwrap().to_string();
+    let body = serde_json::to_vec(&json!([addr])).unwrap();
+    let r = http(&d, "PUT", "/config/nsqlookupd_tcp_addresses", &body).await;
+    assert_eq!(r.json(), json!([addr]));
+    assert_like_sample(
+        &get(&d, "nsqlookupd_tcp_addresses").await,
+        "nsqd_config_lookupd",
+    );
+    let (mut peer, _) = tokio::time::timeout(STEP, lookupd.accept())
+        .await
+        .expect("nsqd dials the new lookupd")
+        .unwrap();
+    let mut magic = [0u8; 4];
+    peer.read_exact(&mut magic).await.unwrap();
+    assert_eq!(&magic, b"  V1");
+    // Removing it drops the connection.
+    let r = http(&d, "PUT", "/config/nsqlookupd_tcp_addresses", b"[]").await;
+    assert_eq!(r.json(), json!([]));
+    assert!(d.inner.lookup.addresses().is_empty());
+    let mut buf = [0u8; 1024];
+    let closed = async {
+        loop {
+            match peer.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(STEP, closed)
+        .await
+        .expect("peer dropped");
+
+    for bad in [&b"not json"[..], b"[1]", b"{\"a\":1}", b"\"x\""] {
+        http(&d, "PUT", "/config/nsqlookupd_tcp_addresses", bad)
             .await
             .assert_error(400, "INVALID_VALUE");
-        let r = http(&d, "PUT", "/config/log_level", b"warn").await;
-        assert_eq!(r.json(), json!(3));
-        assert_eq!(log.level(), nsq_app::LogLevel::Warn);
-        // Quiet again for the other tests of this binary.
-        http(&d, "PUT", "/config/log_level", b"fatal").await;
-        assert_eq!(log.level(), nsq_app::LogLevel::Fatal);
-    })
-    .await
+    }
+    expect_errors(
+        &d,
+        &[
+            (
+                "PUT",
+                "/config/nsqlookupd_tcp_addresses",
+                b"",
+                413,
+                "INVALID_VALUE",
+            ),
+            (
+                "PUT",
+                "/config/log_level",
+                &[b'a'; 65],
+                413,
+                "INVALID_VALUE",
+            ),
+            ("PUT", "/config/msg_timeout", b"1", 400, "INVALID_OPTION"),
+            ("PUT", "/config/nope", b"1", 400, "INVALID_OPTION"),
+        ],
+    )
+    .await;
+
+    let r = http(&d, "PUT", "/config/log_level", b"DEBUG").await;
+    assert_eq!((r.status, r.json()), (200, json!(1)));
+    assert_eq!(log.level(), nsq_app::LogLevel::Debug);
+    assert_eq!(get(&d, "log_level").await.json(), json!(1));
+    http(&d, "PUT", "/config/log_level", b"loud")
+        .await
+        .assert_error(400, "INVALID_VALUE");
+    let r = http(&d, "PUT", "/config/log_level", b"warn").await;
+    assert_eq!(r.json(), json!(3));
+    assert_eq!(log.level(), nsq_app::LogLevel::Warn);
+    // Quiet again for the other tests of this binary.
+    http(&d, "PUT", "/config/log_level", b"fatal").await;
+    assert_eq!(log.level(), nsq_app::LogLevel::Fatal);
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn statsd_prefix_is_read_back_effective() {
-    within(async {
-        let d = start(&["--broadcast-address=10.0.0.1", "--statsd-prefix=nsq.%s"]).await;
-        let r = http(&d, "GET", "/config/statsd_prefix", b"").await;
-        assert_eq!(r.json(), json!(format!("nsq.10_0_0_1_{}.", d.http.port())));
-    })
-    .await
+    let d = start(&["--broadcast-address=10.0.0.1", "--statsd-prefix=nsq.%s"]).await;
+    let r = http(&d, "GET", "/config/statsd_prefix", b"").await;
+    assert_eq!(r.json(), json!(format!("nsq.10_0_0_1_{}.", d.http.port())));
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn many_concurrent_bad_requests_do_not_stop_nsqd() {
-    within(async {
-        let d = start(&["--max-msg-size=32"]).await;
-        let mut tasks = Vec::new();
-        for i in 0..40 {
-            let addr = d.http;
-            tasks.push(tokio::spawn(async move {
-                let (m, t, b): (&str, String, Vec<u8>) = match i % 5 {
-                    0 => ("POST", "/pub?topic=%%".into(), b"x".to_vec()),
-                    1 => ("POST", "/mpub?topic=T&binary=1".into(), vec![0xff; 12]),
-                    2 => ("PUT", "/config/log_level".into(), vec![0xc3, 0x28]),
-                    3 => ("GET", "/stats?format=json&a=%".into(), vec![]),
-                    _ => ("POST", "/channel/pause?topic=T&channel=".into(), vec![]),
-                };
-                http_keepalive(addr, m, &t, &[], &b).await.status
-            }));
-        }
-        for t in tasks {
-            let status = t.await.unwrap();
-            assert!((400..500).contains(&status), "{status}");
-        }
-        // A garbage request line gets an HTTP error, and nsqd keeps serving.
-        answered_in_http(&d, b"\x00\x01\x02 nonsense\r\n\r\n").await;
-    })
-    .await
+    let d = start(&["--max-msg-size=32"]).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let addr = d.http;
+        tasks.push(tokio::spawn(async move {
+            let (m, t, b): (&str, String, Vec<u8>) = match i % 5 {
+                0 => ("POST", "/pub?topic=%%".into(), b"x".to_vec()),
+                1 => ("POST", "/mpub?topic=T&binary=1".into(), vec![0xff; 12]),
+                2 => ("PUT", "/config/log_level".into(), vec![0xc3, 0x28]),
+                3 => ("GET", "/stats?format=json&a=%".into(), vec![]),
+                _ => ("POST", "/channel/pause?topic=T&channel=".into(), vec![]),
+            };
+            http_keepalive(addr, m, &t, &[], &b).await.status
+        }));
+    }
+    for t in tasks {
+        let status = t.await.unwrap();
+        assert!((400..500).contains(&status), "{status}");
+    }
+    // A garbage request line gets an HTTP error, and nsqd keeps serving.
+    answered_in_http(&d, b"\x00\x01\x02 nonsense\r\n\r\n").await;
 }

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use nsq_test_support::in_process::{start, Nsqd};
+use nsq_test_support::in_process::{self, start, Nsqd};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -128,7 +128,7 @@ async fn fatal(nsqd: &Nsqd, setup: &[&[u8]], want: &str) {
     c.expect_closed().await;
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn bad_magic_gets_e_bad_protocol() {
     let n = start(&[]).await;
     let mut s = TcpStream::connect(n.tcp).await.unwrap();
@@ -141,7 +141,7 @@ async fn bad_magic_gets_e_bad_protocol() {
     assert_eq!(got, frame_bytes(1, b"E_BAD_PROTOCOL"));
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn identify_plain_and_negotiated() {
     let n = start(&["--max-rdy-count=200"]).await;
     let mut c = Conn::open(&n).await;
@@ -158,7 +158,7 @@ async fn identify_plain_and_negotiated() {
     .await;
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn identify_errors_are_upstreams() {
     let n = start(&[]).await;
     for (json, want) in [
@@ -207,7 +207,7 @@ async fn identify_errors_are_upstreams() {
     .await;
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn subscribe_deliver_finish() {
     let n = start(&[]).await;
     let mut p = Conn::open(&n).await;
@@ -258,7 +258,7 @@ async fn subscribe_deliver_finish() {
     assert_eq!((t, &data[26..]), (2, &b"x"[..]));
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn req_and_touch_replies() {
     let n = start(&[]).await;
     let mut c = Conn::open(&n).await;
@@ -307,7 +307,7 @@ async fn req_and_touch_replies() {
     .await;
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn another_clients_message_is_not_ours() {
     let n = start(&[]).await;
     let mut a = Conn::open(&n).await;
@@ -325,7 +325,7 @@ async fn another_clients_message_is_not_ours() {
     .await;
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn state_errors() {
     let n = start(&[]).await;
     fatal(&n, &[b"RDY 1\n"], "E_INVALID cannot RDY in current state").await;
@@ -387,7 +387,7 @@ async fn state_errors() {
 /// Texts and answers checked against upstream 1.3.0's binary: a client's
 /// state is checked before its command's parameters; RDY prints its count
 /// as Go's int64 does; a short MPUB names the part that is missing.
-#[tokio::test]
+#[in_process::test]
 async fn upstream_order_and_texts_for_odd_commands() {
     let n = start(&[]).await;
     // Go decodes `null` into nothing and invalid UTF-8 into U+FFFD.
@@ -487,7 +487,7 @@ async fn upstream_order_and_texts_for_odd_commands() {
     c.expect(0, r#"{"max_rdy_count":2500,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":60000,"tls_v1":false,"deflate":false,"deflate_level":6,"max_deflate_level":6,"snappy":false,"sample_rate":0,"auth_required":false,"output_buffer_size":16384,"output_buffer_timeout":250}"#).await;
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn cls_replies_close_wait_and_ignores_later_rdy() {
     let n = start(&[]).await;
     let mut c = Conn::open(&n).await;
@@ -499,7 +499,7 @@ async fn cls_replies_close_wait_and_ignores_later_rdy() {
     c.expect_silence().await;
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn publishes_are_answered_in_order() {
     let n = start(&["--max-req-timeout=1h"]).await;
     let mut c = Conn::open(&n).await;
@@ -529,7 +529,7 @@ async fn publishes_are_answered_in_order() {
     c.expect_closed().await;
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn heartbeats_are_sent_and_a_silent_client_is_dropped() {
     let n = start(&[]).await;
     let mut c = Conn::open(&n).await;
@@ -548,7 +548,7 @@ async fn heartbeats_are_sent_and_a_silent_client_is_dropped() {
 /// does, not each read: a body trickled one byte at a time, each well inside
 /// the deadline, is cut off with upstream's text once the command as a
 /// whole has taken too long.
-#[tokio::test]
+#[in_process::test]
 async fn a_command_trickled_byte_by_byte_is_cut_off() {
     let n = start(&[]).await;
     let mut c = Conn::open(&n).await;
@@ -583,7 +583,7 @@ async fn a_command_trickled_byte_by_byte_is_cut_off() {
     );
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn a_line_past_16k_closes_without_an_error_frame() {
     let n = start(&[]).await;
     let mut c = Conn::open(&n).await;
@@ -596,7 +596,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     nsq_test_support::poll(what, || std::future::ready(cond().then_some(()))).await
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn a_consumer_that_stops_reading_is_cut_off() {
     let n = start(&["--mem-queue-size=100000"]).await;
     let mut c = Conn::open(&n).await;
@@ -632,7 +632,7 @@ async fn a_consumer_that_stops_reading_is_cut_off() {
     assert_eq!(ch.stats().depth, 2500);
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn ephemeral_channel_and_topic_go_with_their_last_client() {
     let n = start(&[]).await;
     let mut c = Conn::open(&n).await;
@@ -655,7 +655,7 @@ async fn ephemeral_channel_and_topic_go_with_their_last_client() {
     assert!(n.inner.topic("durable").is_some());
 }
 
-#[tokio::test]
+#[in_process::test]
 async fn batched_fins_answer_in_command_order() {
     let n = start(&[]).await;
     let mut c = Conn::open(&n).await;

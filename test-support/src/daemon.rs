@@ -437,10 +437,32 @@ impl NsqdProcess {
             .with_logs(self.log_handle())
     }
 
+    /// A raw connection to the TCP port that has sent nothing yet, not even the magic.
+    pub async fn connect_without_magic(&self) -> RawConn {
+        RawConn::connect_without_magic(self.tcp_addr())
+            .await
+            .with_logs(self.log_handle())
+    }
+
     /// [`Self::connect`], then IDENTIFY with no options (feature negotiation on).
     pub async fn connect_identified(&self) -> RawConn {
         let mut c = self.connect().await;
         c.identify_ok(serde_json::json!({})).await;
+        c
+    }
+
+    /// A consumer: [`Self::connect`], IDENTIFY with `identify`, `SUB topic channel`, `RDY rdy`.
+    pub async fn consumer(
+        &self,
+        identify: serde_json::Value,
+        topic: &str,
+        channel: &str,
+        rdy: u64,
+    ) -> RawConn {
+        let mut c = self.connect().await;
+        c.identify_ok(identify).await;
+        c.sub(topic, channel).await;
+        c.rdy(rdy).await;
         c
     }
 

@@ -19,6 +19,9 @@ pub const STEP: Duration = Duration::from_secs(10);
 /// Longest a whole in-process test may take.
 pub const TEST: Duration = Duration::from_secs(60);
 
+/// `#[in_process::test]`: `#[tokio::test]` with the body run by [`within`].
+pub use nsq_test_macros::in_process_test as test;
+
 /// Run a test body under [`TEST`].
 pub async fn within<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(TEST, f).await.expect("test timed out")
@@ -107,6 +110,20 @@ impl HttpAddr for SocketAddr {
     fn http_addr(&self) -> SocketAddr {
         *self
     }
+}
+
+/// POST `target` with an empty body and assert nsqd's empty 200 answer
+/// ([`HttpResponse::assert_empty_ok`]).
+pub async fn post_ok(to: &impl HttpAddr, target: &str) {
+    http(to, "POST", target, b"").await.assert_empty_ok();
+}
+
+/// `method target` with no body, asserting nsqd's error answer: `status` and
+/// `{"message": name}` ([`HttpResponse::assert_error`]).
+pub async fn http_error(to: &impl HttpAddr, method: &str, target: &str, status: u16, name: &str) {
+    http(to, method, target, b"")
+        .await
+        .assert_error(status, name);
 }
 
 /// One request as curl sends it (see [`http_keepalive`]), without extra headers.

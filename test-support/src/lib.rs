@@ -17,8 +17,11 @@
 //!   upstream responses and the comparisons against them.
 //! - [`RawConn`]: a raw V2 protocol client with per-read deadlines; [`RawLookupConn`] the
 //!   same for nsqlookupd's V1 protocol.
+//! - [`consumer`]: the `nsq` crate's consumer as its tests drive it (recording bodies,
+//!   connected straight to nsqds, received n at a time).
 //! - [`wait_until`] / [`poll`]: wait for a state change with a deadline instead of sleeping.
-//! - [`within`]: bound a whole async test in time.
+//! - [`within`]: bound a whole async test in time; [`macro@test`] (`#[nsq_test_support::test]`)
+//!   is `#[tokio::test]` with the body run by `within`, the way every end-to-end test starts.
 //! - [`Certs`]: a CA and a certificate for 127.0.0.1 as PEM files, for TLS tests;
 //!   [`AuthServer`]: an `--auth-http-address` server answering from a script.
 //!
@@ -37,11 +40,24 @@
 //! .await;
 //! # }
 //! ```
+//!
+//! or, as a whole test (the arguments are `tokio::test`'s):
+//!
+//! ```no_run
+//! use nsq_test_support::NsqdProcess;
+//!
+//! #[nsq_test_support::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn publishes() {
+//!     let nsqd = NsqdProcess::start(&[]);
+//!     nsqd.connect().await.publish("t", b"hello").await;
+//! }
+//! ```
 
 pub mod admin;
 pub mod auth_server;
 pub mod binary;
 pub mod certs;
+pub mod consumer;
 pub mod daemon;
 pub mod fake_node;
 pub mod http;
@@ -66,6 +82,7 @@ pub use http::{
     http_exchange, http_get, http_keepalive, http_post, http_request, http_request_with_headers,
     HttpResponse,
 };
+pub use nsq_test_macros::test;
 pub use raw::{channel, describe, topic, RawConn, ReadError, READ_TIMEOUT};
 pub use raw_lookup::{LookupRead, RawLookupConn};
 
@@ -118,6 +135,16 @@ pub async fn wait_until<T, E: Display>(
             ));
         }
         tokio::time::sleep(WAIT_POLL_INTERVAL).await;
+    }
+}
+
+/// `Ok` when nothing is `missing`, else an `Err` listing what is: the usual answer of a
+/// [`wait_until`] probe that looks for several things at once.
+pub fn nothing_missing<T: Debug>(missing: &[T]) -> Result<(), String> {
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("missing {missing:#?}"))
     }
 }
 

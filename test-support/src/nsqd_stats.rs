@@ -1,6 +1,6 @@
 //! Reading nsqd's JSON stats (`/stats?format=json`): the entry of one topic, one channel, and
-//! every client, for tests that check what nsqd reports; and publishing over HTTP for tests
-//! that only need messages there.
+//! every client, for tests that check what nsqd reports; and creating topics and channels and
+//! publishing over HTTP for tests that only need them there.
 
 use serde_json::Value;
 
@@ -65,6 +65,28 @@ impl NsqdProcess {
         assert_eq!(ch["in_flight_count"], 0, "{ch}");
     }
 
+    /// Create `topic` over HTTP, failing the test (with nsqd's logs) unless nsqd answers 200.
+    pub fn create_topic(&self, topic: &str) {
+        self.post_ok(&format!("/topic/create?topic={topic}"), b"");
+    }
+
+    /// Create `topic` and its `channel` over HTTP, failing the test unless both answer 200.
+    pub fn create_channel(&self, topic: &str, channel: &str) {
+        self.create_topic(topic);
+        self.post_ok(
+            &format!("/channel/create?topic={topic}&channel={channel}"),
+            b"",
+        );
+    }
+
+    /// POST `body` to `target`, failing the test (with nsqd's logs) unless nsqd answers 200.
+    pub fn post_ok(&self, target: &str, body: &[u8]) {
+        let r = self.http_post(target, body);
+        if r.status != 200 {
+            self.fail(&format!("{target}: {} {}", r.status, r.text()));
+        }
+    }
+
     /// Publish `bodies` to `topic` with one HTTP `/mpub` (newline-separated, so no body may
     /// hold a newline), for tests whose subject is not the publishing.
     pub fn mpub<B: AsRef<[u8]>>(&self, topic: &str, bodies: impl IntoIterator<Item = B>) {
@@ -78,10 +100,7 @@ impl NsqdProcess {
             joined.extend_from_slice(body);
             joined.push(b'\n');
         }
-        let r = self.http_post(&format!("/mpub?topic={topic}"), &joined);
-        if r.status != 200 {
-            self.fail(&format!("/mpub?topic={topic}: {} {}", r.status, r.text()));
-        }
+        self.post_ok(&format!("/mpub?topic={topic}"), &joined);
     }
 
     /// Every client this nsqd lists for `topic` (subscribers and publishers).

@@ -129,3 +129,14 @@ pub fn assert_like_sample(got: &HttpResponse, name: &str) {
         assert_eq!(got.body, want.body, "{name}: body bytes");
     }
 }
+
+/// [`assert_like_sample`], and the body's object keys come in the order of the sample's
+/// `NAME.json` (upstream's field order).
+pub fn assert_like_sample_in_order(got: &HttpResponse, name: &str) {
+    assert_like_sample(got, name);
+    assert_eq!(
+        key_order(&got.body),
+        key_order(&sample_body(&format!("{name}.json"))),
+        "{name}: key order"
+    );
+}

@@ -152,12 +152,8 @@ async fn pause_a_channel_from_the_dashboard() {
         for i in 0..7 {
             producer.publish("browser_topic", format!("m{i}").as_bytes()).await;
         }
-        let mut consumer = c.nsqd.connect().await;
-        consumer
-            .identify_ok(json!({"client_id": "browser-consumer", "hostname": "consumer-host", "user_agent": "e2e/1.0"}))
-            .await;
-        consumer.sub("browser_topic", "web").await;
-        consumer.rdy(1).await;
+        let identify = json!({"client_id": "browser-consumer", "hostname": "consumer-host", "user_agent": "e2e/1.0"});
+        let mut consumer = c.nsqd.consumer(identify, "browser_topic", "web", 1).await;
         consumer.read_message().await;
 
         let (_driver, _profile, b) = open_browser().await;
@@ -253,12 +249,8 @@ async fn requeue_a_dead_letter_from_the_jobs_page() {
         .unwrap();
         let mut producer = c.nsqd.connect().await;
         producer.publish("render", &body).await;
-        let mut worker = c.nsqd.connect().await;
-        worker
-            .identify_ok(json!({"capacity": 4, "client_id": "browser-worker"}))
-            .await;
-        worker.sub("render", "workers").await;
-        worker.rdy(4).await;
+        let identify = json!({"capacity": 4, "client_id": "browser-worker"});
+        let mut worker = c.nsqd.consumer(identify, "render", "workers", 4).await;
         let m = worker.read_message().await;
         worker.req(m.id, 0).await; // one attempt allowed: now a dead letter
 

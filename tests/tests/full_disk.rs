@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nsq_test_support::{within, NsqdProcess};
+use nsq_test_support::NsqdProcess;
 
 /// A tmpfs of `size` mounted on a fresh directory; unmounted on drop.
 struct Tmpfs {
@@ -50,48 +50,45 @@ impl Drop for Tmpfs {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[nsq_test_support::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_that_cannot_save_messages_fails_and_counts_them() {
-    within(async {
-        const N: usize = 500;
-        let disk = Tmpfs::mount("4m");
-        let mut nsqd = NsqdProcess::start_with_data_dir(disk.path(), &[]);
-        let mut sub = nsqd.connect().await;
-        sub.sub("kept", "c").await;
-        sub.abort();
-        let mut p = nsqd.connect().await;
-        let body = vec![b'x'; 1024];
-        let bodies: Vec<&[u8]> = (0..N).map(|_| &body[..]).collect();
-        p.publish_multi("kept", &bodies).await;
-        drop(p);
-        // Everything is in memory (default --mem-queue-size); nsqd.dat names
-        // the topic and channel. Now take the disk away.
-        let meta = disk.path().join("nsqd.dat");
-        nsq_test_support::wait_until(
-            nsq_test_support::admin::SETTLE,
-            "nsqd.dat names the channel",
-            || {
-                let text = std::fs::read_to_string(&meta).unwrap_or_default();
-                if text.contains("\"c\"") {
-                    Ok(())
-                } else {
-                    Err(text)
-                }
-            },
-        )
-        .await
-        .unwrap_or_else(|e| nsqd.fail(&e));
-        disk.fill();
-        let status = nsqd.terminate();
-        let logs = nsqd.logs();
-        assert!(
-            !status.success(),
-            "a shutdown that lost messages exited {status}\n{logs}"
-        );
-        assert!(
-            logs.contains(&format!("{N} messages lost")),
-            "the log says how many were lost:\n{logs}"
-        );
-    })
-    .await;
+    const N: usize = 500;
+    let disk = Tmpfs::mount("4m");
+    let mut nsqd = NsqdProcess::start_with_data_dir(disk.path(), &[]);
+    let mut sub = nsqd.connect().await;
+    sub.sub("kept", "c").await;
+    sub.abort();
+    let mut p = nsqd.connect().await;
+    let body = vec![b'x'; 1024];
+    let bodies: Vec<&[u8]> = (0..N).map(|_| &body[..]).collect();
+    p.publish_multi("kept", &bodies).await;
+    drop(p);
+    // Everything is in memory (default --mem-queue-size); nsqd.dat names
+    // the topic and channel. Now take the disk away.
+    let meta = disk.path().join("nsqd.dat");
+    nsq_test_support::wait_until(
+        nsq_test_support::admin::SETTLE,
+        "nsqd.dat names the channel",
+        || {
+            let text = std::fs::read_to_string(&meta).unwrap_or_default();
+            if text.contains("\"c\"") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| nsqd.fail(&e));
+    disk.fill();
+    let status = nsqd.terminate();
+    let logs = nsqd.logs();
+    assert!(
+        !status.success(),
+        "a shutdown that lost messages exited {status}\n{logs}"
+    );
+    assert!(
+        logs.contains(&format!("{N} messages lost")),
+        "the log says how many were lost:\n{logs}"
+    );
 }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use nsq_test_support::{wait_until, within, NsqdProcess, RawConn};
+use nsq_test_support::{wait_until, NsqdProcess, RawConn};
 use tokio::net::TcpStream;
 
 /// Tests here run nsqd through `prlimit` (scripts/test-deps/prlimit.sh).
@@ -21,76 +21,70 @@ fn require_prlimit() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[nsq_test_support::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
     require_prlimit();
-    within(async {
-        let nsqd = NsqdProcess::start_wrapped(&["prlimit", "--nofile=64:1024", "--"], &[]);
-        assert!(
-            nsqd.log_handle().contains("open file limit 1024"),
-            "no limit logged:\n{}",
-            nsqd.logs()
-        );
-        // Three times what the soft limit alone would allow, each served.
-        let mut conns = Vec::new();
-        for _ in 0..200 {
-            let c = nsqd.connect_identified().await;
-            conns.push(c);
-        }
-    })
-    .await;
+    let nsqd = NsqdProcess::start_wrapped(&["prlimit", "--nofile=64:1024", "--"], &[]);
+    assert!(
+        nsqd.log_handle().contains("open file limit 1024"),
+        "no limit logged:\n{}",
+        nsqd.logs()
+    );
+    // Three times what the soft limit alone would allow, each served.
+    let mut conns = Vec::new();
+    for _ in 0..200 {
+        let c = nsqd.connect_identified().await;
+        conns.push(c);
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[nsq_test_support::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_descriptors_leave_connected_clients_served() {
     require_prlimit();
-    within(async {
-        let nsqd = NsqdProcess::start_wrapped(&["prlimit", "--nofile=64:64", "--"], &[]);
-        let mut producer: RawConn = nsqd.connect().await;
-        producer.identify_ok(serde_json::json!({})).await;
-        // Connections the kernel completes but nsqd cannot accept them all.
-        let mut flood = Vec::new();
-        for _ in 0..100 {
-            flood.push(TcpStream::connect(nsqd.tcp_addr()).await.unwrap());
+    let nsqd = NsqdProcess::start_wrapped(&["prlimit", "--nofile=64:64", "--"], &[]);
+    let mut producer: RawConn = nsqd.connect().await;
+    producer.identify_ok(serde_json::json!({})).await;
+    // Connections the kernel completes but nsqd cannot accept them all.
+    let mut flood = Vec::new();
+    for _ in 0..100 {
+        flood.push(TcpStream::connect(nsqd.tcp_addr()).await.unwrap());
+    }
+    let logs = nsqd.log_handle();
+    wait_until(Duration::from_secs(10), "accepting fails", || {
+        if logs.contains("Too many open files") {
+            Ok(())
+        } else {
+            Err("no accept error yet")
         }
-        let logs = nsqd.log_handle();
-        wait_until(Duration::from_secs(10), "accepting fails", || {
-            if logs.contains("Too many open files") {
-                Ok(())
-            } else {
-                Err("no accept error yet")
-            }
-        })
-        .await
-        .unwrap_or_else(|e| nsqd.fail(&e));
-        // Out of descriptors, yet the connected producer is answered.
-        producer.publish("t", b"still served").await;
-        drop(flood);
-        // Descriptors come back: new clients and /ping are served again.
-        wait_until(
-            Duration::from_secs(15),
-            "/ping answers again",
-            || match ping_ok(&nsqd) {
-                true => Ok(()),
-                false => Err("no answer"),
-            },
-        )
-        .await
-        .unwrap_or_else(|e| nsqd.fail(&e));
-        let _late = nsqd.connect_identified().await;
-        // Backing off, not spinning: a handful of lines, not thousands.
-        let errors = nsqd
-            .logs()
-            .lines()
-            .filter(|l| l.contains("accept error"))
-            .count();
-        assert!(
-            errors < 100,
-            "{errors} accept error lines:\n{}",
-            nsqd.logs()
-        );
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| nsqd.fail(&e));
+    // Out of descriptors, yet the connected producer is answered.
+    producer.publish("t", b"still served").await;
+    drop(flood);
+    // Descriptors come back: new clients and /ping are served again.
+    wait_until(
+        Duration::from_secs(15),
+        "/ping answers again",
+        || match ping_ok(&nsqd) {
+            true => Ok(()),
+            false => Err("no answer"),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| nsqd.fail(&e));
+    let _late = nsqd.connect_identified().await;
+    // Backing off, not spinning: a handful of lines, not thousands.
+    let errors = nsqd
+        .logs()
+        .lines()
+        .filter(|l| l.contains("accept error"))
+        .count();
+    assert!(
+        errors < 100,
+        "{errors} accept error lines:\n{}",
+        nsqd.logs()
+    );
 }
 
 fn ping_ok(nsqd: &NsqdProcess) -> bool {
@@ -100,24 +94,21 @@ fn ping_ok(nsqd: &NsqdProcess) -> bool {
 
 /// nsqlookupd shares the start-up step (nsqadmin too: one call in each
 /// `main`, one function in `nsq_app::net`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[nsq_test_support::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nsqlookupd_raises_its_open_file_limit_too() {
     require_prlimit();
-    within(async {
-        let args: Vec<std::ffi::OsString> = vec![
-            "--tcp-address=127.0.0.1:0".into(),
-            "--http-address=127.0.0.1:0".into(),
-        ];
-        let lookupd = nsq_test_support::Daemon::spawn_wrapped(
-            "nsqlookupd",
-            &["prlimit", "--nofile=64:1024", "--"],
-            &args,
-        );
-        assert!(
-            lookupd.log_handle().contains("open file limit 1024"),
-            "no limit logged:\n{}",
-            lookupd.logs()
-        );
-    })
-    .await;
+    let args: Vec<std::ffi::OsString> = vec![
+        "--tcp-address=127.0.0.1:0".into(),
+        "--http-address=127.0.0.1:0".into(),
+    ];
+    let lookupd = nsq_test_support::Daemon::spawn_wrapped(
+        "nsqlookupd",
+        &["prlimit", "--nofile=64:1024", "--"],
+        &args,
+    );
+    assert!(
+        lookupd.log_handle().contains("open file limit 1024"),
+        "no limit logged:\n{}",
+        lookupd.logs()
+    );
 }

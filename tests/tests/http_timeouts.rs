@@ -7,7 +7,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use nsq_test_support::{within, NsqadminProcess, NsqdProcess, NsqlookupdProcess};
+use nsq_test_support::{NsqadminProcess, NsqdProcess, NsqlookupdProcess};
 
 const FLAGS: [&str; 2] = ["--http-header-timeout=1s", "--http-idle-timeout=2s"];
 /// Far beyond both timeouts: a client still connected then was never cut off.
@@ -74,37 +74,34 @@ fn stalled_body(addr: SocketAddr, target: &str) -> Result<(), String> {
     ))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[nsq_test_support::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_stalled_clients_are_cut_off_on_every_http_port() {
-    within(async {
-        let nsqd = NsqdProcess::start(&FLAGS);
-        let lookupd = NsqlookupdProcess::start(&FLAGS);
-        let admin_flags: Vec<&str> = FLAGS.to_vec();
-        let admin = NsqadminProcess::start_with_nsqds(&[nsqd.http_addr()], &admin_flags);
-        let ports = [
-            ("nsqd", nsqd.http_addr(), "/pub?topic=t"),
-            ("nsqlookupd", lookupd.http_addr(), "/topic/create?topic=t"),
-            ("nsqadmin", admin.http_addr(), "/api/topics"),
-        ];
-        // All at once: each takes a few seconds of waiting.
-        let checks = ports.map(|(name, addr, target)| {
-            let target = target.to_string();
-            tokio::task::spawn_blocking(move || {
-                let slow = slowloris(addr).map_err(|e| format!("{name}: {e}"))?;
-                stalled_body(addr, &target).map_err(|e| format!("{name}: {e}"))?;
-                Ok::<_, String>((name, slow))
-            })
-        });
-        for check in checks {
-            match check.await.unwrap() {
-                Ok((name, sent)) => eprintln!("{name}: slowloris cut off after {sent} bytes"),
-                Err(e) => panic!("{e}"),
-            }
+    let nsqd = NsqdProcess::start(&FLAGS);
+    let lookupd = NsqlookupdProcess::start(&FLAGS);
+    let admin_flags: Vec<&str> = FLAGS.to_vec();
+    let admin = NsqadminProcess::start_with_nsqds(&[nsqd.http_addr()], &admin_flags);
+    let ports = [
+        ("nsqd", nsqd.http_addr(), "/pub?topic=t"),
+        ("nsqlookupd", lookupd.http_addr(), "/topic/create?topic=t"),
+        ("nsqadmin", admin.http_addr(), "/api/topics"),
+    ];
+    // All at once: each takes a few seconds of waiting.
+    let checks = ports.map(|(name, addr, target)| {
+        let target = target.to_string();
+        tokio::task::spawn_blocking(move || {
+            let slow = slowloris(addr).map_err(|e| format!("{name}: {e}"))?;
+            stalled_body(addr, &target).map_err(|e| format!("{name}: {e}"))?;
+            Ok::<_, String>((name, slow))
+        })
+    });
+    for check in checks {
+        match check.await.unwrap() {
+            Ok((name, sent)) => eprintln!("{name}: slowloris cut off after {sent} bytes"),
+            Err(e) => panic!("{e}"),
         }
-        // The daemons still serve.
-        assert_eq!(nsqd.http_get("/ping").status, 200);
-        assert_eq!(lookupd.http_get("/ping").status, 200);
-        assert_eq!(admin.http_get("/ping").status, 200);
-    })
-    .await;
+    }
+    // The daemons still serve.
+    assert_eq!(nsqd.http_get("/ping").status, 200);
+    assert_eq!(lookupd.http_get("/ping").status, 200);
+    assert_eq!(admin.http_get("/ping").status, 200);
 }

@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use nsq_test_support::{
-    http_get, http_post, wait_until, within, NsqdProcess, NsqlookupdProcess, RawConn,
+    http_get, http_post, nothing_missing, wait_until, within, NsqdProcess, NsqlookupdProcess,
+    RawConn,
 };
 use regex::Regex;
 use serde_json::json;
@@ -63,11 +64,7 @@ async fn expect_lines(what: &str, logs: impl Fn() -> String, prefix: &str, patte
             .filter(|(_, re)| !lines.iter().any(|l| re.is_match(l)))
             .map(|(p, _)| p)
             .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("missing {missing:#?}"))
-        }
+        nothing_missing(&missing)
     })
     .await;
     if let Err(e) = found {
@@ -222,54 +219,47 @@ async fn nsqd_and_lookupd_log_upstreams_lines_for_the_same_actions() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[nsq_test_support::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_format_json_writes_one_object_per_line() {
-    within(async {
-        let lookupd = NsqlookupdProcess::start(&["--log-format=json"]);
-        let l = lookupd.tcp_addr();
-        let lookupd_arg = format!("--lookupd-tcp-address={l}");
-        let nsqd = NsqdProcess::start(&["--log-format=json", &lookupd_arg]);
-        assert_eq!(
-            http_post(nsqd.http_addr(), "/topic/create?topic=j", b"")
-                .unwrap()
-                .status,
-            200
-        );
-        let topic_line = wait_until(WAIT, "nsqd logged the topic as JSON", || {
-            nsqd.logs()
-                .lines()
-                .map(|l| {
-                    serde_json::from_str::<serde_json::Value>(l).map_err(|e| format!("{e}: {l}"))
-                })
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .find(|v| v["message"] == "TOPIC(j): created")
-                .ok_or_else(|| "no TOPIC(j) line yet".to_string())
-        })
-        .await
-        .unwrap_or_else(|e| nsqd.fail(&e));
-        assert_eq!(topic_line["app"], "nsqd", "{topic_line}");
-        assert_eq!(topic_line["level"], "INFO", "{topic_line}");
-        assert!(topic_line["timestamp"].is_string(), "{topic_line}");
-        wait_until(WAIT, "lookupd logged the registration as JSON", || {
-            lookupd
-                .logs()
-                .lines()
-                .map(|l| {
-                    serde_json::from_str::<serde_json::Value>(l).map_err(|e| format!("{e}: {l}"))
-                })
-                .collect::<Result<Vec<_>, _>>()?
-                .into_iter()
-                .find(|v| {
-                    v["app"] == "nsqlookupd"
-                        && v["message"]
-                            .as_str()
-                            .is_some_and(|m| m.ends_with("REGISTER category:topic key:j subkey:"))
-                })
-                .ok_or_else(|| "no REGISTER line yet".to_string())
-        })
-        .await
-        .unwrap_or_else(|e| lookupd.fail(&e));
+    let lookupd = NsqlookupdProcess::start(&["--log-format=json"]);
+    let l = lookupd.tcp_addr();
+    let lookupd_arg = format!("--lookupd-tcp-address={l}");
+    let nsqd = NsqdProcess::start(&["--log-format=json", &lookupd_arg]);
+    assert_eq!(
+        http_post(nsqd.http_addr(), "/topic/create?topic=j", b"")
+            .unwrap()
+            .status,
+        200
+    );
+    let topic_line = wait_until(WAIT, "nsqd logged the topic as JSON", || {
+        nsqd.logs()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).map_err(|e| format!("{e}: {l}")))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .find(|v| v["message"] == "TOPIC(j): created")
+            .ok_or_else(|| "no TOPIC(j) line yet".to_string())
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| nsqd.fail(&e));
+    assert_eq!(topic_line["app"], "nsqd", "{topic_line}");
+    assert_eq!(topic_line["level"], "INFO", "{topic_line}");
+    assert!(topic_line["timestamp"].is_string(), "{topic_line}");
+    wait_until(WAIT, "lookupd logged the registration as JSON", || {
+        lookupd
+            .logs()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).map_err(|e| format!("{e}: {l}")))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .find(|v| {
+                v["app"] == "nsqlookupd"
+                    && v["message"]
+                        .as_str()
+                        .is_some_and(|m| m.ends_with("REGISTER category:topic key:j subkey:"))
+            })
+            .ok_or_else(|| "no REGISTER line yet".to_string())
+    })
+    .await
+    .unwrap_or_else(|e| lookupd.fail(&e));
 }

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use nsq_test_support::{http_get, http_post, wait_until, within_for, NsqadminProcess, NsqdProcess};
-use nsq_test_support::{NsqlookupdProcess, RawConn};
+use nsq_test_support::{nothing_missing, NsqlookupdProcess, RawConn};
 use regex::Regex;
 use serde_json::{json, Value};
 
@@ -307,11 +307,7 @@ async fn prometheus_scrapes_every_metric_the_dashboard_and_alerts_use() {
                     missing.push(name.clone());
                 }
             }
-            if missing.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{missing:?}"))
-            }
+            nothing_missing(&missing)
         })
         .await;
         if let Err(e) = missing {

@@ -5,6 +5,7 @@
 //! it asserts that each client connected exactly once, so a silent reconnect
 //! cannot hide a server fault. Needs `scripts/test-deps/python.sh`.
 
+use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -32,13 +33,21 @@ fn python() -> PathBuf {
     py
 }
 
-/// Run the Python client to completion (bounded) and return its JSON report.
-fn run_client(nsqd: &NsqdProcess, args: &[String]) -> Value {
+/// Run the Python client in `mode` on `topic` (plus `args`) to completion (bounded) and return
+/// its JSON report.
+fn run_client<S: AsRef<OsStr> + std::fmt::Debug>(
+    nsqd: &NsqdProcess,
+    mode: &str,
+    topic: &str,
+    args: &[S],
+) -> Value {
     let script = repo_root().join("tests/py/pynsq_client.py");
     let mut child = Command::new(python())
         .arg(&script)
         .arg(format!("--tcp={}", nsqd.tcp_addr()))
         .arg(format!("--http={}", nsqd.http_addr()))
+        .arg(format!("--mode={mode}"))
+        .arg(format!("--topic={topic}"))
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -46,7 +55,7 @@ fn run_client(nsqd: &NsqdProcess, args: &[String]) -> Value {
         .expect("start python");
     let Some(status) = wait_with_deadline(&mut child, RUN_LIMIT) else {
         nsqd.fail(&format!(
-            "pynsq client {args:?} did not finish in {RUN_LIMIT:?}"
+            "pynsq client {mode} {topic} {args:?} did not finish in {RUN_LIMIT:?}"
         ));
     };
     let mut out = String::new();
@@ -70,7 +79,7 @@ fn run_client(nsqd: &NsqdProcess, args: &[String]) -> Value {
         .unwrap_or(Value::Null);
     if !status.success() {
         nsqd.fail(&format!(
-            "pynsq client {args:?} failed ({status}): {report}\n--- python stderr ---\n{err}"
+            "pynsq client {mode} {topic} {args:?} failed ({status}): {report}\n--- python stderr ---\n{err}"
         ));
     }
     report
@@ -84,9 +93,9 @@ fn roundtrip(features: &str) {
     let topic = format!("py_{}", features.replace(',', "_"));
     let report = run_client(
         &nsqd,
+        "roundtrip",
+        &topic,
         &[
-            "--mode=roundtrip".into(),
-            format!("--topic={topic}"),
             format!("--count={MESSAGES}"),
             format!("--features={features}"),
             format!("--ca={}", certs.path("ca.pem").display()),
@@ -159,14 +168,12 @@ fn auth_nsqd(auth: &AuthServer) -> NsqdProcess {
 fn pynsq_with_auth_allowed() {
     let auth = AuthServer::start(&[GRANT_ALL]);
     let nsqd = auth_nsqd(&auth);
+    let count = format!("--count={MESSAGES}");
     let report = run_client(
         &nsqd,
-        &[
-            "--mode=roundtrip".into(),
-            "--topic=py_authed".into(),
-            format!("--count={MESSAGES}"),
-            "--secret=let-me-in".into(),
-        ],
+        "roundtrip",
+        "py_authed",
+        &[&count, "--secret=let-me-in"],
     );
     assert_eq!(report["received"], MESSAGES, "{report}");
     let reqs = auth.requests();
@@ -178,14 +185,7 @@ fn pynsq_with_auth_allowed() {
 fn pynsq_with_auth_denied() {
     let auth = AuthServer::start(&[GRANT_ALL]);
     let nsqd = auth_nsqd(&auth);
-    let report = run_client(
-        &nsqd,
-        &[
-            "--mode=denied".into(),
-            "--topic=not_granted".into(),
-            "--secret=s".into(),
-        ],
-    );
+    let report = run_client(&nsqd, "denied", "not_granted", &["--secret=s"]);
     assert_eq!(report["published"], 0, "{report}");
     assert!(
         report["errors"][0]
@@ -206,12 +206,9 @@ fn pynsq_with_auth_expired() {
     let nsqd = auth_nsqd(&auth);
     let report = run_client(
         &nsqd,
-        &[
-            "--mode=expired".into(),
-            "--topic=py_expiring".into(),
-            "--count=1000000".into(),
-            "--secret=s".into(),
-        ],
+        "expired",
+        "py_expiring",
+        &["--count=1000000", "--secret=s"],
     );
     assert!(report["published"].as_u64().unwrap_or(0) >= 1, "{report}");
     assert!(

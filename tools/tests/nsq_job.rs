@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nsq_test_support::{wait_for_value, wait_until, within, NsqdProcess};
+use nsq_test_support::{wait_for_value, wait_until, NsqdProcess};
 use serde_json::Value;
 
 const JOB: &str = env!("CARGO_BIN_EXE_nsq-job");
@@ -131,228 +131,210 @@ fn read_log(path: &PathBuf) -> Vec<(bool, u32, u64)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[nsq_test_support::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_spread_by_load_and_no_worker_exceeds_its_capacity() {
-    within(async {
-        let nsqd = NsqdProcess::start(&[]);
-        let logs = tempfile::tempdir().unwrap();
-        // Every shard runs equally long: a worker kept full then runs load
-        // at a rate proportional to its capacity, whatever the mix.
-        let cmd = script(logs.path(), "0.3");
-        let capacities = [("w2", 2u64), ("w4", 4), ("w6", 6), ("w8", 8)];
-        let _workers: Vec<Worker> = capacities
-            .iter()
-            .map(|(id, c)| Worker::start(&nsqd, "render", id, *c, &cmd, &[]))
-            .collect();
-        wait_workers(&nsqd, "render", 4).await;
+    let nsqd = NsqdProcess::start(&[]);
+    let logs = tempfile::tempdir().unwrap();
+    // Every shard runs equally long: a worker kept full then runs load
+    // at a rate proportional to its capacity, whatever the mix.
+    let cmd = script(logs.path(), "0.3");
+    let capacities = [("w2", 2u64), ("w4", 4), ("w6", 6), ("w8", 8)];
+    let _workers: Vec<Worker> = capacities
+        .iter()
+        .map(|(id, c)| Worker::start(&nsqd, "render", id, *c, &cmd, &[]))
+        .collect();
+    wait_workers(&nsqd, "render", 4).await;
 
-        let load = |i: usize| (i % 4) as u64 + 1;
-        let loads: Vec<String> = (0..64).map(|i| load(i).to_string()).collect();
-        let params: Vec<String> = (0..64).map(|i| format!("{i}=p{i}")).collect();
-        let fire_id = submit(
-            &nsqd,
-            &[
-                "--job",
-                "render",
-                "--shards",
-                "64",
-                "--loads",
-                &loads.join(","),
-                "--params",
-                &params.join(","),
-            ],
-        );
-        wait_fire(&nsqd, "render", &fire_id, 64, 0).await;
+    let load = |i: usize| (i % 4) as u64 + 1;
+    let loads: Vec<String> = (0..64).map(|i| load(i).to_string()).collect();
+    let params: Vec<String> = (0..64).map(|i| format!("{i}=p{i}")).collect();
+    let fire_id = submit(
+        &nsqd,
+        &[
+            "--job",
+            "render",
+            "--shards",
+            "64",
+            "--loads",
+            &loads.join(","),
+            "--params",
+            &params.join(","),
+        ],
+    );
+    wait_fire(&nsqd, "render", &fire_id, 64, 0).await;
 
-        let total_load: u64 = (0..64).map(load).sum();
-        let total_capacity: u64 = capacities.iter().map(|c| c.1).sum();
-        let mut seen = BTreeMap::new();
-        for (id, capacity) in capacities {
-            let log = read_log(&logs.path().join(format!("{id}.log")));
-            let mut running = 0u64;
-            let mut done_load = 0u64;
-            for (start, item, load) in &log {
-                if *start {
-                    running += load;
-                    assert!(
-                        running <= capacity,
-                        "{id} held {running} > capacity {capacity}: {log:?}"
-                    );
-                    *seen.entry(*item).or_insert(0) += 1;
-                } else {
-                    running -= load;
-                    done_load += load;
-                }
+    let total_load: u64 = (0..64).map(load).sum();
+    let total_capacity: u64 = capacities.iter().map(|c| c.1).sum();
+    let mut seen = BTreeMap::new();
+    for (id, capacity) in capacities {
+        let log = read_log(&logs.path().join(format!("{id}.log")));
+        let mut running = 0u64;
+        let mut done_load = 0u64;
+        for (start, item, load) in &log {
+            if *start {
+                running += load;
+                assert!(
+                    running <= capacity,
+                    "{id} held {running} > capacity {capacity}: {log:?}"
+                );
+                *seen.entry(*item).or_insert(0) += 1;
+            } else {
+                running -= load;
+                done_load += load;
             }
-            let share = total_load as f64 * capacity as f64 / total_capacity as f64;
-            assert!(
-                (done_load as f64) >= share * 0.75 && (done_load as f64) <= share * 1.25,
-                "{id} (capacity {capacity}) ran load {done_load}, its share is {share:.1}"
-            );
         }
-        assert_eq!(seen.len(), 64, "every item ran");
-
-        // The status tool shows the same.
-        let out = Command::new(JOB)
-            .args([
-                "status",
-                "--nsqd-http-address",
-                &nsqd.http_addr().to_string(),
-                "--job",
-                "render",
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let share = total_load as f64 * capacity as f64 / total_capacity as f64;
         assert!(
-            out.status.success()
-                && text.contains(&format!(
-                    "fire {fire_id}: pending 0 running 0 failed 0 done 64 dead 0"
-                )),
-            "{text}"
+            (done_load as f64) >= share * 0.75 && (done_load as f64) <= share * 1.25,
+            "{id} (capacity {capacity}) ran load {done_load}, its share is {share:.1}"
         );
-        assert!(text.contains("item   63 load    4 done"), "{text}");
-    })
-    .await;
+    }
+    assert_eq!(seen.len(), 64, "every item ran");
+
+    // The status tool shows the same.
+    let out = Command::new(JOB)
+        .args([
+            "status",
+            "--nsqd-http-address",
+            &nsqd.http_addr().to_string(),
+            "--job",
+            "render",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && text.contains(&format!(
+                "fire {fire_id}: pending 0 running 0 failed 0 done 64 dead 0"
+            )),
+        "{text}"
+    );
+    assert!(text.contains("item   63 load    4 done"), "{text}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[nsq_test_support::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_shards_finish_elsewhere_within_two_seconds() {
-    within(async {
-        let nsqd = NsqdProcess::start(&[]);
-        let logs = tempfile::tempdir().unwrap();
-        let cmd = script(logs.path(), "1");
-        let mut doomed = Worker::start(&nsqd, "crawl", "doomed", 2, &cmd, &[]);
-        let _survivor = Worker::start(&nsqd, "crawl", "survivor", 4, &cmd, &[]);
-        wait_workers(&nsqd, "crawl", 2).await;
-        let fire_id = submit(&nsqd, &["--job", "crawl", "--shards", "4", "--load", "1"]);
-        let held: Vec<u64> = wait_until(PATIENCE, "the doomed worker runs two shards", || {
+    let nsqd = NsqdProcess::start(&[]);
+    let logs = tempfile::tempdir().unwrap();
+    let cmd = script(logs.path(), "1");
+    let mut doomed = Worker::start(&nsqd, "crawl", "doomed", 2, &cmd, &[]);
+    let _survivor = Worker::start(&nsqd, "crawl", "survivor", 4, &cmd, &[]);
+    wait_workers(&nsqd, "crawl", 2).await;
+    let fire_id = submit(&nsqd, &["--job", "crawl", "--shards", "4", "--load", "1"]);
+    let held: Vec<u64> = wait_until(PATIENCE, "the doomed worker runs two shards", || {
+        let s = status(&nsqd, "crawl");
+        let items: Vec<u64> = fire(&s, &fire_id)
+            .and_then(|f| f["shards"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter(|sh| sh["worker"] == "doomed" && sh["state"] == "running")
+            .filter_map(|sh| sh["item"].as_u64())
+            .collect();
+        if items.len() == 2 {
+            Ok(items)
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await
+    .unwrap_or_else(|e| nsqd.fail(&e));
+
+    doomed.0.kill().unwrap();
+    let killed_at = Instant::now();
+    wait_until(
+        Duration::from_secs(2),
+        "the killed worker's shards are done elsewhere",
+        || {
             let s = status(&nsqd, "crawl");
-            let items: Vec<u64> = fire(&s, &fire_id)
-                .and_then(|f| f["shards"].as_array().cloned())
-                .unwrap_or_default()
-                .iter()
-                .filter(|sh| sh["worker"] == "doomed" && sh["state"] == "running")
-                .filter_map(|sh| sh["item"].as_u64())
-                .collect();
-            if items.len() == 2 {
-                Ok(items)
+            let f = fire(&s, &fire_id).cloned().unwrap_or_default();
+            let ok = held.iter().all(|item| {
+                f["shards"].as_array().into_iter().flatten().any(|sh| {
+                    sh["item"] == *item && sh["state"] == "done" && sh["worker"] == "survivor"
+                })
+            });
+            if ok {
+                Ok(())
             } else {
                 Err(s.to_string())
             }
-        })
-        .await
-        .unwrap_or_else(|e| nsqd.fail(&e));
-
-        doomed.0.kill().unwrap();
-        let killed_at = Instant::now();
-        wait_until(
-            Duration::from_secs(2),
-            "the killed worker's shards are done elsewhere",
-            || {
-                let s = status(&nsqd, "crawl");
-                let f = fire(&s, &fire_id).cloned().unwrap_or_default();
-                let ok = held.iter().all(|item| {
-                    f["shards"].as_array().into_iter().flatten().any(|sh| {
-                        sh["item"] == *item && sh["state"] == "done" && sh["worker"] == "survivor"
-                    })
-                });
-                if ok {
-                    Ok(())
-                } else {
-                    Err(s.to_string())
-                }
-            },
-        )
-        .await
-        .unwrap_or_else(|e| nsqd.fail(&e));
-        assert!(killed_at.elapsed() <= Duration::from_secs(2));
-        wait_fire(&nsqd, "crawl", &fire_id, 4, 0).await;
-    })
-    .await;
+        },
+    )
+    .await
+    .unwrap_or_else(|e| nsqd.fail(&e));
+    assert!(killed_at.elapsed() <= Duration::from_secs(2));
+    wait_fire(&nsqd, "crawl", &fire_id, 4, 0).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[nsq_test_support::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_always_failing_shard_lands_in_the_dead_letter_topic() {
-    within(async {
-        let nsqd = NsqdProcess::start(&[]);
-        assert_eq!(nsqd.http_post("/topic/create?topic=mail", b"").status, 200);
-        assert_eq!(
-            nsqd.http_post("/channel/create?topic=mail&channel=workers", b"")
-                .status,
-            200
-        );
-        let r = nsqd.http_post(
-            "/channel/max_attempts?topic=mail&channel=workers&max_attempts=3",
-            b"",
-        );
-        assert_eq!(r.status, 200);
-        let cmd = "[ \"$NSQ_SHARD_ITEM\" != 1 ]";
-        let _w = Worker::start(&nsqd, "mail", "w", 2, cmd, &["--requeue-delay", "50ms"]);
-        let fire_id = submit(
-            &nsqd,
-            &["--job", "mail", "--shards", "3", "--payload", "hello"],
-        );
-        wait_fire(&nsqd, "mail", &fire_id, 2, 1).await;
-        let s = status(&nsqd, "mail");
-        let dead: Vec<&Value> = fire(&s, &fire_id).unwrap()["shards"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|sh| sh["state"] == "dead")
-            .collect();
-        assert_eq!(
-            (dead.len(), &dead[0]["item"], &dead[0]["attempts"]),
-            (1, &Value::from(1), &Value::from(3)),
-            "{s}"
-        );
-        let stats = nsqd.http_get("/stats?format=json&topic=mail.dead").json();
-        assert_eq!(stats["topics"][0]["depth"], 1, "{stats}");
-    })
-    .await;
+    let nsqd = NsqdProcess::start(&[]);
+    nsqd.create_channel("mail", "workers");
+    nsqd.post_ok(
+        "/channel/max_attempts?topic=mail&channel=workers&max_attempts=3",
+        b"",
+    );
+    let cmd = "[ \"$NSQ_SHARD_ITEM\" != 1 ]";
+    let _w = Worker::start(&nsqd, "mail", "w", 2, cmd, &["--requeue-delay", "50ms"]);
+    let fire_id = submit(
+        &nsqd,
+        &["--job", "mail", "--shards", "3", "--payload", "hello"],
+    );
+    wait_fire(&nsqd, "mail", &fire_id, 2, 1).await;
+    let s = status(&nsqd, "mail");
+    let dead: Vec<&Value> = fire(&s, &fire_id).unwrap()["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|sh| sh["state"] == "dead")
+        .collect();
+    assert_eq!(
+        (dead.len(), &dead[0]["item"], &dead[0]["attempts"]),
+        (1, &Value::from(1), &Value::from(3)),
+        "{s}"
+    );
+    let stats = nsqd.http_get("/stats?format=json&topic=mail.dead").json();
+    assert_eq!(stats["topics"][0]["depth"], 1, "{stats}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[nsq_test_support::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_settle_window_holds_dispatch_until_the_workers_joined() {
-    within(async {
-        let nsqd = NsqdProcess::start(&["--job-settle-time=60s", "--job-min-workers=2"]);
-        let logs = tempfile::tempdir().unwrap();
-        let cmd = script(logs.path(), "0.3");
-        let fire_id = submit(&nsqd, &["--job", "batch", "--shards", "8", "--load", "1"]);
-        let _first = Worker::start(&nsqd, "batch", "first", 4, &cmd, &[]);
-        wait_until(
-            PATIENCE,
-            "the first worker joined and the job settles",
-            || {
-                let s = status(&nsqd, "batch");
-                let pending = fire(&s, &fire_id).map(|f| f["pending"].clone());
-                if s["workers"].as_array().map_or(0, |w| w.len()) == 1
-                    && s["settling"] == true
-                    && pending == Some(Value::from(8))
-                {
-                    Ok(())
-                } else {
-                    Err(s.to_string())
-                }
-            },
-        )
-        .await
-        .unwrap_or_else(|e| nsqd.fail(&e));
-        assert!(s_le(&status(&nsqd, "batch")["settle_remaining_ms"], 60_000));
+    let nsqd = NsqdProcess::start(&["--job-settle-time=60s", "--job-min-workers=2"]);
+    let logs = tempfile::tempdir().unwrap();
+    let cmd = script(logs.path(), "0.3");
+    let fire_id = submit(&nsqd, &["--job", "batch", "--shards", "8", "--load", "1"]);
+    let _first = Worker::start(&nsqd, "batch", "first", 4, &cmd, &[]);
+    wait_until(
+        PATIENCE,
+        "the first worker joined and the job settles",
+        || {
+            let s = status(&nsqd, "batch");
+            let pending = fire(&s, &fire_id).map(|f| f["pending"].clone());
+            if s["workers"].as_array().map_or(0, |w| w.len()) == 1
+                && s["settling"] == true
+                && pending == Some(Value::from(8))
+            {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| nsqd.fail(&e));
+    assert!(s_le(&status(&nsqd, "batch")["settle_remaining_ms"], 60_000));
 
-        let _second = Worker::start(&nsqd, "batch", "second", 4, &cmd, &[]);
-        wait_fire(&nsqd, "batch", &fire_id, 8, 0).await;
-        assert_eq!(status(&nsqd, "batch")["settling"], false);
-        // Neither worker was flooded: both ran shards, at most four each.
-        for id in ["first", "second"] {
-            let ran = read_log(&logs.path().join(format!("{id}.log")))
-                .iter()
-                .filter(|l| l.0)
-                .count();
-            assert!((1..=4).contains(&ran), "{id} ran {ran} shards");
-        }
-    })
-    .await;
+    let _second = Worker::start(&nsqd, "batch", "second", 4, &cmd, &[]);
+    wait_fire(&nsqd, "batch", &fire_id, 8, 0).await;
+    assert_eq!(status(&nsqd, "batch")["settling"], false);
+    // Neither worker was flooded: both ran shards, at most four each.
+    for id in ["first", "second"] {
+        let ran = read_log(&logs.path().join(format!("{id}.log")))
+            .iter()
+            .filter(|l| l.0)
+            .count();
+        assert!((1..=4).contains(&ran), "{id} ran {ran} shards");
+    }
 }
 
 fn s_le(v: &Value, max: u64) -> bool {

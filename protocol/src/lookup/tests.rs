@@ -53,34 +53,23 @@ fn identity() -> PeerIdentity {
 #[test]
 fn golden_commands() {
     assert_eq!(encoded(&LookupCommand::Ping), b"PING\n");
-    assert_eq!(
-        encoded(&LookupCommand::Register {
-            topic: topic("t"),
-            channel: None
-        }),
-        b"REGISTER t\n"
-    );
-    assert_eq!(
-        encoded(&LookupCommand::Register {
-            topic: topic("t"),
-            channel: Some(channel("c#ephemeral"))
-        }),
-        b"REGISTER t c#ephemeral\n"
-    );
-    assert_eq!(
-        encoded(&LookupCommand::Unregister {
-            topic: topic("t"),
-            channel: None
-        }),
-        b"UNREGISTER t\n"
-    );
-    assert_eq!(
-        encoded(&LookupCommand::Unregister {
-            topic: topic("t"),
-            channel: Some(channel("c"))
-        }),
-        b"UNREGISTER t c\n"
-    );
+    let (t, c, eph) = (topic("t"), channel("c"), channel("c#ephemeral"));
+    let register = |channel: Option<&ChannelName>| LookupCommand::Register {
+        topic: t.clone(),
+        channel: channel.cloned(),
+    };
+    let unregister = |channel: Option<&ChannelName>| LookupCommand::Unregister {
+        topic: t.clone(),
+        channel: channel.cloned(),
+    };
+    for (cmd, wire) in [
+        (register(None), &b"REGISTER t\n"[..]),
+        (register(Some(&eph)), b"REGISTER t c#ephemeral\n"),
+        (unregister(None), b"UNREGISTER t\n"),
+        (unregister(Some(&c)), b"UNREGISTER t c\n"),
+    ] {
+        assert_eq!(encoded(&cmd), wire, "{cmd:?}");
+    }
     let mut want = b"IDENTIFY\n".to_vec();
     want.extend_from_slice(&(IDENTITY_JSON.len() as u32).to_be_bytes());
     want.extend_from_slice(IDENTITY_JSON);
