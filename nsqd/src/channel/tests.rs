@@ -398,16 +398,16 @@ fn sampling_delivers_about_the_rate_and_drops_the_rest() {
 
 #[tokio::test]
 async fn a_packed_batch_spills_mid_batch_and_mixes_with_requeues() {
+    let bodies: Vec<Bytes> = (0..20).map(|i| Bytes::from(format!("m{i}"))).collect();
+    let batch = crate::backlog::Packed::pack(&bodies, 0, 0);
     let dir = tempfile::tempdir().unwrap();
     let io = disk(dir.path());
     let ch = spilling_channel(&io, 5);
-    let c = subscribed(&ch, 1);
-    let bodies: Vec<Bytes> = (0..20).map(|i| Bytes::from(format!("m{i}"))).collect();
-    let batch = crate::backlog::Packed::pack(&bodies, 0, 0);
     // Five stay packed in memory, fifteen are unpacked to disk.
     let spill = ch.put_packed(&batch).expect("spilled mid-batch");
     spill.await.unwrap().unwrap();
     assert_eq!(ch.stats().depth, 20);
+    let c = subscribed(&ch, 1);
     let first = take(&ch, &c, 2, Instant::now());
     assert_eq!(first.iter().map(|m| m.id).collect::<Vec<_>>(), [0, 1]);
     ch.finish(c.id, 1).unwrap();
