@@ -113,6 +113,11 @@ impl Entry {
 /// Messages in memory, oldest first. Lengths count messages, not entries.
 #[derive(Debug, Default)]
 pub struct Queue {
+    /// Messages ahead of `entries`: the batch being taken, unpacked whole
+    /// when its first message is taken (its body references are counted up
+    /// in one burst on the taking thread rather than one at a time against
+    /// the FINs dropping them on another), and messages put back in front.
+    front: VecDeque<Message>,
     entries: VecDeque<Entry>,
     len: usize,
 }
@@ -133,7 +138,7 @@ impl Queue {
 
     pub fn push_front(&mut self, msg: Message) {
         self.len += 1;
-        self.entries.push_front(Entry::One(msg));
+        self.front.push_front(msg);
     }
 
     pub fn push_packed(&mut self, packed: Packed) {
@@ -145,18 +150,15 @@ impl Queue {
 
     /// Take the oldest message.
     pub fn pop_front(&mut self) -> Option<Message> {
-        let msg = match self.entries.front_mut()? {
-            Entry::One(_) => match self.entries.pop_front() {
-                Some(Entry::One(m)) => Some(m),
-                _ => None,
-            },
-            Entry::Packed(p) => {
-                let m = p.pop();
-                if p.is_empty() {
-                    self.entries.pop_front();
+        let msg = match self.front.pop_front() {
+            Some(m) => Some(m),
+            None => match self.entries.pop_front()? {
+                Entry::One(m) => Some(m),
+                Entry::Packed(p) => {
+                    self.front.extend(p.messages());
+                    self.front.pop_front()
                 }
-                m
-            }
+            },
         };
         self.len -= usize::from(msg.is_some());
         msg
@@ -170,30 +172,39 @@ impl Queue {
     /// Take every entry as it is, oldest first (a topic hands them on).
     pub fn take_entries(&mut self) -> VecDeque<Entry> {
         self.len = 0;
-        std::mem::take(&mut self.entries)
+        let mut out: VecDeque<Entry> = self.front.drain(..).map(Entry::One).collect();
+        out.append(&mut self.entries);
+        out
     }
 
     pub fn clear(&mut self) {
+        self.front.clear();
         self.entries.clear();
         self.len = 0;
     }
 
     /// Copies of the messages, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = Message> + '_ {
-        self.entries
+        let queued = self
+            .entries
             .iter()
             .flat_map(|e| -> Box<dyn Iterator<Item = Message>> {
                 match e {
                     Entry::One(m) => Box::new(std::iter::once(m.clone())),
                     Entry::Packed(p) => Box::new(p.messages()),
                 }
-            })
+            });
+        self.front.iter().cloned().chain(queued)
     }
 
     /// Take out the message at `index` (0 is the oldest); a packed entry
     /// around it is split in two.
     pub fn remove(&mut self, index: usize) -> Option<Message> {
-        let mut skip = index;
+        if index < self.front.len() {
+            self.len -= 1;
+            return self.front.remove(index);
+        }
+        let mut skip = index - self.front.len();
         let at = self.entries.iter().position(|e| {
             let inside = skip < e.len();
             if !inside {
