@@ -179,6 +179,8 @@ start_nsqd() {
     dir=$(mktemp -d "$WORK/$1.XXXX")
     shift; [ $# -gt 0 ] && shift
     mkdir -p "$dir/data"
+    # Made here: the background job opens it only when it gets to run.
+    : >"$dir/nsqd.log"
     # shellcheck disable=SC2086 # NSQD_ARGS is a list of flags
     "$nsqd" --tcp-address="$ip:0" --http-address="$ip:0" \
         --data-path="$dir/data" $NSQD_ARGS "$@" >"$dir/nsqd.log" 2>&1 &

@@ -71,6 +71,41 @@ fn fan_out(c: &mut Criterion) {
     g.finish();
 }
 
+/// MPUB of 200 messages of 200 bytes into a topic with `n` channels (the
+/// batch stays packed, one entry per channel), then one subscriber per
+/// channel taking them all into flight (each unpacked there).
+fn mpub_fan_out_take(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mpub_fan_out_take");
+    const BATCH: usize = 200;
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for n in [1usize, 10, 100] {
+        let topic = Topic::new("bench".parse().unwrap(), 1, limits(), false, None, None);
+        let subscribed: Vec<(Arc<Channel>, Arc<Client>)> = (0..n)
+            .map(|i| {
+                let ch = (topic.get_or_create_channel(&format!("c{i}").parse().unwrap())).0;
+                let client = Arc::new(Client::new(i as u64, "127.0.0.1:1".parse().unwrap(), 0));
+                ch.add_client(client.clone()).unwrap();
+                (ch, client)
+            })
+            .collect();
+        let bodies = vec![body(); BATCH];
+        let mut out = Vec::with_capacity(BATCH);
+        g.bench_with_input(BenchmarkId::new("channels", n), &n, |b, _| {
+            b.iter(|| {
+                black_box(topic.put(bodies.clone(), None).expect("room"));
+                for (ch, client) in &subscribed {
+                    out.clear();
+                    ch.take(client, BATCH, MSG_TIMEOUT, 0, Instant::now(), &mut out);
+                    for m in &out {
+                        ch.finish(client.id, m.id).expect("in flight");
+                    }
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 /// One message through a subscribed channel that already has `in_flight`
 /// messages out: put, take into flight, FIN.
 fn take_fin(c: &mut Criterion) {
@@ -254,5 +289,12 @@ fn sub_fin(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fan_out, take_fin, pub_round_trip, sub_fin);
+criterion_group!(
+    benches,
+    fan_out,
+    mpub_fan_out_take,
+    take_fin,
+    pub_round_trip,
+    sub_fin
+);
 criterion_main!(benches);

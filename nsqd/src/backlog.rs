@@ -3,7 +3,6 @@
 //! in publish order. Topic and channel both keep theirs in this one type;
 //! it lives inside its owner's lock and is never locked on its own.
 
-use std::collections::VecDeque;
 use std::io;
 use std::sync::Weak;
 use std::time::Duration;
@@ -13,6 +12,9 @@ use tokio::time::Instant;
 use crate::disk_io::{DiskDamage, DiskSink, QueueHandle, ReadAhead, WriteBatch};
 use crate::disk_queue::Position;
 use crate::message::{unix_nanos, Message};
+
+mod queue;
+pub use queue::{Entry, Packed, Queue};
 
 /// Completion of a publish's disk write: resolves once the records that did
 /// not fit in memory are written.
@@ -34,7 +36,7 @@ struct Disk {
 
 pub struct Backlog {
     /// Messages in memory, oldest first.
-    pub mem: VecDeque<Message>,
+    pub mem: Queue,
     disk: Option<Disk>,
     mem_limit: usize,
     /// `--durable` with a disk queue: every message goes through disk.
@@ -60,7 +62,7 @@ impl Backlog {
         ephemeral: bool,
     ) -> Self {
         Backlog {
-            mem: VecDeque::new(),
+            mem: Queue::default(),
             durable: durable && disk.is_some(),
             disk: disk.map(|(queue, sink)| Disk { queue, sink }),
             mem_limit,
@@ -110,6 +112,19 @@ impl Backlog {
         let keep = self.keep_in_memory(msgs.len(), 0);
         self.mem.extend(msgs[..keep].iter().cloned());
         self.write(&msgs[keep..], 0)
+    }
+
+    /// Queue a packed batch likewise, with `others` messages the owner
+    /// keeps in memory beside `mem`: what does not fit is unpacked and
+    /// written to disk.
+    pub fn push_packed(&mut self, mut packed: Packed, others: usize) -> Option<DiskWrite> {
+        let keep = self.keep_in_memory(packed.len(), others);
+        self.mem.push_packed(packed.split_front(keep));
+        if packed.is_empty() || self.disk.is_none() {
+            return None;
+        }
+        let rest: Vec<Message> = packed.messages().collect();
+        self.write(&rest, 0)
     }
 
     /// Send messages to the disk queue with their due time (Unix ns, 0 for
@@ -238,7 +253,7 @@ impl Backlog {
             return 0;
         }
         let mut batch = WriteBatch::default();
-        for m in self.mem.drain(..) {
+        for m in self.mem.drain() {
             batch.push(|out| m.encode_disk(0, out));
         }
         for (m, due) in more {

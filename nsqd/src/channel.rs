@@ -12,8 +12,9 @@
 //!   for replication): finished, paused, emptied; created and deleted come
 //!   from the topic.
 //!
-//! Around the core: `flight.rs` (in flight and deferred), `waiters.rs` (idle
-//! clients), `disk.rs` (its disk queue), `limits.rs`, `stats.rs`.
+//! Around the core: `put.rs` (the publish side), `flight.rs` (in flight and
+//! deferred), `waiters.rs` (idle clients), `disk.rs` (its disk queue),
+//! `limits.rs`, `stats.rs`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,7 +28,7 @@ pub use crate::backlog::DiskWrite;
 use crate::client::Client;
 use crate::disk_io::{DiskSink, QueueHandle};
 pub use crate::id_map::{IdHasher, IdMap};
-use crate::message::{unix_nanos, Message};
+use crate::message::Message;
 
 mod dead_letter;
 mod disk;
@@ -37,6 +38,7 @@ mod flight;
 mod job_seam;
 mod jobs;
 mod limits;
+mod put;
 mod stats;
 mod waiters;
 pub use crate::client::JobWorker;
@@ -154,44 +156,6 @@ impl Channel {
         self.deleted.store(true, Ordering::Release);
     }
 
-    /// Queue messages for delivery (see [`Backlog::push`]). Returns the disk
-    /// write to wait for, if any.
-    pub fn put(&self, msgs: &[Message]) -> Option<DiskWrite> {
-        let mut st = self.lock();
-        st.counts.message += msgs.len() as u64;
-        if st.job.is_none() {
-            st.job = jobs::JobState::for_messages(self.limits.jobs, msgs);
-        }
-        let pending = st.backlog.push(msgs);
-        wake_waiters(&mut st);
-        pending
-    }
-
-    /// Room left in memory before a publish would spill.
-    pub fn room(&self) -> usize {
-        self.lock().backlog.room(0)
-    }
-
-    /// Whether this channel can take any number of messages.
-    pub fn is_unbounded(&self) -> bool {
-        self.lock().backlog.unbounded()
-    }
-
-    /// Hold messages until `due`, then queue them. Durable: they go to the
-    /// disk queue with their due time, and the write is returned.
-    pub fn put_deferred(&self, msgs: &[Message], due: Instant) -> Option<DiskWrite> {
-        let mut st = self.lock();
-        st.counts.message += msgs.len() as u64;
-        if st.backlog.durable() {
-            let wall = crate::backlog::wall_due(due, Instant::now(), unix_nanos());
-            return st.backlog.write(msgs, wall);
-        }
-        for m in msgs {
-            st.flights.defer(m.clone(), due);
-        }
-        None
-    }
-
     /// Add a subscriber.
     pub fn add_client(&self, client: Arc<Client>) -> Result<(), JoinError> {
         let mut st = self.lock();
@@ -275,8 +239,9 @@ impl Channel {
             return 0;
         }
         let taken = max.min(st.backlog.mem.len());
-        let unfinished = &mut st.unfinished;
-        let sampled = st.backlog.mem.drain(..taken).filter(|msg| {
+        let (unfinished, mem) = (&mut st.unfinished, &mut st.backlog.mem);
+        let queued = std::iter::from_fn(|| mem.pop_front()).take(taken);
+        let sampled = queued.filter(|msg| {
             let keep = sample_rate == 0 || rand::random::<u32>() % 100 <= u32::from(sample_rate);
             if let (false, Some(u)) = (keep, unfinished.as_mut()) {
                 u.finished(msg.id);

@@ -12,11 +12,11 @@ use bytes::Bytes;
 use nsq_protocol::{ChannelName, TopicName};
 use tokio::time::Instant;
 
-use crate::backlog::{wall_due, Backlog, DiskWrite};
+use crate::backlog::{wall_due, Backlog, DiskWrite, Entry, Packed};
 use crate::channel::{Channel, ChannelLimits, ChannelStats};
 use crate::disk_io::{DiskDamage, DiskIo, DiskSink, QueueHandle, ReadAhead};
 use crate::disk_queue::Position;
-use crate::message::{unix_nanos, IdGenerator, Message};
+use crate::message::{id_after, unix_nanos, IdGenerator, Message};
 use crate::metadata::Progress;
 
 /// How long moving held messages to the channels waits for `nsqd.dat` to
@@ -232,21 +232,37 @@ impl Topic {
             return Err(PutError::QueueFull);
         }
         let now_nanos = unix_nanos();
-        let mut bytes = 0u64;
+        let first = st.ids.reserve(now_nanos, n);
+        st.message_count += n as u64;
+        st.message_bytes += bodies.iter().map(|b| b.len() as u64).sum::<u64>();
+        let due = defer.filter(|d| !d.is_zero()).map(|d| Instant::now() + d);
+        let mut writes = Vec::new();
+        if n > 1 && due.is_none() {
+            // An MPUB stays one packed entry on its way to every channel.
+            let packed = Packed::pack(&bodies, first, now_nanos);
+            if let Some(kept) = kept {
+                kept.extend(packed.messages());
+            }
+            if st.holding() {
+                let others = st.held_deferred.len();
+                writes.extend(st.held.push_packed(packed, others));
+            } else {
+                fan_out_packed(&st, &packed, &mut writes);
+            }
+            return Ok(writes);
+        }
+        let mut id = first;
         let msgs: Vec<Message> = bodies
             .into_iter()
             .map(|body| {
-                bytes += body.len() as u64;
-                Message::new(st.ids.next_at(now_nanos), now_nanos, body)
+                let m = Message::new(id, now_nanos, body);
+                id = id_after(id);
+                m
             })
             .collect();
-        st.message_count += n as u64;
-        st.message_bytes += bytes;
-        let due = defer.filter(|d| !d.is_zero()).map(|d| Instant::now() + d);
         if let Some(kept) = kept {
             kept.extend_from_slice(&msgs);
         }
-        let mut writes = Vec::new();
         if st.holding() {
             writes.extend(self.hold(&mut st, &msgs, due));
         } else {
@@ -389,7 +405,7 @@ impl Topic {
     /// What the topic holds in memory, with due times (replication's copy).
     pub fn held_in_memory(&self) -> Vec<(Message, Option<Instant>)> {
         let st = self.lock();
-        let now = st.held.mem.iter().map(|m| (m.clone(), None));
+        let now = st.held.mem.iter().map(|m| (m, None));
         let later = st
             .held_deferred
             .iter()
@@ -433,10 +449,20 @@ impl Topic {
         if st.holding() {
             return;
         }
-        let held: Vec<Message> = st.held.mem.drain(..).collect();
-        let mut writes = Vec::new();
-        if !held.is_empty() {
-            fan_out(st, &held, None, &mut writes);
+        let (mut writes, mut ones) = (Vec::new(), Vec::new());
+        for entry in st.held.mem.take_entries() {
+            match entry {
+                Entry::One(m) => ones.push(m),
+                Entry::Packed(p) => {
+                    if !ones.is_empty() {
+                        fan_out(st, &std::mem::take(&mut ones), None, &mut writes);
+                    }
+                    fan_out_packed(st, &p, &mut writes);
+                }
+            }
+        }
+        if !ones.is_empty() {
+            fan_out(st, &ones, None, &mut writes);
         }
         for (m, due) in std::mem::take(&mut st.held_deferred) {
             fan_out(st, std::slice::from_ref(&m), Some(due), &mut writes);
@@ -509,6 +535,11 @@ fn fan_out(st: &TopicState, msgs: &[Message], due: Option<Instant>, writes: &mut
     }
 }
 
+/// Give every channel the batch, still packed.
+fn fan_out_packed(st: &TopicState, packed: &Packed, writes: &mut Vec<DiskWrite>) {
+    writes.extend(st.channels.values().filter_map(|c| c.put_packed(packed)));
+}
+
 impl DiskSink for Topic {
     fn written(&self, count: u64, result: &io::Result<()>, depth: u64) {
         let mut st = self.lock();
@@ -545,3 +576,6 @@ impl DiskSink for Topic {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

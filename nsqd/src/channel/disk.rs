@@ -61,9 +61,14 @@ impl Channel {
     /// its due time), for replication's full copy.
     pub fn messages_in_memory(&self) -> Vec<(Message, Option<Instant>)> {
         let st = self.lock();
-        let now = st.backlog.mem.iter();
-        let flying = st.flights.in_flight().map(|f| &f.msg);
-        let mut out: Vec<_> = now.chain(flying).map(|m| (m.clone(), None)).collect();
+        let flying = st.flights.in_flight().map(|f| f.msg.clone());
+        let mut out: Vec<_> = st
+            .backlog
+            .mem
+            .iter()
+            .chain(flying)
+            .map(|m| (m, None))
+            .collect();
         out.extend(
             st.flights
                 .deferred_due()

@@ -16,7 +16,7 @@
 //! window and names the messages; the channel moves them into flight (its
 //! one `start`) and reports them back with `started`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -25,6 +25,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::IdMap;
+use crate::backlog::Queue;
 use crate::client::Client;
 use crate::message::Message;
 
@@ -288,7 +289,7 @@ impl JobState {
     /// workers that were given something.
     pub fn pick(
         &mut self,
-        queue: &VecDeque<Message>,
+        queue: &Queue,
         client: &Client,
         max: usize,
         now: Instant,
@@ -321,7 +322,7 @@ impl JobState {
 /// Take the picked (queue index, load) pairs out of the queue, in queue
 /// order: the messages and their loads.
 pub(super) fn remove_picked(
-    queue: &mut VecDeque<Message>,
+    queue: &mut Queue,
     mut picks: Vec<(usize, u64)>,
 ) -> (Vec<Message>, Vec<u64>) {
     // Remove back to front so earlier indexes stay valid.
@@ -365,7 +366,7 @@ struct Candidate {
 /// was given something and return `me`'s share as (queue index, load).
 fn assign(
     job: &mut JobState,
-    queue: &VecDeque<Message>,
+    queue: &Queue,
     me: u64,
     my_max: u64,
     now: Instant,
@@ -374,7 +375,7 @@ fn assign(
         .iter()
         .take(WINDOW)
         .enumerate()
-        .map(|(i, m)| (i, load_of(m), peek_load(&m.body).map(|l| l.item)))
+        .map(|(i, m)| (i, load_of(&m), peek_load(&m.body).map(|l| l.item)))
         .collect();
     if pending.is_empty() {
         return Vec::new();

@@ -395,3 +395,37 @@ fn sampling_delivers_about_the_rate_and_drops_the_rest() {
     assert_eq!((s.depth, s.in_flight_count), (0, out.len() as u64));
     assert_eq!(c.in_flight(), out.len() as u64);
 }
+
+#[tokio::test]
+async fn a_packed_batch_spills_mid_batch_and_mixes_with_requeues() {
+    let bodies: Vec<Bytes> = (0..20).map(|i| Bytes::from(format!("m{i}"))).collect();
+    let batch = crate::backlog::Packed::pack(&bodies, 0, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let io = disk(dir.path());
+    let ch = spilling_channel(&io, 5);
+    // Five stay packed in memory, fifteen are unpacked to disk.
+    let spill = ch.put_packed(&batch).expect("spilled mid-batch");
+    spill.await.unwrap().unwrap();
+    assert_eq!(ch.stats().depth, 20);
+    let c = subscribed(&ch, 1);
+    let first = take(&ch, &c, 2, Instant::now());
+    assert_eq!(first.iter().map(|m| m.id).collect::<Vec<_>>(), [0, 1]);
+    ch.finish(c.id, 1).unwrap();
+    ch.requeue(c.id, 0, Duration::ZERO, Instant::now()).unwrap();
+    let rest = take_all(&ch, &c, 19).await;
+    let mut others: Vec<u64> = rest.iter().map(|m| m.id).filter(|&id| id != 0).collect();
+    assert!(others.windows(2).all(|w| w[0] < w[1]), "publish order");
+    others.push(0);
+    others.sort_unstable();
+    assert_eq!(others, (0..20).filter(|&i| i != 1).collect::<Vec<_>>());
+    assert!(rest.iter().all(|m| m.body == format!("m{}", m.id)));
+    assert_eq!(rest.iter().find(|m| m.id == 0).unwrap().attempts, 2);
+    // Emptying drops a packed batch whole.
+    let small = crate::backlog::Packed::pack(&bodies[..4], 100, 0);
+    assert!(ch.put_packed(&small).is_none(), "fits in memory");
+    assert_eq!(ch.stats().depth, 4);
+    ch.empty();
+    assert_eq!(ch.stats().depth, 0);
+    assert!(take(&ch, &c, 20, Instant::now()).is_empty());
+    shutdown(io).await;
+}

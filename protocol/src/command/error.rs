@@ -44,7 +44,7 @@ pub(super) fn positive_within(
     size: i32,
     max: u64,
     code: ErrorCode,
-    invalid: &str,
+    invalid: impl std::fmt::Display,
     big: &str,
 ) -> Result<usize, DecodeError> {
     if size <= 0 {

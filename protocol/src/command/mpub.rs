@@ -60,12 +60,12 @@ pub(super) fn scan_mpub(l: &Limits, scan: &mut MpubScan, buf: &[u8]) -> Result<b
         }
         let size = i32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
         scan.in_body = true;
-        let invalid = format!("MPUB invalid message({i}) body size");
+        // Formatted only for an error: this runs for every message.
         let size = positive_within(
             size,
             l.max_msg_size,
             ErrorCode::BadMessage,
-            &invalid,
+            format_args!("MPUB invalid message({i}) body size"),
             "MPUB message",
         )?;
         if (at + 4).saturating_add(size) > scan.declared {

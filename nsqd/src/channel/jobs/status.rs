@@ -1,7 +1,7 @@
 //! `GET /job/status`: what a job channel reports about its workers and the
 //! shards of its recent fires.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -71,7 +71,7 @@ pub struct ShardStatus {
 pub(in crate::channel) struct View<'a> {
     pub job: String,
     pub channel: String,
-    pub queued: &'a VecDeque<Message>,
+    pub queued: &'a crate::backlog::Queue,
     pub deferred: Vec<&'a Message>,
     /// In flight, with the client holding it.
     pub running: Vec<(&'a Message, Option<&'a Arc<Client>>)>,
@@ -104,8 +104,8 @@ impl JobState {
                 worker,
             });
         };
-        for m in view.queued {
-            add(m, if m.attempts > 0 { "failed" } else { "pending" }, None);
+        for m in view.queued.iter() {
+            add(&m, if m.attempts > 0 { "failed" } else { "pending" }, None);
         }
         for m in view.deferred {
             add(m, "failed", None);
