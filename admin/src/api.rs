@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use nsq_protocol::names::is_valid_name;
 
-use crate::cluster::{enc, warning, Node, NodeError, Sources, Warnings};
+use crate::cluster::{enc, warning, Node, NodeError, Sources, StatsQuery, Warnings};
 use crate::context::Context;
 use crate::history::now_ms;
 use crate::routes::{Endpoint, Reply, Req};
@@ -154,7 +154,7 @@ async fn topic(ctx: &Context, name: &str) -> Reply {
         Err(reply) => return reply,
     };
     let answers = upstream!(
-        ctx.cluster.stats(&producers, Some(name), None, false).await,
+        ctx.cluster.stats(&producers, StatsQuery::topic(name)).await,
         w
     );
     let now = now_ms() / 1000;
@@ -188,7 +188,7 @@ async fn channel(ctx: &Context, topic: &str, name: &str) -> Reply {
     };
     let answers = upstream!(
         ctx.cluster
-            .stats(&producers, Some(topic), Some(name), true)
+            .stats(&producers, StatsQuery::channel(topic, name))
             .await,
         w
     );
@@ -221,7 +221,7 @@ async fn node(ctx: &Context, name: &str) -> Reply {
     };
     let mut answers = match ctx
         .cluster
-        .stats(std::slice::from_ref(&node), None, None, true)
+        .stats(std::slice::from_ref(&node), StatsQuery::with_clients())
         .await
     {
         Ok((a, _)) => a,
@@ -262,7 +262,7 @@ async fn node(ctx: &Context, name: &str) -> Reply {
 async fn counter(ctx: &Context) -> Reply {
     let mut w = Warnings::new();
     let nodes = upstream!(ctx.cluster.nodes().await, w);
-    let answers = upstream!(ctx.cluster.stats(&nodes, None, None, false).await, w);
+    let answers = upstream!(ctx.cluster.stats(&nodes, StatsQuery::default()).await, w);
     let mut stats: BTreeMap<String, CounterStats> = BTreeMap::new();
     for (node, s) in &answers {
         let addr = node.producer.http_address();

@@ -99,6 +99,42 @@ struct ProducersBody {
     producers: Vec<LookupdProducer>,
 }
 
+/// What a node's `/stats` is asked for: all of it or one topic (and one
+/// channel of it), with or without each channel's clients.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatsQuery<'a> {
+    pub topic: Option<&'a str>,
+    pub channel: Option<&'a str>,
+    pub include_clients: bool,
+}
+
+impl<'a> StatsQuery<'a> {
+    /// One topic, without clients.
+    pub fn topic(topic: &'a str) -> Self {
+        StatsQuery {
+            topic: Some(topic),
+            ..StatsQuery::default()
+        }
+    }
+
+    /// One channel of a topic, with its clients.
+    pub fn channel(topic: &'a str, channel: &'a str) -> Self {
+        StatsQuery {
+            topic: Some(topic),
+            channel: Some(channel),
+            include_clients: true,
+        }
+    }
+
+    /// Everything, with every channel's clients.
+    pub fn with_clients() -> Self {
+        StatsQuery {
+            include_clients: true,
+            ..StatsQuery::default()
+        }
+    }
+}
+
 impl Cluster {
     pub fn new(client: HttpClient, lookupds: Vec<String>, nsqds: Vec<String>) -> Self {
         Cluster {
@@ -288,36 +324,25 @@ impl Cluster {
         }
     }
 
-    /// Every node's `/stats`, narrowed to `topic` (and `channel`) when given.
-    pub async fn stats(
-        &self,
-        nodes: &[Node],
-        topic: Option<&str>,
-        channel: Option<&str>,
-        include_clients: bool,
-    ) -> Answer<Vec<(Node, NsqdStats)>> {
-        settle(
-            self.stats_each(nodes, topic, channel, include_clients)
-                .await,
-        )
+    /// Every node's `/stats`, as `q` asks.
+    pub async fn stats(&self, nodes: &[Node], q: StatsQuery<'_>) -> Answer<Vec<(Node, NsqdStats)>> {
+        settle(self.stats_each(nodes, q).await)
     }
 
     /// [`Cluster::stats`] with each node's own result, in `nodes`' order.
     pub async fn stats_each(
         &self,
         nodes: &[Node],
-        topic: Option<&str>,
-        channel: Option<&str>,
-        include_clients: bool,
+        q: StatsQuery<'_>,
     ) -> Vec<Result<(Node, NsqdStats), NodeError>> {
         let mut query = String::from("format=json");
-        if let Some(t) = topic {
+        if let Some(t) = q.topic {
             query.push_str(&format!("&topic={}", enc(t)));
         }
-        if let Some(c) = channel {
+        if let Some(c) = q.channel {
             query.push_str(&format!("&channel={}", enc(c)));
         }
-        if !include_clients {
+        if !q.include_clients {
             query.push_str("&include_clients=false");
         }
         self.fan_out(nodes.to_vec(), |c, n| {

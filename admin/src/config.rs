@@ -49,34 +49,28 @@ pub(crate) fn cidr_contains(cidr: &str, ip: IpAddr) -> Option<bool> {
 /// nanoseconds and the log level as upstream's number, as Go encodes them.
 fn option_value(ctx: &Context, key: &str) -> Option<Value> {
     let o = &ctx.opts;
-    let ns = |d: &nsq_app::GoDuration| json!(d.as_nanos_i64());
     Some(match key {
         "log_level" => json!(ctx.log_level.get().go_number()),
-        "log_prefix" => json!(o.log_prefix),
-        "http_address" => json!(o.http_address),
-        "base_path" => json!(o.base_path),
-        "graphite_url" => json!(o.graphite_url),
-        "proxy_graphite" => json!(o.proxy_graphite),
-        "statsd_counter_format" => json!(o.statsd_counter_format),
-        "statsd_gauge_format" => json!(o.statsd_gauge_format),
-        "statsd_prefix" => json!(o.statsd_prefix),
-        "statsd_interval" => ns(&o.statsd_interval),
         "nsqlookupd_http_addresses" => json!(ctx.cluster.lookupds()),
         "nsqd_http_addresses" => json!(ctx.cluster.nsqds()),
-        "http_client_connect_timeout" => ns(&o.http_client_connect_timeout),
-        "http_client_request_timeout" => ns(&o.http_client_request_timeout),
-        "http_client_tls_insecure_skip_verify" => json!(o.http_client_tls_insecure_skip_verify),
-        "http_client_tls_root_ca_file" => json!(o.http_client_tls_root_ca_file),
-        "http_client_tls_cert" => json!(o.http_client_tls_cert),
-        "http_client_tls_key" => json!(o.http_client_tls_key),
-        "allow_config_from_cidr" => json!(o.allow_config_from_cidr),
-        "notification_http_endpoint" => json!(o.notification_http_endpoint),
-        "acl_http_header" => json!(o.acl_http_header),
         "admin_users" => json!(o.admin_user),
-        // Ours, beyond upstream.
-        "history_interval" => ns(&o.history_interval),
-        "http_client_max_body_size" => json!(o.http_client_max_body_size),
-        _ => return None,
+        // `history_interval` and `http_client_max_body_size` are ours,
+        // beyond upstream.
+        _ => {
+            return nsq_app::option_field_json!(key, o,
+                plain: [
+                    log_prefix, http_address, base_path, graphite_url, proxy_graphite,
+                    statsd_counter_format, statsd_gauge_format, statsd_prefix,
+                    http_client_tls_insecure_skip_verify, http_client_tls_root_ca_file,
+                    http_client_tls_cert, http_client_tls_key, allow_config_from_cidr,
+                    notification_http_endpoint, acl_http_header, http_client_max_body_size,
+                ],
+                durations: [
+                    statsd_interval, http_client_connect_timeout, http_client_request_timeout,
+                    history_interval,
+                ],
+            )
+        }
     })
 }
 

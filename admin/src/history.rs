@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Cluster, Sources};
+use crate::cluster::{Cluster, Sources, StatsQuery};
 
 /// How far back the charts reach.
 pub const WINDOW: Duration = Duration::from_secs(3600);
@@ -185,7 +185,7 @@ pub async fn sample_once(cluster: &Cluster, history: &History) {
     }
     // Per topic: its figures, its channels' summed depth, their names.
     let mut topics: BTreeMap<String, (Figures, i64, BTreeSet<String>)> = BTreeMap::new();
-    let answers = cluster.stats_each(&nodes, None, None, false).await;
+    let answers = cluster.stats_each(&nodes, StatsQuery::default()).await;
     for (node, answer) in nodes.iter().zip(answers) {
         let mut health = Health {
             address: node.producer.http_address(),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use nsq_app::prometheus::Family;
+use nsq_app::prometheus::{write_all, Family};
 
 /// Counted by every request to a lookupd or nsqd ([`crate::cluster::Cluster`]'s
 /// fan-out) and by every action; read by [`render`]. Atomics for the hot
@@ -39,24 +39,19 @@ impl Counters {
 
 /// Every metric.
 pub fn render(c: &Counters) -> String {
-    let mut info = Family::new(
-        "nsqadmin_info",
-        "gauge",
-        "Version of this nsqadmin; always 1.",
-    );
-    info.add(vec![("version", nsq_protocol::VERSION.to_string())], 1.0);
-    let mut polled = Family::new(
+    let info = Family::version_info("nsqadmin_info", "Version of this nsqadmin; always 1.");
+    let polled = Family::single(
         "nsqadmin_node_requests_total",
         "counter",
         "Requests to nsqlookupd and nsqd nodes that were answered.",
+        c.polled.load(Ordering::Relaxed) as f64,
     );
-    polled.add(vec![], c.polled.load(Ordering::Relaxed) as f64);
-    let mut errors = Family::new(
+    let errors = Family::single(
         "nsqadmin_node_errors_total",
         "counter",
         "Requests to nsqlookupd and nsqd nodes that failed (unreachable, timeout, error status).",
+        c.errors.load(Ordering::Relaxed) as f64,
     );
-    errors.add(vec![], c.errors.load(Ordering::Relaxed) as f64);
     let mut actions = Family::new(
         "nsqadmin_actions_total",
         "counter",
@@ -72,11 +67,7 @@ pub fn render(c: &Counters) -> String {
             n as f64,
         );
     }
-    let mut out = String::new();
-    for f in [&info, &polled, &errors, &actions] {
-        f.write(&mut out);
-    }
-    out
+    write_all([&info, &polled, &errors, &actions])
 }
 
 #[cfg(test)]

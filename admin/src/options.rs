@@ -118,12 +118,7 @@ pub struct Options {
     pub standard: nsq_app::StandardFlags,
 }
 
-impl Default for Options {
-    /// Upstream's defaults, as if no flag were given.
-    fn default() -> Self {
-        Options::parse_from(["nsqadmin"])
-    }
-}
+nsq_app::defaults_from_flags!(Options, "nsqadmin");
 
 /// Options that cannot work together, reported as upstream words them.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use nsq_app::lifecycle::Tasks;
 
 use nsq_app::http_client::HttpClient;
 
@@ -37,8 +36,7 @@ pub enum Error {
 pub struct NsqAdmin {
     ctx: Arc<Context>,
     http_addr: SocketAddr,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
+    tasks: Tasks,
 }
 
 impl NsqAdmin {
@@ -60,8 +58,7 @@ impl NsqAdmin {
             opts.lookupd_http_address.clone(),
             opts.nsqd_http_address.clone(),
         );
-        let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
+        let tasks = Tasks::default();
         let history = Arc::new(History::new(opts.history_interval.0));
         let ctx = Arc::new(Context {
             cluster: cluster.clone(),
@@ -69,25 +66,19 @@ impl NsqAdmin {
             notifier: Notifier::new(
                 opts.notification_http_endpoint.clone(),
                 client,
-                tracker.clone(),
+                tasks.tracker.clone(),
             ),
             base: opts.base_prefix(),
             log_level: nsq_app::logging::LiveLogLevel::new(opts.log_level),
             opts,
         });
         tracing::info!("HTTP: listening on {http_addr}");
-        tracker.spawn(http::serve(
-            listener,
-            Arc::clone(&ctx),
-            cancel.clone(),
-            tracker.clone(),
-        ));
-        tracker.spawn(history::run_sampler(cluster, history, cancel.clone()));
+        tasks.spawn(|cancel, tracker| http::serve(listener, Arc::clone(&ctx), cancel, tracker));
+        tasks.spawn(|cancel, _| history::run_sampler(cluster, history, cancel));
         Ok(NsqAdmin {
             ctx,
             http_addr,
-            cancel,
-            tracker,
+            tasks,
         })
     }
 
@@ -111,12 +102,6 @@ impl NsqAdmin {
     /// Stop accepting and sampling, let open requests and notifications
     /// finish (at most [`SHUTDOWN_GRACE`]). nsqadmin stores nothing.
     pub async fn shutdown(&self) {
-        nsq_app::lifecycle::stop(&self.cancel, &self.tracker, SHUTDOWN_GRACE, "requests").await;
-    }
-}
-
-impl Drop for NsqAdmin {
-    fn drop(&mut self) {
-        self.cancel.cancel();
+        self.tasks.stop(SHUTDOWN_GRACE, "requests").await;
     }
 }

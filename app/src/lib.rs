@@ -1,5 +1,6 @@
 //! Shared glue for the nsqd, nsqlookupd and nsqadmin binaries: Go-style flags and TOML config, Go durations, upstream-format logging, shutdown signals, listeners and HTTP serving, the URL codec.
 
+pub mod calendar;
 #[cfg(feature = "cli")]
 pub mod docs;
 pub mod duration;

@@ -30,6 +30,21 @@ impl Family {
         }
     }
 
+    /// A family of one sample without labels: a daemon-wide count or gauge.
+    pub fn single(name: &'static str, kind: &'static str, help: &'static str, value: f64) -> Self {
+        let mut f = Family::new(name, kind, help);
+        f.add(vec![], value);
+        f
+    }
+
+    /// A daemon's `<name>` gauge: always 1, labelled with the upstream
+    /// version it speaks.
+    pub fn version_info(name: &'static str, help: &'static str) -> Self {
+        let mut f = Family::new(name, "gauge", help);
+        f.add(vec![("version", crate::VERSION.to_string())], 1.0);
+        f
+    }
+
     pub fn add(&mut self, labels: Labels, value: f64) {
         self.samples.push((self.name.to_string(), labels, value));
     }
@@ -67,6 +82,15 @@ impl Family {
             let _ = writeln!(out, " {}", number(*value));
         }
     }
+}
+
+/// The text of `families`, in order.
+pub fn write_all<'a>(families: impl IntoIterator<Item = &'a Family>) -> String {
+    let mut out = String::new();
+    for f in families {
+        f.write(&mut out);
+    }
+    out
 }
 
 /// Label values escape backslash, double quote and newline.

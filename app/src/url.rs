@@ -2,10 +2,12 @@
 //! (upstream's behaviour decides what is present, missing or malformed).
 
 /// Go's `url.QueryEscape`: unreserved bytes stay, space becomes `+`, the
-/// rest is `%XX` (topic and channel names may hold `#`).
-pub fn query_escape(s: &str) -> String {
+/// rest is `%XX` (topic and channel names may hold `#`; a message body put
+/// in a URL may hold anything).
+pub fn query_escape(s: impl AsRef<[u8]>) -> String {
+    let s = s.as_ref();
     let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
+    for &b in s {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                 out.push(b as char)
@@ -93,6 +95,7 @@ mod tests {
         assert_eq!(query_escape("t.1_x-y~"), "t.1_x-y~");
         assert_eq!(query_escape("c#ephemeral"), "c%23ephemeral");
         assert_eq!(query_escape("a b/c"), "a+b%2Fc");
+        assert_eq!(query_escape(b"a b&c=d/~*\xff"), "a+b%26c%3Dd%2F~%2A%FF");
     }
 
     #[test]

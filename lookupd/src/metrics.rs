@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nsq_app::prometheus::Family;
+use nsq_app::prometheus::{write_all, Family};
 
 use crate::registration_db::{RegistrationDb, Stamp};
 
@@ -38,32 +38,31 @@ pub(crate) fn render(db: &RegistrationDb, m: &Counters) -> String {
         .filter(|t| **t)
         .count();
 
-    let mut info = Family::new(
-        "nsqlookupd_info",
-        "gauge",
-        "Version of this nsqlookupd; always 1.",
-    );
-    info.add(vec![("version", nsq_protocol::VERSION.to_string())], 1.0);
-    let mut producers = Family::new(
+    let info = Family::version_info("nsqlookupd_info", "Version of this nsqlookupd; always 1.");
+    let producers = Family::single(
         "nsqlookupd_producers",
         "gauge",
         "Active nsqd nodes registered (what /nodes lists).",
+        nodes.len() as f64,
     );
-    producers.add(vec![], nodes.len() as f64);
-    let mut ntopics = Family::new("nsqlookupd_topics", "gauge", "Topics registered.");
-    ntopics.add(vec![], topics.len() as f64);
-    let mut nchannels = Family::new(
+    let ntopics = Family::single(
+        "nsqlookupd_topics",
+        "gauge",
+        "Topics registered.",
+        topics.len() as f64,
+    );
+    let nchannels = Family::single(
         "nsqlookupd_channels",
         "gauge",
         "Channels registered, over all topics.",
+        channels as f64,
     );
-    nchannels.add(vec![], channels as f64);
-    let mut ntombstones = Family::new(
+    let ntombstones = Family::single(
         "nsqlookupd_tombstones",
         "gauge",
         "Topic producers currently tombstoned.",
+        tombstones as f64,
     );
-    ntombstones.add(vec![], tombstones as f64);
     let mut lookups = Family::new(
         "nsqlookupd_lookups_total",
         "counter",
@@ -78,16 +77,12 @@ pub(crate) fn render(db: &RegistrationDb, m: &Counters) -> String {
         m.lookups_not_found.load(Ordering::Relaxed) as f64,
     );
 
-    let mut out = String::new();
-    for f in [
+    write_all([
         &info,
         &producers,
         &ntopics,
         &nchannels,
         &ntombstones,
         &lookups,
-    ] {
-        f.write(&mut out);
-    }
-    out
+    ])
 }

@@ -47,12 +47,7 @@ pub struct Options {
     pub standard: nsq_app::StandardFlags,
 }
 
-impl Default for Options {
-    /// Upstream's defaults, as if no flag were given.
-    fn default() -> Self {
-        Options::parse_from(["nsqlookupd"])
-    }
-}
+nsq_app::defaults_from_flags!(Options, "nsqlookupd");
 
 impl Options {
     /// `--http-header-timeout` and `--http-idle-timeout` for the HTTP server.

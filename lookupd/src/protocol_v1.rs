@@ -20,7 +20,7 @@ use nsq_protocol::{ProtocolError, MAGIC_V1};
 
 use crate::context::Context;
 use crate::json;
-use crate::registration_db::{PeerInfo, Stamp};
+use crate::registration_db::{PeerInfo, Registration, Stamp};
 
 /// Accept nsqd connections until cancelled, one task each on `tracker`.
 pub(crate) async fn serve(
@@ -170,6 +170,17 @@ impl Client {
         }
     }
 
+    /// Upstream's log line for a registration this client added or removed.
+    fn log_db(&self, verb: &str, reg: &Registration) {
+        tracing::info!(
+            "DB: client({}) {verb} category:{} key:{} subkey:{}",
+            self.remote,
+            reg.category.as_str(),
+            reg.key,
+            reg.subkey
+        );
+    }
+
     fn exec(&mut self, cmd: LookupCommand) -> Result<Vec<u8>, ProtocolError> {
         let db = &self.ctx.db;
         match cmd {
@@ -218,13 +229,7 @@ impl Client {
             LookupCommand::Register { topic, channel } => {
                 let channel = channel.as_ref().map(|c| c.as_str());
                 for reg in db.register(&self.remote, topic.as_str(), channel) {
-                    tracing::info!(
-                        "DB: client({}) REGISTER category:{} key:{} subkey:{}",
-                        self.remote,
-                        reg.category.as_str(),
-                        reg.key,
-                        reg.subkey
-                    );
+                    self.log_db("REGISTER", &reg);
                 }
                 Ok(OK.to_vec())
             }
@@ -240,13 +245,7 @@ impl Client {
                     );
                 }
                 for reg in out.removed {
-                    tracing::info!(
-                        "DB: client({}) UNREGISTER category:{} key:{} subkey:{}",
-                        self.remote,
-                        reg.category.as_str(),
-                        reg.key,
-                        reg.subkey
-                    );
+                    self.log_db("UNREGISTER", &reg);
                 }
                 Ok(OK.to_vec())
             }

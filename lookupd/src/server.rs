@@ -8,8 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use nsq_app::lifecycle::Tasks;
 
 use crate::context::Context;
 use crate::error::Result;
@@ -26,8 +25,7 @@ pub struct Lookupd {
     ctx: Arc<Context>,
     tcp_addr: SocketAddr,
     http_addr: SocketAddr,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
+    tasks: Tasks,
 }
 
 impl Lookupd {
@@ -48,29 +46,19 @@ impl Lookupd {
             next_conn: AtomicU64::new(1),
             metrics: Default::default(),
         });
-        let cancel = CancellationToken::new();
-        let tracker = TaskTracker::new();
+        let tasks = Tasks::default();
         tracing::info!("TCP: listening on {tcp_addr}");
-        tracker.spawn(protocol_v1::serve(
-            tcp,
-            Arc::clone(&ctx),
-            cancel.clone(),
-            tracker.clone(),
-        ));
+        tasks.spawn(|cancel, tracker| protocol_v1::serve(tcp, Arc::clone(&ctx), cancel, tracker));
         tracing::info!("HTTP: listening on {http_addr}");
-        tracker.spawn(http::serve(
-            http,
-            Arc::clone(&ctx),
-            cancel.clone(),
-            tracker.clone(),
-            opts.http_timeouts(),
-        ));
+        let timeouts = opts.http_timeouts();
+        tasks.spawn(|cancel, tracker| {
+            http::serve(http, Arc::clone(&ctx), cancel, tracker, timeouts)
+        });
         Ok(Lookupd {
             ctx,
             tcp_addr,
             http_addr,
-            cancel,
-            tracker,
+            tasks,
         })
     }
 
@@ -99,12 +87,6 @@ impl Lookupd {
     /// with it, as on any disconnect), and wait for the tasks to end, at
     /// most [`SHUTDOWN_GRACE`]. All state is in memory, so nothing is saved.
     pub async fn shutdown(&self) {
-        nsq_app::lifecycle::stop(&self.cancel, &self.tracker, SHUTDOWN_GRACE, "connections").await;
-    }
-}
-
-impl Drop for Lookupd {
-    fn drop(&mut self) {
-        self.cancel.cancel();
+        self.tasks.stop(SHUTDOWN_GRACE, "connections").await;
     }
 }

@@ -312,14 +312,16 @@ impl Channel {
         {
             let mut guard = self.lock();
             let st = &mut *guard;
+            let mut settled = 0;
             for (i, &id) in ids.iter().enumerate() {
-                let msg = match st.flights.settle(client_id, id) {
+                let msg = match st.flights.take_back(client_id, id) {
                     Ok(msg) => msg,
                     Err(e) => {
                         failed(i, e);
                         continue;
                     }
                 };
+                settled += 1;
                 st.counts.finish += 1;
                 if let Some(u) = st.unfinished.as_mut() {
                     u.finished(id);
@@ -332,6 +334,7 @@ impl Channel {
                     done.push(msg);
                 }
             }
+            st.flights.released(client_id, settled);
         }
         for msg in &done {
             self.observers.finished(&self.topic_name, &self.name, msg);

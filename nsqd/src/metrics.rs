@@ -8,7 +8,7 @@ use crate::nsqd::Nsqd;
 use crate::process;
 
 pub use nsq_app::prometheus::CONTENT_TYPE;
-use nsq_app::prometheus::{Family, Labels};
+use nsq_app::prometheus::{write_all, Family, Labels};
 
 /// Quantile series and cumulative `_sum`/`_count` (seconds) of a latency
 /// summary: quantiles cover the sliding window, `_sum`/`_count` all time.
@@ -27,24 +27,26 @@ pub fn render(nsqd: &Nsqd) -> String {
     let percentiles = nsqd.opts.e2e_percentiles().unwrap_or_default();
     let topics = nsqd.topics_snapshot();
 
-    let mut info = Family::new("nsq_info", "gauge", "Version of this nsqd; always 1.");
-    info.add(vec![("version", nsq_protocol::VERSION.to_string())], 1.0);
-    let mut healthy = Family::new(
+    let info = Family::version_info("nsq_info", "Version of this nsqd; always 1.");
+    let healthy = Family::single(
         "nsq_healthy",
         "gauge",
         "1 when nsqd is healthy (/ping answers OK), else 0.",
+        if nsqd.health().is_ok() { 1.0 } else { 0.0 },
     );
-    healthy.add(vec![], if nsqd.health().is_ok() { 1.0 } else { 0.0 });
-    let mut start = Family::new(
+    let start = Family::single(
         "nsq_start_time_seconds",
         "gauge",
         "When nsqd started, Unix seconds.",
+        nsqd.start_time as f64,
     );
-    start.add(vec![], nsqd.start_time as f64);
-    let mut ntopics = Family::new("nsq_topics", "gauge", "Topics.");
-    ntopics.add(vec![], topics.len() as f64);
-    let mut nclients = Family::new("nsq_clients", "gauge", "Connected TCP clients.");
-    nclients.add(vec![], nsqd.clients_snapshot().len() as f64);
+    let ntopics = Family::single("nsq_topics", "gauge", "Topics.", topics.len() as f64);
+    let nclients = Family::single(
+        "nsq_clients",
+        "gauge",
+        "Connected TCP clients.",
+        nsqd.clients_snapshot().len() as f64,
+    );
 
     let mut t_depth = Family::new(
         "nsq_topic_depth",
@@ -189,76 +191,77 @@ pub fn render(nsqd: &Nsqd) -> String {
     }
 
     let p = process::stats();
-    let mut rss = Family::new(
-        "process_resident_memory_bytes",
-        "gauge",
-        "Resident memory size in bytes.",
-    );
-    rss.add(vec![], p.resident_bytes as f64);
-    let mut vsz = Family::new(
-        "process_virtual_memory_bytes",
-        "gauge",
-        "Virtual memory size in bytes.",
-    );
-    vsz.add(vec![], p.virtual_bytes as f64);
-    let mut fds = Family::new("process_open_fds", "gauge", "Open file descriptors.");
-    fds.add(vec![], p.open_fds as f64);
-    let mut max_fds = Family::new(
-        "process_max_fds",
-        "gauge",
-        "Limit on open file descriptors.",
-    );
-    max_fds.add(vec![], p.max_fds as f64);
-    let mut cpu = Family::new(
-        "process_cpu_seconds_total",
-        "counter",
-        "User and system CPU time in seconds.",
-    );
-    cpu.add(vec![], p.cpu_seconds);
-    let mut pstart = Family::new(
-        "process_start_time_seconds",
-        "gauge",
-        "Process start time, Unix seconds.",
-    );
-    pstart.add(vec![], p.start_time);
+    let process = [
+        Family::single(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            p.resident_bytes as f64,
+        ),
+        Family::single(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            p.virtual_bytes as f64,
+        ),
+        Family::single(
+            "process_open_fds",
+            "gauge",
+            "Open file descriptors.",
+            p.open_fds as f64,
+        ),
+        Family::single(
+            "process_max_fds",
+            "gauge",
+            "Limit on open file descriptors.",
+            p.max_fds as f64,
+        ),
+        Family::single(
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time in seconds.",
+            p.cpu_seconds,
+        ),
+        Family::single(
+            "process_start_time_seconds",
+            "gauge",
+            "Process start time, Unix seconds.",
+            p.start_time,
+        ),
+    ];
 
-    let mut out = String::new();
-    for f in [
-        &info,
-        &healthy,
-        &start,
-        &ntopics,
-        &nclients,
-        &t_depth,
-        &t_backend,
-        &t_msgs,
-        &t_bytes,
-        &t_paused,
-        &t_channels,
-        &t_e2e,
-        &c_depth,
-        &c_backend,
-        &c_inflight,
-        &c_deferred,
-        &c_msgs,
-        &c_requeued,
-        &c_timedout,
-        &c_clients,
-        &c_paused,
-        &c_finished,
-        &c_dead,
-        &c_e2e,
-        &d_corrupt,
-        &d_bad,
-        &rss,
-        &vsz,
-        &fds,
-        &max_fds,
-        &cpu,
-        &pstart,
-    ] {
-        f.write(&mut out);
-    }
+    let mut out = write_all(
+        [
+            &info,
+            &healthy,
+            &start,
+            &ntopics,
+            &nclients,
+            &t_depth,
+            &t_backend,
+            &t_msgs,
+            &t_bytes,
+            &t_paused,
+            &t_channels,
+            &t_e2e,
+            &c_depth,
+            &c_backend,
+            &c_inflight,
+            &c_deferred,
+            &c_msgs,
+            &c_requeued,
+            &c_timedout,
+            &c_clients,
+            &c_paused,
+            &c_finished,
+            &c_dead,
+            &c_e2e,
+            &d_corrupt,
+            &d_bad,
+        ]
+        .into_iter()
+        .chain(&process),
+    );
     for f in crate::disk_latency::families() {
         f.write(&mut out);
     }

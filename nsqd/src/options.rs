@@ -234,11 +234,7 @@ pub struct Options {
     pub standard: nsq_app::StandardFlags,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options::parse_from(["nsqd"])
-    }
-}
+nsq_app::defaults_from_flags!(Options, "nsqd");
 
 /// `--tls-required`: which listeners refuse clients that have not upgraded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

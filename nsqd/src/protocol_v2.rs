@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use nsq_protocol::frame::{encode_error, encode_frame};
-use nsq_protocol::{
-    Command, CommandDecoder, DecodeError, FrameType, MessageId, ProtocolError, MAGIC_V2,
-};
+use nsq_protocol::{Command, CommandDecoder, DecodeError, FrameType, ProtocolError, MAGIC_V2};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -40,7 +38,7 @@ mod writer;
 use commands::log_error;
 use negotiate::Transport;
 use output::Shared;
-use reading::{read_with_deadline, shrink_after_burst, CommandClock, ReadFailed};
+use reading::{read_with_deadline, shrink_after_burst, take_fin, CommandClock, ReadFailed};
 use writer::Writer;
 
 /// Bytes read from the socket at a time.
@@ -172,7 +170,7 @@ struct Connection {
     /// Set when this batch of commands may have given the client more room.
     may_deliver: bool,
     /// FINs read and checked, to settle in one go (`settle_fins`).
-    fins: Vec<MessageId>,
+    fins: Vec<u64>,
     /// Publishes started and not yet answered (replicas' acks, disk).
     pending: PendingPublishes,
     /// `--tls-required` applies and this connection has not upgraded yet.
@@ -264,6 +262,14 @@ impl Connection {
         let mut clock = CommandClock::default();
         loop {
             loop {
+                // FINs, the bulk of a consumer's commands, skip the decoder
+                // and the command dispatch when nothing else is pending.
+                if first.is_none() && decoder.is_idle() && self.takes_fast_fins() {
+                    while let Some(id) = take_fin(&mut buf) {
+                        clock.command_done();
+                        self.fins.push(id);
+                    }
+                }
                 let next = match first.take() {
                     Some(cmd) => Ok(Some(cmd)),
                     None => decoder.decode(&mut buf),

@@ -13,6 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 
+use crate::e2e::E2eResult;
 use crate::nsqd::Nsqd;
 use crate::stats::{self, MemStats, StatsFilter, TopicReport};
 
@@ -67,6 +68,38 @@ pub struct LastPush {
     gc_runs: u64,
 }
 
+/// A counter's row: what it grew by since the last push. Upstream's
+/// counters are uint64 differences sent as int64: a topic recreated with
+/// lower counts yields a negative delta, as there.
+fn counter(key: &str, now: u64, then: u64) -> (bool, &str, i64) {
+    (true, key, now.wrapping_sub(then) as i64)
+}
+
+/// A gauge's row: its value now.
+fn gauge(key: &str, value: u64) -> (bool, &str, i64) {
+    (false, key, value as i64)
+}
+
+/// `rows` (is a counter, key, value) under `prefix`, then the e2e
+/// percentiles: what upstream sends for a topic and for a channel.
+fn push_group(
+    out: &mut Vec<(bool, String, i64)>,
+    prefix: &str,
+    rows: &[(bool, &str, i64)],
+    e2e: &E2eResult,
+) {
+    for &(counter, key, value) in rows {
+        out.push((counter, format!("{prefix}.{key}"), value));
+    }
+    for &(q, v) in e2e.percentiles.iter().flatten() {
+        out.push((
+            false,
+            format!("{prefix}.e2e_processing_latency_{:.0}", q * 100.0),
+            v as i64,
+        ));
+    }
+}
+
 /// What one push sends, and the counters to diff against next time.
 pub fn lines(
     prefix: &str,
@@ -75,9 +108,6 @@ pub fn lines(
     mem: Option<&MemStats>,
     exclude_ephemeral: bool,
 ) -> (Vec<String>, LastPush) {
-    // Upstream's counters are uint64 differences sent as int64: a topic
-    // recreated with lower counts yields a negative delta, as there.
-    let delta = |now: u64, then: u64| now.wrapping_sub(then) as i64;
     let mut next = LastPush::default();
     // (is a counter, key, value), in upstream's order.
     let mut ordered: Vec<(bool, String, i64)> = Vec::new();
@@ -104,29 +134,18 @@ pub fn lines(
         }
         let lt = last.topics.get(&t.topic_name).cloned().unwrap_or_default();
         let n = &t.topic_name;
-        ordered.push((
-            true,
-            format!("topic.{n}.message_count"),
-            delta(t.message_count, lt.message_count),
-        ));
-        ordered.push((
-            true,
-            format!("topic.{n}.message_bytes"),
-            delta(t.message_bytes, lt.message_bytes),
-        ));
-        ordered.push((false, format!("topic.{n}.depth"), t.depth as i64));
-        ordered.push((
-            false,
-            format!("topic.{n}.backend_depth"),
-            t.backend_depth as i64,
-        ));
-        for &(q, v) in t.e2e_processing_latency.percentiles.iter().flatten() {
-            ordered.push((
-                false,
-                format!("topic.{n}.e2e_processing_latency_{:.0}", q * 100.0),
-                v as i64,
-            ));
-        }
+        let topic_rows = [
+            counter("message_count", t.message_count, lt.message_count),
+            counter("message_bytes", t.message_bytes, lt.message_bytes),
+            gauge("depth", t.depth),
+            gauge("backend_depth", t.backend_depth),
+        ];
+        push_group(
+            &mut ordered,
+            &format!("topic.{n}"),
+            &topic_rows,
+            &t.e2e_processing_latency,
+        );
         for c in &t.channels {
             if ephemeral(&c.channel_name) {
                 continue;
@@ -137,41 +156,17 @@ pub fn lines(
                 .cloned()
                 .unwrap_or_default();
             let p = format!("topic.{n}.channel.{}", c.channel_name);
-            ordered.push((
-                true,
-                format!("{p}.message_count"),
-                delta(c.message_count, lc.message_count),
-            ));
-            ordered.push((false, format!("{p}.depth"), c.depth as i64));
-            ordered.push((false, format!("{p}.backend_depth"), c.backend_depth as i64));
-            ordered.push((
-                false,
-                format!("{p}.in_flight_count"),
-                c.in_flight_count as i64,
-            ));
-            ordered.push((
-                false,
-                format!("{p}.deferred_count"),
-                c.deferred_count as i64,
-            ));
-            ordered.push((
-                true,
-                format!("{p}.requeue_count"),
-                delta(c.requeue_count, lc.requeue_count),
-            ));
-            ordered.push((
-                true,
-                format!("{p}.timeout_count"),
-                delta(c.timeout_count, lc.timeout_count),
-            ));
-            ordered.push((false, format!("{p}.clients"), c.client_count as i64));
-            for &(q, v) in c.e2e_processing_latency.percentiles.iter().flatten() {
-                ordered.push((
-                    false,
-                    format!("{p}.e2e_processing_latency_{:.0}", q * 100.0),
-                    v as i64,
-                ));
-            }
+            let channel_rows = [
+                counter("message_count", c.message_count, lc.message_count),
+                gauge("depth", c.depth),
+                gauge("backend_depth", c.backend_depth),
+                gauge("in_flight_count", c.in_flight_count),
+                gauge("deferred_count", c.deferred_count),
+                counter("requeue_count", c.requeue_count, lc.requeue_count),
+                counter("timeout_count", c.timeout_count, lc.timeout_count),
+                gauge("clients", c.client_count),
+            ];
+            push_group(&mut ordered, &p, &channel_rows, &c.e2e_processing_latency);
         }
         next.topics.insert(t.topic_name.clone(), counts);
     }
@@ -188,11 +183,8 @@ pub fn lines(
         ] {
             ordered.push((false, k.to_string(), v as i64));
         }
-        ordered.push((
-            true,
-            "mem.gc_runs".to_string(),
-            delta(m.gc_total_runs, last.gc_runs),
-        ));
+        let (is_counter, key, runs) = counter("mem.gc_runs", m.gc_total_runs, last.gc_runs);
+        ordered.push((is_counter, key.to_string(), runs));
         next.gc_runs = m.gc_total_runs;
     } else {
         next.gc_runs = last.gc_runs;

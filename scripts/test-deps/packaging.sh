@@ -7,24 +7,7 @@
 set -euo pipefail
 
 have() { command -v dpkg-deb >/dev/null && [ -x /usr/bin/systemd-analyze ] && command -v man >/dev/null; }
+where() { echo "packaging: $(dpkg-deb --version | head -1); $(systemd-analyze --version | head -1)"; }
 
-if have; then
-    echo "packaging: $(dpkg-deb --version | head -1); $(systemd-analyze --version | head -1)"
-    exit 0
-fi
-
-if [ "$(id -u)" -ne 0 ]; then
-    echo "scripts/test-deps/packaging.sh: systemd-analyze or man missing and not root; run" \
-        "'apt-get install systemd man-db' as root" >&2
-    exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends systemd man-db binutils
-
-if ! have; then
-    echo "scripts/test-deps/packaging.sh: still missing dpkg-deb, systemd-analyze or man" >&2
-    exit 1
-fi
-echo "packaging: $(dpkg-deb --version | head -1); $(systemd-analyze --version | head -1)"
+source "$(dirname "${BASH_SOURCE[0]}")/apt.bash"
+apt_ensure packaging systemd man-db binutils

@@ -7,24 +7,7 @@
 set -euo pipefail
 
 have() { [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; }
+where() { echo "prometheus: $(/usr/bin/prometheus --version 2>&1 | head -1)"; }
 
-if have; then
-    echo "prometheus: $(/usr/bin/prometheus --version 2>&1 | head -1)"
-    exit 0
-fi
-
-if [ "$(id -u)" -ne 0 ]; then
-    echo "scripts/test-deps/prometheus.sh: prometheus missing and not root; run" \
-        "'apt-get install prometheus' as root" >&2
-    exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends prometheus
-
-if ! have; then
-    echo "scripts/test-deps/prometheus.sh: prometheus or promtool still missing after apt-get" >&2
-    exit 1
-fi
-echo "prometheus: $(/usr/bin/prometheus --version 2>&1 | head -1)"
+source "$(dirname "${BASH_SOURCE[0]}")/apt.bash"
+apt_ensure prometheus prometheus

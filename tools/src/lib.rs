@@ -58,6 +58,23 @@ pub fn apply_opts(config: &mut nsq::Config, opts: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// A tool's start: its flags (upstream's syntax, see
+/// [`nsq_app::flags::parse_options`]), then logging to stderr.
+pub fn start<O: clap::Parser>(tool: &str) -> O {
+    let opts = nsq_app::flags::parse_options(tool, std::env::args_os(), &[]);
+    init_logging();
+    opts
+}
+
+/// A tool's end: the value of a run that worked, or, for one that failed,
+/// `[tool] error` on stderr and exit status 1.
+pub fn exit_on_error<T, E: std::fmt::Display>(tool: &str, result: Result<T, E>) -> T {
+    result.unwrap_or_else(|e| {
+        eprintln!("[{tool}] {e}");
+        std::process::exit(1)
+    })
+}
+
 /// Resolves on SIGINT or SIGTERM, the signals upstream's tools stop on.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -16,10 +16,7 @@ use crate::{Result, ToolError};
 
 /// Upstream's `nsq_stat` flags.
 #[derive(Parser, Debug, Clone)]
-#[command(
-    name = "nsq_stat",
-    about = "Print the rates and depths of an NSQ channel over its nsqds."
-)]
+#[command(about = "Print the rates and depths of an NSQ channel over its nsqds.")]
 pub struct StatOptions {
     /// NSQ topic
     #[arg(long, default_value = "")]

@@ -14,10 +14,7 @@ use nsq::{handler_fn, Consumer, HandlerError};
 
 /// Upstream's `nsq_tail` flags.
 #[derive(Parser, Debug, Clone)]
-#[command(
-    name = "nsq_tail",
-    about = "Print the messages of NSQ topics to stdout, one per line."
-)]
+#[command(about = "Print the messages of NSQ topics to stdout, one per line.")]
 pub struct TailOptions {
     /// NSQ topic (may be given multiple times)
     #[arg(long)]

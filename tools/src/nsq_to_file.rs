@@ -22,10 +22,7 @@ use nsq::{handler_fn, Config, Consumer, HandlerError};
 
 /// Upstream's `nsq_to_file` flags.
 #[derive(Parser, Debug, Clone)]
-#[command(
-    name = "nsq_to_file",
-    about = "Write the messages of NSQ topics to rotating files."
-)]
+#[command(about = "Write the messages of NSQ topics to rotating files.")]
 pub struct ToFileOptions {
     /// nsq topic (may be given multiple times)
     #[arg(long)]

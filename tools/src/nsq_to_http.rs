@@ -26,10 +26,7 @@ use crate::{Result, ToolError};
 
 /// Upstream's `nsq_to_http` flags.
 #[derive(Parser, Debug, Clone)]
-#[command(
-    name = "nsq_to_http",
-    about = "Send the messages of an NSQ topic to HTTP endpoints."
-)]
+#[command(about = "Send the messages of an NSQ topic to HTTP endpoints.")]
 pub struct ToHttpOptions {
     /// nsq topic
     #[arg(long, default_value = "")]
@@ -117,22 +114,6 @@ impl ToHttpOptions {
     }
 }
 
-/// Go's `url.QueryEscape`: unreserved bytes stay, space becomes `+`, the
-/// rest is percent-encoded.
-fn query_escape(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len());
-    for &b in data {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(char::from(b))
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 /// Requests sent and their total time since the last status line.
 #[derive(Default)]
 struct Status {
@@ -185,7 +166,7 @@ impl Sender {
         } else {
             (
                 Method::GET,
-                addr.replacen("%s", &query_escape(body), 1),
+                addr.replacen("%s", &nsq_app::url::query_escape(body), 1),
                 Bytes::new(),
             )
         };
@@ -338,10 +319,5 @@ mod tests {
         assert_eq!(mode, Mode::HostPool);
         assert_eq!(headers[0].0, "x-a");
         assert_eq!(headers[0].1, "1");
-    }
-
-    #[test]
-    fn query_escape_matches_go() {
-        assert_eq!(query_escape(b"a b&c=d/~*"), "a+b%26c%3Dd%2F~%2A");
     }
 }

@@ -18,10 +18,7 @@ use crate::{Result, ToolError};
 
 /// Upstream's `nsq_to_nsq` flags.
 #[derive(Parser, Debug, Clone)]
-#[command(
-    name = "nsq_to_nsq",
-    about = "Copy the messages of NSQ topics to other nsqds."
-)]
+#[command(about = "Copy the messages of NSQ topics to other nsqds.")]
 pub struct ToNsqdOptions {
     /// nsq topic (may be given multiple times)
     #[arg(long)]

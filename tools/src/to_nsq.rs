@@ -11,10 +11,7 @@ use nsq::Producer;
 
 /// Upstream's `to_nsq` flags.
 #[derive(Parser, Debug, Clone)]
-#[command(
-    name = "to_nsq",
-    about = "Publish stdin to an NSQ topic, one message per delimited record."
-)]
+#[command(about = "Publish stdin to an NSQ topic, one message per delimited record.")]
 pub struct ToNsqOptions {
     /// NSQ topic to publish to
     #[arg(long, default_value = "")]

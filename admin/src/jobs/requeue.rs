@@ -1,19 +1,16 @@
-//! Requeueing a job's dead letters: a V2 consumer on the dead-letter topic
-//! that publishes each message back to the job over HTTP and FINs it only
-//! once that succeeded.
+//! Requeueing a job's dead letters: a consumer (the `nsq` crate's) on the
+//! dead-letter topic's channel that publishes each message back to the job
+//! over HTTP, and FINs it only once that succeeded.
 
-use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use hyper::Method;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
+use nsq::{handler_fn, Config, Consumer, HandlerError, Message};
+use tokio::sync::Notify;
 
 use nsq_app::http_client::HttpClient;
-use nsq_protocol::command::Command;
-use nsq_protocol::frame::{Frame, FrameDecoder, FrameError};
 
 use super::IDLE;
 use crate::cluster::{enc, Node, NodeError};
@@ -21,39 +18,13 @@ use crate::cluster::{enc, Node, NodeError};
 /// What stopped a requeue early.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum RequeueError {
-    #[error("connect to {addr}: {source}")]
-    Connect { addr: String, source: io::Error },
-    #[error("write to nsqd: {0}")]
-    Write(io::Error),
-    #[error("read from nsqd: {0}")]
-    Read(io::Error),
+    /// Subscribing failed: nsqd unreachable, a bad name, an error answer.
+    #[error("{0}")]
+    Nsq(#[from] nsq::Error),
     #[error("nsqd closed the connection")]
     Closed,
-    #[error("{0}")]
-    Frame(#[from] FrameError),
-    #[error("invalid topic {0:?}")]
-    Topic(String),
-    #[error("invalid channel {0:?}")]
-    Channel(String),
-    #[error("SUB {topic} {channel}: {answer}")]
-    Subscribe {
-        topic: String,
-        channel: String,
-        answer: String,
-    },
-    /// An error frame from nsqd, as it sent it.
-    #[error("{0}")]
-    Nsqd(String),
     #[error(transparent)]
     Publish(#[from] NodeError),
-    #[error("no CLOSE_WAIT from nsqd")]
-    NoCloseWait,
-}
-
-impl RequeueError {
-    fn nsqd(frame: &[u8]) -> Self {
-        RequeueError::Nsqd(String::from_utf8_lossy(frame).into_owned())
-    }
 }
 
 /// The node's TCP address: the host it is fetched at, its TCP port.
@@ -63,14 +34,6 @@ fn tcp_addr(node: &Node) -> String {
         .rsplit_once(':')
         .map_or(node.fetch_addr.as_str(), |(h, _)| h);
     format!("{host}:{}", node.producer.tcp_port)
-}
-
-/// Move up to `limit` messages of `dead`/`dead_channel` to `job` on `node`:
-/// how many moved, and what stopped it early, if something went wrong.
-pub(super) async fn requeue(c: &HttpClient, what: Requeue<'_>) -> (u64, Option<RequeueError>) {
-    let mut moved = 0;
-    let r = requeue_inner(c, what, &mut moved).await;
-    (moved, r.err())
 }
 
 /// One node's requeue: its dead letters of `dead`/`dead_channel` go back
@@ -84,136 +47,127 @@ pub(super) struct Requeue<'a> {
     pub limit: u64,
 }
 
-async fn requeue_inner(
-    c: &HttpClient,
-    what: Requeue<'_>,
-    moved: &mut u64,
-) -> Result<(), RequeueError> {
-    let Requeue {
-        node,
-        dead,
-        dead_channel,
-        job,
-        limit,
-    } = what;
-    let addr = tcp_addr(node);
-    let mut conn = V2::connect(&addr).await?;
-    let sub = Command::Sub {
-        topic: (dead.parse()).map_err(|_| RequeueError::Topic(dead.to_owned()))?,
-        channel: (dead_channel.parse())
-            .map_err(|_| RequeueError::Channel(dead_channel.to_owned()))?,
+/// Where the handler tells the requeue how far it got.
+struct Progress {
+    moved: AtomicU64,
+    limit: u64,
+    /// The first publish that failed; its message went back to the channel.
+    failed: Mutex<Option<NodeError>>,
+    /// Notified after every message handled.
+    handled: Notify,
+}
+
+impl Progress {
+    fn done(&self) -> bool {
+        self.moved.load(Ordering::Relaxed) >= self.limit
+            || self.failed.lock().expect("requeue lock").is_some()
+    }
+}
+
+/// Move up to `limit` messages of `dead`/`dead_channel` to `job` on `node`:
+/// how many moved, and what stopped it early, if something went wrong. It
+/// stops at the limit, at the first failed publish, or when no message came
+/// for [`IDLE`] (the rest is in flight elsewhere).
+pub(super) async fn requeue(c: &HttpClient, what: Requeue<'_>) -> (u64, Option<RequeueError>) {
+    let config = Config {
+        user_agent: format!("nsqadmin/{} nsq-rs", nsq_app::VERSION),
+        // One at a time: each is published before the next is taken.
+        max_in_flight: 1,
+        // A dead letter that cannot be published stays a dead letter; the
+        // consumer must never FIN it unhandled.
+        max_attempts: 0,
+        dial_timeout: IDLE,
+        stop_timeout: IDLE,
+        ..Config::default()
     };
-    conn.send(&sub).await?;
-    match conn.next(IDLE).await? {
-        Some(Frame::Response(r)) if &r[..] == b"OK" => {}
-        other => {
-            return Err(RequeueError::Subscribe {
-                topic: dead.to_owned(),
-                channel: dead_channel.to_owned(),
-                answer: format!("{other:?}"),
-            })
+    let consumer = match Consumer::new(what.dead, what.dead_channel, config) {
+        Ok(c) => c,
+        Err(e) => return (0, Some(e.into())),
+    };
+    let progress = Arc::new(Progress {
+        moved: AtomicU64::new(0),
+        limit: what.limit,
+        failed: Mutex::new(None),
+        handled: Notify::new(),
+    });
+    let pub_url = format!(
+        "http://{}/pub?topic={}",
+        what.node.fetch_addr,
+        enc(what.job)
+    );
+    let (client, handler_progress) = (c.clone(), progress.clone());
+    consumer.add_handler(handler_fn(move |msg: Message| {
+        let (client, progress, url) = (client.clone(), handler_progress.clone(), pub_url.clone());
+        async move {
+            let result = move_one(&client, &progress, &url, &msg).await;
+            progress.handled.notify_one();
+            result
         }
-    }
-    conn.send(&Command::Rdy(1)).await?;
-    let pub_url = format!("http://{}/pub?topic={}", node.fetch_addr, enc(job));
-    while *moved < limit {
-        let Some(frame) = conn.next(IDLE).await? else {
-            break; // nothing more arrived: the rest is in flight elsewhere
-        };
-        match frame {
-            Frame::Response(r) if &r[..] == b"_heartbeat_" => conn.send(&Command::Nop).await?,
-            Frame::Response(_) => {}
-            Frame::Error(e) => return Err(RequeueError::nsqd(&e)),
-            Frame::Message(m) => {
-                let published = c
-                    .request(Method::POST, &pub_url, None, m.body.clone())
-                    .await
-                    .map_err(NodeError::from)
-                    .and_then(|(status, body)| match status {
-                        200 => Ok(()),
-                        s => Err(NodeError::status("POST", &pub_url, s, &body)),
-                    });
-                if let Err(e) = published {
-                    let req = Command::Req {
-                        id: m.id,
-                        timeout_ms: 0,
-                    };
-                    // Closing gives it back too, should this fail.
-                    let _ = conn.send(&req).await;
-                    return Err(e.into());
+    }));
+    let mut error = consumer
+        .connect_to_nsqd(&tcp_addr(what.node))
+        .await
+        .err()
+        .map(RequeueError::from);
+    if error.is_none() {
+        while !progress.done() {
+            if tokio::time::timeout(IDLE, progress.handled.notified())
+                .await
+                .is_err()
+            {
+                // Nothing arrived for a while: the rest is in flight
+                // elsewhere, unless the connection is gone.
+                if consumer.connected_nsqds().is_empty() {
+                    error = Some(RequeueError::Closed);
                 }
-                conn.send(&Command::Fin(m.id)).await?;
-                *moved += 1;
+                break;
             }
         }
     }
-    conn.close().await
+    // CLS, and wait for CLOSE_WAIT: by then nsqd has carried out every FIN.
+    consumer.stop().await;
+    let failed = progress.failed.lock().expect("requeue lock").take();
+    let error = error.or(failed.map(RequeueError::from));
+    (progress.moved.load(Ordering::Relaxed), error)
 }
 
-/// A bare V2 consumer connection.
-struct V2 {
-    stream: TcpStream,
-    buf: BytesMut,
-    decoder: FrameDecoder,
-}
-
-impl V2 {
-    async fn connect(addr: &str) -> Result<V2, RequeueError> {
-        let connect = |source| RequeueError::Connect {
-            addr: addr.to_owned(),
-            source,
-        };
-        let mut stream = timeout(IDLE, TcpStream::connect(addr))
-            .await
-            .map_err(|_| connect(io::ErrorKind::TimedOut.into()))?
-            .map_err(connect)?;
-        stream
-            .write_all(b"  V2")
-            .await
-            .map_err(RequeueError::Write)?;
-        Ok(V2 {
-            stream,
-            buf: BytesMut::with_capacity(4096),
-            decoder: FrameDecoder::default(),
-        })
+/// Publish one dead letter to the job. A message past the limit, or after a
+/// failure, goes straight back to the channel.
+async fn move_one(
+    client: &HttpClient,
+    progress: &Progress,
+    url: &str,
+    msg: &Message,
+) -> Result<(), HandlerError> {
+    let back = |why: String| {
+        Err(HandlerError::new(std::io::Error::other(why))
+            .requeue_after(Duration::ZERO)
+            .without_backoff())
+    };
+    if progress.done() {
+        return back("requeue is done".into());
     }
-
-    async fn send(&mut self, cmd: &Command) -> Result<(), RequeueError> {
-        let mut out = BytesMut::new();
-        cmd.encode(&mut out);
-        self.stream
-            .write_all(&out)
-            .await
-            .map_err(RequeueError::Write)
-    }
-
-    /// The next frame, or `None` when none came within `wait`.
-    async fn next(&mut self, wait: Duration) -> Result<Option<Frame>, RequeueError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some(f) = self.decoder.decode(&mut self.buf)? {
-                return Ok(Some(f));
-            }
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
-                Err(_) => return Ok(None),
-                Ok(Ok(0)) => return Err(RequeueError::Closed),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(RequeueError::Read(e)),
-            }
+    let published = client
+        .request(Method::POST, url, None, msg.body.clone())
+        .await
+        .map_err(NodeError::from)
+        .and_then(|(status, body)| match status {
+            200 => Ok(()),
+            s => Err(NodeError::status("POST", url, s, &body)),
+        });
+    match published {
+        Ok(()) => {
+            progress.moved.fetch_add(1, Ordering::Relaxed);
+            Ok(())
         }
-    }
-
-    /// CLS, then wait for CLOSE_WAIT: by then nsqd has carried out every
-    /// FIN sent before. Messages that still arrive go back when we hang up.
-    async fn close(mut self) -> Result<(), RequeueError> {
-        self.send(&Command::Cls).await?;
-        loop {
-            match self.next(IDLE).await? {
-                Some(Frame::Response(r)) if &r[..] == b"CLOSE_WAIT" => return Ok(()),
-                Some(Frame::Error(e)) => return Err(RequeueError::nsqd(&e)),
-                Some(_) => {}
-                None => return Err(RequeueError::NoCloseWait),
-            }
+        Err(e) => {
+            let why = e.to_string();
+            progress
+                .failed
+                .lock()
+                .expect("requeue lock")
+                .get_or_insert(e);
+            back(why)
         }
     }
 }

@@ -33,6 +33,7 @@
 //!   stderr; `-h`, `-help`, `--help` print usage on stdout and exit 0.
 
 mod config_file;
+pub mod config_value;
 mod go_syntax;
 
 use std::any::TypeId;
@@ -290,6 +291,19 @@ pub struct StandardFlags {
     /// Print version string and exit.
     #[arg(long)]
     pub version: bool,
+}
+
+/// `impl Default` for a daemon's options: upstream's defaults, that is the
+/// options parsed from a command line that gives no flag.
+#[macro_export]
+macro_rules! defaults_from_flags {
+    ($options:ty, $prog:literal) => {
+        impl Default for $options {
+            fn default() -> Self {
+                <$options as ::clap::Parser>::parse_from([$prog])
+            }
+        }
+    };
 }
 
 /// Go's `strconv.ParseBool`, so config files and scripts written for upstream

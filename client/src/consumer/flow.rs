@@ -170,6 +170,14 @@ mod tests {
         }
     }
 
+    /// Connection `id` last had a message at `ms`.
+    fn last_message(st: &State, id: u64, ms: u64) {
+        st.conns[&id]
+            .activity
+            .last_message
+            .store(ms, Ordering::Relaxed);
+    }
+
     /// Each connection's RDY as the consumer last set it, by index.
     fn rdys(st: &State) -> Vec<u64> {
         (0..st.conns.len() as u64)
@@ -212,22 +220,13 @@ mod tests {
         assert_eq!(sinks[2].take(), Vec::<String>::new());
 
         // Both are busy and have not held RDY for long: nothing moves.
-        st.conns[&0]
-            .activity
-            .last_message
-            .store(90, Ordering::Relaxed);
-        st.conns[&1]
-            .activity
-            .last_message
-            .store(90, Ordering::Relaxed);
+        last_message(&st, 0, 90);
+        last_message(&st, 1, 90);
         redistribute(&c, &mut st, 150);
         assert_eq!(rdys(&st), [1, 1, 0]);
 
         // #1 goes idle: its RDY goes to #2, which never had a turn.
-        st.conns[&0]
-            .activity
-            .last_message
-            .store(200, Ordering::Relaxed);
+        last_message(&st, 0, 200);
         redistribute(&c, &mut st, 200);
         assert_eq!(rdys(&st), [1, 0, 1]);
         assert_eq!(sinks[1].take(), ["RDY 1", "RDY 0"]);
@@ -235,24 +234,15 @@ mod tests {
 
         // #0 is busy, but after low_rdy_timeout it gives way to #1, which
         // waited longest; busy #2 has had its turn for less long.
-        st.conns[&0]
-            .activity
-            .last_message
-            .store(1000, Ordering::Relaxed);
-        st.conns[&2]
-            .activity
-            .last_message
-            .store(1000, Ordering::Relaxed);
+        last_message(&st, 0, 1000);
+        last_message(&st, 2, 1000);
         redistribute(&c, &mut st, 1000);
         assert_eq!(rdys(&st), [0, 1, 1]);
         redistribute(&c, &mut st, 1050);
         assert_eq!(rdys(&st), [0, 1, 1]);
 
         // #2 goes idle: back to #0, which waited longer than #2 will.
-        st.conns[&1]
-            .activity
-            .last_message
-            .store(1090, Ordering::Relaxed);
+        last_message(&st, 1, 1090);
         redistribute(&c, &mut st, 1100);
         assert_eq!(rdys(&st), [1, 1, 0]);
 

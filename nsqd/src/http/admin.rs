@@ -18,6 +18,20 @@ const fn bad(name: &'static str) -> HttpError {
     (StatusCode::BAD_REQUEST, name)
 }
 
+/// Argument `key` parsed as `T`: `missing` when it is absent, `invalid`
+/// when it does not parse.
+fn parsed<T: std::str::FromStr>(
+    q: &Query,
+    key: &str,
+    missing: &'static str,
+    invalid: &'static str,
+) -> Result<T, HttpError> {
+    q.get(key)
+        .ok_or(bad(missing))?
+        .parse()
+        .map_err(|_| bad(invalid))
+}
+
 const TOPIC_NOT_FOUND: HttpError = (StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND");
 const CHANNEL_NOT_FOUND: HttpError = (StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND");
 
@@ -33,16 +47,8 @@ fn existing_topic_and_channel(
     req: &Request<Incoming>,
 ) -> Result<(Arc<Topic>, ChannelName), HttpError> {
     let q = Query::parse(req)?;
-    let topic: TopicName = q
-        .get("topic")
-        .ok_or(bad("MISSING_ARG_TOPIC"))?
-        .parse()
-        .map_err(|_| bad("INVALID_ARG_TOPIC"))?;
-    let channel: ChannelName = q
-        .get("channel")
-        .ok_or(bad("MISSING_ARG_CHANNEL"))?
-        .parse()
-        .map_err(|_| bad("INVALID_ARG_CHANNEL"))?;
+    let topic: TopicName = parsed(&q, "topic", "MISSING_ARG_TOPIC", "INVALID_ARG_TOPIC")?;
+    let channel: ChannelName = parsed(&q, "channel", "MISSING_ARG_CHANNEL", "INVALID_ARG_CHANNEL")?;
     let topic = nsqd.topic(topic.as_str()).ok_or(TOPIC_NOT_FOUND)?;
     Ok((topic, channel))
 }
@@ -126,11 +132,12 @@ pub(super) fn pause_channel(nsqd: &Arc<Nsqd>, req: &Request<Incoming>, pause: bo
 pub(super) fn channel_max_attempts(nsqd: &Arc<Nsqd>, req: &Request<Incoming>) -> Reply {
     let (topic, channel) = existing_topic_and_channel(nsqd, req)?;
     let q = Query::parse(req)?;
-    let max_attempts: u16 = q
-        .get("max_attempts")
-        .ok_or(bad("MISSING_ARG_MAX_ATTEMPTS"))?
-        .parse()
-        .map_err(|_| bad("INVALID_ARG_MAX_ATTEMPTS"))?;
+    let max_attempts: u16 = parsed(
+        &q,
+        "max_attempts",
+        "MISSING_ARG_MAX_ATTEMPTS",
+        "INVALID_ARG_MAX_ATTEMPTS",
+    )?;
     let dead_letter_topic = match q.get("dead_letter_topic") {
         None | Some("") => None,
         Some(t) => Some(

@@ -92,14 +92,9 @@ fn broadcast_port(flag: u16, actual: Option<u16>) -> i64 {
 /// `getOptByCfgName` would encode it; `None` for an unknown key.
 pub fn option_value(nsqd: &Nsqd, key: &str) -> Option<Value> {
     let o = &nsqd.opts;
-    let ns = |d: &nsq_app::GoDuration| json!(d.as_nanos_i64());
     Some(match key {
         "id" => json!(o.effective_node_id()),
         "log_level" => json!(log_level_number(nsqd.live.log_level())),
-        "log_prefix" => json!(o.log_prefix),
-        "tcp_address" => json!(o.tcp_address),
-        "http_address" => json!(o.http_address),
-        "https_address" => json!(o.https_address),
         "broadcast_address" => json!(o.broadcast_address()),
         "broadcast_tcp_port" => json!(broadcast_port(
             o.broadcast_tcp_port,
@@ -111,39 +106,9 @@ pub fn option_value(nsqd: &Nsqd, key: &str) -> Option<Value> {
         )),
         "nsqlookupd_tcp_addresses" => json!(nsqd.live.lookupd_tcp_addresses()),
         "auth_http_addresses" => json!(o.auth_http_address),
-        "auth_http_request_method" => json!(o.auth_http_request_method),
-        "http_client_connect_timeout" => ns(&o.http_client_connect_timeout),
-        "http_client_request_timeout" => ns(&o.http_client_request_timeout),
-        "data_path" => json!(o.data_path),
-        "mem_queue_size" => json!(o.mem_queue_size),
-        "max_bytes_per_file" => json!(o.max_bytes_per_file),
-        "sync_every" => json!(o.sync_every),
-        "sync_timeout" => ns(&o.sync_timeout),
-        "queue_scan_selection_count" => json!(o.queue_scan_selection_count),
-        "queue_scan_worker_pool_max" => json!(o.queue_scan_worker_pool_max),
-        "msg_timeout" => ns(&o.msg_timeout),
-        "max_msg_timeout" => ns(&o.max_msg_timeout),
-        "max_msg_size" => json!(o.max_msg_size),
-        "max_body_size" => json!(o.max_body_size),
-        "max_req_timeout" => ns(&o.max_req_timeout),
-        "max_heartbeat_interval" => ns(&o.max_heartbeat_interval),
-        "max_rdy_count" => json!(o.max_rdy_count),
-        "max_output_buffer_size" => json!(o.max_output_buffer_size),
-        "max_output_buffer_timeout" => ns(&o.max_output_buffer_timeout),
-        "min_output_buffer_timeout" => ns(&o.min_output_buffer_timeout),
-        "output_buffer_timeout" => ns(&o.output_buffer_timeout),
-        "max_channel_consumers" => json!(o.max_channel_consumers),
-        "job_settle_time" => ns(&o.job_settle_time),
-        "job_min_workers" => json!(o.job_min_workers),
-        "statsd_address" => json!(o.statsd_address),
         // Upstream rewrites the prefix with the host key at startup, so the
         // value read back is the effective one.
         "statsd_prefix" => json!(crate::statsd::prefix(nsqd)),
-        "statsd_interval" => ns(&o.statsd_interval),
-        "statsd_mem_stats" => json!(o.statsd_mem_stats),
-        "statsd_udp_packet_size" => json!(o.statsd_udp_packet_size),
-        "statsd_exclude_ephemeral" => json!(o.statsd_exclude_ephemeral),
-        "e2e_processing_latency_window_time" => ns(&o.e2e_processing_latency_window_time),
         "e2e_processing_latency_percentiles" => {
             // A nil Go slice when none is configured.
             let p = o.e2e_percentiles().unwrap_or_default();
@@ -153,21 +118,29 @@ pub fn option_value(nsqd: &Nsqd, key: &str) -> Option<Value> {
                 json!(p)
             }
         }
-        "tls_cert" => json!(o.tls_cert),
-        "tls_key" => json!(o.tls_key),
-        "tls_client_auth_policy" => json!(o.tls_client_auth_policy),
-        "tls_root_ca_file" => json!(o.tls_root_ca_file),
         "tls_required" => json!(tls_required_number(o)),
         "tls_min_version" => json!(tls_min_version_number(&o.tls_min_version)),
-        "deflate" => json!(o.deflate),
-        "max_deflate_level" => json!(o.max_deflate_level),
-        "snappy" => json!(o.snappy),
-        "topology_region" => json!(o.topology_region),
-        "topology_zone" => json!(o.topology_zone),
-        "enable_experiment" => json!(o.enable_experiment),
-        // Ours, beyond upstream.
-        "durable" => json!(o.durable),
-        _ => return None,
+        // `durable` is ours, beyond upstream.
+        _ => {
+            return nsq_app::option_field_json!(key, o,
+                plain: [
+                    log_prefix, tcp_address, http_address, https_address,
+                    auth_http_request_method, data_path, mem_queue_size, max_bytes_per_file,
+                    sync_every, queue_scan_selection_count, queue_scan_worker_pool_max,
+                    max_msg_size, max_body_size, max_rdy_count, max_output_buffer_size,
+                    max_channel_consumers, job_min_workers, statsd_address, statsd_mem_stats,
+                    statsd_udp_packet_size, statsd_exclude_ephemeral, tls_cert, tls_key,
+                    tls_client_auth_policy, tls_root_ca_file, deflate, max_deflate_level,
+                    snappy, topology_region, topology_zone, enable_experiment, durable,
+                ],
+                durations: [
+                    http_client_connect_timeout, http_client_request_timeout, sync_timeout,
+                    msg_timeout, max_msg_timeout, max_req_timeout, max_heartbeat_interval,
+                    max_output_buffer_timeout, min_output_buffer_timeout, output_buffer_timeout,
+                    job_settle_time, statsd_interval, e2e_processing_latency_window_time,
+                ],
+            )
+        }
     })
 }
 

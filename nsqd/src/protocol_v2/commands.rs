@@ -248,12 +248,33 @@ impl Connection {
     }
 
     /// FIN is checked at once and settled with the others of this read
-    /// (`settle_fins`) before any later command runs.
+    /// (`settle_fins`) before any later command runs. An ID nsqd never hands
+    /// out (not 16 lowercase hex digits) fails at once, after the FINs
+    /// before it.
     fn fin(&mut self, id: MessageId) -> Result<(), ProtocolError> {
         self.require_state("FIN", &[ClientState::Subscribed, ClientState::Closing])?;
         self.subscribed_channel()?;
-        self.fins.push(id);
+        match id.to_u64() {
+            Some(n) => self.fins.push(n),
+            None => {
+                self.settle_fins();
+                return Err(fin_failed(id, InFlightError::NotInFlight));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether a FIN read now may skip the command machinery
+    /// (`reading::take_fin`): it would pass `fin`'s checks, and no earlier
+    /// publish waits for its answer, so a failure is still told in order.
+    pub(super) fn takes_fast_fins(&self) -> bool {
+        !self.needs_tls
+            && self.pending.is_empty()
+            && matches!(
+                self.client.state(),
+                ClientState::Subscribed | ClientState::Closing
+            )
+            && self.subscription.get().is_some()
     }
 
     /// Finish the gathered FINs in one lock section of the channel; the
@@ -264,32 +285,16 @@ impl Connection {
         }
         let fins = std::mem::take(&mut self.fins);
         let mut failed: Vec<(usize, InFlightError)> = Vec::new();
-        let mut valid = Vec::with_capacity(fins.len());
-        let mut index = Vec::new();
-        for (i, id) in fins.iter().enumerate() {
-            match id.to_u64() {
-                Some(n) => {
-                    valid.push(n);
-                    index.push(i);
-                }
-                None => failed.push((i, InFlightError::NotInFlight)),
-            }
-        }
         if let Some(channel) = self.subscription.get() {
-            channel.finish_many(self.client.id, &valid, |at, e| failed.push((index[at], e)));
+            channel.finish_many(self.client.id, &fins, |at, e| failed.push((at, e)));
         }
-        failed.sort_unstable_by_key(|f| f.0);
         let finished = (fins.len() - failed.len()) as u64;
         self.client
             .finish_count
             .fetch_add(finished, Ordering::Relaxed);
         self.may_deliver |= finished > 0;
         for (i, e) in failed {
-            let id = fins[i];
-            self.send_error_now(ProtocolError::new(
-                ErrorCode::FinFailed,
-                format!("FIN {id} failed {e}"),
-            ));
+            self.send_error_now(fin_failed(MessageId::from_u64(fins[i]), e));
         }
         // Keep the allocation for the next read's FINs.
         self.fins = fins;
@@ -374,6 +379,11 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// Upstream's error for a FIN that could not act.
+fn fin_failed(id: MessageId, e: InFlightError) -> ProtocolError {
+    ProtocolError::new(ErrorCode::FinFailed, format!("FIN {id} failed {e}"))
 }
 
 /// Upstream logs every failed command at ERROR as `[ADDR] - CODE text`.

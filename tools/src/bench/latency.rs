@@ -19,14 +19,12 @@ use serde_json::json;
 
 use super::conn::{connect_all, publish_reply, Conn, REPLY_TIMEOUT, SMALL_READ};
 use super::{
-    check_limits, cpu_since, limits_text, per_connection, percentile, process_cpu_time, round,
-    Report, Result, Target,
+    check_limits, limits_text, per_connection, percentile, round, Report, Result, RunClock, Target,
 };
 
 /// Latency benchmark: sequential PUB round trips.
 #[derive(Parser, Debug, Clone)]
 #[command(
-    name = "bench_latency",
     about = "Measure nsqd's publish round-trip latency, one message at a time.",
     mut_arg("topic", |a| a.default_value("bench_latency"))
 )]
@@ -91,15 +89,14 @@ pub fn run(opts: &LatencyOptions) -> Result<Report> {
         limits_text(*t.runfor, opts.count)
     );
 
-    let cpu_before = process_cpu_time();
-    let start = Instant::now();
-    let end = (!t.runfor.is_zero()).then(|| start + *t.runfor);
+    let clock = RunClock::start();
+    let end = clock.end(*t.runfor);
     let abort = AtomicBool::new(false);
     let runs = per_connection(conns, &abort, |conn| {
         round_trips(conn, &encoded, opts.count, end, &abort)
     });
-    let elapsed = start.elapsed();
-    let cpu = cpu_since(cpu_before);
+    let elapsed = clock.start.elapsed();
+    let cpu = clock.cpu();
     let mut samples: Vec<u64> = runs?.into_iter().flatten().collect();
     samples.sort_unstable();
 
@@ -186,8 +183,7 @@ mod tests {
 
     #[test]
     fn defaults_and_human_line() {
-        let argv: Vec<std::ffi::OsString> = vec!["bench_latency".into(), "-count=5".into()];
-        let o: LatencyOptions = nsq_app::try_parse_options("bench_latency", argv, &[]).unwrap();
+        let o: LatencyOptions = crate::bench::try_parse("bench_latency", &["-count=5"]).unwrap();
         assert_eq!(
             (
                 o.target.topic.as_str(),

@@ -19,7 +19,7 @@ pub mod writer;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nsq_app::GoDuration;
 use nsq_protocol::frame::FrameError;
@@ -59,14 +59,29 @@ pub enum BenchError {
 
 pub type Result<T, E = BenchError> = std::result::Result<T, E>;
 
+/// A `--topic` or `--channel` value that is not a valid NSQ name.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} name {name:?} is not valid")]
+pub struct BadName {
+    /// `topic` or `channel`.
+    pub kind: &'static str,
+    pub name: String,
+}
+
 /// clap value parser: a topic name is checked once, at the edge.
-pub fn parse_topic(s: &str) -> Result<TopicName, String> {
-    TopicName::new(s.as_bytes()).ok_or_else(|| format!("topic name {s:?} is not valid"))
+pub fn parse_topic(s: &str) -> Result<TopicName, BadName> {
+    TopicName::new(s.as_bytes()).ok_or_else(|| BadName {
+        kind: "topic",
+        name: s.to_owned(),
+    })
 }
 
 /// clap value parser for channel names.
-pub fn parse_channel(s: &str) -> Result<ChannelName, String> {
-    ChannelName::new(s.as_bytes()).ok_or_else(|| format!("channel name {s:?} is not valid"))
+pub fn parse_channel(s: &str) -> Result<ChannelName, BadName> {
+    ChannelName::new(s.as_bytes()).ok_or_else(|| BadName {
+        kind: "channel",
+        name: s.to_owned(),
+    })
 }
 
 /// Stop conditions shared by the tools: a run ends at `runfor` or after
@@ -271,6 +286,42 @@ pub fn cpu_since(before: Option<(Duration, Duration)>) -> Option<(Duration, Dura
     Some((u1.saturating_sub(u0), s1.saturating_sub(s0)))
 }
 
+/// A run's start, by the wall clock and in this process's CPU time.
+pub struct RunClock {
+    pub start: Instant,
+    cpu: Option<(Duration, Duration)>,
+}
+
+impl RunClock {
+    pub fn start() -> RunClock {
+        RunClock {
+            cpu: process_cpu_time(),
+            start: Instant::now(),
+        }
+    }
+
+    /// When `--runfor` ends the run; `None` when it is 0 (off).
+    pub fn end(&self, runfor: Duration) -> Option<Instant> {
+        (!runfor.is_zero()).then(|| self.start + runfor)
+    }
+
+    /// CPU (user, system) used since the start.
+    pub fn cpu(&self) -> Option<(Duration, Duration)> {
+        cpu_since(self.cpu)
+    }
+}
+
+/// `tool`'s options from `args` (what follows the program name), parsed as
+/// its `main` parses them.
+#[cfg(test)]
+pub(crate) fn try_parse<O: clap::Parser>(
+    tool: &str,
+    args: &[&str],
+) -> Result<O, nsq_app::FlagError> {
+    let argv = std::iter::once(tool).chain(args.iter().copied());
+    nsq_app::try_parse_options(tool, argv.map(Into::into), &[])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,7 +392,10 @@ mod tests {
     #[test]
     fn names_and_limits() {
         assert!(parse_topic("sub_bench").is_ok());
-        assert!(parse_topic("bad topic").is_err());
+        assert_eq!(
+            parse_topic("bad topic").unwrap_err().to_string(),
+            r#"topic name "bad topic" is not valid"#
+        );
         assert!(parse_channel("ch#ephemeral").is_ok());
         assert!(check_limits(Duration::ZERO, 0).is_err());
         assert!(check_limits(Duration::ZERO, 5).is_ok());

@@ -16,8 +16,8 @@ use serde_json::json;
 
 use super::conn::{connect_all, server_error, Conn, Incoming, READ_CHUNK, REPLY_TIMEOUT};
 use super::{
-    check_limits, cpu_since, limits_text, parse_channel, per_connection, process_cpu_time,
-    BenchError, Report, Result, Target,
+    check_limits, limits_text, parse_channel, per_connection, BenchError, Report, Result, RunClock,
+    Target,
 };
 
 /// How often an idle connection looks at the clock and the shared count, so
@@ -27,10 +27,7 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Consume benchmark: SUB, RDY, FIN every message as it arrives.
 #[derive(Parser, Debug, Clone)]
-#[command(
-    name = "bench_reader",
-    about = "Measure how fast nsqd delivers messages to consumers."
-)]
+#[command(about = "Measure how fast nsqd delivers messages to consumers.")]
 pub struct ReaderOptions {
     #[command(flatten)]
     pub target: Target,
@@ -141,12 +138,11 @@ pub fn run(opts: &ReaderOptions) -> Result<Report> {
         limits_text(*t.runfor, opts.count)
     );
 
-    let cpu_before = process_cpu_time();
-    let start = Instant::now();
+    let clock = RunClock::start();
     let shared = Shared {
         rdy: opts.rdy,
         limit: (opts.count > 0).then_some(opts.count),
-        end: (!t.runfor.is_zero()).then(|| start + *t.runfor),
+        end: clock.end(*t.runfor),
         finished: AtomicU64::new(0),
         reached: OnceLock::new(),
         stop: AtomicBool::new(false),
@@ -155,7 +151,7 @@ pub fn run(opts: &ReaderOptions) -> Result<Report> {
     let elapsed = shared
         .reached
         .get()
-        .map_or_else(|| start.elapsed(), |t| *t - start);
+        .map_or_else(|| clock.start.elapsed(), |t| *t - clock.start);
     let extra = BTreeMap::from([
         ("size", json!(t.size)),
         ("rdy", json!(opts.rdy)),
@@ -168,7 +164,7 @@ pub fn run(opts: &ReaderOptions) -> Result<Report> {
         msgs: shared.finished.load(Ordering::Relaxed),
         elapsed,
         size: t.size as usize,
-        cpu: cpu_since(cpu_before),
+        cpu: clock.cpu(),
         extra,
     })
 }
@@ -219,16 +215,17 @@ fn consume(mut conn: Conn, shared: &Shared) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn argv(args: &[&str]) -> Vec<std::ffi::OsString> {
-        std::iter::once("bench_reader")
-            .chain(args.iter().copied())
-            .map(Into::into)
-            .collect()
+    fn try_parse(args: &[&str]) -> Result<ReaderOptions, nsq_app::FlagError> {
+        crate::bench::try_parse("bench_reader", args)
+    }
+
+    fn parse(args: &[&str]) -> ReaderOptions {
+        try_parse(args).unwrap()
     }
 
     #[test]
     fn defaults_and_flags() {
-        let o: ReaderOptions = nsq_app::try_parse_options("bench_reader", argv(&[]), &[]).unwrap();
+        let o = parse(&[]);
         assert_eq!(o.target.topic.as_str(), "sub_bench");
         assert_eq!(o.channel.as_str(), "ch");
         assert_eq!(
@@ -236,46 +233,25 @@ mod tests {
             (200, 2500, 1, 0, 1)
         );
         assert_eq!(*o.target.runfor, Duration::from_secs(10));
-        let o: ReaderOptions = nsq_app::try_parse_options(
-            "bench_reader",
-            argv(&["-channel=c2", "-rdy", "0", "--runfor=0", "--count=7"]),
-            &[],
-        )
-        .unwrap();
+        let o = parse(&["-channel=c2", "-rdy", "0", "--runfor=0", "--count=7"]);
         assert_eq!((o.channel.as_str(), o.rdy, o.count), ("c2", 0, 7));
         assert!(o.target.runfor.is_zero());
-        assert!(nsq_app::try_parse_options::<ReaderOptions>(
-            "bench_reader",
-            argv(&["--channel=a/b"]),
-            &[]
-        )
-        .is_err());
+        assert!(try_parse(&["--channel=a/b"]).is_err());
     }
 
     #[test]
     fn channels_are_numbered_and_each_gets_a_connection() {
-        let parse = |args: &[&str]| -> ReaderOptions {
-            nsq_app::try_parse_options("bench_reader", argv(args), &[]).unwrap()
+        let names = |o: &ReaderOptions| -> Vec<String> {
+            let names = o.channel_names().unwrap();
+            names.iter().map(|c| c.to_string()).collect()
         };
         let one = parse(&["--connections=3"]);
-        let names: Vec<String> = one
-            .channel_names()
-            .unwrap()
-            .iter()
-            .map(|c| c.to_string())
-            .collect();
         assert_eq!(
-            (names, one.total_connections()),
+            (names(&one), one.total_connections()),
             (vec!["ch".to_string()], 3)
         );
         let many = parse(&["--channels=3", "--channel=c", "--connections=2"]);
-        let names: Vec<String> = many
-            .channel_names()
-            .unwrap()
-            .iter()
-            .map(|c| c.to_string())
-            .collect();
-        assert_eq!(names, ["c0", "c1", "c2"]);
+        assert_eq!(names(&many), ["c0", "c1", "c2"]);
         assert_eq!(many.total_connections(), 3);
         // A name at the length limit has no room for a number.
         let long = "c".repeat(64);

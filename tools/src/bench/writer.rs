@@ -16,16 +16,12 @@ use serde_json::json;
 
 use super::conn::{connect_all, publish_reply, Conn, REPLY_TIMEOUT, SMALL_READ};
 use super::{
-    check_limits, cpu_since, limits_text, per_connection, process_cpu_time, BenchError, Report,
-    Result, Target,
+    check_limits, limits_text, per_connection, BenchError, Report, Result, RunClock, Target,
 };
 
 /// Publish benchmark: MPUB batches as fast as nsqd acknowledges them.
 #[derive(Parser, Debug, Clone)]
-#[command(
-    name = "bench_writer",
-    about = "Measure how fast nsqd accepts published messages."
-)]
+#[command(about = "Measure how fast nsqd accepts published messages.")]
 pub struct WriterOptions {
     #[command(flatten)]
     pub target: Target,
@@ -126,8 +122,7 @@ pub fn run(opts: &WriterOptions) -> Result<Report> {
         limits_text(*t.runfor, opts.count)
     );
 
-    let cpu_before = process_cpu_time();
-    let start = Instant::now();
+    let clock = RunClock::start();
     let plan = Plan {
         topic: t.topic.clone(),
         body,
@@ -136,11 +131,11 @@ pub fn run(opts: &WriterOptions) -> Result<Report> {
         mpub_len,
         limit: (opts.count > 0).then_some(opts.count),
         claimed: AtomicU64::new(0),
-        end: (!t.runfor.is_zero()).then(|| start + *t.runfor),
+        end: clock.end(*t.runfor),
         abort: AtomicBool::new(false),
     };
     let acked = per_connection(conns, &plan.abort, |conn| publish(conn, &plan, pipeline))?;
-    let elapsed = start.elapsed();
+    let elapsed = clock.start.elapsed();
     let extra = BTreeMap::from([
         ("size", json!(t.size)),
         ("batch_size", json!(opts.batch_size)),
@@ -152,7 +147,7 @@ pub fn run(opts: &WriterOptions) -> Result<Report> {
         msgs: acked.iter().sum(),
         elapsed,
         size: t.size as usize,
-        cpu: cpu_since(cpu_before),
+        cpu: clock.cpu(),
         extra,
     })
 }
@@ -212,14 +207,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> WriterOptions {
-        nsq_app::try_parse_options("bench_writer", argv_os(args), &[]).unwrap()
-    }
-
-    fn argv_os(args: &[&str]) -> Vec<std::ffi::OsString> {
-        std::iter::once("bench_writer")
-            .chain(args.iter().copied())
-            .map(Into::into)
-            .collect()
+        crate::bench::try_parse("bench_writer", args).unwrap()
     }
 
     #[test]
@@ -247,9 +235,8 @@ mod tests {
         assert_eq!(o.target.tcp_address, "127.0.0.1:5150");
         assert_eq!(*o.target.runfor, Duration::from_secs(90));
         assert_eq!((o.count, o.pipeline), (1_000_000, 4));
-        let bad = |args: &[&str]| {
-            nsq_app::try_parse_options::<WriterOptions>("bench_writer", argv_os(args), &[]).is_err()
-        };
+        let bad =
+            |args: &[&str]| crate::bench::try_parse::<WriterOptions>("bench_writer", args).is_err();
         assert!(bad(&["--topic=no spaces"]));
         assert!(bad(&["--batch-size=0"]));
         assert!(bad(&["--pipeline=0"]));

@@ -5,11 +5,6 @@ use nsq_tools::bench::{latency, LatencyOptions};
 fn main() {
     let opts: LatencyOptions =
         nsq_app::flags::parse_options("bench_latency", std::env::args_os(), &[]);
-    match latency::run(&opts) {
-        Ok(report) => report.print_with(&latency::human_line(&report)),
-        Err(e) => {
-            eprintln!("[bench_latency] {e}");
-            std::process::exit(1);
-        }
-    }
+    let report = nsq_tools::exit_on_error("bench_latency", latency::run(&opts));
+    report.print_with(&latency::human_line(&report));
 }

@@ -5,11 +5,6 @@ use nsq_tools::bench::{reader, ReaderOptions};
 fn main() {
     let opts: ReaderOptions =
         nsq_app::flags::parse_options("bench_reader", std::env::args_os(), &[]);
-    match reader::run(&opts) {
-        Ok(report) => report.print(),
-        Err(e) => {
-            eprintln!("[bench_reader] {e}");
-            std::process::exit(1);
-        }
-    }
+    let report = nsq_tools::exit_on_error("bench_reader", reader::run(&opts));
+    report.print();
 }

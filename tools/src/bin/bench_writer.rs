@@ -5,11 +5,6 @@ use nsq_tools::bench::{writer, WriterOptions};
 fn main() {
     let opts: WriterOptions =
         nsq_app::flags::parse_options("bench_writer", std::env::args_os(), &[]);
-    match writer::run(&opts) {
-        Ok(report) => report.print(),
-        Err(e) => {
-            eprintln!("[bench_writer] {e}");
-            std::process::exit(1);
-        }
-    }
+    let report = nsq_tools::exit_on_error("bench_writer", writer::run(&opts));
+    report.print();
 }

@@ -23,10 +23,7 @@ async fn main() {
         JobCommand::Work(o) => nsq_job::work(o, tools::shutdown_signal()).await,
         JobCommand::Status(o) => status(&o).await,
     };
-    if let Err(e) = result {
-        eprintln!("[nsq-job] {e}");
-        std::process::exit(1);
-    }
+    tools::exit_on_error("nsq-job", result);
 }
 
 /// Every nsqd's status, each under its address when there are several.

@@ -4,11 +4,7 @@ use nsq_tools::{self as tools, nsq_to_http};
 
 #[tokio::main]
 async fn main() {
-    let opts: nsq_to_http::ToHttpOptions =
-        nsq_app::flags::parse_options("nsq_to_http", std::env::args_os(), &[]);
-    tools::init_logging();
-    if let Err(e) = nsq_to_http::run(opts, tools::shutdown_signal()).await {
-        eprintln!("[nsq_to_http] {e}");
-        std::process::exit(1);
-    }
+    let opts = tools::start("nsq_to_http");
+    let result = nsq_to_http::run(opts, tools::shutdown_signal()).await;
+    tools::exit_on_error("nsq_to_http", result);
 }

@@ -4,17 +4,12 @@ use nsq_tools::{self as tools, to_nsq};
 
 #[tokio::main]
 async fn main() {
-    let opts: to_nsq::ToNsqOptions =
-        nsq_app::flags::parse_options("to_nsq", std::env::args_os(), &[]);
-    tools::init_logging();
+    let opts = tools::start("to_nsq");
     let stdin = tokio::io::BufReader::with_capacity(64 * 1024, tokio::io::stdin());
     // Upstream stops at SIGINT/SIGTERM too; records already acknowledged stay published.
     let result = tokio::select! {
         r = to_nsq::run(&opts, stdin) => r,
         () = tools::shutdown_signal() => Ok(0),
     };
-    if let Err(e) = result {
-        eprintln!("[to_nsq] {e}");
-        std::process::exit(1);
-    }
+    tools::exit_on_error("to_nsq", result);
 }
