@@ -325,13 +325,9 @@ async fn planned_takeover_over_http_then_the_node_returns_without_duplicates() {
         pair.a.start(pair.lookupd.tcp_addr());
         pair.a.wait_state("in_sync", Duration::from_secs(10)).await;
         assert!(pair.a.d().logs().contains("took over 500 of our messages"));
-        let stop = pair.consume(&ledger);
-        pair.b
-            .wait_delivered(&ledger, Duration::from_secs(10))
+        // B delivers them; A drops its copies as they come up: none twice.
+        pair.consume_all(&ledger, &pair.b, Duration::from_secs(10), &pair.a)
             .await;
-        // B delivered them; A drops its copies as they come up: none twice.
-        pair.a.wait_drained(Duration::from_secs(10)).await;
-        stop.store(true, Ordering::Relaxed);
         assert_eq!(ledger.lock().unwrap().duplicates(), 0);
     })
     .await;
@@ -601,17 +597,6 @@ async fn a_shadow_past_its_memory_bound_spills_to_disk_and_is_taken_over_exactly
             .http_post(&format!("/replica/takeover?peer={peer}"), b"");
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.json()["taken_over"], left);
-        let stop = pair.consume(&ledger);
-        pair.b
-            .wait_delivered(&ledger, Duration::from_secs(30))
-            .await;
-        pair.b.wait_drained(Duration::from_secs(10)).await;
-        stop.store(true, Ordering::Relaxed);
-        {
-            let l = ledger.lock().unwrap();
-            assert_eq!(l.received.len(), N, "deliveries of unknown bodies");
-            assert_eq!(l.duplicates(), 0, "finished or spilled ones twice");
-        }
         // The spill queues are gone with the takeover.
         pair.b
             .wait_for(Duration::from_secs(5), "spill files removed", || {
@@ -623,6 +608,13 @@ async fn a_shadow_past_its_memory_bound_spills_to_disk_and_is_taken_over_exactly
                 }
             })
             .await;
+        pair.consume_all(&ledger, &pair.b, Duration::from_secs(30), &pair.b)
+            .await;
+        {
+            let l = ledger.lock().unwrap();
+            assert_eq!(l.received.len(), N, "deliveries of unknown bodies");
+            assert_eq!(l.duplicates(), 0, "finished or spilled ones twice");
+        }
     })
     .await;
 }

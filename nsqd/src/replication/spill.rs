@@ -303,12 +303,8 @@ mod tests {
     }
 
     fn m(id: u64) -> WireMessage {
-        WireMessage {
-            id,
-            timestamp: 1,
-            attempts: 0,
-            body: Bytes::from(vec![b'x'; 300]),
-        }
+        let body = Bytes::from(vec![b'x'; 300]);
+        WireMessage::from(&crate::message::Message::new(id, 1, body))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
