@@ -338,12 +338,51 @@ mod tests {
         assert_eq!(back, want);
         // Read back means deleted: the files go once the disk thread ran.
         io.shutdown();
-        let left = std::fs::read_dir(dir.path())
+        assert_eq!(spill_files(dir.path()), 0);
+    }
+
+    /// Spill files in `dir`.
+    fn spill_files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
             .unwrap()
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX))
-            .count();
-        assert_eq!(left, 0);
+            .count()
+    }
+
+    #[test]
+    fn reset_empty_and_delete_remove_spilled_copies() {
+        use super::super::shadow::Shadow;
+        use super::super::wire::MetaOp;
+        let dir = tempfile::tempdir().unwrap();
+        let io = DiskIo::for_tests(dir.path());
+        let t: TopicName = "t".parse().unwrap();
+        let (a, b): (ChannelName, ChannelName) = ("a".parse().unwrap(), "b".parse().unwrap());
+        let mut s = Shadow::default();
+        s.set_spill(SpillTo::new(io.clone(), 2, "o:1"));
+        let fill = |s: &mut Shadow, from: u64| {
+            s.meta(MetaOp::ChannelCreate, &t, Some(&a));
+            s.meta(MetaOp::ChannelCreate, &t, Some(&b));
+            let msgs: Vec<_> = (from..from + 10).map(m).collect();
+            s.append(&t, None, 0, &msgs, u64::MAX).unwrap();
+            assert_eq!(s.depth(), 20);
+        };
+        fill(&mut s, 1);
+        s.meta(MetaOp::ChannelEmpty, &t, Some(&a));
+        assert_eq!(s.depth(), 10);
+        s.meta(MetaOp::ChannelDelete, &t, Some(&b));
+        assert_eq!((s.depth(), s.bytes()), (0, 0));
+        fill(&mut s, 11);
+        s.meta(MetaOp::TopicDelete, &t, None);
+        assert_eq!(s.depth(), 0);
+        fill(&mut s, 21);
+        s.reset();
+        assert_eq!(s.depth(), 0);
+        // Still spilling after a reset (a full copy follows one).
+        fill(&mut s, 31);
+        s.reset();
+        io.shutdown();
+        assert_eq!(spill_files(dir.path()), 0);
     }
 
     #[test]
