@@ -296,6 +296,26 @@ impl DiskIo {
         })
     }
 
+    /// One thread, small segments, no fsync per write: for unit tests.
+    #[cfg(test)]
+    pub fn for_tests(dir: &std::path::Path) -> Arc<DiskIo> {
+        Arc::new(
+            DiskIo::start(DiskIoOptions {
+                dir: dir.to_path_buf(),
+                queue: DiskQueueOptions {
+                    max_bytes_per_file: 4096,
+                    max_msg_size: 1 << 20,
+                    sync_every: 100,
+                    commit_reads: false,
+                },
+                sync_timeout: Duration::from_secs(1),
+                threads: 1,
+                durable: false,
+            })
+            .expect("disk I/O threads"),
+        )
+    }
+
     /// Send every thread the job `make` builds and wait until each has
     /// answered on the `done` sender it was given.
     fn on_every_thread(&self, make: impl Fn(crossbeam_channel::Sender<()>) -> Job) {

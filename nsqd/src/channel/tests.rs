@@ -242,21 +242,7 @@ fn max_channel_consumers() {
 }
 
 fn disk(dir: &std::path::Path) -> Arc<crate::disk_io::DiskIo> {
-    Arc::new(
-        crate::disk_io::DiskIo::start(crate::disk_io::DiskIoOptions {
-            dir: dir.to_path_buf(),
-            queue: crate::disk_queue::DiskQueueOptions {
-                max_bytes_per_file: 4096,
-                max_msg_size: 1 << 20,
-                sync_every: 100,
-                commit_reads: false,
-            },
-            sync_timeout: Duration::from_secs(1),
-            threads: 1,
-            durable: false,
-        })
-        .unwrap(),
-    )
+    crate::disk_io::DiskIo::for_tests(dir)
 }
 
 fn spilling_channel(io: &crate::disk_io::DiskIo, mem: usize) -> Arc<Channel> {

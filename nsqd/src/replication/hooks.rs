@@ -7,7 +7,7 @@ use std::time::Duration;
 use nsq_protocol::{ChannelName, TopicName};
 
 use super::state::Replication;
-use super::{holder, origin, takeover};
+use super::{holder, origin, spill, takeover};
 use crate::channel::{Channel, ChannelEvents};
 use crate::message::{unix_nanos, Message};
 use crate::nsqd::Nsqd;
@@ -26,6 +26,25 @@ impl Replication {
         if let Some(dir) = &self.cfg.journal_dir {
             for o in &self.origins {
                 o.load_journal(dir).map_err(ReplicationError::Journal)?;
+            }
+        } else {
+            // Memory bounded like any queue: past --mem-queue-size a shadow
+            // channel spills to disk. (A durable holder keeps its shadow in
+            // memory: its journal snapshots are taken from there.)
+            let limit = nsqd.opts.mem_queue_size.max(0) as usize;
+            for o in &self.origins {
+                let dir = nsqd.opts.data_path();
+                match spill::remove_leftovers(&dir, &o.addr) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(peer = %o.addr, "REPLICA {}: removed {n} spill files of a previous run", o.addr)
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = %o.addr, "REPLICA {}: cannot remove old spill files - {e}", o.addr)
+                    }
+                }
+                let to = spill::SpillTo::new(nsqd.disk_io.clone(), limit, &o.addr);
+                o.lock().shadow.set_spill(to);
             }
         }
         let listener = self

@@ -30,17 +30,7 @@ pub struct Journal {
 
 /// The journal's file name for an origin (its address, made path-safe).
 fn file_name(origin: &str) -> String {
-    let safe: String = origin
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{safe}.journal")
+    format!("{}.journal", super::spill::path_safe(origin))
 }
 
 impl Journal {

@@ -83,11 +83,24 @@
 //! origin that does return sends `Reset` and a full copy as usual.
 //!
 //! # Limits of this version
-//! * Shadows live in memory (a durable holder's also on disk, but in memory
-//!   too), bounded by [`origin_state::SHADOW_MAX_BYTES`] per origin: a
-//!   holder past it drops the link and the origin sees the peer `down`. A
-//!   non-durable holder's shadow does not survive its restart (the origin
-//!   sends a full copy again when it reconnects).
+//! * A shadow channel keeps `--mem-queue-size` messages in memory; past
+//!   that, a non-durable holder appends the rest to a disk queue of its own
+//!   (`spill.rs`, `~replica~<origin>~<topic>~<channel>` in `--data-path`,
+//!   a name no topic can take). FINs of spilled messages go into a set
+//!   bounded by the spilled count and are skipped when a takeover reads the
+//!   queue back (then deletes it). A spill queue is removed by a takeover,
+//!   a `Reset` (full copy), or the channel's emptying or deletion on the
+//!   origin, not when the origin has finished everything in it: until then
+//!   its files and finished set stay (bounded by what was spilled).
+//! * Not spilled: what a topic holds before its first channel (or while
+//!   paused), and a durable holder's shadow (its journal snapshots are
+//!   taken from memory). Both stay in memory, bounded by
+//!   [`origin_state::SHADOW_MAX_BYTES`] per origin: a holder past it drops
+//!   the link and the origin sees the peer `down`.
+//! * A non-durable holder's shadow, spilled part included, does not survive
+//!   its restart: leftover spill files are removed at start, and the origin
+//!   sends a full copy again when it reconnects. Restarting the holder
+//!   while its origin is down therefore loses the holder's copy.
 //! * The link is authenticated (with a secret) but not encrypted: message
 //!   bodies cross it in the clear.
 //!
@@ -98,7 +111,7 @@
 //! starts it. `link.rs` is an origin's queue towards one peer,
 //! `origin.rs` the task that sends it and `full_copy.rs` what a peer gets
 //! on (re)connecting; `holder.rs` serves incoming links into
-//! `origin_state.rs` (`shadow.rs`, `journal.rs`); `takeover.rs` and
+//! `origin_state.rs` (`shadow.rs`, `spill.rs`, `journal.rs`); `takeover.rs` and
 //! `return_filter.rs` are the two halves of a takeover; `peer_auth.rs` the
 //! shared-secret challenge; `wire.rs` the bytes and `codec.rs` reading them.
 
@@ -114,6 +127,7 @@ pub mod origin_state;
 pub mod peer_auth;
 pub mod return_filter;
 pub mod shadow;
+pub mod spill;
 pub mod state;
 pub mod takeover;
 pub mod wire;

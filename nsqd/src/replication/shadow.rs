@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use nsq_protocol::{ChannelName, TopicName};
 
+pub use super::spill::Held;
+use super::spill::{Spill, SpillTo};
 use super::wire::{MetaOp, WireMessage};
 
 /// Recently finished ids a channel remembers, so an Append that arrives
@@ -14,23 +16,39 @@ use super::wire::{MetaOp, WireMessage};
 /// does not leave a copy behind that nothing would ever remove.
 const RECENT_FINISHED: usize = 65_536;
 
-/// A message held for an origin, with its due time (Unix ns, 0 = now).
-#[derive(Debug, Clone)]
-pub struct Held {
-    pub msg: WireMessage,
-    pub due: i64,
-}
-
 #[derive(Debug, Default)]
 pub struct ShadowChannel {
     pub paused: bool,
     /// By id: ids grow with time, so this is publish order too.
     pub msgs: BTreeMap<u64, Held>,
+    /// What did not fit in memory (`spill.rs`).
+    pub spilled: Option<Spill>,
     recent: HashSet<u64>,
     recent_order: VecDeque<u64>,
 }
 
 impl ShadowChannel {
+    /// Messages held, in memory and spilled.
+    pub fn len(&self) -> usize {
+        self.msgs.len()
+            + self
+                .spilled
+                .as_ref()
+                .map_or(0, |s| s.finished.live() as usize)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn drop_spill(&mut self) -> u64 {
+        self.spilled.take().map_or(0, |s| {
+            let live = s.finished.live();
+            s.delete();
+            live
+        })
+    }
+
     /// Ids the origin reported finished lately.
     pub fn recently_finished(&self) -> impl Iterator<Item = &u64> {
         self.recent_order.iter()
@@ -76,6 +94,8 @@ pub struct Shadow {
     pub topics: BTreeMap<TopicName, ShadowTopic>,
     messages: u64,
     bytes: u64,
+    /// Where channels past their memory bound spill (non-durable holders).
+    spill_to: Option<SpillTo>,
 }
 
 impl Shadow {
@@ -88,8 +108,31 @@ impl Shadow {
         self.bytes
     }
 
+    pub fn set_spill(&mut self, to: SpillTo) {
+        self.spill_to = Some(to);
+    }
+
     pub fn reset(&mut self) {
-        *self = Shadow::default();
+        for t in self.topics.values_mut() {
+            for ch in t.channels.values_mut() {
+                ch.drop_spill();
+            }
+        }
+        let spill_to = self.spill_to.take();
+        *self = Shadow {
+            spill_to,
+            ..Shadow::default()
+        };
+    }
+
+    /// Spilled messages of channels going away: their queues too.
+    fn spill_gone(&mut self, chans: impl IntoIterator<Item = ShadowChannel>) -> Vec<Held> {
+        let mut gone = Vec::new();
+        for mut ch in chans {
+            self.messages = self.messages.saturating_sub(ch.drop_spill());
+            gone.extend(std::mem::take(&mut ch.msgs).into_values());
+        }
+        gone
     }
 
     fn removed(&mut self, h: &Held) {
@@ -135,12 +178,34 @@ impl Shadow {
                 added.1 += m.body.len() as u64;
             }
         };
+        let spill_to = self.spill_to.as_ref();
+        let mut into_channel = |name: &ChannelName, ch: &mut ShadowChannel| {
+            let mut spilled = Vec::new();
+            for m in msgs.iter().filter(|m| !ch.recent.contains(&m.id)) {
+                match spill_to {
+                    Some(_) if ch.msgs.len() >= spill_to.map_or(0, |s| s.mem_limit) => {
+                        if !ch.msgs.contains_key(&m.id) {
+                            spilled.push(Held {
+                                msg: m.clone(),
+                                due,
+                            });
+                        }
+                    }
+                    _ => hold(&mut ch.msgs, m),
+                }
+            }
+            if let (Some(to), false) = (spill_to, spilled.is_empty()) {
+                ch.spilled
+                    .get_or_insert_with(|| Spill::open(to, topic, name))
+                    .write(&spilled);
+            }
+            spilled.len() as u64
+        };
+        let mut spilled = 0;
         match channel {
             Some(c) => {
                 let ch = t.channels.entry(c.clone()).or_default();
-                for m in msgs.iter().filter(|m| !ch.recent.contains(&m.id)) {
-                    hold(&mut ch.msgs, m);
-                }
+                spilled += into_channel(c, ch);
             }
             None if t.holding() => {
                 for m in msgs {
@@ -148,14 +213,12 @@ impl Shadow {
                 }
             }
             None => {
-                for ch in t.channels.values_mut() {
-                    for m in msgs.iter().filter(|m| !ch.recent.contains(&m.id)) {
-                        hold(&mut ch.msgs, m);
-                    }
+                for (name, ch) in t.channels.iter_mut() {
+                    spilled += into_channel(name, ch);
                 }
             }
         }
-        self.messages += added.0;
+        self.messages += added.0 + spilled;
         self.bytes += added.1;
         Ok(())
     }
@@ -170,12 +233,16 @@ impl Shadow {
             return;
         };
         let mut gone = Vec::new();
+        let mut spilled_done = 0;
         for id in ids {
             if let Some(h) = ch.msgs.remove(id) {
                 gone.push(h);
+            } else if ch.spilled.as_mut().is_some_and(|s| s.finished.finish(*id)) {
+                spilled_done += 1;
             }
             ch.remember_finished(*id);
         }
+        self.messages = self.messages.saturating_sub(spilled_done);
         self.removed_all(gone.iter());
     }
 
@@ -200,7 +267,7 @@ impl Shadow {
                     .get_mut(topic)
                     .and_then(|t| t.channels.remove(c))
                 {
-                    gone.extend(ch.msgs.into_values());
+                    gone = self.spill_gone([ch]);
                 }
             }
             (MetaOp::ChannelEmpty, Some(c)) => {
@@ -209,7 +276,12 @@ impl Shadow {
                     .get_mut(topic)
                     .and_then(|t| t.channels.get_mut(c))
                 {
-                    gone.extend(std::mem::take(&mut ch.msgs).into_values());
+                    let emptied = ShadowChannel {
+                        msgs: std::mem::take(&mut ch.msgs),
+                        spilled: ch.spilled.take(),
+                        ..ShadowChannel::default()
+                    };
+                    gone = self.spill_gone([emptied]);
                 }
             }
             (MetaOp::ChannelPause | MetaOp::ChannelUnpause, Some(c)) => {
@@ -218,10 +290,8 @@ impl Shadow {
             }
             (MetaOp::TopicDelete, _) => {
                 if let Some(t) = self.topics.remove(topic) {
+                    gone = self.spill_gone(t.channels.into_values());
                     gone.extend(t.held.into_values());
-                    for ch in t.channels.into_values() {
-                        gone.extend(ch.msgs.into_values());
-                    }
                 }
             }
             (MetaOp::TopicEmpty, _) => {

@@ -83,14 +83,35 @@ pub fn take_over(nsqd: &Arc<Nsqd>, repl: &Replication, origin: &OriginState, why
                 }
             }
         }
-        for (cname, c) in t.channels {
+        for (cname, mut c) in t.channels {
             let (_, channel) = nsqd.get_topic_channel(&name, &cname);
             if c.paused && !channel.is_paused() {
                 channel.pause();
                 nsqd.metadata_changed();
             }
             total += c.msgs.len() as u64;
-            put(&channel, c.msgs.into_values(), &mut ids, now, wall);
+            put(
+                &channel,
+                std::mem::take(&mut c.msgs).into_values(),
+                &mut ids,
+                now,
+                wall,
+            );
+            if let Some(spill) = c.spilled.take() {
+                // Streamed from disk a step at a time, finished ones skipped.
+                let mut taken = Vec::new();
+                let read = spill.read_back(|step| {
+                    taken.extend(step.iter().map(|h| h.msg.id));
+                    put(&channel, step.into_iter(), &mut ids, now, wall);
+                });
+                if let Err(e) = read {
+                    error!(topic = %name, channel = %cname, "REPLICA {}: spilled messages not all read back - {e}", origin.addr);
+                }
+                total += taken.len() as u64;
+                let mut i = origin.lock();
+                i.taken_messages += taken.len() as u64;
+                i.taken.entry(name.clone()).or_default().extend(taken);
+            }
         }
     }
     info!(peer = %origin.addr, messages = total, "REPLICA {}: took over {total} messages", origin.addr);

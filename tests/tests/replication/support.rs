@@ -259,6 +259,22 @@ impl Pair {
         Pair { lookupd, a, b }
     }
 
+    /// Consume until every acknowledged message was delivered (waiting on
+    /// `serving`'s behalf, within `limit`) and `drained`'s channel is empty,
+    /// then stop the consumers.
+    pub async fn consume_all(
+        &self,
+        ledger: &Shared,
+        serving: &Node,
+        limit: Duration,
+        drained: &Node,
+    ) {
+        let stop = self.consume(ledger);
+        serving.wait_delivered(ledger, limit).await;
+        drained.wait_drained(Duration::from_secs(10)).await;
+        stop.store(true, Ordering::Relaxed);
+    }
+
     /// Start full-speed consumers (see [`consumers`]); returns their stop flag.
     pub fn consume(&self, ledger: &Shared) -> Arc<AtomicBool> {
         let stop = flag();

@@ -1,0 +1,394 @@
+//! Where a shadow channel puts what does not fit in memory: past
+//! `--mem-queue-size` messages, a holder appends the rest to a disk queue of
+//! its own (through the disk I/O threads, like any queue), remembers which
+//! of those the origin finished (a set bounded by what was spilled), and
+//! reads the queue back, skipping those, only when it takes the origin over.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Weak};
+
+use bytes::{Buf, BufMut, Bytes};
+use nsq_protocol::{ChannelName, TopicName};
+
+use super::wire::WireMessage;
+use crate::disk_io::{DiskIo, DiskSink, QueueHandle, WriteBatch};
+use crate::disk_queue::Position;
+
+/// Queue names start with this: `~` is not allowed in a topic name, so no
+/// topic's or channel's queue can take one.
+pub const PREFIX: &str = "~replica~";
+
+/// Payload bytes one read-back step brings into memory (about).
+const READ_BYTES: u64 = 1 << 20;
+
+/// Record header: due, id, timestamp (8 bytes each), attempts (2).
+const HEADER: usize = 26;
+
+/// A message held for an origin, with its due time (Unix ns, 0 = now).
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub msg: WireMessage,
+    pub due: i64,
+}
+
+/// Where a holder spills one origin's shadow channels.
+#[derive(Clone)]
+pub struct SpillTo {
+    pub disk: Arc<DiskIo>,
+    /// Messages a shadow channel keeps in memory (`--mem-queue-size`).
+    pub mem_limit: usize,
+    /// The origin's address, made safe for a file name.
+    origin: String,
+}
+
+impl std::fmt::Debug for SpillTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SpillTo({}, {})", self.origin, self.mem_limit)
+    }
+}
+
+impl SpillTo {
+    pub fn new(disk: Arc<DiskIo>, mem_limit: usize, origin: &str) -> Self {
+        SpillTo {
+            disk,
+            mem_limit,
+            origin: origin_prefix(origin),
+        }
+    }
+
+    fn queue(&self, topic: &TopicName, channel: &ChannelName) -> QueueHandle {
+        self.disk
+            .queue(&format!("{}{topic}~{channel}", self.origin))
+    }
+}
+
+/// The start of every spill queue's name (and file name) for `origin`.
+pub fn origin_prefix(origin: &str) -> String {
+    format!("{PREFIX}{}~", path_safe(origin))
+}
+
+/// A peer's address as part of a file name: `.` and alphanumerics kept,
+/// anything else `_`.
+pub fn path_safe(origin: &str) -> String {
+    origin
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Remove every spill file of `origin` left in `dir` (a holder's shadow
+/// does not survive its restart; the origin sends a full copy).
+pub fn remove_leftovers(dir: &std::path::Path, origin: &str) -> std::io::Result<usize> {
+    let prefix = origin_prefix(origin);
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix))
+        {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Ids the origin finished among those spilled. Only an id inside the
+/// spilled range enters, and never more than were spilled, so the set is
+/// bounded by the spilled depth (a FIN dropped past it can only cause a
+/// duplicate at takeover, never a loss).
+#[derive(Debug, Default)]
+pub struct FinishedSet {
+    ids: HashSet<u64>,
+    lo: u64,
+    hi: u64,
+    spilled: u64,
+}
+
+impl FinishedSet {
+    /// `id` was written to the queue.
+    pub fn spilled(&mut self, id: u64) {
+        if self.spilled == 0 {
+            (self.lo, self.hi) = (id, id);
+        }
+        self.lo = self.lo.min(id);
+        self.hi = self.hi.max(id);
+        self.spilled += 1;
+    }
+
+    /// The origin finished `id`; true when it was counted as a spilled one.
+    pub fn finish(&mut self, id: u64) -> bool {
+        if self.spilled == 0 || id < self.lo || id > self.hi {
+            return false;
+        }
+        if self.ids.len() as u64 >= self.spilled {
+            return false;
+        }
+        self.ids.insert(id)
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        self.ids.contains(&id)
+    }
+
+    /// Spilled and not finished.
+    pub fn live(&self) -> u64 {
+        self.spilled - self.ids.len() as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// One shadow channel's spilled messages.
+#[derive(Debug)]
+pub struct Spill {
+    queue: QueueHandle,
+    pub finished: FinishedSet,
+}
+
+impl Spill {
+    pub fn open(to: &SpillTo, topic: &TopicName, channel: &ChannelName) -> Self {
+        Spill {
+            queue: to.queue(topic, channel),
+            finished: FinishedSet::default(),
+        }
+    }
+
+    /// Append `held` to the queue (not waited for: the shadow lives in
+    /// memory, so a copy on disk promises no more than one in memory).
+    pub fn write(&mut self, held: &[Held]) {
+        if held.is_empty() {
+            return;
+        }
+        let mut batch = WriteBatch::default();
+        for h in held {
+            self.finished.spilled(h.msg.id);
+            batch.push(|b| encode(h, b));
+        }
+        self.queue.write(batch, no_sink(), None);
+    }
+
+    /// Remove the queue's files.
+    pub fn delete(self) {
+        self.queue.delete();
+    }
+
+    /// Read the queue back in order, handing unfinished messages to `put`
+    /// a step at a time (each id once), then delete it. Blocks the calling
+    /// worker thread (multi-threaded runtime) on the disk thread's answers.
+    pub fn read_back(self, mut put: impl FnMut(Vec<Held>)) -> std::io::Result<()> {
+        let mut seen = HashSet::new();
+        let mut from = Position::default();
+        let handle = tokio::runtime::Handle::current();
+        loop {
+            let (records, next) =
+                tokio::task::block_in_place(|| handle.block_on(self.queue.peek(from, READ_BYTES)))?;
+            let step: Vec<Held> = records
+                .into_iter()
+                .filter_map(decode)
+                .filter(|h| !self.finished.contains(h.msg.id) && seen.insert(h.msg.id))
+                .collect();
+            if !step.is_empty() {
+                put(step);
+            }
+            match next {
+                Some(p) => from = p,
+                None => break,
+            }
+        }
+        self.queue.delete();
+        Ok(())
+    }
+}
+
+/// Nobody listens to a spill queue's write results.
+struct NoSink;
+
+impl DiskSink for NoSink {
+    fn written(&self, _: u64, _: &std::io::Result<()>, _: u64) {}
+    fn refill(&self, _: crate::disk_io::ReadAhead) {}
+}
+
+fn no_sink() -> Weak<dyn DiskSink> {
+    Weak::<NoSink>::new()
+}
+
+fn encode(h: &Held, b: &mut Vec<u8>) {
+    b.reserve(HEADER + h.msg.body.len());
+    b.put_i64(h.due);
+    b.put_u64(h.msg.id);
+    b.put_i64(h.msg.timestamp);
+    b.put_u16(h.msg.attempts);
+    b.extend_from_slice(&h.msg.body);
+}
+
+/// A record back from disk; `None` for one too short (damaged).
+fn decode(mut r: Bytes) -> Option<Held> {
+    if r.len() < HEADER {
+        return None;
+    }
+    let due = r.get_i64();
+    let id = r.get_u64();
+    let timestamp = r.get_i64();
+    let attempts = r.get_u16();
+    Some(Held {
+        msg: WireMessage {
+            id,
+            timestamp,
+            attempts,
+            body: r,
+        },
+        due,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_spilled_range_enters_and_never_more_than_spilled() {
+        let mut f = FinishedSet::default();
+        assert!(!f.finish(5), "nothing spilled yet");
+        for id in [10, 11, 12] {
+            f.spilled(id);
+        }
+        assert!(!f.finish(9));
+        assert!(!f.finish(13));
+        assert!(f.finish(11));
+        assert!(!f.finish(11), "counted once");
+        assert_eq!(f.live(), 2);
+        assert!(f.contains(11) && !f.contains(10));
+        // An id inside the range that was not spilled still takes a place,
+        // but the set never outgrows what was spilled.
+        f.spilled(20);
+        assert!(f.finish(15));
+        assert!(f.finish(10));
+        assert!(f.finish(12));
+        assert!(!f.finish(20), "full: as many finished as spilled");
+        assert_eq!(f.len(), 4);
+        assert_eq!(f.live(), 0);
+    }
+
+    #[test]
+    fn records_round_trip_and_short_ones_are_dropped() {
+        let h = Held {
+            msg: WireMessage {
+                id: 7,
+                timestamp: -3,
+                attempts: 2,
+                body: Bytes::from_static(b"body"),
+            },
+            due: 99,
+        };
+        let mut b = Vec::new();
+        encode(&h, &mut b);
+        let back = decode(Bytes::from(b.clone())).unwrap();
+        assert_eq!((back.msg, back.due), (h.msg, 99));
+        assert!(decode(Bytes::from(b[..HEADER - 1].to_vec())).is_none());
+    }
+
+    fn m(id: u64) -> WireMessage {
+        let body = Bytes::from(vec![b'x'; 300]);
+        WireMessage::from(&crate::message::Message::new(id, 1, body))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shadow_past_its_bound_spills_and_reads_back_the_unfinished_once() {
+        use super::super::shadow::Shadow;
+        use super::super::wire::MetaOp;
+        let dir = tempfile::tempdir().unwrap();
+        let io = DiskIo::for_tests(dir.path());
+        let (t, c): (TopicName, ChannelName) = ("t".parse().unwrap(), "c".parse().unwrap());
+        let mut s = Shadow::default();
+        s.set_spill(SpillTo::new(io.clone(), 3, "127.0.0.1:1"));
+        s.meta(MetaOp::ChannelCreate, &t, Some(&c));
+        let msgs: Vec<_> = (1..=40).map(m).collect();
+        s.append(&t, None, 0, &msgs[..20], u64::MAX).unwrap();
+        s.append(&t, None, 0, &msgs[20..], u64::MAX).unwrap();
+        assert_eq!(s.depth(), 40);
+        assert_eq!(s.bytes(), 3 * 300, "only the bound is in memory");
+        // One in memory, three spilled; one not held at all, one twice.
+        s.finish(&t, &c, &[2, 10, 11, 39, 39, 99]);
+        assert_eq!(s.depth(), 36);
+        let mut topics = s.take_all();
+        let ch = topics.get_mut(&t).unwrap().channels.get_mut(&c).unwrap();
+        assert_eq!(ch.msgs.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+        let spill = ch.spilled.take().unwrap();
+        assert_eq!(spill.finished.len(), 3);
+        let mut back = Vec::new();
+        spill
+            .read_back(|step| back.extend(step.into_iter().map(|h| h.msg.id)))
+            .unwrap();
+        let want: Vec<u64> = (4..=40).filter(|i| ![10, 11, 39].contains(i)).collect();
+        assert_eq!(back, want);
+        // Read back means deleted: the files go once the disk thread ran.
+        io.shutdown();
+        assert_eq!(spill_files(dir.path()), 0);
+    }
+
+    /// Spill files in `dir`.
+    fn spill_files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX))
+            .count()
+    }
+
+    #[test]
+    fn reset_empty_and_delete_remove_spilled_copies() {
+        use super::super::shadow::Shadow;
+        use super::super::wire::MetaOp;
+        let dir = tempfile::tempdir().unwrap();
+        let io = DiskIo::for_tests(dir.path());
+        let t: TopicName = "t".parse().unwrap();
+        let (a, b): (ChannelName, ChannelName) = ("a".parse().unwrap(), "b".parse().unwrap());
+        let mut s = Shadow::default();
+        s.set_spill(SpillTo::new(io.clone(), 2, "o:1"));
+        let fill = |s: &mut Shadow, from: u64| {
+            s.meta(MetaOp::ChannelCreate, &t, Some(&a));
+            s.meta(MetaOp::ChannelCreate, &t, Some(&b));
+            let msgs: Vec<_> = (from..from + 10).map(m).collect();
+            s.append(&t, None, 0, &msgs, u64::MAX).unwrap();
+            assert_eq!(s.depth(), 20);
+        };
+        fill(&mut s, 1);
+        s.meta(MetaOp::ChannelEmpty, &t, Some(&a));
+        assert_eq!(s.depth(), 10);
+        s.meta(MetaOp::ChannelDelete, &t, Some(&b));
+        assert_eq!((s.depth(), s.bytes()), (0, 0));
+        fill(&mut s, 11);
+        s.meta(MetaOp::TopicDelete, &t, None);
+        assert_eq!(s.depth(), 0);
+        fill(&mut s, 21);
+        s.reset();
+        assert_eq!(s.depth(), 0);
+        // Still spilling after a reset (a full copy follows one).
+        fill(&mut s, 31);
+        s.reset();
+        io.shutdown();
+        assert_eq!(spill_files(dir.path()), 0);
+    }
+
+    #[test]
+    fn queue_names_cannot_be_topics() {
+        let p = origin_prefix("127.0.0.1:4150");
+        assert_eq!(p, "~replica~127.0.0.1_4150~");
+        assert!(p.parse::<TopicName>().is_err());
+    }
+}
