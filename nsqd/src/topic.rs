@@ -217,6 +217,12 @@ impl Topic {
         kept: Option<&mut Vec<Message>>,
     ) -> Result<Vec<DiskWrite>, PutError> {
         let n = bodies.len();
+        let due = defer.filter(|d| !d.is_zero()).map(|d| Instant::now() + d);
+        // An MPUB stays one packed entry on its way to every channel. Its
+        // bodies are copied into that entry before the lock is taken: the
+        // copy allocates and faults in fresh pages, and under the lock it
+        // made concurrent publishers to this topic wait for each other.
+        let packed = (n > 1 && due.is_none()).then(|| Packed::pack(&bodies, 0, 0));
         let mut st = self.lock();
         if self.is_deleted() {
             return Err(PutError::Exiting);
@@ -235,11 +241,9 @@ impl Topic {
         let first = st.ids.reserve(now_nanos, n);
         st.message_count += n as u64;
         st.message_bytes += bodies.iter().map(|b| b.len() as u64).sum::<u64>();
-        let due = defer.filter(|d| !d.is_zero()).map(|d| Instant::now() + d);
         let mut writes = Vec::new();
-        if n > 1 && due.is_none() {
-            // An MPUB stays one packed entry on its way to every channel.
-            let packed = Packed::pack(&bodies, first, now_nanos);
+        if let Some(packed) = packed {
+            let packed = packed.stamped(first, now_nanos);
             if let Some(kept) = kept {
                 kept.extend(packed.messages());
             }

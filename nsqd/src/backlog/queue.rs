@@ -40,6 +40,17 @@ impl Packed {
         }
     }
 
+    /// The same bodies under other IDs and timestamp: a publish packs its
+    /// bodies before it takes the topic's lock, and stamps them once the
+    /// lock has given it their IDs.
+    pub fn stamped(self, first_id: u64, timestamp: i64) -> Packed {
+        Packed {
+            next_id: first_id,
+            timestamp,
+            ..self
+        }
+    }
+
     /// Messages left.
     pub fn len(&self) -> usize {
         self.left
