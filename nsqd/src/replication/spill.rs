@@ -197,9 +197,18 @@ impl Spill {
         loop {
             let (records, next) =
                 tokio::task::block_in_place(|| handle.block_on(self.queue.peek(from, READ_BYTES)))?;
-            let step: Vec<Held> = records
+            let read = records.len();
+            let decoded: Vec<Held> = records.into_iter().filter_map(decode).collect();
+            if decoded.len() < read {
+                // A record the disk queue's checksum passed but too short
+                // to be a message: lost, and said so rather than skipped.
+                tracing::warn!(
+                    "REPLICA: {} damaged records in a spilled copy were dropped",
+                    read - decoded.len()
+                );
+            }
+            let step: Vec<Held> = decoded
                 .into_iter()
-                .filter_map(decode)
                 .filter(|h| !self.finished.contains(h.msg.id) && seen.insert(h.msg.id))
                 .collect();
             if !step.is_empty() {
