@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::codec::{FrameReader, ReadError};
+use super::journal_writer::{SyncError, Waiter};
 use super::origin_state::{apply, OriginState};
 use super::peer_auth::{self, Claim, Role};
 use super::state::Replication;
@@ -51,6 +52,8 @@ enum HolderError {
     Shadow(#[from] super::shadow::ShadowError),
     #[error(transparent)]
     Wire(#[from] WireError),
+    #[error(transparent)]
+    Journal(#[from] SyncError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -116,20 +119,23 @@ async fn serve(
         incarnation,
     };
     frames.set_limit(super::wire::MAX_FRAME);
-    let (conn, restarted) = {
+    let (conn, restarted, synced) = {
         let mut i = state.lock();
         i.conn += 1;
         i.connected = true;
         i.last_seen = Instant::now();
         let restarted = i.incarnation != 0 && i.incarnation != incarnation;
         i.incarnation = incarnation;
-        if let Some(j) = &mut i.journal {
+        let synced = i.journal.as_mut().map(|j| {
             j.record(&hello);
-            tokio::task::block_in_place(|| j.commit())?;
-        }
+            (j.waiter(), j.submit())
+        });
         i.hello = Some(hello);
-        (i.conn, restarted)
+        (i.conn, restarted, synced)
     };
+    if let Some((mut waiter, ticket)) = synced {
+        waiter.wait(ticket).await?;
+    }
     if restarted && state.status().1 > 0 {
         // The origin restarted: what it held in memory is gone, and what
         // it kept on disk it will drop once told. Deliver it from here.
@@ -187,8 +193,30 @@ async fn apply_loop(
 ) -> Result<(), HolderError> {
     let mut buf = BytesMut::new();
     let mut last = 0u64;
+    // A durable holder acknowledges what its journal writer has fsynced:
+    // records go on being read and applied while it writes, and the next
+    // group starts as soon as one is on disk.
+    let mut waiter = state.lock().journal.as_ref().map(|j| j.waiter());
+    // The journal ticket being written and the last sequence it covers.
+    let mut syncing: Option<(u64, u64)> = None;
+    // Records applied since the last group was handed to the writer.
+    let mut unsubmitted = false;
     loop {
-        let f = frames.next_within(timeout).await?;
+        let f = tokio::select! {
+            r = wait_synced(&mut waiter, syncing) => {
+                r?;
+                let (_, seq) = syncing.take().unwrap_or_default();
+                if unsubmitted {
+                    syncing = submit(state, conn, last)?;
+                    unsubmitted = false;
+                }
+                Frame::Ack { seq }.encode(&mut buf);
+                write.write_all(&buf).await?;
+                buf.clear();
+                continue;
+            }
+            f = frames.next_within(timeout) => f?,
+        };
         {
             let mut i = state.lock();
             if i.conn != conn {
@@ -212,22 +240,48 @@ async fn apply_loop(
                 _ => return Err(HolderError::Unexpected),
             }
         }
-        // One ack covers every record read in one go; a durable holder
-        // fsyncs them first.
-        if !frames.has_frame() {
-            {
-                let mut i = state.lock();
-                let i = &mut *i;
-                if let Some(j) = &mut i.journal {
-                    tokio::task::block_in_place(|| j.commit())?;
-                    if j.wants_compaction(&i.shadow) {
-                        tokio::task::block_in_place(|| j.compact(&i.shadow, i.hello.as_ref()))?;
-                    }
-                }
-            }
+        // One ack covers every record read in one go.
+        if frames.has_frame() {
+            continue;
+        }
+        if waiter.is_none() {
             Frame::Ack { seq: last }.encode(&mut buf);
             write.write_all(&buf).await?;
             buf.clear();
+        } else if syncing.is_none() {
+            syncing = submit(state, conn, last)?;
+        } else {
+            unsubmitted = true;
         }
+    }
+}
+
+/// Hand a durable holder's recorded records to its journal writer (and
+/// compact the journal when it has grown well past the shadow): the
+/// ticket to wait for and `last`, the sequence it covers.
+fn submit(state: &OriginState, conn: u64, last: u64) -> Result<Option<(u64, u64)>, HolderError> {
+    let mut i = state.lock();
+    if i.conn != conn {
+        return Err(HolderError::Replaced);
+    }
+    let i = &mut *i;
+    Ok(i.journal.as_mut().map(|j| {
+        let ticket = if j.wants_compaction(&i.shadow) {
+            j.compact(&i.shadow, i.hello.as_ref())
+        } else {
+            j.submit()
+        };
+        (ticket, last)
+    }))
+}
+
+/// Until the journal group being written is on disk (forever when none is).
+async fn wait_synced(
+    waiter: &mut Option<Waiter>,
+    syncing: Option<(u64, u64)>,
+) -> Result<(), SyncError> {
+    match (waiter, syncing) {
+        (Some(w), Some((ticket, _))) => w.wait(ticket).await,
+        _ => std::future::pending().await,
     }
 }

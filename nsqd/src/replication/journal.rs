@@ -3,18 +3,20 @@
 //! acknowledged, so the shadow survives the holder's own crash (and, when
 //! the origin is gone too, is taken over after the restart). Replayed at
 //! start; rewritten as a snapshot of the shadow once it has grown well past
-//! what the shadow holds.
+//! what the shadow holds. The writing and fsyncing is done in groups by a
+//! thread of its own (`journal_writer.rs`).
 //!
 //! Record: `crc32:u32` over the frame, then the frame as the link carries
 //! it (`size:u32 kind payload`). A torn or damaged tail ends the replay and
 //! is cut off.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::fs::OpenOptions;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
 
+use super::journal_writer::{Waiter, Writer};
 use super::shadow::Shadow;
 use super::wire::{Frame, MetaOp, WireMessage, MAX_FRAME};
 
@@ -22,8 +24,8 @@ use super::wire::{Frame, MetaOp, WireMessage, MAX_FRAME};
 const COMPACT_AT: u64 = 64 * 1024 * 1024;
 
 pub struct Journal {
-    path: PathBuf,
-    file: File,
+    writer: Writer,
+    /// Bytes in the journal once what was submitted is written.
     len: u64,
     pending: BytesMut,
 }
@@ -31,6 +33,15 @@ pub struct Journal {
 /// The journal's file name for an origin (its address, made path-safe).
 fn file_name(origin: &str) -> String {
     format!("{}.journal", super::spill::path_safe(origin))
+}
+
+/// Add a record to `out`.
+fn encode_record(out: &mut BytesMut, f: &Frame) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    f.encode(out);
+    let crc = crc32fast::hash(&out[start + 4..]);
+    out[start..start + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 impl Journal {
@@ -63,8 +74,7 @@ impl Journal {
         }
         Ok((
             Journal {
-                path,
-                file,
+                writer: Writer::start(path, file)?,
                 len: at as u64,
                 pending: BytesMut::new(),
             },
@@ -72,25 +82,21 @@ impl Journal {
         ))
     }
 
-    /// Add a record (written at the next [`Journal::commit`]).
+    /// Add a record (written at the next [`Journal::submit`]).
     pub fn record(&mut self, f: &Frame) {
-        let start = self.pending.len();
-        self.pending.extend_from_slice(&[0; 4]);
-        f.encode(&mut self.pending);
-        let crc = crc32fast::hash(&self.pending[start + 4..]);
-        self.pending[start..start + 4].copy_from_slice(&crc.to_be_bytes());
+        encode_record(&mut self.pending, f);
     }
 
-    /// Write what was recorded and fsync it.
-    pub fn commit(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        self.file.write_all(&self.pending)?;
-        self.file.sync_data()?;
+    /// Hand what was recorded to the writer; the ticket to wait for (with
+    /// [`Journal::waiter`]) before acknowledging it.
+    pub fn submit(&mut self) -> u64 {
         self.len += self.pending.len() as u64;
-        self.pending.clear();
-        Ok(())
+        self.writer.append(self.pending.split())
+    }
+
+    /// Waits for submitted records to be on disk.
+    pub fn waiter(&self) -> Waiter {
+        self.writer.waiter()
     }
 
     /// Whether the journal has grown well past what `shadow` holds (or the
@@ -101,31 +107,20 @@ impl Journal {
     }
 
     /// Replace the journal with a snapshot of `shadow` (and `hello`, the
-    /// origin's last Hello): written aside, fsynced, renamed over.
-    pub fn compact(&mut self, shadow: &Shadow, hello: Option<&Frame>) -> io::Result<()> {
-        let tmp = self.path.with_extension("journal.tmp");
-        let mut j = Journal {
-            path: tmp.clone(),
-            file: File::create(&tmp)?,
-            len: 0,
-            pending: BytesMut::new(),
-        };
+    /// origin's last Hello), after what was submitted: written aside,
+    /// fsynced, renamed over. What was recorded and not yet submitted is in
+    /// the shadow, so in the snapshot. The ticket that covers it.
+    pub fn compact(&mut self, shadow: &Shadow, hello: Option<&Frame>) -> u64 {
+        let mut out = BytesMut::new();
         if let Some(h) = hello {
-            j.record(h);
+            encode_record(&mut out, h);
         }
         for f in snapshot(shadow) {
-            j.record(&f);
+            encode_record(&mut out, &f);
         }
-        j.commit()?;
-        j.file.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
-        self.len = j.len;
         self.pending.clear();
-        Ok(())
+        self.len = out.len() as u64;
+        self.writer.replace(out)
     }
 }
 
@@ -239,8 +234,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn replays_what_was_committed_cuts_a_torn_tail_and_compacts() {
+    #[tokio::test]
+    async fn replays_what_was_committed_cuts_a_torn_tail_and_compacts() {
         let dir = tempfile::tempdir().unwrap();
         let t: nsq_protocol::TopicName = "t".parse().unwrap();
         let c: nsq_protocol::ChannelName = "c".parse().unwrap();
@@ -271,14 +266,15 @@ mod tests {
             for r in &records {
                 j.record(r);
             }
-            j.commit().unwrap();
-            // Recorded but never committed: not acknowledged, not kept.
+            let ticket = j.submit();
+            j.waiter().wait(ticket).await.unwrap();
+            // Recorded but never submitted: not acknowledged, not kept.
             j.record(&records[1]);
         }
         // A torn write at the end.
         let path = dir.path().join("127.0.0.1_4153.journal");
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&[1, 2, 3]).unwrap();
+        std::io::Write::write_all(&mut f, &[1, 2, 3]).unwrap();
         drop(f);
         let (mut j, frames) = Journal::open(dir.path(), "127.0.0.1:4153").unwrap();
         assert_eq!(frames, records);
@@ -287,7 +283,8 @@ mod tests {
             apply(&mut s, f);
         }
         assert_eq!(s.depth(), 2);
-        j.compact(&s, None).unwrap();
+        let ticket = j.compact(&s, None);
+        j.waiter().wait(ticket).await.unwrap();
         drop(j);
         let (_, frames) = Journal::open(dir.path(), "127.0.0.1:4153").unwrap();
         let mut again = Shadow::default();

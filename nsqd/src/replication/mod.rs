@@ -77,7 +77,10 @@
 //! # Durable holders
 //! A holder running `--durable` journals every record it applies
 //! (`journal.rs`, under `<data-path>/replication/`) and fsyncs before it
-//! acknowledges, so a copy survives the holder's own crash: restarted, it
+//! acknowledges. A thread of its own writes and fsyncs the journal in
+//! groups (`journal_writer.rs`) while the link goes on reading and
+//! applying, so one fsync covers whatever arrived during the previous one
+//! and each `Ack` covers a group. A copy survives the holder's own crash: restarted, it
 //! replays the journal, and takes the shadow over if the origin does not
 //! return within `--replica-takeover-after` (both machines lost power). An
 //! origin that does return sends `Reset` and a full copy as usual.
@@ -111,7 +114,8 @@
 //! starts it. `link.rs` is an origin's queue towards one peer,
 //! `origin.rs` the task that sends it and `full_copy.rs` what a peer gets
 //! on (re)connecting; `holder.rs` serves incoming links into
-//! `origin_state.rs` (`shadow.rs`, `spill.rs`, `journal.rs`); `takeover.rs` and
+//! `origin_state.rs` (`shadow.rs`, `spill.rs`, `journal.rs` written by
+//! `journal_writer.rs`); `takeover.rs` and
 //! `return_filter.rs` are the two halves of a takeover; `peer_auth.rs` the
 //! shared-secret challenge; `wire.rs` the bytes and `codec.rs` reading them.
 
@@ -120,6 +124,7 @@ pub mod full_copy;
 pub mod holder;
 pub mod hooks;
 pub mod journal;
+pub mod journal_writer;
 pub mod link;
 pub mod metrics;
 pub mod origin;
