@@ -12,7 +12,8 @@ use nsq_protocol::{ChannelName, TopicName};
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
-use super::wire::{Frame, MetaOp, WireMessage};
+use super::wire::{AppendHead, Frame, MetaOp, WireMessage};
+use crate::message::Message;
 
 /// FINs are gathered this long before they go to the peer as one record.
 pub(super) const FINISH_FLUSH: Duration = Duration::from_millis(25);
@@ -50,7 +51,8 @@ pub(super) struct Outbox {
     pub(super) seq: u64,
     /// `catching_up` ends once the peer acknowledged this.
     pub(super) catch_target: u64,
-    pub(super) frames: VecDeque<Frame>,
+    /// Records queued and not yet written, encoded.
+    pub(super) out: BytesMut,
     /// (seq, messages, bytes) of records not yet acknowledged.
     pub(super) unacked: VecDeque<(u64, u64, u64)>,
     pub(super) lag_messages: u64,
@@ -86,11 +88,17 @@ const COPY_BATCH: usize = 1024;
 
 impl Outbox {
     /// Queue a record of the stream under the next sequence number.
-    fn push_record(&mut self, record: impl FnOnce(u64) -> Frame) -> u64 {
+    pub(super) fn push_record(&mut self, record: impl FnOnce(u64) -> Frame) -> u64 {
         self.seq += 1;
-        let f = record(self.seq);
-        self.frames.push_back(f);
+        record(self.seq).encode(&mut self.out);
         self.seq
+    }
+
+    /// Forget what was queued (a new connection starts from nothing).
+    pub(super) fn clear(&mut self) {
+        self.out.clear();
+        self.unacked.clear();
+        self.finishes.clear();
     }
 
     pub(super) fn push_meta(
@@ -150,7 +158,7 @@ impl PeerLink {
                 conn: 0,
                 seq: 0,
                 catch_target: 0,
-                frames: VecDeque::new(),
+                out: BytesMut::new(),
                 unacked: VecDeque::new(),
                 lag_messages: 0,
                 lag_bytes: 0,
@@ -190,19 +198,21 @@ impl PeerLink {
     }
 
     /// Queue a publish; `None` while the link is down.
-    pub fn append(&self, topic: &TopicName, due: i64, msgs: &[WireMessage]) -> Option<AckWait> {
+    pub fn append(&self, topic: &TopicName, due: i64, msgs: &[Message]) -> Option<AckWait> {
         let mut o = self.lock();
         if o.status == LinkStatus::Down {
             return None;
         }
         let bytes: u64 = msgs.iter().map(|m| m.body.len() as u64).sum();
-        let seq = o.push_record(|seq| Frame::Append {
+        o.seq += 1;
+        let seq = o.seq;
+        let head = AppendHead {
             seq,
-            topic: topic.clone(),
+            topic,
             channel: None,
             due,
-            msgs: msgs.to_vec(),
-        });
+        };
+        head.encode(&mut o.out, msgs);
         o.unacked.push_back((seq, msgs.len() as u64, bytes));
         o.lag_messages += msgs.len() as u64;
         o.lag_bytes += bytes;
@@ -278,8 +288,10 @@ impl PeerLink {
         self.acked.send_replace((conn, seq));
     }
 
-    /// Everything queued, as bytes to write; gathered FINs become records.
-    /// `Err` when the backlog passed its bound.
+    /// Everything queued, as bytes to write (into `buf`, which is empty:
+    /// the two buffers trade places, so neither is copied nor reallocated);
+    /// gathered FINs become records. `Err` when the backlog passed its
+    /// bound.
     pub(super) fn drain(&self, conn: u64, buf: &mut BytesMut) -> Result<(), &'static str> {
         let mut o = self.lock();
         if o.conn != conn {
@@ -298,9 +310,7 @@ impl PeerLink {
                 });
             }
         }
-        for f in o.frames.drain(..) {
-            f.encode(buf);
-        }
+        std::mem::swap(&mut o.out, buf);
         Ok(())
     }
 
@@ -312,9 +322,7 @@ impl PeerLink {
         let was = o.status;
         o.conn += 1;
         o.status = LinkStatus::Down;
-        o.frames.clear();
-        o.unacked.clear();
-        o.finishes.clear();
+        o.clear();
         o.lag_messages = 0;
         o.lag_bytes = 0;
         let now = o.conn;

@@ -21,6 +21,8 @@ use crate::nsqd::Nsqd;
 
 /// Wait between connection attempts.
 const RECONNECT: Duration = Duration::from_millis(250);
+/// Most capacity the link's write buffer keeps between writes.
+const KEEP_CAPACITY: usize = 8 * 1024 * 1024;
 
 /// A new connection: Reset and a copy of what this node holds in memory,
 /// queued ahead of anything published from now on. The peer is not in
@@ -29,12 +31,8 @@ fn connected(link: &PeerLink, nsqd: &Nsqd, repl: &Replication) -> u64 {
     let mut o = link.lock();
     o.conn += 1;
     o.status = LinkStatus::CatchingUp;
-    o.frames.clear();
-    o.unacked.clear();
-    o.finishes.clear();
-    o.seq += 1;
-    let seq = o.seq;
-    o.frames.push_back(Frame::Reset { seq });
+    o.clear();
+    o.push_record(|seq| Frame::Reset { seq });
     let copied = copy_memory(nsqd, &repl.filter, &mut o);
     o.catch_target = u64::MAX;
     let conn = o.conn;
@@ -206,10 +204,14 @@ async fn session(
     link.first.send_replace(true);
     let writer = async {
         let mut last_write = Instant::now();
+        // One timer for the life of the link (not one per wake-up): FINs
+        // and pings go out at least this often.
+        let tick = tokio::time::sleep(FINISH_FLUSH);
+        tokio::pin!(tick);
         loop {
             tokio::select! {
                 _ = link.wake.notified() => {}
-                _ = tokio::time::sleep(FINISH_FLUSH) => {}
+                _ = &mut tick => tick.as_mut().reset(Instant::now() + FINISH_FLUSH),
             }
             link.drain(conn, &mut buf).map_err(SessionError::Backlog)?;
             if buf.is_empty() && last_write.elapsed() >= timeout / 4 {
@@ -219,6 +221,10 @@ async fn session(
             if !buf.is_empty() {
                 write.write_all(&buf).await?;
                 buf.clear();
+                if buf.capacity() > KEEP_CAPACITY {
+                    // A full copy's burst: do not hold on to it.
+                    buf = BytesMut::new();
+                }
                 last_write = Instant::now();
             }
         }

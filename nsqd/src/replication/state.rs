@@ -12,7 +12,7 @@ use super::link::PeerLink;
 use super::origin_state::OriginState;
 use super::peer_auth::PeerSecret;
 use super::return_filter::ReturnFilter;
-use super::wire::{MetaOp, WireMessage};
+use super::wire::MetaOp;
 use crate::message::{IdGenerator, Message};
 use crate::nsqd::Nsqd;
 use crate::replica_hooks::{ReplicaReport, ReplicationError};
@@ -117,12 +117,11 @@ impl Replication {
         due: i64,
         msgs: &[Message],
     ) -> impl std::future::Future<Output = usize> + Send + 'static {
-        let wire: Vec<WireMessage> = msgs.iter().map(WireMessage::from).collect();
         let waits: Vec<_> = self
             .links
             .iter()
             .filter_map(|l| {
-                l.append(topic, due, &wire)
+                l.append(topic, due, msgs)
                     .filter(|w| w.counts)
                     .map(|w| (l.clone(), w))
             })

@@ -216,18 +216,16 @@ impl Frame {
                 due,
                 msgs,
             } => {
-                out.put_u64(*seq);
-                put_str(out, topic.as_str());
-                put_str(out, channel.as_ref().map_or("", |c| c.as_str()));
-                out.put_i64(*due);
-                out.put_u32(msgs.len() as u32);
-                for m in msgs {
-                    out.put_u64(m.id);
-                    out.put_i64(m.timestamp);
-                    out.put_u16(m.attempts);
-                    out.put_u32(m.body.len() as u32);
-                    out.put_slice(&m.body);
-                }
+                let head = AppendHead {
+                    seq: *seq,
+                    topic,
+                    channel: channel.as_ref(),
+                    due: *due,
+                };
+                let msgs = msgs
+                    .iter()
+                    .map(|m| (m.id, m.timestamp, m.attempts, &m.body[..]));
+                head.put_payload(out, msgs.len(), msgs);
             }
             Frame::Finish {
                 seq,
@@ -346,6 +344,50 @@ impl Frame {
             return Err(WireError::Trailing(b.remaining()));
         }
         Ok(frame)
+    }
+}
+
+/// An Append's fields before its messages.
+pub struct AppendHead<'a> {
+    pub seq: u64,
+    pub topic: &'a TopicName,
+    pub channel: Option<&'a ChannelName>,
+    pub due: i64,
+}
+
+impl AppendHead<'_> {
+    /// The whole Append frame for `msgs`, encoded straight from this
+    /// node's messages (no intermediate [`Frame`]): what a publish queues.
+    pub fn encode(&self, out: &mut BytesMut, msgs: &[Message]) {
+        let start = out.len();
+        out.put_u32(0);
+        out.put_u8(4);
+        let it = msgs
+            .iter()
+            .map(|m| (m.id, m.timestamp, m.attempts, &m.body[..]));
+        self.put_payload(out, msgs.len(), it);
+        let size = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&size.to_be_bytes());
+    }
+
+    fn put_payload<'m>(
+        &self,
+        out: &mut BytesMut,
+        count: usize,
+        msgs: impl Iterator<Item = (u64, i64, u16, &'m [u8])>,
+    ) {
+        out.put_u64(self.seq);
+        put_str(out, self.topic.as_str());
+        put_str(out, self.channel.map_or("", |c| c.as_str()));
+        out.put_i64(self.due);
+        out.put_u32(count as u32);
+        for (id, timestamp, attempts, body) in msgs {
+            out.put_u64(id);
+            out.put_i64(timestamp);
+            out.put_u16(attempts);
+            out.put_u32(body.len() as u32);
+            out.put_slice(body);
+        }
     }
 }
 
@@ -487,6 +529,22 @@ mod tests {
         let size = (want.len() - 4) as u32;
         want[..4].copy_from_slice(&size.to_be_bytes());
         assert_eq!(&b[..], &want[..]);
+        // What a publish queues, straight from its messages: the same bytes.
+        let mut direct = BytesMut::new();
+        let head = AppendHead {
+            seq: 1,
+            topic: &topic("t"),
+            channel: None,
+            due: 0,
+        };
+        let m = Message {
+            id: 2,
+            timestamp: 3,
+            attempts: 4,
+            body: Bytes::from_static(b"hi"),
+        };
+        head.encode(&mut direct, &[m]);
+        assert_eq!(&direct[..], &want[..]);
     }
 
     #[test]
