@@ -71,7 +71,10 @@
 # --replicated: instead of the figures above, bench_writer and bench_latency
 # against one nsqd, then against nsqd A of a replicated pair (A on 127.0.0.2,
 # B on 127.0.0.3, each replicating to the other), in memory and --durable.
-# One JSON line per run, with "mode" (single/pair) and "durable" added.
+# One JSON line per run, with "mode" (single/pair), "durable" and "round"
+# added; ROUNDS rounds (default 1), each single then pair, in memory then
+# --durable; then a summary line per measure and, with --table, the markdown
+# table (medians over rounds: single, pair, pair/single).
 #   PAIR_COUNT     most messages the writer publishes per run (default
 #                  2000000: a peer's copy is held in memory, at most 1 GiB)
 set -euo pipefail
@@ -458,7 +461,7 @@ table_preamble() {
 env_knobs() {
     local v
     for v in NSQD_ARGS RUNFOR WRITER_COUNT ROUNDS MEM_MSGS SIZE PHASES DISK_ARGS DISK_COUNT DISK_RUNFOR \
-        SCALE_POINTS SCALE_MSGS SCALE_BYTES; do
+        SCALE_POINTS SCALE_MSGS SCALE_BYTES PAIR_COUNT; do
         if [ -n "${!v+set}" ] && [ "${!v}" != "$(default_of "$v")" ]; then
             printf '%s=%q ' "$v" "${!v}"
         fi
@@ -471,21 +474,26 @@ default_of() {
         PHASES) echo "throughput latency memory disk" ;; DISK_ARGS) echo --mem-queue-size=0 ;;
         DISK_COUNT) echo 1000000 ;; DISK_RUNFOR) echo 5s ;;
         SCALE_POINTS) echo "1:1:100 10:1:100 100:1:100 1:100:100 1:1000:100 1:1:1024 1:1:65536" ;;
-        SCALE_MSGS) echo 2000000 ;; SCALE_BYTES) echo 268435456 ;;
+        SCALE_MSGS) echo 2000000 ;; SCALE_BYTES) echo 268435456 ;; PAIR_COUNT) echo 2000000 ;;
     esac
 }
+
+# awk: rows "server measure value" sorted by value go into v[] and n[];
+# median(server, measure) of them ("" when none).
+AWK_MEDIAN='
+        { v[$1, $2, ++n[$1, $2]] = $3 }
+        function median(s, m,   k) {
+            k = n[s, m]
+            if (k == 0) return ""
+            return (k % 2) ? v[s, m, (k + 1) / 2] : (v[s, m, k / 2] + v[s, m, k / 2 + 1]) / 2
+        }'
 
 # Medians per server and measure, as JSON lines and a markdown table.
 summarise() {
     local tools_label=$1
     [ -n "$TABLE" ] && table_preamble >"$TABLE"
-    measures | sort -k1,1 -k2,2 -k3,3g | awk -v tools="$tools_label" -v rounds="$ROUNDS" -v disk="$DISK_ARGS" -v table="${TABLE:-/dev/null}" '
-        { v[$1, $2, ++n[$1, $2]] = $3; seen[$1] = 1 }
-        function median(s, m,   k) {
-            k = n[s, m]
-            if (k == 0) return ""
-            return (k % 2) ? v[s, m, (k + 1) / 2] : (v[s, m, k / 2] + v[s, m, k / 2 + 1]) / 2
-        }
+    measures | sort -k1,1 -k2,2 -k3,3g | awk -v tools="$tools_label" -v rounds="$ROUNDS" -v disk="$DISK_ARGS" -v table="${TABLE:-/dev/null}" "$AWK_MEDIAN"'
+        { seen[$1] = 1 }
         function fmt(x, m) {
             if (x == "") return "–"
             if (m ~ /_us$/) return sprintf("%.0f µs", x)
@@ -530,41 +538,92 @@ free_port() {
     python3 -c 'import socket, sys; s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$1"
 }
 
-# Add "mode" and "durable" to a tool's JSON line.
-tag_mode() { sed "s/^{/{\"mode\":\"$1\",\"durable\":$2,/" <<<"$3"; }
+# Add "mode", "durable" and "round" to a tool's JSON line.
+tag_mode() { sed "s/^{/{\"mode\":\"$1\",\"durable\":$2,\"round\":$round,/" <<<"$3"; }
+
+# Medians per mode and measure of the --replicated runs, as JSON summary
+# lines and a markdown table (single, pair, pair/single).
+summarise_replicated() {
+    [ -n "$TABLE" ] && table_preamble >"$TABLE"
+    local line mode d tool
+    for line in "${results[@]}"; do
+        mode=$(sed -n 's/.*"mode":"\([a-z]*\)".*/\1/p' <<<"$line")
+        d=mem
+        [[ $line == *'"durable":true'* ]] && d=durable
+        tool=$(sed -n 's/.*"tool":"\([a-z_]*\)".*/\1/p' <<<"$line")
+        case $tool in
+            bench_writer) echo "$mode ${d}_mpub_msgs_per_sec $(json_field msgs_per_sec "$line")" ;;
+            bench_latency)
+                echo "$mode ${d}_latency_p50_us $(json_field p50_us "$line")"
+                echo "$mode ${d}_latency_p99_us $(json_field p99_us "$line")" ;;
+        esac
+    done | sort -k1,1 -k2,2 -k3,3g | awk -v rounds="$ROUNDS" -v table="${TABLE:-/dev/null}" "$AWK_MEDIAN"'
+        function fmt(x, m) {
+            if (x == "") return "–"
+            if (m ~ /_us$/) return sprintf("%.0f µs", x)
+            x = sprintf("%d", x)
+            while (x ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9]($|,)/, ",&", x)
+            return x " msg/s"
+        }
+        END {
+            k = split("mem_mpub_msgs_per_sec mem_latency_p50_us mem_latency_p99_us durable_mpub_msgs_per_sec durable_latency_p50_us durable_latency_p99_us", order)
+            label["mem_mpub_msgs_per_sec"] = "MPUB throughput, memory"
+            label["mem_latency_p50_us"] = "PUB round trip p50, memory"
+            label["mem_latency_p99_us"] = "PUB round trip p99, memory"
+            label["durable_mpub_msgs_per_sec"] = "MPUB throughput, `--durable`"
+            label["durable_latency_p50_us"] = "PUB round trip p50, `--durable`"
+            label["durable_latency_p99_us"] = "PUB round trip p99, `--durable`"
+            hdr = "| measure (median of " rounds ") | single nsqd | pair | pair / single |\n|---|---|---|---|"
+            print hdr > "/dev/stderr"; print hdr >> table
+            for (i = 1; i <= k; i++) {
+                m = order[i]; s = median("single", m); p = median("pair", m)
+                if (s == "" && p == "") continue
+                ratio = ""
+                if (s != "" && p != "" && s > 0) ratio = (m ~ /_us$/) ? sprintf("%.2f×", p / s) : sprintf("%.0f%%", 100 * p / s)
+                row = "| " label[m] " | " fmt(s, m) " | " fmt(p, m) " | " (ratio == "" ? "–" : ratio) " |"
+                print row > "/dev/stderr"; print row >> table
+                printf "{\"tool\":\"summary\",\"measure\":\"%s\",\"rounds\":%d,\"single\":%s,\"pair\":%s}\n", \
+                    m, rounds, (s == "" ? "null" : sprintf("%.10g", s)), (p == "" ? "null" : sprintf("%.10g", p))
+            }
+        }'
+}
 
 if [ "$MODE" = replicated ]; then
-    for durable in false true; do
-        dflag=()
-        [ "$durable" = true ] && dflag=(--durable)
-        start_nsqd "single-$durable" 127.0.0.1 ${dflag[@]+"${dflag[@]}"}
-        w=$(run_tool "$BIN/bench_writer" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" \
-            --count="$PAIR_COUNT" --size="$SIZE")
-        l=$(run_tool "$BIN/bench_latency" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" --size="$SIZE")
-        results+=("$(tag_mode single "$durable" "$w")" "$(tag_mode single "$durable" "$l")")
-        stop_nsqd
-        pa=$(free_port 127.0.0.2)
-        pb=$(free_port 127.0.0.3)
-        start_nsqd "pair-b-$durable" 127.0.0.3 --replication-address="127.0.0.3:$pb" \
-            --replica="127.0.0.2:$pa" ${dflag[@]+"${dflag[@]}"}
-        b_pid=$NSQD_PID
-        start_nsqd "pair-a-$durable" 127.0.0.2 --replication-address="127.0.0.2:$pa" \
-            --replica="127.0.0.3:$pb" ${dflag[@]+"${dflag[@]}"}
-        for _ in $(seq 1 100); do
-            curl -sf "http://$NSQD_HTTP/stats?format=json" | grep -q '"state":"in_sync"' && break
-            sleep 0.1
+    for round in $(seq 1 "$ROUNDS"); do
+        for durable in false true; do
+            log "round $round of $ROUNDS: durable=$durable"
+            dflag=()
+            [ "$durable" = true ] && dflag=(--durable)
+            start_nsqd "single-$durable" 127.0.0.1 ${dflag[@]+"${dflag[@]}"}
+            w=$(run_tool "$BIN/bench_writer" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" \
+                --count="$PAIR_COUNT" --size="$SIZE")
+            l=$(run_tool "$BIN/bench_latency" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" --size="$SIZE")
+            results+=("$(tag_mode single "$durable" "$w")" "$(tag_mode single "$durable" "$l")")
+            stop_nsqd
+            pa=$(free_port 127.0.0.2)
+            pb=$(free_port 127.0.0.3)
+            start_nsqd "pair-b-$durable" 127.0.0.3 --replication-address="127.0.0.3:$pb" \
+                --replica="127.0.0.2:$pa" ${dflag[@]+"${dflag[@]}"}
+            b_pid=$NSQD_PID
+            start_nsqd "pair-a-$durable" 127.0.0.2 --replication-address="127.0.0.2:$pa" \
+                --replica="127.0.0.3:$pb" ${dflag[@]+"${dflag[@]}"}
+            for _ in $(seq 1 100); do
+                curl -sf "http://$NSQD_HTTP/stats?format=json" | grep -q '"state":"in_sync"' && break
+                sleep 0.1
+            done
+            curl -sf "http://$NSQD_HTTP/stats?format=json" | grep -q '"state":"in_sync"' \
+                || { log "the pair did not get in sync"; exit 1; }
+            w=$(run_tool "$BIN/bench_writer" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" \
+                --count="$PAIR_COUNT" --size="$SIZE")
+            l=$(run_tool "$BIN/bench_latency" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" --size="$SIZE")
+            results+=("$(tag_mode pair "$durable" "$w")" "$(tag_mode pair "$durable" "$l")")
+            stop_nsqd
+            NSQD_PID=$b_pid
+            stop_nsqd
         done
-        curl -sf "http://$NSQD_HTTP/stats?format=json" | grep -q '"state":"in_sync"' \
-            || { log "the pair did not get in sync"; exit 1; }
-        w=$(run_tool "$BIN/bench_writer" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" \
-            --count="$PAIR_COUNT" --size="$SIZE")
-        l=$(run_tool "$BIN/bench_latency" --tcp-address="$NSQD_TCP" --runfor="$RUNFOR" --size="$SIZE")
-        results+=("$(tag_mode pair "$durable" "$w")" "$(tag_mode pair "$durable" "$l")")
-        stop_nsqd
-        NSQD_PID=$b_pid
-        stop_nsqd
     done
     printf '%s\n' "${results[@]}"
+    summarise_replicated
     exit 0
 fi
 
