@@ -292,7 +292,10 @@ impl PeerLink {
     /// the two buffers trade places, so neither is copied nor reallocated);
     /// gathered FINs become records. `Err` when the backlog passed its
     /// bound.
-    pub(super) fn drain(&self, conn: u64, buf: &mut BytesMut) -> Result<(), &'static str> {
+    /// Returns the sequence number every record up to which is now in
+    /// `buf` or already written (what a Ping may claim: taken under the
+    /// same lock, so a record queued just after is never covered by it).
+    pub(super) fn drain(&self, conn: u64, buf: &mut BytesMut) -> Result<u64, &'static str> {
         let mut o = self.lock();
         if o.conn != conn {
             return Err("replaced");
@@ -311,7 +314,7 @@ impl PeerLink {
             }
         }
         std::mem::swap(&mut o.out, buf);
-        Ok(())
+        Ok(o.seq)
     }
 
     pub(super) fn down(&self, conn: u64, why: &str) {
@@ -331,5 +334,57 @@ impl PeerLink {
         if was != LinkStatus::Down {
             warn!(peer = %self.addr, "REPLICA {}: down - {why}", self.addr);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn decode_all(mut b: BytesMut) -> Vec<Frame> {
+        let mut out = Vec::new();
+        while !b.is_empty() {
+            let size = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+            let frame = b.split_to(4 + size).freeze().slice(4..);
+            out.push(Frame::decode(frame).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn drain_hands_over_every_record_up_to_the_sequence_it_returns() {
+        let link = PeerLink::new("peer".into());
+        {
+            let mut o = link.lock();
+            o.conn = 1;
+            o.status = LinkStatus::InSync;
+        }
+        let topic: TopicName = "t".parse().unwrap();
+        let channel: ChannelName = "c".parse().unwrap();
+        let msg = Message {
+            id: 7,
+            timestamp: 1,
+            attempts: 0,
+            body: Bytes::from_static(b"x"),
+        };
+        let wait = link.append(&topic, 0, &[msg]).unwrap();
+        link.finished(&topic, &channel, &[7]);
+        let mut buf = BytesMut::new();
+        let seq = link.drain(1, &mut buf).unwrap();
+        // The Append and the FIN record made from what was gathered: a
+        // Ping claiming `seq` follows them on the link.
+        let frames = decode_all(buf.split());
+        assert_eq!(
+            frames.iter().filter_map(Frame::seq).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        assert_eq!(seq, 2);
+        assert!(wait.counts);
+        // Queued after the drain: not covered by what it returned.
+        link.meta(MetaOp::ChannelPause, &topic, Some(&channel));
+        assert_eq!(link.drain(1, &mut buf).unwrap(), 3);
+        assert_eq!(decode_all(buf).len(), 1);
+        assert_eq!(link.drain(2, &mut BytesMut::new()), Err("replaced"));
     }
 }

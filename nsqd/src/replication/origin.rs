@@ -213,9 +213,8 @@ async fn session(
                 _ = link.wake.notified() => {}
                 _ = &mut tick => tick.as_mut().reset(Instant::now() + FINISH_FLUSH),
             }
-            link.drain(conn, &mut buf).map_err(SessionError::Backlog)?;
+            let seq = link.drain(conn, &mut buf).map_err(SessionError::Backlog)?;
             if buf.is_empty() && last_write.elapsed() >= timeout / 4 {
-                let seq = link.lock().seq;
                 Frame::Ping { seq }.encode(&mut buf);
             }
             if !buf.is_empty() {
