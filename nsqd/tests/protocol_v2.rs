@@ -511,7 +511,7 @@ async fn publishes_are_answered_in_order() {
     .encode(&mut b);
     Command::Mpub {
         topic: "t".parse().unwrap(),
-        bodies: vec!["b".into(), "c".into()],
+        bodies: vec!["b".into(), "c".into()].into(),
     }
     .encode(&mut b);
     Command::Dpub {
@@ -610,7 +610,7 @@ async fn a_consumer_that_stops_reading_is_cut_off() {
     for _ in 0..50 {
         p.cmd(Command::Mpub {
             topic: "t".parse().unwrap(),
-            bodies: vec![body.clone(); 50],
+            bodies: vec![body.clone(); 50].into(),
         })
         .await;
         p.expect_ok().await;
@@ -663,7 +663,7 @@ async fn batched_fins_answer_in_command_order() {
     let mut p = Conn::open(&n).await;
     p.cmd(Command::Mpub {
         topic: "t".parse().unwrap(),
-        bodies: vec!["a".into(), "b".into()],
+        bodies: vec!["a".into(), "b".into()].into(),
     })
     .await;
     p.expect_ok().await;

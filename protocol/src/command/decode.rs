@@ -7,7 +7,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::error::{err, positive_within, DecodeError};
 use super::limits::Limits;
 use super::line::{parse_line, Head, Parsed};
-use super::mpub::{pack_bodies, scan_mpub, MpubScan};
+use super::mpub::{scan_mpub, Bodies, MpubScan};
 use super::Command;
 use crate::error::{ErrorCode, ProtocolError};
 use crate::names::TopicName;
@@ -129,7 +129,11 @@ impl CommandDecoder {
                                 ),
                             ));
                         }
-                        let bodies = pack_bodies(buf, &scan.spans);
+                        // The one copy of the bodies: out of the read
+                        // buffer, which stays unshared and is reused, so a
+                        // queued batch pins only its own bytes.
+                        let bodies =
+                            Bodies::packed(Bytes::copy_from_slice(&buf[4..scan.pos]), scan.found);
                         buf.advance(scan.pos);
                         return Ok(Some(Command::Mpub { topic, bodies }));
                     }
@@ -174,10 +178,7 @@ impl CommandDecoder {
             State::Mpub(_, scan) if !scan.in_body => {
                 return Some(ProtocolError::new(
                     ErrorCode::BadMessage,
-                    format!(
-                        "MPUB failed to read message({}) body size",
-                        scan.spans.len()
-                    ),
+                    format!("MPUB failed to read message({}) body size", scan.found),
                 ))
             }
             State::Mpub(..) => (ErrorCode::BadMessage, "MPUB failed to read message body"),
