@@ -529,6 +529,34 @@ async fn publishes_are_answered_in_order() {
     c.expect_closed().await;
 }
 
+/// Publishes arriving faster than one read takes are answered together
+/// (nsqd reads what is already there before it writes), yet every one is
+/// answered, in order, and so is a publish after the client paused.
+#[in_process::test]
+async fn a_stream_of_publishes_is_answered_whole() {
+    let n = start(&[]).await;
+    let mut c = Conn::open(&n).await;
+    let mut b = bytes::BytesMut::new();
+    for i in 0..40u8 {
+        Command::Mpub {
+            topic: "t".parse().unwrap(),
+            bodies: vec![bytes::Bytes::from(vec![i; 200]); 50].into(),
+        }
+        .encode(&mut b);
+    }
+    b.extend_from_slice(b"MPUB t\n\x00\x00\x00\x04\x00\x00\x00\x00");
+    c.send(&b).await;
+    for _ in 0..40 {
+        c.expect_ok().await;
+    }
+    c.expect(1, "E_BAD_BODY MPUB invalid message count 0").await;
+    c.expect_closed().await;
+    let mut c = Conn::open(&n).await;
+    c.send_ok(b"PUB t\n\x00\x00\x00\x01x").await;
+    let stats = n.inner.topic("t").unwrap().stats().0;
+    assert_eq!(stats.message_count, 40 * 50 + 1);
+}
+
 #[in_process::test]
 async fn heartbeats_are_sent_and_a_silent_client_is_dropped() {
     let n = start(&[]).await;
