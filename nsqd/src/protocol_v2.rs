@@ -118,7 +118,8 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAd
     conn.subscription = registration.subscription.clone();
     let mut input = Input {
         buf: BytesMut::with_capacity(READ_CHUNK),
-        decoder: CommandDecoder::new(nsqd.opts.limits()),
+        decoder: CommandDecoder::new(nsqd.opts.limits())
+            .with_body_buffer(crate::prefault::batch_buffer),
     };
     async move {
         match conn.negotiate(stream, &mut input).await {

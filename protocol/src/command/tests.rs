@@ -476,3 +476,22 @@ fn http_mpub_bodies_leave_trailing_bytes_out() {
         Bytes::from_static(b"\x00\x00\x00\x02hi")
     );
 }
+
+#[test]
+fn mpub_bodies_are_copied_into_the_buffer_the_decoder_was_given() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static ASKED: AtomicUsize = AtomicUsize::new(0);
+    fn counted(len: usize) -> BytesMut {
+        ASKED.fetch_add(len, Ordering::Relaxed);
+        BytesMut::with_capacity(len)
+    }
+    let cmd = Command::Mpub {
+        topic: topic("t"),
+        bodies: vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")].into(),
+    };
+    let mut d = CommandDecoder::new(Limits::default()).with_body_buffer(counted);
+    let mut buf = BytesMut::from(&encoded(&cmd)[..]);
+    assert_eq!(d.decode(&mut buf), Ok(Some(cmd)));
+    // The packed span: two lengths and three bytes of bodies.
+    assert_eq!(ASKED.load(Ordering::Relaxed), 4 + 2 + 4 + 1);
+}
