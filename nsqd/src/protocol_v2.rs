@@ -32,6 +32,7 @@ use crate::topic::Topic;
 
 mod commands;
 mod negotiate;
+mod out_buf;
 mod output;
 mod reading;
 mod writer;
