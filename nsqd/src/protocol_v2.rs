@@ -33,6 +33,7 @@ use crate::topic::Topic;
 
 mod commands;
 mod negotiate;
+mod out_buf;
 mod output;
 mod reading;
 mod writer;

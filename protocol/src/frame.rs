@@ -50,10 +50,24 @@ pub fn encode_message_frame(
     id: &MessageId,
     body: &[u8],
 ) {
-    let size = 4 + MESSAGE_HEADER_LEN + body.len();
+    encode_message_frame_head(buf, timestamp, attempts, id, body.len());
+    buf.put_slice(body);
+}
+
+/// Append everything of a message frame that precedes its body, for a body
+/// of `body_len` bytes the caller writes right after from where it lies (a
+/// large body goes out by a vectored write instead of being copied).
+pub fn encode_message_frame_head(
+    buf: &mut impl BufMut,
+    timestamp: i64,
+    attempts: u16,
+    id: &MessageId,
+    body_len: usize,
+) {
+    let size = 4 + MESSAGE_HEADER_LEN + body_len;
     buf.put_i32(size as i32);
     buf.put_i32(FrameType::Message as i32);
-    encode_message(buf, timestamp, attempts, id, body);
+    encode_message(buf, timestamp, attempts, id, &[]);
 }
 
 /// The size a message frame takes on the wire, header included.
@@ -159,6 +173,11 @@ mod tests {
         want.extend_from_slice(b"0000000000000001body");
         assert_eq!(&buf[..], &want[..]);
         assert_eq!(buf.len(), message_frame_len(4));
+        // The head alone, then the body, is the same frame.
+        let mut head = BytesMut::new();
+        encode_message_frame_head(&mut head, 1, 1, &id, 4);
+        head.extend_from_slice(b"body");
+        assert_eq!(&head[..], &want[..]);
     }
 
     #[test]

@@ -11,11 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::MutexGuard;
 use tokio::time::{timeout, Instant};
 
+use super::out_buf::OutBuf;
 use super::{Subscription, MIN_WRITE_THRESHOLD, TAKE_BATCH};
 use crate::client::{Client, ClientSettings};
 use crate::message::Message;
@@ -52,7 +53,7 @@ pub(super) struct Shared<W> {
 /// at a time.
 pub(super) struct Output<W> {
     write: W,
-    out: BytesMut,
+    out: OutBuf,
     batch: Vec<Message>,
     pub settings: ClientSettings,
 }
@@ -72,7 +73,7 @@ impl<W: AsyncWrite + Unpin> Shared<W> {
             queued: Mutex::new(Queued::default()),
             output: tokio::sync::Mutex::new(Output {
                 write,
-                out: BytesMut::with_capacity(MIN_WRITE_THRESHOLD * 2),
+                out: OutBuf::with_capacity(MIN_WRITE_THRESHOLD * 2),
                 batch: Vec::with_capacity(TAKE_BATCH),
                 settings,
             }),
@@ -142,7 +143,7 @@ impl<W: AsyncWrite + Unpin> Shared<W> {
         if let Some(s) = settings {
             guard.apply(s, self);
         }
-        guard.out.extend_from_slice(frames);
+        guard.out.tail().extend_from_slice(frames);
         frames.clear();
         loop {
             let more = deliver && guard.fill(self);
@@ -171,7 +172,7 @@ impl<W: AsyncWrite + Unpin> Output<W> {
             self.apply(s, shared);
         }
         if !q.frames.is_empty() {
-            self.out.extend_from_slice(&q.frames);
+            self.out.tail().extend_from_slice(&q.frames);
             q.frames.clear();
         }
     }
@@ -183,7 +184,7 @@ impl<W: AsyncWrite + Unpin> Output<W> {
 
     /// Append a frame made by the writer task (a heartbeat).
     pub fn buffer(&mut self) -> &mut BytesMut {
-        &mut self.out
+        self.out.tail()
     }
 
     fn threshold(&self) -> usize {
@@ -215,7 +216,7 @@ impl<W: AsyncWrite + Unpin> Output<W> {
             r.filter_delivery(channel, shared.client.id, &mut self.batch);
         }
         for m in self.batch.drain(..) {
-            m.encode_frame(&mut self.out);
+            self.out.push_message(&m);
         }
         // Everything taken may have been sampled out: there may be more.
         consumed > 0
@@ -243,9 +244,9 @@ impl<W: AsyncWrite + Unpin> Output<W> {
         let mut cx = Context::from_waker(Waker::noop());
         let mut write = Pin::new(&mut self.write);
         while !self.out.is_empty() {
-            match write.as_mut().poll_write(&mut cx, &self.out) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Err("write error"),
-                Poll::Ready(Ok(n)) => self.out.advance(n),
+            match self.out.poll_write_some(write.as_mut(), &mut cx) {
+                Poll::Ready(Err(_)) => return Err("write error"),
+                Poll::Ready(Ok(_)) => {}
                 Poll::Pending => return Ok(false),
             }
         }
@@ -262,7 +263,7 @@ impl<W: AsyncWrite + Unpin> Output<W> {
     /// hold its output forever.
     pub async fn flush(&mut self) -> Result<(), &'static str> {
         let fut = async {
-            self.write.write_all(&self.out).await?;
+            self.out.write_all(&mut self.write).await?;
             self.write.flush().await
         };
         let r = match self.settings.heartbeat_interval {
@@ -270,11 +271,8 @@ impl<W: AsyncWrite + Unpin> Output<W> {
             None => fut.await,
         };
         r.map_err(|_| "write error")?;
-        self.out.clear();
-        if self.out.capacity() > 16 * MIN_WRITE_THRESHOLD {
-            // Do not keep a huge buffer around after one burst.
-            self.out = BytesMut::with_capacity(MIN_WRITE_THRESHOLD * 2);
-        }
+        // Do not keep a huge buffer around after one burst.
+        self.out.reset(MIN_WRITE_THRESHOLD * 2);
         Ok(())
     }
 
