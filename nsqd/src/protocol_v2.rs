@@ -34,11 +34,13 @@ mod commands;
 mod negotiate;
 mod output;
 mod reading;
+mod spin;
 mod writer;
 use commands::log_error;
 use negotiate::Transport;
 use output::Shared;
 use reading::{read_with_deadline, shrink_after_burst, take_fin, CommandClock, ReadFailed};
+use spin::{ReadNow, Spin};
 use writer::Writer;
 
 /// Bytes read from the socket at a time.
@@ -53,6 +55,9 @@ const MIN_WRITE_THRESHOLD: usize = 64 * 1024;
 const TAKE_BATCH: usize = 1024;
 /// How long a closing connection's writer may take to send what is queued.
 const WRITER_DRAIN: Duration = Duration::from_secs(1);
+/// How long a drained connection's reader tries the socket before it
+/// parks (`spin.rs`).
+const SPIN_WINDOW: Duration = Duration::from_micros(50);
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
@@ -213,7 +218,7 @@ impl Connection {
 
     async fn run<R, W>(mut self, mut read: R, write: W, input: Input, first: Option<Command>)
     where
-        R: AsyncRead + Unpin,
+        R: AsyncRead + ReadNow + Unpin,
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let stop = self.client.stop.clone();
@@ -249,7 +254,7 @@ impl Connection {
         // Leaving the channel is the `Registration`'s job, panic or not.
     }
 
-    async fn read_loop<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    async fn read_loop<R: AsyncRead + ReadNow + Unpin, W: AsyncWrite + Unpin>(
         &mut self,
         read: &mut R,
         shared: &Shared<W>,
@@ -262,6 +267,7 @@ impl Connection {
             mut decoder,
         } = input;
         let mut clock = CommandClock::default();
+        let mut spin = Spin::new(SPIN_WINDOW);
         let mut read_this_turn = 0usize;
         loop {
             loop {
@@ -335,16 +341,33 @@ impl Connection {
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
-            let deadline = clock.deadline(&self.settings);
-            let n = tokio::select! {
-                _ = stop.cancelled() => return Err("connection stopped"),
-                // A publish's answer is sent as soon as it is safe, also
-                // while the client sends nothing more.
-                r = self.pending.next() => {
-                    self.answer_publish(r)?;
-                    continue;
+            // A publisher waiting on its answers is what the spin is for; a
+            // subscriber's reader only takes FINs, and its deliveries do
+            // not wait on it.
+            let spun = match self.pending.is_empty() && self.subscription.get().is_none() {
+                true => spin.input(read, &mut buf),
+                false => None,
+            };
+            let n = match spun {
+                Some(r) => r.map_err(|_| ReadFailed::Io),
+                None => {
+                    let deadline = clock.deadline(&self.settings);
+                    let room = buf.capacity() - buf.len();
+                    let r = tokio::select! {
+                        _ = stop.cancelled() => return Err("connection stopped"),
+                        // A publish's answer is sent as soon as it is safe,
+                        // also while the client sends nothing more.
+                        r = self.pending.next() => {
+                            self.answer_publish(r)?;
+                            continue;
+                        }
+                        r = read_with_deadline(read, &mut buf, deadline) => r,
+                    };
+                    if let Ok(n) = r {
+                        spin.read_done(n, room);
+                    }
+                    r
                 }
-                r = read_with_deadline(read, &mut buf, deadline) => r,
             };
             let n = match n {
                 Ok(n) => {
