@@ -86,8 +86,9 @@ pub(super) struct Spin {
     /// When the previous one began: a command cycle is from one to the
     /// next (our wait, then the command's work and answer).
     last_wait: Option<Instant>,
-    /// Where a try's bytes land before they join the input.
-    scratch: Box<[u8; TRY_BYTES]>,
+    /// Where a try's bytes land before they join the input; allocated on
+    /// the first try, so connections that never spin do not pay for it.
+    scratch: Vec<u8>,
 }
 
 impl Spin {
@@ -102,7 +103,7 @@ impl Spin {
             cycles: Vec::with_capacity(TRIAL_WAITS as usize),
             waiting_since: None,
             last_wait: None,
-            scratch: Box::new([0; TRY_BYTES]),
+            scratch: Vec::new(),
         }
     }
 
@@ -134,6 +135,9 @@ impl Spin {
         }
         if !(self.spinning && self.hopeful) {
             return None;
+        }
+        if self.scratch.is_empty() {
+            self.scratch = vec![0; TRY_BYTES];
         }
         loop {
             match read.read_now(&mut self.scratch[..])? {
