@@ -11,12 +11,12 @@
 //! connection measures how long its client takes to come back both ways
 //! now and then, and keeps the quicker one.
 //!
-//! The cost stays bounded: a try happens only after a read that drained
-//! the socket, lasts at most [`super::SPIN_WINDOW`] and gives the CPU to
-//! any other thread that wants it between tries; a connection whose client
-//! did not come back within the window stops trying until one of its
-//! commands comes back within a few windows again. An idle server, or one
-//! whose clients pause between commands, spins not at all.
+//! The cost stays bounded: a try happens only after a small read that
+//! drained the socket, lasts at most [`super::SPIN_WINDOW`] and gives the
+//! CPU to any other thread that wants it between tries; a connection whose
+//! client did not come back within the window stops trying until one of
+//! its commands comes back within a few windows again. An idle server, or
+//! one whose clients pause between commands, spins not at all.
 
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
@@ -112,7 +112,9 @@ impl Spin {
 
     /// The runtime's read returned `n` bytes into `room` free bytes.
     pub(super) fn read_done(&mut self, n: usize, room: usize) {
-        self.drained = n < room;
+        // Only small reads count: a client sending large batches is
+        // after throughput, and its reads would only be cut into tries.
+        self.drained = n < room && n < TRY_BYTES;
         if let Some(at) = self.waiting_since.take() {
             // A client back soon may be worth a spin again. Soon is a few
             // windows: a parked wait includes the wake-ups a spin saves
@@ -241,6 +243,9 @@ mod tests {
         assert!(spin.input(&mut sock, &mut buf).is_none());
         // A full read leaves more on the socket for the runtime's read.
         spin.read_done(100, 100);
+        assert!(spin.input(&mut sock, &mut buf).is_none());
+        // A large batch that drained the socket: no tries either.
+        spin.read_done(TRY_BYTES, 2 * TRY_BYTES);
         assert!(spin.input(&mut sock, &mut buf).is_none());
         spin.read_done(10, 100);
         assert_eq!(spin.input(&mut sock, &mut buf).unwrap().unwrap(), 4);
