@@ -247,7 +247,7 @@ fn sub_fin(c: &mut Criterion) {
     let mut publisher = connect(live.addr);
     let mpub = encode(nsq_protocol::Command::Mpub {
         topic: topic.clone(),
-        bodies: vec![body(); BATCH],
+        bodies: vec![body(); BATCH].into(),
     });
     let mut sub = connect(live.addr);
     sub.write_all(&encode(nsq_protocol::Command::Sub {

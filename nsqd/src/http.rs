@@ -498,7 +498,7 @@ async fn mpub(nsqd: &Arc<Nsqd>, req: Request<Incoming>) -> Reply {
             }
             bodies.push(body.slice(start..start + line.len()));
         }
-        bodies
+        bodies.into()
     };
     if !bodies.is_empty() {
         nsqd.publish(&topic, bodies, None)

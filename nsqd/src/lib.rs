@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod nsqd;
 pub mod options;
 pub mod pending_publishes;
+pub mod prefault;
 pub mod process;
 pub mod protocol_v2;
 pub mod replica_hooks;

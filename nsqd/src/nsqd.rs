@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use nsq_protocol::TopicName;
+use nsq_protocol::{Bodies, TopicName};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -205,7 +205,7 @@ impl Nsqd {
     pub async fn publish(
         self: &Arc<Self>,
         topic: &Topic,
-        bodies: Vec<bytes::Bytes>,
+        bodies: impl Into<Bodies>,
         defer: Option<Duration>,
     ) -> std::result::Result<(), PublishError> {
         match self.start_publish(topic, bodies, defer)? {
@@ -222,7 +222,7 @@ impl Nsqd {
     pub fn start_publish(
         self: &Arc<Self>,
         topic: &Topic,
-        bodies: Vec<bytes::Bytes>,
+        bodies: impl Into<Bodies>,
         defer: Option<Duration>,
     ) -> std::result::Result<Option<Published>, PublishError> {
         let replicas = self.replicas.as_ref().filter(|_| !topic.is_ephemeral());
@@ -231,7 +231,7 @@ impl Nsqd {
             None => false,
         };
         let mut kept = Vec::new();
-        let writes = topic.put_kept(bodies, defer, keep.then_some(&mut kept))?;
+        let writes = topic.put_kept(bodies.into(), defer, keep.then_some(&mut kept))?;
         // Sent to the peers at once, so their copies are stored while ours
         // are written.
         let replicated = replicas
@@ -329,7 +329,7 @@ impl Nsqd {
         warn!(topic = %channel.topic_name, channel = %channel.name, dead_letter_topic = %name, count = dead.len(), "max attempts reached, moving messages to the dead-letter topic");
         let topic = self.get_topic(&name);
         let ids: Vec<u64> = dead.iter().map(|m| m.id).collect();
-        let bodies = dead.into_iter().map(|m| m.body).collect();
+        let bodies: Vec<_> = dead.into_iter().map(|m| m.body).collect();
         let nsqd = self.clone();
         let channel = channel.clone();
         self.tracker.spawn(async move {

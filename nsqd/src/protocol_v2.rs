@@ -9,6 +9,7 @@
 //! stream (TLS first, then snappy or deflate, an `OK` after each, as
 //! upstream) before it is split between the two tasks (`negotiate.rs`).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +42,26 @@ use negotiate::Transport;
 use output::Shared;
 use reading::{read_with_deadline, shrink_after_burst, take_fin, CommandClock, ReadFailed};
 use spin::{ReadNow, Spin};
+
+/// Room for the next read, after giving back what a burst left behind.
+fn make_room(buf: &mut BytesMut) {
+    shrink_after_burst(buf);
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+/// Read what the socket has ready now, without waiting. `None` when it has
+/// nothing yet, or has ended or failed: the next waiting read says which.
+/// A read that would wait leaves a no-op waker behind; the read loop's own
+/// read, which always follows, replaces it.
+fn read_ready<R: AsyncRead + Unpin>(read: &mut R, buf: &mut BytesMut) -> Option<usize> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(read.read_buf(buf)).poll(&mut cx) {
+        std::task::Poll::Ready(Ok(n)) if n > 0 => Some(n),
+        _ => None,
+    }
+}
 use writer::Writer;
 
 /// Bytes read from the socket at a time.
@@ -102,7 +123,8 @@ pub(crate) async fn serve(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAd
     conn.subscription = registration.subscription.clone();
     let mut input = Input {
         buf: BytesMut::with_capacity(READ_CHUNK),
-        decoder: CommandDecoder::new(nsqd.opts.limits()),
+        decoder: CommandDecoder::new(nsqd.opts.limits())
+            .with_body_buffer(crate::prefault::batch_buffer),
     };
     async move {
         match conn.negotiate(stream, &mut input).await {
@@ -269,6 +291,8 @@ impl Connection {
         let mut clock = CommandClock::default();
         let mut spin = Spin::new(SPIN_WINDOW);
         let mut read_this_turn = 0usize;
+        // The last read filled all the room it had: more may be waiting.
+        let mut filled = false;
         loop {
             loop {
                 // FINs, the bulk of a consumer's commands, skip the decoder
@@ -317,6 +341,27 @@ impl Connection {
                 }
             }
             self.settle_fins();
+            // A publisher's answers wait while more of its input has
+            // already arrived, within this turn: one write then answers
+            // several publishes and wakes the client once, not once per
+            // read (each wake-up preempted the reader: most of nsqd's
+            // context switches when publishing). Only after a read that
+            // filled its room: a client that waits for each answer has
+            // sent nothing more, and is answered without another read.
+            if filled
+                && !self.may_deliver
+                && self.new_settings.is_none()
+                && !self.replies.is_empty()
+                && read_this_turn < TURN_BYTES
+            {
+                make_room(&mut buf);
+                let room = buf.capacity() - buf.len();
+                filled = false;
+                if let Some(n) = read_ready(read, &mut buf) {
+                    (read_this_turn, filled) = (read_this_turn + n, n == room);
+                    continue;
+                }
+            }
             // Replies, and the messages a FIN or RDY made room for, go out
             // from here when the writer task is not busy: no hop to it.
             let deliver = std::mem::take(&mut self.may_deliver);
@@ -337,10 +382,8 @@ impl Connection {
             } else {
                 tokio::task::consume_budget().await;
             }
-            shrink_after_burst(&mut buf);
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
-            }
+            make_room(&mut buf);
+            let room = buf.capacity() - buf.len();
             // A publisher waiting on its answers is what the spin is for; a
             // subscriber's reader only takes FINs, and its deliveries do
             // not wait on it.
@@ -352,7 +395,6 @@ impl Connection {
                 Some(r) => r.map_err(|_| ReadFailed::Io),
                 None => {
                     let deadline = clock.deadline(&self.settings);
-                    let room = buf.capacity() - buf.len();
                     let r = tokio::select! {
                         _ = stop.cancelled() => return Err("connection stopped"),
                         // A publish's answer is sent as soon as it is safe,
@@ -371,7 +413,7 @@ impl Connection {
             };
             let n = match n {
                 Ok(n) => {
-                    read_this_turn += n;
+                    (read_this_turn, filled) = (read_this_turn + n, n == room);
                     n
                 }
                 Err(ReadFailed::TimedOut) => {

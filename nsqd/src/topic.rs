@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
-use nsq_protocol::{ChannelName, TopicName};
+use nsq_protocol::{Bodies, ChannelName, TopicName};
 use tokio::time::Instant;
 
 use crate::backlog::{wall_due, Backlog, DiskWrite, Entry, Packed};
@@ -202,27 +201,32 @@ impl Topic {
     /// for before acknowledging.
     pub fn put(
         &self,
-        bodies: Vec<Bytes>,
+        bodies: impl Into<Bodies>,
         defer: Option<Duration>,
     ) -> Result<Vec<DiskWrite>, PutError> {
-        self.put_kept(bodies, defer, None)
+        self.put_kept(bodies.into(), defer, None)
     }
 
     /// [`Topic::put`], also handing copies of the new messages to `kept`
     /// (for replication).
     pub fn put_kept(
         &self,
-        bodies: Vec<Bytes>,
+        bodies: Bodies,
         defer: Option<Duration>,
         kept: Option<&mut Vec<Message>>,
     ) -> Result<Vec<DiskWrite>, PutError> {
         let n = bodies.len();
+        let body_bytes = bodies.body_bytes() as u64;
         let due = defer.filter(|d| !d.is_zero()).map(|d| Instant::now() + d);
-        // An MPUB stays one packed entry on its way to every channel. Its
-        // bodies are copied into that entry before the lock is taken: the
-        // copy allocates and faults in fresh pages, and under the lock it
-        // made concurrent publishers to this topic wait for each other.
-        let packed = (n > 1 && due.is_none()).then(|| Packed::pack(&bodies, 0, 0));
+        // An MPUB stays one packed entry on its way to every channel: the
+        // buffer the decoder copied its bodies into, as it is. (A list, from
+        // HTTP, is packed here, before the lock is taken: the copy allocates
+        // and faults in fresh pages, and under the lock it made concurrent
+        // publishers to this topic wait for each other.)
+        let (packed, bodies) = match n > 1 && due.is_none() {
+            true => (Some(Packed::new(bodies)), None),
+            false => (None, Some(bodies)),
+        };
         let mut st = self.lock();
         if self.is_deleted() {
             return Err(PutError::Exiting);
@@ -240,7 +244,7 @@ impl Topic {
         let now_nanos = unix_nanos();
         let first = st.ids.reserve(now_nanos, n);
         st.message_count += n as u64;
-        st.message_bytes += bodies.iter().map(|b| b.len() as u64).sum::<u64>();
+        st.message_bytes += body_bytes;
         let mut writes = Vec::new();
         if let Some(packed) = packed {
             let packed = packed.stamped(first, now_nanos);
@@ -257,7 +261,8 @@ impl Topic {
         }
         let mut id = first;
         let msgs: Vec<Message> = bodies
-            .into_iter()
+            .iter()
+            .flat_map(Bodies::iter)
             .map(|body| {
                 let m = Message::new(id, now_nanos, body);
                 id = id_after(id);

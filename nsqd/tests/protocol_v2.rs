@@ -511,7 +511,7 @@ async fn publishes_are_answered_in_order() {
     .encode(&mut b);
     Command::Mpub {
         topic: "t".parse().unwrap(),
-        bodies: vec!["b".into(), "c".into()],
+        bodies: vec!["b".into(), "c".into()].into(),
     }
     .encode(&mut b);
     Command::Dpub {
@@ -527,6 +527,34 @@ async fn publishes_are_answered_in_order() {
     c.expect(1, "E_INVALID DPUB timeout 3600001 out of range 0-3600000")
         .await;
     c.expect_closed().await;
+}
+
+/// Publishes arriving faster than one read takes are answered together
+/// (nsqd reads what is already there before it writes), yet every one is
+/// answered, in order, and so is a publish after the client paused.
+#[in_process::test]
+async fn a_stream_of_publishes_is_answered_whole() {
+    let n = start(&[]).await;
+    let mut c = Conn::open(&n).await;
+    let mut b = bytes::BytesMut::new();
+    for i in 0..40u8 {
+        Command::Mpub {
+            topic: "t".parse().unwrap(),
+            bodies: vec![bytes::Bytes::from(vec![i; 200]); 50].into(),
+        }
+        .encode(&mut b);
+    }
+    b.extend_from_slice(b"MPUB t\n\x00\x00\x00\x04\x00\x00\x00\x00");
+    c.send(&b).await;
+    for _ in 0..40 {
+        c.expect_ok().await;
+    }
+    c.expect(1, "E_BAD_BODY MPUB invalid message count 0").await;
+    c.expect_closed().await;
+    let mut c = Conn::open(&n).await;
+    c.send_ok(b"PUB t\n\x00\x00\x00\x01x").await;
+    let stats = n.inner.topic("t").unwrap().stats().0;
+    assert_eq!(stats.message_count, 40 * 50 + 1);
 }
 
 #[in_process::test]
@@ -610,7 +638,7 @@ async fn a_consumer_that_stops_reading_is_cut_off() {
     for _ in 0..50 {
         p.cmd(Command::Mpub {
             topic: "t".parse().unwrap(),
-            bodies: vec![body.clone(); 50],
+            bodies: vec![body.clone(); 50].into(),
         })
         .await;
         p.expect_ok().await;
@@ -663,7 +691,7 @@ async fn batched_fins_answer_in_command_order() {
     let mut p = Conn::open(&n).await;
     p.cmd(Command::Mpub {
         topic: "t".parse().unwrap(),
-        bodies: vec!["a".into(), "b".into()],
+        bodies: vec!["a".into(), "b".into()].into(),
     })
     .await;
     p.expect_ok().await;

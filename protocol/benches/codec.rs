@@ -9,7 +9,10 @@ use nsq_protocol::{Command, CommandDecoder, Limits, MessageId};
 fn mpub_wire(batches: usize) -> Bytes {
     let cmd = Command::Mpub {
         topic: "bench".parse().unwrap(),
-        bodies: (0..200).map(|_| Bytes::from(vec![b'x'; 200])).collect(),
+        bodies: (0..200)
+            .map(|_| Bytes::from(vec![b'x'; 200]))
+            .collect::<Vec<_>>()
+            .into(),
     };
     let mut buf = BytesMut::new();
     for _ in 0..batches {

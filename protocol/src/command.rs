@@ -29,7 +29,8 @@ pub enum Command {
     },
     Mpub {
         topic: TopicName,
-        bodies: Vec<Bytes>,
+        /// `Vec<Bytes>::into()` for a client; packed when decoded.
+        bodies: Bodies,
     },
     Dpub {
         topic: TopicName,
@@ -104,13 +105,7 @@ impl Command {
             }
             Command::Mpub { topic, bodies } => {
                 line(buf, &[b"MPUB", topic.as_str().as_bytes()]);
-                let size: usize = 4 + bodies.iter().map(|b| 4 + b.len()).sum::<usize>();
-                buf.reserve(4 + size);
-                buf.put_u32(size as u32);
-                buf.put_u32(bodies.len() as u32);
-                for b in bodies {
-                    body(buf, b);
-                }
+                bodies.encode(buf);
             }
             Command::Dpub {
                 topic,
@@ -151,7 +146,7 @@ pub(crate) use decode::{next_line, reserve_as_it_arrives};
 pub use error::DecodeError;
 pub use limits::Limits;
 pub use line::parse_base10;
-pub use mpub::parse_mpub_body;
+pub use mpub::{parse_mpub_body, Bodies};
 #[cfg(test)]
 use {crate::MAX_LINE_LEN, decode::State};
 

@@ -15,7 +15,7 @@ pub mod message;
 pub mod names;
 pub mod quote;
 
-pub use command::{parse_mpub_body, Command, CommandDecoder, DecodeError, Limits};
+pub use command::{parse_mpub_body, Bodies, Command, CommandDecoder, DecodeError, Limits};
 pub use error::{ErrorCode, ProtocolError};
 pub use frame::{Frame, FrameDecoder, FrameType};
 pub use identify::{IdentifyRequest, IdentifyResponse};

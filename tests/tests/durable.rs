@@ -60,7 +60,7 @@ async fn publisher(mut conn: RawConn, who: usize, round: usize, ledger: Shared) 
                 (
                     Command::Mpub {
                         topic: topic(TOPIC),
-                        bodies: bodies.clone(),
+                        bodies: bodies.clone().into(),
                     },
                     bodies,
                 )

@@ -512,7 +512,7 @@ async fn a_shadow_past_its_memory_bound_spills_to_disk_and_is_taken_over_exactly
                 .collect();
             let mpub = Command::Mpub {
                 topic: topic(TOPIC),
-                bodies: bodies.clone(),
+                bodies: bodies.clone().into(),
             };
             let mut out = BytesMut::new();
             mpub.encode(&mut out);

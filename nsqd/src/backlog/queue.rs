@@ -7,7 +7,8 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
+use nsq_protocol::Bodies;
 
 use crate::message::{id_after, Message};
 
@@ -23,21 +24,22 @@ pub struct Packed {
 }
 
 impl Packed {
+    /// A publish's bodies, still without IDs (see [`Packed::stamped`]):
+    /// decoded from the wire they are in this layout already and are taken
+    /// as they are; a list is packed with one copy.
+    pub fn new(bodies: Bodies) -> Packed {
+        let (data, left) = bodies.into_packed();
+        Packed {
+            data,
+            next_id: 0,
+            timestamp: 0,
+            left,
+        }
+    }
+
     /// Pack `bodies` (one copy into one buffer), the first getting `first_id`.
     pub fn pack(bodies: &[Bytes], first_id: u64, timestamp: i64) -> Packed {
-        let size = bodies.iter().map(|b| 4 + b.len()).sum();
-        let mut data = BytesMut::with_capacity(size);
-        for b in bodies {
-            // A body is bounded by --max-msg-size, far below 4 GiB.
-            data.put_u32(b.len() as u32);
-            data.extend_from_slice(b);
-        }
-        Packed {
-            data: data.freeze(),
-            next_id: first_id,
-            timestamp,
-            left: bodies.len(),
-        }
+        Packed::new(bodies.to_vec().into()).stamped(first_id, timestamp)
     }
 
     /// The same bodies under other IDs and timestamp: a publish packs its
@@ -80,7 +82,15 @@ impl Packed {
 
     /// Split off and return the first `n` messages (all if fewer are left).
     pub fn split_front(&mut self, n: usize) -> Packed {
-        let n = n.min(self.left);
+        if n >= self.left {
+            // The whole batch, as a publish that fits in memory: no walk.
+            let rest = Packed {
+                data: Bytes::new(),
+                left: 0,
+                ..self.clone()
+            };
+            return std::mem::replace(self, rest);
+        }
         let (mut at, mut next_id) = (0, self.next_id);
         for _ in 0..n {
             let len = u32::from_be_bytes(self.data[at..at + 4].try_into().unwrap_or_default());

@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use nsq_protocol::frame::{encode_error, encode_frame};
-use nsq_protocol::{Command, ErrorCode, FrameType, MessageId, ProtocolError, CLOSE_WAIT, OK};
+use nsq_protocol::{
+    Bodies, Command, ErrorCode, FrameType, MessageId, ProtocolError, CLOSE_WAIT, OK,
+};
 use tokio::time::Instant;
 use tracing::error;
 
@@ -105,7 +106,7 @@ impl Connection {
             Command::Req { id, timeout_ms } => self.req(id, timeout_ms),
             Command::Touch(id) => self.touch(id),
             Command::Pub { topic, body } => {
-                self.publish("PUB", ErrorCode::PubFailed, topic, vec![body], None)
+                self.publish("PUB", ErrorCode::PubFailed, topic, vec![body].into(), None)
                     .await
             }
             Command::Mpub { topic, bodies } => {
@@ -118,8 +119,14 @@ impl Connection {
                 body,
             } => {
                 let defer = Some(Duration::from_millis(defer_ms));
-                self.publish("DPUB", ErrorCode::DpubFailed, topic, vec![body], defer)
-                    .await
+                self.publish(
+                    "DPUB",
+                    ErrorCode::DpubFailed,
+                    topic,
+                    vec![body].into(),
+                    defer,
+                )
+                .await
             }
             Command::Sub { topic, channel } => self.sub(topic, channel).await,
             Command::Cls => self.cls().await,
@@ -343,7 +350,7 @@ impl Connection {
         verb: &'static str,
         code: ErrorCode,
         topic: nsq_protocol::TopicName,
-        bodies: Vec<Bytes>,
+        bodies: Bodies,
         defer: Option<Duration>,
     ) -> Result<(), ProtocolError> {
         self.check_auth(verb, topic.as_str(), "").await?;

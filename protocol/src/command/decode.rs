@@ -7,7 +7,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::error::{err, positive_within, DecodeError};
 use super::limits::Limits;
 use super::line::{parse_line, Head, Parsed};
-use super::mpub::{pack_bodies, scan_mpub, MpubScan};
+use super::mpub::{scan_mpub, Bodies, MpubScan};
 use super::Command;
 use crate::error::{ErrorCode, ProtocolError};
 use crate::names::TopicName;
@@ -37,11 +37,16 @@ pub(super) enum State {
     Mpub(TopicName, MpubScan),
 }
 
+/// Makes the buffer an MPUB's bodies are copied into: empty, with room for
+/// at least the given number of bytes.
+pub type BodyBuffer = fn(usize) -> BytesMut;
+
 /// Streaming decoder: feed it the connection's read buffer, take commands out.
 #[derive(Debug, Clone)]
 pub struct CommandDecoder {
     limits: Limits,
     pub(super) state: State,
+    body_buffer: BodyBuffer,
 }
 
 impl CommandDecoder {
@@ -49,7 +54,15 @@ impl CommandDecoder {
         CommandDecoder {
             limits,
             state: State::Line,
+            body_buffer: BytesMut::with_capacity,
         }
+    }
+
+    /// Copy MPUB bodies into buffers made by `make` (nsqd has the memory
+    /// faulted in with one call instead of a page at a time).
+    pub fn with_body_buffer(mut self, make: BodyBuffer) -> Self {
+        self.body_buffer = make;
+        self
     }
 
     pub fn limits(&self) -> &Limits {
@@ -129,7 +142,13 @@ impl CommandDecoder {
                                 ),
                             ));
                         }
-                        let bodies = pack_bodies(buf, &scan.spans);
+                        // The one copy of the bodies: out of the read
+                        // buffer, which stays unshared and is reused, so a
+                        // queued batch pins only its own bytes.
+                        let span = &buf[4..scan.pos];
+                        let mut packed = (self.body_buffer)(span.len());
+                        packed.extend_from_slice(span);
+                        let bodies = Bodies::packed(packed.freeze(), scan.found);
                         buf.advance(scan.pos);
                         return Ok(Some(Command::Mpub { topic, bodies }));
                     }
@@ -174,10 +193,7 @@ impl CommandDecoder {
             State::Mpub(_, scan) if !scan.in_body => {
                 return Some(ProtocolError::new(
                     ErrorCode::BadMessage,
-                    format!(
-                        "MPUB failed to read message({}) body size",
-                        scan.spans.len()
-                    ),
+                    format!("MPUB failed to read message({}) body size", scan.found),
                 ))
             }
             State::Mpub(..) => (ErrorCode::BadMessage, "MPUB failed to read message body"),

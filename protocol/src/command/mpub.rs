@@ -1,7 +1,8 @@
 //! MPUB bodies, `[i32 n]([i32 len][bytes])×n`: scanned as they arrive on a
-//! connection, or whole from HTTP `/mpub?binary=true`.
+//! connection, or whole from HTTP `/mpub?binary=true`, and kept packed as
+//! they arrived ([`Bodies`]).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::{err, positive_within, DecodeError};
 use super::limits::Limits;
@@ -17,8 +18,8 @@ pub(super) struct MpubScan {
     pub(super) count: Option<usize>,
     /// Bytes of the body already scanned, from the front of the buffer.
     pub(super) pos: usize,
-    /// (offset, len) of each message body found so far.
-    pub(super) spans: Vec<(usize, usize)>,
+    /// Messages found so far.
+    pub(super) found: usize,
     /// Waiting for a message's bytes (not its length prefix).
     pub(super) in_body: bool,
 }
@@ -45,15 +46,13 @@ pub(super) fn scan_mpub(l: &Limits, scan: &mut MpubScan, buf: &[u8]) -> Result<b
             }
             scan.pos = 4;
             scan.count = Some(n as usize);
-            // The count is a claim, not data: grow with the messages.
-            scan.spans.reserve((n as usize).min(1024));
             n as usize
         }
     };
     // (The count itself is 4 bytes; a body shorter than that is caught by
     // the first message's overrun check.)
-    while scan.spans.len() < count {
-        let i = scan.spans.len();
+    while scan.found < count {
+        let i = scan.found;
         let at = scan.pos;
         if buf.len() < at + 4 {
             return Ok(false);
@@ -77,37 +76,19 @@ pub(super) fn scan_mpub(l: &Limits, scan: &mut MpubScan, buf: &[u8]) -> Result<b
         if buf.len() < at + 4 + size {
             return Ok(false);
         }
-        scan.spans.push((at + 4, size));
+        scan.found += 1;
         scan.pos = at + 4 + size;
         scan.in_body = false;
     }
     Ok(true)
 }
 
-/// Copy the message bodies of an MPUB into one allocation, packed without
-/// their length prefixes, and slice it: 200 messages cost one allocation and
-/// exactly their own bytes.
-pub(super) fn pack_bodies(buf: &[u8], spans: &[(usize, usize)]) -> Vec<Bytes> {
-    let total = spans.iter().map(|s| s.1).sum();
-    let mut packed = BytesMut::with_capacity(total);
-    for &(off, len) in spans {
-        packed.extend_from_slice(&buf[off..off + len]);
-    }
-    let packed = packed.freeze();
-    let mut at = 0;
-    spans
-        .iter()
-        .map(|&(_, len)| {
-            at += len;
-            packed.slice(at - len..at)
-        })
-        .collect()
-}
-
 /// Parse a complete binary MPUB body, `[i32 n]([i32 len][bytes])×n`, as
 /// nsqd's HTTP `/mpub?binary=true` receives it, with the TCP command's
-/// checks and texts. The bodies share `body`'s memory.
-pub fn parse_mpub_body(body: &Bytes, limits: &Limits) -> Result<Vec<Bytes>, ProtocolError> {
+/// checks and texts. The bodies are copied once, into a buffer of their
+/// own: `body` may be a slice of a larger read buffer that a queued batch
+/// must not keep alive.
+pub fn parse_mpub_body(body: &Bytes, limits: &Limits) -> Result<Bodies, ProtocolError> {
     // The HTTP body is already whole: what it lacks is reported as a
     // short read, in upstream's words, not as an overrun.
     let mut scan = MpubScan {
@@ -126,9 +107,137 @@ pub fn parse_mpub_body(body: &Bytes, limits: &Limits) -> Result<Vec<Bytes>, Prot
             }
         });
     }
-    Ok(scan
-        .spans
-        .iter()
-        .map(|&(off, len)| body.slice(off..off + len))
-        .collect())
+    Ok(Bodies::packed(
+        Bytes::copy_from_slice(&body[4..scan.pos]),
+        scan.found,
+    ))
+}
+
+/// The message bodies of an MPUB. Decoded, they stay packed as they came
+/// over the wire, `([u32 len][body])×n` in one buffer, so nsqd queues the
+/// batch as it is: a body is copied once, out of the connection's read
+/// buffer, and a batch costs one allocation however many messages it has.
+/// Built by a client, they are a list.
+#[derive(Clone)]
+pub struct Bodies(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    List(Vec<Bytes>),
+    /// Every length checked by [`scan_mpub`], so the layout is sound.
+    Packed {
+        data: Bytes,
+        count: usize,
+    },
+}
+
+impl Bodies {
+    /// `data` as [`scan_mpub`] accepted it, after the count.
+    pub(super) fn packed(data: Bytes, count: usize) -> Bodies {
+        Bodies(Repr::Packed { data, count })
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Repr::List(v) => v.len(),
+            Repr::Packed { count, .. } => *count,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes of all the bodies together.
+    pub fn body_bytes(&self) -> usize {
+        match &self.0 {
+            Repr::List(v) => v.iter().map(Bytes::len).sum(),
+            Repr::Packed { data, count } => data.len() - 4 * count,
+        }
+    }
+
+    /// The bodies, in order, each sharing the batch's memory.
+    pub fn iter(&self) -> impl Iterator<Item = Bytes> + '_ {
+        let (list, mut data) = match &self.0 {
+            Repr::List(v) => (v.as_slice(), Bytes::new()),
+            Repr::Packed { data, .. } => (&[][..], data.clone()),
+        };
+        let packed = std::iter::from_fn(move || {
+            let len = u32::from_be_bytes(data.get(..4)?.try_into().ok()?) as usize;
+            let body = data.slice(4..(4 + len).min(data.len()));
+            data = data.slice(4 + body.len()..);
+            Some(body)
+        });
+        list.iter().cloned().chain(packed)
+    }
+
+    /// The bodies as `([u32 len][body])×n` in one buffer, with their count:
+    /// as they are when decoded, packed with one copy when a list.
+    pub fn into_packed(self) -> (Bytes, usize) {
+        match self.0 {
+            Repr::Packed { data, count } => (data, count),
+            Repr::List(v) => {
+                let mut data = BytesMut::with_capacity(v.iter().map(|b| 4 + b.len()).sum());
+                for b in &v {
+                    // A body is bounded by --max-msg-size, far below 4 GiB.
+                    data.put_u32(b.len() as u32);
+                    data.extend_from_slice(b);
+                }
+                (data.freeze(), v.len())
+            }
+        }
+    }
+
+    /// The wire form after the MPUB line: body size, count, the bodies.
+    pub(super) fn encode(&self, buf: &mut BytesMut) {
+        let size = 4 + self.body_bytes() + 4 * self.len();
+        buf.reserve(4 + size);
+        buf.put_u32(size as u32);
+        buf.put_u32(self.len() as u32);
+        match &self.0 {
+            Repr::Packed { data, .. } => buf.put_slice(data),
+            Repr::List(v) => {
+                for b in v {
+                    buf.put_u32(b.len() as u32);
+                    buf.put_slice(b);
+                }
+            }
+        }
+    }
+}
+
+impl From<Vec<Bytes>> for Bodies {
+    fn from(v: Vec<Bytes>) -> Self {
+        Bodies(Repr::List(v))
+    }
+}
+
+impl FromIterator<Bytes> for Bodies {
+    fn from_iter<I: IntoIterator<Item = Bytes>>(iter: I) -> Self {
+        Bodies(Repr::List(iter.into_iter().collect()))
+    }
+}
+
+impl From<Bodies> for Vec<Bytes> {
+    fn from(b: Bodies) -> Self {
+        match b.0 {
+            Repr::List(v) => v,
+            Repr::Packed { .. } => b.iter().collect(),
+        }
+    }
+}
+
+/// Equal when they hold the same bodies in the same order, however kept.
+impl PartialEq for Bodies {
+    fn eq(&self, other: &Bodies) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Bodies {}
+
+impl std::fmt::Debug for Bodies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }

@@ -348,7 +348,7 @@ pub async fn publisher(
         } else {
             Command::Mpub {
                 topic: topic(TOPIC),
-                bodies: bodies.clone(),
+                bodies: bodies.clone().into(),
             }
         };
         if conn.try_write_raw(&encode(&cmd)).await.is_err() {

@@ -65,7 +65,7 @@ pub fn run(opts: &LatencyOptions) -> Result<Report> {
     } else {
         Command::Mpub {
             topic: t.topic.clone(),
-            bodies: vec![body; opts.batch as usize],
+            bodies: vec![body; opts.batch as usize].into(),
         }
     };
     let mut encoded = BytesMut::new();

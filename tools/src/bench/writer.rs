@@ -85,7 +85,7 @@ fn encode_mpub(buf: &mut BytesMut, topic: &TopicName, body: &Bytes, n: u64) {
     // The bodies are clones of one `Bytes`: n reference counts, not n copies.
     Command::Mpub {
         topic: topic.clone(),
-        bodies: vec![body.clone(); n as usize],
+        bodies: vec![body.clone(); n as usize].into(),
     }
     .encode(buf);
 }
