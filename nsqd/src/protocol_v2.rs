@@ -36,11 +36,13 @@ mod negotiate;
 mod out_buf;
 mod output;
 mod reading;
+mod spin;
 mod writer;
 use commands::log_error;
 use negotiate::Transport;
 use output::Shared;
 use reading::{read_with_deadline, shrink_after_burst, take_fin, CommandClock, ReadFailed};
+use spin::{ReadNow, Spin};
 
 /// Room for the next read, after giving back what a burst left behind.
 fn make_room(buf: &mut BytesMut) {
@@ -75,6 +77,9 @@ const MIN_WRITE_THRESHOLD: usize = 64 * 1024;
 const TAKE_BATCH: usize = 1024;
 /// How long a closing connection's writer may take to send what is queued.
 const WRITER_DRAIN: Duration = Duration::from_secs(1);
+/// How long a drained connection's reader tries the socket before it
+/// parks (`spin.rs`).
+const SPIN_WINDOW: Duration = Duration::from_micros(50);
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
@@ -236,7 +241,7 @@ impl Connection {
 
     async fn run<R, W>(mut self, mut read: R, write: W, input: Input, first: Option<Command>)
     where
-        R: AsyncRead + Unpin,
+        R: AsyncRead + ReadNow + Unpin,
         W: AsyncWrite + Unpin + Send + 'static,
     {
         let stop = self.client.stop.clone();
@@ -272,7 +277,7 @@ impl Connection {
         // Leaving the channel is the `Registration`'s job, panic or not.
     }
 
-    async fn read_loop<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    async fn read_loop<R: AsyncRead + ReadNow + Unpin, W: AsyncWrite + Unpin>(
         &mut self,
         read: &mut R,
         shared: &Shared<W>,
@@ -285,6 +290,7 @@ impl Connection {
             mut decoder,
         } = input;
         let mut clock = CommandClock::default();
+        let mut spin = Spin::new(SPIN_WINDOW);
         let mut read_this_turn = 0usize;
         // The last read filled all the room it had: more may be waiting.
         let mut filled = false;
@@ -379,16 +385,32 @@ impl Connection {
             }
             make_room(&mut buf);
             let room = buf.capacity() - buf.len();
-            let deadline = clock.deadline(&self.settings);
-            let n = tokio::select! {
-                _ = stop.cancelled() => return Err("connection stopped"),
-                // A publish's answer is sent as soon as it is safe, also
-                // while the client sends nothing more.
-                r = self.pending.next() => {
-                    self.answer_publish(r)?;
-                    continue;
+            // A publisher waiting on its answers is what the spin is for; a
+            // subscriber's reader only takes FINs, and its deliveries do
+            // not wait on it.
+            let spun = match self.pending.is_empty() && self.subscription.get().is_none() {
+                true => spin.input(read, &mut buf),
+                false => None,
+            };
+            let n = match spun {
+                Some(r) => r.map_err(|_| ReadFailed::Io),
+                None => {
+                    let deadline = clock.deadline(&self.settings);
+                    let r = tokio::select! {
+                        _ = stop.cancelled() => return Err("connection stopped"),
+                        // A publish's answer is sent as soon as it is safe,
+                        // also while the client sends nothing more.
+                        r = self.pending.next() => {
+                            self.answer_publish(r)?;
+                            continue;
+                        }
+                        r = read_with_deadline(read, &mut buf, deadline) => r,
+                    };
+                    if let Ok(n) = r {
+                        spin.read_done(n, room);
+                    }
+                    r
                 }
-                r = read_with_deadline(read, &mut buf, deadline) => r,
             };
             let n = match n {
                 Ok(n) => {
