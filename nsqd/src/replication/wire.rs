@@ -287,7 +287,7 @@ impl Frame {
                 let channel = get_channel(&mut b)?;
                 let due = get_u64(&mut b)? as i64;
                 let count = get_count(&mut b, 22)?;
-                let mut msgs = Vec::with_capacity(count);
+                let mut held = Vec::with_capacity(count);
                 for _ in 0..count {
                     let id = get_u64(&mut b)?;
                     let timestamp = get_u64(&mut b)? as i64;
@@ -297,7 +297,7 @@ impl Frame {
                         return Err(WireError::Truncated);
                     }
                     let body = b.split_to(len);
-                    msgs.push(WireMessage {
+                    held.push(WireMessage {
                         id,
                         timestamp,
                         attempts,
@@ -309,7 +309,7 @@ impl Frame {
                     topic,
                     channel,
                     due,
-                    msgs,
+                    msgs: held,
                 }
             }
             5 => Frame::Finish {

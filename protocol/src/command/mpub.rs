@@ -15,13 +15,14 @@ pub(super) struct MpubScan {
     /// The body size the command declared, which the messages must fill
     /// exactly (`usize::MAX` for an HTTP body, bounded by its own length).
     pub(super) declared: usize,
+    /// Waiting for a message's bytes (not its length prefix).
+    pub(super) in_body: bool,
+    /// The message count, once its 4 bytes have arrived.
     pub(super) count: Option<usize>,
     /// Bytes of the body already scanned, from the front of the buffer.
     pub(super) pos: usize,
     /// Messages found so far.
     pub(super) found: usize,
-    /// Waiting for a message's bytes (not its length prefix).
-    pub(super) in_body: bool,
 }
 
 /// Scan as much of an MPUB body as has arrived: the messages are read by
