@@ -103,7 +103,7 @@ impl Spin {
             spinning: true,
             phase: Phase::TrySpin,
             waits: 0,
-            cycles: Vec::with_capacity(TRIAL_WAITS as usize),
+            cycles: Vec::new(),
             waiting_since: None,
             last_wait: None,
             scratch: Vec::new(),
