@@ -83,23 +83,32 @@
 //! and each `Ack` covers a group. A copy survives the holder's own crash: restarted, it
 //! replays the journal, and takes the shadow over if the origin does not
 //! return within `--replica-takeover-after` (both machines lost power). An
-//! origin that does return sends `Reset` and a full copy as usual.
+//! origin that does return sends `Reset` and a full copy as usual. Once the
+//! journal has grown well past what the shadow keeps in memory it is
+//! rewritten as a snapshot: the memory part, and references to the spill
+//! queues (below) with the ids finished in them, written only once those
+//! queues' writes are fsynced.
+//!
+//! # Memory bound
+//! A shadow channel keeps `--mem-queue-size` messages in memory, and so
+//! does what a shadow topic holds before its first channel (or while
+//! paused); past that, the holder appends the rest to a disk queue of its
+//! own (`spill.rs`, `~replica~<origin>~<topic>~<channel>` or
+//! `~replica~<origin>~<topic>~~held` in `--data-path`, names no topic can
+//! take), durable or not. FINs of spilled messages go into a set bounded by
+//! the spilled count and are skipped when a takeover reads the queue back
+//! (then deletes it). A topic's first channel gets what the topic held: the
+//! held queue is read back into the channel's copy. A spill queue is
+//! removed by a takeover, a `Reset` (full copy), or the channel's emptying
+//! or deletion on the origin. [`origin_state::SHADOW_MAX_BYTES`] per origin
+//! still bounds the memory part (many channels with a large
+//! `--mem-queue-size`): a holder past it drops the link and the origin sees
+//! the peer `down`.
 //!
 //! # Limits of this version
-//! * A shadow channel keeps `--mem-queue-size` messages in memory; past
-//!   that, a non-durable holder appends the rest to a disk queue of its own
-//!   (`spill.rs`, `~replica~<origin>~<topic>~<channel>` in `--data-path`,
-//!   a name no topic can take). FINs of spilled messages go into a set
-//!   bounded by the spilled count and are skipped when a takeover reads the
-//!   queue back (then deletes it). A spill queue is removed by a takeover,
-//!   a `Reset` (full copy), or the channel's emptying or deletion on the
-//!   origin, not when the origin has finished everything in it: until then
-//!   its files and finished set stay (bounded by what was spilled).
-//! * Not spilled: what a topic holds before its first channel (or while
-//!   paused), and a durable holder's shadow (its journal snapshots are
-//!   taken from memory). Both stay in memory, bounded by
-//!   [`origin_state::SHADOW_MAX_BYTES`] per origin: a holder past it drops
-//!   the link and the origin sees the peer `down`.
+//! * A spill queue is not removed when the origin has finished everything
+//!   in it: until then its files and finished set stay (bounded by what was
+//!   spilled).
 //! * A non-durable holder's shadow, spilled part included, does not survive
 //!   its restart: leftover spill files are removed at start, and the origin
 //!   sends a full copy again when it reconnects. Restarting the holder

@@ -1,6 +1,7 @@
 //! What a holder keeps per origin: the shadow of its messages, the link's
-//! connection generation and liveness, what was taken over, and the
-//! journal of a durable holder.
+//! connection generation and liveness, what was taken over, the journal of
+//! a durable holder, and what a holder finds again after its restart (the
+//! journal, or the snapshot a non-durable holder writes when it stops).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
@@ -9,7 +10,9 @@ use nsq_protocol::TopicName;
 use tokio::time::Instant;
 use tracing::info;
 
+use super::journal::{self, Entry};
 use super::shadow::{Shadow, ShadowError};
+use super::spill::{self, FinishedSet};
 use super::wire::Frame;
 
 /// Most bytes of message bodies one origin's shadow may hold.
@@ -46,7 +49,7 @@ impl Inner {
         if let Some(j) = &mut self.journal {
             // Written in order after what was submitted; a failure is
             // logged by the writer and fails the next acknowledgement.
-            j.compact(&self.shadow, self.hello.as_ref());
+            j.compact(&mut self.shadow, self.hello.as_ref());
         }
     }
 }
@@ -64,31 +67,81 @@ impl OriginState {
         }
     }
 
-    /// `--durable`: journal the shadow under `dir`, first replaying what
-    /// the journal holds. Called once the data path is locked.
-    pub fn load_journal(&self, dir: &std::path::Path) -> std::io::Result<()> {
+    /// What this holder kept of the origin across its restart, under `dir`
+    /// (`<data-path>/replication`): with `durable` the journal, replayed and
+    /// then appended to; else the snapshot of its last clean stop, read once
+    /// and removed (a later crash must not find it stale). Spill files in
+    /// `data` that neither refers to are removed first. The shadow's spill
+    /// destination is set by now. Called once the data path is locked.
+    pub fn load(
+        &self,
+        dir: &std::path::Path,
+        data: &std::path::Path,
+        durable: bool,
+    ) -> std::io::Result<()> {
         let addr = &self.addr;
         let mut inner = self.lock();
-        {
-            let (journal, frames) = super::journal::Journal::open(dir, addr)?;
-            for f in frames {
-                match &f {
-                    Frame::Hello { incarnation, .. } => {
-                        inner.incarnation = *incarnation;
-                        inner.hello = Some(f.clone());
-                    }
-                    _ => {
-                        // Already acknowledged once; a shadow over its bound
-                        // keeps what it has.
-                        let _ = apply(&mut inner.shadow, &f);
-                    }
-                }
-            }
-            if inner.shadow.depth() > 0 {
-                info!(peer = %addr, messages = inner.shadow.depth(), "REPLICA {addr}: shadow replayed from the journal");
-            }
+        let entries = if durable {
+            let (journal, entries) = journal::Journal::open(dir, addr)?;
             inner.journal = Some(journal);
+            entries
+        } else {
+            let entries = journal::read(dir, addr)?.unwrap_or_default();
+            journal::remove(dir, addr)?;
+            entries
+        };
+        let keep = match inner.shadow.spill_to() {
+            Some(to) => entries
+                .iter()
+                .filter_map(|e| match e {
+                    Entry::Spilled { topic, channel, .. } => {
+                        Some(to.queue_name(topic, channel.as_ref()))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            None => Default::default(),
+        };
+        match spill::remove_leftovers(data, addr, &keep) {
+            Ok(0) => {}
+            Ok(n) => {
+                info!(peer = %addr, "REPLICA {addr}: removed {n} spill files no saved copy refers to")
+            }
+            Err(e) => {
+                tracing::warn!(peer = %addr, "REPLICA {addr}: cannot remove old spill files - {e}")
+            }
         }
+        replay(&mut inner, entries);
+        if inner.shadow.depth() > 0 {
+            let from = if durable {
+                "the journal"
+            } else {
+                "the snapshot of its last stop"
+            };
+            info!(peer = %addr, messages = inner.shadow.depth(), "REPLICA {addr}: shadow replayed from {from}");
+        }
+        Ok(())
+    }
+
+    /// At a clean stop of a non-durable holder: write the shadow's snapshot
+    /// (its memory part, its spill queues with what of them was finished,
+    /// the origin's incarnation) under `dir`, once the spill writes it
+    /// counts on are written. A durable holder's journal has it already.
+    pub async fn save(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        let (bytes, waits) = {
+            let mut i = self.lock();
+            if i.journal.is_some() || (i.incarnation == 0 && i.shadow.depth() == 0) {
+                return Ok(());
+            }
+            let i = &mut *i;
+            journal::snapshot_bytes(&mut i.shadow, i.hello.as_ref())
+        };
+        for w in waits {
+            w.await
+                .unwrap_or_else(|_| Err(std::io::Error::other("disk I/O thread gone")))?;
+        }
+        journal::write_snapshot(dir, &self.addr, &bytes)?;
+        info!(peer = %self.addr, messages = self.status().1, "REPLICA {}: shadow saved for the next start", self.addr);
         Ok(())
     }
 
@@ -116,6 +169,43 @@ impl OriginState {
     pub fn status(&self) -> (bool, u64, u64) {
         let i = self.lock();
         (i.taken_over, i.shadow.depth(), i.takeovers)
+    }
+}
+
+/// Rebuild the shadow from a journal's or snapshot's records.
+fn replay(inner: &mut Inner, entries: Vec<Entry>) {
+    for e in entries {
+        match e {
+            Entry::Frame(f @ Frame::Hello { .. }) => {
+                if let Frame::Hello { incarnation, .. } = &f {
+                    inner.incarnation = *incarnation;
+                }
+                inner.hello = Some(f);
+            }
+            // Already acknowledged once; a shadow over its bound keeps
+            // what it has.
+            Entry::Frame(f) => {
+                let _ = apply(&mut inner.shadow, &f);
+            }
+            Entry::Spilled {
+                topic,
+                channel,
+                lo,
+                hi,
+                spilled,
+            } => inner.shadow.restore_spill(
+                &topic,
+                channel.as_ref(),
+                FinishedSet::restored(lo, hi, spilled),
+            ),
+            Entry::SpillFinished {
+                topic,
+                channel,
+                ids,
+            } => inner
+                .shadow
+                .restore_finished(&topic, channel.as_ref(), &ids),
+        }
     }
 }
 

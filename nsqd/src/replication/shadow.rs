@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use nsq_protocol::{ChannelName, TopicName};
 
 pub use super::spill::Held;
-use super::spill::{Spill, SpillTo};
+use super::spill::{Drain, FinishedSet, Spill, SpillTo};
 use super::wire::{MetaOp, WireMessage};
 
 /// Recently finished ids a channel remembers, so an Append that arrives
@@ -27,31 +27,47 @@ pub struct ShadowChannel {
     recent_order: VecDeque<u64>,
 }
 
+/// Messages a spill still holds unfinished.
+fn live(s: &Option<Spill>) -> u64 {
+    s.as_ref().map_or(0, |s| s.finished.live())
+}
+
+/// Remove a spill's queue; what it held unfinished.
+fn drop_spill(s: &mut Option<Spill>) -> u64 {
+    s.take().map_or(0, |s| {
+        let live = s.finished.live();
+        s.delete();
+        live
+    })
+}
+
 impl ShadowChannel {
     /// Messages held, in memory and spilled.
     pub fn len(&self) -> usize {
-        self.msgs.len()
-            + self
-                .spilled
-                .as_ref()
-                .map_or(0, |s| s.finished.live() as usize)
+        self.msgs.len() + live(&self.spilled) as usize
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn drop_spill(&mut self) -> u64 {
-        self.spilled.take().map_or(0, |s| {
-            let live = s.finished.live();
-            s.delete();
-            live
-        })
-    }
-
     /// Ids the origin reported finished lately.
     pub fn recently_finished(&self) -> impl Iterator<Item = &u64> {
         self.recent_order.iter()
+    }
+
+    /// Place copies of `msgs` (not those finished lately) in this copy.
+    fn take_copies(
+        &mut self,
+        to: Option<&SpillTo>,
+        topic: &TopicName,
+        name: &ChannelName,
+        msgs: impl Iterator<Item = Held>,
+    ) -> Added {
+        let recent = &self.recent;
+        let msgs: Vec<Held> = msgs.filter(|h| !recent.contains(&h.msg.id)).collect();
+        let at = (topic, Some(name));
+        place(&mut self.msgs, &mut self.spilled, to, at, msgs.into_iter())
     }
 
     fn remember_finished(&mut self, id: u64) {
@@ -71,6 +87,8 @@ pub struct ShadowTopic {
     pub paused: bool,
     /// What the origin's topic holds itself (no channel yet, or paused).
     pub held: BTreeMap<u64, Held>,
+    /// What of that did not fit in memory.
+    pub held_spill: Option<Spill>,
     pub channels: BTreeMap<ChannelName, ShadowChannel>,
 }
 
@@ -94,8 +112,57 @@ pub struct Shadow {
     pub topics: BTreeMap<TopicName, ShadowTopic>,
     messages: u64,
     bytes: u64,
-    /// Where channels past their memory bound spill (non-durable holders).
+    /// Where channels and held sets past their memory bound spill.
     spill_to: Option<SpillTo>,
+}
+
+/// What placing messages added: in memory (count, bytes) and spilled.
+#[derive(Default)]
+struct Added {
+    msgs: u64,
+    bytes: u64,
+    spilled: u64,
+}
+
+impl Added {
+    fn plus(&mut self, a: Added) {
+        self.msgs += a.msgs;
+        self.bytes += a.bytes;
+        self.spilled += a.spilled;
+    }
+}
+
+/// Put `msgs` into `mem` up to the memory bound, the rest into `spill`
+/// (opened on first use as `topic`'s `channel` queue).
+fn place(
+    mem: &mut BTreeMap<u64, Held>,
+    spill: &mut Option<Spill>,
+    to: Option<&SpillTo>,
+    (topic, channel): (&TopicName, Option<&ChannelName>),
+    msgs: impl Iterator<Item = Held>,
+) -> Added {
+    let mut added = Added::default();
+    let limit = to.map_or(usize::MAX, |s| s.mem_limit);
+    let mut over = Vec::new();
+    for h in msgs {
+        if mem.contains_key(&h.msg.id) {
+            continue;
+        }
+        if mem.len() >= limit {
+            over.push(h);
+        } else {
+            added.msgs += 1;
+            added.bytes += h.msg.body.len() as u64;
+            mem.insert(h.msg.id, h);
+        }
+    }
+    if let (Some(to), false) = (to, over.is_empty()) {
+        added.spilled = over.len() as u64;
+        spill
+            .get_or_insert_with(|| Spill::open(to, topic, channel, FinishedSet::default()))
+            .write(&over);
+    }
+    added
 }
 
 impl Shadow {
@@ -104,6 +171,7 @@ impl Shadow {
         self.messages
     }
 
+    /// Bytes of bodies held in memory.
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
@@ -112,10 +180,15 @@ impl Shadow {
         self.spill_to = Some(to);
     }
 
+    pub fn spill_to(&self) -> Option<&SpillTo> {
+        self.spill_to.as_ref()
+    }
+
     pub fn reset(&mut self) {
         for t in self.topics.values_mut() {
+            drop_spill(&mut t.held_spill);
             for ch in t.channels.values_mut() {
-                ch.drop_spill();
+                drop_spill(&mut ch.spilled);
             }
         }
         let spill_to = self.spill_to.take();
@@ -125,11 +198,16 @@ impl Shadow {
         };
     }
 
+    fn add(&mut self, a: &Added) {
+        self.messages += a.msgs + a.spilled;
+        self.bytes += a.bytes;
+    }
+
     /// Spilled messages of channels going away: their queues too.
     fn spill_gone(&mut self, chans: impl IntoIterator<Item = ShadowChannel>) -> Vec<Held> {
         let mut gone = Vec::new();
         for mut ch in chans {
-            self.messages = self.messages.saturating_sub(ch.drop_spill());
+            self.messages = self.messages.saturating_sub(drop_spill(&mut ch.spilled));
             gone.extend(std::mem::take(&mut ch.msgs).into_values());
         }
         gone
@@ -162,64 +240,37 @@ impl Shadow {
         if self.bytes > max_bytes {
             return Err(ShadowError::Full(self.bytes));
         }
-        // Counted as they go in: (messages, bytes) newly held.
-        let mut added = (0u64, 0u64);
+        let to = self.spill_to.as_ref();
         let t = match self.topics.get_mut(topic) {
             Some(t) => t,
             None => self.topics.entry(topic.clone()).or_default(),
         };
-        let mut hold = |into: &mut BTreeMap<u64, Held>, m: &WireMessage| {
-            if let std::collections::btree_map::Entry::Vacant(v) = into.entry(m.id) {
-                v.insert(Held {
-                    msg: m.clone(),
-                    due,
-                });
-                added.0 += 1;
-                added.1 += m.body.len() as u64;
-            }
-        };
-        let spill_to = self.spill_to.as_ref();
-        let mut into_channel = |name: &ChannelName, ch: &mut ShadowChannel| {
-            let mut spilled = Vec::new();
-            for m in msgs.iter().filter(|m| !ch.recent.contains(&m.id)) {
-                match spill_to {
-                    Some(_) if ch.msgs.len() >= spill_to.map_or(0, |s| s.mem_limit) => {
-                        if !ch.msgs.contains_key(&m.id) {
-                            spilled.push(Held {
-                                msg: m.clone(),
-                                due,
-                            });
-                        }
-                    }
-                    _ => hold(&mut ch.msgs, m),
-                }
-            }
-            if let (Some(to), false) = (spill_to, spilled.is_empty()) {
-                ch.spilled
-                    .get_or_insert_with(|| Spill::open(to, topic, name))
-                    .write(&spilled);
-            }
-            spilled.len() as u64
-        };
-        let mut spilled = 0;
+        let held = msgs.iter().map(|m| Held {
+            msg: m.clone(),
+            due,
+        });
+        let mut total = Added::default();
         match channel {
             Some(c) => {
                 let ch = t.channels.entry(c.clone()).or_default();
-                spilled += into_channel(c, ch);
+                total.plus(ch.take_copies(to, topic, c, held));
             }
             None if t.holding() => {
-                for m in msgs {
-                    hold(&mut t.held, m);
-                }
+                total.plus(place(
+                    &mut t.held,
+                    &mut t.held_spill,
+                    to,
+                    (topic, None),
+                    held,
+                ));
             }
             None => {
                 for (name, ch) in t.channels.iter_mut() {
-                    spilled += into_channel(name, ch);
+                    total.plus(ch.take_copies(to, topic, name, held.clone()));
                 }
             }
         }
-        self.messages += added.0 + spilled;
-        self.bytes += added.1;
+        self.add(&total);
         Ok(())
     }
 
@@ -242,7 +293,18 @@ impl Shadow {
             }
             ch.remember_finished(*id);
         }
-        self.messages = self.messages.saturating_sub(spilled_done);
+        let before = live(&ch.spilled);
+        // Drained on the origin: the queue goes once a scan agrees (which
+        // also corrects a count that copies spilled twice kept up).
+        if spilled_done > 0 && ch.spilled.as_mut().map(|s| s.check_drained()) == Some(Drain::Done) {
+            ch.spilled = None;
+        }
+        let after = live(&ch.spilled);
+        self.messages = self
+            .messages
+            .saturating_sub(spilled_done)
+            .saturating_sub(before)
+            + after;
         self.removed_all(gone.iter());
     }
 
@@ -258,7 +320,7 @@ impl Shadow {
                 if !t.channels.contains_key(c) {
                     t.channels.insert(c.clone(), ShadowChannel::default());
                     // The origin's first channel receives what its topic held.
-                    release(t);
+                    self.release(topic);
                 }
             }
             (MetaOp::ChannelDelete, Some(c)) => {
@@ -289,20 +351,24 @@ impl Shadow {
                 t.channels.entry(c.clone()).or_default().paused = op == MetaOp::ChannelPause;
             }
             (MetaOp::TopicDelete, _) => {
-                if let Some(t) = self.topics.remove(topic) {
+                if let Some(mut t) = self.topics.remove(topic) {
+                    let spilled = drop_spill(&mut t.held_spill);
+                    self.messages = self.messages.saturating_sub(spilled);
                     gone = self.spill_gone(t.channels.into_values());
                     gone.extend(t.held.into_values());
                 }
             }
             (MetaOp::TopicEmpty, _) => {
                 if let Some(t) = self.topics.get_mut(topic) {
+                    let spilled = drop_spill(&mut t.held_spill);
                     gone.extend(std::mem::take(&mut t.held).into_values());
+                    self.messages = self.messages.saturating_sub(spilled);
                 }
             }
             (MetaOp::TopicPause | MetaOp::TopicUnpause, _) => {
                 let t = self.topics.entry(topic.clone()).or_default();
                 t.paused = op == MetaOp::TopicPause;
-                release(t);
+                self.release(topic);
             }
             // A channel operation without a channel: nothing to do.
             _ => {}
@@ -310,28 +376,115 @@ impl Shadow {
         self.removed_all(gone.iter());
     }
 
+    /// Once a topic stops holding, each of its channels gets a copy of
+    /// what it held (what spilled is read back from its queue and placed
+    /// like any append, then the queue goes); the topic's copy goes away.
+    fn release(&mut self, topic: &TopicName) {
+        let to = self.spill_to.clone();
+        let Some(t) = self.topics.get_mut(topic) else {
+            return;
+        };
+        if t.holding() || (t.held.is_empty() && t.held_spill.is_none()) {
+            return;
+        }
+        let held = std::mem::take(&mut t.held);
+        let spilled = t.held_spill.take();
+        let gone = (
+            held.len() as u64 + live(&spilled),
+            held.values().map(|h| h.msg.body.len() as u64).sum::<u64>(),
+        );
+        let mut total = Added::default();
+        let mut give = |t: &mut ShadowTopic, step: &[Held]| {
+            for (name, ch) in t.channels.iter_mut() {
+                total.plus(ch.take_copies(to.as_ref(), topic, name, step.iter().cloned()));
+            }
+        };
+        give(t, &held.into_values().collect::<Vec<_>>());
+        if let Some(s) = spilled {
+            if let Err(e) = s.read_back(|step| give(t, &step)) {
+                tracing::error!(topic = %topic, "REPLICA: a held copy spilled to disk was not all read back - {e}");
+            }
+        }
+        self.messages = self.messages.saturating_sub(gone.0);
+        self.bytes = self.bytes.saturating_sub(gone.1);
+        self.add(&total);
+    }
+
+    /// A spilled queue a snapshot recorded: `channel`'s copy, or what
+    /// `topic` holds (`None`), with what of it the origin had finished.
+    pub fn restore_spill(
+        &mut self,
+        topic: &TopicName,
+        channel: Option<&ChannelName>,
+        finished: FinishedSet,
+    ) {
+        let Some(to) = self.spill_to.clone() else {
+            return;
+        };
+        let t = self.topics.entry(topic.clone()).or_default();
+        let slot = match channel {
+            Some(c) => &mut t.channels.entry(c.clone()).or_default().spilled,
+            None => &mut t.held_spill,
+        };
+        let old = live(slot);
+        let s = Spill::open(&to, topic, channel, finished);
+        let new = s.finished.live();
+        *slot = Some(s);
+        self.messages = self.messages.saturating_sub(old) + new;
+    }
+
+    /// Ids a snapshot recorded as finished in a spill queue it restored.
+    pub fn restore_finished(
+        &mut self,
+        topic: &TopicName,
+        channel: Option<&ChannelName>,
+        ids: &[u64],
+    ) {
+        let Some(t) = self.topics.get_mut(topic) else {
+            return;
+        };
+        let slot = match channel {
+            Some(c) => t.channels.get_mut(c).map(|c| &mut c.spilled),
+            None => Some(&mut t.held_spill),
+        };
+        if let Some(Some(s)) = slot {
+            let n = ids.iter().filter(|id| s.finished.finish(**id)).count() as u64;
+            self.messages = self.messages.saturating_sub(n);
+        }
+    }
+
+    /// The spill queues in use, by name.
+    pub fn spill_names(&self) -> HashSet<String> {
+        let mut names = HashSet::new();
+        for t in self.topics.values() {
+            names.extend(t.held_spill.iter().map(|s| s.name().to_string()));
+            for c in t.channels.values() {
+                names.extend(c.spilled.iter().map(|s| s.name().to_string()));
+            }
+        }
+        names
+    }
+
+    /// The results of the spill writes not yet waited for (a snapshot that
+    /// counts on them waits for these first).
+    pub fn take_spill_writes(
+        &mut self,
+    ) -> Vec<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+        let mut out = Vec::new();
+        for t in self.topics.values_mut() {
+            out.extend(t.held_spill.as_mut().and_then(|s| s.take_last_write()));
+            for c in t.channels.values_mut() {
+                out.extend(c.spilled.as_mut().and_then(|s| s.take_last_write()));
+            }
+        }
+        out
+    }
+
     /// Everything held, for a takeover; the shadow is left empty.
     pub fn take_all(&mut self) -> BTreeMap<TopicName, ShadowTopic> {
         self.messages = 0;
         self.bytes = 0;
         std::mem::take(&mut self.topics)
-    }
-}
-
-/// Once a topic stops holding, its channels get copies of what it held.
-fn release(t: &mut ShadowTopic) {
-    if t.holding() || t.held.is_empty() {
-        return;
-    }
-    let held = std::mem::take(&mut t.held);
-    let n = t.channels.len();
-    // Counted once per channel copy; the topic's copy goes away.
-    for (i, ch) in t.channels.values_mut().enumerate() {
-        if i + 1 == n {
-            ch.msgs.extend(held);
-            break;
-        }
-        ch.msgs.extend(held.iter().map(|(k, v)| (*k, v.clone())));
     }
 }
 

@@ -1,11 +1,15 @@
-//! Where a shadow channel puts what does not fit in memory: past
-//! `--mem-queue-size` messages, a holder appends the rest to a disk queue of
-//! its own (through the disk I/O threads, like any queue), remembers which
-//! of those the origin finished (a set bounded by what was spilled), and
-//! reads the queue back, skipping those, only when it takes the origin over.
+//! Where a shadow channel (or what a shadow topic holds before its first
+//! channel) puts what does not fit in memory: past `--mem-queue-size`
+//! messages, a holder appends the rest to a disk queue of its own (through
+//! the disk I/O threads, like any queue), remembers which of those the
+//! origin finished (a set bounded by what was spilled), reads the queue
+//! back, skipping those, when it takes the origin over, and removes it once
+//! a scan finds every message in it finished.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Weak};
+
+use tokio::sync::oneshot;
 
 use bytes::{Buf, BufMut, Bytes};
 use nsq_protocol::{ChannelName, TopicName};
@@ -56,9 +60,15 @@ impl SpillTo {
         }
     }
 
-    fn queue(&self, topic: &TopicName, channel: &ChannelName) -> QueueHandle {
-        self.disk
-            .queue(&format!("{}{topic}~{channel}", self.origin))
+    /// The queue of `channel`'s copy, or (`None`) of what `topic` holds.
+    /// Derived from the names only, so nothing read back from disk can
+    /// point a holder at another queue.
+    pub fn queue_name(&self, topic: &TopicName, channel: Option<&ChannelName>) -> String {
+        match channel {
+            Some(c) => format!("{}{topic}~{c}", self.origin),
+            // `~` cannot start a channel name: no channel's queue.
+            None => format!("{}{topic}~~held", self.origin),
+        }
     }
 }
 
@@ -82,18 +92,23 @@ pub fn path_safe(origin: &str) -> String {
         .collect()
 }
 
-/// Remove every spill file of `origin` left in `dir` (a holder's shadow
-/// does not survive its restart; the origin sends a full copy).
-pub fn remove_leftovers(dir: &std::path::Path, origin: &str) -> std::io::Result<usize> {
+/// Remove every spill file of `origin` left in `dir` except those of the
+/// queues in `keep` (what the holder's saved shadow still refers to).
+pub fn remove_leftovers(
+    dir: &std::path::Path,
+    origin: &str,
+    keep: &HashSet<String>,
+) -> std::io::Result<usize> {
     let prefix = origin_prefix(origin);
     let mut removed = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(&prefix))
-        {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let queue = name.split(".diskqueue.").next().unwrap_or(name);
+        if name.starts_with(&prefix) && !keep.contains(queue) {
             std::fs::remove_file(entry.path())?;
             removed += 1;
         }
@@ -139,6 +154,27 @@ impl FinishedSet {
         self.ids.contains(&id)
     }
 
+    /// Lowest and highest id spilled, and how many were.
+    pub fn range(&self) -> (u64, u64, u64) {
+        (self.lo, self.hi, self.spilled)
+    }
+
+    /// The finished ids, for a snapshot.
+    pub fn ids(&self) -> impl Iterator<Item = &u64> {
+        self.ids.iter()
+    }
+
+    /// A set as a snapshot recorded it (its ids then go in through
+    /// [`FinishedSet::finish`], so its bounds hold whatever was read back).
+    pub fn restored(lo: u64, hi: u64, spilled: u64) -> Self {
+        FinishedSet {
+            ids: HashSet::new(),
+            lo: lo.min(hi),
+            hi,
+            spilled,
+        }
+    }
+
     /// Spilled and not finished.
     pub fn live(&self) -> u64 {
         self.spilled - self.ids.len() as u64
@@ -153,23 +189,52 @@ impl FinishedSet {
     }
 }
 
-/// One shadow channel's spilled messages.
+/// One shadow channel's (or held set's) spilled messages.
 #[derive(Debug)]
 pub struct Spill {
     queue: QueueHandle,
     pub finished: FinishedSet,
+    /// The last write's result (fsynced under `--durable`), for a journal
+    /// snapshot that counts on what was written.
+    last_write: Option<oneshot::Receiver<std::io::Result<()>>>,
+    /// Finished ids at which the next drain check scans the queue.
+    check_at: usize,
+}
+
+/// What a drain check found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drain {
+    /// Every message in the queue is finished: it was removed.
+    Done,
+    /// Some are not (the counts are exact again), or nothing was checked.
+    Live,
 }
 
 impl Spill {
-    pub fn open(to: &SpillTo, topic: &TopicName, channel: &ChannelName) -> Self {
+    /// The queue of `channel`'s copy, or (`None`) of what `topic` holds,
+    /// with the finished set a snapshot recorded (or an empty one).
+    pub fn open(
+        to: &SpillTo,
+        topic: &TopicName,
+        channel: Option<&ChannelName>,
+        finished: FinishedSet,
+    ) -> Self {
         Spill {
-            queue: to.queue(topic, channel),
-            finished: FinishedSet::default(),
+            queue: to.disk.queue(&to.queue_name(topic, channel)),
+            finished,
+            last_write: None,
+            check_at: 0,
         }
     }
 
+    pub fn name(&self) -> &str {
+        self.queue.name()
+    }
+
     /// Append `held` to the queue (not waited for: the shadow lives in
-    /// memory, so a copy on disk promises no more than one in memory).
+    /// memory, so a copy on disk promises no more than one in memory; a
+    /// durable holder's journal holds the record until a snapshot that
+    /// waited for it).
     pub fn write(&mut self, held: &[Held]) {
         if held.is_empty() {
             return;
@@ -179,7 +244,16 @@ impl Spill {
             self.finished.spilled(h.msg.id);
             batch.push(|b| encode(h, b));
         }
-        self.queue.write(batch, no_sink(), None);
+        let (done, rx) = oneshot::channel();
+        self.last_write = Some(rx);
+        self.queue.write(batch, no_sink(), Some(done));
+    }
+
+    /// The result of the last write not yet waited for: once it is in,
+    /// every write before it is too (one thread runs a queue's jobs in
+    /// order and syncs them in groups).
+    pub fn take_last_write(&mut self) -> Option<oneshot::Receiver<std::io::Result<()>>> {
+        self.last_write.take()
     }
 
     /// Remove the queue's files.
@@ -187,13 +261,74 @@ impl Spill {
         self.queue.delete();
     }
 
+    /// After FINs: when the counts say the queue is drained (or half of it
+    /// finished since the last check: copies spilled twice, as a full copy
+    /// may send, keep the count from reaching zero), scan it. If every
+    /// message in it is finished it is removed; if not, the counts are
+    /// rebuilt from what it holds. Blocks like [`Spill::read_back`].
+    pub fn check_drained(&mut self) -> Drain {
+        let done = self.finished.len();
+        let half = done.saturating_mul(2) as u64 >= self.finished.spilled;
+        if !(self.finished.live() == 0 || (half && done >= self.check_at)) {
+            return Drain::Live;
+        }
+        let mut ids = HashSet::new();
+        if self
+            .scan(|step| ids.extend(step.iter().map(|h| h.msg.id)))
+            .is_err()
+        {
+            self.check_at = done.saturating_mul(2).max(1);
+            return Drain::Live;
+        }
+        if ids.iter().all(|id| self.finished.contains(*id)) {
+            self.queue.delete();
+            return Drain::Done;
+        }
+        let (lo, hi) = (ids.iter().min(), ids.iter().max());
+        let mut exact = FinishedSet::restored(
+            lo.copied().unwrap_or(0),
+            hi.copied().unwrap_or(0),
+            ids.len() as u64,
+        );
+        for id in ids.iter().filter(|id| self.finished.contains(**id)) {
+            exact.finish(*id);
+        }
+        self.finished = exact;
+        self.check_at = self.finished.len().saturating_mul(2).max(1);
+        Drain::Live
+    }
+
     /// Read the queue back in order, handing unfinished messages to `put`
     /// a step at a time (each id once), then delete it. Blocks the calling
     /// worker thread (multi-threaded runtime) on the disk thread's answers.
     pub fn read_back(self, mut put: impl FnMut(Vec<Held>)) -> std::io::Result<()> {
         let mut seen = HashSet::new();
+        self.scan(|step| {
+            let step: Vec<Held> = step
+                .into_iter()
+                .filter(|h| !self.finished.contains(h.msg.id) && seen.insert(h.msg.id))
+                .collect();
+            if !step.is_empty() {
+                put(step);
+            }
+        })?;
+        self.queue.delete();
+        Ok(())
+    }
+
+    /// Every record in the queue, a step at a time, without consuming.
+    fn scan(&self, mut each: impl FnMut(Vec<Held>)) -> std::io::Result<()> {
         let mut from = Position::default();
-        let handle = tokio::runtime::Handle::current();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return Err(std::io::Error::other(
+                "spill queue read outside the runtime",
+            ));
+        };
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Err(std::io::Error::other(
+                "spill queue read needs worker threads",
+            ));
+        }
         loop {
             let (records, next) =
                 tokio::task::block_in_place(|| handle.block_on(self.queue.peek(from, READ_BYTES)))?;
@@ -207,20 +342,12 @@ impl Spill {
                     read - decoded.len()
                 );
             }
-            let step: Vec<Held> = decoded
-                .into_iter()
-                .filter(|h| !self.finished.contains(h.msg.id) && seen.insert(h.msg.id))
-                .collect();
-            if !step.is_empty() {
-                put(step);
-            }
+            each(decoded);
             match next {
                 Some(p) => from = p,
-                None => break,
+                None => return Ok(()),
             }
         }
-        self.queue.delete();
-        Ok(())
     }
 }
 

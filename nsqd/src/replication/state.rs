@@ -28,6 +28,9 @@ pub struct Config {
     pub min_acks: usize,
     /// `--durable`: where what this node holds for its peers is journaled.
     pub journal_dir: Option<std::path::PathBuf>,
+    /// Where what this node holds for its peers is found after a restart
+    /// (`<data-path>/replication`: journals, or snapshots of a clean stop).
+    pub dir: std::path::PathBuf,
 }
 
 /// Replication of one nsqd: its links to peers (as origin), its shadows of
@@ -82,6 +85,7 @@ impl Replication {
             takeover_after: *opts.replica_takeover_after,
             min_acks: opts.replica_min_acks.max(0) as usize,
             journal_dir: opts.durable.then(|| opts.data_path().join("replication")),
+            dir: opts.data_path().join("replication"),
         };
         Ok(Some(Arc::new(Replication {
             links: cfg
@@ -157,6 +161,16 @@ impl Replication {
         }
         for l in &self.links {
             l.finished(topic, channel, ids);
+        }
+    }
+
+    /// At a clean stop, once the links are down: keep what this node holds
+    /// for its peers for the next start (see [`OriginState::save`]).
+    pub async fn save(&self) {
+        for o in &self.origins {
+            if let Err(e) = o.save(&self.cfg.dir).await {
+                tracing::error!(peer = %o.addr, "REPLICA {}: shadow not saved; the next start begins without it - {e}", o.addr);
+            }
         }
     }
 
