@@ -136,3 +136,50 @@ async fn what_a_topic_holds_before_its_first_channel_spills_at_the_peer() {
 async fn what_a_topic_holds_spills_at_a_durable_peer_too() {
     within_for(LIMIT, held_set_spills(22, true)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_restarted_while_its_origin_is_down_keeps_its_copy() {
+    within_for(LIMIT, async {
+        const N: usize = 2_000;
+        const FINISHED: usize = 300;
+        let mut pair = Pair::start(23, &["--mem-queue-size=100"]).await;
+        let ledger = Shared::default();
+        mpub_sized(&pair.a, "keep", N, 1024, &ledger).await;
+        pair.a
+            .wait_holds(&pair.b, N as u64, Duration::from_secs(20))
+            .await;
+        // B restarts while A lives: A's full copy replaces what B kept.
+        pair.b.stop();
+        pair.b.start(pair.lookupd.tcp_addr());
+        pair.a.wait_state("in_sync", Duration::from_secs(20)).await;
+        pair.a
+            .wait_holds(&pair.b, N as u64, Duration::from_secs(20))
+            .await;
+        let c = finish_on(&pair.a, FINISHED, &ledger).await;
+        let left = N - FINISHED;
+        pair.a
+            .wait_holds(&pair.b, left as u64, Duration::from_secs(20))
+            .await;
+        drop(c);
+        // A dies; B stops cleanly and comes back before taking over: its
+        // copy (memory and disk, FINs and A's incarnation) is back.
+        pair.a.kill();
+        pair.b.stop();
+        assert!(!spill_files(&pair.b.dir).is_empty(), "spill files gone");
+        pair.b.start(pair.lookupd.tcp_addr());
+        pair.b
+            .wait_log(
+                "shadow replayed from the snapshot of its last stop",
+                Duration::from_secs(20),
+            )
+            .await;
+        pair.b
+            .wait_log(
+                &format!("took over {left} messages"),
+                Duration::from_secs(30),
+            )
+            .await;
+        b_delivers_exactly(&pair, &ledger, N, Duration::from_secs(60)).await;
+    })
+    .await;
+}

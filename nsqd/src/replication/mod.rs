@@ -109,10 +109,13 @@
 //! * A spill queue is not removed when the origin has finished everything
 //!   in it: until then its files and finished set stay (bounded by what was
 //!   spilled).
-//! * A non-durable holder's shadow, spilled part included, does not survive
-//!   its restart: leftover spill files are removed at start, and the origin
-//!   sends a full copy again when it reconnects. Restarting the holder
-//!   while its origin is down therefore loses the holder's copy.
+//! * A non-durable holder keeps its shadow across a clean stop only: it
+//!   then writes the same snapshot a durable holder's journal is rewritten
+//!   as (memory part, spill queues with their FINs, the origin's last
+//!   Hello, so a returning origin that restarted meanwhile is recognised),
+//!   reads it once at start and removes it. After `kill -9` it has none:
+//!   leftover spill files are removed and the origin sends a full copy
+//!   when it reconnects.
 //! * The link is authenticated (with a secret) but not encrypted: message
 //!   bodies cross it in the clear.
 //!
