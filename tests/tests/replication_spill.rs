@@ -183,3 +183,46 @@ async fn a_peer_restarted_while_its_origin_is_down_keeps_its_copy() {
     })
     .await;
 }
+
+/// A spill queue goes once the origin finished everything in it.
+async fn drained_spill_is_removed(net: u8, extra: &[&str]) {
+    const N: usize = 2_000;
+    let mut flags = vec!["--mem-queue-size=100"];
+    flags.extend(extra);
+    let pair = Pair::start(net, &flags).await;
+    let ledger = Shared::default();
+    for round in 0..2 {
+        mpub_sized(&pair.a, &format!("drain{round}"), N, 512, &ledger).await;
+        pair.a
+            .wait_holds(&pair.b, N as u64, Duration::from_secs(20))
+            .await;
+        assert!(!spill_files(&pair.b.dir).is_empty(), "nothing spilled");
+        let c = finish_on(&pair.a, N, &ledger).await;
+        pair.a.wait_holds(&pair.b, 0, Duration::from_secs(20)).await;
+        pair.b
+            .wait_for(
+                Duration::from_secs(20),
+                "drained spill removed",
+                || match spill_files(&pair.b.dir) {
+                    left if left.is_empty() => Ok(()),
+                    left => Err(format!("{left:?}")),
+                },
+            )
+            .await;
+        drop(c);
+    }
+    pair.a.wait_state("in_sync", Duration::from_secs(10)).await;
+    assert!(!pair.a.d().logs().contains(": down - "), "link dropped");
+    let l = ledger.lock().unwrap();
+    assert_eq!((l.received.len(), l.duplicates()), (2 * N, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spill_queue_is_removed_once_its_origin_finished_everything_in_it() {
+    within_for(LIMIT, drained_spill_is_removed(24, &[])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_peer_removes_a_drained_spill_queue_too() {
+    within_for(LIMIT, drained_spill_is_removed(25, &["--durable"])).await;
+}

@@ -99,16 +99,19 @@
 //! the spilled count and are skipped when a takeover reads the queue back
 //! (then deletes it). A topic's first channel gets what the topic held: the
 //! held queue is read back into the channel's copy. A spill queue is
-//! removed by a takeover, a `Reset` (full copy), or the channel's emptying
-//! or deletion on the origin. [`origin_state::SHADOW_MAX_BYTES`] per origin
+//! removed by a takeover, a `Reset` (full copy), the channel's emptying or
+//! deletion on the origin, and once the origin finished everything in it:
+//! when the count of its FINs says so (or says half, since a full copy may
+//! spill a message twice) the queue is scanned, removed if every message in
+//! it is finished, else its count is rebuilt from what it holds (FINs of
+//! ids inside its range that it never held may have been counted). The
+//! scan runs on the link task: a large queue drained at once holds the
+//! link for as long as reading it takes. [`origin_state::SHADOW_MAX_BYTES`] per origin
 //! still bounds the memory part (many channels with a large
 //! `--mem-queue-size`): a holder past it drops the link and the origin sees
 //! the peer `down`.
 //!
 //! # Limits of this version
-//! * A spill queue is not removed when the origin has finished everything
-//!   in it: until then its files and finished set stay (bounded by what was
-//!   spilled).
 //! * A non-durable holder keeps its shadow across a clean stop only: it
 //!   then writes the same snapshot a durable holder's journal is rewritten
 //!   as (memory part, spill queues with their FINs, the origin's last

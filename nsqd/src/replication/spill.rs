@@ -477,6 +477,38 @@ mod tests {
         assert_eq!(spill_files(dir.path()), 0);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_drained_queue_is_removed_only_once_a_scan_agrees() {
+        use super::super::shadow::Shadow;
+        use super::super::wire::MetaOp;
+        let dir = tempfile::tempdir().unwrap();
+        let io = DiskIo::for_tests(dir.path());
+        let (t, c): (TopicName, ChannelName) = ("t".parse().unwrap(), "c".parse().unwrap());
+        let mut s = Shadow::default();
+        s.set_spill(SpillTo::new(io.clone(), 2, "o:1"));
+        s.meta(MetaOp::ChannelCreate, &t, Some(&c));
+        let msgs: Vec<_> = [1, 2, 3, 5, 7, 9].into_iter().map(m).collect();
+        s.append(&t, None, 0, &msgs, u64::MAX).unwrap();
+        // FINs inside the spilled range of ids never spilled (their appends
+        // may still come) make the count reach zero too early...
+        s.finish(&t, &c, &[4, 6, 8, 3]);
+        // ...but the scan finds 5, 7 and 9 unfinished: kept, counted right.
+        assert_eq!(s.depth(), 2 + 3);
+        assert_eq!(s.spill_names().len(), 1);
+        s.finish(&t, &c, &[5, 7, 9]);
+        assert_eq!(s.depth(), 2);
+        assert!(s.spill_names().is_empty(), "drained and removed");
+        // A copy spilled twice (as a full copy may send): half finished by
+        // the count, all by the scan.
+        s.append(&t, None, 0, &[m(11)], u64::MAX).unwrap();
+        s.append(&t, None, 0, &[m(11)], u64::MAX).unwrap();
+        s.finish(&t, &c, &[11]);
+        assert_eq!(s.depth(), 2);
+        assert!(s.spill_names().is_empty());
+        io.shutdown();
+        assert_eq!(spill_files(dir.path()), 0);
+    }
+
     /// Spill files in `dir`.
     fn spill_files(dir: &std::path::Path) -> usize {
         std::fs::read_dir(dir)
