@@ -105,8 +105,8 @@
 //! spill a message twice) the queue is scanned, removed if every message in
 //! it is finished, else its count is rebuilt from what it holds (FINs of
 //! ids inside its range that it never held may have been counted). The
-//! scan runs on the link task: a large queue drained at once holds the
-//! link for as long as reading it takes. [`origin_state::SHADOW_MAX_BYTES`] per origin
+//! scan runs in a task of its own per origin, not on the link: reading a
+//! large queue does not hold up acknowledgements. [`origin_state::SHADOW_MAX_BYTES`] per origin
 //! still bounds the memory part (many channels with a large
 //! `--mem-queue-size`): a holder past it drops the link and the origin sees
 //! the peer `down`.

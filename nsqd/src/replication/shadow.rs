@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use nsq_protocol::{ChannelName, TopicName};
 
 pub use super::spill::Held;
-use super::spill::{Drain, FinishedSet, Spill, SpillTo};
+use super::spill::{Drain, DrainCheck, FinishedSet, Spill, SpillTo};
 use super::wire::{MetaOp, WireMessage};
 
 /// Recently finished ids a channel remembers, so an Append that arrives
@@ -114,6 +114,9 @@ pub struct Shadow {
     bytes: u64,
     /// Where channels and held sets past their memory bound spill.
     spill_to: Option<SpillTo>,
+    /// Where drain checks go to be scanned off the link task (none: they
+    /// are scanned at once).
+    drains: Option<tokio::sync::mpsc::UnboundedSender<DrainCheck>>,
 }
 
 /// What placing messages added: in memory (count, bytes) and spilled.
@@ -180,6 +183,34 @@ impl Shadow {
         self.spill_to = Some(to);
     }
 
+    /// Scan spill queues that may be drained off the link task: checks go
+    /// to `tx`, results come back through [`Shadow::drain_checked`].
+    pub fn set_drain_checks(&mut self, tx: tokio::sync::mpsc::UnboundedSender<DrainCheck>) {
+        self.drains = Some(tx);
+    }
+
+    /// What a drain check's scan found (`None`: unreadable).
+    pub fn drain_checked(&mut self, check: DrainCheck, ids: Option<HashSet<u64>>) {
+        let Some(ch) = self
+            .topics
+            .get_mut(&check.topic)
+            .and_then(|t| t.channels.get_mut(&check.channel))
+        else {
+            return;
+        };
+        let before = live(&ch.spilled);
+        match ch.spilled.as_mut() {
+            Some(s) if s.is(&check) => {
+                if s.checked(&check, ids) == Drain::Done {
+                    drop_spill(&mut ch.spilled);
+                }
+            }
+            _ => return,
+        }
+        let after = live(&ch.spilled);
+        self.messages = self.messages.saturating_sub(before) + after;
+    }
+
     pub fn spill_to(&self) -> Option<&SpillTo> {
         self.spill_to.as_ref()
     }
@@ -191,9 +222,10 @@ impl Shadow {
                 drop_spill(&mut ch.spilled);
             }
         }
-        let spill_to = self.spill_to.take();
+        let (spill_to, drains) = (self.spill_to.take(), self.drains.take());
         *self = Shadow {
             spill_to,
+            drains,
             ..Shadow::default()
         };
     }
@@ -296,8 +328,22 @@ impl Shadow {
         let before = live(&ch.spilled);
         // Drained on the origin: the queue goes once a scan agrees (which
         // also corrects a count that copies spilled twice kept up).
-        if spilled_done > 0 && ch.spilled.as_mut().map(|s| s.check_drained()) == Some(Drain::Done) {
-            ch.spilled = None;
+        let check = ch.spilled.as_mut().filter(|_| spilled_done > 0);
+        if let Some((s, check)) = check.and_then(|s| s.wants_check(topic, channel).map(|c| (s, c)))
+        {
+            match &self.drains {
+                Some(tx) => {
+                    if let Err(back) = tx.send(check) {
+                        s.checked(&back.0, None);
+                    }
+                }
+                None => {
+                    let ids = s.ids_now();
+                    if s.checked(&check, ids) == Drain::Done {
+                        drop_spill(&mut ch.spilled);
+                    }
+                }
+            }
         }
         let after = live(&ch.spilled);
         self.messages = self

@@ -199,6 +199,35 @@ pub struct Spill {
     last_write: Option<oneshot::Receiver<std::io::Result<()>>>,
     /// Finished ids at which the next drain check scans the queue.
     check_at: usize,
+    /// A drain check is under way.
+    checking: bool,
+}
+
+/// A scan of a spill queue the counts say may be drained, run off the link
+/// task (reading a large queue takes a while).
+#[derive(Debug)]
+pub struct DrainCheck {
+    pub topic: TopicName,
+    pub channel: ChannelName,
+    queue: QueueHandle,
+    /// Records written when the check started.
+    spilled: u64,
+}
+
+impl DrainCheck {
+    /// Every id in the queue (every write sent before is seen).
+    pub async fn scan(&self) -> std::io::Result<HashSet<u64>> {
+        let mut ids = HashSet::new();
+        let mut from = Position::default();
+        loop {
+            let (records, next) = self.queue.peek(from, READ_BYTES).await?;
+            ids.extend(records.into_iter().filter_map(decode).map(|h| h.msg.id));
+            match next {
+                Some(p) => from = p,
+                None => return Ok(ids),
+            }
+        }
+    }
 }
 
 /// What a drain check found.
@@ -224,6 +253,7 @@ impl Spill {
             finished,
             last_write: None,
             check_at: 0,
+            checking: false,
         }
     }
 
@@ -261,27 +291,38 @@ impl Spill {
         self.queue.delete();
     }
 
-    /// After FINs: when the counts say the queue is drained (or half of it
-    /// finished since the last check: copies spilled twice, as a full copy
-    /// may send, keep the count from reaching zero), scan it. If every
-    /// message in it is finished it is removed; if not, the counts are
-    /// rebuilt from what it holds. Blocks like [`Spill::read_back`].
-    pub fn check_drained(&mut self) -> Drain {
+    /// After FINs: whether the counts say the queue is drained (or half of
+    /// it finished since the last check: copies spilled twice, as a full
+    /// copy may send, keep the count from reaching zero) and no check is
+    /// under way; if so one starts: scan with [`DrainCheck::scan`], then
+    /// hand the ids to [`Spill::checked`].
+    pub fn wants_check(&mut self, topic: &TopicName, channel: &ChannelName) -> Option<DrainCheck> {
         let done = self.finished.len();
         let half = done.saturating_mul(2) as u64 >= self.finished.spilled;
-        if !(self.finished.live() == 0 || (half && done >= self.check_at)) {
-            return Drain::Live;
+        let due = self.finished.live() == 0 || (half && done >= self.check_at);
+        if !due || self.checking {
+            return None;
         }
-        let mut ids = HashSet::new();
-        if self
-            .scan(|step| ids.extend(step.iter().map(|h| h.msg.id)))
-            .is_err()
-        {
-            self.check_at = done.saturating_mul(2).max(1);
+        self.checking = true;
+        self.check_at = done.saturating_mul(2).max(1);
+        Some(DrainCheck {
+            topic: topic.clone(),
+            channel: channel.clone(),
+            queue: self.queue.clone(),
+            spilled: self.finished.spilled,
+        })
+    }
+
+    /// What a scan found (`ids`: every id in the queue, or `None` when it
+    /// could not be read): `Done` if every one is finished (the caller
+    /// removes the queue); else the counts are rebuilt from what it holds.
+    /// A scan that writes since then may have missed proves nothing.
+    pub fn checked(&mut self, check: &DrainCheck, ids: Option<HashSet<u64>>) -> Drain {
+        self.checking = false;
+        let Some(ids) = ids.filter(|_| check.spilled == self.finished.spilled) else {
             return Drain::Live;
-        }
+        };
         if ids.iter().all(|id| self.finished.contains(*id)) {
-            self.queue.delete();
             return Drain::Done;
         }
         let (lo, hi) = (ids.iter().min(), ids.iter().max());
@@ -296,6 +337,12 @@ impl Spill {
         self.finished = exact;
         self.check_at = self.finished.len().saturating_mul(2).max(1);
         Drain::Live
+    }
+
+    /// Whether `check` is about this queue (not one deleted and opened
+    /// again under the same name since).
+    pub fn is(&self, check: &DrainCheck) -> bool {
+        self.checking && self.queue.name() == check.queue.name()
     }
 
     /// Read the queue back in order, handing unfinished messages to `put`
@@ -314,6 +361,14 @@ impl Spill {
         })?;
         self.queue.delete();
         Ok(())
+    }
+
+    /// Every id in the queue, read here and now (blocking like
+    /// [`Spill::read_back`]); `None` when it cannot be read.
+    pub fn ids_now(&self) -> Option<HashSet<u64>> {
+        let mut ids = HashSet::new();
+        let read = self.scan(|step| ids.extend(step.iter().map(|h| h.msg.id)));
+        read.ok().map(|()| ids)
     }
 
     /// Every record in the queue, a step at a time, without consuming.
