@@ -498,16 +498,28 @@ mod tests {
         WireMessage::from(&crate::message::Message::new(id, 1, body))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_shadow_past_its_bound_spills_and_reads_back_the_unfinished_once() {
-        use super::super::shadow::Shadow;
-        use super::super::wire::MetaOp;
+    fn tc() -> (TopicName, ChannelName) {
+        ("t".parse().unwrap(), "c".parse().unwrap())
+    }
+
+    /// A shadow spilling past `limit` into a fresh directory, with `t`'s
+    /// channel `c`.
+    fn spilling_shadow(
+        limit: usize,
+    ) -> (tempfile::TempDir, Arc<DiskIo>, super::super::shadow::Shadow) {
         let dir = tempfile::tempdir().unwrap();
         let io = DiskIo::for_tests(dir.path());
-        let (t, c): (TopicName, ChannelName) = ("t".parse().unwrap(), "c".parse().unwrap());
-        let mut s = Shadow::default();
-        s.set_spill(SpillTo::new(io.clone(), 3, "127.0.0.1:1"));
-        s.meta(MetaOp::ChannelCreate, &t, Some(&c));
+        let (t, c) = tc();
+        let mut s = super::super::shadow::Shadow::default();
+        s.set_spill(SpillTo::new(io.clone(), limit, "o:1"));
+        s.meta(super::super::wire::MetaOp::ChannelCreate, &t, Some(&c));
+        (dir, io, s)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shadow_past_its_bound_spills_and_reads_back_the_unfinished_once() {
+        let (dir, io, mut s) = spilling_shadow(3);
+        let (t, c) = tc();
         let msgs: Vec<_> = (1..=40).map(m).collect();
         s.append(&t, None, 0, &msgs[..20], u64::MAX).unwrap();
         s.append(&t, None, 0, &msgs[20..], u64::MAX).unwrap();
@@ -534,14 +546,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_drained_queue_is_removed_only_once_a_scan_agrees() {
-        use super::super::shadow::Shadow;
-        use super::super::wire::MetaOp;
-        let dir = tempfile::tempdir().unwrap();
-        let io = DiskIo::for_tests(dir.path());
-        let (t, c): (TopicName, ChannelName) = ("t".parse().unwrap(), "c".parse().unwrap());
-        let mut s = Shadow::default();
-        s.set_spill(SpillTo::new(io.clone(), 2, "o:1"));
-        s.meta(MetaOp::ChannelCreate, &t, Some(&c));
+        let (dir, io, mut s) = spilling_shadow(2);
+        let (t, c) = tc();
         let msgs: Vec<_> = [1, 2, 3, 5, 7, 9].into_iter().map(m).collect();
         s.append(&t, None, 0, &msgs, u64::MAX).unwrap();
         // FINs inside the spilled range of ids never spilled (their appends
