@@ -31,7 +31,14 @@ impl Replication {
         let (data, dir) = (nsqd.opts.data_path(), &self.cfg.dir);
         for o in &self.origins {
             let to = spill::SpillTo::new(nsqd.disk_io.clone(), limit, &o.addr);
-            o.lock().shadow.set_spill(to);
+            let (checks, rx) = tokio::sync::mpsc::unbounded_channel();
+            {
+                let mut i = o.lock();
+                i.shadow.set_spill(to);
+                i.shadow.set_drain_checks(checks);
+            }
+            nsqd.tracker
+                .spawn(o.clone().check_drains(rx, nsqd.cancel.clone()));
             o.load(dir, &data, self.cfg.journal_dir.is_some())
                 .map_err(ReplicationError::Journal)?;
         }

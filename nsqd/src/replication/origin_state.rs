@@ -145,6 +145,26 @@ impl OriginState {
         Ok(())
     }
 
+    /// Scan the spill queues the shadow says may be drained (sent by
+    /// `Shadow::finish`) off the link task, and hand back what was found.
+    pub async fn check_drains(
+        self: std::sync::Arc<Self>,
+        mut checks: tokio::sync::mpsc::UnboundedReceiver<super::spill::DrainCheck>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            let check = tokio::select! {
+                _ = cancel.cancelled() => return,
+                c = checks.recv() => match c {
+                    Some(c) => c,
+                    None => return,
+                },
+            };
+            let ids = check.scan().await.ok();
+            self.lock().shadow.drain_checked(check, ids);
+        }
+    }
+
     fn empty() -> Inner {
         Inner {
             shadow: Shadow::default(),
