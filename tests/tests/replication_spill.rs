@@ -226,3 +226,70 @@ async fn a_spill_queue_is_removed_once_its_origin_finished_everything_in_it() {
 async fn a_durable_peer_removes_a_drained_spill_queue_too() {
     within_for(LIMIT, drained_spill_is_removed(25, &["--durable"])).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_killed_while_its_origin_is_down_keeps_what_it_spilled() {
+    within_for(LIMIT, async {
+        const N: usize = 2_000;
+        let mut pair = Pair::start(26, &["--mem-queue-size=100"]).await;
+        let ledger = Shared::default();
+        // B's memory part is empty again once these are finished...
+        mpub_sized(&pair.a, "first", 100, 512, &ledger).await;
+        drop(finish_on(&pair.a, 100, &ledger).await);
+        pair.a.wait_holds(&pair.b, 0, Duration::from_secs(20)).await;
+        // ...then holds the first 100 of these; the rest goes to disk.
+        mpub_sized(&pair.a, "then", N, 512, &ledger).await;
+        pair.a
+            .wait_holds(&pair.b, N as u64, Duration::from_secs(20))
+            .await;
+        let held_at = std::time::SystemTime::now();
+        let saved = pair
+            .b
+            .dir
+            .join("replication")
+            .join(format!("{}.journal", pair.a.repl_addr().replace(':', "_")));
+        pair.b
+            .wait_for(
+                Duration::from_secs(20),
+                "spill queues saved",
+                || match std::fs::metadata(&saved).and_then(|m| m.modified()) {
+                    Ok(t) if t > held_at => Ok(()),
+                    other => Err(format!("{other:?}")),
+                },
+            )
+            .await;
+        // Both die; B comes back alone and takes over what it spilled.
+        pair.a.kill();
+        pair.b.kill();
+        pair.b.start(pair.lookupd.tcp_addr());
+        let spilled = N - 100;
+        pair.b
+            .wait_log(
+                &format!("took over {spilled} messages"),
+                Duration::from_secs(30),
+            )
+            .await;
+        let stop = pair.consume(&ledger);
+        pair.b
+            .wait_for(
+                Duration::from_secs(60),
+                "B delivered what it spilled",
+                || match ledger.lock().unwrap().received.len() {
+                    n if n >= 100 + spilled => Ok(()),
+                    n => Err(format!("{n} delivered")),
+                },
+            )
+            .await;
+        pair.b.wait_drained(Duration::from_secs(10)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let l = ledger.lock().unwrap();
+        // Lost with B's memory, by design: the first 100 of the second lot.
+        let lost: Vec<_> = l.missing();
+        assert_eq!(lost.len(), 100, "{lost:?}");
+        assert!(lost
+            .iter()
+            .all(|b| b.starts_with(b"then-0-") || b.starts_with(b"then-1-")));
+        assert_eq!(l.duplicates(), 0);
+    })
+    .await;
+}

@@ -42,6 +42,10 @@ impl Replication {
             o.load(dir, &data, self.cfg.journal_dir.is_some())
                 .map_err(ReplicationError::Journal)?;
         }
+        if self.cfg.journal_dir.is_none() {
+            nsqd.tracker
+                .spawn(self.clone().keep_saved(nsqd.cancel.clone()));
+        }
         let listener = self
             .listener
             .lock()

@@ -202,7 +202,7 @@ impl Journal {
     /// over. What was recorded and not yet submitted is in the shadow, so
     /// in the snapshot. The ticket that covers it.
     pub fn compact(&mut self, shadow: &mut Shadow, hello: Option<&Frame>) -> u64 {
-        let (out, waits) = snapshot_bytes(shadow, hello);
+        let (out, waits) = snapshot_bytes(shadow, hello, true);
         self.pending.clear();
         self.len = out.len() as u64;
         self.writer.replace(out, waits)
@@ -211,13 +211,19 @@ impl Journal {
 
 /// The snapshot of `shadow` as journal bytes, and the spill writes it
 /// counts on (to be on disk before it replaces anything).
-pub fn snapshot_bytes(shadow: &mut Shadow, hello: Option<&Frame>) -> (BytesMut, SpillWrites) {
+/// Without `memory`, only what refers to the spill queues (a crash loses
+/// a non-durable holder's memory anyway).
+pub fn snapshot_bytes(
+    shadow: &mut Shadow,
+    hello: Option<&Frame>,
+    memory: bool,
+) -> (BytesMut, SpillWrites) {
     let waits = shadow.take_spill_writes();
     let mut out = BytesMut::new();
     if let Some(h) = hello {
         encode_record(&mut out, h);
     }
-    for e in snapshot(shadow) {
+    for e in snapshot(shadow, memory) {
         encode_entry(&mut out, &e);
     }
     (out, waits)
@@ -294,7 +300,7 @@ fn read_one(raw: &[u8], at: usize) -> Option<(Entry, usize)> {
 
 /// Records that rebuild `shadow` from nothing (its spill queues referred
 /// to, not copied).
-fn snapshot(shadow: &Shadow) -> Vec<Entry> {
+fn snapshot(shadow: &Shadow, memory: bool) -> Vec<Entry> {
     let mut out = Vec::new();
     for (topic, t) in &shadow.topics {
         let meta = |op, channel| {
@@ -338,6 +344,9 @@ fn snapshot(shadow: &Shadow) -> Vec<Entry> {
                         ids: chunk.to_vec(),
                     });
                 }
+            }
+            if !memory {
+                continue;
             }
             let mut batch: Vec<WireMessage> = Vec::new();
             let mut bytes = 0;

@@ -112,13 +112,16 @@
 //! the peer `down`.
 //!
 //! # Limits of this version
-//! * A non-durable holder keeps its shadow across a clean stop only: it
-//!   then writes the same snapshot a durable holder's journal is rewritten
-//!   as (memory part, spill queues with their FINs, the origin's last
-//!   Hello, so a returning origin that restarted meanwhile is recognised),
-//!   reads it once at start and removes it. After `kill -9` it has none:
-//!   leftover spill files are removed and the origin sends a full copy
-//!   when it reconnects.
+//! * A non-durable holder keeps its shadow across a clean stop: it then
+//!   writes the same snapshot a durable holder's journal is rewritten as
+//!   (memory part, spill queues with their FINs, the origin's last Hello,
+//!   so a returning origin that restarted meanwhile is recognised), reads
+//!   it once at start and removes it. While it runs it saves the part that
+//!   refers to its spill queues every [`state::SAVE_EVERY`] when anything
+//!   changed, so after `kill -9` it keeps what it spilled (FINs of the last
+//!   seconds may be lost: duplicates at a takeover); its memory part is
+//!   lost, as with any non-durable queue. Spill files no saved snapshot
+//!   refers to are removed at start.
 //! * The link is authenticated (with a secret) but not encrypted: message
 //!   bodies cross it in the clear.
 //!

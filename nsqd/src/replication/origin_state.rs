@@ -41,6 +41,9 @@ pub(crate) struct Inner {
     pub journal: Option<super::journal::Journal>,
     /// The origin's last Hello (kept in the journal's snapshots).
     pub hello: Option<Frame>,
+    /// The shadow's change count at the last snapshot a non-durable
+    /// holder saved.
+    pub saved: Option<u64>,
 }
 
 impl Inner {
@@ -123,25 +126,39 @@ impl OriginState {
         Ok(())
     }
 
-    /// At a clean stop of a non-durable holder: write the shadow's snapshot
-    /// (its memory part, its spill queues with what of them was finished,
-    /// the origin's incarnation) under `dir`, once the spill writes it
-    /// counts on are written. A durable holder's journal has it already.
-    pub async fn save(&self, dir: &std::path::Path) -> std::io::Result<()> {
-        let (bytes, waits) = {
+    /// A non-durable holder saves the shadow's snapshot under `dir`: at a
+    /// clean stop all of it (`memory`: the memory part too, once the spill
+    /// writes it counts on are written); while it runs, now and then, what
+    /// refers to its spill queues (with what of them was finished, and the
+    /// origin's incarnation), so after a crash it keeps what reached the
+    /// disk. Nothing when nothing changed since the last save. A durable
+    /// holder's journal has it all already.
+    pub async fn save(&self, dir: &std::path::Path, memory: bool) -> std::io::Result<()> {
+        let (bytes, waits, changes) = {
             let mut i = self.lock();
-            if i.journal.is_some() || (i.incarnation == 0 && i.shadow.depth() == 0) {
+            let changes = i.shadow.changes();
+            let idle = i.incarnation == 0 && i.shadow.depth() == 0;
+            if i.journal.is_some() || idle || (!memory && i.saved == Some(changes)) {
                 return Ok(());
             }
             let i = &mut *i;
-            journal::snapshot_bytes(&mut i.shadow, i.hello.as_ref())
+            let (bytes, waits) = journal::snapshot_bytes(&mut i.shadow, i.hello.as_ref(), memory);
+            (bytes, waits, changes)
         };
-        for w in waits {
-            w.await
-                .unwrap_or_else(|_| Err(std::io::Error::other("disk I/O thread gone")))?;
+        if memory {
+            for w in waits {
+                w.await
+                    .unwrap_or_else(|_| Err(std::io::Error::other("disk I/O thread gone")))?;
+            }
         }
-        journal::write_snapshot(dir, &self.addr, &bytes)?;
-        info!(peer = %self.addr, messages = self.status().1, "REPLICA {}: shadow saved for the next start", self.addr);
+        let (dir, addr) = (dir.to_path_buf(), self.addr.clone());
+        tokio::task::spawn_blocking(move || journal::write_snapshot(&dir, &addr, &bytes))
+            .await
+            .map_err(std::io::Error::other)??;
+        self.lock().saved = Some(changes);
+        if memory {
+            info!(peer = %self.addr, messages = self.status().1, "REPLICA {}: shadow saved for the next start", self.addr);
+        }
         Ok(())
     }
 
@@ -178,6 +195,7 @@ impl OriginState {
             taken_messages: 0,
             journal: None,
             hello: None,
+            saved: None,
         }
     }
 

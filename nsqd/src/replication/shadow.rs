@@ -114,6 +114,8 @@ pub struct Shadow {
     bytes: u64,
     /// Where channels and held sets past their memory bound spill.
     spill_to: Option<SpillTo>,
+    /// Bumped by every change, so a save can tell whether anything did.
+    changes: u64,
     /// Where drain checks go to be scanned off the link task (none: they
     /// are scanned at once).
     drains: Option<tokio::sync::mpsc::UnboundedSender<DrainCheck>>,
@@ -191,6 +193,7 @@ impl Shadow {
 
     /// What a drain check's scan found (`None`: unreadable).
     pub fn drain_checked(&mut self, check: DrainCheck, ids: Option<HashSet<u64>>) {
+        self.changes += 1;
         let Some(ch) = self
             .topics
             .get_mut(&check.topic)
@@ -211,6 +214,10 @@ impl Shadow {
         self.messages = self.messages.saturating_sub(before) + after;
     }
 
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
     pub fn spill_to(&self) -> Option<&SpillTo> {
         self.spill_to.as_ref()
     }
@@ -226,6 +233,7 @@ impl Shadow {
         *self = Shadow {
             spill_to,
             drains,
+            changes: self.changes + 1,
             ..Shadow::default()
         };
     }
@@ -269,6 +277,7 @@ impl Shadow {
         if topic.is_ephemeral() || channel.is_some_and(|c| c.is_ephemeral()) {
             return Ok(());
         }
+        self.changes += 1;
         if self.bytes > max_bytes {
             return Err(ShadowError::Full(self.bytes));
         }
@@ -308,6 +317,7 @@ impl Shadow {
 
     /// The origin's channel finished these messages.
     pub fn finish(&mut self, topic: &TopicName, channel: &ChannelName, ids: &[u64]) {
+        self.changes += 1;
         let Some(ch) = self
             .topics
             .get_mut(topic)
@@ -356,6 +366,7 @@ impl Shadow {
 
     /// Mirror a topic or channel change made on the origin.
     pub fn meta(&mut self, op: MetaOp, topic: &TopicName, channel: Option<&ChannelName>) {
+        self.changes += 1;
         if topic.is_ephemeral() || channel.is_some_and(|c| c.is_ephemeral()) {
             return;
         }

@@ -17,6 +17,9 @@ use crate::message::{IdGenerator, Message};
 use crate::nsqd::Nsqd;
 use crate::replica_hooks::{ReplicaReport, ReplicationError};
 
+/// How often a non-durable holder saves what refers to its spill queues.
+pub const SAVE_EVERY: Duration = Duration::from_secs(2);
+
 /// Replication settings, from the flags.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -168,8 +171,26 @@ impl Replication {
     /// for its peers for the next start (see [`OriginState::save`]).
     pub async fn save(&self) {
         for o in &self.origins {
-            if let Err(e) = o.save(&self.cfg.dir).await {
+            if let Err(e) = o.save(&self.cfg.dir, true).await {
                 tracing::error!(peer = %o.addr, "REPLICA {}: shadow not saved; the next start begins without it - {e}", o.addr);
+            }
+        }
+    }
+
+    /// A non-durable holder, while it runs: every [`SAVE_EVERY`], save what
+    /// refers to its spill queues (see [`OriginState::save`]).
+    pub async fn keep_saved(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(SAVE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for o in &self.origins {
+                if let Err(e) = o.save(&self.cfg.dir, false).await {
+                    tracing::warn!(peer = %o.addr, "REPLICA {}: spill queues not saved - {e}", o.addr);
+                }
             }
         }
     }
