@@ -271,3 +271,84 @@ pub(super) fn apply(shadow: &mut Shadow, f: &Frame) -> Result<(), ShadowError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use nsq_protocol::ChannelName;
+
+    use super::super::spill::SpillTo;
+    use super::super::wire::{MetaOp, WireMessage, VERSION};
+    use super::*;
+    use crate::disk_io::DiskIo;
+
+    fn m(id: u64) -> WireMessage {
+        WireMessage {
+            id,
+            timestamp: 1,
+            attempts: 0,
+            body: Bytes::from(vec![b'x'; 50]),
+        }
+    }
+
+    fn spilling(io: &std::sync::Arc<DiskIo>) -> OriginState {
+        let o = OriginState::new("o:1".into());
+        o.lock()
+            .shadow
+            .set_spill(SpillTo::new(io.clone(), 2, "o:1"));
+        o
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_saved_shadow_comes_back_with_its_spills_fins_and_incarnation() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("replication");
+        let io = DiskIo::for_tests(data.path());
+        let (t, u): (TopicName, TopicName) = ("t".parse().unwrap(), "u".parse().unwrap());
+        let c: ChannelName = "c".parse().unwrap();
+        let o = spilling(&io);
+        {
+            let mut i = o.lock();
+            i.incarnation = 7;
+            i.hello = Some(Frame::Hello {
+                version: VERSION,
+                origin: "o:1".into(),
+                incarnation: 7,
+            });
+            let s = &mut i.shadow;
+            s.meta(MetaOp::ChannelCreate, &t, Some(&c));
+            let msgs: Vec<_> = (1..=6).map(m).collect();
+            s.append(&t, None, 0, &msgs, u64::MAX).unwrap();
+            // `u` has no channel: its topic holds, and spills past 2 too.
+            let held: Vec<_> = (10..=14).map(m).collect();
+            s.append(&u, None, 0, &held, u64::MAX).unwrap();
+            s.finish(&t, &c, &[2, 4]);
+            assert_eq!(s.depth(), 4 + 5);
+        }
+        o.save(&dir, true).await.unwrap();
+        // A spill file no snapshot refers to, as a crash may leave.
+        let stray = data.path().join("~replica~o_1~x~y.diskqueue.000000.dat");
+        std::fs::write(&stray, b"junk").unwrap();
+        let back = spilling(&io);
+        back.load(&dir, data.path(), false).unwrap();
+        assert!(!stray.exists(), "a stray spill file stays");
+        assert!(journal::read(&dir, "o:1").unwrap().is_none(), "read once");
+        let mut i = back.lock();
+        assert_eq!((i.incarnation, i.shadow.depth()), (7, 9));
+        let mut topics = i.shadow.take_all();
+        drop(i);
+        let read = |s: Option<super::super::spill::Spill>| {
+            let mut ids = Vec::new();
+            s.unwrap()
+                .read_back(|step| ids.extend(step.iter().map(|h| h.msg.id)))
+                .unwrap();
+            ids
+        };
+        let tc = topics.get_mut(&t).unwrap().channels.get_mut(&c).unwrap();
+        assert_eq!(tc.msgs.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(read(tc.spilled.take()), vec![3, 5, 6]);
+        let ut = topics.get_mut(&u).unwrap();
+        assert_eq!(ut.held.keys().copied().collect::<Vec<_>>(), vec![10, 11]);
+        assert_eq!(read(ut.held_spill.take()), vec![12, 13, 14]);
+    }
+}
