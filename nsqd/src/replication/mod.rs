@@ -98,7 +98,9 @@
 //! take), durable or not. FINs of spilled messages go into a set bounded by
 //! the spilled count and are skipped when a takeover reads the queue back
 //! (then deletes it). A topic's first channel gets what the topic held: the
-//! held queue is read back into the channel's copy. A spill queue is
+//! held queue is read back into the channel's copy (on the link task: a
+//! large held queue holds up acknowledgements meanwhile, and past
+//! `--replica-timeout` the origin reconnects and sends a full copy). A spill queue is
 //! removed by a takeover, a `Reset` (full copy), the channel's emptying or
 //! deletion on the origin, and once the origin finished everything in it:
 //! when the count of its FINs says so (or says half, since a full copy may
