@@ -64,10 +64,14 @@ impl ShadowChannel {
         name: &ChannelName,
         msgs: impl Iterator<Item = Held>,
     ) -> Added {
-        let recent = &self.recent;
-        let msgs: Vec<Held> = msgs.filter(|h| !recent.contains(&h.msg.id)).collect();
-        let at = (topic, Some(name));
-        place(&mut self.msgs, &mut self.spilled, to, at, msgs.into_iter())
+        let ShadowChannel {
+            msgs: mem,
+            spilled,
+            recent,
+            ..
+        } = self;
+        let fresh = msgs.filter(|h| !recent.contains(&h.msg.id));
+        place(mem, spilled, to, (topic, Some(name)), fresh)
     }
 
     fn remember_finished(&mut self, id: u64) {
@@ -150,15 +154,14 @@ fn place(
     let limit = to.map_or(usize::MAX, |s| s.mem_limit);
     let mut over = Vec::new();
     for h in msgs {
-        if mem.contains_key(&h.msg.id) {
-            continue;
-        }
         if mem.len() >= limit {
-            over.push(h);
-        } else {
+            if !mem.contains_key(&h.msg.id) {
+                over.push(h);
+            }
+        } else if let std::collections::btree_map::Entry::Vacant(v) = mem.entry(h.msg.id) {
             added.msgs += 1;
             added.bytes += h.msg.body.len() as u64;
-            mem.insert(h.msg.id, h);
+            v.insert(h);
         }
     }
     if let (Some(to), false) = (to, over.is_empty()) {
