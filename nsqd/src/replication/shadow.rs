@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use nsq_protocol::{ChannelName, TopicName};
 
+use super::held_set::HeldSet;
 pub use super::spill::Held;
 use super::spill::{Drain, DrainCheck, FinishedSet, Spill, SpillTo};
 use super::wire::{MetaOp, WireMessage};
@@ -20,7 +21,7 @@ const RECENT_FINISHED: usize = 65_536;
 pub struct ShadowChannel {
     pub paused: bool,
     /// By id: ids grow with time, so this is publish order too.
-    pub msgs: BTreeMap<u64, Held>,
+    pub msgs: HeldSet,
     /// What did not fit in memory (`spill.rs`).
     pub spilled: Option<Spill>,
     recent: HashSet<u64>,
@@ -90,7 +91,7 @@ impl ShadowChannel {
 pub struct ShadowTopic {
     pub paused: bool,
     /// What the origin's topic holds itself (no channel yet, or paused).
-    pub held: BTreeMap<u64, Held>,
+    pub held: HeldSet,
     /// What of that did not fit in memory.
     pub held_spill: Option<Spill>,
     pub channels: BTreeMap<ChannelName, ShadowChannel>,
@@ -144,7 +145,7 @@ impl Added {
 /// Put `msgs` into `mem` up to the memory bound, the rest into `spill`
 /// (opened on first use as `topic`'s `channel` queue).
 fn place(
-    mem: &mut BTreeMap<u64, Held>,
+    mem: &mut HeldSet,
     spill: &mut Option<Spill>,
     to: Option<&SpillTo>,
     (topic, channel): (&TopicName, Option<&ChannelName>),
@@ -158,10 +159,10 @@ fn place(
             if !mem.contains_key(&h.msg.id) {
                 over.push(h);
             }
-        } else if let std::collections::btree_map::Entry::Vacant(v) = mem.entry(h.msg.id) {
+        } else if !mem.contains_key(&h.msg.id) {
             added.msgs += 1;
             added.bytes += h.msg.body.len() as u64;
-            v.insert(h);
+            mem.insert(h.msg.id, h);
         }
     }
     if let (Some(to), false) = (to, over.is_empty()) {
