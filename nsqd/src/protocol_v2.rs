@@ -80,8 +80,11 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Bytes read at a time while the client keeps the socket full
 /// (`make_room`): as much as `shrink_after_burst` lets a buffer keep.
 const BURST_READ: usize = 4 * READ_CHUNK;
-/// Input one connection's reader decodes before it yields to the others.
+/// Input one connection's reader decodes before it yields to the others: a
+/// publisher's four burst reads (their answers then go out in one write), a
+/// subscriber's four reads of FINs.
 const TURN_BYTES: usize = 4 * BURST_READ;
+const SUBSCRIBER_TURN_BYTES: usize = 4 * READ_CHUNK;
 /// Output is written once this much is buffered, whatever the client asked:
 /// the writer flushes whenever it runs out of work anyway, so a larger
 /// threshold costs no latency and saves syscalls under load.
@@ -290,6 +293,13 @@ impl Connection {
         // Leaving the channel is the `Registration`'s job, panic or not.
     }
 
+    fn turn_bytes(&self) -> usize {
+        match self.subscription.get() {
+            None => TURN_BYTES,
+            Some(_) => SUBSCRIBER_TURN_BYTES,
+        }
+    }
+
     async fn read_loop<R: AsyncRead + ReadNow + Unpin, W: AsyncWrite + Unpin>(
         &mut self,
         read: &mut R,
@@ -366,9 +376,9 @@ impl Connection {
                 && !self.may_deliver
                 && self.new_settings.is_none()
                 && !self.replies.is_empty()
-                && read_this_turn < TURN_BYTES
+                && read_this_turn < self.turn_bytes()
             {
-                make_room(&mut buf, true);
+                make_room(&mut buf, self.subscription.get().is_none());
                 let room = buf.capacity() - buf.len();
                 filled = false;
                 if let Some(n) = read_ready(read, &mut buf) {
@@ -390,13 +400,15 @@ impl Connection {
             // give other connections their turn after a bounded amount of
             // input, else only when the budget (socket reads count against
             // it too) is used up.
-            if read_this_turn >= TURN_BYTES {
+            if read_this_turn >= self.turn_bytes() {
                 read_this_turn = 0;
                 tokio::task::yield_now().await;
             } else {
                 tokio::task::consume_budget().await;
             }
-            make_room(&mut buf, filled);
+            // Only a publisher reads in bursts: a subscriber's FINs are
+            // settled, and make room for deliveries, a read at a time.
+            make_room(&mut buf, filled && self.subscription.get().is_none());
             let room = buf.capacity() - buf.len();
             // A publisher waiting on its answers is what the spin is for; a
             // subscriber's reader only takes FINs, and its deliveries do
