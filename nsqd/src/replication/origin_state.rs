@@ -283,12 +283,8 @@ mod tests {
     use crate::disk_io::DiskIo;
 
     fn m(id: u64) -> WireMessage {
-        WireMessage {
-            id,
-            timestamp: 1,
-            attempts: 0,
-            body: Bytes::from(vec![b'x'; 50]),
-        }
+        let body = Bytes::from_static(b"a message of the origin");
+        WireMessage::from(&crate::message::Message::new(id, 1, body))
     }
 
     fn spilling(io: &std::sync::Arc<DiskIo>) -> OriginState {
