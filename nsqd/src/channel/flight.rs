@@ -22,6 +22,20 @@ pub enum InFlightError {
     NotOwner,
 }
 
+/// What a delivery is handed to as it starts: a kept copy of the message
+/// (`Vec<Message>`), or its frame encoded at once from the message in
+/// flight, which then needs no copy (no reference count taken and dropped
+/// per message).
+pub trait Deliver {
+    fn deliver(&mut self, msg: &Message);
+}
+
+impl Deliver for Vec<Message> {
+    fn deliver(&mut self, msg: &Message) {
+        self.push(msg.clone());
+    }
+}
+
 pub(super) struct InFlight {
     pub msg: Message,
     pub client_id: u64,
@@ -143,8 +157,8 @@ impl Flights {
         Some((slot.client, back))
     }
 
-    /// Put `msgs` in flight to `client` until `deadline` and append copies
-    /// to `out`: the one place a delivery starts. Returns how many (none if
+    /// Put `msgs` in flight to `client` until `deadline` and hand each to
+    /// `out`: the one place a delivery starts. Returns how many (none if
     /// the client is not subscribed, in which case `msgs` is not consumed).
     pub fn start(
         &mut self,
@@ -152,7 +166,7 @@ impl Flights {
         msgs: impl Iterator<Item = Message>,
         deadline: Instant,
         now: Instant,
-        out: &mut Vec<Message>,
+        out: &mut impl Deliver,
     ) -> usize {
         let Some(slot) = self.clients.get_mut(&client.id) else {
             return 0;
@@ -162,7 +176,7 @@ impl Flights {
             n += 1;
             msg.attempts = msg.attempts.saturating_add(1);
             self.generation += 1;
-            out.push(msg.clone());
+            out.deliver(&msg);
             slot.order.push_back((deadline, msg.id, self.generation));
             let flight = InFlight {
                 msg,
