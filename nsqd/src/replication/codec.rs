@@ -1,9 +1,10 @@
 //! Reading the link's frames off a socket: a `tokio_util` codec and a
 //! reader whose buffer grows only as far as a validated frame size says.
 
+use std::future::Future;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::wire::{Frame, WireError, MAX_FRAME};
@@ -59,11 +60,26 @@ impl Encoder<Frame> for FrameCodec {
     }
 }
 
-/// Reads frames from one side of a link into a buffer that grows only as
-/// far as a validated frame size says.
+/// Frames at least this large are read into an allocation of their own,
+/// faulted in at once; smaller ones are copied out of the read buffer.
+const OWN_BUFFER: usize = 16 * 1024;
+/// The read buffer's size: what one read may take off the socket.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Reads frames from one side of a link. A frame's bytes are handed out in
+/// an allocation of exactly its size (its messages' bodies are slices of
+/// it, kept by the holder's shadow), so the read buffer is reused and a
+/// held message pins no more than its own frame. Everything here can be
+/// cancelled between reads: a frame read in part stays in `self`.
 pub struct FrameReader<R> {
     r: R,
+    /// Bytes read and not yet handed out; never shared, so never regrown.
     buf: BytesMut,
+    /// A large frame being read straight into its own buffer (size prefix
+    /// removed), and its size.
+    own: Option<(BytesMut, usize)>,
+    /// What a look ahead ([`Self::more_ready`]) got: the next result.
+    ready: Option<Result<Option<Bytes>, WireError>>,
     /// Largest frame accepted now (small until the peer said who it is).
     limit: usize,
 }
@@ -72,7 +88,9 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
     pub fn new(r: R) -> Self {
         FrameReader {
             r,
-            buf: BytesMut::with_capacity(64 * 1024),
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            own: None,
+            ready: None,
             limit: MAX_FRAME,
         }
     }
@@ -84,23 +102,56 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
 
     /// The next frame; `None` when the peer closed the link.
     pub async fn next(&mut self) -> Option<Result<Frame, WireError>> {
+        match self.next_bytes().await {
+            Ok(Some(b)) => Some(Frame::decode(b)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The next frame's kind and payload, in a buffer of its own.
+    async fn next_bytes(&mut self) -> Result<Option<Bytes>, WireError> {
         use tokio::io::AsyncReadExt;
+        if let Some(r) = self.ready.take() {
+            return r;
+        }
         loop {
-            if let Some(size) = size_of_next(&self.buf).filter(|s| *s > self.limit) {
-                return Some(Err(WireError::TooBig(size)));
+            if let Some((own, size)) = &mut self.own {
+                let rest = *size - own.len();
+                if rest == 0 {
+                    let (own, _) = self.own.take().unwrap_or_default();
+                    return Ok(Some(own.freeze()));
+                }
+                // Cancel-safe: what a read took is in `own` before it returns.
+                if (&mut self.r).take(rest as u64).read_buf(own).await? == 0 {
+                    return Ok(None);
+                }
+                continue;
             }
-            match FrameCodec.decode(&mut self.buf) {
-                Ok(Some(f)) => return Some(Ok(f)),
-                Ok(None) => {}
-                Err(e) => return Some(Err(e)),
+            if let Some(size) = size_of_next(&self.buf) {
+                if size > self.limit {
+                    return Err(WireError::TooBig(size));
+                }
+                let have = self.buf.len() - 4;
+                if have >= size || size >= OWN_BUFFER {
+                    // The size is validated: now it may be allocated.
+                    let mut own = crate::prefault::batch_buffer(size);
+                    let take = have.min(size);
+                    own.extend_from_slice(&self.buf[4..4 + take]);
+                    self.buf.advance(4 + take);
+                    self.own = Some((own, size));
+                    continue;
+                }
             }
+            // Only a small frame's beginning (or nothing) is buffered, at the
+            // front of a buffer that is never shared: room without regrowing.
             if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(64 * 1024);
+                // Moves what is left back to the front (nothing else
+                // refers to the buffer), so it keeps its allocation.
+                self.buf.reserve(READ_CHUNK - self.buf.len());
             }
-            match self.r.read_buf(&mut self.buf).await {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(e) => return Some(Err(e.into())),
+            if self.r.read_buf(&mut self.buf).await? == 0 {
+                return Ok(None);
             }
         }
     }
@@ -114,15 +165,36 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
             .map_err(ReadError::from)
     }
 
-    /// Whether a whole frame is already buffered (so an ack can wait for it).
+    /// Whether a whole frame is already buffered.
     pub fn has_frame(&self) -> bool {
         size_of_next(&self.buf).is_some_and(|size| self.buf.len() >= 4 + size)
+    }
+
+    /// Whether the next frame (or the end of the link) can be had without
+    /// waiting: buffered, or read from what the socket holds now. So an
+    /// acknowledgement can wait for records that already arrived.
+    pub fn more_ready(&mut self) -> bool {
+        if self.ready.is_some() || self.has_frame() {
+            return true;
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        // Dropping the read when it would wait loses nothing: what it read
+        // stays buffered (see `next_bytes`).
+        let polled = std::pin::pin!(self.next_bytes()).poll(&mut cx);
+        match polled {
+            std::task::Poll::Ready(r) => {
+                self.ready = Some(r);
+                true
+            }
+            std::task::Poll::Pending => false,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replication::wire::{WireMessage, HELLO_MAX};
 
     #[test]
     fn oversized_frame_is_refused_before_reading_it() {
@@ -154,5 +226,116 @@ mod tests {
         Frame::Ack { seq: 1 }.encode(&mut out);
         let mut part = BytesMut::from(&out[..6]);
         assert!(FrameCodec.decode(&mut part).unwrap().is_none());
+    }
+
+    /// Hands out its bytes a few at a time, the sizes taken in turn.
+    struct Trickle {
+        data: Vec<u8>,
+        pos: usize,
+        steps: Vec<usize>,
+        turn: usize,
+    }
+
+    impl tokio::io::AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let step = self.steps[self.turn % self.steps.len()];
+            self.turn += 1;
+            let n = step.min(buf.remaining()).min(self.data.len() - self.pos);
+            buf.put_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn append(seq: u64, sizes: &[usize]) -> Frame {
+        let msgs = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| WireMessage {
+                id: seq * 1000 + i as u64,
+                timestamp: 1,
+                attempts: 0,
+                body: Bytes::from(vec![(seq + i as u64) as u8; *n]),
+            })
+            .collect();
+        Frame::Append {
+            seq,
+            topic: "t".parse().unwrap(),
+            channel: None,
+            due: 0,
+            msgs,
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_large_and_small_survive_any_split_into_reads() {
+        let frames = vec![
+            append(1, &[200; 300]),
+            Frame::Ack { seq: 1 },
+            append(2, &[10]),
+            append(3, &[70_000, 5]),
+            Frame::Ping { seq: 3 },
+            append(4, &[20_000; 4]),
+        ];
+        let mut data = BytesMut::new();
+        for f in &frames {
+            f.encode(&mut data);
+        }
+        for steps in [
+            vec![1],
+            vec![3, 4096, 7],
+            vec![65_536],
+            vec![100_000, 2],
+            vec![usize::MAX],
+        ] {
+            let mut r = FrameReader::new(Trickle {
+                data: data.to_vec(),
+                pos: 0,
+                steps: steps.clone(),
+                turn: 0,
+            });
+            for f in &frames {
+                assert_eq!(&r.next().await.unwrap().unwrap(), f, "steps {steps:?}");
+            }
+            assert!(r.next().await.is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn more_ready_says_whether_a_whole_frame_arrived_without_losing_a_byte() {
+        let (mut tx, rx) = tokio::io::duplex(1 << 20);
+        let mut r = FrameReader::new(rx);
+        let mut data = BytesMut::new();
+        append(1, &[30_000]).encode(&mut data);
+        Frame::Ack { seq: 9 }.encode(&mut data);
+        use tokio::io::AsyncWriteExt;
+        assert!(!r.more_ready(), "nothing sent yet");
+        tx.write_all(&data[..100]).await.unwrap();
+        assert!(!r.more_ready(), "a part of the Append");
+        tx.write_all(&data[100..20_000]).await.unwrap();
+        assert!(!r.more_ready(), "still a part");
+        tx.write_all(&data[20_000..]).await.unwrap();
+        assert!(r.more_ready());
+        assert!(r.more_ready(), "asking twice keeps the frame");
+        assert_eq!(r.next().await.unwrap().unwrap(), append(1, &[30_000]));
+        assert!(r.more_ready(), "the Ack is there too");
+        assert_eq!(r.next().await.unwrap().unwrap(), Frame::Ack { seq: 9 });
+        drop(tx);
+        assert!(r.more_ready(), "the end of the link is ready too");
+        assert!(r.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_past_the_limit_is_refused_before_its_buffer_exists() {
+        let mut data = BytesMut::new();
+        append(1, &[40_000]).encode(&mut data);
+        let mut r = FrameReader::new(&data[..]);
+        r.set_limit(HELLO_MAX);
+        assert!(matches!(r.next().await, Some(Err(WireError::TooBig(_)))));
+        assert!(r.own.is_none());
     }
 }

@@ -184,6 +184,9 @@ async fn serve(
     result
 }
 
+/// Most records one acknowledgement waits for.
+const ACK_EVERY: usize = 8;
+
 async fn apply_loop(
     state: &OriginState,
     conn: u64,
@@ -193,6 +196,7 @@ async fn apply_loop(
 ) -> Result<(), HolderError> {
     let mut buf = BytesMut::new();
     let mut last = 0u64;
+    let mut unacked = 0;
     // A durable holder acknowledges what its journal writer has fsynced:
     // records go on being read and applied while it writes, and the next
     // group starts as soon as one is on disk.
@@ -240,10 +244,13 @@ async fn apply_loop(
                 _ => return Err(HolderError::Unexpected),
             }
         }
-        // One ack covers every record read in one go.
-        if frames.has_frame() {
+        // One ack covers the records that arrived together, at most
+        // ACK_EVERY of them (so the origin's publishes keep flowing).
+        unacked += 1;
+        if unacked < ACK_EVERY && frames.more_ready() {
             continue;
         }
+        unacked = 0;
         if waiter.is_none() {
             Frame::Ack { seq: last }.encode(&mut buf);
             write.write_all(&buf).await?;

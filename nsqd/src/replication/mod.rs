@@ -121,6 +121,7 @@
 
 pub mod codec;
 pub mod full_copy;
+pub mod held_set;
 pub mod holder;
 pub mod hooks;
 pub mod journal;

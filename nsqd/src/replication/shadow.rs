@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use nsq_protocol::{ChannelName, TopicName};
 
+use super::held_set::HeldSet;
 pub use super::spill::Held;
 use super::spill::{Spill, SpillTo};
 use super::wire::{MetaOp, WireMessage};
@@ -20,7 +21,7 @@ const RECENT_FINISHED: usize = 65_536;
 pub struct ShadowChannel {
     pub paused: bool,
     /// By id: ids grow with time, so this is publish order too.
-    pub msgs: BTreeMap<u64, Held>,
+    pub msgs: HeldSet,
     /// What did not fit in memory (`spill.rs`).
     pub spilled: Option<Spill>,
     recent: HashSet<u64>,
@@ -70,7 +71,7 @@ impl ShadowChannel {
 pub struct ShadowTopic {
     pub paused: bool,
     /// What the origin's topic holds itself (no channel yet, or paused).
-    pub held: BTreeMap<u64, Held>,
+    pub held: HeldSet,
     pub channels: BTreeMap<ChannelName, ShadowChannel>,
 }
 
@@ -168,12 +169,15 @@ impl Shadow {
             Some(t) => t,
             None => self.topics.entry(topic.clone()).or_default(),
         };
-        let mut hold = |into: &mut BTreeMap<u64, Held>, m: &WireMessage| {
-            if let std::collections::btree_map::Entry::Vacant(v) = into.entry(m.id) {
-                v.insert(Held {
-                    msg: m.clone(),
-                    due,
-                });
+        let mut hold = |into: &mut HeldSet, m: &WireMessage| {
+            if !into.contains_key(&m.id) {
+                into.insert(
+                    m.id,
+                    Held {
+                        msg: m.clone(),
+                        due,
+                    },
+                );
                 added.0 += 1;
                 added.1 += m.body.len() as u64;
             }
