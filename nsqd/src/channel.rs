@@ -28,7 +28,6 @@ pub use crate::backlog::DiskWrite;
 use crate::client::Client;
 use crate::disk_io::{DiskSink, QueueHandle};
 pub use crate::id_map::{IdHasher, IdMap};
-use crate::message::Message;
 
 mod dead_letter;
 mod disk;
@@ -45,7 +44,7 @@ pub use crate::client::JobWorker;
 pub(crate) use dead_letter::{default_topic as default_dead_letter_topic, leads_back, CONFIGURING};
 pub use dead_letter::{ChannelOptions, DeadLetterStats};
 pub use events::{ChannelEvents, Events};
-pub use flight::InFlightError;
+pub use flight::{Deliver, InFlightError};
 pub use jobs::{FireStatus, JobLimits, JobStatus, ShardStatus, WorkerStatus};
 pub use limits::{ChannelLimits, JoinError};
 pub use stats::ChannelStats;
@@ -210,8 +209,8 @@ impl Channel {
         self.lock().flights.clients().cloned().collect()
     }
 
-    /// Move up to `max` messages into flight for `client` and append copies
-    /// to `out`. When nothing is available the client is registered to be
+    /// Move up to `max` messages into flight for `client` and hand each to
+    /// `out` (a copy kept, or its frame encoded). When nothing is available the client is registered to be
     /// woken by the next put, under the same lock, so no wake-up is lost.
     ///
     /// With a `sample_rate` (1..=99, from IDENTIFY) a message is delivered
@@ -225,7 +224,7 @@ impl Channel {
         msg_timeout: Duration,
         sample_rate: u8,
         now: Instant,
-        out: &mut Vec<Message>,
+        out: &mut impl Deliver,
     ) -> usize {
         let mut st = self.lock();
         let st = &mut *st;

@@ -44,11 +44,21 @@ use output::Shared;
 use reading::{read_with_deadline, shrink_after_burst, take_fin, CommandClock, ReadFailed};
 use spin::{ReadNow, Spin};
 
-/// Room for the next read, after giving back what a burst left behind.
-fn make_room(buf: &mut BytesMut) {
-    shrink_after_burst(buf);
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
+/// Room for the next read: a read's worth, or after a read that filled all
+/// the room it had (the client sends faster than it is read) a burst's
+/// worth, so a busy publisher is read in a fifth of the system calls (each
+/// also sent the client a window update), and its replies go out in fewer
+/// writes. After a read that did not fill, a burst's buffer is given back.
+fn make_room(buf: &mut BytesMut, filled: bool) {
+    let want = match filled {
+        true => BURST_READ,
+        false => {
+            shrink_after_burst(buf);
+            READ_CHUNK
+        }
+    };
+    if buf.capacity() - buf.len() < want / 4 {
+        buf.reserve(want);
     }
 }
 
@@ -67,8 +77,14 @@ use writer::Writer;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
-/// Input one connection's reader decodes before it yields to the others.
-const TURN_BYTES: usize = 4 * READ_CHUNK;
+/// Bytes read at a time while the client keeps the socket full
+/// (`make_room`): as much as `shrink_after_burst` lets a buffer keep.
+const BURST_READ: usize = 4 * READ_CHUNK;
+/// Input one connection's reader decodes before it yields to the others: a
+/// publisher's four burst reads (their answers then go out in one write), a
+/// subscriber's four reads of FINs.
+const TURN_BYTES: usize = 4 * BURST_READ;
+const SUBSCRIBER_TURN_BYTES: usize = 4 * READ_CHUNK;
 /// Output is written once this much is buffered, whatever the client asked:
 /// the writer flushes whenever it runs out of work anyway, so a larger
 /// threshold costs no latency and saves syscalls under load.
@@ -277,6 +293,13 @@ impl Connection {
         // Leaving the channel is the `Registration`'s job, panic or not.
     }
 
+    fn turn_bytes(&self) -> usize {
+        match self.subscription.get() {
+            None => TURN_BYTES,
+            Some(_) => SUBSCRIBER_TURN_BYTES,
+        }
+    }
+
     async fn read_loop<R: AsyncRead + ReadNow + Unpin, W: AsyncWrite + Unpin>(
         &mut self,
         read: &mut R,
@@ -353,9 +376,9 @@ impl Connection {
                 && !self.may_deliver
                 && self.new_settings.is_none()
                 && !self.replies.is_empty()
-                && read_this_turn < TURN_BYTES
+                && read_this_turn < self.turn_bytes()
             {
-                make_room(&mut buf);
+                make_room(&mut buf, self.subscription.get().is_none());
                 let room = buf.capacity() - buf.len();
                 filled = false;
                 if let Some(n) = read_ready(read, &mut buf) {
@@ -377,13 +400,15 @@ impl Connection {
             // give other connections their turn after a bounded amount of
             // input, else only when the budget (socket reads count against
             // it too) is used up.
-            if read_this_turn >= TURN_BYTES {
+            if read_this_turn >= self.turn_bytes() {
                 read_this_turn = 0;
                 tokio::task::yield_now().await;
             } else {
                 tokio::task::consume_budget().await;
             }
-            make_room(&mut buf);
+            // Only a publisher reads in bursts: a subscriber's FINs are
+            // settled, and make room for deliveries, a read at a time.
+            make_room(&mut buf, filled && self.subscription.get().is_none());
             let room = buf.capacity() - buf.len();
             // A publisher waiting on its answers is what the spin is for; a
             // subscriber's reader only takes FINs, and its deliveries do
@@ -459,6 +484,23 @@ mod tests {
         let opts =
             nsq_app::flags::try_parse_options("nsqd", argv.iter().map(Into::into), &[]).unwrap();
         crate::Server::bind(opts).await.unwrap().nsqd()
+    }
+
+    #[test]
+    fn a_full_socket_gets_burst_sized_reads_and_a_slower_one_gives_the_room_back() {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        // A read filled its room and left part of a command behind.
+        buf.extend_from_slice(&[0; 60 * 1024]);
+        make_room(&mut buf, true);
+        assert!(buf.capacity() - buf.len() >= BURST_READ);
+        // The next read did not fill: back to a read's worth.
+        buf.clear();
+        make_room(&mut buf, false);
+        assert_eq!(buf.capacity(), READ_CHUNK);
+        // A client that never fills its room never gets more.
+        buf.extend_from_slice(&[0; 50 * 1024]);
+        make_room(&mut buf, false);
+        assert!(buf.capacity() < BURST_READ);
     }
 
     #[tokio::test]

@@ -155,7 +155,7 @@ impl Server {
         } = self;
         info!("{}", nsq_app::flags::version_string("nsqd"));
         info!("ID: {}", nsqd.node_id());
-        if let Some(r) = replication {
+        if let Some(r) = &replication {
             // Before consumers arrive: learn what peers took over.
             r.start(&nsqd).await?;
         }
@@ -198,6 +198,10 @@ impl Server {
             error!("tasks still running after {SHUTDOWN_GRACE:?}; exiting anyway");
         }
         nsqd.write_metadata();
+        if let Some(r) = &replication {
+            // What this node holds for its peers, for its next start.
+            r.save().await;
+        }
         info!("NSQ: closing topics");
         nsqd.flush_to_disk().await?;
         info!("NSQ: bye");

@@ -12,9 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use nsq_protocol::{Command, Frame};
-use nsq_test_support::{channel, topic, within_for, RawConn};
+use nsq_test_support::within_for;
 use support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -469,27 +467,6 @@ async fn a_peer_without_the_secret_is_refused_both_ways() {
     .await;
 }
 
-/// Resident memory of process `pid` (`/proc/PID/statm`, 4 KiB pages).
-fn resident_bytes(pid: u32) -> u64 {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).expect("statm");
-    let pages: u64 = statm
-        .split(' ')
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .expect("resident pages");
-    pages * 4096
-}
-
-/// A peer's spill files (`~replica~...`) in `dir`.
-fn spill_files(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("~replica~"))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_past_its_memory_bound_spills_to_disk_and_is_taken_over_exactly() {
     // 64 MiB through a debug build on a loaded machine: more than LIMIT.
@@ -499,49 +476,9 @@ async fn a_shadow_past_its_memory_bound_spills_to_disk_and_is_taken_over_exactly
         const FINISHED: usize = 1_000;
         let mut pair = Pair::start(12, &["--mem-queue-size=100"]).await;
         let ledger = Shared::default();
-        let before = resident_bytes(pair.b.d().pid());
-        // 64 MiB for A, in MPUBs of 50 bodies of 8 KiB, each body unique.
-        let mut conn = RawConn::connect(pair.a.tcp_addr()).await;
-        for batch in 0..N / 50 {
-            let bodies: Vec<Bytes> = (0..50)
-                .map(|k| {
-                    let mut b = format!("big-{batch}-{k}-").into_bytes();
-                    b.resize(BODY, b'.');
-                    Bytes::from(b)
-                })
-                .collect();
-            let mpub = Command::Mpub {
-                topic: topic(TOPIC),
-                bodies: bodies.clone().into(),
-            };
-            let mut out = BytesMut::new();
-            mpub.encode(&mut out);
-            conn.write_raw(&out).await;
-            match conn.read_frame().await {
-                Frame::Response(r) if &r[..] == b"OK" => {}
-                other => pair.a.fail(&format!("MPUB {batch}: {other:?}")),
-            }
-            ledger.lock().unwrap().acked.extend(bodies);
-        }
-        drop(conn);
+        // 64 MiB for A, in MPUBs of 50 bodies of 8 KiB, each body unique;
         // B holds all of them, at most --mem-queue-size in memory.
-        pair.b
-            .wait_for(
-                Duration::from_secs(10),
-                "B holds A's messages",
-                || match pair.b.replica() {
-                    Ok((_, n, _)) if n == N as u64 => Ok(()),
-                    other => Err(format!("{other:?}")),
-                },
-            )
-            .await;
-        let grown = resident_bytes(pair.b.d().pid()).saturating_sub(before);
-        let published = (N * BODY) as u64;
-        eprintln!("B grew by {grown} bytes holding {published}");
-        assert!(
-            grown < published / 4,
-            "B grew by {grown} bytes holding {published} bytes of A's"
-        );
+        fill_past_memory(&pair, "big", N, BODY, &ledger, 4).await;
         let spilled = spill_files(&pair.b.dir);
         assert!(
             spilled.iter().any(|n| n.contains(".diskqueue.")),
@@ -550,32 +487,7 @@ async fn a_shadow_past_its_memory_bound_spills_to_disk_and_is_taken_over_exactly
         );
         // A consumer of A finishes the first FINISHED (most of them spilled
         // at B); A reports them and B's copy shrinks by exactly that.
-        let mut c = RawConn::connect(pair.a.tcp_addr()).await;
-        for cmd in [
-            Command::Sub {
-                topic: topic(TOPIC),
-                channel: channel(CHANNEL),
-            },
-            Command::Rdy(RDY),
-        ] {
-            let mut out = BytesMut::new();
-            cmd.encode(&mut out);
-            c.write_raw(&out).await;
-        }
-        let mut got = 0;
-        while got < FINISHED {
-            match c.read_frame().await {
-                Frame::Message(m) => {
-                    got += 1;
-                    *ledger.lock().unwrap().received.entry(m.body).or_default() += 1;
-                    let mut out = BytesMut::new();
-                    Command::Fin(m.id).encode(&mut out);
-                    c.write_raw(&out).await;
-                }
-                Frame::Response(_) => {}
-                other => pair.a.fail(&format!("consumer of A: {other:?}")),
-            }
-        }
+        let c = finish_on(&pair.a, FINISHED, &ledger).await;
         let left = (N - FINISHED) as u64;
         pair.b
             .wait_for(
@@ -590,13 +502,7 @@ async fn a_shadow_past_its_memory_bound_spills_to_disk_and_is_taken_over_exactly
         drop(c);
         // A dies; B takes over now: memory and disk, finished ones skipped.
         pair.a.kill();
-        let peer = pair.a.repl_addr();
-        let r = pair
-            .b
-            .d()
-            .http_post(&format!("/replica/takeover?peer={peer}"), b"");
-        assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(r.json()["taken_over"], left);
+        take_over_now(&pair, left);
         // The spill queues are gone with the takeover.
         pair.b
             .wait_for(Duration::from_secs(5), "spill files removed", || {
@@ -608,13 +514,7 @@ async fn a_shadow_past_its_memory_bound_spills_to_disk_and_is_taken_over_exactly
                 }
             })
             .await;
-        pair.consume_all(&ledger, &pair.b, Duration::from_secs(30), &pair.b)
-            .await;
-        {
-            let l = ledger.lock().unwrap();
-            assert_eq!(l.received.len(), N, "deliveries of unknown bodies");
-            assert_eq!(l.duplicates(), 0, "finished or spilled ones twice");
-        }
+        b_delivers_exactly(&pair, &ledger, N, Duration::from_secs(30)).await;
     })
     .await;
 }

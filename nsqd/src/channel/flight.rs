@@ -13,6 +13,8 @@ use super::IdMap;
 use crate::client::Client;
 use crate::message::Message;
 
+mod table;
+
 /// Why FIN, REQ or TOUCH could not act on a message; the texts are upstream's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum InFlightError {
@@ -20,6 +22,20 @@ pub enum InFlightError {
     NotInFlight,
     #[error("client does not own message")]
     NotOwner,
+}
+
+/// What a delivery is handed to as it starts: a kept copy of the message
+/// (`Vec<Message>`), or its frame encoded at once from the message in
+/// flight, which then needs no copy (no reference count taken and dropped
+/// per message).
+pub trait Deliver {
+    fn deliver(&mut self, msg: &Message);
+}
+
+impl Deliver for Vec<Message> {
+    fn deliver(&mut self, msg: &Message) {
+        self.push(msg.clone());
+    }
 }
 
 pub(super) struct InFlight {
@@ -31,13 +47,14 @@ pub(super) struct InFlight {
     generation: u64,
 }
 
-/// A client's in-flight deliveries in deadline order. Each client has one
-/// msg_timeout, so new deliveries append in order; FINs leave stale entries
-/// behind, dropped from the front as they are met and compacted when they
-/// outnumber live ones.
+/// A client's in-flight deliveries in deadline order, as (deadline, slot in
+/// the table, generation). Each client has one msg_timeout, so new
+/// deliveries append in order; FINs leave stale entries behind, dropped
+/// from the front as they are met and compacted when they outnumber live
+/// ones.
 pub(super) struct ClientSlot {
     pub client: Arc<Client>,
-    order: VecDeque<(Instant, u64, u64)>,
+    order: VecDeque<(Instant, u32, u64)>,
     live: usize,
 }
 
@@ -76,7 +93,7 @@ pub(super) struct Expired {
 
 #[derive(Default)]
 pub(super) struct Flights {
-    in_flight: IdMap<InFlight>,
+    in_flight: table::Table,
     clients: IdMap<ClientSlot>,
     deferred: BinaryHeap<Deferred>,
     generation: u64,
@@ -130,12 +147,10 @@ impl Flights {
     pub fn leave(&mut self, client_id: u64) -> Option<(Arc<Client>, Vec<Message>)> {
         let slot = self.clients.remove(&client_id)?;
         let mut back = Vec::with_capacity(slot.live);
-        for &(_, id, generation) in &slot.order {
-            let live = self
-                .in_flight
-                .get(&id)
-                .is_some_and(|f| f.generation == generation && f.client_id == client_id);
-            if let Some(f) = live.then(|| self.in_flight.remove(&id)).flatten() {
+        for &(_, at, generation) in &slot.order {
+            let live =
+                (self.in_flight.live(at, generation)).is_some_and(|f| f.client_id == client_id);
+            if let Some(f) = live.then(|| self.in_flight.remove_slot(at)).flatten() {
                 back.push(f.msg);
             }
         }
@@ -143,8 +158,8 @@ impl Flights {
         Some((slot.client, back))
     }
 
-    /// Put `msgs` in flight to `client` until `deadline` and append copies
-    /// to `out`: the one place a delivery starts. Returns how many (none if
+    /// Put `msgs` in flight to `client` until `deadline` and hand each to
+    /// `out`: the one place a delivery starts. Returns how many (none if
     /// the client is not subscribed, in which case `msgs` is not consumed).
     pub fn start(
         &mut self,
@@ -152,7 +167,7 @@ impl Flights {
         msgs: impl Iterator<Item = Message>,
         deadline: Instant,
         now: Instant,
-        out: &mut Vec<Message>,
+        out: &mut impl Deliver,
     ) -> usize {
         let Some(slot) = self.clients.get_mut(&client.id) else {
             return 0;
@@ -162,15 +177,14 @@ impl Flights {
             n += 1;
             msg.attempts = msg.attempts.saturating_add(1);
             self.generation += 1;
-            out.push(msg.clone());
-            slot.order.push_back((deadline, msg.id, self.generation));
-            let flight = InFlight {
+            out.deliver(&msg);
+            let at = self.in_flight.insert(InFlight {
                 msg,
                 client_id: client.id,
                 delivered_at: now,
                 generation: self.generation,
-            };
-            self.in_flight.insert(flight.msg.id, flight);
+            });
+            slot.order.push_back((deadline, at, self.generation));
         }
         slot.live += n;
         client.add_in_flight(n as u64);
@@ -192,16 +206,11 @@ impl Flights {
     /// counting it off the client yet: a batch of FINs calls `released`
     /// once at the end. One hash lookup when the owner is right.
     pub fn take_back(&mut self, client_id: u64, id: u64) -> Result<Message, InFlightError> {
-        let f = self
-            .in_flight
-            .remove(&id)
-            .ok_or(InFlightError::NotInFlight)?;
-        if f.client_id != client_id {
-            // Rare (a client naming another's message): put it back as it was.
-            self.in_flight.insert(id, f);
-            return Err(InFlightError::NotOwner);
+        match self.in_flight.remove_if(id, |f| f.client_id == client_id) {
+            Ok(f) => Ok(f.msg),
+            Err(false) => Err(InFlightError::NotInFlight),
+            Err(true) => Err(InFlightError::NotOwner),
         }
-        Ok(f.msg)
     }
 
     /// The client holds `n` messages fewer (taken back with `take_back`).
@@ -222,9 +231,8 @@ impl Flights {
         id: u64,
         deadline: impl FnOnce(Instant) -> Instant,
     ) -> Result<(), InFlightError> {
-        let f = self
-            .in_flight
-            .get_mut(&id)
+        let (at, f) = (self.in_flight)
+            .get_mut(id)
             .ok_or(InFlightError::NotInFlight)?;
         if f.client_id != client_id {
             return Err(InFlightError::NotOwner);
@@ -235,8 +243,8 @@ impl Flights {
         if let Some(slot) = self.clients.get_mut(&client_id) {
             // Keep the order sorted: a capped deadline may fall before later
             // deliveries. TOUCH is rare, so the shift is cheap enough.
-            let at = slot.order.partition_point(|e| e.0 <= deadline);
-            slot.order.insert(at, (deadline, id, self.generation));
+            let to = slot.order.partition_point(|e| e.0 <= deadline);
+            slot.order.insert(to, (deadline, at, self.generation));
         }
         Ok(())
     }
@@ -247,21 +255,17 @@ impl Flights {
         let mut out = Vec::new();
         for slot in self.clients.values_mut() {
             let mut expired = 0;
-            while let Some(&(deadline, id, generation)) = slot.order.front() {
-                let live = self
-                    .in_flight
-                    .get(&id)
-                    .is_some_and(|f| f.generation == generation);
-                if !live {
+            while let Some(&(deadline, at, generation)) = slot.order.front() {
+                let Some(id) = self.in_flight.live(at, generation).map(|f| f.msg.id) else {
                     slot.order.pop_front();
                     continue;
-                }
+                };
                 if deadline > now {
                     earliest(next, deadline);
                     break;
                 }
                 slot.order.pop_front();
-                if let Some(f) = self.in_flight.remove(&id) {
+                if let Some(f) = self.in_flight.remove_slot(at) {
                     let until = now + now.saturating_duration_since(f.delivered_at);
                     out.push(Expired {
                         client_id: f.client_id,
@@ -316,8 +320,7 @@ impl Flights {
     /// Every in-flight and deferred message with its due time in Unix ns
     /// (0 for now), taken out for writing to disk at shutdown.
     pub fn drain(&mut self, now: Instant, wall: i64) -> Vec<(Message, i64)> {
-        let mut out: Vec<(Message, i64)> =
-            self.in_flight.drain().map(|(_, f)| (f.msg, 0)).collect();
+        let mut out: Vec<(Message, i64)> = self.in_flight.drain().map(|f| (f.msg, 0)).collect();
         for d in self.deferred.drain() {
             out.push((d.msg, crate::backlog::wall_due(d.due, now, wall)));
         }
@@ -339,12 +342,9 @@ fn earliest(next: &mut Option<Instant>, t: Instant) {
 /// Drop stale entries: from the front always, and everywhere once they
 /// outnumber the live ones (a client holding one message for long while
 /// finishing thousands would otherwise grow the order without bound).
-fn compact_order(slot: &mut ClientSlot, in_flight: &IdMap<InFlight>) {
-    let is_live = |&(_, id, generation): &(Instant, u64, u64)| {
-        in_flight
-            .get(&id)
-            .is_some_and(|f| f.generation == generation)
-    };
+fn compact_order(slot: &mut ClientSlot, in_flight: &table::Table) {
+    let is_live =
+        |&(_, at, generation): &(Instant, u32, u64)| in_flight.live(at, generation).is_some();
     while slot.order.front().is_some_and(|e| !is_live(e)) {
         slot.order.pop_front();
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{jobs, Channel, ChannelState, JobStatus};
+use super::{jobs, Channel, ChannelState, Deliver, JobStatus};
 use crate::client::Client;
 use crate::message::Message;
 
@@ -21,7 +21,7 @@ impl Channel {
         max: usize,
         msg_timeout: Duration,
         now: Instant,
-        out: &mut Vec<Message>,
+        out: &mut impl Deliver,
     ) -> usize {
         let Some(job) = st.job.as_mut() else { return 0 };
         let picks = match st.flights.client(client.id) {
@@ -29,9 +29,17 @@ impl Channel {
             None => Vec::new(),
         };
         let (msgs, loads) = jobs::remove_picked(&mut st.backlog.mem, picks);
-        let start = out.len();
-        let n = (st.flights).start(client, msgs.into_iter(), now + msg_timeout, now, out);
-        job.started(client, &out[start..], &loads);
+        // Job dispatch reads what started, so it is kept, then handed on.
+        let mut started: Vec<Message> = Vec::with_capacity(msgs.len());
+        let n = (st.flights).start(
+            client,
+            msgs.into_iter(),
+            now + msg_timeout,
+            now,
+            &mut started,
+        );
+        job.started(client, &started, &loads);
+        started.iter().for_each(|m| out.deliver(m));
         self.read_ahead(st);
         if n == 0 {
             st.waiters.park(client);

@@ -6,6 +6,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::client::Client;
+use crate::message::Message;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -14,6 +14,7 @@ use nsq_protocol::frame::encode_message_frame_head;
 use nsq_protocol::MessageId;
 use tokio::io::AsyncWrite;
 
+use crate::channel::Deliver;
 use crate::message::Message;
 
 /// Bodies from this size on are written from where they are: below it a
@@ -139,6 +140,13 @@ impl OutBuf {
     }
 }
 
+/// A channel encodes each delivery here as it goes into flight.
+impl Deliver for OutBuf {
+    fn deliver(&mut self, msg: &Message) {
+        self.push_message(msg);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +237,48 @@ mod tests {
             assert!(out.is_empty());
             assert_eq!(w.got, want, "step {step}");
             assert!(w.vectored_calls > 0, "large bodies go out vectored");
+        }
+    }
+
+    #[test]
+    fn a_take_encodes_each_delivery_as_it_goes_into_flight() {
+        use crate::channel::{Channel, ChannelLimits};
+        use crate::client::{Client, ClientState};
+        use std::sync::Arc;
+        let limits = ChannelLimits {
+            mem_queue_size: 100,
+            ..Default::default()
+        };
+        let ch = Channel::new("t".parse().unwrap(), "c".parse().unwrap(), limits, None);
+        let client = Arc::new(Client::new(1, "127.0.0.1:1".parse().unwrap(), 0));
+        client.set_state(ClientState::Subscribed);
+        ch.add_client(client.clone()).unwrap();
+        let msgs: Vec<Message> = [3, SHARED_BODY_MIN, 5]
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| message(i as u64 + 1, len))
+            .collect();
+        ch.put(&msgs);
+        let mut out = OutBuf::with_capacity(64);
+        let now = tokio::time::Instant::now();
+        let timeout = std::time::Duration::from_secs(60);
+        assert_eq!(ch.take(&client, 10, timeout, 0, now, &mut out), 3);
+        // The frames are those of the deliveries: first attempt each.
+        let mut want = BytesMut::new();
+        for m in &msgs {
+            let mut m = m.clone();
+            m.attempts = 1;
+            m.encode_frame(&mut want);
+        }
+        let mut got = Vec::new();
+        for piece in &out.sealed {
+            got.extend_from_slice(piece);
+        }
+        got.extend_from_slice(&out.tail);
+        assert_eq!(got, &want[..]);
+        assert_eq!(client.in_flight(), 3);
+        for m in &msgs {
+            ch.finish(client.id, m.id).expect("in flight");
         }
     }
 

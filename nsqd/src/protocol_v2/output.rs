@@ -204,20 +204,21 @@ impl<W: AsyncWrite + Unpin> Output<W> {
         if room == 0 {
             return false;
         }
-        let consumed = channel.take(
-            &shared.client,
-            room.min(TAKE_BATCH),
-            self.settings.msg_timeout,
-            self.settings.sample_rate,
-            Instant::now(),
-            &mut self.batch,
-        );
-        if let Some(r) = &shared.replicas {
-            r.filter_delivery(channel, shared.client.id, &mut self.batch);
-        }
-        for m in self.batch.drain(..) {
-            self.out.push_message(&m);
-        }
+        let (client, max, now) = (&shared.client, room.min(TAKE_BATCH), Instant::now());
+        let (timeout, rate) = (self.settings.msg_timeout, self.settings.sample_rate);
+        let consumed = match &shared.replicas {
+            // The frames are made as the messages go into flight.
+            None => channel.take(client, max, timeout, rate, now, &mut self.out),
+            // Replication may drop some first: copies, filtered.
+            Some(r) => {
+                let n = channel.take(client, max, timeout, rate, now, &mut self.batch);
+                r.filter_delivery(channel, client.id, &mut self.batch);
+                for m in self.batch.drain(..) {
+                    self.out.push_message(&m);
+                }
+                n
+            }
+        };
         // Everything taken may have been sampled out: there may be more.
         consumed > 0
     }

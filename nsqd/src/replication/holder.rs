@@ -274,7 +274,7 @@ fn submit(state: &OriginState, conn: u64, last: u64) -> Result<Option<(u64, u64)
     let i = &mut *i;
     Ok(i.journal.as_mut().map(|j| {
         let ticket = if j.wants_compaction(&i.shadow) {
-            j.compact(&i.shadow, i.hello.as_ref())
+            j.compact(&mut i.shadow, i.hello.as_ref())
         } else {
             j.submit()
         };

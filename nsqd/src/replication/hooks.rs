@@ -24,29 +24,28 @@ impl Replication {
     /// returning node learns what was taken over before it delivers.
     pub async fn start(self: &Arc<Self>, nsqd: &Arc<Nsqd>) -> Result<(), ReplicationError> {
         let _ = self.node.set(Arc::downgrade(nsqd));
-        if let Some(dir) = &self.cfg.journal_dir {
-            for o in &self.origins {
-                o.load_journal(dir).map_err(ReplicationError::Journal)?;
+        // Memory bounded like any queue: past --mem-queue-size a shadow
+        // channel (or what a topic holds) spills to disk. What the holder
+        // kept across its restart is loaded (the journal with --durable,
+        // else the snapshot of its last clean stop).
+        let limit = nsqd.opts.mem_queue_size.max(0) as usize;
+        let (data, dir) = (nsqd.opts.data_path(), &self.cfg.dir);
+        for o in &self.origins {
+            let to = spill::SpillTo::new(nsqd.disk_io.clone(), limit, &o.addr);
+            let (checks, rx) = tokio::sync::mpsc::unbounded_channel();
+            {
+                let mut i = o.lock();
+                i.shadow.set_spill(to);
+                i.shadow.set_drain_checks(checks);
             }
-        } else {
-            // Memory bounded like any queue: past --mem-queue-size a shadow
-            // channel spills to disk. (A durable holder keeps its shadow in
-            // memory: its journal snapshots are taken from there.)
-            let limit = nsqd.opts.mem_queue_size.max(0) as usize;
-            for o in &self.origins {
-                let dir = nsqd.opts.data_path();
-                match spill::remove_leftovers(&dir, &o.addr) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(peer = %o.addr, "REPLICA {}: removed {n} spill files of a previous run", o.addr)
-                    }
-                    Err(e) => {
-                        tracing::warn!(peer = %o.addr, "REPLICA {}: cannot remove old spill files - {e}", o.addr)
-                    }
-                }
-                let to = spill::SpillTo::new(nsqd.disk_io.clone(), limit, &o.addr);
-                o.lock().shadow.set_spill(to);
-            }
+            nsqd.tracker
+                .spawn(o.clone().check_drains(rx, nsqd.cancel.clone()));
+            o.load(dir, &data, self.cfg.journal_dir.is_some())
+                .map_err(ReplicationError::Journal)?;
+        }
+        if self.cfg.journal_dir.is_none() {
+            nsqd.tracker
+                .spawn(self.clone().keep_saved(nsqd.cancel.clone()));
         }
         let listener = self
             .listener

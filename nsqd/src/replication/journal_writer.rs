@@ -32,11 +32,16 @@ pub enum SyncError {
     Gone,
 }
 
+/// Spill queue writes a snapshot counts on: each answers once written
+/// (fsynced under `--durable`).
+pub type SpillWrites = Vec<tokio::sync::oneshot::Receiver<io::Result<()>>>;
+
 enum Job {
     /// Records to append.
     Append(u64, BytesMut),
-    /// A snapshot replacing the whole journal.
-    Replace(u64, BytesMut),
+    /// A snapshot replacing the whole journal, once the spill writes it
+    /// refers to are on disk.
+    Replace(u64, BytesMut, SpillWrites),
 }
 
 /// The link task's end: submits batches, waits for their tickets.
@@ -74,9 +79,10 @@ impl Writer {
         self.ticket
     }
 
-    /// Replace the journal with `snapshot`, after what was submitted.
-    pub fn replace(&mut self, snapshot: BytesMut) -> u64 {
-        self.send(|t| Job::Replace(t, snapshot));
+    /// Replace the journal with `snapshot`, after what was submitted and
+    /// once `spills` are on disk.
+    pub fn replace(&mut self, snapshot: BytesMut, spills: SpillWrites) -> u64 {
+        self.send(|t| Job::Replace(t, snapshot, spills));
         self.ticket
     }
 
@@ -123,7 +129,10 @@ fn run(path: PathBuf, mut file: File, rx: Receiver<Job>, report: watch::Sender<S
         for job in jobs {
             let (ticket, r) = match job {
                 Job::Append(t, b) => (t, file.write_all(&b)),
-                Job::Replace(t, b) => (t, replace(&path, &mut file, &b)),
+                Job::Replace(t, b, spills) => (
+                    t,
+                    spilled(spills).and_then(|()| replace(&path, &mut file, &b)),
+                ),
             };
             done = ticket;
             if result.is_ok() {
@@ -139,6 +148,16 @@ fn run(path: PathBuf, mut file: File, rx: Receiver<Job>, report: watch::Sender<S
         }
         report.send_replace(Synced { done, failed });
     }
+}
+
+/// Wait for the spill writes a snapshot refers to: until they are on
+/// disk, the journal's own records are the only copy of those messages.
+fn spilled(spills: SpillWrites) -> io::Result<()> {
+    for rx in spills {
+        rx.blocking_recv()
+            .unwrap_or_else(|_| Err(io::Error::other("disk I/O thread gone")))?;
+    }
+    Ok(())
 }
 
 /// Write `snapshot` aside, fsync it, rename it over the journal and go on
@@ -185,7 +204,7 @@ mod tests {
         // Appends before a snapshot land in the old file; after it, in the
         // new one.
         w.append(bytes(b"ef"));
-        w.replace(bytes(b"S"));
+        w.replace(bytes(b"S"), Vec::new());
         let t = w.append(bytes(b"gh"));
         waiter.wait(t).await.unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"Sgh");

@@ -83,27 +83,47 @@
 //! and each `Ack` covers a group. A copy survives the holder's own crash: restarted, it
 //! replays the journal, and takes the shadow over if the origin does not
 //! return within `--replica-takeover-after` (both machines lost power). An
-//! origin that does return sends `Reset` and a full copy as usual.
+//! origin that does return sends `Reset` and a full copy as usual. Once the
+//! journal has grown well past what the shadow keeps in memory it is
+//! rewritten as a snapshot: the memory part, and references to the spill
+//! queues (below) with the ids finished in them, written only once those
+//! queues' writes are fsynced.
+//!
+//! # Memory bound
+//! A shadow channel keeps `--mem-queue-size` messages in memory, and so
+//! does what a shadow topic holds before its first channel (or while
+//! paused); past that, the holder appends the rest to a disk queue of its
+//! own (`spill.rs`, `~replica~<origin>~<topic>~<channel>` or
+//! `~replica~<origin>~<topic>~~held` in `--data-path`, names no topic can
+//! take), durable or not. FINs of spilled messages go into a set bounded by
+//! the spilled count and are skipped when a takeover reads the queue back
+//! (then deletes it). A topic's first channel gets what the topic held: the
+//! held queue is read back into the channel's copy (on the link task: a
+//! large held queue holds up acknowledgements meanwhile, and past
+//! `--replica-timeout` the origin reconnects and sends a full copy). A spill queue is
+//! removed by a takeover, a `Reset` (full copy), the channel's emptying or
+//! deletion on the origin, and once the origin finished everything in it:
+//! when the count of its FINs says so (or says half, since a full copy may
+//! spill a message twice) the queue is scanned, removed if every message in
+//! it is finished, else its count is rebuilt from what it holds (FINs of
+//! ids inside its range that it never held may have been counted). The
+//! scan runs in a task of its own per origin, not on the link: reading a
+//! large queue does not hold up acknowledgements. [`origin_state::SHADOW_MAX_BYTES`] per origin
+//! still bounds the memory part (many channels with a large
+//! `--mem-queue-size`): a holder past it drops the link and the origin sees
+//! the peer `down`.
 //!
 //! # Limits of this version
-//! * A shadow channel keeps `--mem-queue-size` messages in memory; past
-//!   that, a non-durable holder appends the rest to a disk queue of its own
-//!   (`spill.rs`, `~replica~<origin>~<topic>~<channel>` in `--data-path`,
-//!   a name no topic can take). FINs of spilled messages go into a set
-//!   bounded by the spilled count and are skipped when a takeover reads the
-//!   queue back (then deletes it). A spill queue is removed by a takeover,
-//!   a `Reset` (full copy), or the channel's emptying or deletion on the
-//!   origin, not when the origin has finished everything in it: until then
-//!   its files and finished set stay (bounded by what was spilled).
-//! * Not spilled: what a topic holds before its first channel (or while
-//!   paused), and a durable holder's shadow (its journal snapshots are
-//!   taken from memory). Both stay in memory, bounded by
-//!   [`origin_state::SHADOW_MAX_BYTES`] per origin: a holder past it drops
-//!   the link and the origin sees the peer `down`.
-//! * A non-durable holder's shadow, spilled part included, does not survive
-//!   its restart: leftover spill files are removed at start, and the origin
-//!   sends a full copy again when it reconnects. Restarting the holder
-//!   while its origin is down therefore loses the holder's copy.
+//! * A non-durable holder keeps its shadow across a clean stop: it then
+//!   writes the same snapshot a durable holder's journal is rewritten as
+//!   (memory part, spill queues with their FINs, the origin's last Hello,
+//!   so a returning origin that restarted meanwhile is recognised), reads
+//!   it once at start and removes it. While it runs it saves the part that
+//!   refers to its spill queues every [`state::SAVE_EVERY`] when anything
+//!   changed, so after `kill -9` it keeps what it spilled (FINs of the last
+//!   seconds may be lost: duplicates at a takeover); its memory part is
+//!   lost, as with any non-durable queue. Spill files no saved snapshot
+//!   refers to are removed at start.
 //! * The link is authenticated (with a secret) but not encrypted: message
 //!   bodies cross it in the clear.
 //!

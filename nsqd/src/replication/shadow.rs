@@ -9,7 +9,7 @@ use nsq_protocol::{ChannelName, TopicName};
 
 use super::held_set::HeldSet;
 pub use super::spill::Held;
-use super::spill::{Spill, SpillTo};
+use super::spill::{Drain, DrainCheck, FinishedSet, Spill, SpillTo};
 use super::wire::{MetaOp, WireMessage};
 
 /// Recently finished ids a channel remembers, so an Append that arrives
@@ -28,31 +28,51 @@ pub struct ShadowChannel {
     recent_order: VecDeque<u64>,
 }
 
+/// Messages a spill still holds unfinished.
+fn live(s: &Option<Spill>) -> u64 {
+    s.as_ref().map_or(0, |s| s.finished.live())
+}
+
+/// Remove a spill's queue; what it held unfinished.
+fn drop_spill(s: &mut Option<Spill>) -> u64 {
+    s.take().map_or(0, |s| {
+        let live = s.finished.live();
+        s.delete();
+        live
+    })
+}
+
 impl ShadowChannel {
     /// Messages held, in memory and spilled.
     pub fn len(&self) -> usize {
-        self.msgs.len()
-            + self
-                .spilled
-                .as_ref()
-                .map_or(0, |s| s.finished.live() as usize)
+        self.msgs.len() + live(&self.spilled) as usize
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn drop_spill(&mut self) -> u64 {
-        self.spilled.take().map_or(0, |s| {
-            let live = s.finished.live();
-            s.delete();
-            live
-        })
-    }
-
     /// Ids the origin reported finished lately.
     pub fn recently_finished(&self) -> impl Iterator<Item = &u64> {
         self.recent_order.iter()
+    }
+
+    /// Place copies of `msgs` (not those finished lately) in this copy.
+    fn take_copies(
+        &mut self,
+        to: Option<&SpillTo>,
+        topic: &TopicName,
+        name: &ChannelName,
+        msgs: impl Iterator<Item = Held>,
+    ) -> Added {
+        let ShadowChannel {
+            msgs: mem,
+            spilled,
+            recent,
+            ..
+        } = self;
+        let fresh = msgs.filter(|h| !recent.contains(&h.msg.id));
+        place(mem, spilled, to, (topic, Some(name)), fresh)
     }
 
     fn remember_finished(&mut self, id: u64) {
@@ -72,6 +92,8 @@ pub struct ShadowTopic {
     pub paused: bool,
     /// What the origin's topic holds itself (no channel yet, or paused).
     pub held: HeldSet,
+    /// What of that did not fit in memory.
+    pub held_spill: Option<Spill>,
     pub channels: BTreeMap<ChannelName, ShadowChannel>,
 }
 
@@ -95,8 +117,61 @@ pub struct Shadow {
     pub topics: BTreeMap<TopicName, ShadowTopic>,
     messages: u64,
     bytes: u64,
-    /// Where channels past their memory bound spill (non-durable holders).
+    /// Where channels and held sets past their memory bound spill.
     spill_to: Option<SpillTo>,
+    /// Bumped by every change, so a save can tell whether anything did.
+    changes: u64,
+    /// Where drain checks go to be scanned off the link task (none: they
+    /// are scanned at once).
+    drains: Option<tokio::sync::mpsc::UnboundedSender<DrainCheck>>,
+}
+
+/// What placing messages added: in memory (count, bytes) and spilled.
+#[derive(Default)]
+struct Added {
+    msgs: u64,
+    bytes: u64,
+    spilled: u64,
+}
+
+impl Added {
+    fn plus(&mut self, a: Added) {
+        self.msgs += a.msgs;
+        self.bytes += a.bytes;
+        self.spilled += a.spilled;
+    }
+}
+
+/// Put `msgs` into `mem` up to the memory bound, the rest into `spill`
+/// (opened on first use as `topic`'s `channel` queue).
+fn place(
+    mem: &mut HeldSet,
+    spill: &mut Option<Spill>,
+    to: Option<&SpillTo>,
+    (topic, channel): (&TopicName, Option<&ChannelName>),
+    msgs: impl Iterator<Item = Held>,
+) -> Added {
+    let mut added = Added::default();
+    let limit = to.map_or(usize::MAX, |s| s.mem_limit);
+    let mut over = Vec::new();
+    for h in msgs {
+        if mem.len() >= limit {
+            if !mem.contains_key(&h.msg.id) {
+                over.push(h);
+            }
+        } else if !mem.contains_key(&h.msg.id) {
+            added.msgs += 1;
+            added.bytes += h.msg.body.len() as u64;
+            mem.insert(h.msg.id, h);
+        }
+    }
+    if let (Some(to), false) = (to, over.is_empty()) {
+        added.spilled = over.len() as u64;
+        spill
+            .get_or_insert_with(|| Spill::open(to, topic, channel, FinishedSet::default()))
+            .write(&over);
+    }
+    added
 }
 
 impl Shadow {
@@ -105,6 +180,7 @@ impl Shadow {
         self.messages
     }
 
+    /// Bytes of bodies held in memory.
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
@@ -113,24 +189,69 @@ impl Shadow {
         self.spill_to = Some(to);
     }
 
+    /// Scan spill queues that may be drained off the link task: checks go
+    /// to `tx`, results come back through [`Shadow::drain_checked`].
+    pub fn set_drain_checks(&mut self, tx: tokio::sync::mpsc::UnboundedSender<DrainCheck>) {
+        self.drains = Some(tx);
+    }
+
+    /// What a drain check's scan found (`None`: unreadable).
+    pub fn drain_checked(&mut self, check: DrainCheck, ids: Option<HashSet<u64>>) {
+        self.changes += 1;
+        let Some(ch) = self
+            .topics
+            .get_mut(&check.topic)
+            .and_then(|t| t.channels.get_mut(&check.channel))
+        else {
+            return;
+        };
+        let before = live(&ch.spilled);
+        match ch.spilled.as_mut() {
+            Some(s) if s.is(&check) => {
+                if s.checked(&check, ids) == Drain::Done {
+                    drop_spill(&mut ch.spilled);
+                }
+            }
+            _ => return,
+        }
+        let after = live(&ch.spilled);
+        self.messages = self.messages.saturating_sub(before) + after;
+    }
+
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    pub fn spill_to(&self) -> Option<&SpillTo> {
+        self.spill_to.as_ref()
+    }
+
     pub fn reset(&mut self) {
         for t in self.topics.values_mut() {
+            drop_spill(&mut t.held_spill);
             for ch in t.channels.values_mut() {
-                ch.drop_spill();
+                drop_spill(&mut ch.spilled);
             }
         }
-        let spill_to = self.spill_to.take();
+        let (spill_to, drains) = (self.spill_to.take(), self.drains.take());
         *self = Shadow {
             spill_to,
+            drains,
+            changes: self.changes + 1,
             ..Shadow::default()
         };
+    }
+
+    fn add(&mut self, a: &Added) {
+        self.messages += a.msgs + a.spilled;
+        self.bytes += a.bytes;
     }
 
     /// Spilled messages of channels going away: their queues too.
     fn spill_gone(&mut self, chans: impl IntoIterator<Item = ShadowChannel>) -> Vec<Held> {
         let mut gone = Vec::new();
         for mut ch in chans {
-            self.messages = self.messages.saturating_sub(ch.drop_spill());
+            self.messages = self.messages.saturating_sub(drop_spill(&mut ch.spilled));
             gone.extend(std::mem::take(&mut ch.msgs).into_values());
         }
         gone
@@ -160,75 +281,47 @@ impl Shadow {
         if topic.is_ephemeral() || channel.is_some_and(|c| c.is_ephemeral()) {
             return Ok(());
         }
+        self.changes += 1;
         if self.bytes > max_bytes {
             return Err(ShadowError::Full(self.bytes));
         }
-        // Counted as they go in: (messages, bytes) newly held.
-        let mut added = (0u64, 0u64);
+        let to = self.spill_to.as_ref();
         let t = match self.topics.get_mut(topic) {
             Some(t) => t,
             None => self.topics.entry(topic.clone()).or_default(),
         };
-        let mut hold = |into: &mut HeldSet, m: &WireMessage| {
-            if !into.contains_key(&m.id) {
-                into.insert(
-                    m.id,
-                    Held {
-                        msg: m.clone(),
-                        due,
-                    },
-                );
-                added.0 += 1;
-                added.1 += m.body.len() as u64;
-            }
-        };
-        let spill_to = self.spill_to.as_ref();
-        let mut into_channel = |name: &ChannelName, ch: &mut ShadowChannel| {
-            let mut spilled = Vec::new();
-            for m in msgs.iter().filter(|m| !ch.recent.contains(&m.id)) {
-                match spill_to {
-                    Some(_) if ch.msgs.len() >= spill_to.map_or(0, |s| s.mem_limit) => {
-                        if !ch.msgs.contains_key(&m.id) {
-                            spilled.push(Held {
-                                msg: m.clone(),
-                                due,
-                            });
-                        }
-                    }
-                    _ => hold(&mut ch.msgs, m),
-                }
-            }
-            if let (Some(to), false) = (spill_to, spilled.is_empty()) {
-                ch.spilled
-                    .get_or_insert_with(|| Spill::open(to, topic, name))
-                    .write(&spilled);
-            }
-            spilled.len() as u64
-        };
-        let mut spilled = 0;
+        let held = msgs.iter().map(|m| Held {
+            msg: m.clone(),
+            due,
+        });
+        let mut total = Added::default();
         match channel {
             Some(c) => {
                 let ch = t.channels.entry(c.clone()).or_default();
-                spilled += into_channel(c, ch);
+                total.plus(ch.take_copies(to, topic, c, held));
             }
             None if t.holding() => {
-                for m in msgs {
-                    hold(&mut t.held, m);
-                }
+                total.plus(place(
+                    &mut t.held,
+                    &mut t.held_spill,
+                    to,
+                    (topic, None),
+                    held,
+                ));
             }
             None => {
                 for (name, ch) in t.channels.iter_mut() {
-                    spilled += into_channel(name, ch);
+                    total.plus(ch.take_copies(to, topic, name, held.clone()));
                 }
             }
         }
-        self.messages += added.0 + spilled;
-        self.bytes += added.1;
+        self.add(&total);
         Ok(())
     }
 
     /// The origin's channel finished these messages.
     pub fn finish(&mut self, topic: &TopicName, channel: &ChannelName, ids: &[u64]) {
+        self.changes += 1;
         let Some(ch) = self
             .topics
             .get_mut(topic)
@@ -246,12 +339,38 @@ impl Shadow {
             }
             ch.remember_finished(*id);
         }
-        self.messages = self.messages.saturating_sub(spilled_done);
+        let before = live(&ch.spilled);
+        // Drained on the origin: the queue goes once a scan agrees (which
+        // also corrects a count that copies spilled twice kept up).
+        let check = ch.spilled.as_mut().filter(|_| spilled_done > 0);
+        if let Some((s, check)) = check.and_then(|s| s.wants_check(topic, channel).map(|c| (s, c)))
+        {
+            match &self.drains {
+                Some(tx) => {
+                    if let Err(back) = tx.send(check) {
+                        s.checked(&back.0, None);
+                    }
+                }
+                None => {
+                    let ids = s.ids_now();
+                    if s.checked(&check, ids) == Drain::Done {
+                        drop_spill(&mut ch.spilled);
+                    }
+                }
+            }
+        }
+        let after = live(&ch.spilled);
+        self.messages = self
+            .messages
+            .saturating_sub(spilled_done)
+            .saturating_sub(before)
+            + after;
         self.removed_all(gone.iter());
     }
 
     /// Mirror a topic or channel change made on the origin.
     pub fn meta(&mut self, op: MetaOp, topic: &TopicName, channel: Option<&ChannelName>) {
+        self.changes += 1;
         if topic.is_ephemeral() || channel.is_some_and(|c| c.is_ephemeral()) {
             return;
         }
@@ -262,7 +381,7 @@ impl Shadow {
                 if !t.channels.contains_key(c) {
                     t.channels.insert(c.clone(), ShadowChannel::default());
                     // The origin's first channel receives what its topic held.
-                    release(t);
+                    self.release(topic);
                 }
             }
             (MetaOp::ChannelDelete, Some(c)) => {
@@ -293,25 +412,133 @@ impl Shadow {
                 t.channels.entry(c.clone()).or_default().paused = op == MetaOp::ChannelPause;
             }
             (MetaOp::TopicDelete, _) => {
-                if let Some(t) = self.topics.remove(topic) {
+                if let Some(mut t) = self.topics.remove(topic) {
+                    let spilled = drop_spill(&mut t.held_spill);
+                    self.messages = self.messages.saturating_sub(spilled);
                     gone = self.spill_gone(t.channels.into_values());
                     gone.extend(t.held.into_values());
                 }
             }
             (MetaOp::TopicEmpty, _) => {
                 if let Some(t) = self.topics.get_mut(topic) {
+                    let spilled = drop_spill(&mut t.held_spill);
                     gone.extend(std::mem::take(&mut t.held).into_values());
+                    self.messages = self.messages.saturating_sub(spilled);
                 }
             }
             (MetaOp::TopicPause | MetaOp::TopicUnpause, _) => {
                 let t = self.topics.entry(topic.clone()).or_default();
                 t.paused = op == MetaOp::TopicPause;
-                release(t);
+                self.release(topic);
             }
             // A channel operation without a channel: nothing to do.
             _ => {}
         }
         self.removed_all(gone.iter());
+    }
+
+    /// Once a topic stops holding, each of its channels gets a copy of
+    /// what it held (what spilled is read back from its queue and placed
+    /// like any append, then the queue goes); the topic's copy goes away.
+    fn release(&mut self, topic: &TopicName) {
+        let to = self.spill_to.clone();
+        let Some(t) = self.topics.get_mut(topic) else {
+            return;
+        };
+        if t.holding() || (t.held.is_empty() && t.held_spill.is_none()) {
+            return;
+        }
+        let held = std::mem::take(&mut t.held);
+        let spilled = t.held_spill.take();
+        let gone = (
+            held.len() as u64 + live(&spilled),
+            held.values().map(|h| h.msg.body.len() as u64).sum::<u64>(),
+        );
+        let mut total = Added::default();
+        let mut give = |t: &mut ShadowTopic, step: &[Held]| {
+            for (name, ch) in t.channels.iter_mut() {
+                total.plus(ch.take_copies(to.as_ref(), topic, name, step.iter().cloned()));
+            }
+        };
+        give(t, &held.into_values().collect::<Vec<_>>());
+        if let Some(s) = spilled {
+            if let Err(e) = s.read_back(|step| give(t, &step)) {
+                tracing::error!(topic = %topic, "REPLICA: a held copy spilled to disk was not all read back - {e}");
+            }
+        }
+        self.messages = self.messages.saturating_sub(gone.0);
+        self.bytes = self.bytes.saturating_sub(gone.1);
+        self.add(&total);
+    }
+
+    /// A spilled queue a snapshot recorded: `channel`'s copy, or what
+    /// `topic` holds (`None`), with what of it the origin had finished.
+    pub fn restore_spill(
+        &mut self,
+        topic: &TopicName,
+        channel: Option<&ChannelName>,
+        finished: FinishedSet,
+    ) {
+        let Some(to) = self.spill_to.clone() else {
+            return;
+        };
+        let t = self.topics.entry(topic.clone()).or_default();
+        let slot = match channel {
+            Some(c) => &mut t.channels.entry(c.clone()).or_default().spilled,
+            None => &mut t.held_spill,
+        };
+        let old = live(slot);
+        let s = Spill::open(&to, topic, channel, finished);
+        let new = s.finished.live();
+        *slot = Some(s);
+        self.messages = self.messages.saturating_sub(old) + new;
+    }
+
+    /// Ids a snapshot recorded as finished in a spill queue it restored.
+    pub fn restore_finished(
+        &mut self,
+        topic: &TopicName,
+        channel: Option<&ChannelName>,
+        ids: &[u64],
+    ) {
+        let Some(t) = self.topics.get_mut(topic) else {
+            return;
+        };
+        let slot = match channel {
+            Some(c) => t.channels.get_mut(c).map(|c| &mut c.spilled),
+            None => Some(&mut t.held_spill),
+        };
+        if let Some(Some(s)) = slot {
+            let n = ids.iter().filter(|id| s.finished.finish(**id)).count() as u64;
+            self.messages = self.messages.saturating_sub(n);
+        }
+    }
+
+    /// The spill queues in use, by name.
+    pub fn spill_names(&self) -> HashSet<String> {
+        let mut names = HashSet::new();
+        for t in self.topics.values() {
+            names.extend(t.held_spill.iter().map(|s| s.name().to_string()));
+            for c in t.channels.values() {
+                names.extend(c.spilled.iter().map(|s| s.name().to_string()));
+            }
+        }
+        names
+    }
+
+    /// The results of the spill writes not yet waited for (a snapshot that
+    /// counts on them waits for these first).
+    pub fn take_spill_writes(
+        &mut self,
+    ) -> Vec<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+        let mut out = Vec::new();
+        for t in self.topics.values_mut() {
+            out.extend(t.held_spill.as_mut().and_then(|s| s.take_last_write()));
+            for c in t.channels.values_mut() {
+                out.extend(c.spilled.as_mut().and_then(|s| s.take_last_write()));
+            }
+        }
+        out
     }
 
     /// Everything held, for a takeover; the shadow is left empty.
@@ -322,101 +549,5 @@ impl Shadow {
     }
 }
 
-/// Once a topic stops holding, its channels get copies of what it held.
-fn release(t: &mut ShadowTopic) {
-    if t.holding() || t.held.is_empty() {
-        return;
-    }
-    let held = std::mem::take(&mut t.held);
-    let n = t.channels.len();
-    // Counted once per channel copy; the topic's copy goes away.
-    for (i, ch) in t.channels.values_mut().enumerate() {
-        if i + 1 == n {
-            ch.msgs.extend(held);
-            break;
-        }
-        ch.msgs.extend(held.iter().map(|(k, v)| (*k, v.clone())));
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use bytes::Bytes;
-
-    use super::*;
-
-    fn m(id: u64) -> WireMessage {
-        WireMessage {
-            id,
-            timestamp: 1,
-            attempts: 0,
-            body: Bytes::from_static(b"x"),
-        }
-    }
-
-    fn t() -> TopicName {
-        "t".parse().unwrap()
-    }
-
-    fn c(s: &str) -> ChannelName {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn fan_out_and_finish_per_channel() {
-        let mut s = Shadow::default();
-        s.meta(MetaOp::ChannelCreate, &t(), Some(&c("a")));
-        s.meta(MetaOp::ChannelCreate, &t(), Some(&c("b")));
-        s.append(&t(), None, 0, &[m(1), m(2)], u64::MAX).unwrap();
-        assert_eq!(s.depth(), 4);
-        s.finish(&t(), &c("a"), &[1, 2]);
-        s.finish(&t(), &c("b"), &[1]);
-        assert_eq!(s.depth(), 1);
-        assert!(s.topics[&t()].channels[&c("b")].msgs.contains_key(&2));
-    }
-
-    #[test]
-    fn held_until_first_channel_then_released() {
-        let mut s = Shadow::default();
-        s.append(&t(), None, 0, &[m(1)], u64::MAX).unwrap();
-        assert_eq!(s.topics[&t()].held.len(), 1);
-        s.meta(MetaOp::ChannelCreate, &t(), Some(&c("a")));
-        assert!(s.topics[&t()].held.is_empty());
-        assert_eq!(s.topics[&t()].channels[&c("a")].msgs.len(), 1);
-        assert_eq!(s.depth(), 1);
-    }
-
-    #[test]
-    fn a_finish_before_its_append_leaves_nothing_behind() {
-        let mut s = Shadow::default();
-        s.meta(MetaOp::ChannelCreate, &t(), Some(&c("a")));
-        s.finish(&t(), &c("a"), &[7]);
-        s.append(&t(), None, 0, &[m(7)], u64::MAX).unwrap();
-        assert_eq!(s.depth(), 0);
-    }
-
-    #[test]
-    fn ephemeral_is_not_shadowed_and_delete_and_empty_drop() {
-        let mut s = Shadow::default();
-        let e: TopicName = "x#ephemeral".parse().unwrap();
-        s.append(&e, None, 0, &[m(1)], u64::MAX).unwrap();
-        assert_eq!(s.depth(), 0);
-        s.meta(MetaOp::ChannelCreate, &t(), Some(&c("a")));
-        s.append(&t(), None, 0, &[m(1), m(2)], u64::MAX).unwrap();
-        s.meta(MetaOp::ChannelEmpty, &t(), Some(&c("a")));
-        assert_eq!(s.depth(), 0);
-        s.append(&t(), None, 0, &[m(3)], u64::MAX).unwrap();
-        s.meta(MetaOp::TopicDelete, &t(), None);
-        assert_eq!((s.depth(), s.bytes()), (0, 0));
-    }
-
-    #[test]
-    fn full_shadow_refuses() {
-        let mut s = Shadow::default();
-        s.append(&t(), None, 0, &[m(1), m(2)], 1).unwrap();
-        assert_eq!(
-            s.append(&t(), None, 0, &[m(3)], 1),
-            Err(ShadowError::Full(2))
-        );
-    }
-}
+mod tests;

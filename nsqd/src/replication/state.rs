@@ -17,6 +17,9 @@ use crate::message::IdGenerator;
 use crate::nsqd::Nsqd;
 use crate::replica_hooks::{ReplicaReport, ReplicationError};
 
+/// How often a non-durable holder saves what refers to its spill queues.
+pub const SAVE_EVERY: Duration = Duration::from_secs(2);
+
 /// Replication settings, from the flags.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -28,6 +31,9 @@ pub struct Config {
     pub min_acks: usize,
     /// `--durable`: where what this node holds for its peers is journaled.
     pub journal_dir: Option<std::path::PathBuf>,
+    /// Where what this node holds for its peers is found after a restart
+    /// (`<data-path>/replication`: journals, or snapshots of a clean stop).
+    pub dir: std::path::PathBuf,
 }
 
 /// Replication of one nsqd: its links to peers (as origin), its shadows of
@@ -82,6 +88,7 @@ impl Replication {
             takeover_after: *opts.replica_takeover_after,
             min_acks: opts.replica_min_acks.max(0) as usize,
             journal_dir: opts.durable.then(|| opts.data_path().join("replication")),
+            dir: opts.data_path().join("replication"),
         };
         Ok(Some(Arc::new(Replication {
             links: cfg
@@ -157,6 +164,34 @@ impl Replication {
         }
         for l in &self.links {
             l.finished(topic, channel, ids);
+        }
+    }
+
+    /// At a clean stop, once the links are down: keep what this node holds
+    /// for its peers for the next start (see [`OriginState::save`]).
+    pub async fn save(&self) {
+        for o in &self.origins {
+            if let Err(e) = o.save(&self.cfg.dir, true).await {
+                tracing::error!(peer = %o.addr, "REPLICA {}: shadow not saved; the next start begins without it - {e}", o.addr);
+            }
+        }
+    }
+
+    /// A non-durable holder, while it runs: every [`SAVE_EVERY`], save what
+    /// refers to its spill queues (see [`OriginState::save`]).
+    pub async fn keep_saved(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(SAVE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for o in &self.origins {
+                if let Err(e) = o.save(&self.cfg.dir, false).await {
+                    tracing::warn!(peer = %o.addr, "REPLICA {}: spill queues not saved - {e}", o.addr);
+                }
+            }
         }
     }
 

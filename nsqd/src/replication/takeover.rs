@@ -57,6 +57,7 @@ pub fn take_over(nsqd: &Arc<Nsqd>, repl: &Replication, origin: &OriginState, why
                 ids.extend(c.recently_finished());
             }
         }
+        // (Spilled ones are counted as they are read back.)
         i.taken_messages += topics
             .values()
             .map(|t| t.held.len() + t.channels.values().map(|c| c.msgs.len()).sum::<usize>())
@@ -72,16 +73,31 @@ pub fn take_over(nsqd: &Arc<Nsqd>, repl: &Replication, origin: &OriginState, why
     let now = Instant::now();
     let wall = unix_nanos();
     let mut total = 0u64;
-    for (name, t) in topics {
+    for (name, mut t) in topics {
         let topic = nsqd.get_topic(&name);
-        if !t.held.is_empty() {
-            total += t.held.len() as u64;
-            for h in t.held.into_values() {
+        let put_held = |held: Vec<super::shadow::Held>| {
+            for h in held {
                 let defer = (h.due > wall).then(|| Duration::from_nanos((h.due - wall) as u64));
                 if let Err(e) = topic.put(vec![h.msg.body.clone()], defer) {
                     error!(topic = %name, "REPLICA {}: taken-over message not stored - {e}", origin.addr);
                 }
             }
+        };
+        total += t.held.len() as u64;
+        put_held(std::mem::take(&mut t.held).into_values().collect());
+        if let Some(spill) = t.held_spill.take() {
+            let mut taken = Vec::new();
+            let read = spill.read_back(|step| {
+                taken.extend(step.iter().map(|h| h.msg.id));
+                put_held(step);
+            });
+            if let Err(e) = read {
+                error!(topic = %name, "REPLICA {}: spilled messages not all read back - {e}", origin.addr);
+            }
+            total += taken.len() as u64;
+            let mut i = origin.lock();
+            i.taken_messages += taken.len() as u64;
+            i.taken.entry(name.clone()).or_default().extend(taken);
         }
         for (cname, mut c) in t.channels {
             let (_, channel) = nsqd.get_topic_channel(&name, &cname);

@@ -406,7 +406,7 @@ impl AppendHead<'_> {
     }
 }
 
-fn put_str(out: &mut BytesMut, s: &str) {
+pub(super) fn put_str(out: &mut BytesMut, s: &str) {
     // Names are at most 64 bytes; origins are addresses. Longer is cut, and
     // the other side then refuses it as invalid.
     let b = &s.as_bytes()[..s.len().min(255)];
@@ -414,7 +414,7 @@ fn put_str(out: &mut BytesMut, s: &str) {
     out.put_slice(b);
 }
 
-fn put_ids(out: &mut BytesMut, ids: &[u64]) {
+pub(super) fn put_ids(out: &mut BytesMut, ids: &[u64]) {
     out.put_u32(ids.len() as u32);
     for id in ids {
         out.put_u64(*id);
@@ -443,7 +443,7 @@ fn get_u32(b: &mut Bytes) -> Result<u32, WireError> {
     take(b).map(u32::from_be_bytes)
 }
 
-fn get_u64(b: &mut Bytes) -> Result<u64, WireError> {
+pub(super) fn get_u64(b: &mut Bytes) -> Result<u64, WireError> {
     take(b).map(u64::from_be_bytes)
 }
 
@@ -455,11 +455,11 @@ fn get_str(b: &mut Bytes) -> Result<Bytes, WireError> {
     Ok(b.split_to(len))
 }
 
-fn get_topic(b: &mut Bytes) -> Result<TopicName, WireError> {
+pub(super) fn get_topic(b: &mut Bytes) -> Result<TopicName, WireError> {
     TopicName::new(&get_str(b)?).ok_or(WireError::Name)
 }
 
-fn get_channel(b: &mut Bytes) -> Result<Option<ChannelName>, WireError> {
+pub(super) fn get_channel(b: &mut Bytes) -> Result<Option<ChannelName>, WireError> {
     let s = get_str(b)?;
     if s.is_empty() {
         return Ok(None);
@@ -477,7 +477,7 @@ fn get_count(b: &mut Bytes, min_size: usize) -> Result<usize, WireError> {
     Ok(n)
 }
 
-fn get_ids(b: &mut Bytes) -> Result<Vec<u64>, WireError> {
+pub(super) fn get_ids(b: &mut Bytes) -> Result<Vec<u64>, WireError> {
     let n = get_count(b, 8)?;
     Ok((0..n).map(|_| b.get_u64()).collect())
 }

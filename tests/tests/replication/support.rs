@@ -3,6 +3,9 @@
 //! messages, publishers, consumers that find nodes through lookupd, and
 //! nftables partitions that the test creates and removes itself.
 
+// Shared by several test binaries, each using a part.
+#![allow(dead_code)]
+
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -537,4 +540,143 @@ impl Drop for Partition {
     fn drop(&mut self) {
         let _ = nft(&["delete", "table", "inet", &self.table]);
     }
+}
+
+/// Resident memory of process `pid` (`/proc/PID/statm`, 4 KiB pages).
+pub fn resident_bytes(pid: u32) -> u64 {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).expect("statm");
+    let pages: u64 = statm
+        .split(' ')
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("resident pages");
+    pages * 4096
+}
+
+/// A peer's spill files (`~replica~...`) in `dir`.
+pub fn spill_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("~replica~"))
+        .collect()
+}
+
+/// Publish `n` unique bodies of `body` bytes to `node` in MPUBs of 50,
+/// each acknowledged before the next; every one goes on the ledger.
+pub async fn mpub_sized(node: &Node, prefix: &str, n: usize, body: usize, ledger: &Shared) {
+    let mut conn = RawConn::connect(node.tcp_addr()).await;
+    for batch in 0..n.div_ceil(50) {
+        let bodies: Vec<Bytes> = (0..50.min(n - batch * 50))
+            .map(|k| {
+                let mut b = format!("{prefix}-{batch}-{k}-").into_bytes();
+                b.resize(body.max(b.len()), b'.');
+                Bytes::from(b)
+            })
+            .collect();
+        let mpub = Command::Mpub {
+            topic: topic(TOPIC),
+            bodies: bodies.clone().into(),
+        };
+        conn.write_raw(&encode(&mpub)).await;
+        match conn.read_frame().await {
+            Frame::Response(r) if &r[..] == b"OK" => {}
+            other => node.fail(&format!("MPUB {batch}: {other:?}")),
+        }
+        ledger.lock().unwrap().acked.extend(bodies);
+    }
+}
+
+/// Subscribe to `node`'s channel and FIN the first `n` messages it
+/// delivers (on the ledger); the connection, still subscribed.
+pub async fn finish_on(node: &Node, n: usize, ledger: &Shared) -> RawConn {
+    let mut c = RawConn::connect(node.tcp_addr()).await;
+    let sub = Command::Sub {
+        topic: topic(TOPIC),
+        channel: channel(CHANNEL),
+    };
+    c.write_raw(&encode(&sub)).await;
+    c.write_raw(&encode(&Command::Rdy(RDY))).await;
+    let mut got = 0;
+    while got < n {
+        match c.read_frame().await {
+            Frame::Message(m) => {
+                got += 1;
+                *ledger.lock().unwrap().received.entry(m.body).or_default() += 1;
+                c.write_raw(&encode(&Command::Fin(m.id))).await;
+            }
+            Frame::Response(_) => {}
+            other => node.fail(&format!("consumer of {}: {other:?}", node.ip)),
+        }
+    }
+    c
+}
+
+impl Node {
+    /// `/stats` of this node: records sent to its peer and not yet
+    /// acknowledged.
+    pub fn lag(&self) -> Result<u64, String> {
+        let r = http_get(self.http_addr(), "/stats?format=json").map_err(|e| e.to_string())?;
+        r.json()["replicas"][0]["lag_messages"]
+            .as_u64()
+            .ok_or_else(|| "no lag_messages".to_string())
+    }
+
+    /// Wait until this node's peer holds `n` of its messages.
+    pub async fn wait_holds(&self, peer: &Node, n: u64, limit: Duration) {
+        let what = format!("{} holds {n} of {}'s messages", peer.ip, self.ip);
+        peer.wait_for(limit, &what, || match peer.replica() {
+            Ok((_, d, _)) if d == n => Ok(()),
+            other => Err(format!("{other:?}")),
+        })
+        .await;
+    }
+}
+
+/// Publish `n` bodies of `body` bytes to A (see [`mpub_sized`]), wait
+/// until B holds them all, and check that B's resident memory grew by less
+/// than `1/fraction` of what was published (its copy went to disk).
+/// Returns the bytes published.
+pub async fn fill_past_memory(
+    pair: &Pair,
+    prefix: &str,
+    n: usize,
+    body: usize,
+    ledger: &Shared,
+    fraction: u64,
+) -> u64 {
+    let before = resident_bytes(pair.b.d().pid());
+    mpub_sized(&pair.a, prefix, n, body, ledger).await;
+    pair.a
+        .wait_holds(&pair.b, n as u64, Duration::from_secs(30))
+        .await;
+    let grown = resident_bytes(pair.b.d().pid()).saturating_sub(before);
+    let published = (n * body) as u64;
+    eprintln!("B grew by {grown} bytes holding {published}");
+    assert!(
+        grown < published / fraction,
+        "B grew by {grown} bytes holding {published} bytes of A's"
+    );
+    published
+}
+
+/// B takes A's messages over now (`POST /replica/takeover`), `left` of them.
+pub fn take_over_now(pair: &Pair, left: u64) {
+    let peer = pair.a.repl_addr();
+    let r = pair
+        .b
+        .d()
+        .http_post(&format!("/replica/takeover?peer={peer}"), b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["taken_over"], left);
+}
+
+/// Consume from B until every acknowledged message was delivered and its
+/// channel is empty; exactly `n` bodies, none twice.
+pub async fn b_delivers_exactly(pair: &Pair, ledger: &Shared, n: usize, limit: Duration) {
+    pair.consume_all(ledger, &pair.b, limit, &pair.b).await;
+    let l = ledger.lock().unwrap();
+    assert_eq!(l.received.len(), n, "deliveries of unknown bodies");
+    assert_eq!(l.duplicates(), 0, "finished or spilled ones twice");
 }
