@@ -401,14 +401,19 @@ mod tests {
         out
     }
 
+    /// A link on connection 1, in sync.
+    fn in_sync_link() -> PeerLink {
+        let link = PeerLink::new("peer".into());
+        let mut o = link.lock();
+        o.conn = 1;
+        o.status = LinkStatus::InSync;
+        drop(o);
+        link
+    }
+
     #[test]
     fn drain_hands_over_every_record_up_to_the_sequence_it_returns() {
-        let link = PeerLink::new("peer".into());
-        {
-            let mut o = link.lock();
-            o.conn = 1;
-            o.status = LinkStatus::InSync;
-        }
+        let link = in_sync_link();
         let topic: TopicName = "t".parse().unwrap();
         let channel: ChannelName = "c".parse().unwrap();
         let batch = Packed::pack(&[Bytes::from_static(b"x")], 7, 1);
@@ -434,12 +439,7 @@ mod tests {
 
     #[test]
     fn a_publish_goes_out_as_queued_its_bodies_shared_not_copied() {
-        let link = PeerLink::new("peer".into());
-        {
-            let mut o = link.lock();
-            o.conn = 1;
-            o.status = LinkStatus::InSync;
-        }
+        let link = in_sync_link();
         let topic: TopicName = "t".parse().unwrap();
         let bodies = [Bytes::from_static(b"one"), Bytes::from_static(b"")];
         let a = Packed::pack(&bodies, 41, 5);
