@@ -12,6 +12,7 @@ use std::time::Duration;
 use nsq_protocol::{ChannelName, TopicName};
 use serde::Serialize;
 
+use crate::backlog::Packed;
 use crate::channel::{Channel, ChannelEvents};
 use crate::message::Message;
 use crate::topic::Topic;
@@ -72,8 +73,9 @@ pub trait ReplicaHooks: Send + Sync {
     /// Before a publish: `Err` when fewer peers are in sync than required;
     /// `Ok(true)` when the messages must be kept for [`Self::replicate`].
     fn before_put(&self, topic: &Topic) -> Result<bool, ReplicaRefused>;
-    /// After a publish put `msgs` into `topic`: send them to the peers.
-    fn replicate(&self, topic: &Topic, msgs: &[Message], defer: Option<Duration>) -> Acked;
+    /// After a publish put `msgs` into `topic`: send them to the peers
+    /// (packed as queued, so their bodies go out without another copy).
+    fn replicate(&self, topic: &Topic, msgs: &[Packed], defer: Option<Duration>) -> Acked;
     /// A channel finished messages outside a client's FIN (dead letters).
     fn finished_ids(&self, channel: &Channel, ids: &[u64]);
     /// A topic or channel change to mirror (creations before the channel

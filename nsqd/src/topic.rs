@@ -207,13 +207,13 @@ impl Topic {
         self.put_kept(bodies.into(), defer, None)
     }
 
-    /// [`Topic::put`], also handing copies of the new messages to `kept`
-    /// (for replication).
+    /// [`Topic::put`], also handing the new messages to `kept` (for
+    /// replication): packed, sharing their bodies' buffer.
     pub fn put_kept(
         &self,
         bodies: Bodies,
         defer: Option<Duration>,
-        kept: Option<&mut Vec<Message>>,
+        kept: Option<&mut Vec<Packed>>,
     ) -> Result<Vec<DiskWrite>, PutError> {
         let n = bodies.len();
         let body_bytes = bodies.body_bytes() as u64;
@@ -226,6 +226,11 @@ impl Topic {
         let (packed, bodies) = match n > 1 && due.is_none() {
             true => (Some(Packed::new(bodies)), None),
             false => (None, Some(bodies)),
+        };
+        // A list kept for replication is packed here too (one copy).
+        let list_kept = match (&kept, &bodies) {
+            (Some(_), Some(b)) => Some(Packed::new(b.clone())),
+            _ => None,
         };
         let mut st = self.lock();
         if self.is_deleted() {
@@ -249,7 +254,7 @@ impl Topic {
         if let Some(packed) = packed {
             let packed = packed.stamped(first, now_nanos);
             if let Some(kept) = kept {
-                kept.extend(packed.messages());
+                kept.push(packed.clone());
             }
             if st.holding() {
                 let others = st.held_deferred.len();
@@ -269,8 +274,8 @@ impl Topic {
                 m
             })
             .collect();
-        if let Some(kept) = kept {
-            kept.extend_from_slice(&msgs);
+        if let (Some(kept), Some(p)) = (kept, list_kept) {
+            kept.push(p.stamped(first, now_nanos));
         }
         if st.holding() {
             writes.extend(self.hold(&mut st, &msgs, due));

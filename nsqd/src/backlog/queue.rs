@@ -53,6 +53,12 @@ impl Packed {
         }
     }
 
+    /// The bodies left as `([u32 len][body])×n`, the ID of the first, and
+    /// the timestamp they share (what a replication link sends as it is).
+    pub fn parts(&self) -> (&Bytes, u64, i64) {
+        (&self.data, self.next_id, self.timestamp)
+    }
+
     /// Messages left.
     pub fn len(&self) -> usize {
         self.left

@@ -8,6 +8,7 @@ use nsq_protocol::{ChannelName, TopicName};
 
 use super::state::Replication;
 use super::{holder, origin, spill, takeover};
+use crate::backlog::Packed;
 use crate::channel::{Channel, ChannelEvents};
 use crate::message::{unix_nanos, Message};
 use crate::nsqd::Nsqd;
@@ -91,7 +92,7 @@ impl ReplicaHooks for Replication {
         Ok(true)
     }
 
-    fn replicate(&self, topic: &Topic, msgs: &[Message], defer: Option<Duration>) -> Acked {
+    fn replicate(&self, topic: &Topic, msgs: &[Packed], defer: Option<Duration>) -> Acked {
         let due = defer
             .filter(|d| !d.is_zero())
             .map_or(0, |d| unix_nanos().saturating_add(d.as_nanos() as i64));

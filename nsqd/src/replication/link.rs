@@ -7,13 +7,15 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use std::io::IoSlice;
+
+use bytes::{Bytes, BytesMut};
 use nsq_protocol::{ChannelName, TopicName};
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
 
 use super::wire::{AppendHead, Frame, MetaOp, WireMessage};
-use crate::message::Message;
+use crate::backlog::Packed;
 
 /// FINs are gathered this long before they go to the peer as one record.
 pub(super) const FINISH_FLUSH: Duration = Duration::from_millis(25);
@@ -51,13 +53,50 @@ pub(super) struct Outbox {
     pub(super) seq: u64,
     /// `catching_up` ends once the peer acknowledged this.
     pub(super) catch_target: u64,
-    /// Records queued and not yet written, encoded.
-    pub(super) out: BytesMut,
+    /// Records queued and not yet written.
+    pub(super) out: Outgoing,
     /// (seq, messages, bytes) of records not yet acknowledged.
     pub(super) unacked: VecDeque<(u64, u64, u64)>,
     pub(super) lag_messages: u64,
     pub(super) lag_bytes: u64,
     pub(super) finishes: HashMap<(TopicName, ChannelName), Vec<u64>>,
+}
+
+/// Records to write: encoded bytes, with publishes' bodies (shared with
+/// the queues, never copied here) to go between them.
+#[derive(Debug, Default)]
+pub(super) struct Outgoing {
+    pub(super) bytes: BytesMut,
+    /// Bodies to write after the first `.0` bytes of `bytes`, in order.
+    pub(super) pieces: Vec<(usize, Bytes)>,
+}
+
+impl Outgoing {
+    pub(super) fn is_empty(&self) -> bool {
+        self.bytes.is_empty() && self.pieces.is_empty()
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.bytes.clear();
+        self.pieces.clear();
+    }
+
+    /// Everything, in order, as slices for one vectored write.
+    pub(super) fn slices(&self) -> Vec<IoSlice<'_>> {
+        let mut v = Vec::with_capacity(2 * self.pieces.len() + 1);
+        let mut at = 0;
+        for (until, piece) in &self.pieces {
+            if *until > at {
+                v.push(IoSlice::new(&self.bytes[at..*until]));
+            }
+            v.push(IoSlice::new(piece));
+            at = *until;
+        }
+        if self.bytes.len() > at {
+            v.push(IoSlice::new(&self.bytes[at..]));
+        }
+        v
+    }
 }
 
 /// A publish waiting for a peer's acknowledgement.
@@ -90,7 +129,7 @@ impl Outbox {
     /// Queue a record of the stream under the next sequence number.
     pub(super) fn push_record(&mut self, record: impl FnOnce(u64) -> Frame) -> u64 {
         self.seq += 1;
-        record(self.seq).encode(&mut self.out);
+        record(self.seq).encode(&mut self.out.bytes);
         self.seq
     }
 
@@ -158,7 +197,7 @@ impl PeerLink {
                 conn: 0,
                 seq: 0,
                 catch_target: 0,
-                out: BytesMut::new(),
+                out: Outgoing::default(),
                 unacked: VecDeque::new(),
                 lag_messages: 0,
                 lag_bytes: 0,
@@ -197,25 +236,31 @@ impl PeerLink {
         let _ = rx.wait_for(|done| *done).await;
     }
 
-    /// Queue a publish; `None` while the link is down.
-    pub fn append(&self, topic: &TopicName, due: i64, msgs: &[Message]) -> Option<AckWait> {
+    /// Queue a publish (one record per batch; their bodies are shared,
+    /// not copied); `None` while the link is down.
+    pub fn append(&self, topic: &TopicName, due: i64, batches: &[Packed]) -> Option<AckWait> {
         let mut o = self.lock();
         if o.status == LinkStatus::Down {
             return None;
         }
-        let bytes: u64 = msgs.iter().map(|m| m.body.len() as u64).sum();
-        o.seq += 1;
-        let seq = o.seq;
-        let head = AppendHead {
-            seq,
-            topic,
-            channel: None,
-            due,
-        };
-        head.encode(&mut o.out, msgs);
-        o.unacked.push_back((seq, msgs.len() as u64, bytes));
-        o.lag_messages += msgs.len() as u64;
-        o.lag_bytes += bytes;
+        let mut seq = o.seq;
+        for batch in batches {
+            seq += 1;
+            let head = AppendHead {
+                seq,
+                topic,
+                channel: None,
+                due,
+            };
+            let out = &mut o.out;
+            let bodies = head.encode(&mut out.bytes, batch);
+            let bytes = (bodies.len() - 4 * batch.len()) as u64;
+            out.pieces.push((out.bytes.len(), bodies));
+            o.unacked.push_back((seq, batch.len() as u64, bytes));
+            o.lag_messages += batch.len() as u64;
+            o.lag_bytes += bytes;
+        }
+        o.seq = seq;
         let wait = AckWait {
             conn: o.conn,
             seq,
@@ -288,14 +333,14 @@ impl PeerLink {
         self.acked.send_replace((conn, seq));
     }
 
-    /// Everything queued, as bytes to write (into `buf`, which is empty:
+    /// Everything queued, to write (into `buf`, which is empty:
     /// the two buffers trade places, so neither is copied nor reallocated);
     /// gathered FINs become records. `Err` when the backlog passed its
     /// bound.
     /// Returns the sequence number every record up to which is now in
     /// `buf` or already written (what a Ping may claim: taken under the
     /// same lock, so a record queued just after is never covered by it).
-    pub(super) fn drain(&self, conn: u64, buf: &mut BytesMut) -> Result<u64, &'static str> {
+    pub(super) fn drain(&self, conn: u64, buf: &mut Outgoing) -> Result<u64, &'static str> {
         let mut o = self.lock();
         if o.conn != conn {
             return Err("replaced");
@@ -342,7 +387,11 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn decode_all(mut b: BytesMut) -> Vec<Frame> {
+    fn decode_all(o: Outgoing) -> Vec<Frame> {
+        let mut b = BytesMut::new();
+        for s in o.slices() {
+            b.extend_from_slice(&s);
+        }
         let mut out = Vec::new();
         while !b.is_empty() {
             let size = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
@@ -352,29 +401,29 @@ mod tests {
         out
     }
 
+    /// A link on connection 1, in sync.
+    fn in_sync_link() -> PeerLink {
+        let link = PeerLink::new("peer".into());
+        let mut o = link.lock();
+        o.conn = 1;
+        o.status = LinkStatus::InSync;
+        drop(o);
+        link
+    }
+
     #[test]
     fn drain_hands_over_every_record_up_to_the_sequence_it_returns() {
-        let link = PeerLink::new("peer".into());
-        {
-            let mut o = link.lock();
-            o.conn = 1;
-            o.status = LinkStatus::InSync;
-        }
+        let link = in_sync_link();
         let topic: TopicName = "t".parse().unwrap();
         let channel: ChannelName = "c".parse().unwrap();
-        let msg = Message {
-            id: 7,
-            timestamp: 1,
-            attempts: 0,
-            body: Bytes::from_static(b"x"),
-        };
-        let wait = link.append(&topic, 0, &[msg]).unwrap();
+        let batch = Packed::pack(&[Bytes::from_static(b"x")], 7, 1);
+        let wait = link.append(&topic, 0, &[batch]).unwrap();
         link.finished(&topic, &channel, &[7]);
-        let mut buf = BytesMut::new();
+        let mut buf = Outgoing::default();
         let seq = link.drain(1, &mut buf).unwrap();
         // The Append and the FIN record made from what was gathered: a
         // Ping claiming `seq` follows them on the link.
-        let frames = decode_all(buf.split());
+        let frames = decode_all(std::mem::take(&mut buf));
         assert_eq!(
             frames.iter().filter_map(Frame::seq).collect::<Vec<_>>(),
             [1, 2]
@@ -385,6 +434,39 @@ mod tests {
         link.meta(MetaOp::ChannelPause, &topic, Some(&channel));
         assert_eq!(link.drain(1, &mut buf).unwrap(), 3);
         assert_eq!(decode_all(buf).len(), 1);
-        assert_eq!(link.drain(2, &mut BytesMut::new()), Err("replaced"));
+        assert_eq!(link.drain(2, &mut Outgoing::default()), Err("replaced"));
+    }
+
+    #[test]
+    fn a_publish_goes_out_as_queued_its_bodies_shared_not_copied() {
+        let link = in_sync_link();
+        let topic: TopicName = "t".parse().unwrap();
+        let bodies = [Bytes::from_static(b"one"), Bytes::from_static(b"")];
+        let a = Packed::pack(&bodies, 41, 5);
+        let b = Packed::pack(&[Bytes::from_static(b"three")], 90, 6);
+        let wait = link.append(&topic, 0, &[a.clone(), b]).unwrap();
+        assert_eq!(wait.seq, 2);
+        assert_eq!(link.status(), (LinkStatus::InSync, 3, 8));
+        let mut buf = Outgoing::default();
+        link.drain(1, &mut buf).unwrap();
+        // The queued buffer itself goes on the link.
+        assert_eq!(buf.pieces[0].1.as_ptr(), a.parts().0.as_ptr());
+        let frames = decode_all(buf);
+        let Frame::Append { seq: 1, msgs, .. } = &frames[0] else {
+            panic!("{frames:?}");
+        };
+        let got: Vec<_> = msgs
+            .iter()
+            .map(|m| (m.id, m.timestamp, m.attempts, m.body.clone()))
+            .collect();
+        let want: Vec<_> = a
+            .messages()
+            .map(|m| (m.id, m.timestamp, 0, m.body))
+            .collect();
+        assert_eq!(got, want);
+        let Frame::Append { seq: 2, msgs, .. } = &frames[1] else {
+            panic!("{frames:?}");
+        };
+        assert_eq!((msgs[0].id, &msgs[0].body[..]), (90, &b"three"[..]));
     }
 }

@@ -2,6 +2,7 @@
 //! the full copy, and the task that writes records and reads acks (the
 //! shared state is `link.rs`).
 
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use tracing::{info, warn};
 
 use super::codec::{FrameReader, ReadError};
 use super::full_copy::{copy_disk, copy_memory, CopyError};
-use super::link::{LinkStatus, PeerLink, FINISH_FLUSH};
+use super::link::{LinkStatus, Outgoing, PeerLink, FINISH_FLUSH};
 use super::peer_auth::{self, Claim, Role};
 use super::state::Replication;
 use super::wire::{Frame, WireError, HELLO_MAX, MAX_FRAME, VERSION};
@@ -21,6 +22,8 @@ use crate::nsqd::Nsqd;
 
 /// Wait between connection attempts.
 const RECONNECT: Duration = Duration::from_millis(250);
+/// Most slices one vectored write is given (Linux's IOV_MAX).
+const MAX_SLICES: usize = 1024;
 /// Most capacity the link's write buffer keeps between writes.
 const KEEP_CAPACITY: usize = 8 * 1024 * 1024;
 
@@ -135,6 +138,23 @@ async fn connect(identity: &str, peer: &str) -> std::io::Result<TcpStream> {
     socket.connect(peer_addr).await
 }
 
+/// Write every slice, as few system calls as the socket takes.
+async fn write_all_vectored(
+    write: &mut (impl AsyncWriteExt + Unpin),
+    mut slices: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    while !slices.is_empty() {
+        // At most IOV_MAX slices per call; the rest in the next.
+        let n = slices.len().min(MAX_SLICES);
+        let written = write.write_vectored(&slices[..n]).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, written);
+    }
+    Ok(())
+}
+
 async fn session(
     repl: &Arc<Replication>,
     nsqd: &Arc<Nsqd>,
@@ -202,6 +222,10 @@ async fn session(
     }
     let conn = connected(link, nsqd, repl);
     link.first.send_replace(true);
+    let mut buf = Outgoing {
+        bytes: buf,
+        ..Outgoing::default()
+    };
     let writer = async {
         let mut last_write = Instant::now();
         // One timer for the life of the link (not one per wake-up): FINs
@@ -215,14 +239,14 @@ async fn session(
             }
             let seq = link.drain(conn, &mut buf).map_err(SessionError::Backlog)?;
             if buf.is_empty() && last_write.elapsed() >= timeout / 4 {
-                Frame::Ping { seq }.encode(&mut buf);
+                Frame::Ping { seq }.encode(&mut buf.bytes);
             }
             if !buf.is_empty() {
-                write.write_all(&buf).await?;
+                write_all_vectored(&mut write, &mut buf.slices()).await?;
                 buf.clear();
-                if buf.capacity() > KEEP_CAPACITY {
+                if buf.bytes.capacity() > KEEP_CAPACITY {
                     // A full copy's burst: do not hold on to it.
-                    buf = BytesMut::new();
+                    buf.bytes = BytesMut::new();
                 }
                 last_write = Instant::now();
             }

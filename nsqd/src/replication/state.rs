@@ -13,7 +13,7 @@ use super::origin_state::OriginState;
 use super::peer_auth::PeerSecret;
 use super::return_filter::ReturnFilter;
 use super::wire::MetaOp;
-use crate::message::{IdGenerator, Message};
+use crate::message::IdGenerator;
 use crate::nsqd::Nsqd;
 use crate::replica_hooks::{ReplicaReport, ReplicationError};
 
@@ -122,7 +122,7 @@ impl Replication {
         &self,
         topic: &TopicName,
         due: i64,
-        msgs: &[Message],
+        msgs: &[crate::backlog::Packed],
     ) -> impl std::future::Future<Output = usize> + Send + 'static {
         let waits: Vec<_> = self
             .links

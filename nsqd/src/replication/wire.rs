@@ -10,7 +10,8 @@
 //! Welcome   2  taken_over:u64               (messages the holder took over)
 //! Reset     3  seq:u64
 //! Append    4  seq:u64 topic:string channel:string due:i64 count:u32
-//!              { id:u64 timestamp:i64 attempts:u16 len:u32 body }*
+//!              { id:u64 timestamp:i64 attempts:u16 }*count
+//!              { len:u32 body }*count
 //! Finish    5  seq:u64 topic:string channel:string count:u32 id:u64*
 //! Meta      6  seq:u64 op:u8 topic:string channel:string
 //! Ack       7  seq:u64
@@ -20,15 +21,18 @@
 //! ```
 //!
 //! `channel` is empty for a topic-wide record. `due` is Unix nanoseconds,
-//! 0 for "now".
+//! 0 for "now". An Append's bodies come last, in the layout an MPUB's
+//! bodies have in memory (`backlog::Packed`), so a publish's batch goes on
+//! the link as it is queued, after a small head, without another copy.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use nsq_protocol::{ChannelName, TopicName};
 
-use crate::message::Message;
+use crate::backlog::Packed;
+use crate::message::{id_after, Message};
 
 /// The link's protocol version, sent in Hello.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Largest frame either side accepts. An Append batch of MPUB bodies is the
 /// largest frame; MPUB bodies are capped by `--max-body-size` (5 MiB by
 /// default), so this leaves room and still bounds a hostile peer.
@@ -222,10 +226,13 @@ impl Frame {
                     channel: channel.as_ref(),
                     due: *due,
                 };
-                let msgs = msgs
-                    .iter()
-                    .map(|m| (m.id, m.timestamp, m.attempts, &m.body[..]));
-                head.put_payload(out, msgs.len(), msgs);
+                let metas = msgs.iter().map(|m| (m.id, m.timestamp, m.attempts));
+                head.put_head(out, msgs.len(), metas);
+                for m in msgs {
+                    // A body is bounded by the frame limit, far below 4 GiB.
+                    out.put_u32(m.body.len() as u32);
+                    out.put_slice(&m.body);
+                }
             }
             Frame::Finish {
                 seq,
@@ -287,11 +294,13 @@ impl Frame {
                 let channel = get_channel(&mut b)?;
                 let due = get_u64(&mut b)? as i64;
                 let count = get_count(&mut b, 22)?;
+                // Within the frame: the count was checked against it.
+                let mut metas = b.split_to(count * 18);
                 let mut held = Vec::with_capacity(count);
                 for _ in 0..count {
-                    let id = get_u64(&mut b)?;
-                    let timestamp = get_u64(&mut b)? as i64;
-                    let attempts = get_u16(&mut b)?;
+                    let id = get_u64(&mut metas)?;
+                    let timestamp = get_u64(&mut metas)? as i64;
+                    let attempts = get_u16(&mut metas)?;
                     let len = get_u32(&mut b)? as usize;
                     if b.remaining() < len {
                         return Err(WireError::Truncated);
@@ -356,37 +365,43 @@ pub struct AppendHead<'a> {
 }
 
 impl AppendHead<'_> {
-    /// The whole Append frame for `msgs`, encoded straight from this
-    /// node's messages (no intermediate [`Frame`]): what a publish queues.
-    pub fn encode(&self, out: &mut BytesMut, msgs: &[Message]) {
+    /// The head of a publish's Append frame for `batch`, encoded straight
+    /// from the queued batch (no intermediate [`Frame`]), the frame's size
+    /// counting the bodies; returns the bodies, which follow the head on the
+    /// link as they are (shared, not copied).
+    pub fn encode(&self, out: &mut BytesMut, batch: &Packed) -> Bytes {
+        let (data, first_id, timestamp) = batch.parts();
         let start = out.len();
         out.put_u32(0);
         out.put_u8(4);
-        let it = msgs
-            .iter()
-            .map(|m| (m.id, m.timestamp, m.attempts, &m.body[..]));
-        self.put_payload(out, msgs.len(), it);
-        let size = (out.len() - start - 4) as u32;
+        let mut id = first_id;
+        let metas = std::iter::from_fn(|| {
+            let m = (id, timestamp, 0);
+            id = id_after(id);
+            Some(m)
+        });
+        self.put_head(out, batch.len(), metas.take(batch.len()));
+        let size = (out.len() - start - 4 + data.len()) as u32;
         out[start..start + 4].copy_from_slice(&size.to_be_bytes());
+        data.clone()
     }
 
-    fn put_payload<'m>(
+    /// Everything before the bodies.
+    fn put_head(
         &self,
         out: &mut BytesMut,
         count: usize,
-        msgs: impl Iterator<Item = (u64, i64, u16, &'m [u8])>,
+        metas: impl Iterator<Item = (u64, i64, u16)>,
     ) {
         out.put_u64(self.seq);
         put_str(out, self.topic.as_str());
         put_str(out, self.channel.map_or("", |c| c.as_str()));
         out.put_i64(self.due);
         out.put_u32(count as u32);
-        for (id, timestamp, attempts, body) in msgs {
+        for (id, timestamp, attempts) in metas {
             out.put_u64(id);
             out.put_i64(timestamp);
             out.put_u16(attempts);
-            out.put_u32(body.len() as u32);
-            out.put_slice(body);
         }
     }
 }
