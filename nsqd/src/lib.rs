@@ -32,6 +32,7 @@ pub mod protocol_v2;
 pub mod replica_hooks;
 pub mod replication;
 pub mod server;
+pub(crate) mod spin;
 pub mod stats;
 pub mod statsd;
 pub mod tls;

@@ -36,13 +36,12 @@ mod negotiate;
 mod out_buf;
 mod output;
 mod reading;
-mod spin;
 mod writer;
 use commands::log_error;
 use negotiate::Transport;
 use output::Shared;
 use reading::{read_with_deadline, shrink_after_burst, take_fin, CommandClock, ReadFailed};
-use spin::{ReadNow, Spin};
+use crate::spin::{ReadNow, Spin};
 
 /// Room for the next read: a read's worth, or after a read that filled all
 /// the room it had (the client sends faster than it is read) a burst's
@@ -94,9 +93,17 @@ const TAKE_BATCH: usize = 1024;
 /// How long a closing connection's writer may take to send what is queued.
 const WRITER_DRAIN: Duration = Duration::from_secs(1);
 /// How long a drained connection's reader tries the socket before it
-/// parks (`spin.rs`).
+/// parks (`crate::spin`).
 const SPIN_WINDOW: Duration = Duration::from_micros(50);
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
+
+/// TLS and compression keep state between the socket and the bytes: no
+/// tries beneath them.
+impl ReadNow for BoxRead {
+    fn read_now(&mut self, _: &mut [u8]) -> Option<std::io::Result<usize>> {
+        None
+    }
+}
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Bytes read and not yet decoded, and the decoder's state.

@@ -8,6 +8,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::wire::{Frame, WireError, MAX_FRAME};
+use crate::spin::{ReadNow, Spin};
 
 /// Why no frame came.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +83,8 @@ pub struct FrameReader<R> {
     ready: Option<Result<Option<Bytes>, WireError>>,
     /// Largest frame accepted now (small until the peer said who it is).
     limit: usize,
+    /// Tries of the socket before a wait ([`Self::spin`]); off until set.
+    spin: Spin,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
@@ -92,7 +95,13 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
             own: None,
             ready: None,
             limit: MAX_FRAME,
+            spin: Spin::new(Duration::ZERO),
         }
+    }
+
+    /// Let [`Self::spin`] try the socket for up to `window` (zero: never).
+    pub(crate) fn set_spin(&mut self, window: Duration) {
+        self.spin = Spin::new(window);
     }
 
     /// Accept frames of at most `limit` bytes (never more than [`MAX_FRAME`]).
@@ -123,7 +132,10 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
                     return Ok(Some(own.freeze()));
                 }
                 // Cancel-safe: what a read took is in `own` before it returns.
-                if (&mut self.r).take(rest as u64).read_buf(own).await? == 0 {
+                let n = (&mut self.r).take(rest as u64).read_buf(own).await?;
+                // A large frame's read: nothing to spin for.
+                self.spin.read_done(n, n);
+                if n == 0 {
                     return Ok(None);
                 }
                 continue;
@@ -150,7 +162,10 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
                 // refers to the buffer), so it keeps its allocation.
                 self.buf.reserve(READ_CHUNK - self.buf.len());
             }
-            if self.r.read_buf(&mut self.buf).await? == 0 {
+            let room = self.buf.capacity() - self.buf.len();
+            let n = self.r.read_buf(&mut self.buf).await?;
+            self.spin.read_done(n, room);
+            if n == 0 {
                 return Ok(None);
             }
         }
@@ -158,11 +173,33 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
 
     /// The next frame, waiting at most `timeout`.
     pub async fn next_within(&mut self, timeout: Duration) -> Result<Frame, ReadError> {
-        tokio::time::timeout(timeout, self.next())
+        self.next_until(tokio::time::Instant::now() + timeout).await
+    }
+
+    /// The next frame, waiting until `deadline` at the latest.
+    pub async fn next_until(&mut self, deadline: tokio::time::Instant) -> Result<Frame, ReadError> {
+        tokio::time::timeout_at(deadline, self.next())
             .await
             .map_err(|_| ReadError::Timeout)?
             .ok_or(ReadError::Closed)?
             .map_err(ReadError::from)
+    }
+
+    /// Before a wait for the next frame: try the socket for a while when
+    /// that pays (`crate::spin`), giving way as soon as `give_way` says so;
+    /// what came is buffered for [`Self::next`]. Nothing is tried while a
+    /// frame is buffered or a large one is being read.
+    pub(crate) fn spin(&mut self, give_way: impl FnMut() -> bool) -> std::io::Result<()>
+    where
+        R: ReadNow,
+    {
+        if self.ready.is_some() || self.own.is_some() || self.has_frame() {
+            return Ok(());
+        }
+        match self.spin.input_unless(&mut self.r, &mut self.buf, give_way) {
+            Some(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Whether a whole frame is already buffered.
@@ -327,6 +364,69 @@ mod tests {
         drop(tx);
         assert!(r.more_ready(), "the end of the link is ready too");
         assert!(r.next().await.is_none());
+    }
+
+    /// Both ends of a loopback TCP connection: the reading half, and the
+    /// other end to send on.
+    async fn tcp_pair() -> (tokio::net::tcp::OwnedReadHalf, std::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let send = std::net::TcpStream::connect(addr).unwrap();
+        let (recv, _) = listener.accept().await.unwrap();
+        (recv.into_split().0, send)
+    }
+
+    fn bytes_of(f: &Frame) -> BytesMut {
+        let mut b = BytesMut::new();
+        f.encode(&mut b);
+        b
+    }
+
+    #[tokio::test]
+    async fn a_spin_takes_the_next_frame_off_the_socket_and_off_means_none() {
+        let test = tokio::time::timeout(Duration::from_secs(120), spin_on_and_off());
+        test.await.expect("test timed out");
+    }
+
+    async fn spin_on_and_off() {
+        use std::io::Write;
+        for window in [Duration::from_secs(30), Duration::ZERO] {
+            let (recv, mut send) = tcp_pair().await;
+            let mut r = FrameReader::new(recv);
+            r.set_spin(window);
+            // A spin tries only after a small read that drained the socket.
+            send.write_all(&bytes_of(&Frame::Ack { seq: 1 })).unwrap();
+            assert_eq!(r.next().await.unwrap().unwrap(), Frame::Ack { seq: 1 });
+            // Sent while (or before) the reader tries the socket.
+            let late = std::thread::spawn(move || {
+                send.write_all(&bytes_of(&append(2, &[100]))).unwrap();
+                send
+            });
+            if window.is_zero() {
+                r.spin(|| false).unwrap();
+                assert!(!r.has_frame(), "spinning off: nothing tried");
+            } else {
+                // Tries until the frame is whole (it is one small write,
+                // so seldom more than one spin).
+                for _ in 0..100 {
+                    if r.has_frame() {
+                        break;
+                    }
+                    r.spin(|| false).unwrap();
+                }
+                assert!(r.has_frame(), "buffered by the spins");
+            }
+            assert_eq!(r.next().await.unwrap().unwrap(), append(2, &[100]));
+            let mut send = late.join().unwrap();
+            // A reader that must give way tries nothing.
+            send.write_all(&bytes_of(&Frame::Ping { seq: 3 })).unwrap();
+            r.spin(|| true).unwrap();
+            assert!(!r.has_frame());
+            assert_eq!(r.next().await.unwrap().unwrap(), Frame::Ping { seq: 3 });
+            drop(send);
+            r.spin(|| false).unwrap();
+            assert!(r.next().await.is_none(), "the end of the link comes through");
+        }
     }
 
     #[tokio::test]

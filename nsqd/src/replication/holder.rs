@@ -205,7 +205,13 @@ async fn apply_loop(
     let mut syncing: Option<(u64, u64)> = None;
     // Records applied since the last group was handed to the writer.
     let mut unsubmitted = false;
+    frames.set_spin(super::SPIN_WINDOW);
     loop {
+        // The next record of a lone publish comes soon: try for it before
+        // parking (not while a journal group is being fsynced).
+        if syncing.is_none() {
+            frames.spin(|| false)?;
+        }
         let f = tokio::select! {
             r = wait_synced(&mut waiter, syncing) => {
                 r?;

@@ -291,6 +291,12 @@ impl PeerLink {
         }
     }
 
+    /// Whether records wait to be written: a reader trying the socket for
+    /// an acknowledgement gives way to them.
+    pub(super) fn has_queued(&self) -> bool {
+        !self.lock().out.is_empty()
+    }
+
     pub fn meta(&self, op: MetaOp, topic: &TopicName, channel: Option<&ChannelName>) {
         let mut o = self.lock();
         if o.status == LinkStatus::Down {

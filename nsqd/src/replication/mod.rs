@@ -159,4 +159,10 @@ pub mod takeover;
 pub mod wire;
 
 pub use crate::replica_hooks::{ReplicaReport, ReplicationError};
+
+/// How long a link's reader may try its socket for the next record (the
+/// holder) or acknowledgement (the origin) before it parks
+/// (`crate::spin`): a lone publish crosses the link and back, and each
+/// wake-up of a parked reader is one an idle vCPU must wait for.
+const SPIN_WINDOW: std::time::Duration = std::time::Duration::from_micros(50);
 pub use state::{Config, Replication};

@@ -3,6 +3,7 @@
 //! shared state is `link.rs`).
 
 use std::io::IoSlice;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -226,6 +227,9 @@ async fn session(
         bytes: buf,
         ..Outgoing::default()
     };
+    // The last sequence written: the reader tries the socket for its
+    // acknowledgement (see `reader`).
+    let written = AtomicU64::new(0);
     let writer = async {
         let mut last_write = Instant::now();
         // One timer for the life of the link (not one per wake-up): FINs
@@ -243,6 +247,7 @@ async fn session(
             }
             if !buf.is_empty() {
                 write_all_vectored(&mut write, &mut buf.slices()).await?;
+                written.store(seq, Ordering::Relaxed);
                 buf.clear();
                 if buf.bytes.capacity() > KEEP_CAPACITY {
                     // A full copy's burst: do not hold on to it.
@@ -253,10 +258,33 @@ async fn session(
         }
     };
     let reader = async {
+        frames.set_spin(super::SPIN_WINDOW);
+        let mut acked = 0;
+        let mut deadline = Instant::now() + timeout;
         loop {
-            let f = frames.next_within(timeout).await?;
+            let due = written.load(Ordering::Relaxed);
+            if due > acked {
+                // Records queued meanwhile go out first.
+                frames.spin(|| link.has_queued())?;
+            }
+            // Polled right after the writer in each poll of this task (the
+            // `biased` select below): a write makes it ready, so the next
+            // acknowledgement is tried for at once, with no wake-up of this
+            // task by itself (the runtime would wake another worker for it).
+            let wrote = std::future::poll_fn(|_| match written.load(Ordering::Relaxed) > due {
+                true => std::task::Poll::Ready(()),
+                false => std::task::Poll::Pending,
+            });
+            let f = tokio::select! {
+                f = frames.next_until(deadline) => f?,
+                _ = wrote => continue,
+            };
+            deadline = Instant::now() + timeout;
             match f {
-                Frame::Ack { seq } => link.acked(conn, seq),
+                Frame::Ack { seq } => {
+                    acked = seq;
+                    link.acked(conn, seq);
+                }
                 _ => return Err(SessionError::Unexpected),
             }
         }
@@ -266,6 +294,7 @@ async fn session(
         std::future::pending::<Result<(), SessionError>>().await
     };
     let r: Result<(), SessionError> = tokio::select! {
+        biased;
         r = writer => r,
         r = reader => r,
         r = copy => r,

@@ -1,22 +1,25 @@
-//! Waiting briefly for a request/response client's next command before the
-//! reader parks: a bounded, adaptive busy-poll of the socket.
+//! Waiting briefly for a peer's next bytes before a reader parks: a
+//! bounded, adaptive busy-poll of the socket, shared by the readers that
+//! wait on one answer at a time (a publisher's next command, a link's next
+//! record on the holder, the peer's acknowledgement on the origin).
 //!
 //! A client that publishes one message at a time sends its next command
-//! a few tens of microseconds after our answer. Parking the reader and
+//! a few tens of microseconds after our answer; on a replicated pair each
+//! of those publishes also crosses the link and back. Parking a reader and
 //! letting the CPU go idle can cost more than that on a virtual machine:
-//! the next command must wake the runtime's poller, and an idle vCPU must
-//! be woken by the host (about 50 µs a round trip on the 2-vCPU VM we
-//! measure on; about 20 µs trying the socket instead). Where the client
-//! shares our CPU, though, parking is as quick or quicker. So each
-//! connection measures how long its client takes to come back both ways
-//! now and then, and keeps the quicker one.
+//! the bytes must wake the runtime's poller, and an idle vCPU must be
+//! woken by the host (about 25 µs each way on the 2-vCPU VM we measure
+//! on; about 20 µs a round trip trying the socket instead). Where the
+//! other end shares our CPU, though, parking is as quick or quicker. So
+//! each reader measures how long its cycle (its wait, then the work on
+//! what came) takes both ways now and then, and keeps the quicker one.
 //!
 //! The cost stays bounded: a try happens only after a small read that
-//! drained the socket, lasts at most [`super::SPIN_WINDOW`] and gives the
-//! CPU to any other thread that wants it between tries; a connection whose
-//! client did not come back within the window stops trying until one of
-//! its commands comes back within a few windows again. An idle server, or
-//! one whose clients pause between commands, spins not at all.
+//! drained the socket, lasts at most the reader's window and gives the
+//! CPU to any other thread that wants it between tries; a reader whose
+//! bytes did not come within the window stops trying until a wait is
+//! short again. An idle server, or a reader whose peer pauses, spins not
+//! at all, and a long pause is not counted in a trial.
 
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
@@ -39,7 +42,7 @@ const SETTLE_WAITS: u32 = 16;
 const KEEP_WAITS: u32 = 8192;
 
 /// The read side of a connection, as the spin sees it.
-pub(super) trait ReadNow {
+pub(crate) trait ReadNow {
     /// Read what the socket holds now, without waiting and without the
     /// runtime's readiness; `None` when this transport cannot (TLS and
     /// compression keep state between the socket and the bytes).
@@ -56,12 +59,6 @@ impl ReadNow for OwnedReadHalf {
     }
 }
 
-impl ReadNow for super::BoxRead {
-    fn read_now(&mut self, _: &mut [u8]) -> Option<io::Result<usize>> {
-        None
-    }
-}
-
 /// Which way of waiting is on trial, or kept.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
@@ -70,13 +67,13 @@ enum Phase {
     Keep,
 }
 
-/// One connection's spin state.
-pub(super) struct Spin {
+/// One reader's spin state.
+pub(crate) struct Spin {
     /// How long a spin tries; zero turns spinning off.
     window: Duration,
     /// The last read drained the socket, so the next one would park.
     drained: bool,
-    /// The client's last wait was short enough for a spin to catch it.
+    /// The last wait was short enough for a spin to catch it.
     hopeful: bool,
     /// Spinning is the way kept (or on trial).
     spinning: bool,
@@ -84,10 +81,11 @@ pub(super) struct Spin {
     /// Waits seen in this phase, and the cycles timed in a trial.
     waits: u32,
     cycles: Vec<Duration>,
-    /// When the current wait for the client began.
+    /// When the current wait for the peer began.
     waiting_since: Option<Instant>,
-    /// When the previous one began: a command cycle is from one to the
-    /// next (our wait, then the command's work and answer).
+    /// When the previous one began: a cycle is from one to the next (our
+    /// wait, then the work on what came, such as a command and its
+    /// answer); `None` after a pause.
     last_wait: Option<Instant>,
     /// Where a try's bytes land before they join the input; allocated on
     /// the first try, so connections that never spin do not pay for it.
@@ -95,7 +93,7 @@ pub(super) struct Spin {
 }
 
 impl Spin {
-    pub(super) fn new(window: Duration) -> Self {
+    pub(crate) fn new(window: Duration) -> Self {
         Spin {
             window,
             drained: false,
@@ -111,26 +109,42 @@ impl Spin {
     }
 
     /// The runtime's read returned `n` bytes into `room` free bytes.
-    pub(super) fn read_done(&mut self, n: usize, room: usize) {
+    pub(crate) fn read_done(&mut self, n: usize, room: usize) {
         // Only small reads count: a client sending large batches is
         // after throughput, and its reads would only be cut into tries.
         self.drained = n < room && n < TRY_BYTES;
         if let Some(at) = self.waiting_since.take() {
-            // A client back soon may be worth a spin again. Soon is a few
+            // A peer back soon may be worth a spin again. Soon is a few
             // windows: a parked wait includes the wake-ups a spin saves
             // (on a quiet VM, about 30 µs of a 45 µs wait).
             self.hopeful = at.elapsed() <= self.window * HOPEFUL_WINDOWS;
+            if !self.hopeful {
+                // A pause (an idle link's pings, a client thinking), not
+                // a cycle either way would shorten: not timed.
+                self.last_wait = None;
+            }
         }
     }
 
     /// Try the socket for up to the window when the last read drained it
-    /// and spinning pays on this connection; the bytes read are appended
-    /// to `buf`. `None`: nothing came (or no try was made), so wait in
-    /// the runtime.
-    pub(super) fn input<R: ReadNow>(
+    /// and spinning pays on this reader; the bytes read are appended to
+    /// `buf`. `None`: nothing came (or no try was made), so wait in the
+    /// runtime.
+    pub(crate) fn input<R: ReadNow>(
         &mut self,
         read: &mut R,
         buf: &mut BytesMut,
+    ) -> Option<io::Result<usize>> {
+        self.input_unless(read, buf, || false)
+    }
+
+    /// [`Self::input`], giving up the tries as soon as `give_way` says
+    /// other work of this task waits (a link's records to write).
+    pub(crate) fn input_unless<R: ReadNow>(
+        &mut self,
+        read: &mut R,
+        buf: &mut BytesMut,
+        mut give_way: impl FnMut() -> bool,
     ) -> Option<io::Result<usize>> {
         if self.window.is_zero() || !self.drained {
             return None;
@@ -147,6 +161,9 @@ impl Spin {
             self.scratch = vec![0; TRY_BYTES];
         }
         loop {
+            if give_way() {
+                return None;
+            }
             match read.read_now(&mut self.scratch[..])? {
                 Ok(n) => {
                     buf.extend_from_slice(&self.scratch[..n]);
@@ -163,12 +180,12 @@ impl Spin {
                 self.hopeful = false;
                 return None;
             }
-            // A client on this CPU gets to run and send its command.
+            // A peer on this CPU gets to run and send what we wait for.
             std::thread::yield_now();
         }
     }
 
-    /// One command cycle took `took`: count it for the way on trial, and
+    /// One cycle took `took`: count it for the way on trial, and
     /// move on to the next phase when this one is done.
     fn cycle(&mut self, took: Duration) {
         self.waits += 1;
@@ -285,6 +302,52 @@ mod tests {
         // A quick one makes tries worth it again.
         spin.read_done(1, 100);
         assert_eq!(spin.input(&mut sock, &mut buf).unwrap().unwrap(), 1);
+    }
+
+    #[test]
+    fn gives_way_to_other_work_and_tries_again_next_time() {
+        let mut spin = Spin::new(Duration::from_secs(5));
+        spin.read_done(1, 100);
+        let mut sock = Script(VecDeque::from([
+            would_block(),
+            would_block(),
+            Ok(b"x".to_vec()),
+        ]));
+        let mut buf = BytesMut::new();
+        let mut asked = 0;
+        let give_way = || {
+            asked += 1;
+            asked > 2
+        };
+        assert!(spin.input_unless(&mut sock, &mut buf, give_way).is_none());
+        assert_eq!(sock.0.len(), 1, "two tries, then it gave way");
+        // The runtime's read found nothing either and was woken quickly:
+        // still worth a spin.
+        spin.read_done(1, 100);
+        assert_eq!(spin.input(&mut sock, &mut buf).unwrap().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_pause_is_not_timed_as_a_cycle() {
+        let mut spin = Spin::new(Duration::from_millis(50));
+        // Parking: each wait ends in the runtime's read.
+        spin.spinning = false;
+        let mut sock = Script(VecDeque::new());
+        let mut buf = BytesMut::new();
+        spin.read_done(1, 100);
+        assert!(spin.input(&mut sock, &mut buf).is_none());
+        spin.read_done(1, 100);
+        assert!(spin.input(&mut sock, &mut buf).is_none());
+        assert_eq!(spin.waits, 1, "a short wait: its cycle is timed");
+        // Far longer than HOPEFUL_WINDOWS windows: a pause (an idle
+        // link's pings), which would drown a trial.
+        std::thread::sleep(Duration::from_millis(250));
+        spin.read_done(1, 100);
+        assert!(spin.input(&mut sock, &mut buf).is_none());
+        assert_eq!(spin.waits, 1, "the pause is not");
+        spin.read_done(1, 100);
+        assert!(spin.input(&mut sock, &mut buf).is_none());
+        assert_eq!(spin.waits, 2, "the next cycle is again");
     }
 
     #[test]
