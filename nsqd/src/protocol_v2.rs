@@ -37,11 +37,11 @@ mod out_buf;
 mod output;
 mod reading;
 mod writer;
+use crate::spin::{ReadNow, Spin};
 use commands::log_error;
 use negotiate::Transport;
 use output::Shared;
 use reading::{read_with_deadline, shrink_after_burst, take_fin, CommandClock, ReadFailed};
-use crate::spin::{ReadNow, Spin};
 
 /// Room for the next read: a read's worth, or after a read that filled all
 /// the room it had (the client sends faster than it is read) a burst's

@@ -425,7 +425,10 @@ mod tests {
             assert_eq!(r.next().await.unwrap().unwrap(), Frame::Ping { seq: 3 });
             drop(send);
             r.spin(|| false).unwrap();
-            assert!(r.next().await.is_none(), "the end of the link comes through");
+            assert!(
+                r.next().await.is_none(),
+                "the end of the link comes through"
+            );
         }
     }
 
