@@ -308,23 +308,20 @@ mod tests {
     fn gives_way_to_other_work_and_tries_again_next_time() {
         let mut spin = Spin::new(Duration::from_secs(5));
         spin.read_done(1, 100);
-        let mut sock = Script(VecDeque::from([
-            would_block(),
-            would_block(),
-            Ok(b"x".to_vec()),
-        ]));
-        let mut buf = BytesMut::new();
-        let mut asked = 0;
-        let give_way = || {
+        let script = [would_block(), would_block(), Ok(b"x".to_vec())];
+        let (mut sock, mut buf, mut asked) = (Script(script.into()), BytesMut::new(), 0);
+        let tried = spin.input_unless(&mut sock, &mut buf, || {
             asked += 1;
             asked > 2
-        };
-        assert!(spin.input_unless(&mut sock, &mut buf, give_way).is_none());
-        assert_eq!(sock.0.len(), 1, "two tries, then it gave way");
-        // The runtime's read found nothing either and was woken quickly:
-        // still worth a spin.
+        });
+        assert!(
+            tried.is_none() && sock.0.len() == 1,
+            "two tries, then gave way"
+        );
+        // Woken quickly in the runtime after all: still worth a spin.
         spin.read_done(1, 100);
-        assert_eq!(spin.input(&mut sock, &mut buf).unwrap().unwrap(), 1);
+        let got = spin.input(&mut sock, &mut buf).map(Result::unwrap);
+        assert_eq!((got, &buf[..]), (Some(1), &b"x"[..]));
     }
 
     #[test]
@@ -333,21 +330,19 @@ mod tests {
         // Parking: each wait ends in the runtime's read.
         spin.spinning = false;
         let mut sock = Script(VecDeque::new());
-        let mut buf = BytesMut::new();
-        spin.read_done(1, 100);
-        assert!(spin.input(&mut sock, &mut buf).is_none());
-        spin.read_done(1, 100);
-        assert!(spin.input(&mut sock, &mut buf).is_none());
-        assert_eq!(spin.waits, 1, "a short wait: its cycle is timed");
+        // A wait after `pause`; how many cycles were timed by then.
+        let mut wait_after = |pause: Duration| {
+            std::thread::sleep(pause);
+            spin.read_done(1, 100);
+            assert!(spin.input(&mut sock, &mut BytesMut::new()).is_none());
+            spin.waits
+        };
+        assert_eq!(wait_after(Duration::ZERO), 0, "the first wait");
+        assert_eq!(wait_after(Duration::ZERO), 1, "a short one: timed");
         // Far longer than HOPEFUL_WINDOWS windows: a pause (an idle
         // link's pings), which would drown a trial.
-        std::thread::sleep(Duration::from_millis(250));
-        spin.read_done(1, 100);
-        assert!(spin.input(&mut sock, &mut buf).is_none());
-        assert_eq!(spin.waits, 1, "the pause is not");
-        spin.read_done(1, 100);
-        assert!(spin.input(&mut sock, &mut buf).is_none());
-        assert_eq!(spin.waits, 2, "the next cycle is again");
+        assert_eq!(wait_after(Duration::from_millis(250)), 1, "not timed");
+        assert_eq!(wait_after(Duration::ZERO), 2, "the next cycle is again");
     }
 
     #[test]
