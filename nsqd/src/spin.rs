@@ -37,9 +37,11 @@ const HOPEFUL_WINDOWS: u32 = 4;
 /// counted, while the scheduler settles the threads into the new pattern.
 const TRIAL_WAITS: u32 = 48;
 const SETTLE_WAITS: u32 = 16;
-/// Waits between trials: enough that the trial of the slower way stays
-/// under 1% of the round trips, out of the 99th percentile.
-const KEEP_WAITS: u32 = 8192;
+/// Waits between trials: enough that the trials of the slower way stay
+/// well under 1% of the round trips, out of the 99th percentile, also
+/// where three readers take turns in each (a publish on a replicated
+/// pair: the publisher's connection, the link's holder, its origin).
+const KEEP_WAITS: u32 = 32768;
 
 /// The read side of a connection, as the spin sees it.
 pub(crate) trait ReadNow {
