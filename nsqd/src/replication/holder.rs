@@ -205,7 +205,7 @@ async fn apply_loop(
     let mut syncing: Option<(u64, u64)> = None;
     // Records applied since the last group was handed to the writer.
     let mut unsubmitted = false;
-    frames.set_spin(super::SPIN_WINDOW);
+    frames.set_spin(super::RECORD_SPIN);
     loop {
         // The next record of a lone publish comes soon: try for it before
         // parking (not while a journal group is being fsynced).

@@ -160,9 +160,14 @@ pub mod wire;
 
 pub use crate::replica_hooks::{ReplicaReport, ReplicationError};
 
-/// How long a link's reader may try its socket for the next record (the
-/// holder) or acknowledgement (the origin) before it parks
-/// (`crate::spin`): a lone publish crosses the link and back, and each
-/// wake-up of a parked reader is one an idle vCPU must wait for.
-const SPIN_WINDOW: std::time::Duration = std::time::Duration::from_micros(50);
+/// How long the origin's link reader may try its socket for an
+/// acknowledgement before it parks (`crate::spin`): a lone publish
+/// crosses the link and back, and each wake-up of a parked reader is one
+/// an idle vCPU must wait for. The peer answers within a few tens of µs.
+const ACK_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+/// How long the holder may try its socket for the next record: a lone
+/// publisher's next one comes a whole round trip after the last
+/// acknowledgement (the origin's answer, the publisher's turn, the next
+/// publish), so a longer window than the origin's.
+const RECORD_SPIN: std::time::Duration = std::time::Duration::from_micros(100);
 pub use state::{Config, Replication};

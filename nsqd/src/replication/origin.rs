@@ -258,7 +258,7 @@ async fn session(
         }
     };
     let reader = async {
-        frames.set_spin(super::SPIN_WINDOW);
+        frames.set_spin(super::ACK_SPIN);
         let mut acked = 0;
         let mut deadline = Instant::now() + timeout;
         loop {
