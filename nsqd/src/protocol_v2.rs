@@ -346,7 +346,7 @@ impl Connection {
                         self.answered(r).await?;
                         if self.pending.is_full() {
                             let r = self.pending.next().await;
-                            self.answer_publish(r)?;
+                            self.answer_publishes(r)?;
                         }
                     }
                     Ok(None) => break,
@@ -425,8 +425,10 @@ impl Connection {
                         _ = stop.cancelled() => return Err("connection stopped"),
                         // A publish's answer is sent as soon as it is safe,
                         // also while the client sends nothing more.
+                        // With it, every later one its ack also made safe:
+                        // their answers go out in one write.
                         r = self.pending.next() => {
-                            self.answer_publish(r)?;
+                            self.answer_publishes(r)?;
                             continue;
                         }
                         r = read_with_deadline(read, &mut buf, deadline) => r,
