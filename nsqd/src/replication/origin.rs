@@ -281,9 +281,17 @@ async fn session(
             };
             deadline = Instant::now() + timeout;
             match f {
-                Frame::Ack { seq } => {
+                Frame::Ack { mut seq } => {
+                    // Acks read together complete their publishes together:
+                    // the publishers are woken once for all of them.
+                    while frames.has_frame() {
+                        match frames.next_within(timeout).await? {
+                            Frame::Ack { seq: s } => seq = seq.max(s),
+                            _ => return Err(SessionError::Unexpected),
+                        }
+                    }
                     acked = seq;
-                    link.acked(conn, seq);
+                    link.acked(conn, seq)
                 }
                 _ => return Err(SessionError::Unexpected),
             }
