@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::wire::{Frame, WireError, MAX_FRAME};
+use super::wire::{Frame, WireError, HELLO_MAX, MAX_FRAME};
 
 /// Why no frame came.
 #[derive(Debug, thiserror::Error)]
@@ -60,44 +60,60 @@ impl Encoder<Frame> for FrameCodec {
     }
 }
 
-/// Frames at least this large are read into an allocation of their own,
-/// faulted in at once; smaller ones are copied out of the read buffer.
-const OWN_BUFFER: usize = 16 * 1024;
-/// The read buffer's size: what one read may take off the socket.
+/// The chunk a holder reads its origin's records into: many MPUB-sized
+/// records per read and per faulted-in allocation, and no more pinned by
+/// one held message than a default MPUB (`--max-body-size`) pins already.
+pub const RECORDS_CHUNK: usize = 1024 * 1024;
+/// What one read may take off the socket by default (and the size of the
+/// chunk it reads into); see [`FrameReader::set_chunk`].
 const READ_CHUNK: usize = 64 * 1024;
+/// The chunk before the other side proved who it is: enough for a Hello.
+const HELLO_CHUNK: usize = 4 * 1024;
+/// A chunk with less room than this left (and no frame begun that fits
+/// it) is replaced before the next read: reads stay large.
+const MIN_ROOM: usize = 4 * 1024;
 
-/// Reads frames from one side of a link. A frame's bytes are handed out in
-/// an allocation of exactly its size (its messages' bodies are slices of
-/// it, kept by the holder's shadow), so the read buffer is reused and a
-/// held message pins no more than its own frame. Everything here can be
-/// cancelled between reads: a frame read in part stays in `self`.
+/// Reads frames from one side of a link, several per read when they have
+/// arrived. Reads go into a chunk (faulted in at once), and each frame is
+/// cut off its front as a view, so an Append's bodies are slices of the
+/// chunk, kept by the holder's shadow: no copy, no allocation per frame,
+/// and the chunk is freed once every frame cut from it is dropped. A frame
+/// larger than a chunk gets a chunk of its own, of its validated size. A
+/// held message thus pins at most a chunk or its own frame, as on the
+/// origin it pins its MPUB's batch. Everything here can be cancelled
+/// between reads: what a read took stays in `self`.
 pub struct FrameReader<R> {
     r: R,
-    /// Bytes read and not yet handed out; never shared, so never regrown.
+    /// The chunk: bytes read and not yet handed out, then its spare room.
     buf: BytesMut,
-    /// A large frame being read straight into its own buffer (size prefix
-    /// removed), and its size.
-    own: Option<(BytesMut, usize)>,
     /// What a look ahead ([`Self::more_ready`]) got: the next result.
     ready: Option<Result<Option<Bytes>, WireError>>,
     /// Largest frame accepted now (small until the peer said who it is).
     limit: usize,
+    /// Size of a new chunk once the peer is known.
+    chunk: usize,
 }
 
 impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
     pub fn new(r: R) -> Self {
         FrameReader {
             r,
-            buf: BytesMut::with_capacity(READ_CHUNK),
-            own: None,
+            buf: BytesMut::new(),
             ready: None,
             limit: MAX_FRAME,
+            chunk: READ_CHUNK,
         }
     }
 
     /// Accept frames of at most `limit` bytes (never more than [`MAX_FRAME`]).
     pub fn set_limit(&mut self, limit: usize) {
         self.limit = limit.min(MAX_FRAME);
+    }
+
+    /// Read into chunks of `size` bytes from now on (a side that receives
+    /// the other's records reads larger chunks than one receiving acks).
+    pub fn set_chunk(&mut self, size: usize) {
+        self.chunk = size.max(MIN_ROOM);
     }
 
     /// The next frame; `None` when the peer closed the link.
@@ -109,51 +125,45 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// The next frame's kind and payload, in a buffer of its own.
+    /// The next frame's kind and payload, a view of the chunk it was read
+    /// into.
     async fn next_bytes(&mut self) -> Result<Option<Bytes>, WireError> {
-        use tokio::io::AsyncReadExt;
         if let Some(r) = self.ready.take() {
             return r;
         }
         loop {
-            if let Some((own, size)) = &mut self.own {
-                let rest = *size - own.len();
-                if rest == 0 {
-                    let (own, _) = self.own.take().unwrap_or_default();
-                    return Ok(Some(own.freeze()));
+            // The capacity the frame at the front needs to be read whole
+            // here; while its size is unknown, some room for a large read.
+            let needs = match size_of_next(&self.buf) {
+                Some(size) if size > self.limit => return Err(WireError::TooBig(size)),
+                Some(size) if self.buf.len() >= 4 + size => {
+                    let mut frame = self.buf.split_to(4 + size).freeze();
+                    frame.advance(4);
+                    return Ok(Some(frame));
                 }
-                // Cancel-safe: what a read took is in `own` before it returns.
-                if (&mut self.r).take(rest as u64).read_buf(own).await? == 0 {
-                    return Ok(None);
-                }
-                continue;
+                Some(size) => 4 + size,
+                None => self.buf.len() + MIN_ROOM,
+            };
+            if self.buf.capacity() < needs {
+                self.next_chunk(needs);
             }
-            if let Some(size) = size_of_next(&self.buf) {
-                if size > self.limit {
-                    return Err(WireError::TooBig(size));
-                }
-                let have = self.buf.len() - 4;
-                if have >= size || size >= OWN_BUFFER {
-                    // The size is validated: now it may be allocated.
-                    let mut own = crate::prefault::batch_buffer(size);
-                    let take = have.min(size);
-                    own.extend_from_slice(&self.buf[4..4 + take]);
-                    self.buf.advance(4 + take);
-                    self.own = Some((own, size));
-                    continue;
-                }
-            }
-            // Only a small frame's beginning (or nothing) is buffered, at the
-            // front of a buffer that is never shared: room without regrowing.
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                // Moves what is left back to the front (nothing else
-                // refers to the buffer), so it keeps its allocation.
-                self.buf.reserve(READ_CHUNK - self.buf.len());
-            }
-            if self.r.read_buf(&mut self.buf).await? == 0 {
+            if tokio::io::AsyncReadExt::read_buf(&mut self.r, &mut self.buf).await? == 0 {
                 return Ok(None);
             }
         }
+    }
+
+    /// Move the frame begun at the end of the chunk (if any) to a new one
+    /// with room for `needs` bytes, a size validated by now.
+    fn next_chunk(&mut self, needs: usize) {
+        let size = match self.limit {
+            l if l <= HELLO_MAX => HELLO_CHUNK,
+            _ => self.chunk,
+        };
+        let mut fresh = crate::prefault::batch_buffer(needs.max(size));
+        fresh.extend_from_slice(&self.buf);
+        // The old chunk lives on in the frames cut from it, if any.
+        self.buf = fresh;
     }
 
     /// The next frame, waiting at most `timeout`.
@@ -194,7 +204,7 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replication::wire::{WireMessage, HELLO_MAX};
+    use crate::replication::wire::WireMessage;
 
     #[test]
     fn oversized_frame_is_refused_before_reading_it() {
@@ -285,21 +295,26 @@ mod tests {
         for f in &frames {
             f.encode(&mut data);
         }
-        for steps in [
+        let splits = [
             vec![1],
             vec![3, 4096, 7],
             vec![65_536],
             vec![100_000, 2],
             vec![usize::MAX],
-        ] {
+        ];
+        for (steps, chunk) in splits.iter().flat_map(|s| {
+            [READ_CHUNK, RECORDS_CHUNK, MIN_ROOM, 50_000].map(|c| (s, c))
+        }) {
             let mut r = FrameReader::new(Trickle {
                 data: data.to_vec(),
                 pos: 0,
                 steps: steps.clone(),
                 turn: 0,
             });
+            r.set_chunk(chunk);
             for f in &frames {
-                assert_eq!(&r.next().await.unwrap().unwrap(), f, "steps {steps:?}");
+                let got = r.next().await.unwrap().unwrap();
+                assert_eq!(&got, f, "steps {steps:?}, chunk {chunk}");
             }
             assert!(r.next().await.is_none());
         }
@@ -336,6 +351,33 @@ mod tests {
         let mut r = FrameReader::new(&data[..]);
         r.set_limit(HELLO_MAX);
         assert!(matches!(r.next().await, Some(Err(WireError::TooBig(_)))));
-        assert!(r.own.is_none());
+        assert!(r.buf.capacity() < 40_000);
+    }
+
+    #[tokio::test]
+    async fn frames_read_together_share_one_chunk_and_a_larger_one_has_its_own() {
+        let mut data = BytesMut::new();
+        for seq in 1..=3 {
+            Frame::Ping { seq }.encode(&mut data);
+        }
+        let mut r = FrameReader::new(&data[..]);
+        r.set_chunk(RECORDS_CHUNK);
+        let mut views = Vec::new();
+        while let Some(b) = r.next_bytes().await.unwrap() {
+            views.push(b);
+        }
+        assert_eq!(views.len(), 3);
+        for w in views.windows(2) {
+            // Each view skips the next frame's 4-byte size prefix.
+            let end = w[0].as_ptr() as usize + w[0].len();
+            assert_eq!(end + 4, w[1].as_ptr() as usize, "not cut from one chunk");
+        }
+        let mut big = BytesMut::new();
+        append(1, &[RECORDS_CHUNK]).encode(&mut big);
+        let size = big.len() - 4;
+        let mut r = FrameReader::new(&big[..]);
+        r.set_chunk(RECORDS_CHUNK);
+        assert_eq!(r.next_bytes().await.unwrap().unwrap().len(), size);
+        assert_eq!(r.buf.capacity(), 0, "a chunk of exactly its size");
     }
 }
