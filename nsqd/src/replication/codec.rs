@@ -302,9 +302,10 @@ mod tests {
             vec![100_000, 2],
             vec![usize::MAX],
         ];
-        for (steps, chunk) in splits.iter().flat_map(|s| {
-            [READ_CHUNK, RECORDS_CHUNK, MIN_ROOM, 50_000].map(|c| (s, c))
-        }) {
+        for (steps, chunk) in splits
+            .iter()
+            .flat_map(|s| [READ_CHUNK, RECORDS_CHUNK, MIN_ROOM, 50_000].map(|c| (s, c)))
+        {
             let mut r = FrameReader::new(Trickle {
                 data: data.to_vec(),
                 pos: 0,

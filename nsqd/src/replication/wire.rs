@@ -28,6 +28,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use nsq_protocol::{ChannelName, TopicName};
 
+pub use super::batch::Batch;
 use crate::backlog::Packed;
 use crate::message::{id_after, Message};
 
@@ -134,7 +135,7 @@ pub enum Frame {
         topic: TopicName,
         channel: Option<ChannelName>,
         due: i64,
-        msgs: Vec<WireMessage>,
+        msgs: Batch,
     },
     Finish {
         seq: u64,
@@ -226,13 +227,8 @@ impl Frame {
                     channel: channel.as_ref(),
                     due: *due,
                 };
-                let metas = msgs.iter().map(|m| (m.id, m.timestamp, m.attempts));
-                head.put_head(out, msgs.len(), metas);
-                for m in msgs {
-                    // A body is bounded by the frame limit, far below 4 GiB.
-                    out.put_u32(m.body.len() as u32);
-                    out.put_slice(&m.body);
-                }
+                head.put_names(out);
+                msgs.encode(out);
             }
             Frame::Finish {
                 seq,
@@ -288,39 +284,13 @@ impl Frame {
             3 => Frame::Reset {
                 seq: get_u64(&mut b)?,
             },
-            4 => {
-                let seq = get_u64(&mut b)?;
-                let topic = get_topic(&mut b)?;
-                let channel = get_channel(&mut b)?;
-                let due = get_u64(&mut b)? as i64;
-                let count = get_count(&mut b, 22)?;
-                // Within the frame: the count was checked against it.
-                let mut metas = b.split_to(count * 18);
-                let mut held = Vec::with_capacity(count);
-                for _ in 0..count {
-                    let id = get_u64(&mut metas)?;
-                    let timestamp = get_u64(&mut metas)? as i64;
-                    let attempts = get_u16(&mut metas)?;
-                    let len = get_u32(&mut b)? as usize;
-                    if b.remaining() < len {
-                        return Err(WireError::Truncated);
-                    }
-                    let body = b.split_to(len);
-                    held.push(WireMessage {
-                        id,
-                        timestamp,
-                        attempts,
-                        body,
-                    });
-                }
-                Frame::Append {
-                    seq,
-                    topic,
-                    channel,
-                    due,
-                    msgs: held,
-                }
-            }
+            4 => Frame::Append {
+                seq: get_u64(&mut b)?,
+                topic: get_topic(&mut b)?,
+                channel: get_channel(&mut b)?,
+                due: get_u64(&mut b)? as i64,
+                msgs: Batch::decode(&mut b)?,
+            },
             5 => Frame::Finish {
                 seq: get_u64(&mut b)?,
                 topic: get_topic(&mut b)?,
@@ -386,6 +356,14 @@ impl AppendHead<'_> {
         data.clone()
     }
 
+    /// Everything before the count.
+    fn put_names(&self, out: &mut BytesMut) {
+        out.put_u64(self.seq);
+        put_str(out, self.topic.as_str());
+        put_str(out, self.channel.map_or("", |c| c.as_str()));
+        out.put_i64(self.due);
+    }
+
     /// Everything before the bodies.
     fn put_head(
         &self,
@@ -393,10 +371,7 @@ impl AppendHead<'_> {
         count: usize,
         metas: impl Iterator<Item = (u64, i64, u16)>,
     ) {
-        out.put_u64(self.seq);
-        put_str(out, self.topic.as_str());
-        put_str(out, self.channel.map_or("", |c| c.as_str()));
-        out.put_i64(self.due);
+        self.put_names(out);
         out.put_u32(count as u32);
         for (id, timestamp, attempts) in metas {
             out.put_u64(id);
@@ -469,7 +444,7 @@ pub(super) fn get_channel(b: &mut Bytes) -> Result<Option<ChannelName>, WireErro
 
 /// A count of items at least `min_size` bytes each: bounded, and no larger
 /// than what the rest of the frame can hold, before anything is reserved.
-fn get_count(b: &mut Bytes, min_size: usize) -> Result<usize, WireError> {
+pub(super) fn get_count(b: &mut Bytes, min_size: usize) -> Result<usize, WireError> {
     let n = get_u32(b)? as usize;
     if n > MAX_COUNT || n.saturating_mul(min_size) > b.remaining() {
         return Err(WireError::Count(n));
