@@ -107,6 +107,10 @@ impl Runs {
     /// Where a run of ids `first..=last` goes: `None` when the range meets
     /// a run's.
     pub fn place_for(&self, first: u64, last: u64) -> Option<usize> {
+        // Ids grow with time: a new batch goes at the back.
+        if self.runs.back().is_none_or(|r| r.last < first) {
+            return Some(self.runs.len());
+        }
         let p = self.runs.partition_point(|r| r.first <= last);
         let clear_before = p == 0 || self.runs[p - 1].last < first;
         clear_before.then_some(p)
