@@ -13,15 +13,52 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-#[cfg(test)]
-use super::wire::MAX_COUNT;
-
-use super::wire::{get_count, WireError, WireMessage};
+use crate::message::Message;
 
 /// Bytes of one message's id, timestamp and attempts.
 const META: usize = 18;
 /// Fewest bytes a message takes on the wire: its meta and body length.
 const MIN_MESSAGE: usize = META + 4;
+
+/// One message as the link carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireMessage {
+    pub id: u64,
+    pub timestamp: i64,
+    pub attempts: u16,
+    pub body: Bytes,
+}
+
+impl From<&Message> for WireMessage {
+    fn from(m: &Message) -> Self {
+        WireMessage {
+            id: m.id,
+            timestamp: m.timestamp,
+            attempts: m.attempts,
+            body: m.body.clone(),
+        }
+    }
+}
+
+impl WireMessage {
+    pub fn to_message(&self) -> Message {
+        Message {
+            id: self.id,
+            timestamp: self.timestamp,
+            attempts: self.attempts,
+            body: self.body.clone(),
+        }
+    }
+}
+
+/// Why a batch was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BatchError {
+    #[error("count {0} exceeds the limit")]
+    Count(usize),
+    #[error("truncated batch")]
+    Truncated,
+}
 
 /// The messages of one Append.
 #[derive(Clone)]
@@ -82,18 +119,25 @@ impl Batch {
         out.put_slice(&self.data);
     }
 
-    /// The batch at the front of `b` (taken off it), every length checked
-    /// against what `b` holds before it is used.
-    pub fn decode(b: &mut Bytes) -> Result<Batch, WireError> {
-        let count = get_count(b, MIN_MESSAGE)?;
+    /// The batch at the front of `b` (taken off it), of at most
+    /// `max_count` messages, every count and length checked against what
+    /// `b` holds before it is used.
+    pub fn decode(b: &mut Bytes, max_count: usize) -> Result<Batch, BatchError> {
+        if b.remaining() < 4 {
+            return Err(BatchError::Truncated);
+        }
+        let count = b.get_u32() as usize;
+        if count > max_count || count.saturating_mul(MIN_MESSAGE) > b.remaining() {
+            return Err(BatchError::Count(count));
+        }
         let mut starts = Vec::with_capacity(count + 1);
         let mut at = count * META;
         for _ in 0..count {
-            let head = b.get(at..at + 4).ok_or(WireError::Truncated)?;
+            let head = b.get(at..at + 4).ok_or(BatchError::Truncated)?;
             let len = u32::from_be_bytes(head.try_into().unwrap_or_default()) as usize;
             at += 4;
             if b.len() - at < len {
-                return Err(WireError::Truncated);
+                return Err(BatchError::Truncated);
             }
             starts.push(at as u32);
             at += len;
@@ -163,6 +207,8 @@ impl std::fmt::Debug for Batch {
 mod tests {
     use super::*;
 
+    const MAX_COUNT: usize = 1000;
+
     fn m(id: u64, body: &'static [u8]) -> WireMessage {
         WireMessage {
             id,
@@ -190,7 +236,7 @@ mod tests {
         let mut bytes = BytesMut::from(&wire(&b)[..]);
         bytes.extend_from_slice(b"tail");
         let mut bytes = bytes.freeze();
-        let back = Batch::decode(&mut bytes).unwrap();
+        let back = Batch::decode(&mut bytes, MAX_COUNT).unwrap();
         assert_eq!(&bytes[..], b"tail", "takes exactly the batch");
         assert_eq!(back, b);
         assert_eq!(back.id(2), u64::MAX);
@@ -203,15 +249,15 @@ mod tests {
         // Every cut short of the whole batch.
         for cut in 0..b.len() {
             let mut part = b.slice(..cut);
-            assert!(Batch::decode(&mut part).is_err(), "cut at {cut}");
+            assert!(Batch::decode(&mut part, MAX_COUNT).is_err(), "cut at {cut}");
         }
         // A count more than the bytes can hold, and past the limit.
         for count in [3u32, u32::MAX, MAX_COUNT as u32 + 1] {
             let mut lie = BytesMut::from(&b[..]);
             lie[..4].copy_from_slice(&count.to_be_bytes());
             assert!(matches!(
-                Batch::decode(&mut lie.freeze()),
-                Err(WireError::Count(_))
+                Batch::decode(&mut lie.freeze(), MAX_COUNT),
+                Err(BatchError::Count(_))
             ));
         }
         // A body length past the end, and one that wraps.
@@ -220,8 +266,8 @@ mod tests {
             let mut lie = BytesMut::from(&b[..]);
             lie[first_len..first_len + 4].copy_from_slice(&len.to_be_bytes());
             assert!(matches!(
-                Batch::decode(&mut lie.freeze()),
-                Err(WireError::Truncated)
+                Batch::decode(&mut lie.freeze(), MAX_COUNT),
+                Err(BatchError::Truncated)
             ));
         }
     }

@@ -76,35 +76,26 @@ impl HeldSet {
                 .runs
                 .place_for(first, last)
                 .filter(|_| !self.slots.any_in(first, last));
-            let (n, b) = match at {
-                Some(at) => self.runs.insert(at, batch, from..to, due, &skip),
-                None => self.append_slots(batch, from..to, due, &skip),
-            };
-            added += n;
-            bytes += b;
-            from = to;
-        }
-        (added, bytes)
-    }
-
-    /// [`HeldSet::append`] a message at a time.
-    fn append_slots(
-        &mut self,
-        batch: &Batch,
-        range: Range<usize>,
-        due: i64,
-        skip: impl Fn(u64) -> bool,
-    ) -> (u64, u64) {
-        let (mut added, mut bytes) = (0, 0);
-        for i in range {
-            let id = batch.id(i);
-            if skip(id) || self.contains_key(&id) {
-                continue;
+            match at {
+                Some(at) => {
+                    let (n, b) = self.runs.insert(at, batch, from..to, due, &skip);
+                    added += n;
+                    bytes += b;
+                }
+                // Message by message: some may be held already.
+                None => {
+                    for i in from..to {
+                        let id = batch.id(i);
+                        if !skip(id) && !self.contains_key(&id) {
+                            let msg = batch.message(i);
+                            added += 1;
+                            bytes += msg.body.len() as u64;
+                            self.slots.insert(id, Held { msg, due });
+                        }
+                    }
+                }
             }
-            let msg = batch.message(i);
-            added += 1;
-            bytes += msg.body.len() as u64;
-            self.slots.insert(id, Held { msg, due });
+            from = to;
         }
         (added, bytes)
     }
@@ -148,16 +139,6 @@ fn merged<T>(
     })
 }
 
-impl FromIterator<(u64, Held)> for HeldSet {
-    fn from_iter<I: IntoIterator<Item = (u64, Held)>>(it: I) -> Self {
-        let mut s = HeldSet::default();
-        for (id, h) in it {
-            s.insert(id, h);
-        }
-        s
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -176,6 +157,13 @@ mod tests {
         }
     }
 
+    /// The next of a deterministic pseudo-random sequence.
+    pub(super) fn xorshift(x: &mut u64) {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+    }
+
     #[test]
     fn batches_and_single_messages_behave_like_a_map() {
         // A deterministic mix of batches (mostly ascending ids, some
@@ -186,9 +174,7 @@ mod tests {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = 0u64;
         for round in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            xorshift(&mut x);
             match x % 8 {
                 0..=3 => {
                     let n = 1 + x % 9;

@@ -28,9 +28,10 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use nsq_protocol::{ChannelName, TopicName};
 
-pub use super::batch::Batch;
+use super::batch::BatchError;
+pub use super::batch::{Batch, WireMessage};
 use crate::backlog::Packed;
-use crate::message::{id_after, Message};
+use crate::message::id_after;
 
 /// The link's protocol version, sent in Hello.
 pub const VERSION: u16 = 3;
@@ -83,37 +84,6 @@ impl MetaOp {
             9 => TopicUnpause,
             _ => return Err(WireError::Op(b)),
         })
-    }
-}
-
-/// One message as the link carries it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WireMessage {
-    pub id: u64,
-    pub timestamp: i64,
-    pub attempts: u16,
-    pub body: Bytes,
-}
-
-impl From<&Message> for WireMessage {
-    fn from(m: &Message) -> Self {
-        WireMessage {
-            id: m.id,
-            timestamp: m.timestamp,
-            attempts: m.attempts,
-            body: m.body.clone(),
-        }
-    }
-}
-
-impl WireMessage {
-    pub fn to_message(&self) -> Message {
-        Message {
-            id: self.id,
-            timestamp: self.timestamp,
-            attempts: self.attempts,
-            body: self.body.clone(),
-        }
     }
 }
 
@@ -289,7 +259,10 @@ impl Frame {
                 topic: get_topic(&mut b)?,
                 channel: get_channel(&mut b)?,
                 due: get_u64(&mut b)? as i64,
-                msgs: Batch::decode(&mut b)?,
+                msgs: Batch::decode(&mut b, MAX_COUNT).map_err(|e| match e {
+                    BatchError::Count(n) => WireError::Count(n),
+                    BatchError::Truncated => WireError::Truncated,
+                })?,
             },
             5 => Frame::Finish {
                 seq: get_u64(&mut b)?,
@@ -444,7 +417,7 @@ pub(super) fn get_channel(b: &mut Bytes) -> Result<Option<ChannelName>, WireErro
 
 /// A count of items at least `min_size` bytes each: bounded, and no larger
 /// than what the rest of the frame can hold, before anything is reserved.
-pub(super) fn get_count(b: &mut Bytes, min_size: usize) -> Result<usize, WireError> {
+fn get_count(b: &mut Bytes, min_size: usize) -> Result<usize, WireError> {
     let n = get_u32(b)? as usize;
     if n > MAX_COUNT || n.saturating_mul(min_size) > b.remaining() {
         return Err(WireError::Count(n));

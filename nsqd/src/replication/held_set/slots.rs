@@ -139,16 +139,6 @@ impl Slots {
     }
 }
 
-impl FromIterator<(u64, Held)> for Slots {
-    fn from_iter<I: IntoIterator<Item = (u64, Held)>>(it: I) -> Self {
-        let mut s = Slots::default();
-        for (id, h) in it {
-            s.insert(id, h);
-        }
-        s
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -205,9 +195,7 @@ mod tests {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = 0u64;
         for _ in 0..50_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            crate::replication::held_set::tests::xorshift(&mut x);
             match x % 8 {
                 0..=3 => {
                     next += 1 + x % 3;
@@ -236,7 +224,10 @@ mod tests {
 
     #[test]
     fn a_stuck_message_does_not_keep_the_slots_behind_it() {
-        let mut s: Slots = (0..100_000).map(|i| (i, h(i))).collect();
+        let mut s = Slots::default();
+        for i in 0..100_000 {
+            s.insert(i, h(i));
+        }
         for id in 1..100_000 {
             s.remove(&id);
         }
