@@ -12,6 +12,7 @@ use super::held_set::HeldSet;
 pub use super::spill::Held;
 use super::spill::{Drain, DrainCheck, FinishedSet, Spill, SpillTo};
 use super::wire::MetaOp;
+use place::{place, place_batch, Added};
 
 /// Recently finished ids a channel remembers, so an Append that arrives
 /// after its message's Finish (the two are queued by different tasks)
@@ -149,84 +150,6 @@ pub struct Shadow {
     /// Where drain checks go to be scanned off the link task (none: they
     /// are scanned at once).
     drains: Option<tokio::sync::mpsc::UnboundedSender<DrainCheck>>,
-}
-
-/// What placing messages added: in memory (count, bytes) and spilled.
-#[derive(Default)]
-struct Added {
-    msgs: u64,
-    bytes: u64,
-    spilled: u64,
-}
-
-impl Added {
-    fn plus(&mut self, a: Added) {
-        self.msgs += a.msgs;
-        self.bytes += a.bytes;
-        self.spilled += a.spilled;
-    }
-}
-
-/// Put `msgs` into `mem` up to the memory bound, the rest into `spill`
-/// (opened on first use as `topic`'s `channel` queue).
-fn place(
-    mem: &mut HeldSet,
-    spill: &mut Option<Spill>,
-    to: Option<&SpillTo>,
-    (topic, channel): (&TopicName, Option<&ChannelName>),
-    msgs: impl Iterator<Item = Held>,
-) -> Added {
-    let mut added = Added::default();
-    let limit = to.map_or(usize::MAX, |s| s.mem_limit);
-    let mut over = Vec::new();
-    for h in msgs {
-        if mem.len() >= limit {
-            if !mem.contains_key(&h.msg.id) {
-                over.push(h);
-            }
-        } else if !mem.contains_key(&h.msg.id) {
-            added.msgs += 1;
-            added.bytes += h.msg.body.len() as u64;
-            mem.insert(h.msg.id, h);
-        }
-    }
-    if let (Some(to), false) = (to, over.is_empty()) {
-        added.spilled = over.len() as u64;
-        spill
-            .get_or_insert_with(|| Spill::open(to, topic, channel, FinishedSet::default()))
-            .write(&over);
-    }
-    added
-}
-
-/// [`place`] for a batch: a run of it in memory while there is room
-/// (`skip` names messages to leave out), the rest spilled.
-fn place_batch(
-    mem: &mut HeldSet,
-    spill: &mut Option<Spill>,
-    to: Option<&SpillTo>,
-    names: (&TopicName, Option<&ChannelName>),
-    (batch, due): (&Batch, i64),
-    skip: impl Fn(u64) -> bool,
-) -> Added {
-    let limit = to.map_or(usize::MAX, |s| s.mem_limit);
-    let fit = limit.saturating_sub(mem.len()).min(batch.len());
-    let (msgs, bytes) = mem.append(batch, 0..fit, due, &skip);
-    let mut added = Added {
-        msgs,
-        bytes,
-        spilled: 0,
-    };
-    if fit < batch.len() {
-        let rest = (fit..batch.len())
-            .filter(|&i| !skip(batch.id(i)))
-            .map(|i| Held {
-                msg: batch.message(i),
-                due,
-            });
-        added.plus(place(mem, spill, to, names, rest));
-    }
-    added
 }
 
 impl Shadow {
@@ -604,5 +527,6 @@ impl Shadow {
     }
 }
 
+mod place;
 #[cfg(test)]
 mod tests;
