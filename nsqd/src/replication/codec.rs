@@ -64,6 +64,10 @@ impl Encoder<Frame> for FrameCodec {
 /// records per read and per faulted-in allocation, and no more pinned by
 /// one held message than a default MPUB (`--max-body-size`) pins already.
 pub const RECORDS_CHUNK: usize = 1024 * 1024;
+/// Frames at least this large are handed out as views of their chunk;
+/// smaller ones are copied out (a copy costs little next to a read), so a
+/// held message of a small record (a PUB's) pins no more than its record.
+const SHARE_FROM: usize = 16 * 1024;
 /// What one read may take off the socket by default (and the size of the
 /// chunk it reads into); see [`FrameReader::set_chunk`].
 const READ_CHUNK: usize = 64 * 1024;
@@ -74,14 +78,15 @@ const HELLO_CHUNK: usize = 4 * 1024;
 const MIN_ROOM: usize = 4 * 1024;
 
 /// Reads frames from one side of a link, several per read when they have
-/// arrived. Reads go into a chunk (faulted in at once), and each frame is
-/// cut off its front as a view, so an Append's bodies are slices of the
-/// chunk, kept by the holder's shadow: no copy, no allocation per frame,
-/// and the chunk is freed once every frame cut from it is dropped. A frame
-/// larger than a chunk gets a chunk of its own, of its validated size. A
-/// held message thus pins at most a chunk or its own frame, as on the
-/// origin it pins its MPUB's batch. Everything here can be cancelled
-/// between reads: what a read took stays in `self`.
+/// arrived. Reads go into a chunk (faulted in at once), and each large
+/// frame is cut off its front as a view, so an Append's bodies are slices
+/// of the chunk, kept by the holder's shadow: no copy, no allocation per
+/// frame, and the chunk is freed once every frame cut from it is dropped.
+/// A frame larger than a chunk gets a chunk of its own, of its validated
+/// size; a small one is copied out. A held message thus pins its own
+/// record, or at most a chunk, as on the origin it pins its MPUB's batch
+/// (up to `--max-body-size`). Everything here can be cancelled between
+/// reads: what a read took stays in `self`.
 pub struct FrameReader<R> {
     r: R,
     /// The chunk: bytes read and not yet handed out, then its spare room.
@@ -136,6 +141,11 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
             // here; while its size is unknown, some room for a large read.
             let needs = match size_of_next(&self.buf) {
                 Some(size) if size > self.limit => return Err(WireError::TooBig(size)),
+                Some(size) if self.buf.len() >= 4 + size && size < SHARE_FROM => {
+                    let frame = Bytes::copy_from_slice(&self.buf[4..4 + size]);
+                    self.buf.advance(4 + size);
+                    return Ok(Some(frame));
+                }
                 Some(size) if self.buf.len() >= 4 + size => {
                     let mut frame = self.buf.split_to(4 + size).freeze();
                     frame.advance(4);
@@ -356,7 +366,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn frames_read_together_share_one_chunk_and_a_larger_one_has_its_own() {
+    async fn large_frames_read_together_share_a_chunk_small_ones_are_copied_out() {
         let mut data = BytesMut::new();
         for seq in 1..=3 {
             Frame::Ping { seq }.encode(&mut data);
@@ -368,10 +378,27 @@ mod tests {
             views.push(b);
         }
         assert_eq!(views.len(), 3);
+        let next_in_chunk =
+            |a: &Bytes, b: &Bytes| a.as_ptr() as usize + a.len() + 4 == b.as_ptr() as usize;
+        assert!(
+            !next_in_chunk(&views[0], &views[1]),
+            "small frames are copied out"
+        );
+        // Large frames are shared instead.
+        let mut data = BytesMut::new();
+        for seq in 1..=3 {
+            append(seq, &[SHARE_FROM]).encode(&mut data);
+        }
+        let mut r = FrameReader::new(&data[..]);
+        r.set_chunk(RECORDS_CHUNK);
+        let mut views = Vec::new();
+        while let Some(b) = r.next_bytes().await.unwrap() {
+            views.push(b);
+        }
+        assert_eq!(views.len(), 3);
         for w in views.windows(2) {
             // Each view skips the next frame's 4-byte size prefix.
-            let end = w[0].as_ptr() as usize + w[0].len();
-            assert_eq!(end + 4, w[1].as_ptr() as usize, "not cut from one chunk");
+            assert!(next_in_chunk(&w[0], &w[1]), "not cut from one chunk");
         }
         let mut big = BytesMut::new();
         append(1, &[RECORDS_CHUNK]).encode(&mut big);
