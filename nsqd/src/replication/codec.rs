@@ -365,18 +365,23 @@ mod tests {
         assert!(r.buf.capacity() < 40_000);
     }
 
-    #[tokio::test]
-    async fn large_frames_read_together_share_a_chunk_small_ones_are_copied_out() {
+    /// What a holder's reader hands out for `frames`, read at once.
+    async fn views_of(frames: impl Iterator<Item = Frame>) -> Vec<Bytes> {
         let mut data = BytesMut::new();
-        for seq in 1..=3 {
-            Frame::Ping { seq }.encode(&mut data);
-        }
+        frames.for_each(|f| f.encode(&mut data));
         let mut r = FrameReader::new(&data[..]);
         r.set_chunk(RECORDS_CHUNK);
         let mut views = Vec::new();
         while let Some(b) = r.next_bytes().await.unwrap() {
             views.push(b);
         }
+        views
+    }
+
+    #[tokio::test]
+    async fn large_frames_read_together_share_a_chunk_small_ones_are_copied_out() {
+        let pings = (1..=3).map(|seq| Frame::Ping { seq });
+        let views = views_of(pings).await;
         assert_eq!(views.len(), 3);
         let next_in_chunk =
             |a: &Bytes, b: &Bytes| a.as_ptr() as usize + a.len() + 4 == b.as_ptr() as usize;
@@ -385,16 +390,7 @@ mod tests {
             "small frames are copied out"
         );
         // Large frames are shared instead.
-        let mut data = BytesMut::new();
-        for seq in 1..=3 {
-            append(seq, &[SHARE_FROM]).encode(&mut data);
-        }
-        let mut r = FrameReader::new(&data[..]);
-        r.set_chunk(RECORDS_CHUNK);
-        let mut views = Vec::new();
-        while let Some(b) = r.next_bytes().await.unwrap() {
-            views.push(b);
-        }
+        let views = views_of((1..=3).map(|seq| append(seq, &[SHARE_FROM]))).await;
         assert_eq!(views.len(), 3);
         for w in views.windows(2) {
             // Each view skips the next frame's 4-byte size prefix.
