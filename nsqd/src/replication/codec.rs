@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::wire::{Frame, WireError, MAX_FRAME};
+use super::wire::{Frame, WireError, HELLO_MAX, MAX_FRAME};
 use crate::spin::{ReadNow, Spin};
 
 /// Why no frame came.
@@ -61,28 +61,43 @@ impl Encoder<Frame> for FrameCodec {
     }
 }
 
-/// Frames at least this large are read into an allocation of their own,
-/// faulted in at once; smaller ones are copied out of the read buffer.
-const OWN_BUFFER: usize = 16 * 1024;
-/// The read buffer's size: what one read may take off the socket.
+/// The chunk a holder reads its origin's records into: many MPUB-sized
+/// records per read and per faulted-in allocation, and no more pinned by
+/// one held message than a default MPUB (`--max-body-size`) pins already.
+pub const RECORDS_CHUNK: usize = 1024 * 1024;
+/// Frames at least this large are handed out as views of their chunk;
+/// smaller ones are copied out (a copy costs little next to a read), so a
+/// held message of a small record (a PUB's) pins no more than its record.
+const SHARE_FROM: usize = 16 * 1024;
+/// What one read may take off the socket by default (and the size of the
+/// chunk it reads into); see [`FrameReader::set_chunk`].
 const READ_CHUNK: usize = 64 * 1024;
+/// The chunk before the other side proved who it is: enough for a Hello.
+const HELLO_CHUNK: usize = 4 * 1024;
+/// A chunk with less room than this left (and no frame begun that fits
+/// it) is replaced before the next read: reads stay large.
+const MIN_ROOM: usize = 4 * 1024;
 
-/// Reads frames from one side of a link. A frame's bytes are handed out in
-/// an allocation of exactly its size (its messages' bodies are slices of
-/// it, kept by the holder's shadow), so the read buffer is reused and a
-/// held message pins no more than its own frame. Everything here can be
-/// cancelled between reads: a frame read in part stays in `self`.
+/// Reads frames from one side of a link, several per read when they have
+/// arrived. Reads go into a chunk (faulted in at once), and each large
+/// frame is cut off its front as a view, so an Append's bodies are slices
+/// of the chunk, kept by the holder's shadow: no copy, no allocation per
+/// frame, and the chunk is freed once every frame cut from it is dropped.
+/// A frame larger than a chunk gets a chunk of its own, of its validated
+/// size; a small one is copied out. A held message thus pins its own
+/// record, or at most a chunk, as on the origin it pins its MPUB's batch
+/// (up to `--max-body-size`). Everything here can be cancelled between
+/// reads: what a read took stays in `self`.
 pub struct FrameReader<R> {
     r: R,
-    /// Bytes read and not yet handed out; never shared, so never regrown.
+    /// The chunk: bytes read and not yet handed out, then its spare room.
     buf: BytesMut,
-    /// A large frame being read straight into its own buffer (size prefix
-    /// removed), and its size.
-    own: Option<(BytesMut, usize)>,
     /// What a look ahead ([`Self::more_ready`]) got: the next result.
     ready: Option<Result<Option<Bytes>, WireError>>,
     /// Largest frame accepted now (small until the peer said who it is).
     limit: usize,
+    /// Size of a new chunk once the peer is known.
+    chunk: usize,
     /// Tries of the socket before a wait ([`Self::spin`]); off until set.
     spin: Spin,
 }
@@ -91,10 +106,10 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
     pub fn new(r: R) -> Self {
         FrameReader {
             r,
-            buf: BytesMut::with_capacity(READ_CHUNK),
-            own: None,
+            buf: BytesMut::new(),
             ready: None,
             limit: MAX_FRAME,
+            chunk: READ_CHUNK,
             spin: Spin::new(Duration::ZERO),
         }
     }
@@ -109,6 +124,12 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
         self.limit = limit.min(MAX_FRAME);
     }
 
+    /// Read into chunks of `size` bytes from now on (a side that receives
+    /// the other's records reads larger chunks than one receiving acks).
+    pub fn set_chunk(&mut self, size: usize) {
+        self.chunk = size.max(MIN_ROOM);
+    }
+
     /// The next frame; `None` when the peer closed the link.
     pub async fn next(&mut self) -> Option<Result<Frame, WireError>> {
         match self.next_bytes().await {
@@ -118,57 +139,53 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// The next frame's kind and payload, in a buffer of its own.
+    /// The next frame's kind and payload, a view of the chunk it was read
+    /// into.
     async fn next_bytes(&mut self) -> Result<Option<Bytes>, WireError> {
-        use tokio::io::AsyncReadExt;
         if let Some(r) = self.ready.take() {
             return r;
         }
         loop {
-            if let Some((own, size)) = &mut self.own {
-                let rest = *size - own.len();
-                if rest == 0 {
-                    let (own, _) = self.own.take().unwrap_or_default();
-                    return Ok(Some(own.freeze()));
+            // The capacity the frame at the front needs to be read whole
+            // here; while its size is unknown, some room for a large read.
+            let needs = match size_of_next(&self.buf) {
+                Some(size) if size > self.limit => return Err(WireError::TooBig(size)),
+                Some(size) if self.buf.len() >= 4 + size && size < SHARE_FROM => {
+                    let frame = Bytes::copy_from_slice(&self.buf[4..4 + size]);
+                    self.buf.advance(4 + size);
+                    return Ok(Some(frame));
                 }
-                // Cancel-safe: what a read took is in `own` before it returns.
-                let n = (&mut self.r).take(rest as u64).read_buf(own).await?;
-                // A large frame's read: nothing to spin for.
-                self.spin.read_done(n, n);
-                if n == 0 {
-                    return Ok(None);
+                Some(size) if self.buf.len() >= 4 + size => {
+                    let mut frame = self.buf.split_to(4 + size).freeze();
+                    frame.advance(4);
+                    return Ok(Some(frame));
                 }
-                continue;
-            }
-            if let Some(size) = size_of_next(&self.buf) {
-                if size > self.limit {
-                    return Err(WireError::TooBig(size));
-                }
-                let have = self.buf.len() - 4;
-                if have >= size || size >= OWN_BUFFER {
-                    // The size is validated: now it may be allocated.
-                    let mut own = crate::prefault::batch_buffer(size);
-                    let take = have.min(size);
-                    own.extend_from_slice(&self.buf[4..4 + take]);
-                    self.buf.advance(4 + take);
-                    self.own = Some((own, size));
-                    continue;
-                }
-            }
-            // Only a small frame's beginning (or nothing) is buffered, at the
-            // front of a buffer that is never shared: room without regrowing.
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                // Moves what is left back to the front (nothing else
-                // refers to the buffer), so it keeps its allocation.
-                self.buf.reserve(READ_CHUNK - self.buf.len());
+                Some(size) => 4 + size,
+                None => self.buf.len() + MIN_ROOM,
+            };
+            if self.buf.capacity() < needs {
+                self.next_chunk(needs);
             }
             let room = self.buf.capacity() - self.buf.len();
-            let n = self.r.read_buf(&mut self.buf).await?;
+            let n = tokio::io::AsyncReadExt::read_buf(&mut self.r, &mut self.buf).await?;
             self.spin.read_done(n, room);
             if n == 0 {
                 return Ok(None);
             }
         }
+    }
+
+    /// Move the frame begun at the end of the chunk (if any) to a new one
+    /// with room for `needs` bytes, a size validated by now.
+    fn next_chunk(&mut self, needs: usize) {
+        let size = match self.limit {
+            l if l <= HELLO_MAX => HELLO_CHUNK,
+            _ => self.chunk,
+        };
+        let mut fresh = crate::prefault::batch_buffer(needs.max(size));
+        fresh.extend_from_slice(&self.buf);
+        // The old chunk lives on in the frames cut from it, if any.
+        self.buf = fresh;
     }
 
     /// The next frame, waiting at most `timeout`.
@@ -188,13 +205,18 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
     /// Before a wait for the next frame: try the socket for a while when
     /// that pays (`crate::spin`), giving way as soon as `give_way` says so;
     /// what came is buffered for [`Self::next`]. Nothing is tried while a
-    /// frame is buffered or a large one is being read.
+    /// frame is buffered (nor after a large read: `Spin` knows).
     pub(crate) fn spin(&mut self, give_way: impl FnMut() -> bool) -> std::io::Result<()>
     where
         R: ReadNow,
     {
-        if self.ready.is_some() || self.own.is_some() || self.has_frame() {
+        if self.ready.is_some() || self.has_frame() {
             return Ok(());
+        }
+        // A try takes a few small frames: room for them in the chunk.
+        let needs = self.buf.len() + MIN_ROOM;
+        if self.buf.capacity() < needs {
+            self.next_chunk(needs);
         }
         match self.spin.input_unless(&mut self.r, &mut self.buf, give_way) {
             Some(Err(e)) => Err(e),
@@ -231,7 +253,7 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replication::wire::{WireMessage, HELLO_MAX};
+    use crate::replication::wire::WireMessage;
 
     #[test]
     fn oversized_frame_is_refused_before_reading_it() {
@@ -322,21 +344,27 @@ mod tests {
         for f in &frames {
             f.encode(&mut data);
         }
-        for steps in [
+        let splits = [
             vec![1],
             vec![3, 4096, 7],
             vec![65_536],
             vec![100_000, 2],
             vec![usize::MAX],
-        ] {
+        ];
+        for (steps, chunk) in splits
+            .iter()
+            .flat_map(|s| [READ_CHUNK, RECORDS_CHUNK, MIN_ROOM, 50_000].map(|c| (s, c)))
+        {
             let mut r = FrameReader::new(Trickle {
                 data: data.to_vec(),
                 pos: 0,
                 steps: steps.clone(),
                 turn: 0,
             });
+            r.set_chunk(chunk);
             for f in &frames {
-                assert_eq!(&r.next().await.unwrap().unwrap(), f, "steps {steps:?}");
+                let got = r.next().await.unwrap().unwrap();
+                assert_eq!(&got, f, "steps {steps:?}, chunk {chunk}");
             }
             assert!(r.next().await.is_none());
         }
@@ -439,6 +467,46 @@ mod tests {
         let mut r = FrameReader::new(&data[..]);
         r.set_limit(HELLO_MAX);
         assert!(matches!(r.next().await, Some(Err(WireError::TooBig(_)))));
-        assert!(r.own.is_none());
+        assert!(r.buf.capacity() < 40_000);
+    }
+
+    /// What a holder's reader hands out for `frames`, read at once.
+    async fn views_of(frames: impl Iterator<Item = Frame>) -> Vec<Bytes> {
+        let mut data = BytesMut::new();
+        frames.for_each(|f| f.encode(&mut data));
+        let mut r = FrameReader::new(&data[..]);
+        r.set_chunk(RECORDS_CHUNK);
+        let mut views = Vec::new();
+        while let Some(b) = r.next_bytes().await.unwrap() {
+            views.push(b);
+        }
+        views
+    }
+
+    #[tokio::test]
+    async fn large_frames_read_together_share_a_chunk_small_ones_are_copied_out() {
+        let pings = (1..=3).map(|seq| Frame::Ping { seq });
+        let views = views_of(pings).await;
+        assert_eq!(views.len(), 3);
+        let next_in_chunk =
+            |a: &Bytes, b: &Bytes| a.as_ptr() as usize + a.len() + 4 == b.as_ptr() as usize;
+        assert!(
+            !next_in_chunk(&views[0], &views[1]),
+            "small frames are copied out"
+        );
+        // Large frames are shared instead.
+        let views = views_of((1..=3).map(|seq| append(seq, &[SHARE_FROM]))).await;
+        assert_eq!(views.len(), 3);
+        for w in views.windows(2) {
+            // Each view skips the next frame's 4-byte size prefix.
+            assert!(next_in_chunk(&w[0], &w[1]), "not cut from one chunk");
+        }
+        let mut big = BytesMut::new();
+        append(1, &[RECORDS_CHUNK]).encode(&mut big);
+        let size = big.len() - 4;
+        let mut r = FrameReader::new(&big[..]);
+        r.set_chunk(RECORDS_CHUNK);
+        assert_eq!(r.next_bytes().await.unwrap().unwrap().len(), size);
+        assert_eq!(r.buf.capacity(), 0, "a chunk of exactly its size");
     }
 }

@@ -119,6 +119,7 @@ async fn serve(
         incarnation,
     };
     frames.set_limit(super::wire::MAX_FRAME);
+    frames.set_chunk(super::codec::RECORDS_CHUNK);
     let (conn, restarted, synced) = {
         let mut i = state.lock();
         i.conn += 1;

@@ -361,7 +361,7 @@ fn snapshot(shadow: &Shadow, memory: bool) -> Vec<Entry> {
                     due = Some(h.due);
                 }
                 bytes += h.msg.body.len();
-                batch.push(h.msg.clone());
+                batch.push(h.msg);
             }
             if let (false, Some(d)) = (batch.is_empty(), due) {
                 out.push(append(topic, &channel, d, batch));
@@ -382,7 +382,7 @@ fn append(
         topic: topic.clone(),
         channel: channel.clone(),
         due,
-        msgs,
+        msgs: msgs.into(),
     })
 }
 
@@ -484,7 +484,7 @@ mod tests {
         for f in &frames {
             apply(&mut again, f);
         }
-        let ids: Vec<u64> = again.topics[&t].channels[&c].msgs.keys().copied().collect();
+        let ids: Vec<u64> = again.topics[&t].channels[&c].msgs.keys().collect();
         assert_eq!(ids, vec![1, 3]);
     }
 

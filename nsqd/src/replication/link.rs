@@ -181,7 +181,7 @@ impl Outbox {
                     topic: topic.clone(),
                     channel: channel.cloned(),
                     due,
-                    msgs,
+                    msgs: msgs.into(),
                 });
             }
         }
@@ -469,7 +469,7 @@ mod tests {
         };
         let got: Vec<_> = msgs
             .iter()
-            .map(|m| (m.id, m.timestamp, m.attempts, m.body.clone()))
+            .map(|m| (m.id, m.timestamp, m.attempts, m.body))
             .collect();
         let want: Vec<_> = a
             .messages()
@@ -479,7 +479,8 @@ mod tests {
         let Frame::Append { seq: 2, msgs, .. } = &frames[1] else {
             panic!("{frames:?}");
         };
-        assert_eq!((msgs[0].id, &msgs[0].body[..]), (90, &b"three"[..]));
+        let m = msgs.message(0);
+        assert_eq!((m.id, &m.body[..]), (90, &b"three"[..]));
     }
 
     #[tokio::test]

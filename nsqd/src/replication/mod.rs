@@ -139,6 +139,7 @@
 //! `return_filter.rs` are the two halves of a takeover; `peer_auth.rs` the
 //! shared-secret challenge; `wire.rs` the bytes and `codec.rs` reading them.
 
+pub mod batch;
 pub mod codec;
 pub mod full_copy;
 pub mod held_set;

@@ -277,6 +277,7 @@ mod tests {
     use bytes::Bytes;
     use nsq_protocol::ChannelName;
 
+    use super::super::batch::Batch;
     use super::super::spill::SpillTo;
     use super::super::wire::{MetaOp, WireMessage, VERSION};
     use super::*;
@@ -314,10 +315,12 @@ mod tests {
             let s = &mut i.shadow;
             s.meta(MetaOp::ChannelCreate, &t, Some(&c));
             let msgs: Vec<_> = (1..=6).map(m).collect();
-            s.append(&t, None, 0, &msgs, u64::MAX).unwrap();
+            s.append(&t, None, 0, &Batch::from(&msgs[..]), u64::MAX)
+                .unwrap();
             // `u` has no channel: its topic holds, and spills past 2 too.
             let held: Vec<_> = (10..=14).map(m).collect();
-            s.append(&u, None, 0, &held, u64::MAX).unwrap();
+            s.append(&u, None, 0, &Batch::from(&held[..]), u64::MAX)
+                .unwrap();
             s.finish(&t, &c, &[2, 4]);
             assert_eq!(s.depth(), 4 + 5);
         }
@@ -341,10 +344,10 @@ mod tests {
             ids
         };
         let tc = topics.get_mut(&t).unwrap().channels.get_mut(&c).unwrap();
-        assert_eq!(tc.msgs.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(tc.msgs.keys().collect::<Vec<_>>(), vec![1]);
         assert_eq!(read(tc.spilled.take()), vec![3, 5, 6]);
         let ut = topics.get_mut(&u).unwrap();
-        assert_eq!(ut.held.keys().copied().collect::<Vec<_>>(), vec![10, 11]);
+        assert_eq!(ut.held.keys().collect::<Vec<_>>(), vec![10, 11]);
         assert_eq!(read(ut.held_spill.take()), vec![12, 13, 14]);
     }
 }

@@ -7,10 +7,12 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use nsq_protocol::{ChannelName, TopicName};
 
+use super::batch::Batch;
 use super::held_set::HeldSet;
 pub use super::spill::Held;
 use super::spill::{Drain, DrainCheck, FinishedSet, Spill, SpillTo};
-use super::wire::{MetaOp, WireMessage};
+use super::wire::MetaOp;
+use place::{place, place_batch, Added};
 
 /// Recently finished ids a channel remembers, so an Append that arrives
 /// after its message's Finish (the two are queued by different tasks)
@@ -26,6 +28,9 @@ pub struct ShadowChannel {
     pub spilled: Option<Spill>,
     recent: HashSet<u64>,
     recent_order: VecDeque<u64>,
+    /// No id above this was ever in `recent` (so most appends need not
+    /// look there).
+    recent_max: u64,
 }
 
 /// Messages a spill still holds unfinished.
@@ -75,7 +80,28 @@ impl ShadowChannel {
         place(mem, spilled, to, (topic, Some(name)), fresh)
     }
 
+    /// Place copies of `batch`'s messages (not those finished lately).
+    fn take_batch(
+        &mut self,
+        to: Option<&SpillTo>,
+        topic: &TopicName,
+        name: &ChannelName,
+        (batch, due): (&Batch, i64),
+    ) -> Added {
+        let ShadowChannel {
+            msgs: mem,
+            spilled,
+            recent,
+            recent_max,
+            ..
+        } = self;
+        let max = *recent_max;
+        let skip = |id: u64| id <= max && recent.contains(&id);
+        place_batch(mem, spilled, to, (topic, Some(name)), (batch, due), skip)
+    }
+
     fn remember_finished(&mut self, id: u64) {
+        self.recent_max = self.recent_max.max(id);
         if self.recent.insert(id) {
             self.recent_order.push_back(id);
             if self.recent_order.len() > RECENT_FINISHED {
@@ -124,54 +150,6 @@ pub struct Shadow {
     /// Where drain checks go to be scanned off the link task (none: they
     /// are scanned at once).
     drains: Option<tokio::sync::mpsc::UnboundedSender<DrainCheck>>,
-}
-
-/// What placing messages added: in memory (count, bytes) and spilled.
-#[derive(Default)]
-struct Added {
-    msgs: u64,
-    bytes: u64,
-    spilled: u64,
-}
-
-impl Added {
-    fn plus(&mut self, a: Added) {
-        self.msgs += a.msgs;
-        self.bytes += a.bytes;
-        self.spilled += a.spilled;
-    }
-}
-
-/// Put `msgs` into `mem` up to the memory bound, the rest into `spill`
-/// (opened on first use as `topic`'s `channel` queue).
-fn place(
-    mem: &mut HeldSet,
-    spill: &mut Option<Spill>,
-    to: Option<&SpillTo>,
-    (topic, channel): (&TopicName, Option<&ChannelName>),
-    msgs: impl Iterator<Item = Held>,
-) -> Added {
-    let mut added = Added::default();
-    let limit = to.map_or(usize::MAX, |s| s.mem_limit);
-    let mut over = Vec::new();
-    for h in msgs {
-        if mem.len() >= limit {
-            if !mem.contains_key(&h.msg.id) {
-                over.push(h);
-            }
-        } else if !mem.contains_key(&h.msg.id) {
-            added.msgs += 1;
-            added.bytes += h.msg.body.len() as u64;
-            mem.insert(h.msg.id, h);
-        }
-    }
-    if let (Some(to), false) = (to, over.is_empty()) {
-        added.spilled = over.len() as u64;
-        spill
-            .get_or_insert_with(|| Spill::open(to, topic, channel, FinishedSet::default()))
-            .write(&over);
-    }
-    added
 }
 
 impl Shadow {
@@ -275,7 +253,7 @@ impl Shadow {
         topic: &TopicName,
         channel: Option<&ChannelName>,
         due: i64,
-        msgs: &[WireMessage],
+        msgs: &Batch,
         max_bytes: u64,
     ) -> Result<(), ShadowError> {
         if topic.is_ephemeral() || channel.is_some_and(|c| c.is_ephemeral()) {
@@ -290,28 +268,28 @@ impl Shadow {
             Some(t) => t,
             None => self.topics.entry(topic.clone()).or_default(),
         };
-        let held = msgs.iter().map(|m| Held {
-            msg: m.clone(),
-            due,
-        });
+        let batch = (msgs, due);
         let mut total = Added::default();
         match channel {
             Some(c) => {
                 let ch = t.channels.entry(c.clone()).or_default();
-                total.plus(ch.take_copies(to, topic, c, held));
+                total.plus(ch.take_batch(to, topic, c, batch));
             }
             None if t.holding() => {
-                total.plus(place(
-                    &mut t.held,
+                let names = (topic, None);
+                let held = &mut t.held;
+                total.plus(place_batch(
+                    held,
                     &mut t.held_spill,
                     to,
-                    (topic, None),
-                    held,
+                    names,
+                    batch,
+                    |_| false,
                 ));
             }
             None => {
                 for (name, ch) in t.channels.iter_mut() {
-                    total.plus(ch.take_copies(to, topic, name, held.clone()));
+                    total.plus(ch.take_batch(to, topic, name, batch));
                 }
             }
         }
@@ -549,5 +527,6 @@ impl Shadow {
     }
 }
 
+mod place;
 #[cfg(test)]
 mod tests;

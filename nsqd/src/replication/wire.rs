@@ -28,8 +28,10 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use nsq_protocol::{ChannelName, TopicName};
 
+use super::batch::BatchError;
+pub use super::batch::{Batch, WireMessage};
 use crate::backlog::Packed;
-use crate::message::{id_after, Message};
+use crate::message::id_after;
 
 /// The link's protocol version, sent in Hello.
 pub const VERSION: u16 = 3;
@@ -85,37 +87,6 @@ impl MetaOp {
     }
 }
 
-/// One message as the link carries it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WireMessage {
-    pub id: u64,
-    pub timestamp: i64,
-    pub attempts: u16,
-    pub body: Bytes,
-}
-
-impl From<&Message> for WireMessage {
-    fn from(m: &Message) -> Self {
-        WireMessage {
-            id: m.id,
-            timestamp: m.timestamp,
-            attempts: m.attempts,
-            body: m.body.clone(),
-        }
-    }
-}
-
-impl WireMessage {
-    pub fn to_message(&self) -> Message {
-        Message {
-            id: self.id,
-            timestamp: self.timestamp,
-            attempts: self.attempts,
-            body: self.body.clone(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     Hello {
@@ -134,7 +105,7 @@ pub enum Frame {
         topic: TopicName,
         channel: Option<ChannelName>,
         due: i64,
-        msgs: Vec<WireMessage>,
+        msgs: Batch,
     },
     Finish {
         seq: u64,
@@ -226,13 +197,8 @@ impl Frame {
                     channel: channel.as_ref(),
                     due: *due,
                 };
-                let metas = msgs.iter().map(|m| (m.id, m.timestamp, m.attempts));
-                head.put_head(out, msgs.len(), metas);
-                for m in msgs {
-                    // A body is bounded by the frame limit, far below 4 GiB.
-                    out.put_u32(m.body.len() as u32);
-                    out.put_slice(&m.body);
-                }
+                head.put_names(out);
+                msgs.encode(out);
             }
             Frame::Finish {
                 seq,
@@ -288,39 +254,16 @@ impl Frame {
             3 => Frame::Reset {
                 seq: get_u64(&mut b)?,
             },
-            4 => {
-                let seq = get_u64(&mut b)?;
-                let topic = get_topic(&mut b)?;
-                let channel = get_channel(&mut b)?;
-                let due = get_u64(&mut b)? as i64;
-                let count = get_count(&mut b, 22)?;
-                // Within the frame: the count was checked against it.
-                let mut metas = b.split_to(count * 18);
-                let mut held = Vec::with_capacity(count);
-                for _ in 0..count {
-                    let id = get_u64(&mut metas)?;
-                    let timestamp = get_u64(&mut metas)? as i64;
-                    let attempts = get_u16(&mut metas)?;
-                    let len = get_u32(&mut b)? as usize;
-                    if b.remaining() < len {
-                        return Err(WireError::Truncated);
-                    }
-                    let body = b.split_to(len);
-                    held.push(WireMessage {
-                        id,
-                        timestamp,
-                        attempts,
-                        body,
-                    });
-                }
-                Frame::Append {
-                    seq,
-                    topic,
-                    channel,
-                    due,
-                    msgs: held,
-                }
-            }
+            4 => Frame::Append {
+                seq: get_u64(&mut b)?,
+                topic: get_topic(&mut b)?,
+                channel: get_channel(&mut b)?,
+                due: get_u64(&mut b)? as i64,
+                msgs: Batch::decode(&mut b, MAX_COUNT).map_err(|e| match e {
+                    BatchError::Count(n) => WireError::Count(n),
+                    BatchError::Truncated => WireError::Truncated,
+                })?,
+            },
             5 => Frame::Finish {
                 seq: get_u64(&mut b)?,
                 topic: get_topic(&mut b)?,
@@ -386,6 +329,14 @@ impl AppendHead<'_> {
         data.clone()
     }
 
+    /// Everything before the count.
+    fn put_names(&self, out: &mut BytesMut) {
+        out.put_u64(self.seq);
+        put_str(out, self.topic.as_str());
+        put_str(out, self.channel.map_or("", |c| c.as_str()));
+        out.put_i64(self.due);
+    }
+
     /// Everything before the bodies.
     fn put_head(
         &self,
@@ -393,10 +344,7 @@ impl AppendHead<'_> {
         count: usize,
         metas: impl Iterator<Item = (u64, i64, u16)>,
     ) {
-        out.put_u64(self.seq);
-        put_str(out, self.topic.as_str());
-        put_str(out, self.channel.map_or("", |c| c.as_str()));
-        out.put_i64(self.due);
+        self.put_names(out);
         out.put_u32(count as u32);
         for (id, timestamp, attempts) in metas {
             out.put_u64(id);

@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use crate::replication::wire::WireMessage;
+
 use super::*;
 
 fn m(id: u64) -> WireMessage {
@@ -26,7 +28,8 @@ fn fan_out_and_finish_per_channel() {
     let mut s = Shadow::default();
     s.meta(MetaOp::ChannelCreate, &t(), Some(&c("a")));
     s.meta(MetaOp::ChannelCreate, &t(), Some(&c("b")));
-    s.append(&t(), None, 0, &[m(1), m(2)], u64::MAX).unwrap();
+    s.append(&t(), None, 0, &Batch::from(&[m(1), m(2)][..]), u64::MAX)
+        .unwrap();
     assert_eq!(s.depth(), 4);
     s.finish(&t(), &c("a"), &[1, 2]);
     s.finish(&t(), &c("b"), &[1]);
@@ -37,7 +40,8 @@ fn fan_out_and_finish_per_channel() {
 #[test]
 fn held_until_first_channel_then_released() {
     let mut s = Shadow::default();
-    s.append(&t(), None, 0, &[m(1)], u64::MAX).unwrap();
+    s.append(&t(), None, 0, &Batch::from(&[m(1)][..]), u64::MAX)
+        .unwrap();
     assert_eq!(s.topics[&t()].held.len(), 1);
     s.meta(MetaOp::ChannelCreate, &t(), Some(&c("a")));
     assert!(s.topics[&t()].held.is_empty());
@@ -50,7 +54,8 @@ fn a_finish_before_its_append_leaves_nothing_behind() {
     let mut s = Shadow::default();
     s.meta(MetaOp::ChannelCreate, &t(), Some(&c("a")));
     s.finish(&t(), &c("a"), &[7]);
-    s.append(&t(), None, 0, &[m(7)], u64::MAX).unwrap();
+    s.append(&t(), None, 0, &Batch::from(&[m(7)][..]), u64::MAX)
+        .unwrap();
     assert_eq!(s.depth(), 0);
 }
 
@@ -58,13 +63,16 @@ fn a_finish_before_its_append_leaves_nothing_behind() {
 fn ephemeral_is_not_shadowed_and_delete_and_empty_drop() {
     let mut s = Shadow::default();
     let e: TopicName = "x#ephemeral".parse().unwrap();
-    s.append(&e, None, 0, &[m(1)], u64::MAX).unwrap();
+    s.append(&e, None, 0, &Batch::from(&[m(1)][..]), u64::MAX)
+        .unwrap();
     assert_eq!(s.depth(), 0);
     s.meta(MetaOp::ChannelCreate, &t(), Some(&c("a")));
-    s.append(&t(), None, 0, &[m(1), m(2)], u64::MAX).unwrap();
+    s.append(&t(), None, 0, &Batch::from(&[m(1), m(2)][..]), u64::MAX)
+        .unwrap();
     s.meta(MetaOp::ChannelEmpty, &t(), Some(&c("a")));
     assert_eq!(s.depth(), 0);
-    s.append(&t(), None, 0, &[m(3)], u64::MAX).unwrap();
+    s.append(&t(), None, 0, &Batch::from(&[m(3)][..]), u64::MAX)
+        .unwrap();
     s.meta(MetaOp::TopicDelete, &t(), None);
     assert_eq!((s.depth(), s.bytes()), (0, 0));
 }
@@ -72,9 +80,10 @@ fn ephemeral_is_not_shadowed_and_delete_and_empty_drop() {
 #[test]
 fn full_shadow_refuses() {
     let mut s = Shadow::default();
-    s.append(&t(), None, 0, &[m(1), m(2)], 1).unwrap();
+    s.append(&t(), None, 0, &Batch::from(&[m(1), m(2)][..]), 1)
+        .unwrap();
     assert_eq!(
-        s.append(&t(), None, 0, &[m(3)], 1),
+        s.append(&t(), None, 0, &Batch::from(&[m(3)][..]), 1),
         Err(ShadowError::Full(2))
     );
 }

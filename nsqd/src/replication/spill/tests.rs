@@ -1,6 +1,7 @@
 //! Tests of `spill.rs`.
 
 use super::*;
+use crate::replication::batch::Batch;
 
 #[test]
 fn only_spilled_range_enters_and_never_more_than_spilled() {
@@ -70,8 +71,10 @@ async fn a_shadow_past_its_bound_spills_and_reads_back_the_unfinished_once() {
     let (dir, io, mut s) = spilling_shadow(3);
     let (t, c) = tc();
     let msgs: Vec<_> = (1..=40).map(m).collect();
-    s.append(&t, None, 0, &msgs[..20], u64::MAX).unwrap();
-    s.append(&t, None, 0, &msgs[20..], u64::MAX).unwrap();
+    s.append(&t, None, 0, &Batch::from(&msgs[..20]), u64::MAX)
+        .unwrap();
+    s.append(&t, None, 0, &Batch::from(&msgs[20..]), u64::MAX)
+        .unwrap();
     assert_eq!(s.depth(), 40);
     assert_eq!(s.bytes(), 3 * 300, "only the bound is in memory");
     // One in memory, three spilled; one not held at all, one twice.
@@ -79,7 +82,7 @@ async fn a_shadow_past_its_bound_spills_and_reads_back_the_unfinished_once() {
     assert_eq!(s.depth(), 36);
     let mut topics = s.take_all();
     let ch = topics.get_mut(&t).unwrap().channels.get_mut(&c).unwrap();
-    assert_eq!(ch.msgs.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
+    assert_eq!(ch.msgs.keys().collect::<Vec<_>>(), vec![1, 3]);
     let spill = ch.spilled.take().unwrap();
     assert_eq!(spill.finished.len(), 3);
     let mut back = Vec::new();
@@ -98,7 +101,8 @@ async fn a_drained_queue_is_removed_only_once_a_scan_agrees() {
     let (dir, io, mut s) = spilling_shadow(2);
     let (t, c) = tc();
     let msgs: Vec<_> = [1, 2, 3, 5, 7, 9].into_iter().map(m).collect();
-    s.append(&t, None, 0, &msgs, u64::MAX).unwrap();
+    s.append(&t, None, 0, &Batch::from(&msgs[..]), u64::MAX)
+        .unwrap();
     // FINs inside the spilled range of ids never spilled (their appends
     // may still come) make the count reach zero too early...
     s.finish(&t, &c, &[4, 6, 8, 3]);
@@ -110,8 +114,10 @@ async fn a_drained_queue_is_removed_only_once_a_scan_agrees() {
     assert!(s.spill_names().is_empty(), "drained and removed");
     // A copy spilled twice (as a full copy may send): half finished by
     // the count, all by the scan.
-    s.append(&t, None, 0, &[m(11)], u64::MAX).unwrap();
-    s.append(&t, None, 0, &[m(11)], u64::MAX).unwrap();
+    s.append(&t, None, 0, &Batch::from(&[m(11)][..]), u64::MAX)
+        .unwrap();
+    s.append(&t, None, 0, &Batch::from(&[m(11)][..]), u64::MAX)
+        .unwrap();
     s.finish(&t, &c, &[11]);
     assert_eq!(s.depth(), 2);
     assert!(s.spill_names().is_empty());
@@ -142,7 +148,8 @@ fn reset_empty_and_delete_remove_spilled_copies() {
         s.meta(MetaOp::ChannelCreate, &t, Some(&a));
         s.meta(MetaOp::ChannelCreate, &t, Some(&b));
         let msgs: Vec<_> = (from..from + 10).map(m).collect();
-        s.append(&t, None, 0, &msgs, u64::MAX).unwrap();
+        s.append(&t, None, 0, &Batch::from(&msgs[..]), u64::MAX)
+            .unwrap();
         assert_eq!(s.depth(), 20);
     };
     fill(&mut s, 1);

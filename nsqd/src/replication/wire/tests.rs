@@ -54,7 +54,7 @@ fn golden_append() {
         topic: topic("t"),
         channel: None,
         due: 0,
-        msgs: two,
+        msgs: two.into(),
     });
     let mut want = vec![0, 0, 0, 0, 4];
     want.extend_from_slice(&1u64.to_be_bytes());
@@ -108,7 +108,7 @@ fn a_publish_is_its_head_then_its_bodies_as_queued() {
     else {
         panic!("not an Append");
     };
-    let got: Vec<_> = msgs.iter().map(WireMessage::to_message).collect();
+    let got: Vec<_> = msgs.iter().map(|m| m.to_message()).collect();
     assert_eq!(got, batch.messages().collect::<Vec<_>>());
 }
 
@@ -170,7 +170,8 @@ fn lying_counts_and_names_are_refused() {
             timestamp: 1,
             attempts: 0,
             body: Bytes::from_static(b"abc"),
-        }],
+        }]
+        .into(),
     }
     .encode(&mut f);
     let cut = f.len() - 1;
