@@ -346,7 +346,7 @@ impl Connection {
                         self.answered(r).await?;
                         if self.pending.is_full() {
                             let r = self.pending.next().await;
-                            self.answer_publish(r)?;
+                            self.answer_publishes(r)?;
                         }
                     }
                     Ok(None) => break,
@@ -407,8 +407,12 @@ impl Connection {
                 tokio::task::consume_budget().await;
             }
             // Only a publisher reads in bursts: a subscriber's FINs are
-            // settled, and make room for deliveries, a read at a time.
-            make_room(&mut buf, filled && self.subscription.get().is_none());
+            // settled, and make room for deliveries, a read at a time. One
+            // whose publishes wait for replicas sends its next burst as
+            // their answers arrive: it keeps its room meanwhile (given back
+            // and taken anew, the fresh pages are faulted in by the read).
+            let busy = filled || !self.pending.is_empty();
+            make_room(&mut buf, busy && self.subscription.get().is_none());
             let room = buf.capacity() - buf.len();
             // A publisher waiting on its answers is what the spin is for; a
             // subscriber's reader only takes FINs, and its deliveries do
@@ -425,8 +429,10 @@ impl Connection {
                         _ = stop.cancelled() => return Err("connection stopped"),
                         // A publish's answer is sent as soon as it is safe,
                         // also while the client sends nothing more.
+                        // With it, every later one its ack also made safe:
+                        // their answers go out in one write.
                         r = self.pending.next() => {
-                            self.answer_publish(r)?;
+                            self.answer_publishes(r)?;
                             continue;
                         }
                         r = read_with_deadline(read, &mut buf, deadline) => r,

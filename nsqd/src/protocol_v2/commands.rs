@@ -46,6 +46,20 @@ impl Connection {
         Ok(())
     }
 
+    /// Answer a publish (`first`, the oldest) and every later one that is
+    /// already safe, never waiting for one that is not: an ack covers
+    /// several publishes, and their answers then leave in one write.
+    pub(super) fn answer_publishes(
+        &mut self,
+        first: Result<(), ProtocolError>,
+    ) -> Result<(), &'static str> {
+        self.answer_publish(first)?;
+        while let Some(r) = self.pending.ready() {
+            self.answer_publish(r)?;
+        }
+        Ok(())
+    }
+
     /// `OK` for a publish that is safe, its error otherwise; `Err` when
     /// that closes the connection.
     pub(super) fn answer_publish(

@@ -275,6 +275,12 @@ impl PeerLink {
     /// `timeout` (the peer is then out of sync) or the link dropped.
     pub async fn wait_ack(&self, w: AckWait, timeout: Duration) -> bool {
         let mut rx = self.acked.subscribe();
+        // Most publishes are first looked at once an ack covering them came
+        // (one ack answers several): no timer for those.
+        let now = *rx.borrow_and_update();
+        if now.0 != w.conn || now.1 >= w.seq {
+            return now.0 == w.conn;
+        }
         let got =
             tokio::time::timeout(timeout, rx.wait_for(|(c, s)| *c != w.conn || *s >= w.seq)).await;
         match got {
@@ -468,5 +474,32 @@ mod tests {
             panic!("{frames:?}");
         };
         assert_eq!((msgs[0].id, &msgs[0].body[..]), (90, &b"three"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_publish_is_acknowledged_only_by_an_ack_on_its_own_connection() {
+        let link = in_sync_link();
+        let topic: TopicName = "t".parse().unwrap();
+        let batch = || Packed::pack(&[Bytes::from_static(b"x")], 7, 1);
+        let first = link.append(&topic, 0, &[batch()]).unwrap();
+        let second = link.append(&topic, 0, &[batch()]).unwrap();
+        // Acked before anyone waits (one ack covering several publishes).
+        link.acked(1, first.seq);
+        let patience = Duration::from_secs(5);
+        assert!(link.wait_ack(first, patience).await);
+        // Not covered: times out, and the peer falls out of sync.
+        assert!(!link.wait_ack(second, Duration::from_millis(20)).await);
+        assert_eq!(link.status().0, LinkStatus::CatchingUp);
+        // Covered by an ack after the wait began.
+        let third = link.append(&topic, 0, &[batch()]).unwrap();
+        let wait = link.wait_ack(third, patience);
+        let ack = async { link.acked(1, third.seq) };
+        let (got, ()) = tokio::join!(wait, ack);
+        assert!(got);
+        // The connection it was sent on is gone: never acknowledged, even
+        // by a higher sequence number on the next one.
+        let fourth = link.append(&topic, 0, &[batch()]).unwrap();
+        link.down(1, "test");
+        assert!(!link.wait_ack(fourth, patience).await);
     }
 }

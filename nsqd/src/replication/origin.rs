@@ -256,7 +256,17 @@ async fn session(
         loop {
             let f = frames.next_within(timeout).await?;
             match f {
-                Frame::Ack { seq } => link.acked(conn, seq),
+                Frame::Ack { mut seq } => {
+                    // Acks read together complete their publishes together:
+                    // the publishers are woken once for all of them.
+                    while frames.has_frame() {
+                        match frames.next_within(timeout).await? {
+                            Frame::Ack { seq: s } => seq = seq.max(s),
+                            _ => return Err(SessionError::Unexpected),
+                        }
+                    }
+                    link.acked(conn, seq)
+                }
                 _ => return Err(SessionError::Unexpected),
             }
         }
