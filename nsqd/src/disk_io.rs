@@ -370,3 +370,6 @@ impl DiskIo {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,8 +1,9 @@
 //! A peer's copies past their memory bound (#16): spilled to disk in every
 //! mode (a `--durable` peer's, and what a topic holds before its first
 //! channel), kept across the peer's own restart, and removed once the
-//! origin finished everything in them. Real processes on their own
-//! loopback addresses (see `replication.rs`).
+//! origin finished everything in them; a journal an older build wrote is
+//! kept aside, not replayed. Real processes on their own loopback addresses
+//! (see `replication.rs`).
 
 #[path = "replication/support.rs"]
 mod support;
@@ -137,17 +138,24 @@ async fn what_a_topic_holds_spills_at_a_durable_peer_too() {
     within_for(LIMIT, held_set_spills(22, true)).await;
 }
 
+/// A pair on `net` whose B holds `n` of A's messages (1 KiB bodies, past
+/// B's memory with a small `--mem-queue-size`).
+async fn holding(net: u8, flags: &[&str], n: usize) -> (Pair, Shared) {
+    let pair = Pair::start(net, flags).await;
+    let ledger = Shared::default();
+    mpub_sized(&pair.a, "keep", n, 1024, &ledger).await;
+    pair.a
+        .wait_holds(&pair.b, n as u64, Duration::from_secs(20))
+        .await;
+    (pair, ledger)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_restarted_while_its_origin_is_down_keeps_its_copy() {
     within_for(LIMIT, async {
         const N: usize = 2_000;
         const FINISHED: usize = 300;
-        let mut pair = Pair::start(23, &["--mem-queue-size=100"]).await;
-        let ledger = Shared::default();
-        mpub_sized(&pair.a, "keep", N, 1024, &ledger).await;
-        pair.a
-            .wait_holds(&pair.b, N as u64, Duration::from_secs(20))
-            .await;
+        let (mut pair, ledger) = holding(23, &["--mem-queue-size=100"], N).await;
         // B restarts while A lives: A's full copy replaces what B kept.
         pair.b.stop();
         pair.b.start(pair.lookupd.tcp_addr());
@@ -290,6 +298,89 @@ async fn a_peer_killed_while_its_origin_is_down_keeps_what_it_spilled() {
             .iter()
             .all(|b| b.starts_with(b"then-0-") || b.starts_with(b"then-1-")));
         assert_eq!(l.duplicates(), 0);
+    })
+    .await;
+}
+
+/// A journal as a build of link version 2 could have left it: its Hello
+/// (of an incarnation A never had), then an Append that this build would
+/// read as three messages A never sent.
+fn journal_of_version_2(origin: &str) -> Vec<u8> {
+    fn put_str(out: &mut Vec<u8>, s: &str) {
+        out.push(s.len() as u8);
+        out.extend_from_slice(s.as_bytes());
+    }
+    let mut hello = vec![1];
+    hello.extend_from_slice(&2u16.to_be_bytes());
+    put_str(&mut hello, origin);
+    hello.extend_from_slice(&12_345u64.to_be_bytes());
+    let mut append = vec![4];
+    append.extend_from_slice(&1u64.to_be_bytes());
+    put_str(&mut append, TOPIC);
+    put_str(&mut append, "");
+    append.extend_from_slice(&0i64.to_be_bytes());
+    append.extend_from_slice(&3u32.to_be_bytes());
+    for id in 1..=3u64 {
+        append.extend_from_slice(&id.to_be_bytes());
+        append.extend_from_slice(&1i64.to_be_bytes());
+        append.extend_from_slice(&0u16.to_be_bytes());
+    }
+    for _ in 1..=3 {
+        append.extend_from_slice(&5u32.to_be_bytes());
+        append.extend_from_slice(b"ghost");
+    }
+    let mut out = Vec::new();
+    for frame in [hello, append] {
+        let mut framed = (frame.len() as u32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&frame);
+        out.extend_from_slice(&crc32fast::hash(&framed).to_be_bytes());
+        out.extend_from_slice(&framed);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_of_another_link_version_is_kept_aside_and_the_origin_copies_again() {
+    within_for(LIMIT, async {
+        const N: usize = 2_000;
+        let (mut pair, ledger) = holding(27, &["--durable", "--mem-queue-size=100"], N).await;
+        // B comes back from an upgrade: its journal is an older build's.
+        pair.b.stop();
+        let journal = pair
+            .b
+            .dir
+            .join("replication")
+            .join(format!("{}.journal", pair.a.repl_addr().replace(':', "_")));
+        let planted = journal_of_version_2(&pair.a.repl_addr());
+        std::fs::write(&journal, &planted).unwrap();
+        pair.b.start(pair.lookupd.tcp_addr());
+        let aside = journal.with_extension("journal.refused.1");
+        // The warning says why, once the file is aside.
+        let why = "not replayed, written by link protocol version 2";
+        pair.b
+            .wait_for(Duration::from_secs(20), "journal kept aside", || {
+                let logged = pair.b.d().logs().contains(why);
+                logged.then_some(()).ok_or("no warning yet".to_string())
+            })
+            .await;
+        assert_eq!(
+            std::fs::read(&aside).unwrap(),
+            planted,
+            "not kept as it was"
+        );
+        // A's full copy makes B's copy again, with nothing of the old file.
+        pair.a.wait_state("in_sync", Duration::from_secs(20)).await;
+        pair.a
+            .wait_holds(&pair.b, N as u64, Duration::from_secs(20))
+            .await;
+        assert!(
+            !pair.b.d().logs().contains("took over"),
+            "ghosts taken over"
+        );
+        // Only B's copy is left: every acknowledged message, once.
+        pair.a.kill();
+        take_over_now(&pair, N as u64);
+        b_delivers_exactly(&pair, &ledger, N, Duration::from_secs(60)).await;
     })
     .await;
 }

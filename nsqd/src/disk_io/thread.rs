@@ -111,7 +111,16 @@ impl IoThread {
         if !self.queues.contains_key(name) {
             let listed = self.listing.take(&self.opts.dir, name)?;
             let import = crate::upstream_import::stage(&self.opts.dir, name)?;
-            let mut q = DiskQueue::open_listed(&self.opts.dir, name, self.opts.queue, listed)?;
+            let (dir, opts) = (&self.opts.dir, self.opts.queue);
+            let mut q = match DiskQueue::open_listed(dir, name, opts, listed.clone()) {
+                // Files removed since the one listing (a holder removes the
+                // spill queues no saved copy refers to when it starts): the
+                // queue lists its own.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && listed.is_some() => {
+                    DiskQueue::open_listed(dir, name, opts, None)?
+                }
+                r => r?,
+            };
             if let Some(import) = import {
                 let payloads = import.payloads()?;
                 q.put_many(payloads.iter().map(|p| p.as_slice()))?;

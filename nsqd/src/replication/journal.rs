@@ -20,6 +20,13 @@
 //! every spill write it counts on is on disk (fsynced under `--durable`).
 //! A non-durable holder writes the same snapshot at a clean shutdown
 //! (`origin_state.rs`), so its copy outlives its restart.
+//!
+//! Records are laid out as the link protocol version of the build that
+//! wrote them, so a file starts with the origin's Hello, which names it. A
+//! file whose Hello names another version (or that starts with no Hello)
+//! is not replayed: its records could decode as something they are not. It
+//! is kept aside under another name, with a log line, and the holder starts
+//! empty; the origin's full copy at the next connection restores the copy.
 
 use std::fs::OpenOptions;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -30,10 +37,14 @@ use nsq_protocol::{ChannelName, TopicName};
 
 use super::journal_writer::{SpillWrites, Waiter, Writer};
 use super::shadow::Shadow;
-use super::wire::{self, Frame, MetaOp, WireError, WireMessage, MAX_COUNT, MAX_FRAME};
+use super::wire::{
+    self, Frame, MetaOp, WireError, WireMessage, HELLO_MAX, MAX_COUNT, MAX_FRAME, VERSION,
+};
 
 const SPILLED: u8 = 64;
 const SPILL_FINISHED: u8 = 65;
+/// The Hello's kind on the link (`wire.rs`).
+const HELLO: u8 = 1;
 
 /// Most body bytes one snapshot Append carries (well under `MAX_FRAME`).
 const SNAPSHOT_APPEND_BYTES: usize = 16 << 20;
@@ -152,6 +163,7 @@ impl Journal {
     pub fn open(dir: &Path, origin: &str) -> io::Result<(Journal, Vec<Entry>)> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(file_name(origin));
+        refuse_other_versions(&path)?;
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -226,6 +238,12 @@ pub fn snapshot_bytes(
     for e in snapshot(shadow, memory) {
         encode_entry(&mut out, &e);
     }
+    // Records come only after a Hello; a snapshot without one would be
+    // refused at the next start.
+    debug_assert!(
+        hello.is_some() || out.is_empty(),
+        "a snapshot without a Hello"
+    );
     (out, waits)
 }
 
@@ -233,6 +251,7 @@ pub fn snapshot_bytes(
 /// there is one.
 pub fn read(dir: &Path, origin: &str) -> io::Result<Option<Vec<Entry>>> {
     let path = dir.join(file_name(origin));
+    refuse_other_versions(&path)?;
     match std::fs::File::open(&path) {
         Ok(mut f) => Ok(Some(read_all(&mut f, &path)?.0)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -259,6 +278,73 @@ pub fn write_snapshot(dir: &Path, origin: &str, bytes: &[u8]) -> io::Result<()> 
     f.sync_all()?;
     std::fs::rename(&tmp, &path)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Why a journal file is not replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("written by link protocol version {0}, this build reads version {VERSION}")]
+    Version(u16),
+    #[error("it does not start with a Hello naming its link protocol version")]
+    NoHello,
+}
+
+/// Whether the records of a file starting with `head` are laid out as
+/// this build's link version says. Every file this build writes starts
+/// with the origin's Hello (the holder journals one on each connection
+/// before anything it applies, and a snapshot starts with it), so the
+/// first record decides, looked at before any other is decoded. Only a
+/// Hello cut short (a crash during the very first write, before anything
+/// was acknowledged) passes: the replay cuts it off like any torn tail.
+fn check_version(head: &[u8]) -> Result<(), Refused> {
+    // crc:u32 size:u32 kind:u8 version:u16 ...
+    let Some(&kind) = head.get(8) else {
+        return Ok(());
+    };
+    let size = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
+    if kind != HELLO || !(3..=HELLO_MAX).contains(&size) {
+        return Err(Refused::NoHello);
+    }
+    let Some(framed) = head.get(4..8 + size) else {
+        return Ok(());
+    };
+    if crc32fast::hash(framed) != u32::from_be_bytes([head[0], head[1], head[2], head[3]]) {
+        return Err(Refused::NoHello);
+    }
+    match u16::from_be_bytes([head[9], head[10]]) {
+        VERSION => Ok(()),
+        other => Err(Refused::Version(other)),
+    }
+}
+
+/// If the file at `path` is of another link version, rename it aside (to
+/// the first free `<name>.refused.<n>`), so it is neither replayed nor
+/// lost, and log why and where it went.
+fn refuse_other_versions(path: &Path) -> io::Result<()> {
+    let mut head = Vec::new();
+    match std::fs::File::open(path) {
+        Ok(f) => f.take(8 + HELLO_MAX as u64).read_to_end(&mut head)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let Err(why) = check_version(&head) else {
+        return Ok(());
+    };
+    let aside = (1..=u32::MAX)
+        .map(|n| path.with_extension(format!("journal.refused.{n}")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| path.with_extension("journal.refused"));
+    std::fs::rename(path, &aside)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    tracing::warn!(
+        journal = %path.display(),
+        kept = %aside.display(),
+        "replication journal: not replayed, {why}; kept aside as {}, starting empty (the origin's full copy restores the copy)",
+        aside.display()
+    );
+    Ok(())
 }
 
 /// Every valid record of `file`, and where the valid part ends.
@@ -387,162 +473,4 @@ fn append(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(id: u64) -> WireMessage {
-        WireMessage {
-            id,
-            timestamp: 1,
-            attempts: 0,
-            body: Bytes::from(vec![b'x'; 100]),
-        }
-    }
-
-    fn apply(s: &mut Shadow, e: &Entry) {
-        let Entry::Frame(f) = e else {
-            panic!("no spill without a spill destination: {e:?}");
-        };
-        match f {
-            Frame::Append {
-                topic,
-                channel,
-                due,
-                msgs,
-                ..
-            } => s
-                .append(topic, channel.as_ref(), *due, msgs, u64::MAX)
-                .unwrap(),
-            Frame::Meta {
-                op, topic, channel, ..
-            } => s.meta(*op, topic, channel.as_ref()),
-            Frame::Finish {
-                topic,
-                channel,
-                ids,
-                ..
-            } => s.finish(topic, channel, ids),
-            _ => {}
-        }
-    }
-
-    #[tokio::test]
-    async fn replays_what_was_committed_cuts_a_torn_tail_and_compacts() {
-        let dir = tempfile::tempdir().unwrap();
-        let t: nsq_protocol::TopicName = "t".parse().unwrap();
-        let c: nsq_protocol::ChannelName = "c".parse().unwrap();
-        let records = vec![
-            Frame::Meta {
-                seq: 1,
-                op: MetaOp::ChannelCreate,
-                topic: t.clone(),
-                channel: Some(c.clone()),
-            },
-            Frame::Append {
-                seq: 2,
-                topic: t.clone(),
-                channel: None,
-                due: 0,
-                msgs: (1..=3).map(msg).collect(),
-            },
-            Frame::Finish {
-                seq: 3,
-                topic: t.clone(),
-                channel: c.clone(),
-                ids: vec![2],
-            },
-        ];
-        {
-            let (mut j, old) = Journal::open(dir.path(), "127.0.0.1:4153").unwrap();
-            assert!(old.is_empty());
-            for r in &records {
-                j.record(r);
-            }
-            let ticket = j.submit();
-            j.waiter().wait(ticket).await.unwrap();
-            // Recorded but never submitted: not acknowledged, not kept.
-            j.record(&records[1]);
-        }
-        // A torn write at the end.
-        let path = dir.path().join("127.0.0.1_4153.journal");
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        std::io::Write::write_all(&mut f, &[1, 2, 3]).unwrap();
-        drop(f);
-        let (mut j, frames) = Journal::open(dir.path(), "127.0.0.1:4153").unwrap();
-        let want: Vec<Entry> = records.iter().cloned().map(Entry::Frame).collect();
-        assert_eq!(frames, want);
-        let mut s = Shadow::default();
-        for f in &frames {
-            apply(&mut s, f);
-        }
-        assert_eq!(s.depth(), 2);
-        let ticket = j.compact(&mut s, None);
-        j.waiter().wait(ticket).await.unwrap();
-        drop(j);
-        let (_, frames) = Journal::open(dir.path(), "127.0.0.1:4153").unwrap();
-        let mut again = Shadow::default();
-        for f in &frames {
-            apply(&mut again, f);
-        }
-        let ids: Vec<u64> = again.topics[&t].channels[&c].msgs.keys().collect();
-        assert_eq!(ids, vec![1, 3]);
-    }
-
-    #[test]
-    fn spill_records_round_trip_and_lies_are_refused() {
-        let t: TopicName = "t".parse().unwrap();
-        let entries = [
-            Entry::Spilled {
-                topic: t.clone(),
-                channel: Some("c".parse().unwrap()),
-                lo: 3,
-                hi: 9,
-                spilled: 5,
-            },
-            Entry::SpillFinished {
-                topic: t.clone(),
-                channel: None,
-                ids: vec![4, 7],
-            },
-        ];
-        let mut out = BytesMut::new();
-        for e in &entries {
-            encode_entry(&mut out, e);
-        }
-        let (first, next) = read_one(&out, 0).unwrap();
-        let (second, end) = read_one(&out, next).unwrap();
-        assert_eq!([first, second], entries);
-        assert_eq!(end, out.len());
-        // A count larger than the record, with a valid checksum: refused.
-        let mut lie = BytesMut::new();
-        lie.put_u32(0);
-        lie.put_u8(SPILL_FINISHED);
-        wire::put_str(&mut lie, "t");
-        wire::put_str(&mut lie, "");
-        lie.put_u32(1_000);
-        lie.put_u64(1);
-        let size = (lie.len() - 4) as u32;
-        lie[..4].copy_from_slice(&size.to_be_bytes());
-        let mut rec = BytesMut::new();
-        rec.put_u32(crc32fast::hash(&lie));
-        rec.extend_from_slice(&lie);
-        assert!(read_one(&rec, 0).is_none());
-        // A name no topic can have: refused.
-        let mut bad = BytesMut::new();
-        encode_entry(
-            &mut bad,
-            &Entry::SpillFinished {
-                topic: t,
-                channel: None,
-                ids: vec![],
-            },
-        );
-        // crc, size, kind, the name's length: then the name.
-        let at = 10;
-        assert_eq!(bad[at], b't');
-        bad[at] = b'/';
-        let crc = crc32fast::hash(&bad[4..]);
-        bad[..4].copy_from_slice(&crc.to_be_bytes());
-        assert!(read_one(&bad, 0).is_none());
-    }
-}
+mod tests;
